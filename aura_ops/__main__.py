@@ -1,0 +1,3 @@
+from aura_ops.cli import main
+
+main()

@@ -1,0 +1,347 @@
+"""The command line. Errors become one masked line and a documented exit code here, and only here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aura_ops import __version__, logs
+from aura_ops.errors import EXIT_CODES_HELP, AuraError, UsageError
+from aura_ops.secrets import mask
+
+
+class State:
+    """Options shared by every command, settable before or after the command name."""
+
+    def __init__(self) -> None:
+        self.config_path: str | None = None
+        self.json = False
+        self.verbosity = 0
+
+    def load(self) -> Any:
+        from aura_ops import config
+
+        loaded = config.load(self.config_path)
+        level = "debug" if self.verbosity > 0 else ("warning" if self.verbosity < 0 else
+                                                    loaded.logging.level)
+        logs.configure(loaded.logging.dir, level, pretty=None if not self.json else False)
+        return loaded
+
+
+def _set_config(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(State).config_path = value
+
+
+def _set_json(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(State).json = True
+
+
+def _set_verbosity(ctx: click.Context, _: click.Parameter, value: int) -> None:
+    ctx.ensure_object(State).verbosity += value
+
+
+def common(function: Callable[..., Any]) -> Callable[..., Any]:
+    """--config / --json / -v / -q on a command (also accepted before the command name)."""
+    options = [
+        click.option("--config", "-c", metavar="FILE", expose_value=False, callback=_set_config,
+                     envvar="AURA_CONFIG", help="Config file (default aura.yaml, env AURA_CONFIG)."),
+        click.option("--json", "json_", is_flag=True, expose_value=False, callback=_set_json,
+                     help="Print one JSON document on stdout (logs stay on stderr)."),
+        click.option("-v", "--verbose", count=True, expose_value=False,
+                     callback=_set_verbosity, help="More log output."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def emit(data: dict[str, Any], human: Callable[[dict[str, Any]], None]) -> None:
+    state = click.get_current_context().ensure_object(State)
+    if state.json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        human(data)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask on a terminal; elsewhere require --yes. UsageError (exit 2) when declined."""
+    if yes:
+        return
+    if sys.stdin.isatty() and not click.get_current_context().ensure_object(State).json:
+        if click.confirm(question, default=False, err=True):
+            return
+        raise UsageError("not confirmed; nothing was changed")
+    raise UsageError(f"{question} Pass --yes to confirm; nothing was changed")
+
+
+def _table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, title=title, show_lines=False)
+    for row in rows:
+        table.add_row(*[str(cell) for cell in row])
+    Console(soft_wrap=True).print(table)
+
+
+def _human_size(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aura-ops")
+@common
+def cli() -> None:
+    """aura-ops: verified snapshots of PostgreSQL and file trees, and restores you can trust."""
+
+
+# ---------------------------------------------------------------- backup
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--component", "components", multiple=True, metavar="NAME",
+              help="Snapshot only this component (repeatable). Default: all.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the snapshot (repeatable).")
+@common
+def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
+    """Snapshot every configured component into the repository, verify, seal."""
+    from aura_ops import snapshots
+
+    config = click.get_current_context().ensure_object(State).load()
+    snapshot = snapshots.backup(config, list(components) or None, list(tags))
+
+    def human(data: dict[str, Any]) -> None:
+        click.echo(f"snapshot {data['id']} sealed: {', '.join(data['components'])}, "
+                   f"{_human_size(data['size'])} in {data['seconds']:.1f}s")
+
+    emit(snapshot.manifest, human)
+
+
+# ---------------------------------------------------------------- snapshots
+
+@cli.group(epilog=EXIT_CODES_HELP)
+@common
+def snapshots() -> None:
+    """Inspect, verify and delete snapshots."""
+
+
+def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {"id": manifest["id"], "created": manifest["created"],
+            "components": list(manifest["components"]), "size": manifest.get("size", 0),
+            "seconds": manifest.get("seconds"), "tags": manifest.get("tags", []),
+            "host": manifest.get("host")}
+
+
+@snapshots.command("list")
+@common
+def snapshots_list() -> None:
+    """List sealed snapshots, oldest first (partial ones never appear)."""
+    from aura_ops import snapshots as engine
+
+    config = click.get_current_context().ensure_object(State).load()
+    rows = [_summary(s.manifest) for s in engine.repository(config).snapshots()]
+
+    def human(data: dict[str, Any]) -> None:
+        if not data["snapshots"]:
+            click.echo("no snapshots yet")
+            return
+        _table(["id", "created", "components", "size", "tags"],
+               [[r["id"], r["created"], ", ".join(r["components"]), _human_size(r["size"]),
+                 ", ".join(r["tags"])] for r in data["snapshots"]])
+
+    emit({"snapshots": rows}, human)
+
+
+@snapshots.command("show")
+@click.argument("snapshot_id", metavar="ID")
+@common
+def snapshots_show(snapshot_id: str) -> None:
+    """Show a snapshot's manifest (ID may be a unique prefix or 'latest')."""
+    from aura_ops import snapshots as engine
+
+    config = click.get_current_context().ensure_object(State).load()
+    manifest = engine.repository(config).get(snapshot_id).manifest
+
+    def human(data: dict[str, Any]) -> None:
+        click.echo(f"snapshot {data['id']}  created {data['created']} on {data['host']}  "
+                   f"{_human_size(data.get('size', 0))}  tags: {', '.join(data['tags']) or '-'}")
+        for name, entry in data["components"].items():
+            if entry["type"] == "postgres":
+                click.echo(f"  {name} (postgres) {entry['database']} at {entry['where']}, "
+                           f"PostgreSQL {entry['server_version']}, {len(entry['row_counts'])} "
+                           f"tables, {sum(entry['row_counts'].values())} rows, "
+                           f"{_human_size(entry['database_size'])} on the server")
+            else:
+                click.echo(f"  {name} (files) {entry['source']}: {entry['file_count']} files, "
+                           f"{_human_size(entry['bytes'])}; copied {entry['copied_files']}, "
+                           f"hard-linked {entry['linked_files']} unchanged")
+
+    emit(manifest, human)
+
+
+@snapshots.command("verify")
+@click.argument("snapshot_id", metavar="ID")
+@click.option("--deep", is_flag=True,
+              help="Also restore databases into a scratch database and compare with the manifest.")
+@click.option("--component", "components", multiple=True, metavar="NAME")
+@common
+def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) -> None:
+    """Verify a snapshot's checksums; with --deep, prove it restores. Exit 3 on a mismatch."""
+    from aura_ops import snapshots as engine
+
+    config = click.get_current_context().ensure_object(State).load()
+    report = engine.verify(config, snapshot_id, deep, list(components) or None)
+
+    def human(data: dict[str, Any]) -> None:
+        click.echo(f"snapshot {data['snapshot']} verified{' (deep)' if deep else ''}")
+        for name, result in data["components"].items():
+            details = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.items())
+            click.echo(f"  {name}: {details}")
+
+    emit({"ok": True, **report}, human)
+
+
+@snapshots.command("delete")
+@click.argument("snapshot_id", metavar="ID")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@common
+def snapshots_delete(snapshot_id: str, yes: bool) -> None:
+    """Delete a sealed snapshot."""
+    from aura_ops import snapshots as engine
+
+    config = click.get_current_context().ensure_object(State).load()
+    resolved = engine.repository(config).resolve(snapshot_id)
+    confirm(f"Delete snapshot {resolved}?", yes)
+    engine.delete(config, resolved)
+    emit({"deleted": resolved}, lambda d: click.echo(f"snapshot {d['deleted']} deleted"))
+
+
+# ---------------------------------------------------------------- restore
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("snapshot_id", metavar="ID")
+@click.option("--component", "components", multiple=True, metavar="NAME",
+              help="Restore only this component (repeatable). Default: all in the snapshot.")
+@click.option("--to-database", metavar="NAME", help="Restore into this new database instead.")
+@click.option("--to-path", type=click.Path(path_type=Path), metavar="DIR",
+              help="Restore the files component into this folder instead.")
+@click.option("--globals", "with_globals", is_flag=True,
+              help="Apply the snapshot's roles and tablespaces (pg_dumpall --globals-only) first.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--yes", is_flag=True, help="Confirm an in-place restore without asking.")
+@common
+def restore(snapshot_id: str, components: tuple[str, ...], to_database: str | None,
+            to_path: Path | None, with_globals: bool, dry_run: bool, yes: bool) -> None:
+    """Put a snapshot back, in place or into a new database / folder."""
+    from aura_ops import snapshots as engine
+
+    config = click.get_current_context().ensure_object(State).load()
+    snapshot = engine.repository(config).get(snapshot_id)
+    names = list(components) or list(snapshot.manifest["components"])
+    in_place = [n for n in names if n in snapshot.manifest["components"] and not (
+        (to_database and snapshot.manifest["components"][n]["type"] == "postgres")
+        or (to_path and snapshot.manifest["components"][n]["type"] == "files"))]
+    if in_place and not dry_run:
+        age = engine.age_seconds(snapshot)
+        confirm(f"Restore {', '.join(in_place)} in place from snapshot {snapshot.id}, taken "
+                f"{_human_age(age)} ago? Changes made since then are discarded.", yes)
+    report = engine.restore(config, snapshot.id, list(components) or None, to_database,
+                            to_path.absolute() if to_path else None, dry_run, with_globals)
+
+    def human(data: dict[str, Any]) -> None:
+        verb = "would restore" if dry_run else "restored"
+        for name, result in data["components"].items():
+            target = result.get("database") or result.get("target") or ""
+            click.echo(f"{name}: {verb} from {data['snapshot']} into {target}"
+                       + (f" in {result['seconds']:.1f}s" if "seconds" in result else ""))
+            for line in result.get("changes", [])[:200]:
+                click.echo(f"  {line}")
+
+    emit(report, human)
+
+
+def _human_age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+# ---------------------------------------------------------------- doctor
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@common
+def doctor() -> int:
+    """Check tools, versions, database reachability, repository and disk before changing anything."""
+    from aura_ops import doctor as checks
+
+    config = click.get_current_context().ensure_object(State).load()
+    results, code = checks.run(config)
+
+    def human(data: dict[str, Any]) -> None:
+        _table(["check", "ok", "detail"],
+               [[c["check"], "yes" if c["ok"] else "NO", c["detail"]] for c in data["checks"]])
+
+    emit({"ok": code == 0, "exit_code": code, "checks": results}, human)
+    return code
+
+
+# ---------------------------------------------------------------- the edge
+
+def _save_traceback() -> str:
+    folder = Path(tempfile.gettempdir())
+    path = folder / f"aura-ops-crash-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{os.getpid()}.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(mask(traceback.format_exc()))
+    return str(path)
+
+
+def _fail(message: str, code: int, json_mode: bool) -> int:
+    click.echo(f"aura-ops: error: {mask(message)}", err=True)
+    if json_mode:
+        click.echo(json.dumps({"ok": False, "error": mask(message), "exit_code": code}))
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and map every outcome to a documented exit code."""
+    os.umask(0o077)
+    json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
+    logs.configure(None, "info", pretty=False if json_mode else None)
+    try:
+        result = cli.main(args=argv, prog_name="aura-ops", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = 2
+    except click.exceptions.Abort:
+        code = _fail("aborted; nothing was changed", 1, json_mode)
+    except AuraError as exc:
+        code = _fail(str(exc), exc.exit_code, json_mode)
+    except KeyboardInterrupt:
+        code = _fail("interrupted", 1, json_mode)
+    except Exception as exc:  # noqa: BLE001 - the edge: one line plus a saved traceback
+        path = _save_traceback()
+        code = _fail(f"unexpected {type(exc).__name__}: {exc} (traceback saved to {path})", 1,
+                     json_mode)
+    sys.exit(code)

@@ -1,0 +1,16 @@
+"""Components: things aura-ops can snapshot, verify and restore.
+
+Each component module implements the same few functions (``snapshot``, ``verify``,
+``restore``, ``doctor``); this literal registry maps a config ``type`` to its module.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from aura_ops.components import files, postgres
+
+REGISTRY: dict[str, ModuleType] = {
+    "postgres": postgres,
+    "files": files,
+}

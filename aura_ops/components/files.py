@@ -1,0 +1,386 @@
+"""Files component: a snapshot is a plain, browsable folder tree.
+
+An incremental snapshot hard-links every file that is unchanged since the previous snapshot of
+the same component (same size, mtime, ctime, inode, mode and owner, read from that snapshot's
+index, so unchanged files are never re-read), and copies the rest, hashing each as it is
+written. Permissions, ownership, symlinks, hard links, xattrs and ACLs are kept; fifos, sockets
+and devices are skipped with a warning. Restores use rsync, exact, deletions included.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import json
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aura_ops import checksum, logs
+from aura_ops.config import FilesConfig
+from aura_ops.errors import AuraError, UsageError, VerificationError
+from aura_ops.host import Command, Host
+from aura_ops.repository import Snapshot
+
+INDEX = "index.jsonl"
+TREE = "tree"
+IS_ROOT = os.geteuid() == 0
+
+
+# ---------------------------------------------------------------- excludes
+
+def compile_excludes(patterns: list[str]) -> list[tuple[str, bool, bool]]:
+    """(glob, anchored-to-root, directories-only) for each rsync-like pattern."""
+    compiled = []
+    for pattern in patterns:
+        directories_only = pattern.endswith("/")
+        body = pattern.rstrip("/")
+        anchored = "/" in body
+        compiled.append((body.lstrip("/"), anchored, directories_only))
+    return compiled
+
+
+def is_excluded(relative: str, is_dir: bool, excludes: list[tuple[str, bool, bool]]) -> bool:
+    name = relative.rsplit("/", 1)[-1]
+    for glob, anchored, directories_only in excludes:
+        if directories_only and not is_dir:
+            continue
+        if fnmatch.fnmatchcase(relative if anchored else name, glob):
+            return True
+    return False
+
+
+def rsync_excludes(patterns: list[str]) -> list[str]:
+    """The same excludes as rsync arguments (patterns with a slash are anchored at the root)."""
+    args = []
+    for glob, anchored, directories_only in compile_excludes(patterns):
+        rsync_pattern = ("/" if anchored else "") + glob + ("/" if directories_only else "")
+        args.append(f"--exclude={rsync_pattern}")
+    return args
+
+
+# ---------------------------------------------------------------- index
+
+def load_index(snapshot: Snapshot, name: str) -> dict[str, dict[str, Any]]:
+    """The per-path index of a files snapshot."""
+    index: dict[str, dict[str, Any]] = {}
+    with open(snapshot.component_dir(name) / INDEX, encoding="utf-8") as source:
+        for line in source:
+            entry = json.loads(line)
+            index[entry["p"]] = entry
+    return index
+
+
+# ---------------------------------------------------------------- snapshot
+
+@dataclass
+class _Stats:
+    files: int = 0
+    directories: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    bytes: int = 0
+    copied: int = 0
+    copied_bytes: int = 0
+    linked: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def _walk(root: Path, excludes: list[tuple[str, bool, bool]]) -> Iterator[tuple[str, os.stat_result]]:
+    """Yield (relative path, lstat) for every entry under ``root``, parents first, sorted."""
+    stack = [""]
+    while stack:
+        relative_dir = stack.pop()
+        directory = root / relative_dir if relative_dir else root
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            raise AuraError(f"cannot read {directory}: {exc.strerror}") from None
+        subdirs = []
+        for entry in entries:
+            relative = f"{relative_dir}/{entry.name}" if relative_dir else entry.name
+            st = entry.stat(follow_symlinks=False)
+            if is_excluded(relative, stat.S_ISDIR(st.st_mode), excludes):
+                continue
+            yield relative, st
+            if stat.S_ISDIR(st.st_mode):
+                subdirs.append(relative)
+        stack.extend(reversed(subdirs))
+
+
+def _copy_xattrs(source: Path, target: Path) -> None:
+    try:
+        names = os.listxattr(source, follow_symlinks=False)
+    except OSError:
+        return
+    for attribute in names:
+        try:
+            value = os.getxattr(source, attribute, follow_symlinks=False)
+            os.setxattr(target, attribute, value, follow_symlinks=False)
+        except OSError as exc:
+            logs.get().debug("files.xattr_skipped", path=str(source), xattr=attribute,
+                             reason=exc.strerror)
+
+
+def _apply_metadata(source: Path, target: Path, st: os.stat_result, symlink: bool = False) -> None:
+    if IS_ROOT:
+        os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+    if not symlink:
+        os.chmod(target, stat.S_IMODE(st.st_mode))
+    _copy_xattrs(source, target)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _copy_file(source: Path, target: Path, st: os.stat_result) -> tuple[str, int]:
+    """Copy content, hashing it as it is written; return (hash, bytes)."""
+    hasher = checksum.new()
+    size = 0
+    buffer = bytearray(checksum.CHUNK)
+    view = memoryview(buffer)
+    with open(source, "rb") as reader, open(target, "xb") as writer:
+        while count := reader.readinto(buffer):
+            chunk = view[:count]
+            hasher.update(chunk)
+            writer.write(chunk)
+            size += count
+    _apply_metadata(source, target, st)
+    return hasher.hexdigest(), size
+
+
+def _unchanged(previous: dict[str, Any] | None, st: os.stat_result) -> bool:
+    return bool(
+        previous
+        and previous["t"] == "f"
+        and previous["s"] == st.st_size
+        and previous["mt"] == st.st_mtime_ns
+        and previous["ct"] == st.st_ctime_ns
+        and previous["i"] == st.st_ino
+        and previous["m"] == st.st_mode
+        and previous["u"] == st.st_uid
+        and previous["g"] == st.st_gid
+    )
+
+
+class _Builder:
+    """Builds one snapshot tree from a source tree and the previous snapshot's index."""
+
+    def __init__(self, source: Path, tree: Path, previous_tree: Path | None,
+                 previous_index: dict[str, dict[str, Any]]) -> None:
+        self.source = source
+        self.tree = tree
+        self.previous_tree = previous_tree
+        self.previous_index = previous_index
+        self.stats = _Stats()
+        self.seen_inodes: dict[tuple[int, int], str] = {}
+        self.directories: list[tuple[Path, Path, os.stat_result]] = []
+
+    def entry(self, relative: str, st: os.stat_result) -> dict[str, Any] | None:
+        source, target = self.source / relative, self.tree / relative
+        base = {"p": relative, "m": st.st_mode, "u": st.st_uid, "g": st.st_gid,
+                "mt": st.st_mtime_ns}
+        if stat.S_ISDIR(st.st_mode):
+            target.mkdir(mode=0o700)
+            self.directories.append((source, target, st))
+            self.stats.directories += 1
+            return {**base, "t": "d"}
+        if stat.S_ISLNK(st.st_mode):
+            link = os.readlink(source)
+            os.symlink(link, target)
+            _apply_metadata(source, target, st, symlink=True)
+            self.stats.symlinks += 1
+            return {**base, "t": "l", "l": link}
+        if stat.S_ISREG(st.st_mode):
+            return self.regular(relative, source, target, st, base)
+        self.stats.skipped.append(relative)
+        logs.get().warning("files.special_skipped", path=str(source),
+                           kind=stat.filemode(st.st_mode)[0])
+        return None
+
+    def regular(self, relative: str, source: Path, target: Path, st: os.stat_result,
+                base: dict[str, Any]) -> dict[str, Any]:
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in self.seen_inodes:
+            first = self.seen_inodes[key]
+            os.link(self.tree / first, target)
+            self.stats.hardlinks += 1
+            return {**base, "t": "h", "l": first, "s": st.st_size}
+        if st.st_nlink > 1:
+            self.seen_inodes[key] = relative
+        self.stats.files += 1
+        previous = self.previous_index.get(relative)
+        if previous and self.previous_tree and _unchanged(previous, st):
+            try:
+                os.link(self.previous_tree / relative, target)
+                self.stats.linked += 1
+                self.stats.bytes += st.st_size
+                return dict(previous)
+            except OSError as exc:
+                if exc.errno not in (errno.EMLINK, errno.EXDEV, errno.ENOENT):
+                    raise
+        digest, size = _copy_file(source, target, st)
+        self.stats.copied += 1
+        self.stats.copied_bytes += size
+        self.stats.bytes += size
+        return {**base, "t": "f", "s": size, "ct": st.st_ctime_ns, "i": st.st_ino, "h": digest}
+
+    def finish_directories(self) -> None:
+        """Directory modes and mtimes last, deepest first: adding children changes them."""
+        for source, target, st in reversed(self.directories):
+            _apply_metadata(source, target, st)
+
+
+def snapshot(host: Host, name: str, cfg: FilesConfig, dest: Path,
+             previous: Snapshot | None) -> dict[str, Any]:
+    """Snapshot ``cfg.path`` into ``dest/tree`` plus ``dest/index.jsonl``; return the manifest entry."""
+    source = cfg.path
+    if not source.is_dir():
+        raise UsageError(f"component {name}: {source} is not a directory")
+    previous_index: dict[str, dict[str, Any]] = {}
+    previous_tree = None
+    if previous is not None and previous.manifest["components"][name].get("source") == str(source):
+        previous_index = load_index(previous, name)
+        previous_tree = previous.component_dir(name) / TREE
+    tree = dest / TREE
+    tree.mkdir(mode=0o700)
+    builder = _Builder(source, tree, previous_tree, previous_index)
+    excludes = compile_excludes(cfg.exclude)
+    with open(dest / INDEX, "xb") as raw:
+        index = checksum.HashingWriter(raw)
+        for relative, st in _walk(source, excludes):
+            entry = builder.entry(relative, st)
+            if entry is not None:
+                index.write((json.dumps(entry, separators=(",", ":")) + "\n").encode())
+        index.flush()
+    os.chmod(dest / INDEX, 0o600)
+    root_st = os.stat(source)
+    _apply_metadata(source, tree, root_st)
+    builder.finish_directories()
+    stats = builder.stats
+    logs.get().info("files.snapshot", source=str(source), files=stats.files,
+                    copied=stats.copied, linked=stats.linked, bytes=stats.bytes)
+    return {
+        "type": "files",
+        "source": str(source),
+        "root": {"m": root_st.st_mode, "u": root_st.st_uid, "g": root_st.st_gid},
+        "exclude": cfg.exclude,
+        "file_count": stats.files + stats.hardlinks,
+        "directory_count": stats.directories,
+        "symlink_count": stats.symlinks,
+        "bytes": stats.bytes,
+        "copied_files": stats.copied,
+        "copied_bytes": stats.copied_bytes,
+        "linked_files": stats.linked,
+        "skipped_special": stats.skipped,
+        "previous": previous.id if previous_tree else None,
+        "artifacts": {INDEX: {"size": index.size, "hash": index.hexdigest()}},
+    }
+
+
+# ---------------------------------------------------------------- verify
+
+class VerifiedCache:
+    """Inodes already verified (key: inode, size, mtime, ctime -> hash), shared by snapshots.
+
+    A file hard-linked from an earlier snapshot is the same inode, so it is hashed once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.entries: dict[str, str] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+
+    @staticmethod
+    def key(st: os.stat_result) -> str:
+        return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+    def save(self) -> None:
+        from aura_ops.repository import write_json
+
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_json(self.path, self.entries)
+
+
+def verify(host: Host, name: str, snapshot: Snapshot, cache: VerifiedCache,
+           deep: bool = False) -> dict[str, Any]:
+    """Check every file of the tree against the index; VerificationError naming the first bad."""
+    tree = snapshot.component_dir(name) / TREE
+    hashed = skipped = 0
+    for relative, entry in load_index(snapshot, name).items():
+        path = tree / relative
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise VerificationError(f"{name}: {path} is missing") from None
+        if entry["t"] == "l":
+            if os.readlink(path) != entry["l"]:
+                raise VerificationError(f"{name}: symlink {path} changed")
+            continue
+        if entry["t"] != "f":
+            continue
+        if st.st_size != entry["s"]:
+            raise VerificationError(f"{name}: {path} has {st.st_size} bytes, expected {entry['s']}")
+        key = VerifiedCache.key(st)
+        if not deep and cache.entries.get(key) == entry["h"]:
+            skipped += 1
+            continue
+        digest, _ = checksum.file_digest(path)
+        if digest != entry["h"]:
+            raise VerificationError(f"{name}: checksum mismatch in {path}")
+        cache.entries[key] = digest
+        hashed += 1
+    return {"files_hashed": hashed, "files_already_verified": skipped}
+
+
+# ---------------------------------------------------------------- restore
+
+def make_rsync_restore(tree: Path, target: Path, excludes: list[str], dry_run: bool) -> Command:
+    """rsync that makes ``target`` exactly the snapshot tree (deletions included)."""
+    argv = ["rsync", "-aHAX", "--numeric-ids", "--delete"]
+    if dry_run:
+        argv += ["--dry-run", "--itemize-changes"]
+    argv += rsync_excludes(excludes)
+    argv += ["--", f"{tree}/", f"{target}/"]
+    return Command(tuple(argv))
+
+
+def restore(host: Host, name: str, snapshot: Snapshot, target: Path | None,
+            dry_run: bool = False) -> dict[str, Any]:
+    """Make ``target`` (default: the original path) equal to the snapshot tree."""
+    entry = snapshot.manifest["components"][name]
+    destination = target or Path(entry["source"])
+    tree = snapshot.component_dir(name) / TREE
+    if not dry_run:
+        destination.mkdir(parents=True, exist_ok=True)
+    elif not destination.exists():
+        return {"target": str(destination), "dry_run": True,
+                "changes": [f"create {destination} with {entry['file_count']} files"]}
+    result = host.run(make_rsync_restore(tree, destination, entry.get("exclude", []), dry_run))
+    changes = [line for line in result.text.splitlines() if line.strip()]
+    root = entry.get("root")
+    if root and not dry_run:
+        os.chmod(destination, stat.S_IMODE(root["m"]))
+        if IS_ROOT:
+            os.chown(destination, root["u"], root["g"])
+    report: dict[str, Any] = {"target": str(destination), "dry_run": dry_run}
+    if dry_run:
+        report["changes"] = changes
+    else:
+        report["files"] = entry["file_count"]
+        report["bytes"] = entry["bytes"]
+    return report
+
+
+def doctor(host: Host, name: str, cfg: FilesConfig) -> list[dict[str, Any]]:
+    path = cfg.path
+    ok = path.is_dir() and os.access(path, os.R_OK | os.X_OK)
+    return [{
+        "check": f"{name}: source {path}",
+        "ok": ok,
+        "detail": "readable" if ok else "missing or not readable",
+        "exit_code": 2,
+    }]

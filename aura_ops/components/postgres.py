@@ -1,0 +1,617 @@
+"""PostgreSQL component: consistent, parallel, zstd-compressed dumps and streaming restores.
+
+Backup: a REPEATABLE READ transaction exports its snapshot; ``pg_dump -Fd -Z0 -j N
+--snapshot=<id>`` dumps exactly that snapshot while the same transaction records per-table row
+counts (and, if asked, content checksums), so the manifest describes exactly the dumped data.
+Each table's data file is compressed with zstd as soon as pg_dump reports it finished, hashed as
+it is written. ``pg_dumpall --globals-only`` keeps roles and tablespaces.
+
+Restore: ``pg_restore -j N`` reads a staging folder of named pipes, one per data file, each fed
+by a decompressing thread when pg_restore opens it: parallel, streaming, and with no
+uncompressed copy on disk.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import errno
+import os
+import re
+import secrets as pysecrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from aura_ops import checksum, logs, secrets
+from aura_ops.config import PostgresConfig
+from aura_ops.errors import AuraError, ConfigError, ToolMissing, UsageError, UnreachableError
+from aura_ops.errors import VerificationError
+from aura_ops.host import Command, Host
+from aura_ops.repository import Snapshot
+
+DUMP = "dump"
+GLOBALS = "globals.sql"
+COMPRESSED = ".zst"
+FINISHED_ITEM = re.compile(r"finished item (\d+) ")
+
+# conninfo keyword -> libpq environment variable: the credentials reach tools via env, not argv.
+LIBPQ_ENV = {
+    "host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE",
+    "user": "PGUSER", "password": "PGPASSWORD", "passfile": "PGPASSFILE",
+    "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY", "sslcrl": "PGSSLCRL", "service": "PGSERVICE", "options": "PGOPTIONS",
+    "connect_timeout": "PGCONNECT_TIMEOUT", "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "gssencmode": "PGGSSENCMODE", "krbsrvname": "PGKRBSRVNAME",
+}
+NOT_TRANSIENT = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
+                 "authentication failed", "permission denied")
+
+
+# ---------------------------------------------------------------- connection
+
+@dataclass(frozen=True)
+class Connection:
+    """Connection parameters of one database; ``password`` is registered as a secret."""
+
+    params: dict[str, str]
+    attempts: int = 3
+    timeout: int = 10
+
+    @property
+    def dbname(self) -> str:
+        return self.params.get("dbname") or self.params.get("user") or os.environ.get("USER", "")
+
+    @property
+    def where(self) -> str:
+        host = self.params.get("host") or self.params.get("hostaddr") or "local socket"
+        return f"{host}:{self.params.get('port', '5432')}"
+
+    def with_db(self, dbname: str) -> Connection:
+        return Connection({**self.params, "dbname": dbname}, self.attempts, self.timeout)
+
+    def env(self) -> dict[str, str]:
+        return {LIBPQ_ENV[k]: v for k, v in self.params.items() if k in LIBPQ_ENV and v}
+
+
+def connection(name: str, cfg: PostgresConfig) -> Connection:
+    """Resolve the component's DSN and password from env or file; ConfigError when missing."""
+    from psycopg import conninfo
+
+    what = f"component {name}"
+    dsn = secrets.from_env(cfg.dsn_env, what) if cfg.dsn_env else (cfg.dsn or "")
+    try:
+        params = {k: str(v) for k, v in conninfo.conninfo_to_dict(dsn).items()}
+    except Exception:
+        raise ConfigError(f"{what}: the DSN cannot be parsed") from None
+    secrets.register(params.get("password"))
+    if cfg.password_env:
+        params["password"] = secrets.from_env(cfg.password_env, what)
+    elif cfg.password_file:
+        params["password"] = secrets.from_file(cfg.password_file, what)
+    return Connection(params, cfg.connect_attempts, cfg.connect_timeout)
+
+
+def connect(conn: Connection, autocommit: bool = False) -> Any:
+    """A psycopg connection; transient failures retried with backoff, then UnreachableError."""
+    import psycopg
+    import tenacity
+
+    log = logs.get()
+
+    def transient(exc: BaseException) -> bool:
+        text = str(exc)
+        return isinstance(exc, psycopg.OperationalError) and not any(
+            marker in text for marker in NOT_TRANSIENT)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        log.warning("postgres.connect_retry", database=conn.dbname, where=conn.where,
+                    attempt=f"{state.attempt_number}/{conn.attempts}",
+                    error=secrets.mask(str(state.outcome.exception()).strip().splitlines()[0]))
+
+    try:
+        for attempt in tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(conn.attempts),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=8),
+            retry=tenacity.retry_if_exception(transient), before_sleep=before_sleep, reraise=True,
+        ):
+            with attempt:
+                return psycopg.connect(**conn.params, connect_timeout=conn.timeout,
+                                       application_name="aura-ops", autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        lines = str(exc).strip().splitlines()
+        reason = secrets.mask(lines[-1] if lines else "connection failed")
+        if not transient(exc):
+            raise ConfigError(f"database {conn.dbname} at {conn.where}: {reason}") from None
+        raise UnreachableError(
+            f"database {conn.dbname} at {conn.where} unreachable after {conn.attempts} "
+            f"attempts: {reason}") from None
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------- commands (pure)
+
+def tool(cfg: PostgresConfig | None, program: str) -> str:
+    if cfg is not None and cfg.bin_dir is not None:
+        return str(cfg.bin_dir / program)
+    return program
+
+
+def make_pg_dump(cfg: PostgresConfig, conn: Connection, out_dir: Path, snapshot_id: str,
+                 jobs: int) -> Command:
+    argv = (tool(cfg, "pg_dump"), "--format=directory", "--compress=0", f"--jobs={jobs}",
+            f"--snapshot={snapshot_id}", "--no-sync", "--verbose", f"--file={out_dir}",
+            f"--dbname={conn.dbname}")
+    return Command(argv, conn.env())
+
+
+def make_pg_dumpall_globals(cfg: PostgresConfig, conn: Connection, out_file: Path,
+                            superuser: bool) -> Command:
+    argv = [tool(cfg, "pg_dumpall"), "--globals-only", f"--file={out_file}",
+            f"--database={conn.dbname}"]
+    if not superuser:
+        argv.append("--no-role-passwords")  # reading pg_authid needs superuser
+    return Command(tuple(argv), conn.env())
+
+
+def make_pg_restore(cfg: PostgresConfig | None, conn: Connection, dump_dir: Path, jobs: int,
+                    clean: bool = False) -> Command:
+    argv = [tool(cfg, "pg_restore"), "--format=directory", f"--jobs={jobs}", "--exit-on-error",
+            f"--dbname={conn.dbname}"]
+    if clean:
+        argv += ["--clean", "--if-exists"]
+    return Command((*argv, str(dump_dir)), conn.env())
+
+
+def make_psql_file(cfg: PostgresConfig | None, conn: Connection, sql_file: Path) -> Command:
+    return Command((tool(cfg, "psql"), "-X", "-q", f"--dbname={conn.dbname}", "-f",
+                    str(sql_file)), conn.env())
+
+
+def tool_major(host: Host, program: str) -> tuple[int, str]:
+    """(major version, full version line) of a PostgreSQL client program."""
+    text = host.run(Command((program, "--version"))).text.strip()
+    match = re.search(r"\) (\d+)(?:\.(\d+))?", text)
+    if not match:
+        raise ToolMissing(f"{program}: cannot read its version from {text!r}")
+    return int(match.group(1)), text
+
+
+def default_jobs(cfg: PostgresConfig) -> int:
+    return cfg.jobs or os.cpu_count() or 2
+
+
+# ---------------------------------------------------------------- facts (row counts etc.)
+
+TABLES_SQL = """
+SELECT n.nspname, c.relname, c.relkind FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm') AND (c.relkind = 'r' OR c.relispopulated)
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def database_facts(db: Any, with_checksums: bool) -> dict[str, Any]:
+    """Per-table row counts (and content checksums), sequence values, large objects."""
+    from psycopg import sql
+
+    counts: dict[str, int] = {}
+    sums: dict[str, str] = {}
+    for schema, table, _kind in db.execute(TABLES_SQL).fetchall():
+        key = f"{schema}.{table}"
+        ident = sql.Identifier(schema, table)
+        if with_checksums:
+            query = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric),"
+                            " 0)::text FROM {} t").format(ident)
+            counts[key], sums[key] = db.execute(query).fetchone()
+        else:
+            counts[key] = db.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()[0]
+    sequences = {f"{s}.{n}": v for s, n, v in db.execute(
+        "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2").fetchall()}
+    facts: dict[str, Any] = {"row_counts": counts, "sequences": sequences,
+                             "large_objects": db.execute(
+                                 "SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]}
+    if with_checksums:
+        facts["table_checksums"] = sums
+        facts["large_object_checksum"] = db.execute(
+            "SELECT coalesce(sum(hashtextextended(oid::text || md5(lo_get(oid)), 0)::numeric),"
+            " 0)::text FROM pg_largeobject_metadata").fetchone()[0]
+    return facts
+
+
+def server_facts(db: Any) -> dict[str, Any]:
+    row = db.execute(
+        "SELECT current_setting('server_version'), current_setting('server_version_num')::int,"
+        " pg_database_size(current_database()), rolsuper, pg_encoding_to_char(encoding),"
+        " datcollate, datctype, current_database()"
+        " FROM pg_roles r, pg_database d"
+        " WHERE r.rolname = current_user AND d.datname = current_database()").fetchone()
+    return {"server_version": row[0], "server_major": row[1] // 10000, "database_size": row[2],
+            "superuser": row[3], "encoding": row[4], "collate": row[5], "ctype": row[6],
+            "database": row[7]}
+
+
+# ---------------------------------------------------------------- compression
+
+class _Compressor:
+    """Compresses finished dump files with zstd in worker threads, hashing output as written."""
+
+    def __init__(self, folder: Path, level: int, workers: int) -> None:
+        self.folder = folder
+        self.level = level
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+        self.futures: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
+        self.lock = threading.Lock()
+
+    def submit(self, name: str) -> None:
+        with self.lock:
+            if name not in self.futures and (self.folder / name).is_file():
+                self.futures[name] = self.pool.submit(self._compress, self.folder / name)
+
+    def _compress(self, source: Path) -> dict[str, Any]:
+        import zstandard
+
+        target = source.with_name(source.name + COMPRESSED)
+        compressor = zstandard.ZstdCompressor(level=self.level, write_checksum=True)
+        with open(source, "rb") as reader, open(target, "xb") as raw:
+            writer = checksum.HashingWriter(raw)
+            read, _ = compressor.copy_stream(reader, writer, read_size=checksum.CHUNK,
+                                             write_size=checksum.CHUNK)
+        os.unlink(source)
+        return {"size": writer.size, "hash": writer.hexdigest(), "raw_size": read}
+
+    def finish(self) -> dict[str, dict[str, Any]]:
+        """Compress whatever is left (*.dat), wait, and return artifacts keyed by file name."""
+        for path in sorted(self.folder.glob("*.dat")):
+            if path.name != "toc.dat":  # the TOC stays plain: pg_restore --list reads it
+                self.submit(path.name)
+        try:
+            return {name + COMPRESSED: future.result() for name, future in self.futures.items()}
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _hash_plain(path: Path) -> dict[str, Any]:
+    digest, size = checksum.file_digest(path)
+    return {"size": size, "hash": digest}
+
+
+# ---------------------------------------------------------------- snapshot
+
+def _check_versions(host: Host, cfg: PostgresConfig, server_major: int) -> str:
+    major, version = tool_major(host, tool(cfg, "pg_dump"))
+    if major < server_major:
+        raise ToolMissing(f"pg_dump {major} is older than the server ({server_major}); install "
+                          f"postgresql-client-{server_major} or set bin_dir")
+    return version
+
+
+def snapshot(host: Host, name: str, cfg: PostgresConfig, dest: Path,
+             previous: Snapshot | None) -> dict[str, Any]:
+    """Dump the database into ``dest``; return the manifest entry (facts and artifacts)."""
+    conn = connection(name, cfg)
+    jobs = default_jobs(cfg)
+    dump_dir = dest / DUMP
+    artifacts: dict[str, dict[str, Any]] = {}
+    db = connect(conn)
+    try:
+        facts = server_facts(db)
+        db.rollback()
+        pg_dump_version = _check_versions(host, cfg, facts["server_major"])
+        db.isolation_level = _repeatable_read()
+        db.read_only = True
+        snapshot_id = db.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        if cfg.globals:
+            host.run(make_pg_dumpall_globals(cfg, conn, dest / GLOBALS, facts["superuser"]))
+            artifacts[GLOBALS] = _hash_plain(dest / GLOBALS)
+        compressor = _Compressor(dump_dir, cfg.compression_level, workers=max(1, jobs // 2))
+        started = time.monotonic()
+        process = host.start(make_pg_dump(cfg, conn, dump_dir, snapshot_id, jobs),
+                             stdout=None)
+        process.drain_in_background(lambda line: _on_pg_dump_line(line, compressor))
+        try:
+            facts.update(database_facts(db, cfg.checksums))
+        except BaseException:
+            process.kill()
+            raise
+        process.wait()
+        db.rollback()  # the exported snapshot may end now: pg_dump has finished with it
+        dump_seconds = time.monotonic() - started
+        data = compressor.finish()
+    finally:
+        db.close()
+    for plain in ("toc.dat", "blobs.toc"):
+        if (dump_dir / plain).exists():
+            artifacts[f"{DUMP}/{plain}"] = _hash_plain(dump_dir / plain)
+    artifacts.update({f"{DUMP}/{file}": info for file, info in data.items()})
+    raw = sum(info.get("raw_size", info["size"]) for info in artifacts.values())
+    logs.get().info("postgres.snapshot", database=facts["database"], seconds=round(dump_seconds, 2),
+                    tables=len(facts["row_counts"]), raw_bytes=raw)
+    return {
+        "type": "postgres", **{k: v for k, v in facts.items() if k != "superuser"},
+        "where": conn.where, "pg_dump_version": pg_dump_version, "jobs": jobs,
+        "compression": f"zstd:{cfg.compression_level}", "uncompressed_bytes": raw,
+        "globals": GLOBALS if cfg.globals else None, "artifacts": artifacts,
+    }
+
+
+def _repeatable_read() -> Any:
+    from psycopg import IsolationLevel
+
+    return IsolationLevel.REPEATABLE_READ
+
+
+def _on_pg_dump_line(line: str, compressor: _Compressor) -> None:
+    match = FINISHED_ITEM.search(line)
+    if match:
+        compressor.submit(f"{match.group(1)}.dat")
+
+
+# ---------------------------------------------------------------- restore (streaming)
+
+class _Feeder:
+    """Feeds each named pipe of a staging folder with its decompressed file once a reader
+    opens it; checks every compressed stream against its recorded hash."""
+
+    def __init__(self, pipes: dict[Path, tuple[Path, str]], workers: int) -> None:
+        self.pending = dict(pipes)
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+        self.futures: list[concurrent.futures.Future[None]] = []
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while self.pending and not self.stop.is_set():
+            for pipe in list(self.pending):
+                try:
+                    fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:  # no reader yet
+                        continue
+                    raise
+                os.set_blocking(fd, True)
+                self.futures.append(self.pool.submit(self._feed, fd, *self.pending.pop(pipe)))
+            self.stop.wait(0.005)
+
+    def _feed(self, fd: int, source: Path, expected: str) -> None:
+        import zstandard
+
+        hasher = checksum.new()
+        try:
+            with open(source, "rb") as raw, os.fdopen(fd, "wb") as out:
+                reader = _HashingReader(raw, hasher)
+                zstandard.ZstdDecompressor().copy_stream(reader, out, read_size=checksum.CHUNK,
+                                                         write_size=checksum.CHUNK)
+        except BrokenPipeError:
+            self.errors.append(f"pg_restore stopped reading {source.name}")
+            return
+        except zstandard.ZstdError as exc:
+            self.errors.append(f"{source}: corrupt ({exc})")
+            return
+        if hasher.hexdigest() != expected:
+            self.errors.append(f"{source}: checksum mismatch")
+
+    def __enter__(self) -> _Feeder:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _HashingReader:
+    def __init__(self, raw: IO[bytes], hasher: Any) -> None:
+        self.raw = raw
+        self.hasher = hasher
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.hasher.update(data)
+        return data
+
+
+@contextlib.contextmanager
+def _staging(snapshot: Snapshot, name: str, workers: int) -> Iterator[tuple[Path, _Feeder]]:
+    """A folder pg_restore can read: toc files copied, a named pipe per compressed data file."""
+    entry = snapshot.manifest["components"][name]
+    dump_dir = snapshot.component_dir(name) / DUMP
+    staging = Path(tempfile.mkdtemp(prefix="aura-restore-"))
+    try:
+        pipes: dict[Path, tuple[Path, str]] = {}
+        for artifact, info in entry["artifacts"].items():
+            if not artifact.startswith(DUMP + "/"):
+                continue
+            file = artifact.split("/", 1)[1]
+            if file.endswith(COMPRESSED):
+                pipe = staging / file[: -len(COMPRESSED)]
+                os.mkfifo(pipe, 0o600)
+                pipes[pipe] = (dump_dir / file, info["hash"])
+            else:
+                shutil.copyfile(dump_dir / file, staging / file)
+        with _Feeder(pipes, workers) as feeder:
+            yield staging, feeder
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run_restore(host: Host, cfg: PostgresConfig | None, snapshot: Snapshot, name: str,
+                 conn: Connection, jobs: int, clean: bool = False) -> float:
+    started = time.monotonic()
+    with _staging(snapshot, name, jobs + 2) as (staging, feeder):
+        try:
+            host.run(make_pg_restore(cfg, conn, staging, jobs, clean=clean), stdout=None)
+        finally:
+            feeder.stop.set()
+        if feeder.errors:
+            raise VerificationError(f"{name}: {feeder.errors[0]}")
+    return time.monotonic() - started
+
+
+def _create_database(admin: Any, dbname: str, entry: dict[str, Any]) -> None:
+    from psycopg import sql
+
+    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} "
+                          "LC_CTYPE {}").format(sql.Identifier(dbname),
+                                                sql.Literal(entry.get("encoding", "UTF8")),
+                                                sql.Literal(entry.get("collate", "C")),
+                                                sql.Literal(entry.get("ctype", "C"))))
+
+
+def _drop_database(admin: Any, dbname: str) -> None:
+    from psycopg import sql
+
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+def _database_exists(admin: Any, dbname: str) -> bool:
+    return bool(admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                              (dbname,)).fetchone())
+
+
+def compare_facts(name: str, recorded: dict[str, Any], actual: dict[str, Any]) -> None:
+    """VerificationError naming the first table whose count or checksum differs."""
+    for key in ("row_counts", "table_checksums"):
+        want, got = recorded.get(key), actual.get(key)
+        if want is None or got is None:
+            continue
+        for table in sorted(set(want) | set(got)):
+            if want.get(table) != got.get(table):
+                raise VerificationError(f"{name}: {key.replace('_', ' ')[:-1]} of {table} is "
+                                        f"{got.get(table)}, the snapshot recorded {want.get(table)}")
+    for key in ("large_objects", "large_object_checksum", "sequences"):
+        if key in recorded and key in actual and recorded[key] != actual[key]:
+            raise VerificationError(f"{name}: {key.replace('_', ' ')} differ from the snapshot")
+
+
+def restore(host: Host, name: str, cfg: PostgresConfig, snapshot: Snapshot,
+            to_database: str | None, with_globals: bool = False,
+            in_place_mode: str = "swap") -> dict[str, Any]:
+    """Restore into a new database ``to_database`` or, when None, in place of the original."""
+    entry = snapshot.manifest["components"][name]
+    conn = connection(name, cfg)
+    admin_conn = conn.with_db(cfg.maintenance_db)
+    jobs = default_jobs(cfg)
+    target = to_database or conn.dbname
+    in_place = target == conn.dbname
+    with contextlib.closing(connect(admin_conn, autocommit=True)) as admin:
+        if with_globals and entry.get("globals"):
+            host.run(make_psql_file(cfg, admin_conn,
+                                    snapshot.component_dir(name) / entry["globals"]))
+        if in_place and in_place_mode == "clean":
+            seconds = _run_restore(host, cfg, snapshot, name, conn, jobs, clean=True)
+            return {"database": target, "mode": "clean", "restore_seconds": round(seconds, 2)}
+        if not in_place and _database_exists(admin, target):
+            raise UsageError(f"database {target} already exists; choose another --to-database "
+                             "or restore in place")
+        build = f"{target}_aura_{pysecrets.token_hex(3)}" if in_place else target
+        _create_database(admin, build, entry)
+        try:
+            seconds = _run_restore(host, cfg, snapshot, name, conn.with_db(build), jobs)
+            if in_place:
+                _check_restored(conn.with_db(build), name, entry)
+                _swap(admin, target, build)
+        except BaseException:
+            _drop_database(admin, build)
+            raise
+    return {"database": target, "mode": "swap" if in_place else "new",
+            "restore_seconds": round(seconds, 2)}
+
+
+def _check_restored(conn: Connection, name: str, entry: dict[str, Any]) -> None:
+    with contextlib.closing(connect(conn)) as db:
+        compare_facts(name, entry, database_facts(db, "table_checksums" in entry))
+
+
+def _swap(admin: Any, live: str, built: str) -> None:
+    """Put ``built`` in place of ``live`` by renaming; the old database is dropped after."""
+    from psycopg import sql
+
+    old = f"{live}_aura_old_{pysecrets.token_hex(3)}"
+    admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
+        sql.Identifier(live)))
+    try:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = %s AND pid <> pg_backend_pid()", (live,))
+        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+            sql.Identifier(live), sql.Identifier(old)))
+    except BaseException:
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
+            sql.Identifier(live)))
+        raise
+    admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+        sql.Identifier(built), sql.Identifier(live)))
+    _drop_database(admin, old)
+    logs.get().info("postgres.swapped", database=live)
+
+
+# ---------------------------------------------------------------- verify
+
+def verify(host: Host, name: str, cfg: PostgresConfig | None, snapshot: Snapshot,
+           deep: bool) -> dict[str, Any]:
+    """``pg_restore --list`` must parse; ``deep``: restore to a scratch database and compare."""
+    dump_dir = snapshot.component_dir(name) / DUMP
+    listing = host.run(Command((tool(cfg, "pg_restore"), "--list", str(dump_dir))))
+    report: dict[str, Any] = {"toc_entries": sum(
+        1 for line in listing.text.splitlines() if line and not line.startswith(";"))}
+    if not deep:
+        return report
+    if cfg is None:
+        raise UsageError(f"component {name} is not in the configuration: cannot deep-verify")
+    entry = snapshot.manifest["components"][name]
+    conn = connection(name, cfg)
+    scratch = f"aura_verify_{pysecrets.token_hex(4)}"
+    with contextlib.closing(connect(conn.with_db(cfg.maintenance_db), autocommit=True)) as admin:
+        _create_database(admin, scratch, entry)
+        try:
+            seconds = _run_restore(host, cfg, snapshot, name, conn.with_db(scratch),
+                                   default_jobs(cfg))
+            _check_restored(conn.with_db(scratch), name, entry)
+        finally:
+            _drop_database(admin, scratch)
+    report.update({"restore_seconds": round(seconds, 2), "tables_compared": len(
+        entry.get("row_counts", {})), "checksums_compared": "table_checksums" in entry})
+    return report
+
+
+# ---------------------------------------------------------------- doctor
+
+def doctor(host: Host, name: str, cfg: PostgresConfig) -> list[dict[str, Any]]:
+    checks: list[dict[str, Any]] = []
+    versions: dict[str, int] = {}
+    for program in ("pg_dump", "pg_restore", "pg_dumpall", "psql"):
+        try:
+            major, text = tool_major(host, tool(cfg, program))
+            versions[program] = major
+            checks.append({"check": f"{name}: {program}", "ok": True, "detail": text})
+        except AuraError as exc:
+            checks.append({"check": f"{name}: {program}", "ok": False, "detail": str(exc),
+                           "exit_code": 2})
+    try:
+        conn = connection(name, cfg)
+        with contextlib.closing(connect(conn)) as db:
+            facts = server_facts(db)
+        checks.append({"check": f"{name}: database {conn.dbname} at {conn.where}", "ok": True,
+                       "detail": f"PostgreSQL {facts['server_version']}, "
+                                 f"{facts['database_size'] / 1e6:.1f} MB"})
+        dump_major = versions.get("pg_dump")
+        if dump_major is not None:
+            ok = dump_major >= facts["server_major"]
+            checks.append({"check": f"{name}: pg_dump not older than server", "ok": ok,
+                           "detail": f"pg_dump {dump_major}, server {facts['server_major']}",
+                           "exit_code": 2})
+    except AuraError as exc:
+        checks.append({"check": f"{name}: database", "ok": False, "detail": str(exc),
+                       "exit_code": exc.exit_code})
+    return checks

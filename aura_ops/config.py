@@ -1,0 +1,195 @@
+"""aura.yaml: loaded, validated as a whole (every problem reported with its path), then trusted.
+
+Secrets never live in the file: a component names the environment variable or the file that
+holds them (``dsn_env``, ``password_env``, ``password_file``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aura_ops.errors import ConfigError
+
+DEFAULT_CONFIG = "aura.yaml"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RepositoryConfig(_Model):
+    path: Path
+
+
+class HostConfig(_Model):
+    local: bool = False
+    address: str | None = None
+    user: str | None = None
+    port: int = Field(22, ge=1, le=65535)
+    key: Path | None = None
+    known_hosts: Path | None = None
+
+
+class PostgresConfig(_Model):
+    """A PostgreSQL database, dumped with pg_dump (directory format, parallel)."""
+
+    type: Literal["postgres"]
+    host: str = "local"
+    dsn_env: str | None = None
+    dsn: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    jobs: int | None = Field(None, ge=1, le=64)
+    compression_level: int = Field(3, ge=1, le=19)
+    checksums: bool = False
+    globals: bool = True
+    bin_dir: Path | None = None
+    maintenance_db: str = "postgres"
+    connect_timeout: int = Field(10, ge=1)
+    connect_attempts: int = Field(3, ge=1, le=20)
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password_in_yaml(cls, value: str | None) -> str | None:
+        from aura_ops.secrets import mask
+
+        if value and mask(value) != value:
+            raise ValueError(
+                "must not contain a password; use dsn_env, password_env or password_file"
+            )
+        return value
+
+
+class FilesConfig(_Model):
+    """A file tree, snapshotted as a browsable tree with unchanged files hard-linked."""
+
+    type: Literal["files"]
+    host: str = "local"
+    path: Path
+    exclude: list[str] = Field(default_factory=list)
+
+
+ComponentConfig = Annotated[PostgresConfig | FilesConfig, Field(discriminator="type")]
+
+
+class LoggingConfig(_Model):
+    dir: Path = Path("logs")
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Model):
+    repository: RepositoryConfig
+    hosts: dict[str, HostConfig] = Field(default_factory=dict)
+    components: dict[
+        Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)], ComponentConfig
+    ] = Field(default_factory=dict)
+    logging: LoggingConfig = LoggingConfig()
+    source: Path | None = None
+
+    def component(self, name: str) -> PostgresConfig | FilesConfig:
+        try:
+            return self.components[name]
+        except KeyError:
+            known = ", ".join(sorted(self.components)) or "none"
+            raise ConfigError(f"unknown component {name!r} (configured: {known})") from None
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    # Drop the discriminator tag pydantic inserts: ('components', 'db', 'postgres', 'jobs').
+    if len(parts) > 2 and parts[0] == "components" and parts[2] in ("postgres", "files"):
+        del parts[2]
+    return ".".join(parts)
+
+
+def _problems(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "union_tag_invalid":
+            message = f"unknown type {item['input'].get('type')!r}; expected postgres or files"
+        lines.append(f"At '{_format_location(item['loc'])}': {message}")
+    return lines
+
+
+def _cross_checks(config: Config) -> list[str]:
+    problems = []
+    for name, component in config.components.items():
+        if component.host != "local" and component.host not in config.hosts:
+            problems.append(f"At 'components.{name}.host': unknown host {component.host!r}")
+        elif component.host != "local" and not config.hosts[component.host].local:
+            problems.append(
+                f"At 'components.{name}.host': remote hosts are not supported yet; use a local host"
+            )
+        if isinstance(component, PostgresConfig) and not (component.dsn_env or component.dsn):
+            problems.append(f"At 'components.{name}': one of dsn_env or dsn is required")
+    return problems
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Relative paths in the file are relative to the file's folder, not the working directory."""
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):
+            return str(base / value)
+        return os.path.expanduser(value) if isinstance(value, str) else value
+
+    repo = data.get("repository")
+    if isinstance(repo, dict) and "path" in repo:
+        repo["path"] = absolute(repo["path"])
+    logging_section = data.get("logging")
+    if isinstance(logging_section, dict) and "dir" in logging_section:
+        logging_section["dir"] = absolute(logging_section["dir"])
+    elif isinstance(data, dict):
+        data.setdefault("logging", {})
+        if isinstance(data["logging"], dict):
+            data["logging"]["dir"] = str(base / "logs")
+    for component in (data.get("components") or {}).values():
+        if isinstance(component, dict):
+            for key in ("path", "password_file", "bin_dir"):
+                if key in component:
+                    component[key] = absolute(component[key])
+
+
+def parse(data: Any, source: Path | None = None) -> Config:
+    """Validate a parsed YAML document; raise ConfigError listing every problem with its path."""
+    where = str(source) if source else "configuration"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    data = dict(data)
+    _resolve_paths(data, source.parent if source else Path.cwd())
+    try:
+        config = Config.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(f"{where} is invalid:", _problems(exc)) from None
+    problems = _cross_checks(config)
+    if problems:
+        raise ConfigError(f"{where} is invalid:", problems)
+    return config
+
+
+def load(path: str | Path | None = None) -> Config:
+    """Load and validate the configuration from ``path``, ``$AURA_CONFIG`` or ``aura.yaml``."""
+    file = Path(path or os.environ.get("AURA_CONFIG") or DEFAULT_CONFIG).expanduser().absolute()
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} not found (use --config or AURA_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise ConfigError(f"{file}: malformed YAML{at}: {problem}") from None
+    return parse(data, file)

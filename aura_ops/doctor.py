@@ -1,0 +1,57 @@
+"""``aura-ops doctor``: check everything a backup needs before anything is changed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from aura_ops.components import REGISTRY
+from aura_ops.config import Config, FilesConfig
+from aura_ops.errors import AuraError
+from aura_ops.host import Command, LocalHost
+from aura_ops.repository import Repository
+
+
+def _tool(host: LocalHost, program: str) -> dict[str, Any]:
+    try:
+        first = host.run(Command((program, "--version"))).text.strip().splitlines()[0]
+        return {"check": f"tool {program}", "ok": True, "detail": first}
+    except AuraError as exc:
+        return {"check": f"tool {program}", "ok": False, "detail": str(exc), "exit_code": 2}
+
+
+def _repository(repo: Repository) -> list[dict[str, Any]]:
+    checks = []
+    try:
+        repo.ensure()
+        with tempfile.NamedTemporaryFile(dir=repo.path, prefix=".doctor-"):
+            pass
+        checks.append({"check": f"repository {repo.path}", "ok": True, "detail": "writable"})
+    except OSError as exc:
+        checks.append({"check": f"repository {repo.path}", "ok": False,
+                       "detail": f"not writable: {exc.strerror}", "exit_code": 1})
+        return checks
+    ids = repo.ids()
+    free = repo.free_bytes()
+    last = repo.get(ids[-1]).manifest.get("size", 0) if ids else 0
+    checks.append({"check": "free disk for the next snapshot", "ok": free > last,
+                   "detail": f"{free / 1e9:.2f} GB free, last snapshot {last / 1e6:.1f} MB",
+                   "exit_code": 1})
+    return checks
+
+
+def run(config: Config) -> tuple[list[dict[str, Any]], int]:
+    """All checks (each: check, ok, detail) and the exit code they call for (0 when all ok)."""
+    host = LocalHost()
+    checks: list[dict[str, Any]] = []
+    if any(isinstance(c, FilesConfig) for c in config.components.values()):
+        checks.append(_tool(host, "rsync"))
+    for name, cfg in config.components.items():
+        checks.extend(REGISTRY[cfg.type].doctor(LocalHost(cfg.host), name, cfg))
+    checks.extend(_repository(Repository(config.repository.path)))
+    if os.geteuid() != 0:
+        checks.append({"check": "running as root", "ok": True,
+                       "detail": "no: file ownership is kept only for your own files"})
+    failed = [c.get("exit_code", 1) for c in checks if not c["ok"]]
+    return checks, max(failed) if failed else 0

@@ -1,0 +1,90 @@
+"""One error root; each child carries the exit code DESIGN.md documents.
+
+The CLI edge (``cli.main``) turns any of these into one masked line and its exit code.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_VERIFY = 3
+EXIT_ROLLBACK = 4
+EXIT_LOCKED = 5
+EXIT_UNREACHABLE = 6
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success, or nothing to do
+  1  operation failed; nothing changed or it was fully rolled back
+  2  usage, configuration or environment error (bad config, unknown id, tool missing)
+  3  verification failed (checksum mismatch, restore differs from the manifest)
+  4  rollback failed: the system needs a human
+  5  locked by another run
+  6  a remote host or service is unreachable"""
+
+
+class AuraError(Exception):
+    """Root of every error aura-ops reports to a user."""
+
+    exit_code = EXIT_FAILED
+
+
+class ConfigError(AuraError):
+    """The configuration file is missing, malformed or invalid."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = problems or []
+        detail = "".join(f"\n  {p}" for p in self.problems)
+        super().__init__(message + detail)
+
+
+class UsageError(AuraError):
+    """The command line asks for something that cannot be (unknown id, bad option)."""
+
+    exit_code = EXIT_USAGE
+
+
+class ToolMissing(AuraError):
+    """A program aura-ops drives is not installed or too old."""
+
+    exit_code = EXIT_USAGE
+
+
+class VerificationError(AuraError):
+    """A snapshot or a restore does not match what was recorded."""
+
+    exit_code = EXIT_VERIFY
+
+
+class RollbackError(AuraError):
+    """Undoing a failed operation failed; a human must look."""
+
+    exit_code = EXIT_ROLLBACK
+
+
+class LockedError(AuraError):
+    """Another run holds the lock."""
+
+    exit_code = EXIT_LOCKED
+
+
+class UnreachableError(AuraError):
+    """A host or a service (database, endpoint) does not answer."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class CommandFailed(AuraError):
+    """A command exited non-zero; the message names host, masked command, code and stderr tail."""
+
+    def __init__(self, host: str, command: str, returncode: int, stderr_tail: str) -> None:
+        self.host = host
+        self.command = command
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        tail = stderr_tail.strip()
+        last = tail.splitlines()[-1] if tail else "no output on stderr"
+        super().__init__(f"on {host}: `{command}` exited {returncode}: {last}")

@@ -1,0 +1,229 @@
+"""Hosts: the one chokepoint through which every subprocess starts.
+
+A command is a value (``Command``: argv plus env, never a shell string). A ``Host`` runs it,
+logs it masked, enforces timeouts, and turns a failure into ``CommandFailed`` naming the host,
+the masked command, the exit code and the last lines of stderr. ``LocalHost`` runs commands
+with ``subprocess``; an SSH host implements the same interface.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import ctypes.util
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+from aura_ops import logs
+from aura_ops.errors import AuraError, CommandFailed, ToolMissing
+from aura_ops.secrets import mask
+
+STDERR_TAIL_LINES = 20
+PIPE = subprocess.PIPE
+
+
+@dataclass(frozen=True)
+class Command:
+    """A program to run: argv (no shell), extra environment, working directory.
+
+    Secrets go in ``env`` (e.g. PGPASSWORD), never in ``argv``.
+    """
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+
+    def display(self) -> str:
+        """The command as a user would type it, with secrets masked."""
+        return mask(shlex.join(self.argv))
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished command left: exit code, captured stdout (if any), stderr text."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+    seconds: float
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+
+class Process(Protocol):
+    """A running command whose output is streamed."""
+
+    stdout: IO[bytes] | None
+
+    def stderr_lines(self) -> Iterator[str]: ...
+    def drain_in_background(self, on_line: Callable[[str], None] | None = None) -> None: ...
+    def wait(self, check: bool = True, timeout: float | None = None) -> Result: ...
+    def kill(self) -> None: ...
+
+
+class Host(Protocol):
+    """Where commands run. ``name`` appears in every log line and error."""
+
+    name: str
+
+    def run(
+        self,
+        command: Command,
+        *,
+        stdin: bytes | IO[bytes] | None = None,
+        stdout: IO[bytes] | int | None = PIPE,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> Result: ...
+
+    def start(self, command: Command, *, stdout: IO[bytes] | int | None = PIPE) -> Process: ...
+
+    def which(self, program: str) -> str | None: ...
+
+
+def _parent_death_signal() -> Any:
+    """Return a preexec function that makes the child die with us (Linux), or None."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return None
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return preexec
+
+
+_PREEXEC = _parent_death_signal()
+
+
+class _LocalProcess:
+    """A subprocess.Popen with a bounded stderr tail and our error conventions."""
+
+    def __init__(self, host: LocalHost, command: Command, popen: subprocess.Popen[bytes]) -> None:
+        self.host = host
+        self.command = command
+        self.popen = popen
+        self.stdout = popen.stdout
+        self.started = time.monotonic()
+        self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._drainer: threading.Thread | None = None
+        self._stderr_consumed = False
+
+    def stderr_lines(self) -> Iterator[str]:
+        assert self.popen.stderr is not None
+        for raw in self.popen.stderr:
+            line = mask(raw.decode("utf-8", "replace").rstrip("\n"))
+            self.tail.append(line)
+            yield line
+
+    def _drain_stderr(self, on_line: Callable[[str], None] | None = None) -> None:
+        for line in self.stderr_lines():
+            if on_line is not None:
+                on_line(line)
+
+    def consume_stderr(self, data: bytes) -> None:
+        for line in data.decode("utf-8", "replace").splitlines():
+            self.tail.append(mask(line))
+        self._stderr_consumed = True
+
+    def drain_in_background(self, on_line: Callable[[str], None] | None = None) -> None:
+        """Read stderr in a thread (keeping the tail), calling ``on_line`` for each line."""
+        self._drainer = threading.Thread(target=self._drain_stderr, args=(on_line,), daemon=True)
+        self._drainer.start()
+
+    def wait(self, check: bool = True, timeout: float | None = None) -> Result:
+        try:
+            returncode = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AuraError(
+                f"on {self.host.name}: `{self.command.display()}` timed out after {timeout:g}s"
+            ) from None
+        if self._drainer is not None:
+            self._drainer.join()
+        elif not self._stderr_consumed:
+            self._drain_stderr()
+        seconds = time.monotonic() - self.started
+        result = Result(returncode, b"", "\n".join(self.tail), seconds)
+        log = logs.get()
+        log.debug("command.finished", host=self.host.name, returncode=returncode,
+                  seconds=round(seconds, 3), command=self.command.display())
+        if check and returncode != 0:
+            raise CommandFailed(self.host.name, self.command.display(), returncode, result.stderr)
+        return result
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class LocalHost:
+    """Runs commands on this machine."""
+
+    def __init__(self, name: str = "local") -> None:
+        self.name = name
+
+    def _env(self, command: Command) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(command.env)
+        return env
+
+    def start(self, command: Command, *, stdout: IO[bytes] | int | None = PIPE,
+              stdin: IO[bytes] | int | None = subprocess.DEVNULL) -> _LocalProcess:
+        """Start ``command``; its stderr is kept as a masked tail for errors."""
+        logs.get().info("command.started", host=self.name, command=command.display())
+        try:
+            popen = subprocess.Popen(
+                command.argv, stdin=stdin, stdout=stdout, stderr=PIPE,
+                env=self._env(command), cwd=command.cwd, preexec_fn=_PREEXEC,  # noqa: PLW1509
+            )
+        except FileNotFoundError:
+            raise ToolMissing(f"{command.argv[0]}: not found on {self.name}") from None
+        except PermissionError:
+            raise ToolMissing(f"{command.argv[0]}: not executable on {self.name}") from None
+        return _LocalProcess(self, command, popen)
+
+    def run(
+        self,
+        command: Command,
+        *,
+        stdin: bytes | IO[bytes] | None = None,
+        stdout: IO[bytes] | int | None = PIPE,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> Result:
+        """Run ``command`` to completion; raise CommandFailed when ``check`` and it fails."""
+        feed = stdin if isinstance(stdin, bytes) else None
+        source: IO[bytes] | int | None = PIPE if feed is not None else stdin  # type: ignore[assignment]
+        process = self.start(command, stdout=stdout, stdin=source or subprocess.DEVNULL)
+        try:
+            captured, errors = process.popen.communicate(input=feed, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AuraError(
+                f"on {self.name}: `{command.display()}` timed out after {timeout:g}s"
+            ) from None
+        process.consume_stderr(errors or b"")
+        result = process.wait(check=check)
+        return Result(result.returncode, captured or b"", result.stderr, result.seconds)
+
+    def which(self, program: str) -> str | None:
+        return shutil.which(program)
+
+
+def local_hostname() -> str:
+    return socket.gethostname()

@@ -1,0 +1,128 @@
+"""Throwaway real components for the demo and the tests: a PostgreSQL cluster in a temp folder.
+
+The cluster listens on 127.0.0.1 only, on a free port, with its unix socket in its own folder
+and trust authentication; as root, initdb and pg_ctl run as the ``postgres`` OS user, since
+the server refuses to run as root. ``stop`` uses ``pg_ctl stop -m fast`` (by the cluster's pid file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
+                     "/usr/lib/postgresql/17/bin")
+
+
+def pg_bin_dir() -> Path | None:
+    for candidate in PG_BIN_CANDIDATES:
+        if Path(candidate, "initdb").exists():
+            return Path(candidate)
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return int(probe.getsockname()[1])
+
+
+class PostgresCluster:
+    """A real PostgreSQL server in a temp folder; ``dsn(db)`` connects to it over 127.0.0.1."""
+
+    def __init__(self, root: Path | None = None, port: int | None = None) -> None:
+        bin_dir = pg_bin_dir()
+        if bin_dir is None:
+            raise RuntimeError("PostgreSQL server binaries (initdb) not found; "
+                               "install postgresql-15 (make bootstrap does)")
+        self.bin = bin_dir
+        self.root = root or Path(tempfile.mkdtemp(prefix="aura-pg-"))
+        self.data = self.root / "data"
+        self.socket_dir = self.root / "socket"
+        self.port = port or free_port()
+        self.running = False
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *argv: str) -> None:
+        subprocess.run([*self._as_user, *argv], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
+
+    def start(self) -> PostgresCluster:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        if self._as_user:
+            account = pwd.getpwnam("postgres")
+            for folder in (self.root, self.socket_dir):
+                os.chown(folder, account.pw_uid, account.pw_gid)
+            os.chmod(self.root, 0o700)
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+                  "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+        options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
+                   "-c fsync=off -c full_page_writes=off -c max_connections=50")
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
+                  str(self.root / "server.log"), "-o", options, "-w", "-t", "60", "start")
+        self.running = True
+        return self
+
+    def stop(self) -> None:
+        if self.running:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
+                          "stop")
+            self.running = False
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def dsn(self, dbname: str = "postgres", user: str = "postgres",
+            password: str | None = None) -> str:
+        auth = f"{user}:{password}" if password else user
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
+
+    def sql(self, statement: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
+        import psycopg
+
+        with psycopg.connect(self.dsn(dbname), autocommit=True) as conn:
+            cursor = conn.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+    def create_database(self, name: str) -> str:
+        self.sql(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
+    def __enter__(self) -> PostgresCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.remove()
+
+
+def wait_until(predicate: object, timeout: float = 30.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate()`` until true or ``timeout`` seconds (bounded loop)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(interval)
+    return False

@@ -1,0 +1,243 @@
+"""Backup, verify, restore and delete: the snapshot engine across components.
+
+A backup holds the repository lock, removes partial snapshots a killed run left behind, builds
+the new snapshot in ``<id>.partial/`` (one folder a component), checks that every recorded
+artifact is there with its size, and commits by rename. Anything that fails on the way discards
+the partial folder; a killed process leaves it for the next run to clean, never listed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from aura_ops import __version__, logs
+from aura_ops.components import REGISTRY, files
+from aura_ops.config import Config
+from aura_ops.errors import AuraError, UsageError, VerificationError
+from aura_ops.host import Host, LocalHost, local_hostname
+from aura_ops.repository import FORMAT, Repository, Snapshot, new_snapshot_id
+
+
+class Interrupted(AuraError):
+    """SIGTERM or SIGINT arrived; what was being done has been undone."""
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Turn SIGTERM into an exception so cleanup (discard partial, release lock) always runs."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; nothing was committed")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted by SIGINT; nothing was committed") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def host_for(config: Config, name: str) -> Host:
+    """The Host a component runs on (only local hosts exist for now)."""
+    return LocalHost(config.component(name).host)
+
+
+def repository(config: Config) -> Repository:
+    return Repository(config.repository.path)
+
+
+def _selected(config: Config, components: list[str] | None) -> list[str]:
+    names = components or list(config.components)
+    for name in names:
+        config.component(name)
+    if not names:
+        raise UsageError("no components configured: add some under 'components' in the config")
+    return names
+
+
+def _check_artifacts(folder: Path, name: str, entry: dict[str, Any]) -> None:
+    """Before commit: every recorded artifact exists with its recorded size."""
+    for artifact, info in entry.get("artifacts", {}).items():
+        path = folder / artifact
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise VerificationError(f"{name}: artifact {artifact} is missing") from None
+        if size != info["size"]:
+            raise VerificationError(f"{name}: artifact {artifact} has {size} bytes, "
+                                    f"recorded {info['size']}")
+
+
+def backup(config: Config, components: list[str] | None = None,
+           tags: list[str] | None = None, run_id: str | None = None) -> Snapshot:
+    """Snapshot the selected components into a new sealed snapshot; return it."""
+    names = _selected(config, components)
+    repo = repository(config)
+    run_id = run_id or new_snapshot_id()
+    log = logs.get()
+    with logs.bind(run_id=run_id), interruptible(), repo.locked(run_id, "backup"):
+        repo.clean_partials()
+        ids = repo.ids()
+        snapshot_id = new_snapshot_id(after=ids[-1] if ids else None)
+        partial = repo.begin(snapshot_id)
+        started = time.monotonic()
+        manifest: dict[str, Any] = {
+            "format": FORMAT, "id": snapshot_id, "host": local_hostname(),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "aura_version": __version__, "tags": tags or [], "parent": ids[-1] if ids else None,
+            "checksum_algorithm": "blake2b-256", "components": {},
+        }
+        log.info("backup.started", snapshot=snapshot_id, components=names)
+        try:
+            for name in names:
+                manifest["components"][name] = _snapshot_component(config, repo, name, partial)
+            manifest["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            manifest["seconds"] = round(time.monotonic() - started, 3)
+            manifest["size"] = _size_of(manifest)
+            snapshot = repo.commit(snapshot_id, manifest)
+        except BaseException:
+            repo.discard(snapshot_id)
+            log.error("backup.discarded", snapshot=snapshot_id)
+            raise
+        log.info("backup.sealed", snapshot=snapshot_id, seconds=manifest["seconds"],
+                 bytes=manifest["size"])
+        return snapshot
+
+
+def _snapshot_component(config: Config, repo: Repository, name: str, partial: Path) -> Any:
+    cfg = config.component(name)
+    host = host_for(config, name)
+    with logs.bind(component=name, host=host.name):
+        folder = partial / name
+        folder.mkdir(mode=0o700)
+        started = time.monotonic()
+        previous = repo.latest_with(name, cfg.type)
+        entry = REGISTRY[cfg.type].snapshot(host, name, cfg, folder, previous)
+        entry["seconds"] = round(time.monotonic() - started, 3)
+        _check_artifacts(folder, name, entry)
+        logs.get().info("component.snapshotted", seconds=entry["seconds"])
+        return entry
+
+
+def _size_of(manifest: dict[str, Any]) -> int:
+    total = 0
+    for entry in manifest["components"].values():
+        total += sum(info["size"] for info in entry.get("artifacts", {}).values())
+        if entry["type"] == "files":
+            total += entry["copied_bytes"]
+    return total
+
+
+def verify(config: Config, reference: str, deep: bool = False,
+           components: list[str] | None = None) -> dict[str, Any]:
+    """Verify artifact checksums (and more, per component); VerificationError on any mismatch."""
+    from aura_ops.checksum import file_digest
+
+    repo = repository(config)
+    snapshot = repo.get(reference)
+    report: dict[str, Any] = {"snapshot": snapshot.id, "deep": deep, "components": {}}
+    cache = files.VerifiedCache(repo.path / "cache" / "verified-files.json")
+    with logs.bind(snapshot=snapshot.id):
+        for name, entry in snapshot.manifest["components"].items():
+            if components and name not in components:
+                continue
+            with logs.bind(component=name):
+                for artifact, info in entry.get("artifacts", {}).items():
+                    path = snapshot.component_dir(name) / artifact
+                    if not path.is_file():
+                        raise VerificationError(f"{name}: artifact {path} is missing")
+                    if file_digest(path)[0] != info["hash"]:
+                        raise VerificationError(f"{name}: checksum mismatch in {path}")
+                report["components"][name] = _verify_component(config, snapshot, name, entry,
+                                                               deep, cache)
+    cache.save()
+    logs.get().info("snapshot.verified", snapshot=snapshot.id, deep=deep)
+    return report
+
+
+def _verify_component(config: Config, snapshot: Snapshot, name: str, entry: dict[str, Any],
+                      deep: bool, cache: files.VerifiedCache) -> dict[str, Any]:
+    host = LocalHost()
+    artifacts = {"artifacts_verified": len(entry.get("artifacts", {}))}
+    if entry["type"] == "files":
+        return artifacts | files.verify(host, name, snapshot, cache, deep)
+    cfg = config.components.get(name)
+    return artifacts | REGISTRY[entry["type"]].verify(host, name, cfg, snapshot, deep)
+
+
+def restore(config: Config, reference: str, components: list[str] | None = None,
+            to_database: str | None = None, to_path: Path | None = None,
+            dry_run: bool = False, with_globals: bool = False,
+            run_id: str | None = None) -> dict[str, Any]:
+    """Put a snapshot back, in place or to a new database / path."""
+    repo = repository(config)
+    snapshot = repo.get(reference)
+    available = list(snapshot.manifest["components"])
+    names = components or available
+    for name in names:
+        if name not in available:
+            raise UsageError(f"snapshot {snapshot.id} has no component {name!r} "
+                             f"(it has: {', '.join(available)})")
+    _check_targets(snapshot, names, to_database, to_path)
+    run_id = run_id or new_snapshot_id()
+    report: dict[str, Any] = {"snapshot": snapshot.id, "dry_run": dry_run, "components": {}}
+    with logs.bind(run_id=run_id, snapshot=snapshot.id), interruptible(), \
+            repo.locked(run_id, "restore"):
+        for name in names:
+            report["components"][name] = _restore_component(
+                config, snapshot, name, to_database, to_path, dry_run, with_globals)
+    return report
+
+
+def _check_targets(snapshot: Snapshot, names: list[str], to_database: str | None,
+                   to_path: Path | None) -> None:
+    kinds = [snapshot.manifest["components"][n]["type"] for n in names]
+    if to_database and kinds.count("postgres") != 1:
+        raise UsageError("--to-database needs exactly one postgres component (use --component)")
+    if to_path and kinds.count("files") != 1:
+        raise UsageError("--to-path needs exactly one files component (use --component)")
+
+
+def _restore_component(config: Config, snapshot: Snapshot, name: str, to_database: str | None,
+                       to_path: Path | None, dry_run: bool, with_globals: bool) -> Any:
+    entry = snapshot.manifest["components"][name]
+    host = LocalHost()
+    with logs.bind(component=name, host=host.name):
+        started = time.monotonic()
+        if entry["type"] == "files":
+            result = files.restore(host, name, snapshot, to_path, dry_run)
+        else:
+            if name not in config.components:
+                raise UsageError(f"component {name} is not in the configuration: "
+                                 "no database to restore into")
+            cfg = config.component(name)
+            if dry_run:
+                target = to_database or "the original database (in place)"
+                return {"dry_run": True, "changes": [f"restore {name} into {target}"]}
+            result = REGISTRY[entry["type"]].restore(host, name, cfg, snapshot, to_database,
+                                                     with_globals)
+        result["seconds"] = round(time.monotonic() - started, 3)
+        logs.get().info("component.restored", seconds=result["seconds"], dry_run=dry_run)
+        return result
+
+
+def delete(config: Config, reference: str, run_id: str | None = None) -> str:
+    repo = repository(config)
+    snapshot_id = repo.resolve(reference)
+    run_id = run_id or new_snapshot_id()
+    with logs.bind(run_id=run_id), repo.locked(run_id, "delete"):
+        repo.delete(snapshot_id)
+    logs.get().info("snapshot.deleted", snapshot=snapshot_id)
+    return snapshot_id
+
+
+def age_seconds(snapshot: Snapshot) -> float:
+    created = dt.datetime.fromisoformat(snapshot.manifest["created"])
+    return (dt.datetime.now(dt.UTC) - created).total_seconds()

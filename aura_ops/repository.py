@@ -32,14 +32,23 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 
 
+def _format_id(moment: dt.datetime) -> str:
+    return moment.strftime("%Y%m%d-%H%M%S-") + f"{moment.microsecond // 1000:03d}"
+
+
 def new_snapshot_id(after: str | None = None) -> str:
-    """A snapshot id that sorts by time (UTC, milliseconds) and after ``after``."""
+    """A snapshot id that sorts by time (UTC, milliseconds) and comes after ``after``."""
     now = dt.datetime.now(dt.UTC)
-    candidate = now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}"
-    while after and candidate <= after:
-        now += dt.timedelta(milliseconds=1)
-        candidate = now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}"
-    return candidate
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    if after:
+        try:
+            last = dt.datetime.strptime(after[:15], "%Y%m%d-%H%M%S").replace(
+                tzinfo=dt.UTC, microsecond=int(after[16:19]) * 1000)
+        except ValueError:
+            last = None
+        if last is not None and now <= last:
+            now = last + dt.timedelta(milliseconds=1)
+    return _format_id(now)
 
 
 def _syncfs(path: Path) -> None:

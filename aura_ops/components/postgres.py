@@ -30,8 +30,14 @@ from typing import IO, Any
 
 from aura_ops import checksum, logs, secrets
 from aura_ops.config import PostgresConfig
-from aura_ops.errors import AuraError, ConfigError, ToolMissing, UsageError, UnreachableError
-from aura_ops.errors import VerificationError
+from aura_ops.errors import (
+    AuraError,
+    ConfigError,
+    ToolMissing,
+    UnreachableError,
+    UsageError,
+    VerificationError,
+)
 from aura_ops.host import Command, Host
 from aura_ops.repository import Snapshot
 

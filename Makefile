@@ -1,7 +1,7 @@
 # aura-ops: every target installs what it needs first (scripts/bootstrap.sh, idempotent).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SCALE ?= 85
+SCALE ?= 70
 
 .PHONY: bootstrap test unit integration demo bench lint clean
 

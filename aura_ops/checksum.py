@@ -7,13 +7,17 @@ import os
 from pathlib import Path
 from typing import IO
 
-ALGORITHM = "blake2b-256"
+# SHA-256 through OpenSSL uses the CPU's SHA extensions: measured here at 1160 MB/s against
+# 510 MB/s for hashlib's BLAKE2b (make bench prints the machine). Manifests record the name.
+ALGORITHM = "sha256"
 CHUNK = 1 << 20
 
 
-def new() -> hashlib._Hash:  # noqa: SLF001
-    """A fresh hasher of ``ALGORITHM`` (BLAKE2b, 32-byte digest: ~3x faster than SHA-256 here)."""
-    return hashlib.blake2b(digest_size=32)
+def new(algorithm: str = ALGORITHM) -> hashlib._Hash:  # noqa: SLF001
+    """A fresh hasher: ``sha256`` (the default) or ``blake2b-256`` (older manifests)."""
+    if algorithm == "blake2b-256":
+        return hashlib.blake2b(digest_size=32)
+    return hashlib.new(algorithm)
 
 
 class HashingWriter:
@@ -36,9 +40,9 @@ class HashingWriter:
         return self.hasher.hexdigest()
 
 
-def file_digest(path: Path) -> tuple[str, int]:
+def file_digest(path: Path, algorithm: str = ALGORITHM) -> tuple[str, int]:
     """Return (hexdigest, size) of a file's content."""
-    hasher = new()
+    hasher = new(algorithm)
     size = 0
     with open(path, "rb") as source:
         while chunk := source.read(CHUNK):

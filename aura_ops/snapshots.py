@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aura_ops import __version__, logs
+from aura_ops import __version__, checksum, logs
 from aura_ops.components import REGISTRY, files
 from aura_ops.config import Config
 from aura_ops.errors import AuraError, UsageError, VerificationError
@@ -92,7 +92,7 @@ def backup(config: Config, components: list[str] | None = None,
             "format": FORMAT, "id": snapshot_id, "host": local_hostname(),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "aura_version": __version__, "tags": tags or [], "parent": ids[-1] if ids else None,
-            "checksum_algorithm": "blake2b-256", "components": {},
+            "checksum_algorithm": checksum.ALGORITHM, "components": {},
         }
         log.info("backup.started", snapshot=snapshot_id, components=names)
         try:
@@ -138,12 +138,11 @@ def _size_of(manifest: dict[str, Any]) -> int:
 def verify(config: Config, reference: str, deep: bool = False,
            components: list[str] | None = None) -> dict[str, Any]:
     """Verify artifact checksums (and more, per component); VerificationError on any mismatch."""
-    from aura_ops.checksum import file_digest
-
     repo = repository(config)
     snapshot = repo.get(reference)
     report: dict[str, Any] = {"snapshot": snapshot.id, "deep": deep, "components": {}}
     cache = files.VerifiedCache(repo.path / "cache" / "verified-files.json")
+    algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
     with logs.bind(snapshot=snapshot.id):
         for name, entry in snapshot.manifest["components"].items():
             if components and name not in components:
@@ -153,7 +152,7 @@ def verify(config: Config, reference: str, deep: bool = False,
                     path = snapshot.component_dir(name) / artifact
                     if not path.is_file():
                         raise VerificationError(f"{name}: artifact {path} is missing")
-                    if file_digest(path)[0] != info["hash"]:
+                    if checksum.file_digest(path, algorithm)[0] != info["hash"]:
                         raise VerificationError(f"{name}: checksum mismatch in {path}")
                 report["components"][name] = _verify_component(config, snapshot, name, entry,
                                                                deep, cache)

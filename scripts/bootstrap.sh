@@ -47,6 +47,10 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: preparing $VENV" >&2
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+  if ! "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]' > "$VENV/pip.log" 2>&1; then
+    grep -v "^WARNING: Location" "$VENV/pip.log" >&2
+    echo "bootstrap: pip install failed (log: $VENV/pip.log)" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi

@@ -9,11 +9,14 @@ and devices are skipped with a warning. Restores use rsync, exact, deletions inc
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import fnmatch
 import json
 import os
 import stat
+import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,9 @@ from aura_ops.host import Command, Host
 from aura_ops.repository import Snapshot
 
 INDEX = "index.jsonl"
+COPY_WORKERS = 3  # hashing and file I/O release the GIL: copies overlap on 2+ cores
+IN_FLIGHT = 512  # copies queued ahead of the index writer (bounds memory)
+Entry = dict[str, Any] | concurrent.futures.Future[dict[str, Any]]
 TREE = "tree"
 IS_ROOT = os.geteuid() == 0
 
@@ -134,13 +140,22 @@ def _apply_metadata(source: Path, target: Path, st: os.stat_result, symlink: boo
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
+_buffers = threading.local()
+
+
+def _buffer() -> tuple[bytearray, memoryview]:
+    if not hasattr(_buffers, "data"):
+        _buffers.data = bytearray(checksum.CHUNK)
+        _buffers.view = memoryview(_buffers.data)
+    return _buffers.data, _buffers.view
+
+
 def _copy_file(source: Path, target: Path, st: os.stat_result) -> tuple[str, int]:
     """Copy content, hashing it as it is written; return (hash, bytes)."""
     hasher = checksum.new()
     size = 0
-    buffer = bytearray(checksum.CHUNK)
-    view = memoryview(buffer)
-    with open(source, "rb") as reader, open(target, "xb") as writer:
+    buffer, view = _buffer()
+    with open(source, "rb", buffering=0) as reader, open(target, "xb", buffering=0) as writer:
         while count := reader.readinto(buffer):
             chunk = view[:count]
             hasher.update(chunk)
@@ -176,8 +191,10 @@ class _Builder:
         self.stats = _Stats()
         self.seen_inodes: dict[tuple[int, int], str] = {}
         self.directories: list[tuple[Path, Path, os.stat_result]] = []
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=COPY_WORKERS)
+        self.copies: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
 
-    def entry(self, relative: str, st: os.stat_result) -> dict[str, Any] | None:
+    def entry(self, relative: str, st: os.stat_result) -> Entry | None:
         source, target = self.source / relative, self.tree / relative
         base = {"p": relative, "m": st.st_mode, "u": st.st_uid, "g": st.st_gid,
                 "mt": st.st_mtime_ns}
@@ -200,10 +217,12 @@ class _Builder:
         return None
 
     def regular(self, relative: str, source: Path, target: Path, st: os.stat_result,
-                base: dict[str, Any]) -> dict[str, Any]:
+                base: dict[str, Any]) -> Entry:
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in self.seen_inodes:
             first = self.seen_inodes[key]
+            if first in self.copies:
+                self.copies[first].result()  # the first name must exist before linking to it
             os.link(self.tree / first, target)
             self.stats.hardlinks += 1
             return {**base, "t": "h", "l": first, "s": st.st_size}
@@ -220,16 +239,41 @@ class _Builder:
             except OSError as exc:
                 if exc.errno not in (errno.EMLINK, errno.EXDEV, errno.ENOENT):
                     raise
+        future = self.pool.submit(self._copy, source, target, st, base)
+        if st.st_nlink > 1:
+            self.copies[relative] = future
+        return future
+
+    def _copy(self, source: Path, target: Path, st: os.stat_result,
+              base: dict[str, Any]) -> dict[str, Any]:
         digest, size = _copy_file(source, target, st)
-        self.stats.copied += 1
-        self.stats.copied_bytes += size
-        self.stats.bytes += size
         return {**base, "t": "f", "s": size, "ct": st.st_ctime_ns, "i": st.st_ino, "h": digest}
+
+    def account(self, entry: dict[str, Any], copied: bool) -> None:
+        if copied:
+            self.stats.copied += 1
+            self.stats.copied_bytes += entry["s"]
+            self.stats.bytes += entry["s"]
 
     def finish_directories(self) -> None:
         """Directory modes and mtimes last, deepest first: adding children changes them."""
         for source, target, st in reversed(self.directories):
             _apply_metadata(source, target, st)
+
+
+def _write_ready(builder: _Builder, index: checksum.HashingWriter, pending: deque[Entry],
+                 wait: bool) -> None:
+    """Write index lines in walk order for every entry at the head that is ready."""
+    while pending:
+        head = pending[0]
+        copied = isinstance(head, concurrent.futures.Future)
+        if copied and not wait and not head.done():  # type: ignore[union-attr]
+            return
+        entry = head.result() if copied else head  # type: ignore[union-attr]
+        pending.popleft()
+        builder.account(entry, copied)  # type: ignore[arg-type]
+        index.write((json.dumps(entry, separators=(",", ":")) + "\n").encode())
+        wait = False
 
 
 def snapshot(host: Host, name: str, cfg: FilesConfig, dest: Path,
@@ -240,20 +284,29 @@ def snapshot(host: Host, name: str, cfg: FilesConfig, dest: Path,
         raise UsageError(f"component {name}: {source} is not a directory")
     previous_index: dict[str, dict[str, Any]] = {}
     previous_tree = None
-    if previous is not None and previous.manifest["components"][name].get("source") == str(source):
+    if (previous is not None
+            and previous.manifest["components"][name].get("source") == str(source)
+            and previous.manifest.get("checksum_algorithm") == checksum.ALGORITHM):
         previous_index = load_index(previous, name)
         previous_tree = previous.component_dir(name) / TREE
     tree = dest / TREE
     tree.mkdir(mode=0o700)
     builder = _Builder(source, tree, previous_tree, previous_index)
     excludes = compile_excludes(cfg.exclude)
-    with open(dest / INDEX, "xb") as raw:
-        index = checksum.HashingWriter(raw)
-        for relative, st in _walk(source, excludes):
-            entry = builder.entry(relative, st)
-            if entry is not None:
-                index.write((json.dumps(entry, separators=(",", ":")) + "\n").encode())
-        index.flush()
+    try:
+        with open(dest / INDEX, "xb") as raw:
+            index = checksum.HashingWriter(raw)
+            pending: deque[Entry] = deque()
+            for relative, st in _walk(source, excludes):
+                entry = builder.entry(relative, st)
+                if entry is not None:
+                    pending.append(entry)
+                _write_ready(builder, index, pending, wait=len(pending) > IN_FLIGHT)
+            while pending:
+                _write_ready(builder, index, pending, wait=True)
+            index.flush()
+    finally:
+        builder.pool.shutdown(wait=True, cancel_futures=True)
     os.chmod(dest / INDEX, 0o600)
     root_st = os.stat(source)
     _apply_metadata(source, tree, root_st)
@@ -309,6 +362,7 @@ def verify(host: Host, name: str, snapshot: Snapshot, cache: VerifiedCache,
            deep: bool = False) -> dict[str, Any]:
     """Check every file of the tree against the index; VerificationError naming the first bad."""
     tree = snapshot.component_dir(name) / TREE
+    algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
     hashed = skipped = 0
     for relative, entry in load_index(snapshot, name).items():
         path = tree / relative
@@ -328,7 +382,7 @@ def verify(host: Host, name: str, snapshot: Snapshot, cache: VerifiedCache,
         if not deep and cache.entries.get(key) == entry["h"]:
             skipped += 1
             continue
-        digest, _ = checksum.file_digest(path)
+        digest, _ = checksum.file_digest(path, algorithm)
         if digest != entry["h"]:
             raise VerificationError(f"{name}: checksum mismatch in {path}")
         cache.entries[key] = digest

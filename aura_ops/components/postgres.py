@@ -368,8 +368,9 @@ class _Feeder:
     """Feeds each named pipe of a staging folder with its decompressed file once a reader
     opens it; checks every compressed stream against its recorded hash."""
 
-    def __init__(self, pipes: dict[Path, tuple[Path, str]], workers: int) -> None:
+    def __init__(self, pipes: dict[Path, tuple[Path, str]], workers: int, algorithm: str) -> None:
         self.pending = dict(pipes)
+        self.algorithm = algorithm
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
         self.futures: list[concurrent.futures.Future[None]] = []
         self.stop = threading.Event()
@@ -392,7 +393,7 @@ class _Feeder:
     def _feed(self, fd: int, source: Path, expected: str) -> None:
         import zstandard
 
-        hasher = checksum.new()
+        hasher = checksum.new(self.algorithm)
         try:
             with open(source, "rb") as raw, os.fdopen(fd, "wb") as out:
                 reader = _HashingReader(raw, hasher)
@@ -446,7 +447,8 @@ def _staging(snapshot: Snapshot, name: str, workers: int) -> Iterator[tuple[Path
                 pipes[pipe] = (dump_dir / file, info["hash"])
             else:
                 shutil.copyfile(dump_dir / file, staging / file)
-        with _Feeder(pipes, workers) as feeder:
+        algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
+        with _Feeder(pipes, workers, algorithm) as feeder:
             yield staging, feeder
     finally:
         shutil.rmtree(staging, ignore_errors=True)

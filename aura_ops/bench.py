@@ -1,0 +1,204 @@
+"""``make bench``: aura-ops against the raw tools on the same data, printed as ratios.
+
+Generates a pgbench database (``--scale``) plus a TOAST-heavy table, and a file tree of about
+20k files / 1 GB, then measures, in one run on a warm page cache: wall time, CPU time of the
+client processes (the PostgreSQL server's own CPU is not counted, for either side), output size
+and peak RSS of the largest client process. Nothing here is asserted: it prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aura_ops.sandbox import PostgresCluster
+
+
+@dataclass
+class Measure:
+    label: str
+    wall: float
+    cpu: float
+    rss_mb: float
+    size: int
+
+
+def measure(label: str, argv: list[str], env: dict[str, str], output: Path | None = None,
+            shell_pipe: list[list[str]] | None = None) -> Measure:
+    """Run a command (or a pipeline) and return its wall, CPU, peak RSS and output size."""
+    started = time.monotonic()
+    if shell_pipe:
+        processes = []
+        previous = None
+        for index, stage in enumerate(shell_pipe):
+            last = index == len(shell_pipe) - 1
+            sink = open(output, "wb") if last and output else subprocess.PIPE  # noqa: SIM115
+            processes.append(subprocess.Popen(stage, stdin=previous, stdout=sink, env=env))
+            if previous is not None:
+                previous.close()
+            previous = processes[-1].stdout
+        usages = [os.wait4(p.pid, 0)[2] for p in processes]
+        for process in processes:
+            process.returncode = 0
+    else:
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"bench: {label} failed")
+        usages = [usage]
+    wall = time.monotonic() - started
+    cpu = sum(u.ru_utime + u.ru_stime for u in usages)
+    rss = max(u.ru_maxrss for u in usages) / 1024
+    size = _size(output) if output else 0
+    print(f"  measured {label}: {wall:.2f}s", file=sys.stderr, flush=True)
+    return Measure(label, wall, cpu, rss, size)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    seen: set[int] = set()
+    total = 0
+    for item in path.rglob("*"):
+        st = item.lstat()
+        if item.is_file() and not item.is_symlink() and st.st_ino not in seen:
+            seen.add(st.st_ino)
+            total += st.st_size
+    return total
+
+
+def make_database(cluster: PostgresCluster, scale: int, toast_mb: int) -> str:
+    dsn = cluster.create_database("bench")
+    print(f"bench: pgbench -i -s {scale} and a {toast_mb} MB TOAST table", file=sys.stderr)
+    subprocess.run([str(cluster.bin / "pgbench"), "-i", "-q", "-s", str(scale), "-d", dsn],
+                   check=True, stderr=subprocess.DEVNULL)
+    rows = toast_mb * 1024 // 8
+    cluster.sql("CREATE TABLE documents (id serial PRIMARY KEY, body text);"
+                "ALTER TABLE documents ALTER body SET STORAGE EXTERNAL;"
+                f"INSERT INTO documents (body) SELECT string_agg(md5(g::text || i::text), ' ') "
+                f"FROM generate_series(1, {rows}) g, generate_series(1, 240) i GROUP BY g", "bench")
+    cluster.sql("VACUUM ANALYZE", "bench")
+    return dsn
+
+
+def make_tree(root: Path, small: int = 19_900, large: int = 100, large_mb: int = 8) -> None:
+    print(f"bench: file tree of {small + large} files", file=sys.stderr)
+    rng = random.Random(42)
+    for index in range(small):
+        folder = root / f"d{index % 200:03d}" / f"e{index % 7}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{index}.dat").write_bytes(rng.randbytes(rng.randint(1_000, 20_000)))
+    for index in range(large):
+        (root / f"big{index:03d}.bin").write_bytes(os.urandom(large_mb * 1_000_000))
+
+
+def change_one_percent(root: Path) -> None:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    for path in files[:: 100]:
+        with open(path, "r+b") as handle:
+            handle.write(os.urandom(64))
+
+
+def table(title: str, rows: list[Measure], baseline: Measure) -> None:
+    print(f"\n{title}")
+    print(f"  {'command':<44} {'wall s':>7} {'x base':>7} {'CPU s':>7} {'size MB':>8} {'RSS MB':>7}")
+    for row in rows:
+        ratio = row.wall / baseline.wall if baseline.wall else 0
+        size = f"{row.size / 1e6:8.1f}" if row.size else f"{'-':>8}"
+        print(f"  {row.label:<44} {row.wall:7.2f} {ratio:7.2f} {row.cpu:7.2f} {size} {row.rss_mb:7.1f}")
+
+
+def run(workdir: Path, scale: int, toast_mb: int) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        dsn = make_database(cluster, scale, toast_mb)
+        size = cluster.sql("SELECT pg_database_size('bench')")[0][0]
+        tree = workdir / "tree"
+        make_tree(tree)
+        (workdir / "aura.yaml").write_text(
+            "repository: {path: repo}\n"
+            "components:\n"
+            "  db: {type: postgres, dsn_env: AURA_DB_DSN, jobs: 2}\n"
+            f"  files: {{type: files, path: {tree}}}\n")
+        env = {**os.environ, "AURA_DB_DSN": dsn, "AURA_CONFIG": str(workdir / "aura.yaml")}
+        aura = [sys.executable, "-m", "aura_ops"]
+        pg = cluster.bin
+        out = workdir / "out"
+        out.mkdir()
+
+        db_rows = [
+            measure("pg_dump -Fc", [str(pg / "pg_dump"), "-Fc", "-f", str(out / "c.dump"), dsn],
+                    env, out / "c.dump"),
+            measure("pg_dump -Fd -j2", [str(pg / "pg_dump"), "-Fd", "-j2", "-f",
+                                        str(out / "d.dump"), dsn], env, out / "d.dump"),
+            measure("pg_dump -Fp | zstd -T2 -3", [], env, out / "p.sql.zst", shell_pipe=[
+                [str(pg / "pg_dump"), "-Fp", dsn], ["zstd", "-q", "-T2", "-3", "-c"]]),
+            measure("aura-ops backup --component db", [*aura, "backup", "--component", "db"], env,
+                    workdir / "repo"),
+        ]
+        table(f"DB backup ({size / 1e9:.2f} GB database, scale {scale})", db_rows, db_rows[0])
+
+        cluster.sql("CREATE DATABASE r1")
+        cluster.sql("CREATE DATABASE r2")
+        restore_rows = [
+            measure("pg_restore -j2 (from -Fd)", [str(pg / "pg_restore"), "-j2", "-d",
+                                                   cluster.dsn("r1"), str(out / "d.dump")], env),
+            measure("aura-ops restore --to-database", [*aura, "restore", "latest", "--component",
+                                                       "db", "--to-database", "r3"], env),
+        ]
+        table("DB restore", restore_rows, restore_rows[0])
+
+        files_rows = [
+            measure("rsync -a", ["rsync", "-a", f"{tree}/", str(out / "rsync1")], env,
+                    out / "rsync1"),
+            measure("aura-ops backup --component files (first)",
+                    [*aura, "backup", "--component", "files"], env),
+        ]
+        change_one_percent(tree)
+        files_rows += [
+            measure("rsync -a --delete --link-dest (1% changed)",
+                    ["rsync", "-a", "--delete", f"--link-dest={out / 'rsync1'}", f"{tree}/",
+                     str(out / "rsync2")], env),
+            measure("aura-ops backup --component files (1% changed)",
+                    [*aura, "backup", "--component", "files"], env),
+        ]
+        table("Files (first snapshot vs rsync -a; incremental vs rsync --link-dest)",
+              files_rows[:2], files_rows[0])
+        table("", files_rows[2:], files_rows[2])
+        _versions(pg)
+    finally:
+        cluster.remove()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _versions(pg: Path) -> None:
+    pg_dump = subprocess.run([str(pg / "pg_dump"), "--version"], capture_output=True,
+                             text=True).stdout.strip()
+    rsync = subprocess.run(["rsync", "--version"], capture_output=True, text=True).stdout
+    print(f"\n{os.cpu_count()} cores; {pg_dump}; {rsync.splitlines()[0]}; "
+          f"Python {sys.version.split()[0]}; peak RSS is the largest client process "
+          f"({resource.getpagesize()} B pages)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=int, default=70, help="pgbench scale (70 is about 1.1 GB)")
+    parser.add_argument("--toast-mb", type=int, default=200, help="size of the TOAST-heavy table")
+    parser.add_argument("--dir", type=Path, default=Path(".bench"))
+    args = parser.parse_args()
+    run(args.dir.absolute(), args.scale, args.toast_mb)
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +32,30 @@ class Measure:
     size: int
 
 
+REPEAT = 3
+
+
 def measure(label: str, argv: list[str], env: dict[str, str], output: Path | None = None,
-            shell_pipe: list[list[str]] | None = None) -> Measure:
-    """Run a command (or a pipeline) and return its wall, CPU, peak RSS and output size."""
+            shell_pipe: list[list[str]] | None = None,
+            prepare: Callable[[], None] | None = None) -> Measure:
+    """Run ``prepare`` (untimed) then the command, REPEAT times; return the median run."""
+    runs = []
+    for _ in range(REPEAT):
+        if prepare is not None:
+            prepare()
+        if output is not None and output.exists():
+            shutil.rmtree(output) if output.is_dir() else output.unlink()
+        os.sync()  # every run starts with nothing dirty to write back
+        runs.append(_measure_once(label, argv, env, output, shell_pipe))
+    runs.sort(key=lambda m: m.wall)
+    chosen = runs[len(runs) // 2]
+    print(f"  {label}: {', '.join(f'{m.wall:.2f}' for m in runs)} s -> median {chosen.wall:.2f}",
+          file=sys.stderr, flush=True)
+    return chosen
+
+
+def _measure_once(label: str, argv: list[str], env: dict[str, str], output: Path | None,
+                  shell_pipe: list[list[str]] | None) -> Measure:
     started = time.monotonic()
     if shell_pipe:
         processes = []
@@ -58,8 +80,17 @@ def measure(label: str, argv: list[str], env: dict[str, str], output: Path | Non
     cpu = sum(u.ru_utime + u.ru_stime for u in usages)
     rss = max(u.ru_maxrss for u in usages) / 1024
     size = _size(output) if output else 0
-    print(f"  measured {label}: {wall:.2f}s", file=sys.stderr, flush=True)
     return Measure(label, wall, cpu, rss, size)
+
+
+def _reset(repo: Path) -> None:
+    shutil.rmtree(repo, ignore_errors=True)
+
+
+def _keep_first_snapshot(repo: Path) -> None:
+    """Leave only the oldest snapshot, so each run is the same incremental one."""
+    for extra in sorted((repo / "snapshots").iterdir())[1:]:
+        shutil.rmtree(extra)
 
 
 def _size(path: Path) -> int:
@@ -145,17 +176,24 @@ def run(workdir: Path, scale: int, toast_mb: int) -> None:
             measure("pg_dump -Fp | zstd -T2 -3", [], env, out / "p.sql.zst", shell_pipe=[
                 [str(pg / "pg_dump"), "-Fp", dsn], ["zstd", "-q", "-T2", "-3", "-c"]]),
             measure("aura-ops backup --component db", [*aura, "backup", "--component", "db"], env,
-                    workdir / "repo"),
+                    workdir / "repo" / "snapshots", prepare=lambda: _reset(workdir / "repo")),
         ]
         table(f"DB backup ({size / 1e9:.2f} GB database, scale {scale})", db_rows, db_rows[0])
 
-        cluster.sql("CREATE DATABASE r1")
-        cluster.sql("CREATE DATABASE r2")
+        def fresh(name: str, create: bool) -> Callable[[], None]:
+            def prepare() -> None:
+                cluster.sql(f"DROP DATABASE IF EXISTS {name}")
+                if create:
+                    cluster.sql(f"CREATE DATABASE {name}")
+            return prepare
+
         restore_rows = [
             measure("pg_restore -j2 (from -Fd)", [str(pg / "pg_restore"), "-j2", "-d",
-                                                   cluster.dsn("r1"), str(out / "d.dump")], env),
+                                                   cluster.dsn("r1"), str(out / "d.dump")], env,
+                    prepare=fresh("r1", create=True)),
             measure("aura-ops restore --to-database", [*aura, "restore", "latest", "--component",
-                                                       "db", "--to-database", "r3"], env),
+                                                       "db", "--to-database", "r3"], env,
+                    prepare=fresh("r3", create=False)),
         ]
         table("DB restore", restore_rows, restore_rows[0])
 
@@ -163,15 +201,18 @@ def run(workdir: Path, scale: int, toast_mb: int) -> None:
             measure("rsync -a", ["rsync", "-a", f"{tree}/", str(out / "rsync1")], env,
                     out / "rsync1"),
             measure("aura-ops backup --component files (first)",
-                    [*aura, "backup", "--component", "files"], env),
+                    [*aura, "backup", "--component", "files"], env,
+                    prepare=lambda: _reset(workdir / "repo")),
         ]
+        subprocess.run(["rsync", "-a", f"{tree}/", str(out / "base")], check=True)
         change_one_percent(tree)
         files_rows += [
             measure("rsync -a --delete --link-dest (1% changed)",
-                    ["rsync", "-a", "--delete", f"--link-dest={out / 'rsync1'}", f"{tree}/",
-                     str(out / "rsync2")], env),
+                    ["rsync", "-a", "--delete", f"--link-dest={out / 'base'}", f"{tree}/",
+                     str(out / "rsync2")], env, out / "rsync2"),
             measure("aura-ops backup --component files (1% changed)",
-                    [*aura, "backup", "--component", "files"], env),
+                    [*aura, "backup", "--component", "files"], env,
+                    prepare=lambda: _keep_first_snapshot(workdir / "repo")),
         ]
         table("Files (first snapshot vs rsync -a; incremental vs rsync --link-dest)",
               files_rows[:2], files_rows[0])
@@ -196,7 +237,10 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=70, help="pgbench scale (70 is about 1.1 GB)")
     parser.add_argument("--toast-mb", type=int, default=200, help="size of the TOAST-heavy table")
     parser.add_argument("--dir", type=Path, default=Path(".bench"))
+    parser.add_argument("--repeat", type=int, default=3, help="runs per command (median shown)")
     args = parser.parse_args()
+    global REPEAT
+    REPEAT = max(1, args.repeat)
     run(args.dir.absolute(), args.scale, args.toast_mb)
 
 

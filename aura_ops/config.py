@@ -51,6 +51,7 @@ class PostgresConfig(_Model):
     globals: bool = True
     bin_dir: Path | None = None
     maintenance_db: str = "postgres"
+    restore_in_place: Literal["swap", "clean"] = "swap"
     connect_timeout: int = Field(10, ge=1)
     connect_attempts: int = Field(3, ge=1, le=20)
 

@@ -17,9 +17,12 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
-import structlog
-
 from aura_ops.secrets import MASK, mask
+
+# structlog (and rich, which it imports) costs ~200 ms: it is imported and configured on the
+# first log call, so `aura-ops --help` and commands that never log stay fast.
+_settings: tuple[Path | None, str, TextIO | None, bool | None] = (None, "info", None, None)
+_applied = False
 
 _SECRET_KEYS = {"password", "passwd", "secret", "token", "pgpassword", "api_key"}
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -76,6 +79,8 @@ class _TeeLogger:
     """Receives the finished event dict; writes it to the console and the daily file."""
 
     def __init__(self, console: TextIO, pretty: bool, daily: _DailyFile | None) -> None:
+        import structlog
+
         self._console = console
         self._daily = daily
         self._pretty = structlog.dev.ConsoleRenderer(colors=True) if pretty else None
@@ -96,7 +101,18 @@ def configure(
     console: TextIO | None = None,
     pretty: bool | None = None,
 ) -> None:
-    """Configure structlog for the whole process; safe to call again (later call wins)."""
+    """Set logging for the whole process (applied on the first log call; later call wins)."""
+    global _settings, _applied
+    _settings = (log_dir, level, console, pretty)
+    _applied = False
+
+
+def _apply() -> None:
+    global _applied
+    import structlog
+
+    log_dir, level, console, pretty = _settings
+    _applied = True
     stream = console or sys.stderr
     if pretty is None:
         pretty = stream.isatty()
@@ -119,11 +135,19 @@ def configure(
 
 def get(name: str = "aura") -> Any:
     """Return a bound logger."""
+    import structlog
+
+    if not _applied:
+        _apply()
     return structlog.get_logger(name)
 
 
 @contextlib.contextmanager
 def bind(**context: Any) -> Iterator[None]:
     """Bind context keys (run_id, component, host, step) for the code inside the block."""
+    import structlog
+
+    if not _applied:
+        _apply()
     with structlog.contextvars.bound_contextvars(**context):
         yield

@@ -9,6 +9,7 @@ the partial folder; a killed process leaves it for the next run to clean, never 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import signal
 import time
 from collections.abc import Iterator
@@ -82,7 +83,8 @@ def backup(config: Config, components: list[str] | None = None,
     repo = repository(config)
     run_id = run_id or new_snapshot_id()
     log = logs.get()
-    with logs.bind(run_id=run_id), interruptible(), repo.locked(run_id, "backup"):
+    with logs.bind(run_id=run_id, host=local_hostname()), interruptible(), \
+            repo.locked(run_id, "backup"):
         repo.clean_partials()
         ids = repo.ids()
         snapshot_id = new_snapshot_id(after=ids[-1] if ids else None)
@@ -102,9 +104,12 @@ def backup(config: Config, components: list[str] | None = None,
             manifest["seconds"] = round(time.monotonic() - started, 3)
             manifest["size"] = _size_of(manifest)
             snapshot = repo.commit(snapshot_id, manifest)
-        except BaseException:
+        except BaseException as exc:
             repo.discard(snapshot_id)
             log.error("backup.discarded", snapshot=snapshot_id)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise AuraError(f"no space left on the device of {exc.filename or repo.path}; "
+                                f"snapshot {snapshot_id} discarded") from None
             raise
         log.info("backup.sealed", snapshot=snapshot_id, seconds=manifest["seconds"],
                  bytes=manifest["size"])

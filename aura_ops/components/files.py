@@ -31,7 +31,7 @@ from aura_ops.repository import Snapshot
 INDEX = "index.jsonl"
 COPY_WORKERS = 3  # hashing and file I/O release the GIL: copies overlap on 2+ cores
 IN_FLIGHT = 512  # copies queued ahead of the index writer (bounds memory)
-Entry = dict[str, Any] | concurrent.futures.Future[dict[str, Any]]
+Entry = dict[str, Any] | concurrent.futures.Future[dict[str, Any] | None]
 TREE = "tree"
 IS_ROOT = os.geteuid() == 0
 
@@ -108,7 +108,11 @@ def _walk(root: Path, excludes: list[tuple[str, bool, bool]]) -> Iterator[tuple[
         subdirs = []
         for entry in entries:
             relative = f"{relative_dir}/{entry.name}" if relative_dir else entry.name
-            st = entry.stat(follow_symlinks=False)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                logs.get().warning("files.vanished", path=entry.path)
+                continue
             if is_excluded(relative, stat.S_ISDIR(st.st_mode), excludes):
                 continue
             yield relative, st
@@ -192,7 +196,7 @@ class _Builder:
         self.seen_inodes: dict[tuple[int, int], str] = {}
         self.directories: list[tuple[Path, Path, os.stat_result]] = []
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=COPY_WORKERS)
-        self.copies: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
+        self.copies: dict[str, concurrent.futures.Future[dict[str, Any] | None]] = {}
 
     def entry(self, relative: str, st: os.stat_result) -> Entry | None:
         source, target = self.source / relative, self.tree / relative
@@ -245,8 +249,15 @@ class _Builder:
         return future
 
     def _copy(self, source: Path, target: Path, st: os.stat_result,
-              base: dict[str, Any]) -> dict[str, Any]:
-        digest, size = _copy_file(source, target, st)
+              base: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            digest, size = _copy_file(source, target, st)
+        except FileNotFoundError:
+            if source.exists():
+                raise
+            logs.get().warning("files.vanished", path=str(source))
+            target.unlink(missing_ok=True)
+            return None
         return {**base, "t": "f", "s": size, "ct": st.st_ctime_ns, "i": st.st_ino, "h": digest}
 
     def account(self, entry: dict[str, Any], copied: bool) -> None:
@@ -271,9 +282,11 @@ def _write_ready(builder: _Builder, index: checksum.HashingWriter, pending: dequ
             return
         entry = head.result() if copied else head  # type: ignore[union-attr]
         pending.popleft()
-        builder.account(entry, copied)  # type: ignore[arg-type]
-        index.write((json.dumps(entry, separators=(",", ":")) + "\n").encode())
         wait = False
+        if entry is None:  # vanished while it was being copied
+            continue
+        builder.account(entry, copied)
+        index.write((json.dumps(entry, separators=(",", ":")) + "\n").encode())
 
 
 def snapshot(host: Host, name: str, cfg: FilesConfig, dest: Path,

@@ -383,9 +383,10 @@ class _Feeder:
                 try:
                     fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
                 except OSError as exc:
-                    if exc.errno == errno.ENXIO:  # no reader yet
-                        continue
-                    raise
+                    if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                        self.errors.append(f"{pipe.name}: {exc.strerror}")
+                        self.pending.pop(pipe)
+                    continue
                 os.set_blocking(fd, True)
                 self.futures.append(self.pool.submit(self._feed, fd, *self.pending.pop(pipe)))
             self.stop.wait(0.005)
@@ -402,8 +403,8 @@ class _Feeder:
         except BrokenPipeError:
             self.errors.append(f"pg_restore stopped reading {source.name}")
             return
-        except zstandard.ZstdError as exc:
-            self.errors.append(f"{source}: corrupt ({exc})")
+        except (zstandard.ZstdError, OSError) as exc:
+            self.errors.append(f"{source}: {exc}")
             return
         if hasher.hexdigest() != expected:
             self.errors.append(f"{source}: checksum mismatch")
@@ -504,9 +505,10 @@ def compare_facts(name: str, recorded: dict[str, Any], actual: dict[str, Any]) -
 
 
 def restore(host: Host, name: str, cfg: PostgresConfig, snapshot: Snapshot,
-            to_database: str | None, with_globals: bool = False,
-            in_place_mode: str = "swap") -> dict[str, Any]:
-    """Restore into a new database ``to_database`` or, when None, in place of the original."""
+            to_database: str | None, with_globals: bool = False) -> dict[str, Any]:
+    """Restore into a new database ``to_database`` or, when None, in place of the original
+    (``cfg.restore_in_place``: ``swap`` builds beside it and renames; ``clean`` drops and
+    recreates objects inside it with ``pg_restore --clean --if-exists``)."""
     entry = snapshot.manifest["components"][name]
     conn = connection(name, cfg)
     admin_conn = conn.with_db(cfg.maintenance_db)
@@ -517,7 +519,7 @@ def restore(host: Host, name: str, cfg: PostgresConfig, snapshot: Snapshot,
         if with_globals and entry.get("globals"):
             host.run(make_psql_file(cfg, admin_conn,
                                     snapshot.component_dir(name) / entry["globals"]))
-        if in_place and in_place_mode == "clean":
+        if in_place and cfg.restore_in_place == "clean":
             seconds = _run_restore(host, cfg, snapshot, name, conn, jobs, clean=True)
             return {"database": target, "mode": "clean", "restore_seconds": round(seconds, 2)}
         if not in_place and _database_exists(admin, target):

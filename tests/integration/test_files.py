@@ -174,3 +174,26 @@ def test_delete_removes_a_snapshot_and_keeps_later_ones_intact(tree: Path, aura:
     ids = [s["id"] for s in aura.json("snapshots", "list")["snapshots"]]
     assert ids == [second]
     aura("snapshots", "verify", second, "--deep")
+
+
+def test_full_disk_fails_with_one_line_and_leaves_no_snapshot(tree: Path, aura: Aura,
+                                                              tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import require
+
+    require(os.geteuid() == 0, "root (to mount a small tmpfs as the repository)")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], check=True)
+    try:
+        aura.write_config({"repository": {"path": str(small / "repo")},
+                           "components": {"site": {"type": "files", "path": str(tree)}}})
+        result = aura("backup", check=1)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("aura-ops:")]
+        assert len(errors) == 1
+        assert "no space left" in errors[0]
+        assert aura.json("snapshots", "list")["snapshots"] == []
+        assert list((small / "repo" / "snapshots").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

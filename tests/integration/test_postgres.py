@@ -238,10 +238,13 @@ def test_verify_of_unknown_snapshot_exits_2(pg: PostgresCluster, database: str, 
 
 def test_flipped_byte_in_dump_fails_verify_naming_the_file(
         pg: PostgresCluster, database: str, rich: str, aura: Aura) -> None:
-    snapshot = aura.json("backup")["id"]
+    manifest = aura.json("backup")
+    snapshot = manifest["id"]
     aura("snapshots", "verify", snapshot)
-    dump = aura.repo / "snapshots" / snapshot / "db" / "dump"
-    for victim in (dump / "toc.dat", max(dump.glob("*.dat.zst"), key=lambda p: p.stat().st_size)):
+    folder = aura.repo / "snapshots" / snapshot / "db"
+    artifacts = sorted(manifest["components"]["db"]["artifacts"])
+    assert {"dump/toc.dat", "dump/blobs.toc", "globals.sql"} <= set(artifacts)
+    for victim in (folder / artifact for artifact in artifacts):
         original = victim.read_bytes()
         flipped = bytearray(original)
         flipped[len(flipped) // 2] ^= 0x01
@@ -262,3 +265,32 @@ def test_doctor_reports_all_well_then_unreachable(pg: PostgresCluster, database:
     aura.env["AURA_DB_DSN"] = rich.replace(pg_port, str(int(pg_port) + 1))
     failing = aura.json("doctor", check=6)
     assert failing["ok"] is False
+
+
+def test_restore_with_globals_onto_a_fresh_server(pg: PostgresCluster, database: str,
+                                                  rich: str, aura: Aura) -> None:
+    before = fingerprint(rich)
+    snapshot = aura.json("backup")["id"]
+    with PostgresCluster() as fresh:
+        assert fresh.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'aura_reader'") == [(0,)]
+        aura.env["AURA_DB_DSN"] = fresh.dsn("postgres")
+        aura("restore", snapshot, "--globals", "--to-database", "shop")
+        assert fresh.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'aura_reader'") == [(1,)]
+        assert fingerprint(fresh.dsn("shop")) == before
+        assert "GRANT SELECT ON TABLE billing.invoices TO aura_reader" in schema_dump(
+            fresh.dsn("shop"))
+
+
+def test_in_place_restore_in_clean_mode(pg: PostgresCluster, database: str, rich: str,
+                                        aura: Aura) -> None:
+    aura.write_config(base_config({"db": db_component(restore_in_place="clean")}))
+    before = fingerprint(rich)
+    aura("backup")
+    with psycopg.connect(rich, autocommit=True) as conn:
+        conn.execute("DROP VIEW billing.big_invoices")
+        conn.execute("TRUNCATE billing.invoices")
+        conn.execute("CREATE TABLE public.added_later (n int)")
+    aura("restore", "latest", "--yes")
+    after = fingerprint(rich)
+    assert {k: v for k, v in after.items() if k != "public.added_later"} == before
+    assert pg.sql("SELECT count(*) FROM billing.big_invoices", database)[0][0] > 0

@@ -10,6 +10,7 @@ and devices are skipped with a warning. Restores use rsync, exact, deletions inc
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import errno
 import fnmatch
 import json
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from aura_ops import checksum, logs
 from aura_ops.config import FilesConfig
 from aura_ops.errors import AuraError, UsageError, VerificationError
@@ -31,7 +34,7 @@ from aura_ops.repository import Snapshot
 INDEX = "index.jsonl"
 COPY_WORKERS = 3  # hashing and file I/O release the GIL: copies overlap on 2+ cores
 IN_FLIGHT = 512  # copies queued ahead of the index writer (bounds memory)
-Entry = dict[str, Any] | concurrent.futures.Future[dict[str, Any] | None]
+Entry = dict[str, Any] | bytes | concurrent.futures.Future[dict[str, Any] | None]
 TREE = "tree"
 IS_ROOT = os.geteuid() == 0
 
@@ -72,15 +75,21 @@ def rsync_excludes(patterns: list[str]) -> list[str]:
 
 def load_index(snapshot: Snapshot, name: str) -> dict[str, dict[str, Any]]:
     """The per-path index of a files snapshot."""
-    index: dict[str, dict[str, Any]] = {}
-    with open(snapshot.component_dir(name) / INDEX, encoding="utf-8") as source:
+    return {path: entry for path, (entry, _) in _index_lines(snapshot, name).items()}
+
+
+def _index_lines(snapshot: Snapshot, name: str) -> dict[str, tuple[dict[str, Any], bytes]]:
+    """Index entries with their raw lines (an unchanged file's line is written back verbatim)."""
+    index: dict[str, tuple[dict[str, Any], bytes]] = {}
+    with open(snapshot.component_dir(name) / INDEX, "rb") as source:
         for line in source:
-            entry = json.loads(line)
-            index[entry["p"]] = entry
+            entry = orjson.loads(line)
+            index[entry["p"]] = (entry, line)
     return index
 
 
 # ---------------------------------------------------------------- snapshot
+# The hot path works on str paths: pathlib objects cost more than the system calls here.
 
 @dataclass
 class _Stats:
@@ -95,12 +104,12 @@ class _Stats:
     skipped: list[str] = field(default_factory=list)
 
 
-def _walk(root: Path, excludes: list[tuple[str, bool, bool]]) -> Iterator[tuple[str, os.stat_result]]:
+def _walk(root: str, excludes: list[tuple[str, bool, bool]]) -> Iterator[tuple[str, os.stat_result]]:
     """Yield (relative path, lstat) for every entry under ``root``, parents first, sorted."""
     stack = [""]
     while stack:
         relative_dir = stack.pop()
-        directory = root / relative_dir if relative_dir else root
+        directory = f"{root}/{relative_dir}" if relative_dir else root
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as exc:
@@ -113,7 +122,7 @@ def _walk(root: Path, excludes: list[tuple[str, bool, bool]]) -> Iterator[tuple[
             except FileNotFoundError:
                 logs.get().warning("files.vanished", path=entry.path)
                 continue
-            if is_excluded(relative, stat.S_ISDIR(st.st_mode), excludes):
+            if excludes and is_excluded(relative, stat.S_ISDIR(st.st_mode), excludes):
                 continue
             yield relative, st
             if stat.S_ISDIR(st.st_mode):
@@ -121,7 +130,7 @@ def _walk(root: Path, excludes: list[tuple[str, bool, bool]]) -> Iterator[tuple[
         stack.extend(reversed(subdirs))
 
 
-def _copy_xattrs(source: Path, target: Path) -> None:
+def _copy_xattrs(source: str, target: str) -> None:
     try:
         names = os.listxattr(source, follow_symlinks=False)
     except OSError:
@@ -131,11 +140,11 @@ def _copy_xattrs(source: Path, target: Path) -> None:
             value = os.getxattr(source, attribute, follow_symlinks=False)
             os.setxattr(target, attribute, value, follow_symlinks=False)
         except OSError as exc:
-            logs.get().debug("files.xattr_skipped", path=str(source), xattr=attribute,
+            logs.get().debug("files.xattr_skipped", path=source, xattr=attribute,
                              reason=exc.strerror)
 
 
-def _apply_metadata(source: Path, target: Path, st: os.stat_result, symlink: bool = False) -> None:
+def _apply_metadata(source: str, target: str, st: os.stat_result, symlink: bool = False) -> None:
     if IS_ROOT:
         os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
     if not symlink:
@@ -154,7 +163,7 @@ def _buffer() -> tuple[bytearray, memoryview]:
     return _buffers.data, _buffers.view
 
 
-def _copy_file(source: Path, target: Path, st: os.stat_result) -> tuple[str, int]:
+def _copy_file(source: str, target: str, st: os.stat_result) -> tuple[str, int]:
     """Copy content, hashing it as it is written; return (hash, bytes)."""
     hasher = checksum.new()
     size = 0
@@ -169,10 +178,9 @@ def _copy_file(source: Path, target: Path, st: os.stat_result) -> tuple[str, int
     return hasher.hexdigest(), size
 
 
-def _unchanged(previous: dict[str, Any] | None, st: os.stat_result) -> bool:
+def _unchanged(previous: dict[str, Any], st: os.stat_result) -> bool:
     return bool(
-        previous
-        and previous["t"] == "f"
+        previous["t"] == "f"
         and previous["s"] == st.st_size
         and previous["mt"] == st.st_mtime_ns
         and previous["ct"] == st.st_ctime_ns
@@ -186,24 +194,26 @@ def _unchanged(previous: dict[str, Any] | None, st: os.stat_result) -> bool:
 class _Builder:
     """Builds one snapshot tree from a source tree and the previous snapshot's index."""
 
-    def __init__(self, source: Path, tree: Path, previous_tree: Path | None,
-                 previous_index: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, source: str, tree: str, previous_tree: str | None,
+                 previous_index: dict[str, tuple[dict[str, Any], bytes]]) -> None:
         self.source = source
         self.tree = tree
         self.previous_tree = previous_tree
         self.previous_index = previous_index
         self.stats = _Stats()
         self.seen_inodes: dict[tuple[int, int], str] = {}
-        self.directories: list[tuple[Path, Path, os.stat_result]] = []
+        self.directories: list[tuple[str, str, os.stat_result]] = []
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=COPY_WORKERS)
         self.copies: dict[str, concurrent.futures.Future[dict[str, Any] | None]] = {}
 
     def entry(self, relative: str, st: os.stat_result) -> Entry | None:
-        source, target = self.source / relative, self.tree / relative
+        source, target = f"{self.source}/{relative}", f"{self.tree}/{relative}"
         base = {"p": relative, "m": st.st_mode, "u": st.st_uid, "g": st.st_gid,
                 "mt": st.st_mtime_ns}
+        if stat.S_ISREG(st.st_mode):
+            return self.regular(relative, source, target, st, base)
         if stat.S_ISDIR(st.st_mode):
-            target.mkdir(mode=0o700)
+            os.mkdir(target, 0o700)
             self.directories.append((source, target, st))
             self.stats.directories += 1
             return {**base, "t": "d"}
@@ -213,33 +223,31 @@ class _Builder:
             _apply_metadata(source, target, st, symlink=True)
             self.stats.symlinks += 1
             return {**base, "t": "l", "l": link}
-        if stat.S_ISREG(st.st_mode):
-            return self.regular(relative, source, target, st, base)
         self.stats.skipped.append(relative)
-        logs.get().warning("files.special_skipped", path=str(source),
+        logs.get().warning("files.special_skipped", path=source,
                            kind=stat.filemode(st.st_mode)[0])
         return None
 
-    def regular(self, relative: str, source: Path, target: Path, st: os.stat_result,
+    def regular(self, relative: str, source: str, target: str, st: os.stat_result,
                 base: dict[str, Any]) -> Entry:
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in self.seen_inodes:
             first = self.seen_inodes[key]
             if first in self.copies:
                 self.copies[first].result()  # the first name must exist before linking to it
-            os.link(self.tree / first, target)
+            os.link(f"{self.tree}/{first}", target)
             self.stats.hardlinks += 1
             return {**base, "t": "h", "l": first, "s": st.st_size}
         if st.st_nlink > 1:
             self.seen_inodes[key] = relative
         self.stats.files += 1
         previous = self.previous_index.get(relative)
-        if previous and self.previous_tree and _unchanged(previous, st):
+        if previous is not None and _unchanged(previous[0], st):
             try:
-                os.link(self.previous_tree / relative, target)
+                os.link(f"{self.previous_tree}/{relative}", target)
                 self.stats.linked += 1
                 self.stats.bytes += st.st_size
-                return dict(previous)
+                return previous[1]
             except OSError as exc:
                 if exc.errno not in (errno.EMLINK, errno.EXDEV, errno.ENOENT):
                     raise
@@ -248,23 +256,23 @@ class _Builder:
             self.copies[relative] = future
         return future
 
-    def _copy(self, source: Path, target: Path, st: os.stat_result,
+    def _copy(self, source: str, target: str, st: os.stat_result,
               base: dict[str, Any]) -> dict[str, Any] | None:
         try:
             digest, size = _copy_file(source, target, st)
         except FileNotFoundError:
-            if source.exists():
+            if os.path.lexists(source):
                 raise
-            logs.get().warning("files.vanished", path=str(source))
-            target.unlink(missing_ok=True)
+            logs.get().warning("files.vanished", path=source)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
             return None
         return {**base, "t": "f", "s": size, "ct": st.st_ctime_ns, "i": st.st_ino, "h": digest}
 
-    def account(self, entry: dict[str, Any], copied: bool) -> None:
-        if copied:
-            self.stats.copied += 1
-            self.stats.copied_bytes += entry["s"]
-            self.stats.bytes += entry["s"]
+    def account(self, entry: dict[str, Any]) -> None:
+        self.stats.copied += 1
+        self.stats.copied_bytes += entry["s"]
+        self.stats.bytes += entry["s"]
 
     def finish_directories(self) -> None:
         """Directory modes and mtimes last, deepest first: adding children changes them."""
@@ -277,16 +285,23 @@ def _write_ready(builder: _Builder, index: checksum.HashingWriter, pending: dequ
     """Write index lines in walk order for every entry at the head that is ready."""
     while pending:
         head = pending[0]
-        copied = isinstance(head, concurrent.futures.Future)
-        if copied and not wait and not head.done():  # type: ignore[union-attr]
+        if isinstance(head, bytes):  # an unchanged file: its previous line, verbatim
+            pending.popleft()
+            index.write(head)
+            continue
+        if isinstance(head, dict):
+            pending.popleft()
+            index.write(orjson.dumps(head) + b"\n")
+            continue
+        if not wait and not head.done():
             return
-        entry = head.result() if copied else head  # type: ignore[union-attr]
+        entry = head.result()
         pending.popleft()
         wait = False
         if entry is None:  # vanished while it was being copied
             continue
-        builder.account(entry, copied)
-        index.write((json.dumps(entry, separators=(",", ":")) + "\n").encode())
+        builder.account(entry)
+        index.write(orjson.dumps(entry) + b"\n")
 
 
 def snapshot(host: Host, name: str, cfg: FilesConfig, dest: Path,
@@ -295,22 +310,22 @@ def snapshot(host: Host, name: str, cfg: FilesConfig, dest: Path,
     source = cfg.path
     if not source.is_dir():
         raise UsageError(f"component {name}: {source} is not a directory")
-    previous_index: dict[str, dict[str, Any]] = {}
+    previous_index: dict[str, tuple[dict[str, Any], bytes]] = {}
     previous_tree = None
     if (previous is not None
             and previous.manifest["components"][name].get("source") == str(source)
             and previous.manifest.get("checksum_algorithm") == checksum.ALGORITHM):
-        previous_index = load_index(previous, name)
-        previous_tree = previous.component_dir(name) / TREE
+        previous_index = _index_lines(previous, name)
+        previous_tree = str(previous.component_dir(name) / TREE)
     tree = dest / TREE
     tree.mkdir(mode=0o700)
-    builder = _Builder(source, tree, previous_tree, previous_index)
+    builder = _Builder(str(source), str(tree), previous_tree, previous_index)
     excludes = compile_excludes(cfg.exclude)
     try:
         with open(dest / INDEX, "xb") as raw:
             index = checksum.HashingWriter(raw)
             pending: deque[Entry] = deque()
-            for relative, st in _walk(source, excludes):
+            for relative, st in _walk(str(source), excludes):
                 entry = builder.entry(relative, st)
                 if entry is not None:
                     pending.append(entry)
@@ -322,7 +337,7 @@ def snapshot(host: Host, name: str, cfg: FilesConfig, dest: Path,
         builder.pool.shutdown(wait=True, cancel_futures=True)
     os.chmod(dest / INDEX, 0o600)
     root_st = os.stat(source)
-    _apply_metadata(source, tree, root_st)
+    _apply_metadata(str(source), str(tree), root_st)
     builder.finish_directories()
     stats = builder.stats
     logs.get().info("files.snapshot", source=str(source), files=stats.files,

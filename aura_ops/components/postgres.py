@@ -248,42 +248,98 @@ def server_facts(db: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- compression
 
-class _Compressor:
-    """Compresses finished dump files with zstd in worker threads, hashing output as written."""
+DATA_FILE = re.compile(r"^(\d+|blob_\d+)\.dat$")
 
-    def __init__(self, folder: Path, level: int, workers: int) -> None:
+
+class _Compressor:
+    """Compresses dump data files with zstd while pg_dump is still writing them.
+
+    A watcher finds each new ``N.dat``; a follower thread compresses it as it grows (reading
+    from the page cache what pg_dump just wrote) and finishes once pg_dump reports the item
+    finished (or exits). The output is hashed as it is written; the plain file is then removed.
+    """
+
+    def __init__(self, folder: Path, level: int) -> None:
         self.folder = folder
         self.level = level
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
-        self.futures: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
+        self.finished: set[str] = set()
+        self.exited = threading.Event()
+        self.abort = threading.Event()
+        self.results: dict[str, dict[str, Any]] = {}
+        self.errors: list[BaseException] = []
+        self.followers: dict[str, threading.Thread] = {}
         self.lock = threading.Lock()
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watcher.start()
 
-    def submit(self, name: str) -> None:
+    def item_finished(self, dump_id: str) -> None:
         with self.lock:
-            if name not in self.futures and (self.folder / name).is_file():
-                self.futures[name] = self.pool.submit(self._compress, self.folder / name)
+            self.finished.add(f"{dump_id}.dat")
 
-    def _compress(self, source: Path) -> dict[str, Any]:
+    def _watch(self) -> None:
+        while not self.abort.is_set():
+            last_pass = self.exited.is_set()
+            self._discover()
+            if last_pass:
+                return
+            self.exited.wait(0.02)
+
+    def _discover(self) -> None:
+        try:
+            names = [e.name for e in os.scandir(self.folder) if DATA_FILE.match(e.name)]
+        except FileNotFoundError:  # pg_dump has not created the folder yet
+            return
+        for name in names:
+            if name not in self.followers:
+                thread = threading.Thread(target=self._follow, args=(name,), daemon=True)
+                self.followers[name] = thread
+                thread.start()
+
+    def _done_writing(self, name: str) -> bool:
+        with self.lock:
+            return name in self.finished or self.exited.is_set()
+
+    def _follow(self, name: str) -> None:
         import zstandard
 
-        target = source.with_name(source.name + COMPRESSED)
-        compressor = zstandard.ZstdCompressor(level=self.level, write_checksum=True)
-        with open(source, "rb") as reader, open(target, "xb") as raw:
-            writer = checksum.HashingWriter(raw)
-            read, _ = compressor.copy_stream(reader, writer, read_size=checksum.CHUNK,
-                                             write_size=checksum.CHUNK)
-        os.unlink(source)
-        return {"size": writer.size, "hash": writer.hexdigest(), "raw_size": read}
-
-    def finish(self) -> dict[str, dict[str, Any]]:
-        """Compress whatever is left (*.dat), wait, and return artifacts keyed by file name."""
-        for path in sorted(self.folder.glob("*.dat")):
-            if path.name != "toc.dat":  # the TOC stays plain: pg_restore --list reads it
-                self.submit(path.name)
+        source = self.folder / name
+        target = source.with_name(name + COMPRESSED)
         try:
-            return {name + COMPRESSED: future.result() for name, future in self.futures.items()}
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            with open(source, "rb", buffering=0) as reader, open(target, "xb") as raw:
+                writer = checksum.HashingWriter(raw)
+                stream = zstandard.ZstdCompressor(level=self.level, write_checksum=True
+                                                  ).stream_writer(writer, closefd=False)
+                read = 0
+                while not self.abort.is_set():
+                    done = self._done_writing(name)  # checked before reading: no bytes missed
+                    chunk = reader.read(checksum.CHUNK)
+                    if chunk:
+                        stream.write(chunk)
+                        read += len(chunk)
+                    elif done:
+                        break
+                    else:
+                        time.sleep(0.01)
+                stream.close()
+            os.unlink(source)
+            with self.lock:
+                self.results[name + COMPRESSED] = {"size": writer.size,
+                                                   "hash": writer.hexdigest(), "raw_size": read}
+        except BaseException as exc:  # noqa: BLE001 - reported by finish()
+            with self.lock:
+                self.errors.append(exc)
+
+    def finish(self, succeeded: bool) -> dict[str, dict[str, Any]]:
+        """After pg_dump exited: compress what is left, wait, return artifacts by file name."""
+        if not succeeded:
+            self.abort.set()
+        self.exited.set()
+        self.watcher.join()
+        for thread in list(self.followers.values()):
+            thread.join()
+        if self.errors:
+            raise self.errors[0]
+        return dict(self.results)
 
 
 def _hash_plain(path: Path) -> dict[str, Any]:
@@ -319,20 +375,24 @@ def snapshot(host: Host, name: str, cfg: PostgresConfig, dest: Path,
         if cfg.globals:
             host.run(make_pg_dumpall_globals(cfg, conn, dest / GLOBALS, facts["superuser"]))
             artifacts[GLOBALS] = _hash_plain(dest / GLOBALS)
-        compressor = _Compressor(dump_dir, cfg.compression_level, workers=max(1, jobs // 2))
+        compressor = _Compressor(dump_dir, cfg.compression_level)
         started = time.monotonic()
-        process = host.start(make_pg_dump(cfg, conn, dump_dir, snapshot_id, jobs),
-                             stdout=None)
-        process.drain_in_background(lambda line: _on_pg_dump_line(line, compressor))
+        succeeded = False
         try:
-            facts.update(database_facts(db, cfg.checksums))
-        except BaseException:
-            process.kill()
-            raise
-        process.wait()
+            process = host.start(make_pg_dump(cfg, conn, dump_dir, snapshot_id, jobs),
+                                 stdout=None)
+            process.drain_in_background(lambda line: _on_pg_dump_line(line, compressor))
+            try:
+                facts.update(database_facts(db, cfg.checksums))
+            except BaseException:
+                process.kill()
+                raise
+            process.wait()
+            succeeded = True
+        finally:
+            data = compressor.finish(succeeded)
         db.rollback()  # the exported snapshot may end now: pg_dump has finished with it
         dump_seconds = time.monotonic() - started
-        data = compressor.finish()
     finally:
         db.close()
     for plain in ("toc.dat", "blobs.toc"):
@@ -359,7 +419,7 @@ def _repeatable_read() -> Any:
 def _on_pg_dump_line(line: str, compressor: _Compressor) -> None:
     match = FINISHED_ITEM.search(line)
     if match:
-        compressor.submit(f"{match.group(1)}.dat")
+        compressor.item_finished(match.group(1))
 
 
 # ---------------------------------------------------------------- restore (streaming)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import secrets as pysecrets
@@ -44,6 +45,8 @@ from aura_ops.repository import Snapshot
 DUMP = "dump"
 GLOBALS = "globals.sql"
 COMPRESSED = ".zst"
+F_SETPIPE_SZ = 1031  # Linux fcntl
+PIPE_BYTES = 1 << 20
 FINISHED_ITEM = re.compile(r"finished item (\d+) ")
 
 # conninfo keyword -> libpq environment variable: the credentials reach tools via env, not argv.
@@ -448,6 +451,8 @@ class _Feeder:
                         self.pending.pop(pipe)
                     continue
                 os.set_blocking(fd, True)
+                with contextlib.suppress(OSError):  # fewer wake-ups than the default 64 KiB
+                    fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
                 self.futures.append(self.pool.submit(self._feed, fd, *self.pending.pop(pipe)))
             self.stop.wait(0.005)
 

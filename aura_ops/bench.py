@@ -35,9 +35,15 @@ class Measure:
 REPEAT = 3
 
 
-def measure(label: str, argv: list[str], env: dict[str, str], output: Path | None = None,
-            shell_pipe: list[list[str]] | None = None,
-            prepare: Callable[[], None] | None = None) -> Measure:
+def measure(
+    label: str,
+    argv: list[str],
+    env: dict[str, str],
+    output: Path | None = None,
+    shell_pipe: list[list[str]] | None = None,
+    prepare: Callable[[], None] | None = None,
+    report_size: bool = True,
+) -> Measure:
     """Run ``prepare`` (untimed) then the command, REPEAT times; return the median run."""
     runs = []
     for _ in range(REPEAT):
@@ -49,13 +55,19 @@ def measure(label: str, argv: list[str], env: dict[str, str], output: Path | Non
         runs.append(_measure_once(label, argv, env, output, shell_pipe))
     runs.sort(key=lambda m: m.wall)
     chosen = runs[len(runs) // 2]
-    print(f"  {label}: {', '.join(f'{m.wall:.2f}' for m in runs)} s -> median {chosen.wall:.2f}",
-          file=sys.stderr, flush=True)
+    if not report_size:  # e.g. a --link-dest tree, whose size is mostly the linked base's
+        chosen.size = 0
+    print(
+        f"  {label}: {', '.join(f'{m.wall:.2f}' for m in runs)} s -> median {chosen.wall:.2f}",
+        file=sys.stderr,
+        flush=True,
+    )
     return chosen
 
 
-def _measure_once(label: str, argv: list[str], env: dict[str, str], output: Path | None,
-                  shell_pipe: list[list[str]] | None) -> Measure:
+def _measure_once(
+    label: str, argv: list[str], env: dict[str, str], output: Path | None, shell_pipe: list[list[str]] | None
+) -> Measure:
     started = time.monotonic()
     if shell_pipe:
         processes = []
@@ -109,13 +121,17 @@ def _size(path: Path) -> int:
 def make_database(cluster: PostgresCluster, scale: int, toast_mb: int) -> str:
     dsn = cluster.create_database("bench")
     print(f"bench: pgbench -i -s {scale} and a {toast_mb} MB TOAST table", file=sys.stderr)
-    subprocess.run([str(cluster.bin / "pgbench"), "-i", "-q", "-s", str(scale), "-d", dsn],
-                   check=True, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [str(cluster.bin / "pgbench"), "-i", "-q", "-s", str(scale), "-d", dsn], check=True, stderr=subprocess.DEVNULL
+    )
     rows = toast_mb * 1024 // 8
-    cluster.sql("CREATE TABLE documents (id serial PRIMARY KEY, body text);"
-                "ALTER TABLE documents ALTER body SET STORAGE EXTERNAL;"
-                f"INSERT INTO documents (body) SELECT string_agg(md5(g::text || i::text), ' ') "
-                f"FROM generate_series(1, {rows}) g, generate_series(1, 240) i GROUP BY g", "bench")
+    cluster.sql(
+        "CREATE TABLE documents (id serial PRIMARY KEY, body text);"  # noqa: S608 (ints only)
+        "ALTER TABLE documents ALTER body SET STORAGE EXTERNAL;"
+        f"INSERT INTO documents (body) SELECT string_agg(md5(g::text || i::text), ' ') "
+        f"FROM generate_series(1, {rows}) g, generate_series(1, 240) i GROUP BY g",
+        "bench",
+    )
     cluster.sql("VACUUM ANALYZE", "bench")
     return dsn
 
@@ -133,7 +149,7 @@ def make_tree(root: Path, small: int = 19_900, large: int = 100, large_mb: int =
 
 def change_one_percent(root: Path) -> None:
     files = sorted(p for p in root.rglob("*") if p.is_file())
-    for path in files[:: 100]:
+    for path in files[::100]:
         with open(path, "r+b") as handle:
             handle.write(os.urandom(64))
 
@@ -154,14 +170,15 @@ def run(workdir: Path, scale: int, toast_mb: int) -> None:
     try:
         cluster.start()
         dsn = make_database(cluster, scale, toast_mb)
-        size = cluster.sql("SELECT pg_database_size('bench')")[0][0]
+        size = int(cluster.sql("SELECT pg_database_size('bench')")[0][0])  # type: ignore[call-overload]
         tree = workdir / "tree"
         make_tree(tree)
         (workdir / "aura.yaml").write_text(
             "repository: {path: repo}\n"
             "components:\n"
             "  db: {type: postgres, dsn_env: AURA_DB_DSN, jobs: 2}\n"
-            f"  files: {{type: files, path: {tree}}}\n")
+            f"  files: {{type: files, path: {tree}}}\n"
+        )
         env = {**os.environ, "AURA_DB_DSN": dsn, "AURA_CONFIG": str(workdir / "aura.yaml")}
         aura = [sys.executable, "-m", "aura_ops"]
         pg = cluster.bin
@@ -169,14 +186,27 @@ def run(workdir: Path, scale: int, toast_mb: int) -> None:
         out.mkdir()
 
         db_rows = [
-            measure("pg_dump -Fc", [str(pg / "pg_dump"), "-Fc", "-f", str(out / "c.dump"), dsn],
-                    env, out / "c.dump"),
-            measure("pg_dump -Fd -j2", [str(pg / "pg_dump"), "-Fd", "-j2", "-f",
-                                        str(out / "d.dump"), dsn], env, out / "d.dump"),
-            measure("pg_dump -Fp | zstd -T2 -3", [], env, out / "p.sql.zst", shell_pipe=[
-                [str(pg / "pg_dump"), "-Fp", dsn], ["zstd", "-q", "-T2", "-3", "-c"]]),
-            measure("aura-ops backup --component db", [*aura, "backup", "--component", "db"], env,
-                    workdir / "repo" / "snapshots", prepare=lambda: _reset(workdir / "repo")),
+            measure("pg_dump -Fc", [str(pg / "pg_dump"), "-Fc", "-f", str(out / "c.dump"), dsn], env, out / "c.dump"),
+            measure(
+                "pg_dump -Fd -j2",
+                [str(pg / "pg_dump"), "-Fd", "-j2", "-f", str(out / "d.dump"), dsn],
+                env,
+                out / "d.dump",
+            ),
+            measure(
+                "pg_dump -Fp | zstd -T2 -3",
+                [],
+                env,
+                out / "p.sql.zst",
+                shell_pipe=[[str(pg / "pg_dump"), "-Fp", dsn], ["zstd", "-q", "-T2", "-3", "-c"]],
+            ),
+            measure(
+                "aura-ops backup --component db",
+                [*aura, "backup", "--component", "db"],
+                env,
+                workdir / "repo" / "snapshots",
+                prepare=lambda: _reset(workdir / "repo"),
+            ),
         ]
         table(f"DB backup ({size / 1e9:.2f} GB database, scale {scale})", db_rows, db_rows[0])
 
@@ -185,37 +215,52 @@ def run(workdir: Path, scale: int, toast_mb: int) -> None:
                 cluster.sql(f"DROP DATABASE IF EXISTS {name}")
                 if create:
                     cluster.sql(f"CREATE DATABASE {name}")
+
             return prepare
 
         restore_rows = [
-            measure("pg_restore -j2 (from -Fd)", [str(pg / "pg_restore"), "-j2", "-d",
-                                                   cluster.dsn("r1"), str(out / "d.dump")], env,
-                    prepare=fresh("r1", create=True)),
-            measure("aura-ops restore --to-database", [*aura, "restore", "latest", "--component",
-                                                       "db", "--to-database", "r3"], env,
-                    prepare=fresh("r3", create=False)),
+            measure(
+                "pg_restore -j2 (from -Fd)",
+                [str(pg / "pg_restore"), "-j2", "-d", cluster.dsn("r1"), str(out / "d.dump")],
+                env,
+                prepare=fresh("r1", create=True),
+            ),
+            measure(
+                "aura-ops restore --to-database",
+                [*aura, "restore", "latest", "--component", "db", "--to-database", "r3"],
+                env,
+                prepare=fresh("r3", create=False),
+            ),
         ]
         table("DB restore", restore_rows, restore_rows[0])
 
         files_rows = [
-            measure("rsync -a", ["rsync", "-a", f"{tree}/", str(out / "rsync1")], env,
-                    out / "rsync1"),
-            measure("aura-ops backup --component files (first)",
-                    [*aura, "backup", "--component", "files"], env,
-                    prepare=lambda: _reset(workdir / "repo")),
+            measure("rsync -a", ["rsync", "-a", f"{tree}/", str(out / "rsync1")], env, out / "rsync1"),
+            measure(
+                "aura-ops backup --component files (first)",
+                [*aura, "backup", "--component", "files"],
+                env,
+                prepare=lambda: _reset(workdir / "repo"),
+            ),
         ]
         subprocess.run(["rsync", "-a", f"{tree}/", str(out / "base")], check=True)
         change_one_percent(tree)
         files_rows += [
-            measure("rsync -a --delete --link-dest (1% changed)",
-                    ["rsync", "-a", "--delete", f"--link-dest={out / 'base'}", f"{tree}/",
-                     str(out / "rsync2")], env, out / "rsync2"),
-            measure("aura-ops backup --component files (1% changed)",
-                    [*aura, "backup", "--component", "files"], env,
-                    prepare=lambda: _keep_first_snapshot(workdir / "repo")),
+            measure(
+                "rsync -a --delete --link-dest (1% changed)",
+                ["rsync", "-a", "--delete", f"--link-dest={out / 'base'}", f"{tree}/", str(out / "rsync2")],
+                env,
+                out / "rsync2",
+                report_size=False,
+            ),
+            measure(
+                "aura-ops backup --component files (1% changed)",
+                [*aura, "backup", "--component", "files"],
+                env,
+                prepare=lambda: _keep_first_snapshot(workdir / "repo"),
+            ),
         ]
-        table("Files (first snapshot vs rsync -a; incremental vs rsync --link-dest)",
-              files_rows[:2], files_rows[0])
+        table("Files (first snapshot vs rsync -a; incremental vs rsync --link-dest)", files_rows[:2], files_rows[0])
         table("", files_rows[2:], files_rows[2])
         _versions(pg)
     finally:
@@ -224,12 +269,13 @@ def run(workdir: Path, scale: int, toast_mb: int) -> None:
 
 
 def _versions(pg: Path) -> None:
-    pg_dump = subprocess.run([str(pg / "pg_dump"), "--version"], capture_output=True,
-                             text=True).stdout.strip()
+    pg_dump = subprocess.run([str(pg / "pg_dump"), "--version"], capture_output=True, text=True).stdout.strip()
     rsync = subprocess.run(["rsync", "--version"], capture_output=True, text=True).stdout
-    print(f"\n{os.cpu_count()} cores; {pg_dump}; {rsync.splitlines()[0]}; "
-          f"Python {sys.version.split()[0]}; peak RSS is the largest client process "
-          f"({resource.getpagesize()} B pages)")
+    print(
+        f"\n{os.cpu_count()} cores; {pg_dump}; {rsync.splitlines()[0]}; "
+        f"Python {sys.version.split()[0]}; peak RSS is the largest client process "
+        f"({resource.getpagesize()} B pages)"
+    )
 
 
 def main() -> None:

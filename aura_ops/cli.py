@@ -31,8 +31,7 @@ class State:
         from aura_ops import config
 
         loaded = config.load(self.config_path)
-        level = "debug" if self.verbosity > 0 else ("warning" if self.verbosity < 0 else
-                                                    loaded.logging.level)
+        level = "debug" if self.verbosity > 0 else ("warning" if self.verbosity < 0 else loaded.logging.level)
         logs.configure(loaded.logging.dir, level, pretty=None if not self.json else False)
         return loaded
 
@@ -54,12 +53,26 @@ def _set_verbosity(ctx: click.Context, _: click.Parameter, value: int) -> None:
 def common(function: Callable[..., Any]) -> Callable[..., Any]:
     """--config / --json / -v / -q on a command (also accepted before the command name)."""
     options = [
-        click.option("--config", "-c", metavar="FILE", expose_value=False, callback=_set_config,
-                     envvar="AURA_CONFIG", help="Config file (default aura.yaml, env AURA_CONFIG)."),
-        click.option("--json", "json_", is_flag=True, expose_value=False, callback=_set_json,
-                     help="Print one JSON document on stdout (logs stay on stderr)."),
-        click.option("-v", "--verbose", count=True, expose_value=False,
-                     callback=_set_verbosity, help="More log output."),
+        click.option(
+            "--config",
+            "-c",
+            metavar="FILE",
+            expose_value=False,
+            callback=_set_config,
+            envvar="AURA_CONFIG",
+            help="Config file (default aura.yaml, env AURA_CONFIG).",
+        ),
+        click.option(
+            "--json",
+            "json_",
+            is_flag=True,
+            expose_value=False,
+            callback=_set_json,
+            help="Print one JSON document on stdout (logs stay on stderr).",
+        ),
+        click.option(
+            "-v", "--verbose", count=True, expose_value=False, callback=_set_verbosity, help="More log output."
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -112,9 +125,15 @@ def cli() -> None:
 
 # ---------------------------------------------------------------- backup
 
+
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.option("--component", "components", multiple=True, metavar="NAME",
-              help="Snapshot only this component (repeatable). Default: all.")
+@click.option(
+    "--component",
+    "components",
+    multiple=True,
+    metavar="NAME",
+    help="Snapshot only this component (repeatable). Default: all.",
+)
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the snapshot (repeatable).")
 @common
 def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
@@ -125,13 +144,16 @@ def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
     snapshot = snapshots.backup(config, list(components) or None, list(tags))
 
     def human(data: dict[str, Any]) -> None:
-        click.echo(f"snapshot {data['id']} sealed: {', '.join(data['components'])}, "
-                   f"{_human_size(data['size'])} in {data['seconds']:.1f}s")
+        click.echo(
+            f"snapshot {data['id']} sealed: {', '.join(data['components'])}, "
+            f"{_human_size(data['size'])} in {data['seconds']:.1f}s"
+        )
 
     emit(snapshot.manifest, human)
 
 
 # ---------------------------------------------------------------- snapshots
+
 
 @cli.group(epilog=EXIT_CODES_HELP)
 @common
@@ -140,10 +162,15 @@ def snapshots() -> None:
 
 
 def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    return {"id": manifest["id"], "created": manifest["created"],
-            "components": list(manifest["components"]), "size": manifest.get("size", 0),
-            "seconds": manifest.get("seconds"), "tags": manifest.get("tags", []),
-            "host": manifest.get("host")}
+    return {
+        "id": manifest["id"],
+        "created": manifest["created"],
+        "components": list(manifest["components"]),
+        "size": manifest.get("size", 0),
+        "seconds": manifest.get("seconds"),
+        "tags": manifest.get("tags", []),
+        "host": manifest.get("host"),
+    }
 
 
 @snapshots.command("list")
@@ -159,9 +186,13 @@ def snapshots_list() -> None:
         if not data["snapshots"]:
             click.echo("no snapshots yet")
             return
-        _table(["id", "created", "components", "size", "tags"],
-               [[r["id"], r["created"], ", ".join(r["components"]), _human_size(r["size"]),
-                 ", ".join(r["tags"])] for r in data["snapshots"]])
+        _table(
+            ["id", "created", "components", "size", "tags"],
+            [
+                [r["id"], r["created"], ", ".join(r["components"]), _human_size(r["size"]), ", ".join(r["tags"])]
+                for r in data["snapshots"]
+            ],
+        )
 
     emit({"snapshots": rows}, human)
 
@@ -177,26 +208,33 @@ def snapshots_show(snapshot_id: str) -> None:
     manifest = engine.repository(config).get(snapshot_id).manifest
 
     def human(data: dict[str, Any]) -> None:
-        click.echo(f"snapshot {data['id']}  created {data['created']} on {data['host']}  "
-                   f"{_human_size(data.get('size', 0))}  tags: {', '.join(data['tags']) or '-'}")
+        click.echo(
+            f"snapshot {data['id']}  created {data['created']} on {data['host']}  "
+            f"{_human_size(data.get('size', 0))}  tags: {', '.join(data['tags']) or '-'}"
+        )
         for name, entry in data["components"].items():
             if entry["type"] == "postgres":
-                click.echo(f"  {name} (postgres) {entry['database']} at {entry['where']}, "
-                           f"PostgreSQL {entry['server_version']}, {len(entry['row_counts'])} "
-                           f"tables, {sum(entry['row_counts'].values())} rows, "
-                           f"{_human_size(entry['database_size'])} on the server")
+                click.echo(
+                    f"  {name} (postgres) {entry['database']} at {entry['where']}, "
+                    f"PostgreSQL {entry['server_version']}, {len(entry['row_counts'])} "
+                    f"tables, {sum(entry['row_counts'].values())} rows, "
+                    f"{_human_size(entry['database_size'])} on the server"
+                )
             else:
-                click.echo(f"  {name} (files) {entry['source']}: {entry['file_count']} files, "
-                           f"{_human_size(entry['bytes'])}; copied {entry['copied_files']}, "
-                           f"hard-linked {entry['linked_files']} unchanged")
+                click.echo(
+                    f"  {name} (files) {entry['source']}: {entry['file_count']} files, "
+                    f"{_human_size(entry['bytes'])}; copied {entry['copied_files']}, "
+                    f"hard-linked {entry['linked_files']} unchanged"
+                )
 
     emit(manifest, human)
 
 
 @snapshots.command("verify")
 @click.argument("snapshot_id", metavar="ID")
-@click.option("--deep", is_flag=True,
-              help="Also restore databases into a scratch database and compare with the manifest.")
+@click.option(
+    "--deep", is_flag=True, help="Also restore databases into a scratch database and compare with the manifest."
+)
 @click.option("--component", "components", multiple=True, metavar="NAME")
 @common
 def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) -> None:
@@ -232,42 +270,81 @@ def snapshots_delete(snapshot_id: str, yes: bool) -> None:
 
 # ---------------------------------------------------------------- restore
 
+
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("snapshot_id", metavar="ID")
-@click.option("--component", "components", multiple=True, metavar="NAME",
-              help="Restore only this component (repeatable). Default: all in the snapshot.")
+@click.option(
+    "--component",
+    "components",
+    multiple=True,
+    metavar="NAME",
+    help="Restore only this component (repeatable). Default: all in the snapshot.",
+)
 @click.option("--to-database", metavar="NAME", help="Restore into this new database instead.")
-@click.option("--to-path", type=click.Path(path_type=Path), metavar="DIR",
-              help="Restore the files component into this folder instead.")
-@click.option("--globals", "with_globals", is_flag=True,
-              help="Apply the snapshot's roles and tablespaces (pg_dumpall --globals-only) first.")
+@click.option(
+    "--to-path",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Restore the files component into this folder instead.",
+)
+@click.option(
+    "--globals",
+    "with_globals",
+    is_flag=True,
+    help="Apply the snapshot's roles and tablespaces (pg_dumpall --globals-only) first.",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.option("--yes", is_flag=True, help="Confirm an in-place restore without asking.")
 @common
-def restore(snapshot_id: str, components: tuple[str, ...], to_database: str | None,
-            to_path: Path | None, with_globals: bool, dry_run: bool, yes: bool) -> None:
+def restore(
+    snapshot_id: str,
+    components: tuple[str, ...],
+    to_database: str | None,
+    to_path: Path | None,
+    with_globals: bool,
+    dry_run: bool,
+    yes: bool,
+) -> None:
     """Put a snapshot back, in place or into a new database / folder."""
     from aura_ops import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
     snapshot = engine.repository(config).get(snapshot_id)
     names = list(components) or list(snapshot.manifest["components"])
-    in_place = [n for n in names if n in snapshot.manifest["components"] and not (
-        (to_database and snapshot.manifest["components"][n]["type"] == "postgres")
-        or (to_path and snapshot.manifest["components"][n]["type"] == "files"))]
+    in_place = [
+        n
+        for n in names
+        if n in snapshot.manifest["components"]
+        and not (
+            (to_database and snapshot.manifest["components"][n]["type"] == "postgres")
+            or (to_path and snapshot.manifest["components"][n]["type"] == "files")
+        )
+    ]
     if in_place and not dry_run:
         age = engine.age_seconds(snapshot)
-        confirm(f"Restore {', '.join(in_place)} in place from snapshot {snapshot.id}, taken "
-                f"{_human_age(age)} ago? Changes made since then are discarded.", yes)
-    report = engine.restore(config, snapshot.id, list(components) or None, to_database,
-                            to_path.absolute() if to_path else None, dry_run, with_globals)
+        confirm(
+            f"Restore {', '.join(in_place)} in place from snapshot {snapshot.id}, taken "
+            f"{_human_age(age)} ago? Changes made since then are discarded.",
+            yes,
+        )
+    report = engine.restore(
+        config,
+        snapshot.id,
+        list(components) or None,
+        to_database,
+        to_path.absolute() if to_path else None,
+        dry_run,
+        with_globals,
+    )
 
     def human(data: dict[str, Any]) -> None:
         verb = "would restore" if dry_run else "restored"
         for name, result in data["components"].items():
             target = result.get("database") or result.get("target") or ""
-            click.echo(f"{name}: {verb} from {data['snapshot']} into {target}"
-                       + (f" in {result['seconds']:.1f}s" if "seconds" in result else ""))
+            click.echo(
+                f"{name}: {verb} from {data['snapshot']} into {target}"
+                + (f" in {result['seconds']:.1f}s" if "seconds" in result else "")
+            )
             for line in result.get("changes", [])[:200]:
                 click.echo(f"  {line}")
 
@@ -286,6 +363,7 @@ def _human_age(seconds: float) -> str:
 
 # ---------------------------------------------------------------- doctor
 
+
 @cli.command(epilog=EXIT_CODES_HELP)
 @common
 def doctor() -> int:
@@ -296,14 +374,16 @@ def doctor() -> int:
     results, code = checks.run(config)
 
     def human(data: dict[str, Any]) -> None:
-        _table(["check", "ok", "detail"],
-               [[c["check"], "yes" if c["ok"] else "NO", c["detail"]] for c in data["checks"]])
+        _table(
+            ["check", "ok", "detail"], [[c["check"], "yes" if c["ok"] else "NO", c["detail"]] for c in data["checks"]]
+        )
 
     emit({"ok": code == 0, "exit_code": code, "checks": results}, human)
     return code
 
 
 # ---------------------------------------------------------------- the edge
+
 
 def _save_traceback() -> str:
     folder = Path(tempfile.gettempdir())
@@ -342,6 +422,5 @@ def main(argv: list[str] | None = None) -> None:
         code = _fail("interrupted", 1, json_mode)
     except Exception as exc:  # noqa: BLE001 - the edge: one line plus a saved traceback
         path = _save_traceback()
-        code = _fail(f"unexpected {type(exc).__name__}: {exc} (traceback saved to {path})", 1,
-                     json_mode)
+        code = _fail(f"unexpected {type(exc).__name__}: {exc} (traceback saved to {path})", 1, json_mode)
     sys.exit(code)

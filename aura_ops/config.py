@@ -61,9 +61,7 @@ class PostgresConfig(_Model):
         from aura_ops.secrets import mask
 
         if value and mask(value) != value:
-            raise ValueError(
-                "must not contain a password; use dsn_env, password_env or password_file"
-            )
+            raise ValueError("must not contain a password; use dsn_env, password_env or password_file")
         return value
 
 
@@ -87,9 +85,9 @@ class LoggingConfig(_Model):
 class Config(_Model):
     repository: RepositoryConfig
     hosts: dict[str, HostConfig] = Field(default_factory=dict)
-    components: dict[
-        Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)], ComponentConfig
-    ] = Field(default_factory=dict)
+    components: dict[Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)], ComponentConfig] = Field(
+        default_factory=dict
+    )
     logging: LoggingConfig = LoggingConfig()
     source: Path | None = None
 
@@ -127,9 +125,7 @@ def _cross_checks(config: Config) -> list[str]:
         if component.host != "local" and component.host not in config.hosts:
             problems.append(f"At 'components.{name}.host': unknown host {component.host!r}")
         elif component.host != "local" and not config.hosts[component.host].local:
-            problems.append(
-                f"At 'components.{name}.host': remote hosts are not supported yet; use a local host"
-            )
+            problems.append(f"At 'components.{name}.host': remote hosts are not supported yet; use a local host")
         if isinstance(component, PostgresConfig) and not (component.dsn_env or component.dsn):
             problems.append(f"At 'components.{name}': one of dsn_env or dsn is required")
     return problems

@@ -29,15 +29,21 @@ def _repository(repo: Repository) -> list[dict[str, Any]]:
             pass
         checks.append({"check": f"repository {repo.path}", "ok": True, "detail": "writable"})
     except OSError as exc:
-        checks.append({"check": f"repository {repo.path}", "ok": False,
-                       "detail": f"not writable: {exc.strerror}", "exit_code": 1})
+        checks.append(
+            {"check": f"repository {repo.path}", "ok": False, "detail": f"not writable: {exc.strerror}", "exit_code": 1}
+        )
         return checks
     ids = repo.ids()
     free = repo.free_bytes()
     last = repo.get(ids[-1]).manifest.get("size", 0) if ids else 0
-    checks.append({"check": "free disk for the next snapshot", "ok": free > last,
-                   "detail": f"{free / 1e9:.2f} GB free, last snapshot {last / 1e6:.1f} MB",
-                   "exit_code": 1})
+    checks.append(
+        {
+            "check": "free disk for the next snapshot",
+            "ok": free > last,
+            "detail": f"{free / 1e9:.2f} GB free, last snapshot {last / 1e6:.1f} MB",
+            "exit_code": 1,
+        }
+    )
     return checks
 
 
@@ -51,7 +57,8 @@ def run(config: Config) -> tuple[list[dict[str, Any]], int]:
         checks.extend(REGISTRY[cfg.type].doctor(LocalHost(cfg.host), name, cfg))
     checks.extend(_repository(Repository(config.repository.path)))
     if os.geteuid() != 0:
-        checks.append({"check": "running as root", "ok": True,
-                       "detail": "no: file ownership is kept only for your own files"})
+        checks.append(
+            {"check": "running as root", "ok": True, "detail": "no: file ownership is kept only for your own files"}
+        )
     failed = [c.get("exit_code", 1) for c in checks if not c["ok"]]
     return checks, max(failed) if failed else 0

@@ -149,9 +149,7 @@ class _LocalProcess:
             returncode = self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AuraError(
-                f"on {self.host.name}: `{self.command.display()}` timed out after {timeout:g}s"
-            ) from None
+            raise AuraError(f"on {self.host.name}: `{self.command.display()}` timed out after {timeout:g}s") from None
         if self._drainer is not None:
             self._drainer.join()
         elif not self._stderr_consumed:
@@ -159,8 +157,13 @@ class _LocalProcess:
         seconds = time.monotonic() - self.started
         result = Result(returncode, b"", "\n".join(self.tail), seconds)
         log = logs.get()
-        log.debug("command.finished", host=self.host.name, returncode=returncode,
-                  seconds=round(seconds, 3), command=self.command.display())
+        log.debug(
+            "command.finished",
+            host=self.host.name,
+            returncode=returncode,
+            seconds=round(seconds, 3),
+            command=self.command.display(),
+        )
         if check and returncode != 0:
             raise CommandFailed(self.host.name, self.command.display(), returncode, result.stderr)
         return result
@@ -182,14 +185,24 @@ class LocalHost:
         env.update(command.env)
         return env
 
-    def start(self, command: Command, *, stdout: IO[bytes] | int | None = PIPE,
-              stdin: IO[bytes] | int | None = subprocess.DEVNULL) -> _LocalProcess:
+    def start(
+        self,
+        command: Command,
+        *,
+        stdout: IO[bytes] | int | None = PIPE,
+        stdin: IO[bytes] | int | None = subprocess.DEVNULL,
+    ) -> _LocalProcess:
         """Start ``command``; its stderr is kept as a masked tail for errors."""
         logs.get().info("command.started", host=self.name, command=command.display())
         try:
             popen = subprocess.Popen(
-                command.argv, stdin=stdin, stdout=stdout, stderr=PIPE,
-                env=self._env(command), cwd=command.cwd, preexec_fn=_PREEXEC,  # noqa: PLW1509
+                command.argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=PIPE,
+                env=self._env(command),
+                cwd=command.cwd,
+                preexec_fn=_PREEXEC,  # noqa: PLW1509
             )
         except FileNotFoundError:
             raise ToolMissing(f"{command.argv[0]}: not found on {self.name}") from None
@@ -214,9 +227,7 @@ class LocalHost:
             captured, errors = process.popen.communicate(input=feed, timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
-            raise AuraError(
-                f"on {self.name}: `{command.display()}` timed out after {timeout:g}s"
-            ) from None
+            raise AuraError(f"on {self.name}: `{command.display()}` timed out after {timeout:g}s") from None
         process.consume_stderr(errors or b"")
         result = process.wait(check=check)
         return Result(result.returncode, captured or b"", result.stderr, result.seconds)

@@ -65,8 +65,7 @@ def hold(path: Path, run_id: str, command: str) -> Iterator[dict[str, Any]]:
         previous = read_holder(path)
         if previous:
             state = "alive, lock released" if _pid_alive(int(previous.get("pid", 0))) else "dead"
-            logs.get().warning("lock.stale_taken_over", lock=str(path), holder=describe(previous),
-                               holder_process=state)
+            logs.get().warning("lock.stale_taken_over", lock=str(path), holder=describe(previous), holder_process=state)
         record = {
             "owner": getpass.getuser(),
             "pid": os.getpid(),

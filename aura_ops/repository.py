@@ -43,7 +43,8 @@ def new_snapshot_id(after: str | None = None) -> str:
     if after:
         try:
             last = dt.datetime.strptime(after[:15], "%Y%m%d-%H%M%S").replace(
-                tzinfo=dt.UTC, microsecond=int(after[16:19]) * 1000)
+                tzinfo=dt.UTC, microsecond=int(after[16:19]) * 1000
+            )
         except ValueError:
             last = None
         if last is not None and now <= last:
@@ -108,7 +109,8 @@ class Repository:
         if not self.snapshots_dir.is_dir():
             return []
         return sorted(
-            entry.name for entry in self.snapshots_dir.iterdir()
+            entry.name
+            for entry in self.snapshots_dir.iterdir()
             if not entry.name.endswith(PARTIAL) and (entry / MANIFEST).is_file()
         )
 

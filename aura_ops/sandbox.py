@@ -18,8 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
-                     "/usr/lib/postgresql/17/bin")
+PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
 
 
 def pg_bin_dir() -> Path | None:
@@ -42,8 +41,9 @@ class PostgresCluster:
     def __init__(self, root: Path | None = None, port: int | None = None) -> None:
         bin_dir = pg_bin_dir()
         if bin_dir is None:
-            raise RuntimeError("PostgreSQL server binaries (initdb) not found; "
-                               "install postgresql-15 (make bootstrap does)")
+            raise RuntimeError(
+                "PostgreSQL server binaries (initdb) not found; install postgresql-15 (make bootstrap does)"
+            )
         self.bin = bin_dir
         self.root = root or Path(tempfile.mkdtemp(prefix="aura-pg-"))
         self.data = self.root / "data"
@@ -55,8 +55,7 @@ class PostgresCluster:
             self._as_user = ["runuser", "-u", "postgres", "--"]
 
     def _run(self, *argv: str) -> None:
-        subprocess.run([*self._as_user, *argv], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE)
+        subprocess.run([*self._as_user, *argv], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def start(self) -> PostgresCluster:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -66,28 +65,49 @@ class PostgresCluster:
             for folder in (self.root, self.socket_dir):
                 os.chown(folder, account.pw_uid, account.pw_gid)
             os.chmod(self.root, 0o700)
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
-                  "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
-        options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c full_page_writes=off -c max_connections=50")
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
-                  str(self.root / "server.log"), "-o", options, "-w", "-t", "60", "start")
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        )
+        options = (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c full_page_writes=off -c max_connections=50"
+        )
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         self.running = True
         return self
 
     def stop(self) -> None:
         if self.running:
             with contextlib.suppress(subprocess.CalledProcessError):
-                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
-                          "stop")
+                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
             self.running = False
 
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def dsn(self, dbname: str = "postgres", user: str = "postgres",
-            password: str | None = None) -> str:
+    def dsn(self, dbname: str = "postgres", user: str = "postgres", password: str | None = None) -> str:
         auth = f"{user}:{password}" if password else user
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
 

@@ -23,7 +23,9 @@ _PATTERNS = (
     (re.compile(r"(\w+://[^/\s:@]*:)([^@\s/]+)(@)"), rf"\1{MASK}\3"),
     # password=secret / PGPASSWORD=secret in conninfo strings and env dumps
     (
-        re.compile(r"(?i)\b((?:pg)?password|passwd|secret|token|api[_-]?key)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s'\",;&]+)"),
+        re.compile(
+            r"(?i)\b((?:pg)?password|passwd|secret|token|api[_-]?key)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s'\",;&]+)"
+        ),
         rf"\1\2{MASK}",
     ),
 )

@@ -72,29 +72,33 @@ def _check_artifacts(folder: Path, name: str, entry: dict[str, Any]) -> None:
         except FileNotFoundError:
             raise VerificationError(f"{name}: artifact {artifact} is missing") from None
         if size != info["size"]:
-            raise VerificationError(f"{name}: artifact {artifact} has {size} bytes, "
-                                    f"recorded {info['size']}")
+            raise VerificationError(f"{name}: artifact {artifact} has {size} bytes, recorded {info['size']}")
 
 
-def backup(config: Config, components: list[str] | None = None,
-           tags: list[str] | None = None, run_id: str | None = None) -> Snapshot:
+def backup(
+    config: Config, components: list[str] | None = None, tags: list[str] | None = None, run_id: str | None = None
+) -> Snapshot:
     """Snapshot the selected components into a new sealed snapshot; return it."""
     names = _selected(config, components)
     repo = repository(config)
     run_id = run_id or new_snapshot_id()
     log = logs.get()
-    with logs.bind(run_id=run_id, host=local_hostname()), interruptible(), \
-            repo.locked(run_id, "backup"):
+    with logs.bind(run_id=run_id, host=local_hostname()), interruptible(), repo.locked(run_id, "backup"):
         repo.clean_partials()
         ids = repo.ids()
         snapshot_id = new_snapshot_id(after=ids[-1] if ids else None)
         partial = repo.begin(snapshot_id)
         started = time.monotonic()
         manifest: dict[str, Any] = {
-            "format": FORMAT, "id": snapshot_id, "host": local_hostname(),
+            "format": FORMAT,
+            "id": snapshot_id,
+            "host": local_hostname(),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "aura_version": __version__, "tags": tags or [], "parent": ids[-1] if ids else None,
-            "checksum_algorithm": checksum.ALGORITHM, "components": {},
+            "aura_version": __version__,
+            "tags": tags or [],
+            "parent": ids[-1] if ids else None,
+            "checksum_algorithm": checksum.ALGORITHM,
+            "components": {},
         }
         log.info("backup.started", snapshot=snapshot_id, components=names)
         try:
@@ -108,11 +112,11 @@ def backup(config: Config, components: list[str] | None = None,
             repo.discard(snapshot_id)
             log.error("backup.discarded", snapshot=snapshot_id)
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                raise AuraError(f"no space left on the device of {exc.filename or repo.path}; "
-                                f"snapshot {snapshot_id} discarded") from None
+                raise AuraError(
+                    f"no space left on the device of {exc.filename or repo.path}; snapshot {snapshot_id} discarded"
+                ) from None
             raise
-        log.info("backup.sealed", snapshot=snapshot_id, seconds=manifest["seconds"],
-                 bytes=manifest["size"])
+        log.info("backup.sealed", snapshot=snapshot_id, seconds=manifest["seconds"], bytes=manifest["size"])
         return snapshot
 
 
@@ -140,8 +144,7 @@ def _size_of(manifest: dict[str, Any]) -> int:
     return total
 
 
-def verify(config: Config, reference: str, deep: bool = False,
-           components: list[str] | None = None) -> dict[str, Any]:
+def verify(config: Config, reference: str, deep: bool = False, components: list[str] | None = None) -> dict[str, Any]:
     """Verify artifact checksums (and more, per component); VerificationError on any mismatch."""
     repo = repository(config)
     snapshot = repo.get(reference)
@@ -159,27 +162,34 @@ def verify(config: Config, reference: str, deep: bool = False,
                         raise VerificationError(f"{name}: artifact {path} is missing")
                     if checksum.file_digest(path, algorithm)[0] != info["hash"]:
                         raise VerificationError(f"{name}: checksum mismatch in {path}")
-                report["components"][name] = _verify_component(config, snapshot, name, entry,
-                                                               deep, cache)
+                report["components"][name] = _verify_component(config, snapshot, name, entry, deep, cache)
     cache.save()
     logs.get().info("snapshot.verified", snapshot=snapshot.id, deep=deep)
     return report
 
 
-def _verify_component(config: Config, snapshot: Snapshot, name: str, entry: dict[str, Any],
-                      deep: bool, cache: files.VerifiedCache) -> dict[str, Any]:
+def _verify_component(
+    config: Config, snapshot: Snapshot, name: str, entry: dict[str, Any], deep: bool, cache: files.VerifiedCache
+) -> dict[str, Any]:
     host = LocalHost()
     artifacts = {"artifacts_verified": len(entry.get("artifacts", {}))}
     if entry["type"] == "files":
         return artifacts | files.verify(host, name, snapshot, cache, deep)
     cfg = config.components.get(name)
-    return artifacts | REGISTRY[entry["type"]].verify(host, name, cfg, snapshot, deep)
+    result: dict[str, Any] = REGISTRY[entry["type"]].verify(host, name, cfg, snapshot, deep)
+    return artifacts | result
 
 
-def restore(config: Config, reference: str, components: list[str] | None = None,
-            to_database: str | None = None, to_path: Path | None = None,
-            dry_run: bool = False, with_globals: bool = False,
-            run_id: str | None = None) -> dict[str, Any]:
+def restore(
+    config: Config,
+    reference: str,
+    components: list[str] | None = None,
+    to_database: str | None = None,
+    to_path: Path | None = None,
+    dry_run: bool = False,
+    with_globals: bool = False,
+    run_id: str | None = None,
+) -> dict[str, Any]:
     """Put a snapshot back, in place or to a new database / path."""
     repo = repository(config)
     snapshot = repo.get(reference)
@@ -187,21 +197,19 @@ def restore(config: Config, reference: str, components: list[str] | None = None,
     names = components or available
     for name in names:
         if name not in available:
-            raise UsageError(f"snapshot {snapshot.id} has no component {name!r} "
-                             f"(it has: {', '.join(available)})")
+            raise UsageError(f"snapshot {snapshot.id} has no component {name!r} (it has: {', '.join(available)})")
     _check_targets(snapshot, names, to_database, to_path)
     run_id = run_id or new_snapshot_id()
     report: dict[str, Any] = {"snapshot": snapshot.id, "dry_run": dry_run, "components": {}}
-    with logs.bind(run_id=run_id, snapshot=snapshot.id), interruptible(), \
-            repo.locked(run_id, "restore"):
+    with logs.bind(run_id=run_id, snapshot=snapshot.id), interruptible(), repo.locked(run_id, "restore"):
         for name in names:
             report["components"][name] = _restore_component(
-                config, snapshot, name, to_database, to_path, dry_run, with_globals)
+                config, snapshot, name, to_database, to_path, dry_run, with_globals
+            )
     return report
 
 
-def _check_targets(snapshot: Snapshot, names: list[str], to_database: str | None,
-                   to_path: Path | None) -> None:
+def _check_targets(snapshot: Snapshot, names: list[str], to_database: str | None, to_path: Path | None) -> None:
     kinds = [snapshot.manifest["components"][n]["type"] for n in names]
     if to_database and kinds.count("postgres") != 1:
         raise UsageError("--to-database needs exactly one postgres component (use --component)")
@@ -209,8 +217,15 @@ def _check_targets(snapshot: Snapshot, names: list[str], to_database: str | None
         raise UsageError("--to-path needs exactly one files component (use --component)")
 
 
-def _restore_component(config: Config, snapshot: Snapshot, name: str, to_database: str | None,
-                       to_path: Path | None, dry_run: bool, with_globals: bool) -> Any:
+def _restore_component(
+    config: Config,
+    snapshot: Snapshot,
+    name: str,
+    to_database: str | None,
+    to_path: Path | None,
+    dry_run: bool,
+    with_globals: bool,
+) -> Any:
     entry = snapshot.manifest["components"][name]
     host = LocalHost()
     with logs.bind(component=name, host=host.name):
@@ -219,14 +234,12 @@ def _restore_component(config: Config, snapshot: Snapshot, name: str, to_databas
             result = files.restore(host, name, snapshot, to_path, dry_run)
         else:
             if name not in config.components:
-                raise UsageError(f"component {name} is not in the configuration: "
-                                 "no database to restore into")
+                raise UsageError(f"component {name} is not in the configuration: no database to restore into")
             cfg = config.component(name)
             if dry_run:
                 target = to_database or "the original database (in place)"
                 return {"dry_run": True, "changes": [f"restore {name} into {target}"]}
-            result = REGISTRY[entry["type"]].restore(host, name, cfg, snapshot, to_database,
-                                                     with_globals)
+            result = REGISTRY[entry["type"]].restore(host, name, cfg, snapshot, to_database, with_globals)
         result["seconds"] = round(time.monotonic() - started, 3)
         logs.get().info("component.restored", seconds=result["seconds"], dry_run=dry_run)
         return result

@@ -55,8 +55,7 @@ def database(pg: PostgresCluster) -> Iterator[str]:
     name = f"t{os.getpid()}_{next(_counter)}"
     pg.create_database(name)
     yield name
-    for row in pg.sql("SELECT datname FROM pg_database WHERE datname LIKE %s" % (
-            "'" + name + "%'")):
+    for row in pg.sql("SELECT datname FROM pg_database WHERE datname LIKE %s" % ("'" + name + "%'")):
         pg.sql(f'DROP DATABASE IF EXISTS "{row[0]}" WITH (FORCE)')
 
 
@@ -72,17 +71,22 @@ class Aura:
         self.config_path.write_text(yaml.safe_dump(config))
         return self.config_path
 
-    def __call__(self, *args: str, check: int | None = 0, env: dict[str, str] | None = None,
-                 timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, check: int | None = 0, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "aura_ops", "--config", str(self.config_path), *args],
-            env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
         if check is not None and result.returncode != check:
             raise AssertionError(
                 f"aura-ops {' '.join(args)} exited {result.returncode}, expected {check}\n"
-                f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}")
+                f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+            )
         return result
 
     def json(self, *args: str, check: int | None = 0) -> Any:
@@ -91,8 +95,11 @@ class Aura:
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "aura_ops", "--config", str(self.config_path), *args],
-            env={**self.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, stdin=subprocess.DEVNULL,
+            env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
         )
 
     @property

@@ -50,22 +50,25 @@ def fingerprint(dsn: str) -> dict[str, Any]:
     with psycopg.connect(dsn) as conn:
         tables = conn.execute(
             "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
-            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1").fetchall()
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+        ).fetchall()
         result: dict[str, Any] = {}
         for (table,) in tables:
             result[table] = conn.execute(
-                f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
-                f"FROM {table} t").fetchone()
+                f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"
+            ).fetchone()
         result["sequences"] = conn.execute(
-            "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2").fetchall()
+            "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2"
+        ).fetchall()
         result["large_objects"] = conn.execute(
-            "SELECT oid::bigint, md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY 1").fetchall()
+            "SELECT oid::bigint, md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY 1"
+        ).fetchall()
     return result
 
 
 def schema_dump(dsn: str) -> str:
     """pg_dump --schema-only, without the comment lines that name the database."""
-    text = subprocess.run(["pg_dump", "--schema-only", "--no-comments", dsn], check=True,
-                          capture_output=True, text=True).stdout
-    return "\n".join(line for line in text.splitlines()
-                     if not line.startswith(("--", "\\restrict", "\\unrestrict")))
+    text = subprocess.run(
+        ["pg_dump", "--schema-only", "--no-comments", dsn], check=True, capture_output=True, text=True
+    ).stdout
+    return "\n".join(line for line in text.splitlines() if not line.startswith(("--", "\\restrict", "\\unrestrict")))

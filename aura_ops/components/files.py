@@ -41,6 +41,7 @@ IS_ROOT = os.geteuid() == 0
 
 # ---------------------------------------------------------------- excludes
 
+
 def compile_excludes(patterns: list[str]) -> list[tuple[str, bool, bool]]:
     """(glob, anchored-to-root, directories-only) for each rsync-like pattern."""
     compiled = []
@@ -73,6 +74,7 @@ def rsync_excludes(patterns: list[str]) -> list[str]:
 
 # ---------------------------------------------------------------- index
 
+
 def load_index(snapshot: Snapshot, name: str) -> dict[str, dict[str, Any]]:
     """The per-path index of a files snapshot."""
     return {path: entry for path, (entry, _) in _index_lines(snapshot, name).items()}
@@ -90,6 +92,7 @@ def _index_lines(snapshot: Snapshot, name: str) -> dict[str, tuple[dict[str, Any
 
 # ---------------------------------------------------------------- snapshot
 # The hot path works on str paths: pathlib objects cost more than the system calls here.
+
 
 @dataclass
 class _Stats:
@@ -140,8 +143,7 @@ def _copy_xattrs(source: str, target: str) -> None:
             value = os.getxattr(source, attribute, follow_symlinks=False)
             os.setxattr(target, attribute, value, follow_symlinks=False)
         except OSError as exc:
-            logs.get().debug("files.xattr_skipped", path=source, xattr=attribute,
-                             reason=exc.strerror)
+            logs.get().debug("files.xattr_skipped", path=source, xattr=attribute, reason=exc.strerror)
 
 
 def _apply_metadata(source: str, target: str, st: os.stat_result, symlink: bool = False) -> None:
@@ -174,6 +176,8 @@ def _copy_file(source: str, target: str, st: os.stat_result) -> tuple[str, int]:
             hasher.update(chunk)
             writer.write(chunk)
             size += count
+        if size >= checksum.CHUNK:
+            checksum.start_writeback(writer.fileno())
     _apply_metadata(source, target, st)
     return hasher.hexdigest(), size
 
@@ -194,8 +198,9 @@ def _unchanged(previous: dict[str, Any], st: os.stat_result) -> bool:
 class _Builder:
     """Builds one snapshot tree from a source tree and the previous snapshot's index."""
 
-    def __init__(self, source: str, tree: str, previous_tree: str | None,
-                 previous_index: dict[str, tuple[dict[str, Any], bytes]]) -> None:
+    def __init__(
+        self, source: str, tree: str, previous_tree: str | None, previous_index: dict[str, tuple[dict[str, Any], bytes]]
+    ) -> None:
         self.source = source
         self.tree = tree
         self.previous_tree = previous_tree
@@ -208,8 +213,7 @@ class _Builder:
 
     def entry(self, relative: str, st: os.stat_result) -> Entry | None:
         source, target = f"{self.source}/{relative}", f"{self.tree}/{relative}"
-        base = {"p": relative, "m": st.st_mode, "u": st.st_uid, "g": st.st_gid,
-                "mt": st.st_mtime_ns}
+        base = {"p": relative, "m": st.st_mode, "u": st.st_uid, "g": st.st_gid, "mt": st.st_mtime_ns}
         if stat.S_ISREG(st.st_mode):
             return self.regular(relative, source, target, st, base)
         if stat.S_ISDIR(st.st_mode):
@@ -224,12 +228,10 @@ class _Builder:
             self.stats.symlinks += 1
             return {**base, "t": "l", "l": link}
         self.stats.skipped.append(relative)
-        logs.get().warning("files.special_skipped", path=source,
-                           kind=stat.filemode(st.st_mode)[0])
+        logs.get().warning("files.special_skipped", path=source, kind=stat.filemode(st.st_mode)[0])
         return None
 
-    def regular(self, relative: str, source: str, target: str, st: os.stat_result,
-                base: dict[str, Any]) -> Entry:
+    def regular(self, relative: str, source: str, target: str, st: os.stat_result, base: dict[str, Any]) -> Entry:
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in self.seen_inodes:
             first = self.seen_inodes[key]
@@ -256,8 +258,7 @@ class _Builder:
             self.copies[relative] = future
         return future
 
-    def _copy(self, source: str, target: str, st: os.stat_result,
-              base: dict[str, Any]) -> dict[str, Any] | None:
+    def _copy(self, source: str, target: str, st: os.stat_result, base: dict[str, Any]) -> dict[str, Any] | None:
         try:
             digest, size = _copy_file(source, target, st)
         except FileNotFoundError:
@@ -280,8 +281,7 @@ class _Builder:
             _apply_metadata(source, target, st)
 
 
-def _write_ready(builder: _Builder, index: checksum.HashingWriter, pending: deque[Entry],
-                 wait: bool) -> None:
+def _write_ready(builder: _Builder, index: checksum.HashingWriter, pending: deque[Entry], wait: bool) -> None:
     """Write index lines in walk order for every entry at the head that is ready."""
     while pending:
         head = pending[0]
@@ -304,17 +304,18 @@ def _write_ready(builder: _Builder, index: checksum.HashingWriter, pending: dequ
         index.write(orjson.dumps(entry) + b"\n")
 
 
-def snapshot(host: Host, name: str, cfg: FilesConfig, dest: Path,
-             previous: Snapshot | None) -> dict[str, Any]:
+def snapshot(host: Host, name: str, cfg: FilesConfig, dest: Path, previous: Snapshot | None) -> dict[str, Any]:
     """Snapshot ``cfg.path`` into ``dest/tree`` plus ``dest/index.jsonl``; return the manifest entry."""
     source = cfg.path
     if not source.is_dir():
         raise UsageError(f"component {name}: {source} is not a directory")
     previous_index: dict[str, tuple[dict[str, Any], bytes]] = {}
     previous_tree = None
-    if (previous is not None
-            and previous.manifest["components"][name].get("source") == str(source)
-            and previous.manifest.get("checksum_algorithm") == checksum.ALGORITHM):
+    if (
+        previous is not None
+        and previous.manifest["components"][name].get("source") == str(source)
+        and previous.manifest.get("checksum_algorithm") == checksum.ALGORITHM
+    ):
         previous_index = _index_lines(previous, name)
         previous_tree = str(previous.component_dir(name) / TREE)
     tree = dest / TREE
@@ -340,8 +341,14 @@ def snapshot(host: Host, name: str, cfg: FilesConfig, dest: Path,
     _apply_metadata(str(source), str(tree), root_st)
     builder.finish_directories()
     stats = builder.stats
-    logs.get().info("files.snapshot", source=str(source), files=stats.files,
-                    copied=stats.copied, linked=stats.linked, bytes=stats.bytes)
+    logs.get().info(
+        "files.snapshot",
+        source=str(source),
+        files=stats.files,
+        copied=stats.copied,
+        linked=stats.linked,
+        bytes=stats.bytes,
+    )
     return {
         "type": "files",
         "source": str(source),
@@ -355,12 +362,13 @@ def snapshot(host: Host, name: str, cfg: FilesConfig, dest: Path,
         "copied_bytes": stats.copied_bytes,
         "linked_files": stats.linked,
         "skipped_special": stats.skipped,
-        "previous": previous.id if previous_tree else None,
+        "previous": previous.id if previous is not None and previous_tree else None,
         "artifacts": {INDEX: {"size": index.size, "hash": index.hexdigest()}},
     }
 
 
 # ---------------------------------------------------------------- verify
+
 
 class VerifiedCache:
     """Inodes already verified (key: inode, size, mtime, ctime -> hash), shared by snapshots.
@@ -386,8 +394,7 @@ class VerifiedCache:
         write_json(self.path, self.entries)
 
 
-def verify(host: Host, name: str, snapshot: Snapshot, cache: VerifiedCache,
-           deep: bool = False) -> dict[str, Any]:
+def verify(host: Host, name: str, snapshot: Snapshot, cache: VerifiedCache, deep: bool = False) -> dict[str, Any]:
     """Check every file of the tree against the index; VerificationError naming the first bad."""
     tree = snapshot.component_dir(name) / TREE
     algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
@@ -420,6 +427,7 @@ def verify(host: Host, name: str, snapshot: Snapshot, cache: VerifiedCache,
 
 # ---------------------------------------------------------------- restore
 
+
 def make_rsync_restore(tree: Path, target: Path, excludes: list[str], dry_run: bool) -> Command:
     """rsync that makes ``target`` exactly the snapshot tree (deletions included)."""
     argv = ["rsync", "-aHAX", "--numeric-ids", "--delete"]
@@ -430,8 +438,7 @@ def make_rsync_restore(tree: Path, target: Path, excludes: list[str], dry_run: b
     return Command(tuple(argv))
 
 
-def restore(host: Host, name: str, snapshot: Snapshot, target: Path | None,
-            dry_run: bool = False) -> dict[str, Any]:
+def restore(host: Host, name: str, snapshot: Snapshot, target: Path | None, dry_run: bool = False) -> dict[str, Any]:
     """Make ``target`` (default: the original path) equal to the snapshot tree."""
     entry = snapshot.manifest["components"][name]
     destination = target or Path(entry["source"])
@@ -439,8 +446,11 @@ def restore(host: Host, name: str, snapshot: Snapshot, target: Path | None,
     if not dry_run:
         destination.mkdir(parents=True, exist_ok=True)
     elif not destination.exists():
-        return {"target": str(destination), "dry_run": True,
-                "changes": [f"create {destination} with {entry['file_count']} files"]}
+        return {
+            "target": str(destination),
+            "dry_run": True,
+            "changes": [f"create {destination} with {entry['file_count']} files"],
+        }
     result = host.run(make_rsync_restore(tree, destination, entry.get("exclude", []), dry_run))
     changes = [line for line in result.text.splitlines() if line.strip()]
     root = entry.get("root")
@@ -460,9 +470,11 @@ def restore(host: Host, name: str, snapshot: Snapshot, target: Path | None,
 def doctor(host: Host, name: str, cfg: FilesConfig) -> list[dict[str, Any]]:
     path = cfg.path
     ok = path.is_dir() and os.access(path, os.R_OK | os.X_OK)
-    return [{
-        "check": f"{name}: source {path}",
-        "ok": ok,
-        "detail": "readable" if ok else "missing or not readable",
-        "exit_code": 2,
-    }]
+    return [
+        {
+            "check": f"{name}: source {path}",
+            "ok": ok,
+            "detail": "readable" if ok else "missing or not readable",
+            "exit_code": 2,
+        }
+    ]

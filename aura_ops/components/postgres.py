@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from aura_ops import checksum, logs, secrets
 from aura_ops.config import PostgresConfig
@@ -51,18 +51,36 @@ FINISHED_ITEM = re.compile(r"finished item (\d+) ")
 
 # conninfo keyword -> libpq environment variable: the credentials reach tools via env, not argv.
 LIBPQ_ENV = {
-    "host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE",
-    "user": "PGUSER", "password": "PGPASSWORD", "passfile": "PGPASSFILE",
-    "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
-    "sslkey": "PGSSLKEY", "sslcrl": "PGSSLCRL", "service": "PGSERVICE", "options": "PGOPTIONS",
-    "connect_timeout": "PGCONNECT_TIMEOUT", "target_session_attrs": "PGTARGETSESSIONATTRS",
-    "gssencmode": "PGGSSENCMODE", "krbsrvname": "PGKRBSRVNAME",
+    "host": "PGHOST",
+    "hostaddr": "PGHOSTADDR",
+    "port": "PGPORT",
+    "dbname": "PGDATABASE",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+    "passfile": "PGPASSFILE",
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+    "service": "PGSERVICE",
+    "options": "PGOPTIONS",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "gssencmode": "PGGSSENCMODE",
+    "krbsrvname": "PGKRBSRVNAME",
 }
-NOT_TRANSIENT = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
-                 "authentication failed", "permission denied")
+NOT_TRANSIENT = (
+    "password authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "authentication failed",
+    "permission denied",
+)
 
 
 # ---------------------------------------------------------------- connection
+
 
 @dataclass(frozen=True)
 class Connection:
@@ -83,6 +101,11 @@ class Connection:
 
     def with_db(self, dbname: str) -> Connection:
         return Connection({**self.params, "dbname": dbname}, self.attempts, self.timeout)
+
+    def conninfo(self) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo("", **self.params)
 
     def env(self) -> dict[str, str]:
         return {LIBPQ_ENV[k]: v for k, v in self.params.items() if k in LIBPQ_ENV and v}
@@ -115,35 +138,44 @@ def connect(conn: Connection, autocommit: bool = False) -> Any:
 
     def transient(exc: BaseException) -> bool:
         text = str(exc)
-        return isinstance(exc, psycopg.OperationalError) and not any(
-            marker in text for marker in NOT_TRANSIENT)
+        return isinstance(exc, psycopg.OperationalError) and not any(marker in text for marker in NOT_TRANSIENT)
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
-        log.warning("postgres.connect_retry", database=conn.dbname, where=conn.where,
-                    attempt=f"{state.attempt_number}/{conn.attempts}",
-                    error=secrets.mask(str(state.outcome.exception()).strip().splitlines()[0]))
+        log.warning(
+            "postgres.connect_retry",
+            database=conn.dbname,
+            where=conn.where,
+            attempt=f"{state.attempt_number}/{conn.attempts}",
+            error=secrets.mask(
+                str(state.outcome.exception() if state.outcome else "").strip().splitlines()[0] if state.outcome else ""
+            ),
+        )
 
     try:
         for attempt in tenacity.Retrying(
             stop=tenacity.stop_after_attempt(conn.attempts),
             wait=tenacity.wait_exponential(multiplier=0.5, max=8),
-            retry=tenacity.retry_if_exception(transient), before_sleep=before_sleep, reraise=True,
+            retry=tenacity.retry_if_exception(transient),
+            before_sleep=before_sleep,
+            reraise=True,
         ):
             with attempt:
-                return psycopg.connect(**conn.params, connect_timeout=conn.timeout,
-                                       application_name="aura-ops", autocommit=autocommit)
+                return psycopg.connect(
+                    conn.conninfo(), connect_timeout=conn.timeout, application_name="aura-ops", autocommit=autocommit
+                )
     except psycopg.OperationalError as exc:
         lines = str(exc).strip().splitlines()
         reason = secrets.mask(lines[-1] if lines else "connection failed")
         if not transient(exc):
             raise ConfigError(f"database {conn.dbname} at {conn.where}: {reason}") from None
         raise UnreachableError(
-            f"database {conn.dbname} at {conn.where} unreachable after {conn.attempts} "
-            f"attempts: {reason}") from None
+            f"database {conn.dbname} at {conn.where} unreachable after {conn.attempts} attempts: {reason}"
+        ) from None
     raise AssertionError("unreachable")
 
 
 # ---------------------------------------------------------------- commands (pure)
+
 
 def tool(cfg: PostgresConfig | None, program: str) -> str:
     if cfg is not None and cfg.bin_dir is not None:
@@ -151,35 +183,45 @@ def tool(cfg: PostgresConfig | None, program: str) -> str:
     return program
 
 
-def make_pg_dump(cfg: PostgresConfig, conn: Connection, out_dir: Path, snapshot_id: str,
-                 jobs: int) -> Command:
-    argv = (tool(cfg, "pg_dump"), "--format=directory", "--compress=0", f"--jobs={jobs}",
-            f"--snapshot={snapshot_id}", "--no-sync", "--verbose", f"--file={out_dir}",
-            f"--dbname={conn.dbname}")
+def make_pg_dump(cfg: PostgresConfig, conn: Connection, out_dir: Path, snapshot_id: str, jobs: int) -> Command:
+    argv = (
+        tool(cfg, "pg_dump"),
+        "--format=directory",
+        "--compress=0",
+        f"--jobs={jobs}",
+        f"--snapshot={snapshot_id}",
+        "--no-sync",
+        "--verbose",
+        f"--file={out_dir}",
+        f"--dbname={conn.dbname}",
+    )
     return Command(argv, conn.env())
 
 
-def make_pg_dumpall_globals(cfg: PostgresConfig, conn: Connection, out_file: Path,
-                            superuser: bool) -> Command:
-    argv = [tool(cfg, "pg_dumpall"), "--globals-only", f"--file={out_file}",
-            f"--database={conn.dbname}"]
+def make_pg_dumpall_globals(cfg: PostgresConfig, conn: Connection, out_file: Path, superuser: bool) -> Command:
+    argv = [tool(cfg, "pg_dumpall"), "--globals-only", f"--file={out_file}", f"--database={conn.dbname}"]
     if not superuser:
         argv.append("--no-role-passwords")  # reading pg_authid needs superuser
     return Command(tuple(argv), conn.env())
 
 
-def make_pg_restore(cfg: PostgresConfig | None, conn: Connection, dump_dir: Path, jobs: int,
-                    clean: bool = False) -> Command:
-    argv = [tool(cfg, "pg_restore"), "--format=directory", f"--jobs={jobs}", "--exit-on-error",
-            f"--dbname={conn.dbname}"]
+def make_pg_restore(
+    cfg: PostgresConfig | None, conn: Connection, dump_dir: Path, jobs: int, clean: bool = False
+) -> Command:
+    argv = [
+        tool(cfg, "pg_restore"),
+        "--format=directory",
+        f"--jobs={jobs}",
+        "--exit-on-error",
+        f"--dbname={conn.dbname}",
+    ]
     if clean:
         argv += ["--clean", "--if-exists"]
     return Command((*argv, str(dump_dir)), conn.env())
 
 
 def make_psql_file(cfg: PostgresConfig | None, conn: Connection, sql_file: Path) -> Command:
-    return Command((tool(cfg, "psql"), "-X", "-q", f"--dbname={conn.dbname}", "-f",
-                    str(sql_file)), conn.env())
+    return Command((tool(cfg, "psql"), "-X", "-q", f"--dbname={conn.dbname}", "-f", str(sql_file)), conn.env())
 
 
 def tool_major(host: Host, program: str) -> tuple[int, str]:
@@ -219,21 +261,29 @@ def database_facts(db: Any, with_checksums: bool) -> dict[str, Any]:
         key = f"{schema}.{table}"
         ident = sql.Identifier(schema, table)
         if with_checksums:
-            query = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric),"
-                            " 0)::text FROM {} t").format(ident)
+            query = sql.SQL(
+                "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text FROM {} t"
+            ).format(ident)
             counts[key], sums[key] = db.execute(query).fetchone()
         else:
             counts[key] = db.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()[0]
-    sequences = {f"{s}.{n}": v for s, n, v in db.execute(
-        "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2").fetchall()}
-    facts: dict[str, Any] = {"row_counts": counts, "sequences": sequences,
-                             "large_objects": db.execute(
-                                 "SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]}
+    sequences = {
+        f"{s}.{n}": v
+        for s, n, v in db.execute(
+            "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2"
+        ).fetchall()
+    }
+    facts: dict[str, Any] = {
+        "row_counts": counts,
+        "sequences": sequences,
+        "large_objects": db.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0],
+    }
     if with_checksums:
         facts["table_checksums"] = sums
         facts["large_object_checksum"] = db.execute(
             "SELECT coalesce(sum(hashtextextended(oid::text || md5(lo_get(oid)), 0)::numeric),"
-            " 0)::text FROM pg_largeobject_metadata").fetchone()[0]
+            " 0)::text FROM pg_largeobject_metadata"
+        ).fetchone()[0]
     return facts
 
 
@@ -243,10 +293,18 @@ def server_facts(db: Any) -> dict[str, Any]:
         " pg_database_size(current_database()), rolsuper, pg_encoding_to_char(encoding),"
         " datcollate, datctype, current_database()"
         " FROM pg_roles r, pg_database d"
-        " WHERE r.rolname = current_user AND d.datname = current_database()").fetchone()
-    return {"server_version": row[0], "server_major": row[1] // 10000, "database_size": row[2],
-            "superuser": row[3], "encoding": row[4], "collate": row[5], "ctype": row[6],
-            "database": row[7]}
+        " WHERE r.rolname = current_user AND d.datname = current_database()"
+    ).fetchone()
+    return {
+        "server_version": row[0],
+        "server_major": row[1] // 10000,
+        "database_size": row[2],
+        "superuser": row[3],
+        "encoding": row[4],
+        "collate": row[5],
+        "ctype": row[6],
+        "database": row[7],
+    }
 
 
 # ---------------------------------------------------------------- compression
@@ -310,8 +368,8 @@ class _Compressor:
         try:
             with open(source, "rb", buffering=0) as reader, open(target, "xb") as raw:
                 writer = checksum.HashingWriter(raw)
-                stream = zstandard.ZstdCompressor(level=self.level, write_checksum=True
-                                                  ).stream_writer(writer, closefd=False)
+                compressor = zstandard.ZstdCompressor(level=self.level, write_checksum=True)
+                stream = compressor.stream_writer(cast(IO[bytes], writer), closefd=False)
                 read = 0
                 while not self.abort.is_set():
                     done = self._done_writing(name)  # checked before reading: no bytes missed
@@ -323,11 +381,10 @@ class _Compressor:
                         break
                     else:
                         time.sleep(0.01)
-                stream.close()
+                stream.close()  # type: ignore[no-untyped-call]
             os.unlink(source)
             with self.lock:
-                self.results[name + COMPRESSED] = {"size": writer.size,
-                                                   "hash": writer.hexdigest(), "raw_size": read}
+                self.results[name + COMPRESSED] = {"size": writer.size, "hash": writer.hexdigest(), "raw_size": read}
         except BaseException as exc:  # noqa: BLE001 - reported by finish()
             with self.lock:
                 self.errors.append(exc)
@@ -352,16 +409,18 @@ def _hash_plain(path: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- snapshot
 
+
 def _check_versions(host: Host, cfg: PostgresConfig, server_major: int) -> str:
     major, version = tool_major(host, tool(cfg, "pg_dump"))
     if major < server_major:
-        raise ToolMissing(f"pg_dump {major} is older than the server ({server_major}); install "
-                          f"postgresql-client-{server_major} or set bin_dir")
+        raise ToolMissing(
+            f"pg_dump {major} is older than the server ({server_major}); install "
+            f"postgresql-client-{server_major} or set bin_dir"
+        )
     return version
 
 
-def snapshot(host: Host, name: str, cfg: PostgresConfig, dest: Path,
-             previous: Snapshot | None) -> dict[str, Any]:
+def snapshot(host: Host, name: str, cfg: PostgresConfig, dest: Path, previous: Snapshot | None) -> dict[str, Any]:
     """Dump the database into ``dest``; return the manifest entry (facts and artifacts)."""
     conn = connection(name, cfg)
     jobs = default_jobs(cfg)
@@ -382,8 +441,7 @@ def snapshot(host: Host, name: str, cfg: PostgresConfig, dest: Path,
         started = time.monotonic()
         succeeded = False
         try:
-            process = host.start(make_pg_dump(cfg, conn, dump_dir, snapshot_id, jobs),
-                                 stdout=None)
+            process = host.start(make_pg_dump(cfg, conn, dump_dir, snapshot_id, jobs), stdout=None)
             process.drain_in_background(lambda line: _on_pg_dump_line(line, compressor))
             try:
                 facts.update(database_facts(db, cfg.checksums))
@@ -403,13 +461,23 @@ def snapshot(host: Host, name: str, cfg: PostgresConfig, dest: Path,
             artifacts[f"{DUMP}/{plain}"] = _hash_plain(dump_dir / plain)
     artifacts.update({f"{DUMP}/{file}": info for file, info in data.items()})
     raw = sum(info.get("raw_size", info["size"]) for info in artifacts.values())
-    logs.get().info("postgres.snapshot", database=facts["database"], seconds=round(dump_seconds, 2),
-                    tables=len(facts["row_counts"]), raw_bytes=raw)
+    logs.get().info(
+        "postgres.snapshot",
+        database=facts["database"],
+        seconds=round(dump_seconds, 2),
+        tables=len(facts["row_counts"]),
+        raw_bytes=raw,
+    )
     return {
-        "type": "postgres", **{k: v for k, v in facts.items() if k != "superuser"},
-        "where": conn.where, "pg_dump_version": pg_dump_version, "jobs": jobs,
-        "compression": f"zstd:{cfg.compression_level}", "uncompressed_bytes": raw,
-        "globals": GLOBALS if cfg.globals else None, "artifacts": artifacts,
+        "type": "postgres",
+        **{k: v for k, v in facts.items() if k != "superuser"},
+        "where": conn.where,
+        "pg_dump_version": pg_dump_version,
+        "jobs": jobs,
+        "compression": f"zstd:{cfg.compression_level}",
+        "uncompressed_bytes": raw,
+        "globals": GLOBALS if cfg.globals else None,
+        "artifacts": artifacts,
     }
 
 
@@ -426,6 +494,7 @@ def _on_pg_dump_line(line: str, compressor: _Compressor) -> None:
 
 
 # ---------------------------------------------------------------- restore (streaming)
+
 
 class _Feeder:
     """Feeds each named pipe of a staging folder with its decompressed file once a reader
@@ -463,8 +532,9 @@ class _Feeder:
         try:
             with open(source, "rb") as raw, os.fdopen(fd, "wb") as out:
                 reader = _HashingReader(raw, hasher)
-                zstandard.ZstdDecompressor().copy_stream(reader, out, read_size=checksum.CHUNK,
-                                                         write_size=checksum.CHUNK)
+                zstandard.ZstdDecompressor().copy_stream(
+                    cast(IO[bytes], reader), out, read_size=checksum.CHUNK, write_size=checksum.CHUNK
+                )
         except BrokenPipeError:
             self.errors.append(f"pg_restore stopped reading {source.name}")
             return
@@ -520,8 +590,15 @@ def _staging(snapshot: Snapshot, name: str, workers: int) -> Iterator[tuple[Path
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _run_restore(host: Host, cfg: PostgresConfig | None, snapshot: Snapshot, name: str,
-                 conn: Connection, jobs: int, clean: bool = False) -> float:
+def _run_restore(
+    host: Host,
+    cfg: PostgresConfig | None,
+    snapshot: Snapshot,
+    name: str,
+    conn: Connection,
+    jobs: int,
+    clean: bool = False,
+) -> float:
     started = time.monotonic()
     with _staging(snapshot, name, jobs + 2) as (staging, feeder):
         try:
@@ -536,11 +613,14 @@ def _run_restore(host: Host, cfg: PostgresConfig | None, snapshot: Snapshot, nam
 def _create_database(admin: Any, dbname: str, entry: dict[str, Any]) -> None:
     from psycopg import sql
 
-    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} "
-                          "LC_CTYPE {}").format(sql.Identifier(dbname),
-                                                sql.Literal(entry.get("encoding", "UTF8")),
-                                                sql.Literal(entry.get("collate", "C")),
-                                                sql.Literal(entry.get("ctype", "C"))))
+    admin.execute(
+        sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+            sql.Identifier(dbname),
+            sql.Literal(entry.get("encoding", "UTF8")),
+            sql.Literal(entry.get("collate", "C")),
+            sql.Literal(entry.get("ctype", "C")),
+        )
+    )
 
 
 def _drop_database(admin: Any, dbname: str) -> None:
@@ -550,8 +630,7 @@ def _drop_database(admin: Any, dbname: str) -> None:
 
 
 def _database_exists(admin: Any, dbname: str) -> bool:
-    return bool(admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                              (dbname,)).fetchone())
+    return bool(admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone())
 
 
 def compare_facts(name: str, recorded: dict[str, Any], actual: dict[str, Any]) -> None:
@@ -562,15 +641,18 @@ def compare_facts(name: str, recorded: dict[str, Any], actual: dict[str, Any]) -
             continue
         for table in sorted(set(want) | set(got)):
             if want.get(table) != got.get(table):
-                raise VerificationError(f"{name}: {key.replace('_', ' ')[:-1]} of {table} is "
-                                        f"{got.get(table)}, the snapshot recorded {want.get(table)}")
+                raise VerificationError(
+                    f"{name}: {key.replace('_', ' ')[:-1]} of {table} is "
+                    f"{got.get(table)}, the snapshot recorded {want.get(table)}"
+                )
     for key in ("large_objects", "large_object_checksum", "sequences"):
         if key in recorded and key in actual and recorded[key] != actual[key]:
             raise VerificationError(f"{name}: {key.replace('_', ' ')} differ from the snapshot")
 
 
-def restore(host: Host, name: str, cfg: PostgresConfig, snapshot: Snapshot,
-            to_database: str | None, with_globals: bool = False) -> dict[str, Any]:
+def restore(
+    host: Host, name: str, cfg: PostgresConfig, snapshot: Snapshot, to_database: str | None, with_globals: bool = False
+) -> dict[str, Any]:
     """Restore into a new database ``to_database`` or, when None, in place of the original
     (``cfg.restore_in_place``: ``swap`` builds beside it and renames; ``clean`` drops and
     recreates objects inside it with ``pg_restore --clean --if-exists``)."""
@@ -582,14 +664,12 @@ def restore(host: Host, name: str, cfg: PostgresConfig, snapshot: Snapshot,
     in_place = target == conn.dbname
     with contextlib.closing(connect(admin_conn, autocommit=True)) as admin:
         if with_globals and entry.get("globals"):
-            host.run(make_psql_file(cfg, admin_conn,
-                                    snapshot.component_dir(name) / entry["globals"]))
+            host.run(make_psql_file(cfg, admin_conn, snapshot.component_dir(name) / entry["globals"]))
         if in_place and cfg.restore_in_place == "clean":
             seconds = _run_restore(host, cfg, snapshot, name, conn, jobs, clean=True)
             return {"database": target, "mode": "clean", "restore_seconds": round(seconds, 2)}
         if not in_place and _database_exists(admin, target):
-            raise UsageError(f"database {target} already exists; choose another --to-database "
-                             "or restore in place")
+            raise UsageError(f"database {target} already exists; choose another --to-database or restore in place")
         build = f"{target}_aura_{pysecrets.token_hex(3)}" if in_place else target
         _create_database(admin, build, entry)
         try:
@@ -600,8 +680,7 @@ def restore(host: Host, name: str, cfg: PostgresConfig, snapshot: Snapshot,
         except BaseException:
             _drop_database(admin, build)
             raise
-    return {"database": target, "mode": "swap" if in_place else "new",
-            "restore_seconds": round(seconds, 2)}
+    return {"database": target, "mode": "swap" if in_place else "new", "restore_seconds": round(seconds, 2)}
 
 
 def _check_restored(conn: Connection, name: str, entry: dict[str, Any]) -> None:
@@ -614,32 +693,31 @@ def _swap(admin: Any, live: str, built: str) -> None:
     from psycopg import sql
 
     old = f"{live}_aura_old_{pysecrets.token_hex(3)}"
-    admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
-        sql.Identifier(live)))
+    admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(live)))
     try:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      "WHERE datname = %s AND pid <> pg_backend_pid()", (live,))
-        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-            sql.Identifier(live), sql.Identifier(old)))
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (live,),
+        )
+        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(old)))
     except BaseException:
-        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
-            sql.Identifier(live)))
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(live)))
         raise
-    admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-        sql.Identifier(built), sql.Identifier(live)))
+    admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(built), sql.Identifier(live)))
     _drop_database(admin, old)
     logs.get().info("postgres.swapped", database=live)
 
 
 # ---------------------------------------------------------------- verify
 
-def verify(host: Host, name: str, cfg: PostgresConfig | None, snapshot: Snapshot,
-           deep: bool) -> dict[str, Any]:
+
+def verify(host: Host, name: str, cfg: PostgresConfig | None, snapshot: Snapshot, deep: bool) -> dict[str, Any]:
     """``pg_restore --list`` must parse; ``deep``: restore to a scratch database and compare."""
     dump_dir = snapshot.component_dir(name) / DUMP
     listing = host.run(Command((tool(cfg, "pg_restore"), "--list", str(dump_dir))))
-    report: dict[str, Any] = {"toc_entries": sum(
-        1 for line in listing.text.splitlines() if line and not line.startswith(";"))}
+    report: dict[str, Any] = {
+        "toc_entries": sum(1 for line in listing.text.splitlines() if line and not line.startswith(";"))
+    }
     if not deep:
         return report
     if cfg is None:
@@ -650,17 +728,22 @@ def verify(host: Host, name: str, cfg: PostgresConfig | None, snapshot: Snapshot
     with contextlib.closing(connect(conn.with_db(cfg.maintenance_db), autocommit=True)) as admin:
         _create_database(admin, scratch, entry)
         try:
-            seconds = _run_restore(host, cfg, snapshot, name, conn.with_db(scratch),
-                                   default_jobs(cfg))
+            seconds = _run_restore(host, cfg, snapshot, name, conn.with_db(scratch), default_jobs(cfg))
             _check_restored(conn.with_db(scratch), name, entry)
         finally:
             _drop_database(admin, scratch)
-    report.update({"restore_seconds": round(seconds, 2), "tables_compared": len(
-        entry.get("row_counts", {})), "checksums_compared": "table_checksums" in entry})
+    report.update(
+        {
+            "restore_seconds": round(seconds, 2),
+            "tables_compared": len(entry.get("row_counts", {})),
+            "checksums_compared": "table_checksums" in entry,
+        }
+    )
     return report
 
 
 # ---------------------------------------------------------------- doctor
+
 
 def doctor(host: Host, name: str, cfg: PostgresConfig) -> list[dict[str, Any]]:
     checks: list[dict[str, Any]] = []
@@ -671,22 +754,29 @@ def doctor(host: Host, name: str, cfg: PostgresConfig) -> list[dict[str, Any]]:
             versions[program] = major
             checks.append({"check": f"{name}: {program}", "ok": True, "detail": text})
         except AuraError as exc:
-            checks.append({"check": f"{name}: {program}", "ok": False, "detail": str(exc),
-                           "exit_code": 2})
+            checks.append({"check": f"{name}: {program}", "ok": False, "detail": str(exc), "exit_code": 2})
     try:
         conn = connection(name, cfg)
         with contextlib.closing(connect(conn)) as db:
             facts = server_facts(db)
-        checks.append({"check": f"{name}: database {conn.dbname} at {conn.where}", "ok": True,
-                       "detail": f"PostgreSQL {facts['server_version']}, "
-                                 f"{facts['database_size'] / 1e6:.1f} MB"})
+        checks.append(
+            {
+                "check": f"{name}: database {conn.dbname} at {conn.where}",
+                "ok": True,
+                "detail": f"PostgreSQL {facts['server_version']}, {facts['database_size'] / 1e6:.1f} MB",
+            }
+        )
         dump_major = versions.get("pg_dump")
         if dump_major is not None:
             ok = dump_major >= facts["server_major"]
-            checks.append({"check": f"{name}: pg_dump not older than server", "ok": ok,
-                           "detail": f"pg_dump {dump_major}, server {facts['server_major']}",
-                           "exit_code": 2})
+            checks.append(
+                {
+                    "check": f"{name}: pg_dump not older than server",
+                    "ok": ok,
+                    "detail": f"pg_dump {dump_major}, server {facts['server_major']}",
+                    "exit_code": 2,
+                }
+            )
     except AuraError as exc:
-        checks.append({"check": f"{name}: database", "ok": False, "detail": str(exc),
-                       "exit_code": exc.exit_code})
+        checks.append({"check": f"{name}: database", "ok": False, "detail": str(exc), "exit_code": exc.exit_code})
     return checks

@@ -41,8 +41,7 @@ def describe(root: Path) -> dict[str, Any]:
         if relative.startswith("cache") or relative.endswith(".tmp"):
             continue
         st = path.lstat()
-        item: dict[str, Any] = {"mode": stat.filemode(st.st_mode), "uid": st.st_uid,
-                                "gid": st.st_gid}
+        item: dict[str, Any] = {"mode": stat.filemode(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
         if path.is_symlink():
             item["target"] = os.readlink(path)
         elif path.is_file():
@@ -60,13 +59,11 @@ def tree(tmp_path: Path, aura: Aura) -> Path:
     root = tmp_path / "site"
     root.mkdir()
     make_tree(root)
-    aura.write_config(base_config({"site": {"type": "files", "path": str(root),
-                                            "exclude": ["cache/", "*.tmp"]}}))
+    aura.write_config(base_config({"site": {"type": "files", "path": str(root), "exclude": ["cache/", "*.tmp"]}}))
     return root
 
 
-def test_round_trip_in_place_restores_content_modes_links_and_deletions(tree: Path,
-                                                                         aura: Aura) -> None:
+def test_round_trip_in_place_restores_content_modes_links_and_deletions(tree: Path, aura: Aura) -> None:
     before = describe(tree)
     snapshot = aura.json("backup")["id"]
     (tree / "docs" / "a.txt").write_text("changed")
@@ -108,8 +105,7 @@ def test_in_place_restore_without_yes_is_refused(tree: Path, aura: Aura) -> None
     assert (tree / "new-file").exists()
 
 
-def test_incremental_snapshot_hard_links_unchanged_files_and_copies_changed(tree: Path,
-                                                                             aura: Aura) -> None:
+def test_incremental_snapshot_hard_links_unchanged_files_and_copies_changed(tree: Path, aura: Aura) -> None:
     first = aura.json("backup")
     (tree / "docs" / "a.txt").write_text("alpha, edited\n")
     (tree / "added.txt").write_text("new")
@@ -176,8 +172,7 @@ def test_delete_removes_a_snapshot_and_keeps_later_ones_intact(tree: Path, aura:
     aura("snapshots", "verify", second, "--deep")
 
 
-def test_full_disk_fails_with_one_line_and_leaves_no_snapshot(tree: Path, aura: Aura,
-                                                              tmp_path: Path) -> None:
+def test_full_disk_fails_with_one_line_and_leaves_no_snapshot(tree: Path, aura: Aura, tmp_path: Path) -> None:
     import subprocess
 
     from tests.conftest import require
@@ -187,8 +182,9 @@ def test_full_disk_fails_with_one_line_and_leaves_no_snapshot(tree: Path, aura: 
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], check=True)
     try:
-        aura.write_config({"repository": {"path": str(small / "repo")},
-                           "components": {"site": {"type": "files", "path": str(tree)}}})
+        aura.write_config(
+            {"repository": {"path": str(small / "repo")}, "components": {"site": {"type": "files", "path": str(tree)}}}
+        )
         result = aura("backup", check=1)
         errors = [line for line in result.stderr.splitlines() if line.startswith("aura-ops:")]
         assert len(errors) == 1

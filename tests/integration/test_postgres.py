@@ -25,16 +25,16 @@ def rich(pg: PostgresCluster, database: str, aura: Aura) -> str:
     return dsn
 
 
-def test_round_trip_into_new_database_has_identical_content(pg: PostgresCluster, database: str,
-                                                            rich: str, aura: Aura) -> None:
+def test_round_trip_into_new_database_has_identical_content(
+    pg: PostgresCluster, database: str, rich: str, aura: Aura
+) -> None:
     before = fingerprint(rich)
     manifest = aura.json("backup")
     entry = manifest["components"]["db"]
     assert entry["row_counts"]["public.users"] == 60000
     assert entry["row_counts"]["billing.invoices"] == 60000
     assert entry["large_objects"] == 5
-    assert all(f.endswith((".zst", "toc.dat", "blobs.toc", "globals.sql"))
-               for f in entry["artifacts"])
+    assert all(f.endswith((".zst", "toc.dat", "blobs.toc", "globals.sql")) for f in entry["artifacts"])
 
     aura("restore", manifest["id"], "--to-database", f"{database}_copy")
 
@@ -44,20 +44,22 @@ def test_round_trip_into_new_database_has_identical_content(pg: PostgresCluster,
     assert "GRANT SELECT ON TABLE billing.invoices TO aura_reader" in schema_dump(copy)
 
 
-def test_restore_to_existing_database_name_is_refused(pg: PostgresCluster, database: str,
-                                                      rich: str, aura: Aura) -> None:
+def test_restore_to_existing_database_name_is_refused(
+    pg: PostgresCluster, database: str, rich: str, aura: Aura
+) -> None:
     aura("backup")
     result = aura("restore", "latest", "--to-database", "postgres", check=2)
     assert "already exists" in result.stderr
 
 
 def test_in_place_restore_needs_confirmation_then_brings_back_old_content(
-        pg: PostgresCluster, database: str, rich: str, aura: Aura) -> None:
+    pg: PostgresCluster, database: str, rich: str, aura: Aura
+) -> None:
     before = fingerprint(rich)
     aura("backup")
     with psycopg.connect(rich, autocommit=True) as conn:
         conn.execute("DELETE FROM billing.invoices WHERE id % 2 = 0")
-        conn.execute("INSERT INTO \"Odd Schema\".\"Quoted \"\"Name\"\" Table\" VALUES (3, 'x')")
+        conn.execute('INSERT INTO "Odd Schema"."Quoted ""Name"" Table" VALUES (3, \'x\')')
         conn.execute("SELECT nextval('billing.invoice_numbers')")
     changed = fingerprint(rich)
 
@@ -70,7 +72,8 @@ def test_in_place_restore_needs_confirmation_then_brings_back_old_content(
 
 
 def test_deep_verify_restores_into_scratch_database_and_reports_time(
-        pg: PostgresCluster, database: str, rich: str, aura: Aura) -> None:
+    pg: PostgresCluster, database: str, rich: str, aura: Aura
+) -> None:
     snapshot = aura.json("backup")["id"]
     report = aura.json("snapshots", "verify", snapshot, "--deep")
     db = report["components"]["db"]
@@ -82,14 +85,15 @@ def test_deep_verify_restores_into_scratch_database_and_reports_time(
     assert leftovers == []
 
 
-def test_counts_describe_exactly_the_dumped_snapshot(pg: PostgresCluster, database: str,
-                                                     aura: Aura) -> None:
+def test_counts_describe_exactly_the_dumped_snapshot(pg: PostgresCluster, database: str, aura: Aura) -> None:
     """Writes committed while the dump runs are in neither the counts nor the dump."""
     dsn = pg.dsn(database)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE a (n int); CREATE TABLE b (n int);"
-                     "INSERT INTO a SELECT generate_series(1, 1000);"
-                     "INSERT INTO b SELECT generate_series(1, 1000)")
+        conn.execute(
+            "CREATE TABLE a (n int); CREATE TABLE b (n int);"
+            "INSERT INTO a SELECT generate_series(1, 1000);"
+            "INSERT INTO b SELECT generate_series(1, 1000)"
+        )
     aura.env["AURA_DB_DSN"] = dsn
     aura.write_config(base_config({"db": db_component()}))
     blocker = psycopg.connect(dsn)
@@ -112,13 +116,15 @@ def test_counts_describe_exactly_the_dumped_snapshot(pg: PostgresCluster, databa
 
 
 def _backend_waiting(pg: PostgresCluster, database: str) -> bool:
-    rows = pg.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type "
-                  "= 'Lock'" % ("'" + database + "'"))
+    rows = pg.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'" % ("'" + database + "'")
+    )
     return bool(rows[0][0])
 
 
-def _start_blocked_backup(pg: PostgresCluster, database: str, aura: Aura
-                          ) -> tuple[psycopg.Connection, subprocess.Popen[str]]:
+def _start_blocked_backup(
+    pg: PostgresCluster, database: str, aura: Aura
+) -> tuple[psycopg.Connection, subprocess.Popen[str]]:
     """A backup that stays inside its dump until the returned connection lets go."""
     blocker = psycopg.connect(pg.dsn(database))
     blocker.execute("LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE")
@@ -128,7 +134,8 @@ def _start_blocked_backup(pg: PostgresCluster, database: str, aura: Aura
 
 
 def test_backup_killed_mid_dump_is_never_listed_and_next_backup_cleans_up(
-        pg: PostgresCluster, database: str, rich: str, aura: Aura) -> None:
+    pg: PostgresCluster, database: str, rich: str, aura: Aura
+) -> None:
     blocker, process = _start_blocked_backup(pg, database, aura)
     partials = list((aura.repo / "snapshots").glob("*.partial"))
     assert len(partials) == 1
@@ -138,8 +145,7 @@ def test_backup_killed_mid_dump_is_never_listed_and_next_backup_cleans_up(
     blocker.close()
 
     assert aura.json("snapshots", "list")["snapshots"] == []
-    assert aura("restore", partials[0].name.removesuffix(".partial"), "--to-database", "x",
-                check=2).returncode == 2
+    assert aura("restore", partials[0].name.removesuffix(".partial"), "--to-database", "x", check=2).returncode == 2
     # the dead process's children died with it: nothing keeps writing into the partial folder
     assert wait_until(lambda: not _backend_waiting(pg, database), 30)
 
@@ -151,7 +157,8 @@ def test_backup_killed_mid_dump_is_never_listed_and_next_backup_cleans_up(
 
 
 def test_second_backup_while_one_runs_exits_5_naming_the_holder(
-        pg: PostgresCluster, database: str, rich: str, aura: Aura) -> None:
+    pg: PostgresCluster, database: str, rich: str, aura: Aura
+) -> None:
     blocker, process = _start_blocked_backup(pg, database, aura)
     try:
         second = aura("backup", check=5)
@@ -165,7 +172,8 @@ def test_second_backup_while_one_runs_exits_5_naming_the_holder(
 
 
 def test_sigterm_during_backup_discards_partial_and_releases_lock(
-        pg: PostgresCluster, database: str, rich: str, aura: Aura) -> None:
+    pg: PostgresCluster, database: str, rich: str, aura: Aura
+) -> None:
     blocker, process = _start_blocked_backup(pg, database, aura)
     process.send_signal(signal.SIGTERM)
     try:
@@ -193,8 +201,7 @@ def test_unreachable_database_exits_6_with_one_line(aura: Aura) -> None:
     assert aura.json("snapshots", "list")["snapshots"] == []
 
 
-def test_missing_pg_dump_is_a_clear_error(pg: PostgresCluster, database: str, aura: Aura,
-                                          tmp_path: Path) -> None:
+def test_missing_pg_dump_is_a_clear_error(pg: PostgresCluster, database: str, aura: Aura, tmp_path: Path) -> None:
     empty = tmp_path / "no-tools"
     empty.mkdir()
     aura.env["AURA_DB_DSN"] = pg.dsn(database)
@@ -204,13 +211,13 @@ def test_missing_pg_dump_is_a_clear_error(pg: PostgresCluster, database: str, au
     assert aura.json("snapshots", "list")["snapshots"] == []
 
 
-def test_password_never_reaches_logs_or_errors(pg: PostgresCluster, database: str,
-                                               aura: Aura) -> None:
+def test_password_never_reaches_logs_or_errors(pg: PostgresCluster, database: str, aura: Aura) -> None:
     password = "S3cr3t-Pa55w0rd-xyz"
-    pg.sql("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'aura_secret') "
-           f"THEN CREATE ROLE aura_secret LOGIN PASSWORD '{password}'; END IF; END $$")
-    pg.sql(f'GRANT ALL ON DATABASE "{database}" TO aura_secret; '
-           f'ALTER DATABASE "{database}" OWNER TO aura_secret')
+    pg.sql(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'aura_secret') "
+        f"THEN CREATE ROLE aura_secret LOGIN PASSWORD '{password}'; END IF; END $$"
+    )
+    pg.sql(f'GRANT ALL ON DATABASE "{database}" TO aura_secret; ALTER DATABASE "{database}" OWNER TO aura_secret')
     with psycopg.connect(pg.dsn(database), autocommit=True) as conn:
         conn.execute("CREATE TABLE t AS SELECT generate_series(1, 10) n")
         conn.execute("ALTER TABLE t OWNER TO aura_secret")
@@ -219,9 +226,17 @@ def test_password_never_reaches_logs_or_errors(pg: PostgresCluster, database: st
     ok = aura("backup", "-v", "--json")
     # the same password through password_env, against a database that does not exist
     aura.env["DB_PASSWORD"] = password
-    aura.write_config(base_config({"db": {
-        "type": "postgres", "dsn": f"postgresql://aura_secret@127.0.0.1:{pg.port}/missing_db",
-        "password_env": "DB_PASSWORD"}}))
+    aura.write_config(
+        base_config(
+            {
+                "db": {
+                    "type": "postgres",
+                    "dsn": f"postgresql://aura_secret@127.0.0.1:{pg.port}/missing_db",
+                    "password_env": "DB_PASSWORD",
+                }
+            }
+        )
+    )
     failed = aura("backup", "-v", check=2)
     texts = [ok.stdout, ok.stderr, failed.stdout, failed.stderr, aura.log_text()]
     assert "pg_dump --format=directory" in ok.stderr
@@ -230,14 +245,14 @@ def test_password_never_reaches_logs_or_errors(pg: PostgresCluster, database: st
         assert password not in text
 
 
-def test_verify_of_unknown_snapshot_exits_2(pg: PostgresCluster, database: str, rich: str,
-                                            aura: Aura) -> None:
+def test_verify_of_unknown_snapshot_exits_2(pg: PostgresCluster, database: str, rich: str, aura: Aura) -> None:
     result = aura("snapshots", "verify", "19990101-000000-000", check=2)
     assert "unknown snapshot" in result.stderr
 
 
 def test_flipped_byte_in_dump_fails_verify_naming_the_file(
-        pg: PostgresCluster, database: str, rich: str, aura: Aura) -> None:
+    pg: PostgresCluster, database: str, rich: str, aura: Aura
+) -> None:
     manifest = aura.json("backup")
     snapshot = manifest["id"]
     aura("snapshots", "verify", snapshot)
@@ -255,8 +270,7 @@ def test_flipped_byte_in_dump_fails_verify_naming_the_file(
     aura("snapshots", "verify", snapshot)
 
 
-def test_doctor_reports_all_well_then_unreachable(pg: PostgresCluster, database: str,
-                                                  rich: str, aura: Aura) -> None:
+def test_doctor_reports_all_well_then_unreachable(pg: PostgresCluster, database: str, rich: str, aura: Aura) -> None:
     report = aura.json("doctor")
     assert report["ok"] is True
     names = [c["check"] for c in report["checks"]]
@@ -267,8 +281,7 @@ def test_doctor_reports_all_well_then_unreachable(pg: PostgresCluster, database:
     assert failing["ok"] is False
 
 
-def test_restore_with_globals_onto_a_fresh_server(pg: PostgresCluster, database: str,
-                                                  rich: str, aura: Aura) -> None:
+def test_restore_with_globals_onto_a_fresh_server(pg: PostgresCluster, database: str, rich: str, aura: Aura) -> None:
     before = fingerprint(rich)
     snapshot = aura.json("backup")["id"]
     with PostgresCluster() as fresh:
@@ -277,12 +290,10 @@ def test_restore_with_globals_onto_a_fresh_server(pg: PostgresCluster, database:
         aura("restore", snapshot, "--globals", "--to-database", "shop")
         assert fresh.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'aura_reader'") == [(1,)]
         assert fingerprint(fresh.dsn("shop")) == before
-        assert "GRANT SELECT ON TABLE billing.invoices TO aura_reader" in schema_dump(
-            fresh.dsn("shop"))
+        assert "GRANT SELECT ON TABLE billing.invoices TO aura_reader" in schema_dump(fresh.dsn("shop"))
 
 
-def test_in_place_restore_in_clean_mode(pg: PostgresCluster, database: str, rich: str,
-                                        aura: Aura) -> None:
+def test_in_place_restore_in_clean_mode(pg: PostgresCluster, database: str, rich: str, aura: Aura) -> None:
     aura.write_config(base_config({"db": db_component(restore_in_place="clean")}))
     before = fingerprint(rich)
     aura("backup")

@@ -15,13 +15,16 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_every_problem_is_reported_at_once_with_its_path(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 repository: {path: repo}
 components:
   db: {type: postgres, dsn_env: X, jobs: many, colour: blue}
   up: {type: files}
   odd: {type: mongo}
-""")
+""",
+    )
     with pytest.raises(ConfigError) as caught:
         config.load(path)
     problems = caught.value.problems
@@ -44,11 +47,14 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_password_in_dsn_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 repository: {path: repo}
 components:
   db: {type: postgres, dsn: "postgresql://app:hunter22@db/app"}
-""")
+""",
+    )
     with pytest.raises(ConfigError) as caught:
         config.load(path)
     assert "hunter22" not in str(caught.value)
@@ -56,11 +62,14 @@ components:
 
 
 def test_cross_checks_unknown_host_and_missing_dsn(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 repository: {path: repo}
 components:
   db: {type: postgres, host: nowhere}
-""")
+""",
+    )
     with pytest.raises(ConfigError) as caught:
         config.load(path)
     assert "At 'components.db.host': unknown host 'nowhere'" in caught.value.problems
@@ -68,11 +77,14 @@ components:
 
 
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 repository: {path: repo}
 components:
   up: {type: files, path: ../srv/uploads}
-""")
+""",
+    )
     loaded = config.load(path)
     assert loaded.repository.path == tmp_path / "repo"
     assert loaded.component("up").path == tmp_path / "../srv/uploads"  # type: ignore[union-attr]

@@ -18,8 +18,10 @@ from aura_ops.repository import new_snapshot_id
 
 def test_mask_hides_registered_values_and_credential_shapes() -> None:
     secrets.register("pw-registered-1")
-    text = ("postgresql://app:urlsecret@db:5432/app password=kvsecret PGPASSWORD=envsecret "
-            "token: tok123 and pw-registered-1")
+    text = (
+        "postgresql://app:urlsecret@db:5432/app password=kvsecret PGPASSWORD=envsecret "
+        "token: tok123 and pw-registered-1"
+    )
     masked = secrets.mask(text)
     for secret in ("urlsecret", "kvsecret", "envsecret", "tok123", "pw-registered-1"):
         assert secret not in masked
@@ -29,8 +31,12 @@ def test_mask_hides_registered_values_and_credential_shapes() -> None:
 def test_log_lines_are_redacted(tmp_path: Path) -> None:
     secrets.register("very-secret-value")
     logs.configure(tmp_path, "info", console=open(tmp_path / "console", "w"), pretty=False)
-    logs.get().info("thing.happened", password="plain", detail="uses very-secret-value",
-                    nested={"token": "abc", "dsn": "postgres://u:p4ss@h/d"})
+    logs.get().info(
+        "thing.happened",
+        password="plain",
+        detail="uses very-secret-value",
+        nested={"token": "abc", "dsn": "postgres://u:p4ss@h/d"},
+    )
     line = json.loads(next(tmp_path.glob("aura_*.log")).read_text().splitlines()[-1])
     assert line["password"] == "***"
     assert "very-secret-value" not in line["detail"]
@@ -40,8 +46,9 @@ def test_log_lines_are_redacted(tmp_path: Path) -> None:
 
 
 def test_pg_dump_command_keeps_the_password_out_of_argv() -> None:
-    conn = postgres.Connection({"host": "127.0.0.1", "port": "5432", "dbname": "app",
-                                "user": "u", "password": "pw-in-env-only"})
+    conn = postgres.Connection(
+        {"host": "127.0.0.1", "port": "5432", "dbname": "app", "user": "u", "password": "pw-in-env-only"}
+    )
     cfg = PostgresConfig(type="postgres", dsn="postgresql://u@127.0.0.1/app")
     command = postgres.make_pg_dump(cfg, conn, Path("/r/dump"), "0000-1", jobs=3)
     assert "pw-in-env-only" not in " ".join(command.argv)
@@ -58,24 +65,29 @@ def test_pg_restore_command_is_parallel_and_clean_only_when_asked() -> None:
     assert "--clean" in clean.argv and "--if-exists" in clean.argv
 
 
-@pytest.mark.parametrize(("pattern", "path", "is_dir", "excluded"), [
-    ("*.tmp", "a/b/c.tmp", False, True),
-    ("*.tmp", "a/b/c.txt", False, False),
-    ("cache/", "x/cache", True, True),
-    ("cache/", "x/cache", False, False),
-    ("/build", "build", True, True),
-    ("/build", "src/build", True, False),
-    ("logs/*.log", "logs/a.log", False, True),
-    ("logs/*.log", "app/logs/a.log", False, False),
-])
-def test_excludes_follow_rsync_rules(pattern: str, path: str, is_dir: bool,
-                                     excluded: bool) -> None:
+@pytest.mark.parametrize(
+    ("pattern", "path", "is_dir", "excluded"),
+    [
+        ("*.tmp", "a/b/c.tmp", False, True),
+        ("*.tmp", "a/b/c.txt", False, False),
+        ("cache/", "x/cache", True, True),
+        ("cache/", "x/cache", False, False),
+        ("/build", "build", True, True),
+        ("/build", "src/build", True, False),
+        ("logs/*.log", "logs/a.log", False, True),
+        ("logs/*.log", "app/logs/a.log", False, False),
+    ],
+)
+def test_excludes_follow_rsync_rules(pattern: str, path: str, is_dir: bool, excluded: bool) -> None:
     assert files.is_excluded(path, is_dir, files.compile_excludes([pattern])) is excluded
 
 
 def test_excludes_translate_to_anchored_rsync_patterns() -> None:
     assert files.rsync_excludes(["*.tmp", "cache/", "logs/*.log"]) == [
-        "--exclude=*.tmp", "--exclude=cache/", "--exclude=/logs/*.log"]
+        "--exclude=*.tmp",
+        "--exclude=cache/",
+        "--exclude=/logs/*.log",
+    ]
 
 
 def test_snapshot_ids_sort_by_time_even_within_a_millisecond() -> None:
@@ -88,8 +100,11 @@ def test_snapshot_ids_sort_by_time_even_within_a_millisecond() -> None:
 
 def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
     path = tmp_path / "lock"
-    with hold(path, "run-1", "backup") as record, pytest.raises(
-            LockedError, match=f"pid {record['pid']}"), hold(path, "run-2", "backup"):
+    with (
+        hold(path, "run-1", "backup") as record,
+        pytest.raises(LockedError, match=f"pid {record['pid']}"),
+        hold(path, "run-2", "backup"),
+    ):
         pass
     with hold(path, "run-3", "backup"):
         pass

@@ -25,6 +25,10 @@ missing=()
 for binary in "${!NEEDED[@]}"; do
   [ -x "$binary" ] || missing+=("${NEEDED[$binary]}")
 done
+# Debian's own python3 has no venv/ensurepip until python3-venv is installed.
+if ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap: missing Debian packages: ${missing[*]} (run as root to install them)" >&2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ def make_tree(root: Path) -> None:
     (root / "cache" / "junk.tmp").write_text("excluded")
     (root / "notes.tmp").write_text("excluded too")
     os.setxattr(root / "docs" / "a.txt", "user.origin", b"aura-test")
+    subprocess.run(["setfacl", "-m", "u:nobody:r", str(root / "docs" / "deep" / "b.bin")], check=True)
     os.utime(root / "docs" / "deep" / "deeper" / "c.txt", ns=(1_600_000_000_000_000_000,) * 2)
 
 
@@ -56,6 +58,7 @@ def describe(root: Path) -> dict[str, Any]:
 @pytest.fixture
 def tree(tmp_path: Path, aura: Aura) -> Path:
     require_tool("rsync")
+    require_tool("setfacl")
     root = tmp_path / "site"
     root.mkdir()
     make_tree(root)
@@ -74,9 +77,12 @@ def test_round_trip_in_place_restores_content_modes_links_and_deletions(tree: Pa
     (tree / "link-to-a").unlink()
     (tree / "link-to-a").symlink_to("elsewhere")
 
+    subprocess.run(["setfacl", "-b", str(tree / "docs" / "deep" / "b.bin")], check=True)
+
     aura("restore", snapshot, "--yes")
 
     assert describe(tree) == before
+    assert "system.posix_acl_access" in before["docs/deep/b.bin"]["xattrs"]
     assert (tree / "cache" / "junk.tmp").read_text() == "excluded"  # excluded: left alone
 
 
@@ -173,8 +179,6 @@ def test_delete_removes_a_snapshot_and_keeps_later_ones_intact(tree: Path, aura:
 
 
 def test_full_disk_fails_with_one_line_and_leaves_no_snapshot(tree: Path, aura: Aura, tmp_path: Path) -> None:
-    import subprocess
-
     from tests.conftest import require
 
     require(os.geteuid() == 0, "root (to mount a small tmpfs as the repository)")

@@ -305,3 +305,19 @@ def test_in_place_restore_in_clean_mode(pg: PostgresCluster, database: str, rich
     after = fingerprint(rich)
     assert {k: v for k, v in after.items() if k != "public.added_later"} == before
     assert pg.sql("SELECT count(*) FROM billing.big_invoices", database)[0][0] > 0
+
+
+def test_pg_dump_older_than_the_server_is_refused(
+    pg: PostgresCluster, database: str, aura: Aura, tmp_path: Path
+) -> None:
+    """A stand-in for an old client: a pg_dump that reports major version 14."""
+    old = tmp_path / "old-client"
+    old.mkdir()
+    script = old / "pg_dump"
+    script.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 14.11'\n")
+    script.chmod(0o700)
+    aura.env["AURA_DB_DSN"] = pg.dsn(database)
+    aura.write_config(base_config({"db": db_component(bin_dir=str(old))}))
+    result = aura("backup", check=2)
+    assert "pg_dump 14 is older than the server (15)" in result.stderr
+    assert aura.json("snapshots", "list")["snapshots"] == []

@@ -382,6 +382,143 @@ def doctor() -> int:
     return code
 
 
+# ---------------------------------------------------------------- playbooks and runs
+
+
+def _extra_vars(values: tuple[str, ...]) -> dict[str, str]:
+    pairs = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-e expects key=value, got {item!r}")
+        pairs[key] = value
+    return pairs
+
+
+def _show_outcome(data: dict[str, Any]) -> None:
+    run = data["run"]
+    click.echo(f"run {run['id']} ({run['playbook']}): {run['status']}")
+    for step in data["steps"]:
+        error = f"  {step['error']}" if step.get("error") else ""
+        click.echo(f"  {step['index'] + 1:>2}. {step['name']:<24} {step['action']:<9} {step['status']}{error}")
+    click.echo(data["message"])
+
+
+def _finish(outcome: Any) -> int:
+    emit(outcome.as_dict(), _show_outcome)
+    if outcome.exit_code:
+        click.echo(f"aura-ops: {outcome.message}", err=True)
+    return int(outcome.exit_code)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("playbook_ref", metavar="PLAYBOOK")
+@click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A playbook parameter (repeatable).")
+@click.option("--idempotency-key", metavar="KEY", help="A run with this key that succeeded makes this a no-op.")
+@common
+def run(playbook_ref: str, extra: tuple[str, ...], idempotency_key: str | None) -> int:
+    """Run a playbook as one transaction: it completes, or every applied step is undone."""
+    from aura_ops import engine, playbook
+
+    config = click.get_current_context().ensure_object(State).load()
+    book = playbook.load(playbook_ref, config.source.parent if config.source else None)
+    return _finish(engine.Engine(config).run(book, _extra_vars(extra), idempotency_key))
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("playbook_ref", metavar="PLAYBOOK")
+@click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A playbook parameter (repeatable).")
+@common
+def plan(playbook_ref: str, extra: tuple[str, ...]) -> None:
+    """Show what a run would do, step by step, and what would undo it. Changes nothing."""
+    from aura_ops import planner, playbook
+
+    config = click.get_current_context().ensure_object(State).load()
+    book = playbook.load(playbook_ref, config.source.parent if config.source else None)
+    steps = planner.plan(config, book, _extra_vars(extra))
+
+    def human(data: dict[str, Any]) -> None:
+        click.echo(f"plan for {data['playbook']} (changes nothing):")
+        for number, step in enumerate(data["steps"], 1):
+            click.echo(f"  {number:>2}. {step['name']} [{step['action']}] {step['state']}")
+            click.echo(f"      do:   {step['apply']}")
+            click.echo(f"      undo: {step['undo']}")
+
+    emit({"playbook": book.name, "steps": steps}, human)
+
+
+@cli.group(epilog=EXIT_CODES_HELP)
+@common
+def runs() -> None:
+    """The journal: history, and finishing or undoing an interrupted run."""
+
+
+@runs.command("list")
+@click.option("--limit", default=50, show_default=True)
+@common
+def runs_list(limit: int) -> None:
+    """Runs, newest first."""
+    from aura_ops import engine
+
+    config = click.get_current_context().ensure_object(State).load()
+    records = [r.as_dict() for r in engine.Engine(config).journal.runs(limit)]
+
+    def human(data: dict[str, Any]) -> None:
+        if not data["runs"]:
+            click.echo("no runs yet")
+            return
+        _table(
+            ["run", "playbook", "status", "key", "created"],
+            [
+                [r["id"], Path(r["playbook"]).stem, r["status"], r["idempotency_key"] or "", r["created"]]
+                for r in data["runs"]
+            ],
+        )
+
+    emit({"runs": records}, human)
+
+
+@runs.command("show")
+@click.argument("run_id", metavar="RUN")
+@common
+def runs_show(run_id: str) -> None:
+    """A run's steps: status, attempts, outputs, errors, timings."""
+    from aura_ops import engine
+
+    config = click.get_current_context().ensure_object(State).load()
+    journal = engine.Engine(config).journal
+    record = journal.run(run_id)
+    data = {
+        "run": record.as_dict(),
+        "steps": [s.__dict__ for s in journal.steps(record.id)],
+        "exit_code": 0,
+        "message": record.error or "",
+    }
+    emit(data, _show_outcome)
+
+
+@runs.command("resume")
+@click.argument("run_id", metavar="RUN")
+@common
+def runs_resume(run_id: str) -> int:
+    """Continue an interrupted run forward (a compensating run finishes its undo)."""
+    from aura_ops import engine
+
+    config = click.get_current_context().ensure_object(State).load()
+    return _finish(engine.Engine(config).resume(run_id))
+
+
+@runs.command("abort")
+@click.argument("run_id", metavar="RUN")
+@common
+def runs_abort(run_id: str) -> int:
+    """Undo every step an interrupted run applied, in reverse order."""
+    from aura_ops import engine
+
+    config = click.get_current_context().ensure_object(State).load()
+    return _finish(engine.Engine(config).abort(run_id))
+
+
 # ---------------------------------------------------------------- the edge
 
 

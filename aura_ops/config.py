@@ -77,6 +77,10 @@ class FilesConfig(_Model):
 ComponentConfig = Annotated[PostgresConfig | FilesConfig, Field(discriminator="type")]
 
 
+class StateConfig(_Model):
+    path: Path = Path("state")
+
+
 class LoggingConfig(_Model):
     dir: Path = Path("logs")
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -89,6 +93,7 @@ class Config(_Model):
         default_factory=dict
     )
     logging: LoggingConfig = LoggingConfig()
+    state: StateConfig = StateConfig()
     source: Path | None = None
 
     def component(self, name: str) -> PostgresConfig | FilesConfig:
@@ -142,6 +147,11 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     repo = data.get("repository")
     if isinstance(repo, dict) and "path" in repo:
         repo["path"] = absolute(repo["path"])
+    state_section = data.get("state")
+    if isinstance(state_section, dict) and "path" in state_section:
+        state_section["path"] = absolute(state_section["path"])
+    elif isinstance(data, dict) and "state" not in data:
+        data["state"] = {"path": str(base / "state")}
     logging_section = data.get("logging")
     if isinstance(logging_section, dict) and "dir" in logging_section:
         logging_section["dir"] = absolute(logging_section["dir"])

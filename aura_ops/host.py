@@ -228,6 +228,9 @@ class LocalHost:
         except subprocess.TimeoutExpired:
             process.kill()
             raise AuraError(f"on {self.name}: `{command.display()}` timed out after {timeout:g}s") from None
+        except BaseException:  # interrupted: never leave the child running behind us
+            process.kill()
+            raise
         process.consume_stderr(errors or b"")
         result = process.wait(check=check)
         return Result(result.returncode, captured or b"", result.stderr, result.seconds)

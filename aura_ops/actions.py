@@ -1,0 +1,306 @@
+"""Playbook actions: a tiny protocol and an explicit registry.
+
+Each action has a pydantic ``Params`` model for its ``with`` block and four operations:
+``check`` (already applied? used on resume and by ``plan``), ``apply`` (returns outputs later
+steps can reference), ``verify``, and ``compensate`` (undo; must be safe to call when the step
+may or may not have been applied). ``describe`` says what apply and compensate would do,
+masked, for ``plan``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aura_ops.config import Config, PostgresConfig
+from aura_ops.errors import AuraError, ConfigError, VerificationError
+from aura_ops.host import Command, LocalHost
+from aura_ops.secrets import mask
+
+
+@dataclass(frozen=True)
+class Context:
+    config: Config
+    run_id: str
+    step: str
+    work_dir: Path  # per-run folder in the state folder (saved originals)
+    timeout: float | None = None
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Action:
+    Params: ClassVar[type[_Params]] = _Params
+
+    def describe(self, p: Any, ctx: Context) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def check(self, p: Any, ctx: Context) -> bool:
+        return False
+
+    def apply(self, p: Any, ctx: Context) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def verify(self, p: Any, ctx: Context, outputs: dict[str, Any]) -> None:
+        return None
+
+    def compensate(self, p: Any, ctx: Context, outputs: dict[str, Any]) -> None:
+        return None
+
+
+# ---------------------------------------------------------------- command
+
+
+class CommandParams(_Params):
+    argv: list[str] = Field(min_length=1)
+    undo: list[str] | None = None
+    check: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+
+class CommandAction(Action):
+    """Run argv on the local host; ``undo`` argv compensates; ``check`` argv exit 0 = applied."""
+
+    Params = CommandParams
+
+    def describe(self, p: CommandParams, ctx: Context) -> tuple[str, str]:
+        undo = mask(shlex.join(p.undo)) if p.undo else "nothing (no undo given)"
+        return mask(shlex.join(p.argv)), undo
+
+    def _run(self, argv: list[str], p: CommandParams, ctx: Context, check: bool = True) -> Any:
+        return LocalHost().run(Command(tuple(argv), p.env, p.cwd), timeout=ctx.timeout, check=check)
+
+    def check(self, p: CommandParams, ctx: Context) -> bool:
+        return bool(p.check) and self._run(p.check or [], p, ctx, check=False).returncode == 0
+
+    def apply(self, p: CommandParams, ctx: Context) -> dict[str, Any]:
+        result = self._run(p.argv, p, ctx)
+        return {"stdout": mask(result.text[-4000:]).strip(), "returncode": result.returncode}
+
+    def compensate(self, p: CommandParams, ctx: Context, outputs: dict[str, Any]) -> None:
+        if p.undo:
+            self._run(p.undo, p, ctx)
+
+
+# ---------------------------------------------------------------- sql
+
+
+class SqlParams(_Params):
+    component: str
+    sql: str
+    undo: str | None = None
+    check: str | None = None
+
+
+class SqlAction(Action):
+    """Run SQL in one transaction on a configured postgres component; ``undo`` SQL compensates;
+    ``check`` is a query whose first value is true when the change is already there."""
+
+    Params = SqlParams
+
+    def describe(self, p: SqlParams, ctx: Context) -> tuple[str, str]:
+        return f"[{p.component}] {mask(p.sql)}", f"[{p.component}] {mask(p.undo)}" if p.undo else (
+            "nothing (no undo given)"
+        )
+
+    def _connect(self, p: SqlParams, ctx: Context) -> Any:
+        from aura_ops.components import postgres
+
+        cfg = ctx.config.component(p.component)
+        if not isinstance(cfg, PostgresConfig):
+            raise ConfigError(f"step {ctx.step}: component {p.component} is not postgres")
+        return postgres.connect(postgres.connection(p.component, cfg))
+
+    def _execute(self, p: SqlParams, ctx: Context, statement: str) -> list[Any]:
+        with contextlib.closing(self._connect(p, ctx)) as db:
+            cursor = db.execute(statement)
+            rows = cursor.fetchall() if cursor.description else []
+            db.commit()
+        return [list(r) for r in rows]
+
+    def check(self, p: SqlParams, ctx: Context) -> bool:
+        if not p.check:
+            return False
+        rows = self._execute(p, ctx, p.check)
+        return bool(rows and rows[0] and rows[0][0])
+
+    def apply(self, p: SqlParams, ctx: Context) -> dict[str, Any]:
+        return {"rows": self._execute(p, ctx, p.sql)[:100]}
+
+    def compensate(self, p: SqlParams, ctx: Context, outputs: dict[str, Any]) -> None:
+        if p.undo:
+            self._execute(p, ctx, p.undo)
+
+
+# ---------------------------------------------------------------- file
+
+
+class FileParams(_Params):
+    path: str
+    content: str
+    mode: int | None = None
+
+
+class FileAction(Action):
+    """Write a file atomically; compensation puts the old content (or absence) back.
+
+    The original is saved in the run's folder before the first write, and never overwritten
+    afterwards, so a crash between saving and writing, or a re-apply on resume, is safe.
+    """
+
+    Params = FileParams
+
+    def describe(self, p: FileParams, ctx: Context) -> tuple[str, str]:
+        return (f"write {p.path} ({len(p.content.encode())} bytes)", f"put back the previous content of {p.path}")
+
+    def _saved(self, ctx: Context) -> tuple[Path, Path]:
+        return ctx.work_dir / f"{ctx.step}.orig", ctx.work_dir / f"{ctx.step}.absent"
+
+    def check(self, p: FileParams, ctx: Context) -> bool:
+        try:
+            return Path(p.path).read_text() == p.content
+        except (FileNotFoundError, UnicodeDecodeError):
+            return False
+
+    def apply(self, p: FileParams, ctx: Context) -> dict[str, Any]:
+        target = Path(p.path)
+        saved, absent = self._saved(ctx)
+        if not saved.exists() and not absent.exists():
+            ctx.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if target.exists():
+                _atomic_write(saved, target.read_bytes(), target.stat().st_mode & 0o7777)
+            else:
+                _atomic_write(absent, b"", 0o600)
+        mode = p.mode if p.mode is not None else (target.stat().st_mode & 0o7777 if target.exists() else 0o644)
+        _atomic_write(target, p.content.encode(), mode)
+        return {"path": str(target), "bytes": len(p.content.encode())}
+
+    def verify(self, p: FileParams, ctx: Context, outputs: dict[str, Any]) -> None:
+        if not self.check(p, ctx):
+            raise VerificationError(f"{p.path} does not hold the content just written")
+
+    def compensate(self, p: FileParams, ctx: Context, outputs: dict[str, Any]) -> None:
+        saved, absent = self._saved(ctx)
+        if saved.exists():
+            _atomic_write(Path(p.path), saved.read_bytes(), saved.stat().st_mode & 0o7777)
+        elif absent.exists():
+            Path(p.path).unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    temporary = path.with_name(f".{path.name}.aura-tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    from aura_ops.checksum import fsync_dir
+
+    fsync_dir(path.parent)
+
+
+# ---------------------------------------------------------------- wait
+
+
+class WaitParams(_Params):
+    argv: list[str] = Field(min_length=1)
+    timeout: float = Field(30, gt=0)
+    interval: float = Field(1, gt=0)
+
+
+class WaitAction(Action):
+    """Poll a command until it exits 0, within ``timeout`` seconds."""
+
+    Params = WaitParams
+
+    def describe(self, p: WaitParams, ctx: Context) -> tuple[str, str]:
+        return f"wait up to {p.timeout:g}s for `{mask(shlex.join(p.argv))}`", "nothing"
+
+    def apply(self, p: WaitParams, ctx: Context) -> dict[str, Any]:
+        deadline = time.monotonic() + p.timeout
+        attempts = 0
+        while True:
+            attempts += 1
+            result = LocalHost().run(Command(tuple(p.argv)), check=False, timeout=p.timeout)
+            if result.returncode == 0:
+                return {"attempts": attempts}
+            if time.monotonic() + p.interval > deadline:
+                raise AuraError(
+                    f"`{mask(shlex.join(p.argv))}` did not succeed within {p.timeout:g}s ({attempts} attempts)"
+                )
+            time.sleep(p.interval)
+
+
+# ---------------------------------------------------------------- snapshot / restore
+
+
+class SnapshotParams(_Params):
+    components: list[str] | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class SnapshotAction(Action):
+    """Take a snapshot (the snapshot engine); it is kept on compensation: a durable record."""
+
+    Params = SnapshotParams
+
+    def describe(self, p: SnapshotParams, ctx: Context) -> tuple[str, str]:
+        what = ", ".join(p.components or list(ctx.config.components))
+        return f"snapshot {what}", "nothing (the snapshot is kept)"
+
+    def apply(self, p: SnapshotParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops import snapshots
+
+        snapshot = snapshots.backup(ctx.config, p.components, p.tags, run_id=ctx.run_id)
+        return {"snapshot_id": snapshot.id, "size": snapshot.manifest.get("size", 0)}
+
+
+class RestoreParams(_Params):
+    snapshot: str
+    components: list[str] | None = None
+    to_database: str | None = None
+    to_path: str | None = None
+
+
+class RestoreAction(Action):
+    """Restore a snapshot. It cannot be undone by itself: take a snapshot step before it."""
+
+    Params = RestoreParams
+
+    def describe(self, p: RestoreParams, ctx: Context) -> tuple[str, str]:
+        return f"restore snapshot {p.snapshot}", "nothing (take a snapshot step before it)"
+
+    def apply(self, p: RestoreParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops import snapshots
+
+        return snapshots.restore(
+            ctx.config,
+            p.snapshot,
+            p.components,
+            p.to_database,
+            Path(p.to_path) if p.to_path else None,
+            run_id=ctx.run_id,
+        )
+
+
+REGISTRY: dict[str, Action] = {
+    "command": CommandAction(),
+    "sql": SqlAction(),
+    "file": FileAction(),
+    "wait": WaitAction(),
+    "snapshot": SnapshotAction(),
+    "restore": RestoreAction(),
+}

@@ -1,0 +1,224 @@
+"""The run journal: a SQLite database (WAL, synchronous=FULL) in the state folder.
+
+Every transition is committed before the side effect it announces goes on, so after a crash
+the journal always knows what may have happened: a step marked ``applying`` may or may not
+have been applied (its action's ``check`` decides on resume), one marked ``applied`` was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aura_ops.errors import UsageError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, playbook TEXT NOT NULL, params TEXT NOT NULL,
+    idempotency_key TEXT, target TEXT NOT NULL, status TEXT NOT NULL, trigger TEXT,
+    host TEXT, pid INTEGER, created TEXT NOT NULL, updated TEXT NOT NULL,
+    result TEXT, error TEXT, definition TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_key ON runs (idempotency_key);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL REFERENCES runs (id), idx INTEGER NOT NULL, name TEXT NOT NULL,
+    action TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    outputs TEXT, error TEXT, started TEXT, ended TEXT, PRIMARY KEY (run_id, idx)
+);
+"""
+
+COLUMNS = "id, playbook, params, idempotency_key, target, status, trigger, host, pid, created, updated, result, error"
+
+# run: running -> succeeded | compensating -> rolled_back | rollback_failed; failed (no rollback)
+RUN_FINAL = ("succeeded", "rolled_back", "failed", "rollback_failed")
+# step: pending -> applying -> applied | failed; applied -> compensating -> compensated
+STEP_STATES = (
+    "pending",
+    "skipped",
+    "applying",
+    "applied",
+    "failed",
+    "compensating",
+    "compensated",
+    "compensation_failed",
+)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    index: int
+    name: str
+    action: str
+    status: str
+    attempts: int
+    outputs: dict[str, Any]
+    error: str | None
+    started: str | None
+    ended: str | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    playbook: str
+    params: dict[str, Any]
+    idempotency_key: str | None
+    target: str
+    status: str
+    trigger: str | None
+    host: str | None
+    pid: int | None
+    created: str
+    updated: str
+    result: dict[str, Any] | None
+    error: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in RUN_FINAL
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Journal:
+    """Durable record of runs and their steps."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fresh = not path.exists()
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        if fresh:
+            os.chmod(path, 0o600)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self.db:  # one committed transaction per transition
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(sql, args)
+
+    def create_run(
+        self,
+        run_id: str,
+        playbook: str,
+        params: dict[str, Any],
+        key: str | None,
+        target: str,
+        trigger: str,
+        host: str,
+        steps: list[tuple[str, str]],
+        definition: str,
+    ) -> None:
+        now = _now()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(
+                "INSERT INTO runs (id, playbook, params, idempotency_key, target, status, trigger,"
+                " host, pid, created, updated, definition)"
+                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                (run_id, playbook, json.dumps(params), key, target, trigger, host, os.getpid(), now, now, definition),
+            )
+            self.db.executemany(
+                "INSERT INTO steps (run_id, idx, name, action, status) VALUES (?, ?, ?, ?, 'pending')",
+                [(run_id, index, name, action) for index, (name, action) in enumerate(steps)],
+            )
+
+    def set_run(self, run_id: str, status: str, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+        self._write(
+            "UPDATE runs SET status = ?, updated = ?, result = coalesce(?, result),"
+            " error = coalesce(?, error) WHERE id = ?",
+            (status, _now(), json.dumps(result) if result is not None else None, error, run_id),
+        )
+
+    def claim(self, run_id: str) -> None:
+        """This process now drives the run (resume / abort)."""
+        self._write("UPDATE runs SET pid = ?, updated = ? WHERE id = ?", (os.getpid(), _now(), run_id))
+
+    def step_started(self, run_id: str, index: int, status: str = "applying") -> None:
+        self._write(
+            "UPDATE steps SET status = ?, attempts = attempts + 1, started = ?,"
+            " error = NULL WHERE run_id = ? AND idx = ?",
+            (status, _now(), run_id, index),
+        )
+
+    def step_finished(
+        self, run_id: str, index: int, status: str, outputs: dict[str, Any] | None = None, error: str | None = None
+    ) -> None:
+        self._write(
+            "UPDATE steps SET status = ?, ended = ?, outputs = coalesce(?, outputs),"
+            " error = ? WHERE run_id = ? AND idx = ?",
+            (status, _now(), json.dumps(outputs) if outputs is not None else None, error, run_id, index),
+        )
+
+    def run(self, reference: str) -> RunRecord:
+        rows = self.db.execute(
+            f"SELECT {COLUMNS} FROM runs WHERE id = ? OR id LIKE ? ORDER BY id", (reference, reference + "%")
+        ).fetchall()
+        exact = [r for r in rows if r[0] == reference]
+        if exact or len(rows) == 1:
+            return self._run((exact or rows)[0])
+        if rows:
+            raise UsageError(f"run id {reference!r} is ambiguous")
+        raise UsageError(f"unknown run {reference!r}")
+
+    def runs(self, limit: int = 50) -> list[RunRecord]:
+        rows = self.db.execute(f"SELECT {COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [self._run(row) for row in rows]
+
+    def by_key(self, key: str) -> list[RunRecord]:
+        rows = self.db.execute(f"SELECT {COLUMNS} FROM runs WHERE idempotency_key = ? ORDER BY id", (key,)).fetchall()
+        return [self._run(row) for row in rows]
+
+    def unfinished(self, target: str) -> list[RunRecord]:
+        rows = self.db.execute(
+            f"SELECT {COLUMNS} FROM runs WHERE target = ? AND status NOT IN"
+            f" ({','.join('?' * len(RUN_FINAL))}) ORDER BY id",
+            (target, *RUN_FINAL),
+        ).fetchall()
+        return [self._run(row) for row in rows]
+
+    def definition(self, run_id: str) -> str:
+        """The playbook exactly as the run started it (resume never re-reads the file)."""
+        return str(self.db.execute("SELECT definition FROM runs WHERE id = ?", (run_id,)).fetchone()[0])
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        rows = self.db.execute(
+            "SELECT idx, name, action, status, attempts, outputs, error,"
+            " started, ended FROM steps WHERE run_id = ? ORDER BY idx",
+            (run_id,),
+        ).fetchall()
+        return [
+            StepRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else {}, r[6], r[7], r[8]) for r in rows
+        ]
+
+    @staticmethod
+    def _run(row: tuple[Any, ...]) -> RunRecord:
+        return RunRecord(
+            row[0],
+            row[1],
+            json.loads(row[2]),
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            row[9],
+            row[10],
+            json.loads(row[11]) if row[11] else None,
+            row[12],
+        )

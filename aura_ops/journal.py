@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS steps (
 
 COLUMNS = "id, playbook, params, idempotency_key, target, status, trigger, host, pid, created, updated, result, error"
 
+SELECT_RUNS = f"SELECT {COLUMNS} FROM runs"  # noqa: S608 - constants only, values are bound
+SELECT_UNFINISHED = SELECT_RUNS + " WHERE target = ? AND status NOT IN (?, ?, ?, ?) ORDER BY id"
+
 # run: running -> succeeded | compensating -> rolled_back | rollback_failed; failed (no rollback)
 RUN_FINAL = ("succeeded", "rolled_back", "failed", "rollback_failed")
 # step: pending -> applying -> applied | failed; applied -> compensating -> compensated
@@ -166,7 +169,7 @@ class Journal:
 
     def run(self, reference: str) -> RunRecord:
         rows = self.db.execute(
-            f"SELECT {COLUMNS} FROM runs WHERE id = ? OR id LIKE ? ORDER BY id", (reference, reference + "%")
+            SELECT_RUNS + " WHERE id = ? OR id LIKE ? ORDER BY id", (reference, reference + "%")
         ).fetchall()
         exact = [r for r in rows if r[0] == reference]
         if exact or len(rows) == 1:
@@ -176,19 +179,15 @@ class Journal:
         raise UsageError(f"unknown run {reference!r}")
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
-        rows = self.db.execute(f"SELECT {COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        rows = self.db.execute(SELECT_RUNS + " ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [self._run(row) for row in rows]
 
     def by_key(self, key: str) -> list[RunRecord]:
-        rows = self.db.execute(f"SELECT {COLUMNS} FROM runs WHERE idempotency_key = ? ORDER BY id", (key,)).fetchall()
+        rows = self.db.execute(SELECT_RUNS + " WHERE idempotency_key = ? ORDER BY id", (key,)).fetchall()
         return [self._run(row) for row in rows]
 
     def unfinished(self, target: str) -> list[RunRecord]:
-        rows = self.db.execute(
-            f"SELECT {COLUMNS} FROM runs WHERE target = ? AND status NOT IN"
-            f" ({','.join('?' * len(RUN_FINAL))}) ORDER BY id",
-            (target, *RUN_FINAL),
-        ).fetchall()
+        rows = self.db.execute(SELECT_UNFINISHED, (target, *RUN_FINAL)).fetchall()
         return [self._run(row) for row in rows]
 
     def definition(self, run_id: str) -> str:

@@ -131,11 +131,11 @@ def _check_step(
     texts += _strings(step.undo.with_, "undo.with") if step.undo else []
     for key, text in texts:
         try:
-            steps, params, others = _references(env, text)
+            used_steps, used_params, others = _references(env, text)
         except Exception as exc:  # noqa: BLE001 - a template syntax error, reported with its place
             problems.append(f"{where}: {key}: template error: {exc}")
             continue
-        for name in sorted(steps):
+        for name in sorted(used_steps):
             if name == step.name or (name in all_names and name not in earlier):
                 problems.append(
                     f"{where}: {key}: refers to step '{name}', which does not run "
@@ -143,7 +143,7 @@ def _check_step(
                 )
             elif name not in all_names:
                 problems.append(f"{where}: {key}: refers to unknown step '{name}'")
-        for name in sorted(params - declared):
+        for name in sorted(used_params - declared):
             problems.append(f"{where}: {key}: refers to undeclared parameter '{name}'")
         for name in sorted(others):
             problems.append(f"{where}: {key}: unknown name '{name}' (use params., steps. or run_id)")

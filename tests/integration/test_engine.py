@@ -241,3 +241,20 @@ def test_crash_during_compensation_then_resume_or_abort_ends_all_old(
     aura("runs", then, run_id, check=1)
     assert world(pg, database, aura.root) == old
     assert_settled(aura, run_id, "rolled_back")
+
+
+def test_malformed_playbook_exits_2_naming_file_and_step(aura: Aura, setup: Any) -> None:
+    book, _ = setup
+    broken = aura.root / "broken.yaml"
+    broken.write_text("name: broken\nsteps:\n  - {name: a, action: teleport}\n")
+    result = aura("run", str(broken), check=2)
+    assert "broken.yaml is invalid" in result.stderr
+    assert "step 1 'a': unknown action 'teleport'" in result.stderr
+    assert aura.json("runs", "list")["runs"] == []
+
+
+def test_shipped_backup_playbook_takes_a_tagged_snapshot(aura: Aura, setup: Any) -> None:
+    outcome = aura.json("run", "backup", "-e", "tag=nightly")
+    assert outcome["run"]["status"] == "succeeded"
+    snapshots = aura.json("snapshots", "list")["snapshots"]
+    assert [s["tags"] for s in snapshots] == [["nightly"]]

@@ -108,6 +108,12 @@ def _table(columns: list[str], rows: list[list[Any]], title: str | None = None) 
     Console(soft_wrap=True).print(table)
 
 
+def _refuse_if_interrupted(config: Any) -> None:
+    from aura_ops import engine
+
+    engine.refuse_if_interrupted(config)
+
+
 def _human_size(size: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(size) < 1000 or unit == "TB":
@@ -141,6 +147,7 @@ def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
     from aura_ops import snapshots
 
     config = click.get_current_context().ensure_object(State).load()
+    _refuse_if_interrupted(config)
     snapshot = snapshots.backup(config, list(components) or None, list(tags))
 
     def human(data: dict[str, Any]) -> None:
@@ -309,6 +316,8 @@ def restore(
     from aura_ops import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
+    if not dry_run:
+        _refuse_if_interrupted(config)
     snapshot = engine.repository(config).get(snapshot_id)
     names = list(components) or list(snapshot.manifest["components"])
     in_place = [

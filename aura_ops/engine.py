@@ -86,6 +86,16 @@ def state_dir(config: Config) -> Path:
     return config.state.path
 
 
+def refuse_if_interrupted(config: Config) -> None:
+    """LockedError when a run on this configuration was interrupted and not yet resolved."""
+    if (state_dir(config) / "journal.db").exists():
+        engine = Engine(config)
+        try:
+            engine._refuse_interrupted()
+        finally:
+            engine.journal.close()
+
+
 class Engine:
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -258,3 +258,15 @@ def test_shipped_backup_playbook_takes_a_tagged_snapshot(aura: Aura, setup: Any)
     assert outcome["run"]["status"] == "succeeded"
     snapshots = aura.json("snapshots", "list")["snapshots"]
     assert [s["tags"] for s in snapshots] == [["nightly"]]
+
+
+def test_interrupted_run_blocks_backup_and_its_idempotency_key(aura: Aura, setup: Any) -> None:
+    book, _ = setup
+    aura("run", str(book), "--idempotency-key", "v2", check=137, env={"AURA_FAULT": "config:after"})
+    run_id = aura.json("runs", "list")["runs"][0]["id"]
+    again = aura("run", str(book), "--idempotency-key", "v2", check=5)
+    assert "idempotency key 'v2'" in again.stderr and run_id in again.stderr
+    blocked = aura("backup", check=5)
+    assert f"runs resume {run_id}" in blocked.stderr
+    aura("runs", "abort", run_id, check=1)
+    aura("backup")

@@ -25,7 +25,15 @@ from pydantic import ValidationError
 from aura_ops import lock, logs
 from aura_ops.actions import REGISTRY, Action, Context
 from aura_ops.config import Config
-from aura_ops.errors import EXIT_FAILED, EXIT_OK, EXIT_ROLLBACK, AuraError, LockedError, UsageError
+from aura_ops.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_ROLLBACK,
+    AuraError,
+    LockedError,
+    RollbackError,
+    UsageError,
+)
 from aura_ops.host import local_hostname
 from aura_ops.journal import Journal, RunRecord, StepRecord
 from aura_ops.playbook import Playbook, Step, render
@@ -49,8 +57,10 @@ class StepFailed(Exception):
         super().__init__(f"step {step} failed: {reason}")
 
 
-class Interrupted(Exception):
-    """First SIGINT/SIGTERM: stop the current step, then compensate."""
+class Interrupted(KeyboardInterrupt):
+    """First SIGINT/SIGTERM: stop the current step (its process is killed), then compensate.
+
+    A KeyboardInterrupt, so that no ``except Exception`` on the way swallows it."""
 
 
 @contextmanager
@@ -101,7 +111,7 @@ class Engine:
         self.config = config
         self.state = state_dir(config)
         self.journal = Journal(self.state / "journal.db")
-        self.target = str(config.source or self.state)
+        self.target = str(self.state)  # the run lock's scope
 
     # ------------------------------------------------------------ entry points
 
@@ -128,9 +138,10 @@ class Engine:
             return self._drive(run_id, playbook, params)
 
     def resume(self, reference: str) -> Outcome:
-        run = self.journal.run(reference)
-        self._require_unfinished(run)
-        with self._locked(run.id, f"resume {run.id}"):
+        run_id = self.journal.run(reference).id
+        with self._locked(run_id, f"resume {run_id}"):
+            run = self.journal.run(run_id)  # read again now that no one else can change it
+            self._require_unfinished(run)
             self.journal.claim(run.id)
             playbook = Playbook.model_validate_json(self.journal.definition(run.id))
             if run.status == "compensating":
@@ -138,9 +149,10 @@ class Engine:
             return self._drive(run.id, playbook, run.params)
 
     def abort(self, reference: str) -> Outcome:
-        run = self.journal.run(reference)
-        self._require_unfinished(run)
-        with self._locked(run.id, f"abort {run.id}"):
+        run_id = self.journal.run(reference).id
+        with self._locked(run_id, f"abort {run_id}"):
+            run = self.journal.run(run_id)
+            self._require_unfinished(run)
             self.journal.claim(run.id)
             playbook = Playbook.model_validate_json(self.journal.definition(run.id))
             return self._compensate(run.id, playbook, run.params, "aborted by the operator")
@@ -265,14 +277,21 @@ class Engine:
         self.journal.set_run(run_id, "compensating", error=reason)
         context = self._context(run_id, params)
         failures = []
-        with _signals():
-            for record in reversed(self.journal.steps(run_id)):
-                if record.status not in ("applied", "applying", "compensating", "compensation_failed"):
-                    continue
-                with logs.bind(step=record.name):
-                    error = self._undo(run_id, playbook.steps[record.index], record, context)
-                if error:
-                    failures.append((record.name, error))
+        try:
+            with _signals():
+                for record in reversed(self.journal.steps(run_id)):
+                    if record.status in ("pending", "skipped", "compensated"):
+                        continue
+                    with logs.bind(step=record.name):
+                        error = self._undo(run_id, playbook.steps[record.index], record, context)
+                    if error:
+                        failures.append((record.name, error))
+        except Interrupted as second:
+            log.error("run.rollback_interrupted", reason=str(second))
+            raise RollbackError(
+                f"{second} during the rollback of run {run_id}; it is left compensating: "
+                f"`aura-ops runs resume {run_id}` finishes the undo"
+            ) from None
         if failures:
             self.journal.set_run(run_id, "rollback_failed")
             states = "; ".join(f"{name}: {error}" for name, error in failures)
@@ -300,6 +319,8 @@ class Engine:
         try:
             params = _params(action, raw, context)
             own = _params(REGISTRY[step.action], step.with_, context)
+            if record.status == "failed" and not (_knows(step.action, own) and REGISTRY[step.action].check(own, ctx)):
+                return None  # it failed before changing anything (or no check can tell: leave it)
             if record.status == "applying" and _knows(step.action, own) and not REGISTRY[step.action].check(own, ctx):
                 self.journal.step_finished(run_id, record.index, "compensated")
                 logs.get().info("step.compensated", note="it had not been applied")

@@ -220,7 +220,9 @@ def snapshots_show(snapshot_id: str) -> None:
             f"{_human_size(data.get('size', 0))}  tags: {', '.join(data['tags']) or '-'}"
         )
         for name, entry in data["components"].items():
-            if entry["type"] == "postgres":
+            if entry["type"] == "release":
+                click.echo(f"  {name} (release) {entry['path']}: current {entry['current']}")
+            elif entry["type"] == "postgres":
                 click.echo(
                     f"  {name} (postgres) {entry['database']} at {entry['where']}, "
                     f"PostgreSQL {entry['server_version']}, {len(entry['row_counts'])} "

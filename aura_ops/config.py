@@ -74,7 +74,64 @@ class FilesConfig(_Model):
     exclude: list[str] = Field(default_factory=list)
 
 
-ComponentConfig = Annotated[PostgresConfig | FilesConfig, Field(discriminator="type")]
+class ReleaseConfig(_Model):
+    """Code releases, Capistrano-style: ``<path>/releases/<version>/`` and a ``current`` symlink."""
+
+    type: Literal["release"]
+    host: str = "local"
+    path: Path
+    keep: int = Field(5, ge=2, le=100)
+
+
+ComponentConfig = Annotated[PostgresConfig | FilesConfig | ReleaseConfig, Field(discriminator="type")]
+
+
+class HttpCheck(_Model):
+    type: Literal["http"]
+    name: str | None = None
+    url: str = Field(pattern=r"^https?://")
+    expect_status: int = Field(200, ge=100, le=599)
+    body_contains: str | None = None
+    timeout: float = Field(5, gt=0)
+    deadline: float = Field(30, gt=0)
+    delay: float = Field(0, ge=0)
+    interval: float = Field(1, gt=0)
+
+
+class TcpCheck(_Model):
+    type: Literal["tcp"]
+    name: str | None = None
+    address: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    timeout: float = Field(3, gt=0)
+    deadline: float = Field(30, gt=0)
+    delay: float = Field(0, ge=0)
+    interval: float = Field(1, gt=0)
+
+
+class CommandCheck(_Model):
+    type: Literal["command"]
+    name: str | None = None
+    argv: list[str] = Field(min_length=1)
+    timeout: float = Field(10, gt=0)
+    deadline: float = Field(30, gt=0)
+    delay: float = Field(0, ge=0)
+    interval: float = Field(1, gt=0)
+
+
+class SqlCheck(_Model):
+    type: Literal["sql"]
+    name: str | None = None
+    component: str
+    query: str
+    expect: str | None = None
+    timeout: float = Field(5, gt=0)
+    deadline: float = Field(30, gt=0)
+    delay: float = Field(0, ge=0)
+    interval: float = Field(1, gt=0)
+
+
+CheckConfig = Annotated[HttpCheck | TcpCheck | CommandCheck | SqlCheck, Field(discriminator="type")]
 
 
 class StateConfig(_Model):
@@ -92,11 +149,13 @@ class Config(_Model):
     components: dict[Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)], ComponentConfig] = Field(
         default_factory=dict
     )
+    checks: list[CheckConfig] = Field(default_factory=list)
+    smoke_checks: list[CheckConfig] = Field(default_factory=list)
     logging: LoggingConfig = LoggingConfig()
     state: StateConfig = StateConfig()
     source: Path | None = None
 
-    def component(self, name: str) -> PostgresConfig | FilesConfig:
+    def component(self, name: str) -> PostgresConfig | FilesConfig | ReleaseConfig:
         try:
             return self.components[name]
         except KeyError:
@@ -107,7 +166,9 @@ class Config(_Model):
 def _format_location(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     # Drop the discriminator tag pydantic inserts: ('components', 'db', 'postgres', 'jobs').
-    if len(parts) > 2 and parts[0] == "components" and parts[2] in ("postgres", "files"):
+    if len(parts) > 2 and parts[0] == "components" and parts[2] in ("postgres", "files", "release"):
+        del parts[2]
+    if len(parts) > 2 and parts[0] in ("checks", "smoke_checks") and parts[2] in ("http", "tcp", "command", "sql"):
         del parts[2]
     return ".".join(parts)
 
@@ -119,7 +180,8 @@ def _problems(error: ValidationError) -> list[str]:
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] == "union_tag_invalid":
-            message = f"unknown type {item['input'].get('type')!r}; expected postgres or files"
+            expected = "http, tcp, command or sql" if "checks" in str(item["loc"][0]) else "postgres, files or release"
+            message = f"unknown type {item['input'].get('type')!r}; expected {expected}"
         lines.append(f"At '{_format_location(item['loc'])}': {message}")
     return lines
 
@@ -133,6 +195,10 @@ def _cross_checks(config: Config) -> list[str]:
             problems.append(f"At 'components.{name}.host': remote hosts are not supported yet; use a local host")
         if isinstance(component, PostgresConfig) and not (component.dsn_env or component.dsn):
             problems.append(f"At 'components.{name}': one of dsn_env or dsn is required")
+    for section in ("checks", "smoke_checks"):
+        for index, check in enumerate(getattr(config, section)):
+            if isinstance(check, SqlCheck) and not isinstance(config.components.get(check.component), PostgresConfig):
+                problems.append(f"At '{section}.{index}.component': no postgres component {check.component!r}")
     return problems
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aura_ops import __version__, checksum, logs
-from aura_ops.components import REGISTRY, files
+from aura_ops.components import REGISTRY, files, release
 from aura_ops.config import Config
 from aura_ops.errors import AuraError, UsageError, VerificationError
 from aura_ops.host import Host, LocalHost, local_hostname
@@ -232,6 +232,9 @@ def _restore_component(
         started = time.monotonic()
         if entry["type"] == "files":
             result = files.restore(host, name, snapshot, to_path, dry_run)
+        elif entry["type"] == "release":
+            cfg = config.component(name)
+            result = release.restore(host, name, snapshot, cfg, dry_run)  # type: ignore[arg-type]
         else:
             if name not in config.components:
                 raise UsageError(f"component {name} is not in the configuration: no database to restore into")

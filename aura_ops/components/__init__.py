@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from aura_ops.components import files, postgres
+from aura_ops.components import files, postgres, release
 
 REGISTRY: dict[str, ModuleType] = {
     "postgres": postgres,
     "files": files,
+    "release": release,
 }

@@ -429,8 +429,11 @@ def verify(host: Host, name: str, snapshot: Snapshot, cache: VerifiedCache, deep
 
 
 def make_rsync_restore(tree: Path, target: Path, excludes: list[str], dry_run: bool) -> Command:
-    """rsync that makes ``target`` exactly the snapshot tree (deletions included)."""
-    argv = ["rsync", "-aHAX", "--numeric-ids", "--delete"]
+    """rsync that makes ``target`` exactly the snapshot tree (deletions included).
+
+    ``--checksum``: rsync's quick check trusts size and mtime (to the second), so a same-size
+    edit whose mtime matches (same second, or reset by a tool) would be skipped."""
+    argv = ["rsync", "-aHAX", "--numeric-ids", "--delete", "--checksum"]
     if dry_run:
         argv += ["--dry-run", "--itemize-changes"]
     argv += rsync_excludes(excludes)

@@ -197,3 +197,15 @@ def test_full_disk_fails_with_one_line_and_leaves_no_snapshot(tree: Path, aura: 
         assert list((small / "repo" / "snapshots").iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_restore_puts_back_a_same_size_edit_whose_mtime_was_kept(tree: Path, aura: Aura) -> None:
+    """rsync's quick check (size + mtime) would skip this file; the restore must not."""
+    target = tree / "docs" / "deep" / "deeper" / "c.txt"
+    original = target.read_bytes()
+    st = target.stat()
+    snapshot = aura.json("backup")["id"]
+    target.write_bytes(original.replace(b"gamma", b"GAMMA", 1))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    aura("restore", snapshot, "--yes")
+    assert target.read_bytes() == original

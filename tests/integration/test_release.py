@@ -1,0 +1,161 @@
+"""Release component and checks against real rsync, tar, busybox httpd and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aura_ops import checks
+from aura_ops.components import release
+from aura_ops.config import ReleaseConfig, parse
+from aura_ops.host import LocalHost
+from aura_ops.sandbox import PostgresCluster, free_port, wait_until
+from tests.conftest import Aura, base_config, db_component, require_tool
+
+
+def make_source(root: Path, version: str, changed: str = "app.py") -> Path:
+    source = root / f"src-{version}"
+    (source / "static").mkdir(parents=True)
+    (source / "static" / "big.js").write_text("x" * 100_000)
+    (source / changed).write_text(f"VERSION = {version!r}\n")
+    (source / "health").write_text(f"ok {version}\n")
+    return source
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> ReleaseConfig:
+    require_tool("rsync")
+    (tmp_path / "srv").mkdir()
+    return ReleaseConfig(type="release", path=tmp_path / "srv", keep=3)
+
+
+def test_upload_switch_and_link_dest_share_unchanged_files(cfg: ReleaseConfig, tmp_path: Path) -> None:
+    host = LocalHost()
+    release.upload(host, cfg, "v1", make_source(tmp_path, "v1"))
+    assert release.switch(cfg, "v1") is None
+    release.upload(host, cfg, "v2", make_source(tmp_path, "v2"))
+    assert release.current(cfg) == "v1"  # uploading never switches
+    assert release.switch(cfg, "v2") == "v1"
+    assert (cfg.path / "current" / "app.py").read_text() == "VERSION = 'v2'\n"
+    one, two = cfg.path / "releases" / "v1", cfg.path / "releases" / "v2"
+    assert (one / "static/big.js").stat().st_ino == (two / "static/big.js").stat().st_ino
+    assert (one / "app.py").stat().st_ino != (two / "app.py").stat().st_ino
+    assert os.readlink(cfg.path / "current") == "releases/v2"
+
+
+def test_tarball_upload(cfg: ReleaseConfig, tmp_path: Path) -> None:
+    source = make_source(tmp_path, "v9")
+    tarball = tmp_path / "v9.tar.gz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for item in source.rglob("*"):
+            archive.add(item, arcname=str(item.relative_to(source)))
+    release.upload(LocalHost(), cfg, "v9", tarball)
+    assert (cfg.path / "releases" / "v9" / "health").read_text() == "ok v9\n"
+
+
+def test_current_release_cannot_be_uploaded_again_and_bad_versions_are_refused(
+    cfg: ReleaseConfig, tmp_path: Path
+) -> None:
+    from aura_ops.errors import UsageError
+
+    release.upload(LocalHost(), cfg, "v1", make_source(tmp_path, "v1"))
+    release.switch(cfg, "v1")
+    with pytest.raises(UsageError, match="current release"):
+        release.upload(LocalHost(), cfg, "v1", make_source(tmp_path, "v1b"))
+    with pytest.raises(UsageError, match="invalid release version"):
+        release.upload(LocalHost(), cfg, "../etc", make_source(tmp_path, "x"))
+    with pytest.raises(UsageError, match="not installed"):
+        release.switch(cfg, "v7")
+
+
+def test_prune_keeps_current_and_the_rollback_target(cfg: ReleaseConfig, tmp_path: Path) -> None:
+    host = LocalHost()
+    for version in ("v1", "v2", "v3", "v4", "v5"):
+        release.upload(host, cfg, version, make_source(tmp_path, version))
+        release.switch(cfg, version)
+        release.mark(cfg, version, "verified" if version == "v1" else "failed")
+    assert release.rollback_target(cfg) == "v1"
+    pruned = release.prune(cfg)
+    assert release.installed(cfg) == ["v1", "v4", "v5"]
+    assert pruned == ["v2", "v3"]
+    release.mark(cfg, "v4", "verified")
+    assert release.rollback_target(cfg) == "v4"
+
+
+def test_release_pointer_is_snapshotted_and_restored(cfg: ReleaseConfig, aura: Aura, tmp_path: Path) -> None:
+    host = LocalHost()
+    for version in ("v1", "v2"):
+        release.upload(host, cfg, version, make_source(tmp_path, version))
+    release.switch(cfg, "v1")
+    aura.write_config(base_config({"app": {"type": "release", "path": str(cfg.path)}}))
+    snapshot = aura.json("backup")
+    assert snapshot["components"]["app"]["current"] == "v1"
+    release.switch(cfg, "v2")
+    aura("restore", snapshot["id"], "--yes")
+    assert release.current(cfg) == "v1"
+    assert aura.json("snapshots", "verify", snapshot["id"])["components"]["app"]["still_installed"] is True
+
+
+@pytest.fixture
+def httpd(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    require_tool("busybox")
+    root = tmp_path / "www"
+    root.mkdir()
+    port = free_port()
+    process = subprocess.Popen(["busybox", "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", str(root)])
+    try:
+        assert wait_until(lambda: _listening(port), 10)
+        yield f"http://127.0.0.1:{port}", root
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_checks_pass_and_fail_against_real_services(
+    httpd: tuple[str, Path], pg: PostgresCluster, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, root = httpd
+    (root / "health").write_text("ok v2\n")
+    monkeypatch.setenv("AURA_DB_DSN", pg.dsn(database))
+    config = parse(
+        {
+            "repository": {"path": "/tmp/unused"},
+            "components": {"db": db_component()},
+            "checks": [
+                {"type": "http", "url": f"{url}/health", "body_contains": "v2", "deadline": 5},
+                {"type": "tcp", "port": pg.port, "deadline": 5},
+                {"type": "command", "argv": ["test", "-f", str(root / "health")], "deadline": 5},
+                {"type": "sql", "component": "db", "query": "SELECT 40 + 2", "expect": "42"},
+            ],
+        }
+    )
+    results = checks.run_all(config.checks, config)
+    assert [r["ok"] for r in results] == [True, True, True, True]
+
+    failing = parse(
+        {
+            "repository": {"path": "/tmp/unused"},
+            "checks": [{"type": "http", "url": f"{url}/missing", "deadline": 2, "interval": 0.5}],
+        }
+    )
+    with pytest.raises(checks.CheckFailed, match=r"status 404, expected 200") as caught:
+        checks.run_all(failing.checks, failing)
+    assert "attempts" in str(caught.value)
+
+    closed = parse(
+        {"repository": {"path": "/tmp/unused"}, "checks": [{"type": "tcp", "port": free_port(), "deadline": 1}]}
+    )
+    with pytest.raises(checks.CheckFailed, match="cannot connect"):
+        checks.run_all(closed.checks, closed)

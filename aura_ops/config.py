@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aura_ops.errors import ConfigError
 
@@ -83,7 +83,31 @@ class ReleaseConfig(_Model):
     keep: int = Field(5, ge=2, le=100)
 
 
-ComponentConfig = Annotated[PostgresConfig | FilesConfig | ReleaseConfig, Field(discriminator="type")]
+class DockerConfig(_Model):
+    """Containers on a Docker engine, chosen by name, by label, or as Compose services."""
+
+    type: Literal["docker"]
+    host: str = "local"
+    url: str | None = None
+    containers: list[str] = Field(default_factory=list)
+    label: str | None = None
+    compose_project: str | None = None
+    compose_services: list[str] = Field(default_factory=list)
+    timeout: float = Field(60, gt=0)
+    settle: float = Field(1.0, ge=0)
+    log_lines: int = Field(20, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> DockerConfig:
+        chosen = [bool(self.containers), bool(self.label), bool(self.compose_project)]
+        if sum(chosen) != 1:
+            raise ValueError("choose containers by exactly one of containers, label or compose_project")
+        if self.compose_services and not self.compose_project:
+            raise ValueError("compose_services needs compose_project")
+        return self
+
+
+ComponentConfig = Annotated[PostgresConfig | FilesConfig | ReleaseConfig | DockerConfig, Field(discriminator="type")]
 
 
 class HttpCheck(_Model):
@@ -155,7 +179,7 @@ class Config(_Model):
     state: StateConfig = StateConfig()
     source: Path | None = None
 
-    def component(self, name: str) -> PostgresConfig | FilesConfig | ReleaseConfig:
+    def component(self, name: str) -> PostgresConfig | FilesConfig | ReleaseConfig | DockerConfig:
         try:
             return self.components[name]
         except KeyError:
@@ -166,7 +190,7 @@ class Config(_Model):
 def _format_location(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     # Drop the discriminator tag pydantic inserts: ('components', 'db', 'postgres', 'jobs').
-    if len(parts) > 2 and parts[0] == "components" and parts[2] in ("postgres", "files", "release"):
+    if len(parts) > 2 and parts[0] == "components" and parts[2] in ("postgres", "files", "release", "docker"):
         del parts[2]
     if len(parts) > 2 and parts[0] in ("checks", "smoke_checks") and parts[2] in ("http", "tcp", "command", "sql"):
         del parts[2]
@@ -180,7 +204,9 @@ def _problems(error: ValidationError) -> list[str]:
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] == "union_tag_invalid":
-            expected = "http, tcp, command or sql" if "checks" in str(item["loc"][0]) else "postgres, files or release"
+            expected = (
+                "http, tcp, command or sql" if "checks" in str(item["loc"][0]) else "postgres, files, release or docker"
+            )
             message = f"unknown type {item['input'].get('type')!r}; expected {expected}"
         lines.append(f"At '{_format_location(item['loc'])}': {message}")
     return lines

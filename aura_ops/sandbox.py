@@ -146,3 +146,101 @@ def wait_until(predicate: object, timeout: float = 30.0, interval: float = 0.05)
             return True
         time.sleep(interval)
     return False
+
+
+class DockerDaemon:
+    """A Docker engine for the tests and the demo: the system one if its socket answers, else
+    ``dockerd --bridge=none --iptables=false --ip-masq=false`` started here (stopped by its pid).
+    No network is ever created: containers use host networking."""
+
+    SYSTEM_SOCKET = Path("/var/run/docker.sock")
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or Path(tempfile.mkdtemp(prefix="aura-docker-"))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = f"unix://{self.SYSTEM_SOCKET}"
+
+    @staticmethod
+    def _answers(socket_path: Path) -> bool:
+        import http.client
+
+        if not socket_path.exists():
+            return False
+
+        class _Unix(http.client.HTTPConnection):
+            def connect(self) -> None:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(2)
+                self.sock.connect(str(socket_path))
+
+        try:
+            connection = _Unix("localhost")
+            connection.request("GET", "/_ping")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+
+    def start(self) -> DockerDaemon:
+        if self._answers(self.SYSTEM_SOCKET):
+            return self
+        dockerd = shutil.which("dockerd")
+        if dockerd is None:
+            raise RuntimeError("dockerd not found; install docker.io (make bootstrap does)")
+        sock = self.root / "docker.sock"
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = open(self.root / "dockerd.log", "wb")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [
+                dockerd,
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+                "--ip6tables=false",
+                f"--host=unix://{sock}",
+                f"--data-root={self.root / 'data'}",
+                f"--exec-root={self.root / 'exec'}",
+                f"--pidfile={self.root / 'dockerd.pid'}",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        self.url = f"unix://{sock}"
+        if not wait_until(lambda: self._answers(sock), 60):
+            self.stop()
+            raise RuntimeError(f"dockerd did not answer; see {self.root / 'dockerd.log'}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def import_busybox_image(client: object, tag: str = "aura-test/busybox") -> str:
+    """Build an image offline: /bin/busybox (static) and its applet links, imported as ``tag``."""
+    import io
+    import tarfile
+
+    busybox = Path("/bin/busybox")
+    if not busybox.exists():
+        raise RuntimeError("/bin/busybox not found; install busybox-static")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(busybox, arcname="bin/busybox")
+        for applet in ("sh", "httpd", "sleep", "cat", "echo", "ls", "wget", "true", "false", "test"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            archive.addfile(link)
+        for folder in ("tmp", "www", "etc"):
+            info = tarfile.TarInfo(folder)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if folder == "tmp" else 0o755
+            archive.addfile(info)
+    client.api.import_image_from_data(buffer.getvalue(), repository=tag.split(":")[0], tag="latest")  # type: ignore[attr-defined]
+    return tag

@@ -232,6 +232,11 @@ def _restore_component(
         started = time.monotonic()
         if entry["type"] == "files":
             result = files.restore(host, name, snapshot, to_path, dry_run)
+        elif entry["type"] == "docker":
+            return {
+                "containers": entry.get("containers", []),
+                "note": "container image ids and states are recorded, not restored",
+            }
         elif entry["type"] == "release":
             cfg = config.component(name)
             result = release.restore(host, name, snapshot, cfg, dry_run)  # type: ignore[arg-type]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from aura_ops.components import files, postgres, release
+from aura_ops.components import containers, files, postgres, release
 
 REGISTRY: dict[str, ModuleType] = {
     "postgres": postgres,
     "files": files,
     "release": release,
+    "docker": containers,
 }

@@ -1,0 +1,145 @@
+"""The docker component against a real Docker engine (dockerd --bridge=none, host networking,
+an image imported offline), per ../shared/TESTENV.md."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aura_ops.components import containers
+from aura_ops.config import DockerConfig
+from aura_ops.errors import AuraError, UsageError
+from aura_ops.sandbox import DockerDaemon, free_port, import_busybox_image, wait_until
+from tests.conftest import Aura, base_config, require
+
+LABEL = "aura-test=1"
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Any]:
+    require(shutil.which("dockerd") is not None, "dockerd (docker.io)")
+    require(Path("/bin/busybox").exists(), "busybox-static")
+    import docker
+
+    daemon = DockerDaemon().start()
+    client = docker.DockerClient(base_url=daemon.url)
+    import_busybox_image(client)
+    client.url = daemon.url  # type: ignore[attr-defined]
+    try:
+        yield client
+    finally:
+        for leftover in client.containers.list(all=True, filters={"label": LABEL}):
+            leftover.remove(force=True)
+        client.close()
+        daemon.stop()
+
+
+@pytest.fixture
+def make(engine: Any, tmp_path: Path) -> Iterator[Any]:
+    created: list[Any] = []
+
+    def create(name: str, command: list[str], labels: dict[str, str] | None = None, **extra: Any) -> Any:
+        container = engine.containers.create(
+            "aura-test/busybox",
+            command,
+            name=f"{name}-{tmp_path.name[-12:]}",
+            network_mode="host",
+            init=True,  # tini as PID 1: a stop is a SIGTERM that is honoured, not a timeout
+            labels={"aura-test": "1", **(labels or {})},
+            **extra,
+        )
+        created.append(container)
+        return container
+
+    yield create
+    for container in created:
+        container.remove(force=True)
+
+
+def cfg(engine: Any, **selector: Any) -> DockerConfig:
+    return DockerConfig(type="docker", url=engine.url, timeout=15, **selector)
+
+
+def started_at(container: Any) -> str:
+    container.reload()
+    return str(container.attrs["State"]["StartedAt"])
+
+
+def test_start_in_order_stop_in_reverse_and_wait_for_healthy(engine: Any, make: Any, tmp_path: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "health").write_text("ok\n")
+    port = free_port()
+    web = make(
+        "web",
+        ["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"],
+        volumes={str(www): {"bind": "/www", "mode": "ro"}},
+        healthcheck={
+            "test": ["CMD", "test", "-f", "/www/health"],
+            "interval": 500_000_000,
+            "timeout": 1_000_000_000,
+            "retries": 3,
+        },
+    )
+    worker = make("worker", ["sleep", "300"])
+    config = cfg(engine, containers=[worker.name, web.name])
+    assert containers.start(config) == [worker.name, web.name]
+    assert started_at(worker) < started_at(web)
+    assert containers.status(config)[1]["health"] == "healthy"
+    assert containers.stop(config) == [web.name, worker.name]
+    assert [c["status"] for c in containers.status(config)] == ["exited", "exited"]
+
+
+def test_stopped_context_starts_again_whatever_happens(engine: Any, make: Any) -> None:
+    one = make("one", ["sleep", "300"])
+    one.start()
+    config = cfg(engine, label=LABEL)
+    with pytest.raises(RuntimeError, match="deploy step failed"), containers.stopped(config) as names:
+        assert one.name in names
+        assert containers.status(config)[0]["status"] == "exited"
+        raise RuntimeError("deploy step failed")
+    assert wait_until(lambda: containers.status(config)[0]["status"] == "running", 15)
+
+
+def test_a_container_that_does_not_come_up_reports_its_last_log_lines(engine: Any, make: Any) -> None:
+    broken = make("broken", ["sh", "-c", "echo cannot open config file; exit 3"])
+    with pytest.raises(AuraError) as caught:
+        containers.start(cfg(engine, containers=[broken.name]))
+    assert f"container {broken.name} did not come up" in str(caught.value)
+    assert "cannot open config file" in str(caught.value)
+
+
+def test_compose_services_are_found_by_the_labels_compose_sets(engine: Any, make: Any) -> None:
+    project = {"com.docker.compose.project": "shop"}
+    db = make("shop-db", ["sleep", "300"], labels={**project, "com.docker.compose.service": "db"})
+    web = make("shop-web", ["sleep", "300"], labels={**project, "com.docker.compose.service": "web"})
+    config = cfg(engine, compose_project="shop", compose_services=["db", "web"])
+    assert containers.start(config) == [db.name, web.name]
+    assert containers.stop(config) == [web.name, db.name]
+    with pytest.raises(UsageError, match="no container for service"):
+        containers.start(cfg(engine, compose_project="shop", compose_services=["cache"]))
+
+
+def test_unknown_container_and_unreachable_engine_are_clear_errors(engine: Any, aura: Aura, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="container 'nope' not found"):
+        containers.start(cfg(engine, containers=["nope"]))
+    aura.write_config(
+        base_config({"web": {"type": "docker", "url": f"unix://{tmp_path}/none.sock", "containers": ["x"]}})
+    )
+    result = aura("doctor", check=6)
+    assert "unreachable" in result.stdout + result.stderr
+
+
+def test_snapshot_records_image_ids(engine: Any, make: Any, aura: Aura) -> None:
+    one = make("rec", ["sleep", "300"])
+    one.start()
+    aura.write_config(base_config({"web": {"type": "docker", "url": engine.url, "label": LABEL}}))
+    manifest = aura.json("backup")
+    recorded = manifest["components"]["web"]["containers"]
+    assert recorded[0]["name"] == one.name
+    assert recorded[0]["image"].startswith("sha256:")
+    assert recorded[0]["status"] == "running"

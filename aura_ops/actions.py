@@ -40,6 +40,8 @@ class _Params(BaseModel):
 
 class Action:
     Params: ClassVar[type[_Params]] = _Params
+    # A failed apply may have changed things half-way, and compensating is always safe: undo it too.
+    undo_after_failure: ClassVar[bool] = False
 
     def describe(self, p: Any, ctx: Context) -> tuple[str, str]:
         raise NotImplementedError
@@ -304,3 +306,253 @@ REGISTRY: dict[str, Action] = {
     "snapshot": SnapshotAction(),
     "restore": RestoreAction(),
 }
+
+
+# ---------------------------------------------------------------- deploy building blocks
+
+
+def _release(ctx: Context) -> Any:
+    from aura_ops.config import ReleaseConfig
+
+    name = ctx.config.only("release", ctx.config.deploy.release, "release")
+    if name is None:
+        raise ConfigError("a deploy needs a component of type release")
+    cfg = ctx.config.component(name)
+    assert isinstance(cfg, ReleaseConfig)
+    return cfg
+
+
+def _services(ctx: Context) -> Any:
+    from aura_ops.config import DockerConfig
+
+    name = ctx.config.only("docker", ctx.config.deploy.services, "services")
+    if name is None:
+        return None
+    cfg = ctx.config.component(name)
+    assert isinstance(cfg, DockerConfig)
+    return cfg
+
+
+class ReleaseUploadParams(_Params):
+    version: str
+    source: str
+
+
+class ReleaseUploadAction(Action):
+    """Upload a release (it does not switch); compensation removes it unless it is current."""
+
+    Params = ReleaseUploadParams
+
+    def describe(self, p: ReleaseUploadParams, ctx: Context) -> tuple[str, str]:
+        return f"upload {p.source} as release {p.version}", f"remove release {p.version} (unless current)"
+
+    def apply(self, p: ReleaseUploadParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops.components import release
+
+        return release.upload(LocalHost(), _release(ctx), p.version, Path(p.source))
+
+    def compensate(self, p: ReleaseUploadParams, ctx: Context, outputs: dict[str, Any]) -> None:
+        import shutil
+
+        from aura_ops.components import release
+
+        cfg = _release(ctx)
+        if release.current(cfg) != p.version:
+            shutil.rmtree(release.releases_dir(cfg) / p.version, ignore_errors=True)
+            shutil.rmtree(release.releases_dir(cfg) / f"{p.version}.partial", ignore_errors=True)
+
+
+class ReleaseSwitchParams(_Params):
+    version: str
+
+
+class ReleaseSwitchAction(Action):
+    """Point ``current`` at the version; compensation points it back and marks it rolled_back."""
+
+    Params = ReleaseSwitchParams
+
+    def describe(self, p: ReleaseSwitchParams, ctx: Context) -> tuple[str, str]:
+        from aura_ops.components import release
+
+        return f"switch current to {p.version}", f"switch current back to {release.current(_release(ctx))}"
+
+    def check(self, p: ReleaseSwitchParams, ctx: Context) -> bool:
+        from aura_ops.components import release
+
+        return release.current(_release(ctx)) == p.version
+
+    def apply(self, p: ReleaseSwitchParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops.components import release
+
+        return {"previous": release.switch(_release(ctx), p.version)}
+
+    def compensate(self, p: ReleaseSwitchParams, ctx: Context, outputs: dict[str, Any]) -> None:
+        from aura_ops.components import release
+
+        cfg = _release(ctx)
+        previous = outputs.get("previous")
+        if release.current(cfg) == p.version:
+            if previous:
+                release.switch(cfg, previous)
+            else:
+                (cfg.path / "current").unlink(missing_ok=True)
+        if (release.releases_dir(cfg) / p.version).is_dir():
+            release.mark(cfg, p.version, "rolled_back")
+
+
+class ReleaseMarkParams(_Params):
+    version: str
+    state: str
+
+
+class ReleaseMarkAction(Action):
+    Params = ReleaseMarkParams
+
+    def describe(self, p: ReleaseMarkParams, ctx: Context) -> tuple[str, str]:
+        return f"mark release {p.version} {p.state}", "nothing"
+
+    def apply(self, p: ReleaseMarkParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops.components import release
+
+        release.mark(_release(ctx), p.version, p.state)
+        return {"state": p.state}
+
+
+class NoParams(_Params):
+    pass
+
+
+class ReleasePruneAction(Action):
+    Params = NoParams
+
+    def describe(self, p: NoParams, ctx: Context) -> tuple[str, str]:
+        return f"prune releases beyond keep={_release(ctx).keep}", "nothing (pruned releases are gone)"
+
+    def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops.components import release
+
+        return {"pruned": release.prune(_release(ctx))}
+
+
+class ServicesStopAction(Action):
+    """Stop the deploy's containers (reverse order); compensation starts what it stopped."""
+
+    Params = NoParams
+
+    def describe(self, p: NoParams, ctx: Context) -> tuple[str, str]:
+        return "stop services", "start the services it stopped"
+
+    def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops.components import containers
+
+        cfg = _services(ctx)
+        return {"stopped": containers.stop(cfg) if cfg else []}
+
+    def compensate(self, p: NoParams, ctx: Context, outputs: dict[str, Any]) -> None:
+        from aura_ops.components import containers
+
+        cfg = _services(ctx)
+        if cfg:
+            containers.start(cfg, outputs.get("stopped"))
+
+
+class ServicesStartAction(Action):
+    """Start the deploy's containers in order; compensation stops them again."""
+
+    Params = NoParams
+
+    def describe(self, p: NoParams, ctx: Context) -> tuple[str, str]:
+        return "start services", "stop them again"
+
+    def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops.components import containers
+
+        cfg = _services(ctx)
+        return {"started": containers.start(cfg) if cfg else []}
+
+    def compensate(self, p: NoParams, ctx: Context, outputs: dict[str, Any]) -> None:
+        from aura_ops.components import containers
+
+        cfg = _services(ctx)
+        if cfg:
+            containers.stop(cfg)
+
+
+class MigrateParams(_Params):
+    snapshot: str
+    version: str
+
+
+class MigrateAction(Action):
+    """Run ``deploy.migrate`` (argv) in the new release with the database's credentials in its
+    environment; compensation restores the database in place from the run's snapshot."""
+
+    Params = MigrateParams
+    undo_after_failure = True  # a migration can fail half-way; restoring the snapshot is safe
+
+    def _database(self, ctx: Context) -> str | None:
+        return ctx.config.only("postgres", ctx.config.deploy.database, "database")
+
+    def describe(self, p: MigrateParams, ctx: Context) -> tuple[str, str]:
+        argv = ctx.config.deploy.migrate
+        return (
+            mask(shlex.join(argv)) if argv else "nothing (no deploy.migrate)",
+            f"restore {self._database(ctx) or 'no database'} from snapshot {p.snapshot}",
+        )
+
+    def apply(self, p: MigrateParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops.components import postgres, release
+
+        argv = ctx.config.deploy.migrate
+        if not argv:
+            return {"migrated": False}
+        env: dict[str, str] = {}
+        database = self._database(ctx)
+        if database:
+            cfg = ctx.config.component(database)
+            assert isinstance(cfg, PostgresConfig)
+            env = postgres.connection(database, cfg).env()
+        cwd = str(release.releases_dir(_release(ctx)) / p.version)
+        result = LocalHost().run(Command(tuple(argv), env, cwd), timeout=ctx.timeout)
+        return {"migrated": True, "stdout": mask(result.text[-2000:]).strip()}
+
+    def compensate(self, p: MigrateParams, ctx: Context, outputs: dict[str, Any]) -> None:
+        from aura_ops import snapshots
+
+        database = self._database(ctx)
+        if database:
+            snapshots.restore(ctx.config, p.snapshot, [database], run_id=ctx.run_id)
+
+
+class ChecksParams(_Params):
+    kind: str = "health"
+
+
+class ChecksAction(Action):
+    """Run the configured health (``checks``) or smoke (``smoke_checks``) checks."""
+
+    Params = ChecksParams
+
+    def describe(self, p: ChecksParams, ctx: Context) -> tuple[str, str]:
+        found = ctx.config.checks if p.kind == "health" else ctx.config.smoke_checks
+        return f"{len(found)} {p.kind} check(s)", "nothing"
+
+    def apply(self, p: ChecksParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops import checks
+
+        found = ctx.config.checks if p.kind == "health" else ctx.config.smoke_checks
+        return {"results": checks.run_all(found, ctx.config)}
+
+
+REGISTRY.update(
+    {
+        "release_upload": ReleaseUploadAction(),
+        "release_switch": ReleaseSwitchAction(),
+        "release_mark": ReleaseMarkAction(),
+        "release_prune": ReleasePruneAction(),
+        "services_stop": ServicesStopAction(),
+        "services_start": ServicesStartAction(),
+        "migrate": MigrateAction(),
+        "checks": ChecksAction(),
+    }
+)

@@ -447,15 +447,46 @@ def plan(playbook_ref: str, extra: tuple[str, ...]) -> None:
     config = click.get_current_context().ensure_object(State).load()
     book = playbook.load(playbook_ref, config.source.parent if config.source else None)
     steps = planner.plan(config, book, _extra_vars(extra))
+    emit({"playbook": book.name, "steps": steps}, _show_plan)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--version", "version", required=True, metavar="V", help="The release version to deploy.")
+@click.option("--source", type=click.Path(path_type=Path), metavar="DIR|TARBALL", help="The release to upload.")
+@click.option("--rollback-on-fail", is_flag=True, help="Undo everything (database included) if any step fails.")
+@click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@common
+def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: bool) -> int:
+    """Deploy a release as one transaction: snapshot, upload, stop, migrate, switch, start, checks."""
+    from aura_ops import deployer
+
+    config = click.get_current_context().ensure_object(State).load()
+    if dry_run:
+        steps = deployer.plan(config, version, source)
+        emit({"playbook": "deploy", "steps": steps}, _show_plan)
+        return 0
+    if source is None:
+        raise UsageError("--source is required (a release folder or tarball)")
+    outcome, report = deployer.deploy(config, version, source.absolute(), rollback_on_fail)
+    data = {**outcome.as_dict(), **report}
 
     def human(data: dict[str, Any]) -> None:
-        click.echo(f"plan for {data['playbook']} (changes nothing):")
-        for number, step in enumerate(data["steps"], 1):
-            click.echo(f"  {number:>2}. {step['name']} [{step['action']}] {step['state']}")
-            click.echo(f"      do:   {step['apply']}")
-            click.echo(f"      undo: {step['undo']}")
+        _show_outcome(data)
+        if "time_to_restore_seconds" in data:
+            click.echo(f"time from failure detected to the old version healthy: {data['time_to_restore_seconds']:.1f}s")
 
-    emit({"playbook": book.name, "steps": steps}, human)
+    emit(data, human)
+    if outcome.exit_code or report.get("exit_code"):
+        click.echo(f"aura-ops: {report.get('message') or outcome.message}", err=True)
+    return int(report.get("exit_code", outcome.exit_code))
+
+
+def _show_plan(data: dict[str, Any]) -> None:
+    click.echo(f"plan for {data['playbook']} (changes nothing):")
+    for number, step in enumerate(data["steps"], 1):
+        click.echo(f"  {number:>2}. {step['name']} [{step['action']}] {step['state']}")
+        click.echo(f"      do:   {step['apply']}")
+        click.echo(f"      undo: {step['undo']}")
 
 
 @cli.group(epilog=EXIT_CODES_HELP)

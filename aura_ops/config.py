@@ -158,6 +158,15 @@ class SqlCheck(_Model):
 CheckConfig = Annotated[HttpCheck | TcpCheck | CommandCheck | SqlCheck, Field(discriminator="type")]
 
 
+class DeployConfig(_Model):
+    """Which components a deploy drives (each defaults to the only one of its type)."""
+
+    release: str | None = None
+    services: str | None = None
+    database: str | None = None
+    migrate: list[str] = Field(default_factory=list)
+
+
 class StateConfig(_Model):
     path: Path = Path("state")
 
@@ -173,11 +182,23 @@ class Config(_Model):
     components: dict[Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)], ComponentConfig] = Field(
         default_factory=dict
     )
+    deploy: DeployConfig = DeployConfig()
     checks: list[CheckConfig] = Field(default_factory=list)
     smoke_checks: list[CheckConfig] = Field(default_factory=list)
     logging: LoggingConfig = LoggingConfig()
     state: StateConfig = StateConfig()
     source: Path | None = None
+
+    def only(self, kind: str, chosen: str | None, what: str) -> str | None:
+        """The component ``chosen`` (checked to be of ``kind``), or the only one of that kind."""
+        if chosen:
+            if self.component(chosen).type != kind:
+                raise ConfigError(f"deploy.{what}: component {chosen!r} is not of type {kind}")
+            return chosen
+        names = [n for n, c in self.components.items() if c.type == kind]
+        if len(names) > 1:
+            raise ConfigError(f"deploy.{what}: several {kind} components ({', '.join(names)}); name one")
+        return names[0] if names else None
 
     def component(self, name: str) -> PostgresConfig | FilesConfig | ReleaseConfig | DockerConfig:
         try:

@@ -12,6 +12,7 @@ abruptly (as SIGKILL would) at that point of that step.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 from collections.abc import Iterator
@@ -115,7 +116,14 @@ class Engine:
 
     # ------------------------------------------------------------ entry points
 
-    def run(self, playbook: Playbook, given: dict[str, str], key: str | None = None, trigger: str = "cli") -> Outcome:
+    def run(
+        self,
+        playbook: Playbook,
+        given: dict[str, str],
+        key: str | None = None,
+        trigger: str = "cli",
+        rollback: bool = True,
+    ) -> Outcome:
         params = playbook.resolve_params(given)
         run_id = new_snapshot_id()
         with self._locked(run_id, f"run {playbook.name}"):
@@ -135,7 +143,7 @@ class Engine:
                 [(s.name, s.action) for s in playbook.steps],
                 playbook.model_dump_json(by_alias=True),
             )
-            return self._drive(run_id, playbook, params)
+            return self._drive(run_id, playbook, params, rollback)
 
     def resume(self, reference: str) -> Outcome:
         run_id = self.journal.run(reference).id
@@ -152,7 +160,7 @@ class Engine:
         run_id = self.journal.run(reference).id
         with self._locked(run_id, f"abort {run_id}"):
             run = self.journal.run(run_id)
-            self._require_unfinished(run)
+            self._require_unfinished(run, allow_failed=True)  # a failed run may still be undone
             self.journal.claim(run.id)
             playbook = Playbook.model_validate_json(self.journal.definition(run.id))
             return self._compensate(run.id, playbook, run.params, "aborted by the operator")
@@ -190,8 +198,8 @@ class Engine:
             )
 
     @staticmethod
-    def _require_unfinished(run: RunRecord) -> None:
-        if run.finished:
+    def _require_unfinished(run: RunRecord, allow_failed: bool = False) -> None:
+        if run.finished and not (allow_failed and run.status == "failed"):
             raise UsageError(f"run {run.id} already ended {run.status}; nothing to resume or abort")
 
     # ------------------------------------------------------------ forward
@@ -204,7 +212,7 @@ class Engine:
         }
         return {"params": params, "steps": outputs, "run_id": run_id}
 
-    def _drive(self, run_id: str, playbook: Playbook, params: dict[str, Any]) -> Outcome:
+    def _drive(self, run_id: str, playbook: Playbook, params: dict[str, Any], rollback: bool = True) -> Outcome:
         log = logs.get()
         context = self._context(run_id, params)
         records = self.journal.steps(run_id)
@@ -218,6 +226,8 @@ class Engine:
         except (StepFailed, Interrupted) as failure:
             reason = failure.reason if isinstance(failure, StepFailed) else str(failure)
             log.error("run.failed", reason=mask(reason))
+            if not rollback and isinstance(failure, StepFailed):
+                return self._stop_at_failure(run_id, playbook, params, mask(reason))
             return self._compensate(run_id, playbook, params, mask(reason))
         self.journal.set_run(run_id, "succeeded", result=context["steps"])
         log.info("run.succeeded")
@@ -274,7 +284,9 @@ class Engine:
 
     def _compensate(self, run_id: str, playbook: Playbook, params: dict[str, Any], reason: str) -> Outcome:
         log = logs.get()
-        self.journal.set_run(run_id, "compensating", error=reason)
+        first_time = self.journal.run(run_id).result is None  # keep the first detection on resume
+        detected = {"failure_detected": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")}
+        self.journal.set_run(run_id, "compensating", error=reason, result=detected if first_time else None)
         context = self._context(run_id, params)
         failures = []
         try:
@@ -309,6 +321,38 @@ class Engine:
         log.info("run.rolled_back")
         return self.outcome(run_id, EXIT_FAILED, f"run {run_id} failed ({reason}); every applied step was undone")
 
+    def _stop_at_failure(self, run_id: str, playbook: Playbook, params: dict[str, Any], reason: str) -> Outcome:
+        """No rollback asked: undo only the ``always_undo`` steps (stopped services start again)."""
+        context = self._context(run_id, params)
+        failures = []
+        for record in reversed(self.journal.steps(run_id)):
+            step = playbook.steps[record.index]
+            if not (step.always_undo and record.status in ("applied", "applying")):
+                continue
+            # Not journaled as compensated: a later `runs abort` still undoes this step in its turn.
+            ctx = Context(self.config, run_id, step.name, self.state / "runs" / run_id, step.timeout)
+            try:
+                with logs.bind(step=record.name):
+                    REGISTRY[step.action].compensate(
+                        _params(REGISTRY[step.action], step.with_, context), ctx, record.outputs
+                    )
+                    logs.get().info("step.undone_at_stop")
+            except (AuraError, ValidationError, OSError) as exc:
+                failures.append(f"{record.name}: {mask(str(exc))}")
+        self.journal.set_run(run_id, "rollback_failed" if failures else "failed", error=reason)
+        hint = f"to undo it: `aura-ops runs abort {run_id}`"
+        if failures:
+            return self.outcome(
+                run_id,
+                EXIT_ROLLBACK,
+                f"run {run_id} failed ({reason}); restarting services failed too: {'; '.join(failures)}; {hint}",
+            )
+        return self.outcome(
+            run_id,
+            EXIT_FAILED,
+            f"run {run_id} failed ({reason}); nothing was rolled back and services are running; {hint}",
+        )
+
     def _undo(self, run_id: str, step: Step, record: StepRecord, context: dict[str, Any]) -> str | None:
         """Compensate one step; return None, or the reason its compensation failed."""
         import tenacity
@@ -319,7 +363,11 @@ class Engine:
         try:
             params = _params(action, raw, context)
             own = _params(REGISTRY[step.action], step.with_, context)
-            if record.status == "failed" and not (_knows(step.action, own) and REGISTRY[step.action].check(own, ctx)):
+            if (
+                record.status == "failed"
+                and not REGISTRY[step.action].undo_after_failure
+                and not (_knows(step.action, own) and REGISTRY[step.action].check(own, ctx))
+            ):
                 return None  # it failed before changing anything (or no check can tell: leave it)
             if record.status == "applying" and _knows(step.action, own) and not REGISTRY[step.action].check(own, ctx):
                 self.journal.step_finished(run_id, record.index, "compensated")

@@ -37,6 +37,7 @@ class Step(BaseModel):
     verify: bool = True
     on_failure: Literal["rollback", "continue"] = "rollback"
     undo: Undo | None = None
+    always_undo: bool = False  # undone even when a run stops at a failure without rolling back
 
 
 class Playbook(BaseModel):

@@ -122,3 +122,27 @@ def db_component(dsn_env: str = "AURA_DB_DSN", **extra: Any) -> dict[str, Any]:
 
 def base_config(components: dict[str, Any]) -> dict[str, Any]:
     return {"repository": {"path": "repo"}, "components": components}
+
+
+DOCKER_LABEL = "aura-test=1"
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Any]:
+    require(shutil.which("dockerd") is not None, "dockerd (docker.io)")
+    require(Path("/bin/busybox").exists(), "busybox-static")
+    import docker
+
+    from aura_ops.sandbox import DockerDaemon, import_busybox_image
+
+    daemon = DockerDaemon().start()
+    client = docker.DockerClient(base_url=daemon.url)
+    import_busybox_image(client)
+    client.url = daemon.url  # type: ignore[attr-defined]
+    try:
+        yield client
+    finally:
+        for leftover in client.containers.list(all=True, filters={"label": DOCKER_LABEL}):
+            leftover.remove(force=True)
+        client.close()
+        daemon.stop()

@@ -3,7 +3,6 @@ an image imported offline), per ../shared/TESTENV.md."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,29 +12,10 @@ import pytest
 from aura_ops.components import containers
 from aura_ops.config import DockerConfig
 from aura_ops.errors import AuraError, UsageError
-from aura_ops.sandbox import DockerDaemon, free_port, import_busybox_image, wait_until
-from tests.conftest import Aura, base_config, require
+from aura_ops.sandbox import free_port, wait_until
+from tests.conftest import Aura, base_config
 
 LABEL = "aura-test=1"
-
-
-@pytest.fixture(scope="session")
-def engine() -> Iterator[Any]:
-    require(shutil.which("dockerd") is not None, "dockerd (docker.io)")
-    require(Path("/bin/busybox").exists(), "busybox-static")
-    import docker
-
-    daemon = DockerDaemon().start()
-    client = docker.DockerClient(base_url=daemon.url)
-    import_busybox_image(client)
-    client.url = daemon.url  # type: ignore[attr-defined]
-    try:
-        yield client
-    finally:
-        for leftover in client.containers.list(all=True, filters={"label": LABEL}):
-            leftover.remove(force=True)
-        client.close()
-        daemon.stop()
 
 
 @pytest.fixture

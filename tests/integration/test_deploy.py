@@ -1,0 +1,147 @@
+"""`aura-ops deploy` end to end: real PostgreSQL (psql migrations), rsync releases, and a busybox
+httpd container on a real Docker engine serving the current release."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from aura_ops.sandbox import PostgresCluster, free_port
+from tests.conftest import Aura, db_component
+
+
+def fingerprint(dsn: str) -> Any:
+    with psycopg.connect(dsn) as conn:
+        columns = conn.execute(
+            "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) "
+            "FROM information_schema.columns WHERE table_name = 'items'"
+        ).fetchone()
+        rows = conn.execute("SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM items t").fetchone()
+    return columns, rows
+
+
+def make_release(root: Path, version: str, healthy: bool = True, migration: str | None = None) -> Path:
+    folder = root / "sources" / version
+    folder.mkdir(parents=True)
+    (folder / "index.html").write_text(f"<h1>shop {version}</h1>\n")
+    if healthy:
+        (folder / "health").write_text(f"ok {version}\n")
+    (folder / "migrate.sql").write_text(migration or "SELECT 1;\n")
+    return folder
+
+
+def serve(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback test server
+            return str(response.read().decode())
+    except OSError:
+        return None
+
+
+@pytest.fixture
+def site(pg: PostgresCluster, database: str, aura: Aura, engine: Any, tmp_path: Path) -> dict[str, Any]:
+    dsn = pg.dsn(database)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE items (id serial PRIMARY KEY, name text);"
+            " INSERT INTO items (name) SELECT 'item' || g FROM generate_series(1, 300) g"
+        )
+    app = tmp_path / "app"
+    app.mkdir()
+    port = free_port()
+    container = engine.containers.create(
+        "aura-test/busybox",
+        ["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/app/current"],
+        name=f"web-{tmp_path.name[-12:]}",
+        network_mode="host",
+        init=True,
+        labels={"aura-test": "1"},
+        volumes={str(app): {"bind": "/app", "mode": "ro"}},
+    )
+    aura.env["AURA_DB_DSN"] = dsn
+    aura.write_config(
+        {
+            "repository": {"path": "repo"},
+            "components": {
+                "db": db_component(),
+                "app": {"type": "release", "path": str(app), "keep": 3},
+                "web": {"type": "docker", "url": engine.url, "containers": [container.name], "timeout": 15},
+            },
+            "deploy": {"migrate": ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "migrate.sql"]},
+            "checks": [{"type": "http", "url": f"http://127.0.0.1:{port}/health", "deadline": 4, "interval": 0.5}],
+        }
+    )
+    yield {"dsn": dsn, "app": app, "url": f"http://127.0.0.1:{port}", "root": tmp_path}
+    container.remove(force=True)
+
+
+def deploy(aura: Aura, site: dict[str, Any], version: str, check: int = 0, **release: Any) -> dict[str, Any]:
+    source = make_release(site["root"], version, **release)
+    result = aura("deploy", "--version", version, "--source", str(source), "--rollback-on-fail", "--json", check=check)
+    return dict(json.loads(result.stdout))
+
+
+def test_good_deploys_switch_release_and_serve_it(aura: Aura, site: dict[str, Any]) -> None:
+    first = deploy(aura, site, "v1")
+    assert first["run"]["status"] == "succeeded"
+    assert serve(site["url"] + "/health") == "ok v1\n"
+    second = deploy(aura, site, "v2", migration="ALTER TABLE items ADD COLUMN price int DEFAULT 0;")
+    assert second["run"]["status"] == "succeeded"
+    assert serve(site["url"] + "/health") == "ok v2\n"
+    assert fingerprint(site["dsn"])[0][0] == "id,name,price"
+    states = json.loads((site["app"] / ".aura" / "releases.json").read_text())
+    assert states["v2"]["state"] == "verified"
+    again = aura.json("deploy", "--version", "v2", "--source", str(site["root"] / "sources" / "v2"))
+    assert "nothing to do" in again["message"]
+
+
+@pytest.mark.parametrize("failure", ["health", "migration"])
+def test_bad_deploy_rolls_back_database_release_and_service(aura: Aura, site: dict[str, Any], failure: str) -> None:
+    deploy(aura, site, "v1")
+    before = fingerprint(site["dsn"])
+    if failure == "health":
+        bad = deploy(
+            aura,
+            site,
+            "v2",
+            check=1,
+            healthy=False,
+            migration="ALTER TABLE items ADD COLUMN price int; UPDATE items SET name = upper(name);",
+        )
+    else:
+        bad = deploy(
+            aura, site, "v2", check=1, migration="UPDATE items SET name = 'gone'; ALTER TABLE nowhere ADD COLUMN x int;"
+        )
+    assert bad["run"]["status"] == "rolled_back"
+    assert fingerprint(site["dsn"]) == before
+    assert (site["app"] / "current").resolve().name == "v1"
+    assert serve(site["url"] + "/health") == "ok v1\n"
+    assert bad["time_to_restore_seconds"] > 0
+    states = json.loads((site["app"] / ".aura" / "releases.json").read_text())
+    assert states["v1"]["state"] == "verified"
+
+
+def test_without_rollback_a_failed_deploy_leaves_services_running_and_says_how_to_undo(
+    aura: Aura, site: dict[str, Any]
+) -> None:
+    deploy(aura, site, "v1")
+    source = make_release(site["root"], "v2", healthy=False)
+    result = aura("deploy", "--version", "v2", "--source", str(source), check=1)
+    assert "runs abort" in result.stderr
+    assert serve(site["url"] + "/index.html") == "<h1>shop v2</h1>\n"  # new version left running
+    run_id = aura.json("runs", "list")["runs"][0]["id"]
+    aura("runs", "abort", run_id, check=1)
+    assert serve(site["url"] + "/health") == "ok v1\n"
+
+
+def test_dry_run_changes_nothing(aura: Aura, site: dict[str, Any]) -> None:
+    source = make_release(site["root"], "v1")
+    plan = aura.json("deploy", "--version", "v1", "--source", str(source), "--dry-run")
+    assert [s["name"] for s in plan["steps"]][:3] == ["snapshot", "upload", "stop"]
+    assert not (site["app"] / "releases").exists()
+    assert aura.json("snapshots", "list")["snapshots"] == []

@@ -481,6 +481,38 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
     return int(report.get("exit_code", outcome.exit_code))
 
 
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--to-release", metavar="V", help="The release to go back to (default: the last verified one).")
+@click.option("--to-snapshot", metavar="ID", help="The snapshot whose database (and release) to go back to.")
+@click.option("--keep-data", is_flag=True, help="Roll back code and services only; leave the database alone.")
+@click.option("--yes", is_flag=True, help="Confirm restoring the database without asking.")
+@common
+def rollback(to_release: str | None, to_snapshot: str | None, keep_data: bool, yes: bool) -> int:
+    """Undo a deploy that went live but is bad: release, database and services, then prove it healthy."""
+    from aura_ops import deployer
+
+    config = click.get_current_context().ensure_object(State).load()
+    target = deployer.rollback_plan(config, to_release, to_snapshot, keep_data)
+    if target["restore_data"] == "yes":
+        confirm(
+            f"Roll back to release {target['release']} and restore database {target['database']} from snapshot "
+            f"{target['snapshot']}, taken {_human_age(target['snapshot_age_seconds'])} ago? Writes made since "
+            "then are discarded (--keep-data rolls back code and services only).",
+            yes,
+        )
+    outcome, report = deployer.rollback(config, target)
+
+    def human(data: dict[str, Any]) -> None:
+        _show_outcome(data)
+        if "time_to_restore_seconds" in data:
+            click.echo(f"rolled back to {target['release']} in {data['time_to_restore_seconds']:.1f}s")
+
+    emit({**outcome.as_dict(), **report}, human)
+    if outcome.exit_code:
+        click.echo(f"aura-ops: {outcome.message}", err=True)
+    return int(outcome.exit_code)
+
+
 def _show_plan(data: dict[str, Any]) -> None:
     click.echo(f"plan for {data['playbook']} (changes nothing):")
     for number, step in enumerate(data["steps"], 1):

@@ -145,3 +145,33 @@ def test_dry_run_changes_nothing(aura: Aura, site: dict[str, Any]) -> None:
     assert [s["name"] for s in plan["steps"]][:3] == ["snapshot", "upload", "stop"]
     assert not (site["app"] / "releases").exists()
     assert aura.json("snapshots", "list")["snapshots"] == []
+
+
+def test_rollback_after_a_good_deploy_restores_release_data_and_service(aura: Aura, site: dict[str, Any]) -> None:
+    deploy(aura, site, "v1")
+    before_v2 = fingerprint(site["dsn"])
+    deploy(aura, site, "v2", migration="ALTER TABLE items ADD COLUMN price int; UPDATE items SET name = upper(name);")
+    assert serve(site["url"] + "/health") == "ok v2\n"
+
+    refused = aura("rollback", check=2)
+    assert "--yes" in refused.stderr and "Writes made since then are discarded" in refused.stderr
+    assert fingerprint(site["dsn"]) != before_v2
+
+    done = aura.json("rollback", "--yes")
+    assert done["run"]["status"] == "succeeded"
+    assert done["target"]["release"] == "v1"
+    assert fingerprint(site["dsn"]) == before_v2
+    assert serve(site["url"] + "/health") == "ok v1\n"
+    states = json.loads((site["app"] / ".aura" / "releases.json").read_text())
+    assert states["v2"]["state"] == "rolled_back"
+    assert states["v1"]["state"] == "verified"
+
+
+def test_rollback_keep_data_leaves_the_database_alone(aura: Aura, site: dict[str, Any]) -> None:
+    deploy(aura, site, "v1")
+    deploy(aura, site, "v2", migration="ALTER TABLE items ADD COLUMN price int;")
+    after_v2 = fingerprint(site["dsn"])
+    done = aura.json("rollback", "--to-release", "v1", "--keep-data")
+    assert done["run"]["status"] == "succeeded"
+    assert fingerprint(site["dsn"]) == after_v2
+    assert serve(site["url"] + "/health") == "ok v1\n"

@@ -152,10 +152,11 @@ class Journal:
         self._write("UPDATE runs SET pid = ?, updated = ? WHERE id = ?", (os.getpid(), _now(), run_id))
 
     def step_started(self, run_id: str, index: int, status: str = "applying") -> None:
+        """A new attempt (``applying``) clears the step's last error; a compensation keeps it."""
         self._write(
             "UPDATE steps SET status = ?, attempts = attempts + 1, started = ?,"
-            " error = NULL WHERE run_id = ? AND idx = ?",
-            (status, _now(), run_id, index),
+            " error = CASE WHEN ? = 'applying' THEN NULL ELSE error END WHERE run_id = ? AND idx = ?",
+            (status, _now(), status, run_id, index),
         )
 
     def step_finished(
@@ -163,7 +164,7 @@ class Journal:
     ) -> None:
         self._write(
             "UPDATE steps SET status = ?, ended = ?, outputs = coalesce(?, outputs),"
-            " error = ? WHERE run_id = ? AND idx = ?",
+            " error = coalesce(?, error) WHERE run_id = ? AND idx = ?",
             (status, _now(), json.dumps(outputs) if outputs is not None else None, error, run_id, index),
         )
 

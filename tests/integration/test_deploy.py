@@ -25,10 +25,13 @@ def fingerprint(dsn: str) -> Any:
     return columns, rows
 
 
-def make_release(root: Path, version: str, healthy: bool = True, migration: str | None = None) -> Path:
+def make_release(
+    root: Path, version: str, healthy: bool = True, migration: str | None = None, index: str | None = "shop"
+) -> Path:
     folder = root / "sources" / version
     folder.mkdir(parents=True)
-    (folder / "index.html").write_text(f"<h1>shop {version}</h1>\n")
+    if index is not None:  # without index.html the container refuses to start
+        (folder / "index.html").write_text(f"<h1>{index} {version}</h1>\n")
     if healthy:
         (folder / "health").write_text(f"ok {version}\n")
     (folder / "migrate.sql").write_text(migration or "SELECT 1;\n")
@@ -56,7 +59,7 @@ def site(pg: PostgresCluster, database: str, aura: Aura, engine: Any, tmp_path: 
     port = free_port()
     container = engine.containers.create(
         "aura-test/busybox",
-        ["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/app/current"],
+        ["sh", "-c", f"test -e /app/current/index.html && exec httpd -f -p 127.0.0.1:{port} -h /app/current"],
         name=f"web-{tmp_path.name[-12:]}",
         network_mode="host",
         init=True,
@@ -74,6 +77,9 @@ def site(pg: PostgresCluster, database: str, aura: Aura, engine: Any, tmp_path: 
             },
             "deploy": {"migrate": ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "migrate.sql"]},
             "checks": [{"type": "http", "url": f"http://127.0.0.1:{port}/health", "deadline": 4, "interval": 0.5}],
+            "smoke_checks": [
+                {"type": "http", "url": f"http://127.0.0.1:{port}/index.html", "body_contains": "shop", "deadline": 2}
+            ],
         }
     )
     yield {"dsn": dsn, "app": app, "url": f"http://127.0.0.1:{port}", "root": tmp_path}
@@ -100,7 +106,7 @@ def test_good_deploys_switch_release_and_serve_it(aura: Aura, site: dict[str, An
     assert "nothing to do" in again["message"]
 
 
-@pytest.mark.parametrize("failure", ["health", "migration"])
+@pytest.mark.parametrize("failure", ["health", "migration", "container", "smoke"])
 def test_bad_deploy_rolls_back_database_release_and_service(aura: Aura, site: dict[str, Any], failure: str) -> None:
     deploy(aura, site, "v1")
     before = fingerprint(site["dsn"])
@@ -113,10 +119,15 @@ def test_bad_deploy_rolls_back_database_release_and_service(aura: Aura, site: di
             healthy=False,
             migration="ALTER TABLE items ADD COLUMN price int; UPDATE items SET name = upper(name);",
         )
-    else:
+    elif failure == "migration":  # fails half-way: the UPDATE is committed before the error
         bad = deploy(
             aura, site, "v2", check=1, migration="UPDATE items SET name = 'gone'; ALTER TABLE nowhere ADD COLUMN x int;"
         )
+    else:
+        damage = "ALTER TABLE items ADD COLUMN price int; DELETE FROM items WHERE id < 100;"
+        bad = deploy(aura, site, "v2", check=1, migration=damage, index=None if failure == "container" else "blank")
+    failed = [s["name"] for s in bad["steps"] if s["error"]]
+    assert failed == [{"health": "health", "migration": "migrate", "container": "start", "smoke": "smoke"}[failure]]
     assert bad["run"]["status"] == "rolled_back"
     assert fingerprint(site["dsn"]) == before
     assert (site["app"] / "current").resolve().name == "v1"
@@ -175,3 +186,54 @@ def test_rollback_keep_data_leaves_the_database_alone(aura: Aura, site: dict[str
     assert done["run"]["status"] == "succeeded"
     assert fingerprint(site["dsn"]) == after_v2
     assert serve(site["url"] + "/health") == "ok v1\n"
+
+
+def test_a_concurrent_deploy_exits_5(aura: Aura, site: dict[str, Any]) -> None:
+    from aura_ops.lock import hold
+
+    deploy(aura, site, "v1")
+    source = make_release(site["root"], "v2")
+    with hold(site["root"] / "state" / "run.lock", "other-deploy", "run deploy"):
+        result = aura("deploy", "--version", "v2", "--source", str(source), check=5)
+    assert "other-deploy" in result.stderr
+    assert serve(site["url"] + "/health") == "ok v1\n"
+
+
+DEPLOY_STEPS = ["snapshot", "upload", "stop", "migrate", "switch", "start", "health", "smoke", "verified", "prune"]
+
+
+@pytest.mark.parametrize(
+    ("step", "point", "then"),
+    [
+        *[(step, "before", "abort") for step in DEPLOY_STEPS],
+        *[(step, "after", "resume") for step in DEPLOY_STEPS],
+    ],
+)
+def test_deploy_killed_at_each_step_ends_all_old_or_all_new(
+    aura: Aura, site: dict[str, Any], step: str, point: str, then: str
+) -> None:
+    deploy(aura, site, "v1")
+    old = fingerprint(site["dsn"])
+    # idempotent, as migration tools are (they record what they applied): a resumed run re-runs it
+    source = make_release(
+        site["root"], "v2", migration="ALTER TABLE items ADD COLUMN IF NOT EXISTS price int DEFAULT 1;"
+    )
+    aura(
+        "deploy",
+        "--version",
+        "v2",
+        "--source",
+        str(source),
+        "--rollback-on-fail",
+        check=137,
+        env={"AURA_FAULT": f"{step}:{point}"},
+    )
+    run_id = aura.json("runs", "list")["runs"][0]["id"]
+    aura("runs", then, run_id, check=0 if then == "resume" else 1)
+    current = (site["app"] / "current").resolve().name
+    if then == "resume":
+        assert current == "v2" and serve(site["url"] + "/health") == "ok v2\n"
+        assert fingerprint(site["dsn"])[0][0] == "id,name,price"
+    else:
+        assert current == "v1" and serve(site["url"] + "/health") == "ok v1\n"
+        assert fingerprint(site["dsn"]) == old

@@ -2,8 +2,10 @@
 
 Starts a throwaway PostgreSQL cluster with a sample shop database and a sample uploads folder,
 then runs the real CLI: doctor, backup, an incremental backup, snapshots list, verify --deep,
-a restore into a new database and folder, and a comparison of before and after. Stops what it
-started, whatever happens.
+a restore into a new database and folder, and a comparison of before and after. Then deploys:
+v1 and v2 (healthy) to a container on a Docker engine, and v3 (its release has no health page,
+its migration changes the schema) with --rollback-on-fail: the automatic rollback leaves v2
+serving and the database exactly as before v3. Stops what it started, whatever happens.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -100,10 +103,99 @@ def run(workdir: Path) -> None:
             workdir, env, "restore", "latest", "--component", "uploads", "--to-path", str(workdir / "uploads-restored")
         )
         _compare(before, _fingerprint(cluster.dsn("shop_restored")), uploads, workdir / "uploads-restored")
+        _deploys(workdir, env, dsn)
         print(f"\nThe demo's files are in {workdir} (repository/, logs/, aura.yaml).")
     finally:
         _say("stopping the cluster")
         cluster.remove()
+
+
+def _release(workdir: Path, version: str, healthy: bool, migration: str) -> Path:
+    folder = workdir / "releases-src" / version
+    folder.mkdir(parents=True)
+    (folder / "index.html").write_text(f"<h1>shop {version}</h1>\n")
+    if healthy:
+        (folder / "health").write_text(f"ok {version}\n")
+    (folder / "migrate.sql").write_text(migration)
+    return folder
+
+
+def _deploys(workdir: Path, env: dict[str, str], dsn: str) -> None:
+    import docker
+
+    from aura_ops.sandbox import DockerDaemon, free_port, import_busybox_image
+
+    _say("deploys: a Docker engine (host networking, no bridge) and a container serving the release")
+    daemon = DockerDaemon(workdir / "docker").start()
+    client = docker.DockerClient(base_url=daemon.url)
+    container = None
+    try:
+        import_busybox_image(client)
+        app, port = workdir / "app", free_port()
+        app.mkdir()
+        container = client.containers.create(
+            "aura-test/busybox",
+            ["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/app/current"],
+            name=f"aura-demo-web-{port}",
+            network_mode="host",
+            init=True,
+            labels={"aura-demo": "1"},
+            volumes={str(app): {"bind": "/app", "mode": "ro"}},
+        )
+        with open(workdir / "aura.yaml", "a") as config:
+            config.write(
+                f"  app: {{type: release, path: app, keep: 3}}\n"
+                f"  web: {{type: docker, url: '{daemon.url}', containers: [{container.name}], timeout: 20}}\n"
+                "deploy: {migrate: [psql, -X, -q, -v, ON_ERROR_STOP=1, -f, migrate.sql]}\n"
+                f"checks: [{{type: http, url: 'http://127.0.0.1:{port}/health', deadline: 5}}]\n"
+            )
+        deploy_env = {**env, "AURA_DB_DSN": dsn}
+        for version, healthy, migration in (
+            ("v1", True, "SELECT 1;\n"),
+            ("v2", True, "ALTER TABLE orders ADD COLUMN IF NOT EXISTS note text;\n"),
+        ):
+            _say(f"deploy {version}")
+            _aura(
+                workdir,
+                deploy_env,
+                "deploy",
+                "--version",
+                version,
+                "--source",
+                str(_release(workdir, version, healthy, migration)),
+            )
+        before = _fingerprint(dsn)
+        _say("deploy v3: its migration drops a column and its release has no /health: it fails, and rolls back")
+        source = _release(
+            workdir, "v3", False, "ALTER TABLE orders DROP COLUMN note; DELETE FROM orders WHERE id < 500;\n"
+        )
+        print("$ aura-ops deploy --version v3 --source ... --rollback-on-fail", flush=True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "aura_ops",
+                "deploy",
+                "--version",
+                "v3",
+                "--source",
+                str(source),
+                "--rollback-on-fail",
+            ],
+            cwd=workdir,
+            env=deploy_env,
+        )
+        print(f"(exit code {result.returncode}: failed and fully rolled back)")
+        serving = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read().decode().strip()  # noqa: S310
+        same = _fingerprint(dsn) == before
+        print(f"now serving: {serving!r}; database {'exactly as before v3' if same else 'DIFFERENT'}")
+        if result.returncode != 1 or serving != "ok v2" or not same:
+            raise SystemExit("demo: the rollback did not bring v2 back exactly")
+    finally:
+        if container is not None:
+            container.remove(force=True)
+        client.close()
+        daemon.stop()
 
 
 def _compare(

@@ -556,3 +556,24 @@ REGISTRY.update(
         "checks": ChecksAction(),
     }
 )
+
+
+class PreflightAction(Action):
+    """Run ``doctor``'s checks (tools, versions, reachability, disk space) before anything changes."""
+
+    Params = NoParams
+
+    def describe(self, p: NoParams, ctx: Context) -> tuple[str, str]:
+        return "preflight: tools, reachability, disk space (aura-ops doctor)", "nothing"
+
+    def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops import doctor
+
+        results, code = doctor.run(ctx.config)
+        failed = [f"{c['check']}: {c['detail']}" for c in results if not c["ok"]]
+        if code:
+            raise AuraError("preflight failed: " + "; ".join(failed))
+        return {"checks": len(results)}
+
+
+REGISTRY["preflight"] = PreflightAction()

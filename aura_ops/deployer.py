@@ -42,7 +42,14 @@ def deploy(config: Config, version: str, source: Path, rollback: bool) -> tuple[
 
 def _verify_old_version(config: Config, outcome: engine.Outcome) -> dict[str, Any]:
     """After a rollback: the old version must pass the health checks again."""
+    from aura_ops.components import release
+    from aura_ops.config import ReleaseConfig
+
     failed_at = (outcome.run.result or {}).get("failure_detected")
+    name = config.only("release", config.deploy.release, "release")
+    cfg = config.component(name) if name else None
+    if isinstance(cfg, ReleaseConfig) and release.current(cfg) is None:
+        return {"old_version_checks": [], "note": "no release was live before this deploy: nothing to check"}
     try:
         results = checks.run_all(config.checks, config)
     except AuraError as exc:

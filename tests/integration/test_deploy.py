@@ -153,7 +153,7 @@ def test_without_rollback_a_failed_deploy_leaves_services_running_and_says_how_t
 def test_dry_run_changes_nothing(aura: Aura, site: dict[str, Any]) -> None:
     source = make_release(site["root"], "v1")
     plan = aura.json("deploy", "--version", "v1", "--source", str(source), "--dry-run")
-    assert [s["name"] for s in plan["steps"]][:3] == ["snapshot", "upload", "stop"]
+    assert [s["name"] for s in plan["steps"]][:4] == ["preflight", "snapshot", "upload", "stop"]
     assert not (site["app"] / "releases").exists()
     assert aura.json("snapshots", "list")["snapshots"] == []
 
@@ -199,7 +199,19 @@ def test_a_concurrent_deploy_exits_5(aura: Aura, site: dict[str, Any]) -> None:
     assert serve(site["url"] + "/health") == "ok v1\n"
 
 
-DEPLOY_STEPS = ["snapshot", "upload", "stop", "migrate", "switch", "start", "health", "smoke", "verified", "prune"]
+DEPLOY_STEPS = [
+    "preflight",
+    "snapshot",
+    "upload",
+    "stop",
+    "migrate",
+    "switch",
+    "start",
+    "health",
+    "smoke",
+    "verified",
+    "prune",
+]
 
 
 @pytest.mark.parametrize(
@@ -237,3 +249,16 @@ def test_deploy_killed_at_each_step_ends_all_old_or_all_new(
     else:
         assert current == "v1" and serve(site["url"] + "/health") == "ok v1\n"
         assert fingerprint(site["dsn"]) == old
+
+
+def test_preflight_failure_changes_nothing(aura: Aura, site: dict[str, Any]) -> None:
+    import yaml
+
+    config = yaml.safe_load(aura.config_path.read_text())
+    config["components"]["web"]["containers"] = ["no-such-container"]
+    aura.write_config(config)
+    source = make_release(site["root"], "v1")
+    result = aura("deploy", "--version", "v1", "--source", str(source), "--rollback-on-fail", check=1)
+    assert "preflight failed" in result.stderr and "not found" in result.stderr
+    assert aura.json("snapshots", "list")["snapshots"] == []
+    assert not (site["app"] / "releases").exists()

@@ -49,6 +49,10 @@ class Action:
     def check(self, p: Any, ctx: Context) -> bool:
         return False
 
+    def can_check(self, p: Any) -> bool:
+        """Whether ``check`` tells applied from not applied (so a maybe-applied step can be judged)."""
+        return bool(getattr(p, "check", None))
+
     def apply(self, p: Any, ctx: Context) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -167,6 +171,9 @@ class FileAction(Action):
 
     def _saved(self, ctx: Context) -> tuple[Path, Path]:
         return ctx.work_dir / f"{ctx.step}.orig", ctx.work_dir / f"{ctx.step}.absent"
+
+    def can_check(self, p: FileParams) -> bool:
+        return True
 
     def check(self, p: FileParams, ctx: Context) -> bool:
         try:
@@ -376,21 +383,33 @@ class ReleaseSwitchAction(Action):
 
         return f"switch current to {p.version}", f"switch current back to {release.current(_release(ctx))}"
 
+    def can_check(self, p: ReleaseSwitchParams) -> bool:
+        return True
+
     def check(self, p: ReleaseSwitchParams, ctx: Context) -> bool:
         from aura_ops.components import release
 
         return release.current(_release(ctx)) == p.version
 
+    def _saved(self, ctx: Context) -> Path:
+        return ctx.work_dir / f"{ctx.step}.previous"
+
     def apply(self, p: ReleaseSwitchParams, ctx: Context) -> dict[str, Any]:
         from aura_ops.components import release
 
-        return {"previous": release.switch(_release(ctx), p.version)}
+        cfg = _release(ctx)
+        saved = self._saved(ctx)
+        if not saved.exists():  # recorded before the switch: a crash right after it loses no state
+            ctx.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _atomic_write(saved, (release.current(cfg) or "").encode(), 0o600)
+        return {"previous": release.switch(cfg, p.version)}
 
     def compensate(self, p: ReleaseSwitchParams, ctx: Context, outputs: dict[str, Any]) -> None:
         from aura_ops.components import release
 
         cfg = _release(ctx)
-        previous = outputs.get("previous")
+        saved = self._saved(ctx)
+        previous = saved.read_text() if saved.exists() else outputs.get("previous")
         if release.current(cfg) == p.version:
             if previous:
                 release.switch(cfg, previous)

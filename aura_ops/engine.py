@@ -366,10 +366,14 @@ class Engine:
             if (
                 record.status == "failed"
                 and not REGISTRY[step.action].undo_after_failure
-                and not (_knows(step.action, own) and REGISTRY[step.action].check(own, ctx))
+                and not (REGISTRY[step.action].can_check(own) and REGISTRY[step.action].check(own, ctx))
             ):
                 return None  # it failed before changing anything (or no check can tell: leave it)
-            if record.status == "applying" and _knows(step.action, own) and not REGISTRY[step.action].check(own, ctx):
+            if (
+                record.status == "applying"
+                and REGISTRY[step.action].can_check(own)
+                and not REGISTRY[step.action].check(own, ctx)
+            ):
                 self.journal.step_finished(run_id, record.index, "compensated")
                 logs.get().info("step.compensated", note="it had not been applied")
                 return None
@@ -397,10 +401,3 @@ class Engine:
 
 def _params(action: Action, raw: dict[str, Any], context: dict[str, Any]) -> Any:
     return action.Params.model_validate(render(raw, context))
-
-
-def _knows(action_name: str, params: Any) -> bool:
-    """Whether the action's check can tell applied from not applied for these parameters."""
-    if action_name == "file":
-        return True
-    return bool(getattr(params, "check", None))

@@ -214,13 +214,9 @@ DEPLOY_STEPS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("step", "point", "then"),
-    [
-        *[(step, "before", "abort") for step in DEPLOY_STEPS],
-        *[(step, "after", "resume") for step in DEPLOY_STEPS],
-    ],
-)
+@pytest.mark.parametrize("then", ["resume", "abort"])
+@pytest.mark.parametrize("point", ["before", "after"])
+@pytest.mark.parametrize("step", DEPLOY_STEPS)
 def test_deploy_killed_at_each_step_ends_all_old_or_all_new(
     aura: Aura, site: dict[str, Any], step: str, point: str, then: str
 ) -> None:

@@ -110,49 +110,42 @@ class DockerConfig(_Model):
 ComponentConfig = Annotated[PostgresConfig | FilesConfig | ReleaseConfig | DockerConfig, Field(discriminator="type")]
 
 
-class HttpCheck(_Model):
-    type: Literal["http"]
+class _Check(_Model):
+    """What every check has: a name for messages, and how long and how often to retry it."""
+
     name: str | None = None
+    deadline: float = Field(30, gt=0)
+    delay: float = Field(0, ge=0)
+    interval: float = Field(1, gt=0)
+
+
+class HttpCheck(_Check):
+    type: Literal["http"]
     url: str = Field(pattern=r"^https?://")
     expect_status: int = Field(200, ge=100, le=599)
     body_contains: str | None = None
     timeout: float = Field(5, gt=0)
-    deadline: float = Field(30, gt=0)
-    delay: float = Field(0, ge=0)
-    interval: float = Field(1, gt=0)
 
 
-class TcpCheck(_Model):
+class TcpCheck(_Check):
     type: Literal["tcp"]
-    name: str | None = None
     address: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
     timeout: float = Field(3, gt=0)
-    deadline: float = Field(30, gt=0)
-    delay: float = Field(0, ge=0)
-    interval: float = Field(1, gt=0)
 
 
-class CommandCheck(_Model):
+class CommandCheck(_Check):
     type: Literal["command"]
-    name: str | None = None
     argv: list[str] = Field(min_length=1)
     timeout: float = Field(10, gt=0)
-    deadline: float = Field(30, gt=0)
-    delay: float = Field(0, ge=0)
-    interval: float = Field(1, gt=0)
 
 
-class SqlCheck(_Model):
+class SqlCheck(_Check):
     type: Literal["sql"]
-    name: str | None = None
     component: str
     query: str
     expect: str | None = None
     timeout: float = Field(5, gt=0)
-    deadline: float = Field(30, gt=0)
-    delay: float = Field(0, ge=0)
-    interval: float = Field(1, gt=0)
 
 
 CheckConfig = Annotated[HttpCheck | TcpCheck | CommandCheck | SqlCheck, Field(discriminator="type")]

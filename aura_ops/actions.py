@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aura_ops import logs
 from aura_ops.config import Config, PostgresConfig
 from aura_ops.errors import AuraError, ConfigError, VerificationError
 from aura_ops.host import Command, LocalHost
@@ -516,7 +517,7 @@ class MigrateAction(Action):
         argv = ctx.config.deploy.migrate
         return (
             mask(shlex.join(argv)) if argv else "nothing (no deploy.migrate)",
-            f"restore {self._database(ctx) or 'no database'} from snapshot {p.snapshot}",
+            f"swap back {self._database(ctx) or 'no database'}'s clone, or restore it from snapshot {p.snapshot}",
         )
 
     def apply(self, p: MigrateParams, ctx: Context) -> dict[str, Any]:
@@ -537,10 +538,106 @@ class MigrateAction(Action):
 
     def compensate(self, p: MigrateParams, ctx: Context, outputs: dict[str, Any]) -> None:
         from aura_ops import snapshots
+        from aura_ops.components import pgclone
+        from aura_ops.repository import write_json
 
         database = self._database(ctx)
-        if database:
+        if not database:
+            return
+        cfg = ctx.config.component(database)
+        assert isinstance(cfg, PostgresConfig)
+        started = time.monotonic()
+        # fast path: the clone this run took after stopping the services, swapped back in
+        done = pgclone.swap_back(database, cfg, ctx.run_id) if ctx.config.deploy.fast_rollback != "off" else None
+        if done is None:
+            logs.get().info("deploy.database_from_snapshot", snapshot=p.snapshot, reason="no clone of this run")
             snapshots.restore(ctx.config, p.snapshot, [database], run_id=ctx.run_id)
+            done = {"path": "snapshot", "snapshot": p.snapshot, "database": database}
+        done["seconds"] = round(time.monotonic() - started, 3)
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        write_json(ctx.work_dir / DATABASE_ROLLBACK, done)
+
+
+DATABASE_ROLLBACK = "database_rollback.json"  # how the migrate step's undo put the database back
+
+
+class DatabaseCloneAction(Action):
+    """Clone the deploy's database on its server (services are stopped by now) so a rollback
+    in this run swaps it back in seconds; ``deploy.fast_rollback`` auto / required / off.
+    In ``auto``, a clone that cannot be made is a warning: the rollback restores the snapshot."""
+
+    Params = NoParams
+
+    def _database(self, ctx: Context) -> tuple[str, PostgresConfig] | None:
+        name = ctx.config.only("postgres", ctx.config.deploy.database, "database")
+        if name is None or ctx.config.deploy.fast_rollback == "off":
+            return None
+        cfg = ctx.config.component(name)
+        assert isinstance(cfg, PostgresConfig)
+        return name, cfg
+
+    def describe(self, p: NoParams, ctx: Context) -> tuple[str, str]:
+        found = self._database(ctx)
+        if found is None:
+            return "nothing (no database, or deploy.fast_rollback: off)", "nothing"
+        return f"clone {found[0]} on its server for a fast rollback", "drop the clone"
+
+    def can_check(self, p: NoParams) -> bool:
+        return True
+
+    def check(self, p: NoParams, ctx: Context) -> bool:
+        from aura_ops.components import pgclone
+
+        found = self._database(ctx)
+        return found is not None and pgclone.exists(*found, ctx.run_id)
+
+    def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops.components import pgclone
+
+        found = self._database(ctx)
+        if found is None:
+            return {"clone": ""}
+        name, cfg = found
+        required = ctx.config.deploy.fast_rollback == "required"
+        pgclone.drop_stale(name, cfg, keep={ctx.run_id})
+        can = pgclone.feasibility(name, cfg)
+        try:
+            if not can["ok"]:
+                raise pgclone.CloneError(f"cannot clone {name}: {can['reason']}")
+            return pgclone.create(name, cfg, ctx.run_id, ctx.config.deploy.fast_rollback_wait)
+        except pgclone.CloneError as exc:
+            if required:
+                raise
+            logs.get().warning("deploy.no_fast_rollback", reason=str(exc), fallback="restore from the snapshot")
+            return {"clone": "", "reason": str(exc)}
+
+    def compensate(self, p: NoParams, ctx: Context, outputs: dict[str, Any]) -> None:
+        from aura_ops.components import pgclone
+
+        found = self._database(ctx)
+        if found is not None:
+            pgclone.drop(*found, ctx.run_id)
+
+
+class DatabaseCloneDropAction(DatabaseCloneAction):
+    """Drop this run's clone once the deploy is verified; a later failure in the run restores
+    from the snapshot instead."""
+
+    def describe(self, p: NoParams, ctx: Context) -> tuple[str, str]:
+        found = self._database(ctx)
+        return ("drop the fast-rollback clone" if found else "nothing"), "nothing (a rollback uses the snapshot)"
+
+    def check(self, p: NoParams, ctx: Context) -> bool:
+        return not super().check(p, ctx)
+
+    def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops.components import pgclone
+
+        found = self._database(ctx)
+        return {"dropped": pgclone.drop(found[0], found[1], ctx.run_id) if found else False}
+
+    def compensate(self, p: NoParams, ctx: Context, outputs: dict[str, Any]) -> None:
+        return None
 
 
 class ChecksParams(_Params):
@@ -572,6 +669,8 @@ REGISTRY.update(
         "services_stop": ServicesStopAction(),
         "services_start": ServicesStartAction(),
         "migrate": MigrateAction(),
+        "database_clone": DatabaseCloneAction(),
+        "database_clone_drop": DatabaseCloneDropAction(),
         "checks": ChecksAction(),
     }
 )

@@ -1,4 +1,4 @@
-"""Health and smoke checks: http, tcp, command, sql. Each is retried (tenacity) until its
+"""Health and smoke checks: http, tcp, command, sql, container. Each is retried (tenacity) until its
 deadline, every attempt logged; a check that never passes raises CheckFailed naming it and the
 last reason."""
 
@@ -12,7 +12,17 @@ import urllib.request
 from typing import Any
 
 from aura_ops import logs
-from aura_ops.config import CheckConfig, CommandCheck, Config, HttpCheck, PostgresConfig, SqlCheck, TcpCheck
+from aura_ops.config import (
+    CheckConfig,
+    CommandCheck,
+    Config,
+    ContainerCheck,
+    DockerConfig,
+    HttpCheck,
+    PostgresConfig,
+    SqlCheck,
+    TcpCheck,
+)
 from aura_ops.errors import AuraError
 from aura_ops.host import Command, LocalHost
 from aura_ops.secrets import mask
@@ -31,6 +41,8 @@ def label(check: CheckConfig) -> str:
         return f"tcp {check.address}:{check.port}"
     if isinstance(check, CommandCheck):
         return "command " + mask(" ".join(check.argv))
+    if isinstance(check, ContainerCheck):
+        return f"container {check.component}" + (f" ({', '.join(check.containers)})" if check.containers else "")
     return f"sql on {check.component}"
 
 
@@ -84,6 +96,31 @@ def _sql(check: SqlCheck, config: Config) -> str:
     return f"returned {value!r}"
 
 
+def _container(check: ContainerCheck, config: Config) -> str:
+    """Every chosen container is running and, if it has a Docker healthcheck, healthy."""
+    from aura_ops.components import containers
+
+    cfg = config.component(check.component)
+    assert isinstance(cfg, DockerConfig)
+    try:
+        found = containers.status(cfg)
+    except AuraError as exc:
+        raise CheckFailed(str(exc)) from None
+    if check.containers:
+        missing = set(check.containers) - {c["name"] for c in found}
+        if missing:
+            raise CheckFailed(f"no container {', '.join(sorted(missing))} in {check.component}")
+        found = [c for c in found if c["name"] in check.containers]
+    if not found:
+        raise CheckFailed(f"no container in {check.component}")
+    for c in found:
+        if c["status"] != "running":
+            raise CheckFailed(f"container {c['name']} is {c['status']}")
+        if c["health"] not in (None, "healthy"):
+            raise CheckFailed(f"container {c['name']} is {c['health']}")
+    return ", ".join(f"{c['name']} {c['health'] or c['status']}" for c in found)
+
+
 def probe(check: CheckConfig, config: Config) -> str:
     """One attempt; returns a short description or raises CheckFailed."""
     if isinstance(check, HttpCheck):
@@ -95,6 +132,8 @@ def probe(check: CheckConfig, config: Config) -> str:
             return _command(check)
         except AuraError as exc:
             raise CheckFailed(str(exc)) from None
+    if isinstance(check, ContainerCheck):
+        return _container(check, config)
     return _sql(check, config)
 
 

@@ -472,6 +472,10 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
 
     def human(data: dict[str, Any]) -> None:
         _show_outcome(data)
+        restored = data.get("database_restore")
+        if restored:
+            how = "swapped back its pre-migration clone" if restored["path"] == "clone" else "restored the snapshot"
+            click.echo(f"database {restored['database']}: {how} in {restored['seconds']:.1f}s")
         if "time_to_restore_seconds" in data:
             click.echo(f"time from failure detected to the old version healthy: {data['time_to_restore_seconds']:.1f}s")
 

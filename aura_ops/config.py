@@ -148,7 +148,19 @@ class SqlCheck(_Check):
     timeout: float = Field(5, gt=0)
 
 
-CheckConfig = Annotated[HttpCheck | TcpCheck | CommandCheck | SqlCheck, Field(discriminator="type")]
+class ContainerCheck(_Check):
+    """The containers of a docker component (or only ``containers``) are running, and healthy
+    when they have a Docker healthcheck."""
+
+    type: Literal["container"]
+    component: str
+    containers: list[str] = Field(default_factory=list)
+
+
+CheckConfig = Annotated[HttpCheck | TcpCheck | CommandCheck | SqlCheck | ContainerCheck, Field(discriminator="type")]
+
+
+CHECK_TYPES = ("http", "tcp", "command", "sql", "container")
 
 
 class DeployConfig(_Model):
@@ -158,6 +170,10 @@ class DeployConfig(_Model):
     services: str | None = None
     database: str | None = None
     migrate: list[str] = Field(default_factory=list)
+    # a same-server clone of the database kept while services are stopped, swapped back in
+    # seconds on a rollback within the run; "required" fails the deploy when it cannot be made
+    fast_rollback: Literal["auto", "required", "off"] = "auto"
+    fast_rollback_wait: float = Field(default=10.0, ge=0)  # seconds for other sessions to leave before cloning
 
 
 class StateConfig(_Model):
@@ -206,7 +222,7 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     # Drop the discriminator tag pydantic inserts: ('components', 'db', 'postgres', 'jobs').
     if len(parts) > 2 and parts[0] == "components" and parts[2] in ("postgres", "files", "release", "docker"):
         del parts[2]
-    if len(parts) > 2 and parts[0] in ("checks", "smoke_checks") and parts[2] in ("http", "tcp", "command", "sql"):
+    if len(parts) > 2 and parts[0] in ("checks", "smoke_checks") and parts[2] in CHECK_TYPES:
         del parts[2]
     return ".".join(parts)
 
@@ -219,7 +235,9 @@ def _problems(error: ValidationError) -> list[str]:
             message = "unknown key"
         elif item["type"] == "union_tag_invalid":
             expected = (
-                "http, tcp, command or sql" if "checks" in str(item["loc"][0]) else "postgres, files, release or docker"
+                "http, tcp, command, sql or container"
+                if "checks" in str(item["loc"][0])
+                else "postgres, files, release or docker"
             )
             message = f"unknown type {item['input'].get('type')!r}; expected {expected}"
         lines.append(f"At '{_format_location(item['loc'])}': {message}")
@@ -239,6 +257,10 @@ def _cross_checks(config: Config) -> list[str]:
         for index, check in enumerate(getattr(config, section)):
             if isinstance(check, SqlCheck) and not isinstance(config.components.get(check.component), PostgresConfig):
                 problems.append(f"At '{section}.{index}.component': no postgres component {check.component!r}")
+            if isinstance(check, ContainerCheck) and not isinstance(
+                config.components.get(check.component), DockerConfig
+            ):
+                problems.append(f"At '{section}.{index}.component': no docker component {check.component!r}")
     return problems
 
 

@@ -25,27 +25,77 @@ def plan(config: Config, version: str, source: Path | None) -> list[dict[str, An
     return planner.plan(config, _playbook(), {"version": version, "source": str(source or "<source>")})
 
 
+class PreflightFailed(AuraError):
+    """A preflight check failed: nothing was changed, no run was started."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def preflight(config: Config) -> list[dict[str, Any]]:
+    """Before the run lock is taken: ``doctor``'s checks (tools, versions, reachability, disk
+    for the snapshot) and whether the database can be cloned for a fast rollback (privileges,
+    disk on its server). PreflightFailed naming every failed check; a clone that cannot be made
+    fails it only with ``deploy.fast_rollback: required``."""
+    from aura_ops import doctor
+    from aura_ops.components import pgclone
+    from aura_ops.config import PostgresConfig
+
+    results, code = doctor.run(config)
+    database = config.only("postgres", config.deploy.database, "database")
+    if database and config.deploy.fast_rollback != "off" and not code:
+        cfg = config.component(database)
+        assert isinstance(cfg, PostgresConfig)
+        can = pgclone.feasibility(database, cfg)
+        required = config.deploy.fast_rollback == "required"
+        results.append(
+            {
+                "check": f"{database}: fast rollback clone",
+                "ok": can["ok"] or not required,
+                "detail": can["reason"] + ("" if can["ok"] else "; a rollback would restore the snapshot"),
+                "exit_code": 1,
+            }
+        )
+        if not can["ok"]:
+            (logs.get().error if required else logs.get().warning)("deploy.no_fast_rollback", reason=can["reason"])
+            code = code or (1 if required else 0)
+    if code:
+        failed = [f"{c['check']}: {c['detail']}" for c in results if not c["ok"]]
+        raise PreflightFailed("preflight failed, nothing was changed: " + "; ".join(failed), code)
+    return results
+
+
 def deploy(config: Config, version: str, source: Path, rollback: bool) -> tuple[engine.Outcome, dict[str, Any]]:
     runner = engine.Engine(config)
+    key = f"deploy:{version}"
+    done = runner.succeeded(key)
+    if done is not None:
+        return done, {}
+    report: dict[str, Any] = {"preflight": preflight(config)}
     outcome = runner.run(
         _playbook(),
         {"version": version, "source": str(source)},
-        key=f"deploy:{version}",
+        key=key,
         trigger="deploy",
         rollback=rollback,
     )
-    report: dict[str, Any] = {}
     if outcome.run.status == "rolled_back":
-        report = _verify_old_version(config, outcome)
+        report.update(_verify_old_version(config, outcome))
     return outcome, report
 
 
 def _verify_old_version(config: Config, outcome: engine.Outcome) -> dict[str, Any]:
     """After a rollback: the old version must pass the health checks again."""
+    import json
+
+    from aura_ops.actions import DATABASE_ROLLBACK
     from aura_ops.components import release
     from aura_ops.config import ReleaseConfig
 
     failed_at = (outcome.run.result or {}).get("failure_detected")
+    how = engine.state_dir(config) / "runs" / outcome.run.id / DATABASE_ROLLBACK
+    database = json.loads(how.read_text()) if how.exists() else None
     name = config.only("release", config.deploy.release, "release")
     cfg = config.component(name) if name else None
     if isinstance(cfg, ReleaseConfig) and release.current(cfg) is None:
@@ -56,6 +106,8 @@ def _verify_old_version(config: Config, outcome: engine.Outcome) -> dict[str, An
         logs.get().error("deploy.rollback_unhealthy", reason=str(exc))
         return {"exit_code": EXIT_ROLLBACK, "message": f"rolled back, but the old version is not healthy: {exc}"}
     report: dict[str, Any] = {"old_version_checks": results}
+    if database:
+        report["database_restore"] = database
     if failed_at:
         detected = dt.datetime.fromisoformat(failed_at)
         report["time_to_restore_seconds"] = round((dt.datetime.now(dt.UTC) - detected).total_seconds(), 2)

@@ -165,6 +165,16 @@ class Engine:
             playbook = Playbook.model_validate_json(self.journal.definition(run.id))
             return self._compensate(run.id, playbook, run.params, "aborted by the operator")
 
+    def succeeded(self, key: str) -> Outcome | None:
+        """The no-op outcome when a run with ``key`` already succeeded (read only, no lock: a
+        caller can skip its preflight; ``run`` checks again under the lock)."""
+        for run in reversed(self.journal.by_key(key)):
+            if run.status == "succeeded":
+                return self.outcome(
+                    run.id, EXIT_OK, f"idempotency key {key!r}: run {run.id} already succeeded; nothing to do"
+                )
+        return None
+
     def outcome(self, run_id: str, exit_code: int, message: str) -> Outcome:
         return Outcome(self.journal.run(run_id), self.journal.steps(run_id), exit_code, message)
 
@@ -176,11 +186,10 @@ class Engine:
             yield
 
     def _idempotent(self, key: str) -> Outcome | None:
+        done = self.succeeded(key)
+        if done is not None:
+            return done
         for run in reversed(self.journal.by_key(key)):
-            if run.status == "succeeded":
-                return self.outcome(
-                    run.id, EXIT_OK, f"idempotency key {key!r}: run {run.id} already succeeded; nothing to do"
-                )
             if not run.finished:
                 raise LockedError(
                     f"idempotency key {key!r}: run {run.id} is {run.status} "

@@ -688,24 +688,105 @@ def _check_restored(conn: Connection, name: str, entry: dict[str, Any]) -> None:
         compare_facts(name, entry, database_facts(db, "table_checksums" in entry))
 
 
-def _swap(admin: Any, live: str, built: str) -> None:
-    """Put ``built`` in place of ``live`` by renaming; the old database is dropped after."""
+def _rename_away(admin: Any, live: str, new_name: str) -> None:
+    """Rename ``live`` to ``new_name`` with no session left on it (new ones refused first)."""
     from psycopg import sql
 
-    old = f"{live}_aura_old_{pysecrets.token_hex(3)}"
     admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(live)))
     try:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (live,),
         )
-        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(old)))
+        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(new_name)))
     except BaseException:
         admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(live)))
         raise
+
+
+def _swap(admin: Any, live: str, built: str) -> None:
+    """Put ``built`` in place of ``live`` by renaming (with ``live``'s grants and settings);
+    the old database is dropped after."""
+    from psycopg import sql
+
+    old = f"{live}_aura_old_{pysecrets.token_hex(3)}"
+    copy_database_settings(admin, live, built)
+    _rename_away(admin, live, old)
     admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(built), sql.Identifier(live)))
     _drop_database(admin, old)
     logs.get().info("postgres.swapped", database=live)
+
+
+def copy_database_settings(admin: Any, source: str, target: str) -> None:
+    """Give ``target`` the catalog-level properties of ``source`` that its files do not carry:
+    owner, connection limit, ACL, and ``ALTER DATABASE/ROLE ... SET`` settings. Values are set
+    through ``set_config`` and stored ``FROM CURRENT``, so list settings such as search_path keep
+    their exact form. What the connected role may not copy is logged, not fatal."""
+    import psycopg
+    from psycopg import sql
+
+    log = logs.get()
+    row = admin.execute(
+        "SELECT pg_get_userbyid(datdba), datconnlimit, datacl IS NOT NULL FROM pg_database WHERE datname = %s",
+        (source,),
+    ).fetchone()
+    if row is None:
+        return
+    owner, limit, has_acl = row
+    statements: list[Any] = []
+    target_id = sql.Identifier(target)
+    if (
+        owner
+        != admin.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (target,)).fetchone()[0]
+    ):
+        statements.append(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(target_id, sql.Identifier(owner)))
+    if limit != -1:
+        statements.append(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(target_id, sql.Literal(limit)))
+    if has_acl:
+        statements.append(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(target_id))
+        grants = admin.execute(
+            "SELECT a.privilege_type, a.is_grantable, CASE WHEN a.grantee = 0 THEN NULL"
+            " ELSE pg_get_userbyid(a.grantee) END FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s",
+            (source,),
+        ).fetchall()
+        for privilege, grantable, grantee in grants:
+            statements.append(
+                sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                    sql.SQL(privilege),
+                    target_id,
+                    sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
+                    sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL(""),
+                )
+            )
+    for statement in statements:
+        try:
+            admin.execute(statement)
+        except psycopg.Error as exc:
+            log.warning("postgres.property_not_copied", database=target, reason=str(exc).strip().splitlines()[0])
+    settings = admin.execute(
+        "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, unnest(s.setconfig)"
+        " FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s",
+        (source,),
+    ).fetchall()
+    for role, entry in settings:
+        key, _, value = entry.partition("=")
+        where = (
+            sql.SQL("ROLE {} IN DATABASE {}").format(sql.Identifier(role), target_id)
+            if role
+            else sql.SQL("DATABASE {}").format(target_id)
+        )
+        try:
+            with admin.transaction():
+                admin.execute("SELECT set_config(%s, %s, true)", (key, value))
+                admin.execute(
+                    sql.SQL("ALTER {} SET {} FROM CURRENT").format(
+                        where, sql.SQL(".").join(map(sql.Identifier, key.split(".")))
+                    )
+                )
+        except psycopg.Error as exc:
+            log.warning(
+                "postgres.setting_not_copied", database=target, setting=key, reason=str(exc).strip().splitlines()[0]
+            )
 
 
 # ---------------------------------------------------------------- verify

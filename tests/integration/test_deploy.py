@@ -76,7 +76,10 @@ def site(pg: PostgresCluster, database: str, aura: Aura, engine: Any, tmp_path: 
                 "web": {"type": "docker", "url": engine.url, "containers": [container.name], "timeout": 15},
             },
             "deploy": {"migrate": ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "migrate.sql"]},
-            "checks": [{"type": "http", "url": f"http://127.0.0.1:{port}/health", "deadline": 4, "interval": 0.5}],
+            "checks": [
+                {"type": "container", "component": "web", "deadline": 2},
+                {"type": "http", "url": f"http://127.0.0.1:{port}/health", "deadline": 4, "interval": 0.5},
+            ],
             "smoke_checks": [
                 {"type": "http", "url": f"http://127.0.0.1:{port}/index.html", "body_contains": "shop", "deadline": 2}
             ],
@@ -96,6 +99,8 @@ def test_good_deploys_switch_release_and_serve_it(aura: Aura, site: dict[str, An
     first = deploy(aura, site, "v1")
     assert first["run"]["status"] == "succeeded"
     assert serve(site["url"] + "/health") == "ok v1\n"
+    assert [c["check"] for c in first["preflight"] if "clone" in c["check"]] == ["db: fast rollback clone"]
+    assert no_clones_left(site)  # the clone is dropped once the release is verified
     second = deploy(aura, site, "v2", migration="ALTER TABLE items ADD COLUMN price int DEFAULT 0;")
     assert second["run"]["status"] == "succeeded"
     assert serve(site["url"] + "/health") == "ok v2\n"
@@ -106,8 +111,29 @@ def test_good_deploys_switch_release_and_serve_it(aura: Aura, site: dict[str, An
     assert "nothing to do" in again["message"]
 
 
-@pytest.mark.parametrize("failure", ["health", "migration", "container", "smoke"])
-def test_bad_deploy_rolls_back_database_release_and_service(aura: Aura, site: dict[str, Any], failure: str) -> None:
+def set_deploy(aura: Aura, **settings: Any) -> None:
+    import yaml
+
+    config = yaml.safe_load(aura.config_path.read_text())
+    config["deploy"].update(settings)
+    aura.write_config(config)
+
+
+@pytest.mark.parametrize(
+    ("failure", "fast"),
+    [
+        ("health", "auto"),
+        ("migration", "auto"),
+        ("container", "auto"),
+        ("smoke", "auto"),
+        ("migration", "off"),
+        ("health", "off"),
+    ],
+)
+def test_bad_deploy_rolls_back_database_release_and_service(
+    aura: Aura, site: dict[str, Any], failure: str, fast: str
+) -> None:
+    set_deploy(aura, fast_rollback=fast)
     deploy(aura, site, "v1")
     before = fingerprint(site["dsn"])
     if failure == "health":
@@ -133,8 +159,18 @@ def test_bad_deploy_rolls_back_database_release_and_service(aura: Aura, site: di
     assert (site["app"] / "current").resolve().name == "v1"
     assert serve(site["url"] + "/health") == "ok v1\n"
     assert bad["time_to_restore_seconds"] > 0
+    # the database came back by swapping in the clone taken after the stop, or from the dump
+    assert bad["database_restore"]["path"] == ("clone" if fast == "auto" else "snapshot")
+    assert no_clones_left(site)
     states = json.loads((site["app"] / ".aura" / "releases.json").read_text())
     assert states["v1"]["state"] == "verified"
+
+
+def no_clones_left(site: dict[str, Any]) -> bool:
+    name = site["dsn"].rsplit("/", 1)[1]
+    with psycopg.connect(site["dsn"]) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (name + "_aura",))
+        return rows.fetchall() == []
 
 
 def test_without_rollback_a_failed_deploy_leaves_services_running_and_says_how_to_undo(
@@ -153,7 +189,7 @@ def test_without_rollback_a_failed_deploy_leaves_services_running_and_says_how_t
 def test_dry_run_changes_nothing(aura: Aura, site: dict[str, Any]) -> None:
     source = make_release(site["root"], "v1")
     plan = aura.json("deploy", "--version", "v1", "--source", str(source), "--dry-run")
-    assert [s["name"] for s in plan["steps"]][:4] == ["preflight", "snapshot", "upload", "stop"]
+    assert [s["name"] for s in plan["steps"]][:5] == ["snapshot", "upload", "stop", "clone", "migrate"]
     assert not (site["app"] / "releases").exists()
     assert aura.json("snapshots", "list")["snapshots"] == []
 
@@ -200,16 +236,17 @@ def test_a_concurrent_deploy_exits_5(aura: Aura, site: dict[str, Any]) -> None:
 
 
 DEPLOY_STEPS = [
-    "preflight",
     "snapshot",
     "upload",
     "stop",
+    "clone",
     "migrate",
     "switch",
     "start",
     "health",
     "smoke",
     "verified",
+    "drop_clone",
     "prune",
 ]
 
@@ -245,6 +282,7 @@ def test_deploy_killed_at_each_step_ends_all_old_or_all_new(
     else:
         assert current == "v1" and serve(site["url"] + "/health") == "ok v1\n"
         assert fingerprint(site["dsn"]) == old
+    assert no_clones_left(site)
 
 
 def test_preflight_failure_changes_nothing(aura: Aura, site: dict[str, Any]) -> None:
@@ -254,7 +292,8 @@ def test_preflight_failure_changes_nothing(aura: Aura, site: dict[str, Any]) -> 
     config["components"]["web"]["containers"] = ["no-such-container"]
     aura.write_config(config)
     source = make_release(site["root"], "v1")
-    result = aura("deploy", "--version", "v1", "--source", str(source), "--rollback-on-fail", check=1)
+    result = aura("deploy", "--version", "v1", "--source", str(source), "--rollback-on-fail", check=2)
     assert "preflight failed" in result.stderr and "not found" in result.stderr
+    assert aura.json("runs", "list")["runs"] == []  # refused before the run lock: no run at all
     assert aura.json("snapshots", "list")["snapshots"] == []
     assert not (site["app"] / "releases").exists()

@@ -1,0 +1,231 @@
+"""Fast rollback of a deploy's database: a same-server clone kept while services are stopped.
+
+After a deploy has stopped the services and before it migrates, it clones the database on the
+same server (``CREATE DATABASE <clone> TEMPLATE <live> STRATEGY FILE_COPY``: a file-level copy,
+no WAL, no parsing). Rolling back within that run swaps the clone in by renaming databases,
+which costs the same at 1 GB as at 1 TB; without a clone (``deploy.fast_rollback: off``, no
+privilege, no disk space, other sessions on the database) the rollback restores the run's dump
+snapshot with pg_restore, as before. The dump snapshot is always taken: it is the durable copy.
+
+Every name derives from the run id, so a crash at any point leaves databases a resumed or
+aborted run finds again: ``swap_back`` is a small state machine that finishes whatever rename
+was interrupted. Database-level grants and settings (``GRANT ... ON DATABASE``,
+``ALTER DATABASE ... SET``) belong to the database's catalog entry, not its files; they are
+copied onto the clone, and onto any database that is swapped in place of another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Any
+
+from aura_ops import logs
+from aura_ops.components import postgres
+from aura_ops.config import PostgresConfig
+from aura_ops.errors import AuraError
+
+# the server-side prefix of a clone's name: <database[:24]>_aura_clone_<run id>
+CLONE = "_aura_clone_"
+FAILED = "_aura_failed_"
+OBJECT_IN_USE = "55006"  # "source database ... is being accessed by other users"
+LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
+
+
+class CloneError(AuraError):
+    """The database could not be cloned (privilege, space, other sessions)."""
+
+
+def clone_name(database: str, run_id: str) -> str:
+    return f"{database[:24]}{CLONE}{run_id}"
+
+
+def failed_name(database: str, run_id: str) -> str:
+    return f"{database[:24]}{FAILED}{run_id}"
+
+
+def _admin(name: str, cfg: PostgresConfig) -> tuple[postgres.Connection, Any]:
+    conn = postgres.connection(name, cfg)
+    return conn, postgres.connect(conn.with_db(cfg.maintenance_db), autocommit=True)
+
+
+def _ident(name: str) -> Any:
+    from psycopg import sql
+
+    return sql.Identifier(name)
+
+
+# ---------------------------------------------------------------- preflight
+
+
+def _free_bytes(conn: postgres.Connection, admin: Any, database: str) -> int | None:
+    """Free bytes where the server keeps ``database``'s files, when the server runs on this
+    machine and lets us read its data directory; None when that cannot be known."""
+    import psycopg
+
+    host = conn.params.get("host") or conn.params.get("hostaddr") or ""
+    if not (host.startswith("/") or host in LOCAL_HOSTS or host.startswith("127.")):
+        return None
+    try:
+        row = admin.execute(
+            "SELECT pg_tablespace_location(dattablespace), current_setting('data_directory')"
+            " FROM pg_database WHERE datname = %s",
+            (database,),
+        ).fetchone()
+    except psycopg.Error:  # not superuser nor pg_read_all_settings
+        return None
+    if row is None:
+        return None
+    path = row[0] or row[1]
+    if not path or not os.path.isdir(path):
+        return None
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def feasibility(name: str, cfg: PostgresConfig) -> dict[str, Any]:
+    """Can ``name``'s database be cloned now? ``ok``, ``reason``, and the facts behind it:
+    privileges (CREATEDB and owner, or superuser), size, and free space when it can be known."""
+    conn, admin = _admin(name, cfg)
+    with contextlib.closing(admin):
+        row = admin.execute(
+            "SELECT r.rolsuper, r.rolcreatedb, pg_get_userbyid(d.datdba) = current_user,"
+            " pg_database_size(d.oid), current_setting('server_version_num')::int"
+            " FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = %s",
+            (conn.dbname,),
+        ).fetchone()
+        if row is None:
+            return {"ok": False, "reason": f"database {conn.dbname} does not exist"}
+        superuser, createdb, owner, size, version = row
+        free = _free_bytes(conn, admin, conn.dbname)
+    facts: dict[str, Any] = {"database": conn.dbname, "size": size, "free": free, "server_version_num": version}
+    if not (superuser or (createdb and owner)):
+        return {**facts, "ok": False, "reason": "cloning needs CREATEDB and ownership of the database (or superuser)"}
+    needed = size + max(64 << 20, size // 20)
+    if free is not None and free < needed:
+        return {
+            **facts,
+            "ok": False,
+            "reason": f"not enough disk for a clone: {size / 1e6:.0f} MB needed (+5%), {free / 1e6:.0f} MB free",
+        }
+    where = "free space unknown (server not local or data directory not readable)"
+    if free is not None:
+        where = f"{free / 1e9:.2f} GB free"
+    return {**facts, "ok": True, "reason": f"clone of {size / 1e6:.0f} MB possible; {where}"}
+
+
+# ---------------------------------------------------------------- clone, swap, drop
+
+
+def exists(name: str, cfg: PostgresConfig, run_id: str) -> bool:
+    conn, admin = _admin(name, cfg)
+    with contextlib.closing(admin):
+        return postgres._database_exists(admin, clone_name(conn.dbname, run_id))
+
+
+def create(name: str, cfg: PostgresConfig, run_id: str, wait: float) -> dict[str, Any]:
+    """Clone the live database as this run's clone; CloneError when it cannot be done within
+    ``wait`` seconds (other sessions connected to the database block a clone)."""
+    import psycopg
+    import tenacity
+
+    log = logs.get()
+    conn, admin = _admin(name, cfg)
+    clone = clone_name(conn.dbname, run_id)
+    started = time.monotonic()
+    with contextlib.closing(admin):
+        version = admin.execute("SELECT current_setting('server_version_num')::int").fetchone()[0]
+        strategy = " STRATEGY FILE_COPY" if version >= 150000 else ""
+        statement = "CREATE DATABASE {} TEMPLATE {}" + strategy
+
+        def busy(exc: BaseException) -> bool:
+            return isinstance(exc, psycopg.Error) and getattr(exc, "sqlstate", None) == OBJECT_IN_USE
+
+        try:
+            for attempt in tenacity.Retrying(
+                stop=tenacity.stop_after_delay(wait),
+                wait=tenacity.wait_fixed(0.5),
+                retry=tenacity.retry_if_exception(busy),
+                reraise=True,
+            ):
+                with attempt:
+                    from psycopg import sql
+
+                    admin.execute(sql.SQL(statement).format(_ident(clone), _ident(conn.dbname)))
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if busy(exc):
+                sessions = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (conn.dbname,)
+                ).fetchone()[0]
+                reason = f"{sessions} other session(s) still connected to {conn.dbname} after {wait:g}s"
+            raise CloneError(f"cannot clone {conn.dbname}: {reason}") from None
+        try:
+            postgres.copy_database_settings(admin, conn.dbname, clone)
+        except BaseException:
+            postgres._drop_database(admin, clone)
+            raise
+        size = admin.execute("SELECT pg_database_size(%s)", (clone,)).fetchone()[0]
+    seconds = round(time.monotonic() - started, 3)
+    log.info("postgres.cloned", database=conn.dbname, clone=clone, seconds=seconds, size=size)
+    return {"clone": clone, "seconds": seconds, "size": size}
+
+
+def drop(name: str, cfg: PostgresConfig, run_id: str) -> bool:
+    """Drop this run's clone; True when there was one."""
+    conn, admin = _admin(name, cfg)
+    clone = clone_name(conn.dbname, run_id)
+    with contextlib.closing(admin):
+        if not postgres._database_exists(admin, clone):
+            return False
+        postgres._drop_database(admin, clone)
+    logs.get().info("postgres.clone_dropped", clone=clone)
+    return True
+
+
+def drop_stale(name: str, cfg: PostgresConfig, keep: set[str]) -> list[str]:
+    """Drop clones (and half-swapped leftovers) of runs other than ``keep``: a run that failed
+    without a rollback keeps its clone for a later ``runs abort`` until the next deploy."""
+    conn, admin = _admin(name, cfg)
+    prefix = conn.dbname[:24]
+    dropped = []
+    with contextlib.closing(admin):
+        rows = admin.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) OR starts_with(datname, %s)",
+            (prefix + CLONE, prefix + FAILED),
+        ).fetchall()
+        for (datname,) in rows:
+            run_id = datname.split(CLONE if CLONE in datname else FAILED, 1)[1]
+            if run_id in keep:
+                continue
+            postgres._drop_database(admin, datname)
+            dropped.append(datname)
+    if dropped:
+        logs.get().info("postgres.stale_clones_dropped", databases=dropped)
+    return dropped
+
+
+def swap_back(name: str, cfg: PostgresConfig, run_id: str) -> dict[str, Any] | None:
+    """Put this run's clone back in place of the live database; None when there is no clone
+    (the caller then restores from the snapshot). Safe to repeat after a crash at any point:
+    live -> failed, clone -> live, drop failed."""
+    conn, admin = _admin(name, cfg)
+    live, clone, failed = conn.dbname, clone_name(conn.dbname, run_id), failed_name(conn.dbname, run_id)
+    started = time.monotonic()
+    with contextlib.closing(admin):
+        if not postgres._database_exists(admin, clone):
+            return None
+        from psycopg import sql
+
+        if postgres._database_exists(admin, live):
+            if postgres._database_exists(admin, failed):
+                postgres._drop_database(admin, failed)
+            postgres.copy_database_settings(admin, live, clone)
+            postgres._rename_away(admin, live, failed)
+        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(clone), _ident(live)))
+        swapped = round(time.monotonic() - started, 3)
+        postgres._drop_database(admin, failed)
+    seconds = round(time.monotonic() - started, 3)
+    logs.get().info("postgres.clone_swapped_back", database=live, swap_seconds=swapped, seconds=seconds)
+    return {"path": "clone", "database": live, "swap_seconds": swapped, "seconds": seconds}

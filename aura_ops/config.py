@@ -175,6 +175,12 @@ class DeployConfig(_Model):
     fast_rollback: Literal["auto", "required", "off"] = "auto"
     fast_rollback_wait: float = Field(default=10.0, ge=0)  # seconds for other sessions to leave before cloning
 
+    @field_validator("fast_rollback", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false (and `on` as true)
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
+
 
 class StateConfig(_Model):
     path: Path = Path("state")

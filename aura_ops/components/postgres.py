@@ -717,11 +717,25 @@ def _swap(admin: Any, live: str, built: str) -> None:
     logs.get().info("postgres.swapped", database=live)
 
 
+# settings whose stored form is a list of quoted elements (pg_dump's variable_is_guc_list_quote)
+QUOTED_LIST_SETTINGS = frozenset(
+    {
+        "local_preload_libraries",
+        "search_path",
+        "session_preload_libraries",
+        "shared_preload_libraries",
+        "temp_tablespaces",
+        "unix_socket_directories",
+    }
+)
+
+
 def copy_database_settings(admin: Any, source: str, target: str) -> None:
     """Give ``target`` the catalog-level properties of ``source`` that its files do not carry:
-    owner, connection limit, ACL, and ``ALTER DATABASE/ROLE ... SET`` settings. Values are set
-    through ``set_config`` and stored ``FROM CURRENT``, so list settings such as search_path keep
-    their exact form. What the connected role may not copy is logged, not fatal."""
+    owner, connection limit, ACL, and ``ALTER DATABASE/ROLE ... SET`` settings, stored as
+    written (a quoted-list setting such as search_path goes through ``set_config`` and ``FROM
+    CURRENT``, as one literal would become one element). What the connected role may not copy
+    is logged, not fatal."""
     import psycopg
     from psycopg import sql
 
@@ -775,14 +789,14 @@ def copy_database_settings(admin: Any, source: str, target: str) -> None:
             if role
             else sql.SQL("DATABASE {}").format(target_id)
         )
+        name = sql.SQL(".").join(map(sql.Identifier, key.split(".")))
         try:
             with admin.transaction():
-                admin.execute("SELECT set_config(%s, %s, true)", (key, value))
-                admin.execute(
-                    sql.SQL("ALTER {} SET {} FROM CURRENT").format(
-                        where, sql.SQL(".").join(map(sql.Identifier, key.split(".")))
-                    )
-                )
+                if key.lower() in QUOTED_LIST_SETTINGS:
+                    admin.execute("SELECT set_config(%s, %s, true)", (key, value))
+                    admin.execute(sql.SQL("ALTER {} SET {} FROM CURRENT").format(where, name))
+                else:
+                    admin.execute(sql.SQL("ALTER {} SET {} TO {}").format(where, name, sql.Literal(value)))
         except psycopg.Error as exc:
             log.warning(
                 "postgres.setting_not_copied", database=target, setting=key, reason=str(exc).strip().splitlines()[0]

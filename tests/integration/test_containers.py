@@ -123,3 +123,43 @@ def test_snapshot_records_image_ids(engine: Any, make: Any, aura: Aura) -> None:
     assert recorded[0]["name"] == one.name
     assert recorded[0]["image"].startswith("sha256:")
     assert recorded[0]["status"] == "running"
+
+
+def test_container_check_passes_running_and_healthy_and_names_what_is_not(engine: Any, make: Any) -> None:
+    from aura_ops import checks
+    from aura_ops.config import Config, ContainerCheck
+
+    healthy = make(
+        "ok",
+        ["sleep", "300"],
+        healthcheck={"test": ["CMD", "true"], "interval": 200_000_000, "timeout": 1_000_000_000, "retries": 1},
+    )
+    sick = make(
+        "sick",
+        ["sleep", "300"],
+        healthcheck={"test": ["CMD", "false"], "interval": 200_000_000, "timeout": 1_000_000_000, "retries": 1},
+    )
+    plain = make("plain", ["sleep", "300"])
+    config = Config.model_validate(
+        {
+            "repository": {"path": "/nonexistent"},
+            "components": {
+                "web": {"type": "docker", "url": engine.url, "containers": [healthy.name, sick.name, plain.name]}
+            },
+        }
+    )
+
+    def check(*names: str, deadline: float = 5) -> ContainerCheck:
+        return ContainerCheck(type="container", component="web", containers=list(names), deadline=deadline, interval=0.2)
+
+    with pytest.raises(checks.CheckFailed, match=f"container {plain.name} is created"):
+        checks.wait_for(check(plain.name, deadline=0.5), config)
+    for container in (healthy, sick, plain):
+        container.start()
+    passed = checks.wait_for(check(healthy.name, plain.name), config)
+    assert passed["detail"] == f"{healthy.name} healthy, {plain.name} running"
+    assert passed["check"] == f"container web ({healthy.name}, {plain.name})"
+    with pytest.raises(checks.CheckFailed, match=f"container {sick.name} is (starting|unhealthy)"):
+        checks.wait_for(check(sick.name, deadline=1), config)
+    with pytest.raises(checks.CheckFailed, match="no container gone"):
+        checks.probe(check("gone"), config)

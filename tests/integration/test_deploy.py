@@ -297,3 +297,85 @@ def test_preflight_failure_changes_nothing(aura: Aura, site: dict[str, Any]) -> 
     assert aura.json("runs", "list")["runs"] == []  # refused before the run lock: no run at all
     assert aura.json("snapshots", "list")["snapshots"] == []
     assert not (site["app"] / "releases").exists()
+
+
+def test_a_session_left_on_the_database_means_no_clone_and_the_snapshot_path(aura: Aura, site: dict[str, Any]) -> None:
+    deploy(aura, site, "v1")
+    before = fingerprint(site["dsn"])
+    set_deploy(aura, fast_rollback_wait=1)
+    with psycopg.connect(site["dsn"], autocommit=True) as other:  # a worker aura-ops does not manage
+        other.execute("SELECT 1")
+        bad = deploy(aura, site, "v2", check=1, migration="UPDATE items SET name = 'x'; SELECT 1/0;")
+    assert bad["steps"][[s["name"] for s in bad["steps"]].index("clone")]["status"] == "compensated"
+    assert bad["database_restore"]["path"] == "snapshot"
+    assert fingerprint(site["dsn"]) == before
+    assert serve(site["url"] + "/health") == "ok v1\n"
+
+
+def test_required_fast_rollback_fails_the_deploy_when_no_clone_can_be_made(aura: Aura, site: dict[str, Any]) -> None:
+    deploy(aura, site, "v1")
+    before = fingerprint(site["dsn"])
+    set_deploy(aura, fast_rollback="required", fast_rollback_wait=1)
+    with psycopg.connect(site["dsn"], autocommit=True) as other:
+        other.execute("SELECT 1")
+        bad = deploy(aura, site, "v2", check=1, migration="UPDATE items SET name = 'x';")
+    failed = [(s["name"], s["error"]) for s in bad["steps"] if s["error"]]
+    assert failed[0][0] == "clone" and "other session(s) still connected" in failed[0][1]
+    assert bad["run"]["status"] == "rolled_back"
+    assert fingerprint(site["dsn"]) == before
+    assert serve(site["url"] + "/health") == "ok v1\n"  # the stopped service was started again
+    assert no_clones_left(site)
+
+
+def test_required_fast_rollback_without_the_privilege_fails_preflight(
+    aura: Aura, site: dict[str, Any], pg: PostgresCluster
+) -> None:
+    name = site["dsn"].rsplit("/", 1)[1]
+    role = f"app_{name}"
+    pg.sql(f'CREATE ROLE "{role}" LOGIN NOCREATEDB')
+    try:
+        pg.sql(f'GRANT ALL ON DATABASE "{name}" TO "{role}"')
+        aura.env["AURA_DB_DSN"] = pg.dsn(name, user=role)
+        set_deploy(aura, fast_rollback="required")
+        source = make_release(site["root"], "v1")
+        result = aura("deploy", "--version", "v1", "--source", str(source), check=1)
+        assert "preflight failed" in result.stderr and "CREATEDB" in result.stderr
+        assert aura.json("runs", "list")["runs"] == []
+        set_deploy(aura, fast_rollback="auto")  # auto: a warning in the preflight report, not a failure
+        plan = aura.json("deploy", "--version", "v1", "--source", str(source), "--dry-run")
+        assert plan["steps"][3]["name"] == "clone"
+    finally:
+        pg.sql(f'REVOKE ALL ON DATABASE "{name}" FROM "{role}"')
+        pg.sql(f'DROP ROLE "{role}"')
+
+
+@pytest.mark.parametrize("fast", ["auto", "off"])
+def test_database_grants_and_settings_survive_a_rollback(
+    aura: Aura, site: dict[str, Any], pg: PostgresCluster, fast: str
+) -> None:
+    name = site["dsn"].rsplit("/", 1)[1]
+    role = f"reader_{name}"
+    pg.sql(f'CREATE ROLE "{role}"')
+    try:
+        pg.sql(f'ALTER DATABASE "{name}" SET search_path = app, "$user", public')
+        pg.sql(f"ALTER DATABASE \"{name}\" SET work_mem = '7MB'")
+        pg.sql(f'ALTER ROLE "{role}" IN DATABASE "{name}" SET statement_timeout = 1234')
+        pg.sql(f'REVOKE CONNECT ON DATABASE "{name}" FROM PUBLIC')
+        pg.sql(f'GRANT CONNECT, TEMPORARY ON DATABASE "{name}" TO "{role}" WITH GRANT OPTION')
+        pg.sql(f'ALTER DATABASE "{name}" CONNECTION LIMIT 40')
+        query = (
+            "SELECT (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(d.datacl) a), d.datconnlimit, (SELECT array_agg(coalesce(r.rolname, '-') || ':' || c"
+            " ORDER BY r.rolname, c) FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole,"
+            f" unnest(s.setconfig) c WHERE s.setdatabase = d.oid) FROM pg_database d WHERE d.datname = '{name}'"
+        )
+        before = pg.sql(query)
+        set_deploy(aura, fast_rollback=fast)
+        deploy(aura, site, "v1")
+        bad = deploy(aura, site, "v2", check=1, migration="UPDATE items SET name = 'x'; SELECT 1/0;")
+        assert bad["database_restore"]["path"] == ("clone" if fast == "auto" else "snapshot")
+        assert pg.sql(query) == before
+        assert "search_path=app, \"$user\", public" in str(before)
+    finally:
+        pg.sql(f'REVOKE ALL ON DATABASE "{name}" FROM "{role}" CASCADE')
+        pg.sql(f'ALTER ROLE "{role}" IN DATABASE "{name}" RESET ALL')
+        pg.sql(f'DROP ROLE "{role}"')

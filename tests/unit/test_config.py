@@ -95,3 +95,29 @@ def test_env_variable_chooses_the_file(tmp_path: Path, monkeypatch: pytest.Monke
     path = write(tmp_path, "repository: {path: elsewhere}\n")
     monkeypatch.setenv("AURA_CONFIG", str(path))
     assert config.load().repository.path == tmp_path / "elsewhere"
+
+
+def test_checks_and_deploy_settings_are_validated(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+repository: {path: repo}
+components:
+  db: {type: postgres, dsn_env: X}
+deploy: {fast_rollback: sometimes, fast_rollback_wait: -1}
+checks:
+  - {type: container, component: db}
+  - {type: ping}
+""",
+    )
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    problems = caught.value.problems
+    assert any(p.startswith("At 'deploy.fast_rollback':") and "'auto', 'required' or 'off'" in p for p in problems)
+    assert any(p.startswith("At 'deploy.fast_rollback_wait':") for p in problems)
+    assert "At 'checks.1': unknown type 'ping'; expected http, tcp, command, sql or container" in problems
+    path.write_text(path.read_text().replace("fast_rollback: sometimes, fast_rollback_wait: -1", "fast_rollback: off"))
+    path.write_text(path.read_text().replace("  - {type: ping}\n", ""))
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert caught.value.problems == ["At 'checks.0.component': no docker component 'db'"]

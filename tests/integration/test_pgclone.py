@@ -1,0 +1,67 @@
+"""The fast-rollback clone against a real PostgreSQL: swap back after a crash between the two
+renames, and the disk-space judgement on a server whose data directory is a small tmpfs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg
+
+from aura_ops.components import pgclone
+from aura_ops.config import PostgresConfig
+from aura_ops.sandbox import PostgresCluster
+from tests.conftest import require
+
+
+def rows(dsn: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT id, name FROM t ORDER BY id").fetchall()
+
+
+def test_swap_back_finishes_after_a_crash_between_the_renames(pg: PostgresCluster, database: str) -> None:
+    dsn = pg.dsn(database)
+    pg.sql("CREATE TABLE t (id int PRIMARY KEY, name text); INSERT INTO t VALUES (1, 'one'), (2, 'two')", database)
+    before = rows(dsn)
+    cfg = PostgresConfig(type="postgres", dsn=dsn)
+    made = pgclone.create("db", cfg, "20261122-000000-001", wait=2)
+    assert made["clone"] == f"{database}_aura_clone_20261122-000000-001"
+    pg.sql("UPDATE t SET name = 'migrated'; ALTER TABLE t ADD COLUMN extra int", database)
+    # the process died right after renaming the live database away
+    pg.sql(f'ALTER DATABASE "{database}" RENAME TO "{pgclone.failed_name(database, "20261122-000000-001")}"')
+    done = pgclone.swap_back("db", cfg, "20261122-000000-001")
+    assert done is not None and done["path"] == "clone"
+    assert rows(dsn) == before
+    left = pg.sql(f"SELECT datname FROM pg_database WHERE starts_with(datname, '{database}_aura')")
+    assert left == []
+    assert pgclone.swap_back("db", cfg, "20261122-000000-001") is None  # nothing more to do: no clone
+
+
+def test_stale_clones_of_other_runs_are_dropped(pg: PostgresCluster, database: str) -> None:
+    cfg = PostgresConfig(type="postgres", dsn=pg.dsn(database))
+    pgclone.create("db", cfg, "20261122-000000-002", wait=2)
+    pgclone.create("db", cfg, "20261122-000000-003", wait=2)
+    dropped = pgclone.drop_stale("db", cfg, keep={"20261122-000000-003"})
+    assert dropped == [f"{database}_aura_clone_20261122-000000-002"]
+    assert pgclone.exists("db", cfg, "20261122-000000-003")
+    assert pgclone.drop("db", cfg, "20261122-000000-003") and not pgclone.drop("db", cfg, "20261122-000000-003")
+
+
+def test_not_enough_disk_on_the_server_is_judged_before_cloning(pg: PostgresCluster, database: str) -> None:
+    require(os.geteuid() == 0, "root (to mount a small tmpfs as a server's data directory)")
+    cfg = PostgresConfig(type="postgres", dsn=pg.dsn(database))
+    roomy = pgclone.feasibility("db", cfg)
+    assert roomy["ok"] and roomy["free"] is not None  # the session cluster is local: free space is known
+    mount = Path(tempfile.mkdtemp(prefix="aura-tmpfs-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=90m,mode=0755", "tmpfs", str(mount)], check=True)
+    try:
+        with PostgresCluster(root=mount / "pg") as small:
+            small.sql("CREATE DATABASE app")
+            tight = pgclone.feasibility("db", PostgresConfig(type="postgres", dsn=small.dsn("app")))
+            assert not tight["ok"] and "not enough disk" in tight["reason"]
+            assert tight["free"] < 90 << 20
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+        mount.rmdir()

@@ -233,6 +233,7 @@ def run(workdir: Path, scale: int, toast_mb: int) -> None:
             ),
         ]
         table("DB restore", restore_rows, restore_rows[0])
+        rollback_paths(cluster, workdir, env)
 
         files_rows = [
             measure("rsync -a", ["rsync", "-a", f"{tree}/", str(out / "rsync1")], env, out / "rsync1"),
@@ -266,6 +267,73 @@ def run(workdir: Path, scale: int, toast_mb: int) -> None:
     finally:
         cluster.remove()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _timed(action: Callable[[], object], prepare: Callable[[], object]) -> float:
+    """Median wall time of REPEAT runs of ``action``, each after an untimed ``prepare``."""
+    times = []
+    for _ in range(REPEAT):
+        prepare()
+        started = time.monotonic()
+        action()
+        times.append(time.monotonic() - started)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def rollback_paths(cluster: PostgresCluster, workdir: Path, env: dict[str, str]) -> None:
+    """Time to put the database back when a deploy rolls back after its migration: swapping in
+    the clone taken after the services stopped (fast path) against restoring the run's snapshot
+    (pg_restore into a new database, then the same swap), on the same database; and the fast
+    path again on a database a tenth the size, to show it does not grow with the data."""
+    from aura_ops import config as config_module
+    from aura_ops import logs, snapshots
+    from aura_ops.components import pgclone
+
+    logs.configure(None, "warning", sys.stderr, pretty=False)
+    os.environ["AURA_DB_DSN"] = env["AURA_DB_DSN"]
+    config = config_module.load(workdir / "aura.yaml")
+    cfg = config.components["db"]
+    assert isinstance(cfg, config_module.PostgresConfig)
+    snapshot = snapshots.repository(config).snapshots()[-1].id
+    migrate = "UPDATE pgbench_branches SET bbalance = bbalance + 1"  # the damage a bad deploy did
+    small = cluster.create_database("bench_small")
+    subprocess.run(
+        [str(cluster.bin / "pgbench"), "-i", "-q", "-s", "7", "-d", small], check=True, stderr=subprocess.DEVNULL
+    )
+    small_cfg = config_module.PostgresConfig.model_validate({"type": "postgres", "dsn": small})
+    clone_times: dict[str, list[float]] = {"bench": [], "bench_small": []}
+
+    def cloned(name: str, db_cfg: config_module.PostgresConfig) -> Callable[[], None]:
+        def prepare() -> None:
+            made = pgclone.create("db", db_cfg, "bench-run", wait=10)
+            clone_times[name].append(float(made["seconds"]))
+            cluster.sql(migrate, name)
+
+        return prepare
+
+    fast = _timed(lambda: pgclone.swap_back("db", cfg, "bench-run"), cloned("bench", cfg))
+    fast_small = _timed(lambda: pgclone.swap_back("db", small_cfg, "bench-run"), cloned("bench_small", small_cfg))
+    slow = _timed(
+        lambda: snapshots.restore(config, snapshot, ["db"]),
+        lambda: cluster.sql(migrate, "bench"),
+    )
+    sizes = {
+        name: int(cluster.sql(f"SELECT pg_database_size('{name}')")[0][0])  # type: ignore[call-overload]
+        for name in ("bench", "bench_small")
+    }
+    clone = sorted(clone_times["bench"])[len(clone_times["bench"]) // 2]
+    clone_small = sorted(clone_times["bench_small"])[len(clone_times["bench_small"]) // 2]
+    print(f"\nRollback: time to put the database back after a migration (median of {REPEAT})")
+    print(f"  {'path':<58} {'wall s':>7} {'x slow':>7}")
+    big, little = sizes["bench"] / 1e9, sizes["bench_small"] / 1e9
+    print(f"  {f'restore the snapshot (pg_restore -j2, swap), {big:.2f} GB':<58} {slow:7.2f} {1:7.2f}")
+    print(f"  {f'swap the clone back (fast path), {big:.2f} GB':<58} {fast:7.2f} {fast / slow:7.2f}")
+    print(f"  {f'swap the clone back (fast path), {little:.2f} GB':<58} {fast_small:7.2f} {fast_small / slow:7.2f}")
+    print(
+        f"  cost paid during the deploy, services stopped: the clone took {clone:.2f} s at {big:.2f} GB, "
+        f"{clone_small:.2f} s at {little:.2f} GB (CREATE DATABASE ... STRATEGY FILE_COPY)"
+    )
 
 
 def _versions(pg: Path) -> None:

@@ -627,8 +627,11 @@ class DatabaseCloneDropAction(DatabaseCloneAction):
         found = self._database(ctx)
         return ("drop the fast-rollback clone" if found else "nothing"), "nothing (a rollback uses the snapshot)"
 
+    def can_check(self, p: NoParams) -> bool:
+        return False
+
     def check(self, p: NoParams, ctx: Context) -> bool:
-        return not super().check(p, ctx)
+        return False  # dropping is idempotent: always "would apply"
 
     def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
         from aura_ops.components import pgclone

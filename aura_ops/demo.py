@@ -147,7 +147,9 @@ def _deploys(workdir: Path, env: dict[str, str], dsn: str) -> None:
                 f"  app: {{type: release, path: app, keep: 3}}\n"
                 f"  web: {{type: docker, url: '{daemon.url}', containers: [{container.name}], timeout: 20}}\n"
                 "deploy: {migrate: [psql, -X, -q, -v, ON_ERROR_STOP=1, -f, migrate.sql]}\n"
-                f"checks: [{{type: http, url: 'http://127.0.0.1:{port}/health', deadline: 5}}]\n"
+                "checks:\n"
+                "  - {type: container, component: web, deadline: 5}\n"
+                f"  - {{type: http, url: 'http://127.0.0.1:{port}/health', deadline: 5}}\n"
             )
         deploy_env = {**env, "AURA_DB_DSN": dsn}
         for version, healthy, migration in (

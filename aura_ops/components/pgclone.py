@@ -26,8 +26,9 @@ from aura_ops.components import postgres
 from aura_ops.config import PostgresConfig
 from aura_ops.errors import AuraError
 
-# the server-side prefix of a clone's name: <database[:24]>_aura_clone_<run id>
+# a clone's name: <stem of the database's name>_aura_clone_<run id>
 CLONE = "_aura_clone_"
+BUILDING = "_aura_clonetmp_"  # renamed to CLONE once its grants and settings are copied
 FAILED = "_aura_failed_"
 OBJECT_IN_USE = "55006"  # "source database ... is being accessed by other users"
 LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
@@ -37,12 +38,26 @@ class CloneError(AuraError):
     """The database could not be cloned (privilege, space, other sessions)."""
 
 
+def _stem(database: str) -> str:
+    """The database's part of the names (which PostgreSQL limits to 63 bytes): the name itself,
+    or for a long one its start and a digest, so two databases never share a stem."""
+    if len(database.encode()) <= 24:
+        return database
+    import hashlib
+
+    return database.encode()[:16].decode(errors="ignore") + "_" + hashlib.sha256(database.encode()).hexdigest()[:7]
+
+
 def clone_name(database: str, run_id: str) -> str:
-    return f"{database[:24]}{CLONE}{run_id}"
+    return f"{_stem(database)}{CLONE}{run_id}"
+
+
+def building_name(database: str, run_id: str) -> str:
+    return f"{_stem(database)}{BUILDING}{run_id}"
 
 
 def failed_name(database: str, run_id: str) -> str:
-    return f"{database[:24]}{FAILED}{run_id}"
+    return f"{_stem(database)}{FAILED}{run_id}"
 
 
 def _admin(name: str, cfg: PostgresConfig) -> tuple[postgres.Connection, Any]:
@@ -126,15 +141,18 @@ def exists(name: str, cfg: PostgresConfig, run_id: str) -> bool:
 
 def create(name: str, cfg: PostgresConfig, run_id: str, wait: float) -> dict[str, Any]:
     """Clone the live database as this run's clone; CloneError when it cannot be done within
-    ``wait`` seconds (other sessions connected to the database block a clone)."""
+    ``wait`` seconds (other sessions connected to the database block a clone). The copy is
+    built under another name and renamed once complete (grants and settings included), so a
+    clone found under its name after a crash is whole."""
     import psycopg
     import tenacity
 
     log = logs.get()
     conn, admin = _admin(name, cfg)
-    clone = clone_name(conn.dbname, run_id)
+    clone, building = clone_name(conn.dbname, run_id), building_name(conn.dbname, run_id)
     started = time.monotonic()
     with contextlib.closing(admin):
+        postgres._drop_database(admin, building)  # left by a crash mid-clone
         version = admin.execute("SELECT current_setting('server_version_num')::int").fetchone()[0]
         strategy = " STRATEGY FILE_COPY" if version >= 150000 else ""
         statement = "CREATE DATABASE {} TEMPLATE {}" + strategy
@@ -152,7 +170,7 @@ def create(name: str, cfg: PostgresConfig, run_id: str, wait: float) -> dict[str
                 with attempt:
                     from psycopg import sql
 
-                    admin.execute(sql.SQL(statement).format(_ident(clone), _ident(conn.dbname)))
+                    admin.execute(sql.SQL(statement).format(_ident(building), _ident(conn.dbname)))
         except psycopg.Error as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if busy(exc):
@@ -161,10 +179,13 @@ def create(name: str, cfg: PostgresConfig, run_id: str, wait: float) -> dict[str
                 ).fetchone()[0]
                 reason = f"{sessions} other session(s) still connected to {conn.dbname} after {wait:g}s"
             raise CloneError(f"cannot clone {conn.dbname}: {reason}") from None
+        from psycopg import sql
+
         try:
-            postgres.copy_database_settings(admin, conn.dbname, clone)
+            postgres.copy_database_settings(admin, conn.dbname, building)
+            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(building), _ident(clone)))
         except BaseException:
-            postgres._drop_database(admin, clone)
+            postgres._drop_database(admin, building)
             raise
         size = admin.execute("SELECT pg_database_size(%s)", (clone,)).fetchone()[0]
     seconds = round(time.monotonic() - started, 3)
@@ -173,10 +194,11 @@ def create(name: str, cfg: PostgresConfig, run_id: str, wait: float) -> dict[str
 
 
 def drop(name: str, cfg: PostgresConfig, run_id: str) -> bool:
-    """Drop this run's clone; True when there was one."""
+    """Drop this run's clone (and a half-built one); True when there was one."""
     conn, admin = _admin(name, cfg)
     clone = clone_name(conn.dbname, run_id)
     with contextlib.closing(admin):
+        postgres._drop_database(admin, building_name(conn.dbname, run_id))
         if not postgres._database_exists(admin, clone):
             return False
         postgres._drop_database(admin, clone)
@@ -188,15 +210,16 @@ def drop_stale(name: str, cfg: PostgresConfig, keep: set[str]) -> list[str]:
     """Drop clones (and half-swapped leftovers) of runs other than ``keep``: a run that failed
     without a rollback keeps its clone for a later ``runs abort`` until the next deploy."""
     conn, admin = _admin(name, cfg)
-    prefix = conn.dbname[:24]
+    prefix = _stem(conn.dbname)
     dropped = []
     with contextlib.closing(admin):
         rows = admin.execute(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) OR starts_with(datname, %s)",
-            (prefix + CLONE, prefix + FAILED),
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) OR starts_with(datname, %s)"
+            " OR starts_with(datname, %s)",
+            (prefix + CLONE, prefix + BUILDING, prefix + FAILED),
         ).fetchall()
         for (datname,) in rows:
-            run_id = datname.split(CLONE if CLONE in datname else FAILED, 1)[1]
+            run_id = datname[len(prefix) :].split("_", 3)[-1]  # _aura_<kind>_<run id>
             if run_id in keep:
                 continue
             postgres._drop_database(admin, datname)
@@ -221,7 +244,7 @@ def swap_back(name: str, cfg: PostgresConfig, run_id: str) -> dict[str, Any] | N
         if postgres._database_exists(admin, live):
             if postgres._database_exists(admin, failed):
                 postgres._drop_database(admin, failed)
-            postgres.copy_database_settings(admin, live, clone)
+            # the clone carries the pre-migration grants and settings, copied when it was made
             postgres._rename_away(admin, live, failed)
         admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(clone), _ident(live)))
         swapped = round(time.monotonic() - started, 3)

@@ -150,7 +150,9 @@ def test_container_check_passes_running_and_healthy_and_names_what_is_not(engine
     )
 
     def check(*names: str, deadline: float = 5) -> ContainerCheck:
-        return ContainerCheck(type="container", component="web", containers=list(names), deadline=deadline, interval=0.2)
+        return ContainerCheck(
+            type="container", component="web", containers=list(names), deadline=deadline, interval=0.2
+        )
 
     with pytest.raises(checks.CheckFailed, match=f"container {plain.name} is created"):
         checks.wait_for(check(plain.name, deadline=0.5), config)

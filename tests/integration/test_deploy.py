@@ -374,7 +374,7 @@ def test_database_grants_and_settings_survive_a_rollback(
         bad = deploy(aura, site, "v2", check=1, migration="UPDATE items SET name = 'x'; SELECT 1/0;")
         assert bad["database_restore"]["path"] == ("clone" if fast == "auto" else "snapshot")
         assert pg.sql(query) == before
-        assert "search_path=app, \"$user\", public" in str(before)
+        assert 'search_path=app, "$user", public' in str(before)
     finally:
         pg.sql(f'REVOKE ALL ON DATABASE "{name}" FROM "{role}" CASCADE')
         pg.sql(f'ALTER ROLE "{role}" IN DATABASE "{name}" RESET ALL')

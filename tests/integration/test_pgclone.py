@@ -43,8 +43,16 @@ def test_stale_clones_of_other_runs_are_dropped(pg: PostgresCluster, database: s
     cfg = PostgresConfig(type="postgres", dsn=pg.dsn(database))
     pgclone.create("db", cfg, "20261122-000000-002", wait=2)
     pgclone.create("db", cfg, "20261122-000000-003", wait=2)
+    # a clone half-built when its run was killed: dropped too, and by a new attempt of that run
+    pg.sql(f'CREATE DATABASE "{pgclone.building_name(database, "20261122-000000-004")}"')
+    pg.sql(f'CREATE DATABASE "{pgclone.building_name(database, "20261122-000000-003")}"')
     dropped = pgclone.drop_stale("db", cfg, keep={"20261122-000000-003"})
-    assert dropped == [f"{database}_aura_clone_20261122-000000-002"]
+    assert sorted(dropped) == [
+        f"{database}_aura_clone_20261122-000000-002",
+        f"{database}_aura_clonetmp_20261122-000000-004",
+    ]
+    assert pgclone.drop("db", cfg, "20261122-000000-003")
+    assert pgclone.create("db", cfg, "20261122-000000-003", wait=2)["clone"].endswith("000000-003")
     assert pgclone.exists("db", cfg, "20261122-000000-003")
     assert pgclone.drop("db", cfg, "20261122-000000-003") and not pgclone.drop("db", cfg, "20261122-000000-003")
 

@@ -108,3 +108,15 @@ def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> Non
         pass
     with hold(path, "run-3", "backup"):
         pass
+
+
+def test_clone_names_fit_postgres_and_never_collide() -> None:
+    from aura_ops.components import pgclone
+
+    run = "20261122-184213-123"
+    assert pgclone.clone_name("shop", run) == "shop_aura_clone_" + run
+    long_a, long_b = "myapp_production_database_a", "myapp_production_database_b"
+    names = {pgclone.clone_name(d, run) for d in (long_a, long_b)}
+    assert len(names) == 2
+    for name in [*names, pgclone.building_name(long_a, run), pgclone.failed_name("ü" * 40, run)]:
+        assert len(name.encode()) <= 63

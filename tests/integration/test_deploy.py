@@ -364,7 +364,8 @@ def test_database_grants_and_settings_survive_a_rollback(
         pg.sql(f'GRANT CONNECT, TEMPORARY ON DATABASE "{name}" TO "{role}" WITH GRANT OPTION')
         pg.sql(f'ALTER DATABASE "{name}" CONNECTION LIMIT 40')
         query = (
-            "SELECT (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(d.datacl) a), d.datconnlimit, (SELECT array_agg(coalesce(r.rolname, '-') || ':' || c"
+            "SELECT (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(d.datacl) a), d.datconnlimit,"
+            " (SELECT array_agg(coalesce(r.rolname, '-') || ':' || c"
             " ORDER BY r.rolname, c) FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole,"
             f" unnest(s.setconfig) c WHERE s.setdatabase = d.oid) FROM pg_database d WHERE d.datname = '{name}'"
         )

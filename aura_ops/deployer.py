@@ -53,7 +53,8 @@ def preflight(config: Config) -> list[dict[str, Any]]:
             {
                 "check": f"{database}: fast rollback clone",
                 "ok": can["ok"] or not required,
-                "detail": can["reason"] + ("" if can["ok"] else "; a rollback would restore the snapshot"),
+                "detail": can["reason"]
+                + ("; a rollback would restore the snapshot" if not (can["ok"] or required) else ""),
                 "exit_code": 1,
             }
         )

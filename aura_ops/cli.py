@@ -411,7 +411,8 @@ def _show_outcome(data: dict[str, Any]) -> None:
     click.echo(f"run {run['id']} ({run['playbook']}): {run['status']}")
     for step in data["steps"]:
         error = f"  {step['error']}" if step.get("error") else ""
-        click.echo(f"  {step['index'] + 1:>2}. {step['name']:<24} {step['action']:<9} {step['status']}{error}")
+        took = f"{step['seconds']:7.2f}s" if step.get("seconds") is not None else " " * 8
+        click.echo(f"  {step['index'] + 1:>2}. {step['name']:<24} {step['action']:<9} {took} {step['status']}{error}")
     click.echo(data["message"])
 
 

@@ -87,10 +87,17 @@ class Outcome:
     def as_dict(self) -> dict[str, Any]:
         return {
             "run": self.run.as_dict(),
-            "steps": [s.__dict__ for s in self.steps],
+            "steps": [{**s.__dict__, "seconds": _seconds(s.started, s.ended)} for s in self.steps],
             "exit_code": self.exit_code,
             "message": self.message,
         }
+
+
+def _seconds(started: str | None, ended: str | None) -> float | None:
+    """How long a step's last phase took: its apply, or for an undone step its compensation."""
+    if not started or not ended or ended < started:
+        return None
+    return round((dt.datetime.fromisoformat(ended) - dt.datetime.fromisoformat(started)).total_seconds(), 3)
 
 
 def state_dir(config: Config) -> Path:

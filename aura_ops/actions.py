@@ -599,7 +599,6 @@ class DatabaseCloneAction(Action):
             return {"clone": ""}
         name, cfg = found
         required = ctx.config.deploy.fast_rollback == "required"
-        pgclone.drop_stale(name, cfg, keep={ctx.run_id})
         can = pgclone.feasibility(name, cfg)
         try:
             if not can["ok"]:
@@ -617,6 +616,41 @@ class DatabaseCloneAction(Action):
         found = self._database(ctx)
         if found is not None:
             pgclone.drop(*found, ctx.run_id)
+
+
+class DatabaseClonesCleanupAction(Action):
+    """Placed before the services stop. Apply: drop clones left by earlier runs (a run that
+    failed without a rollback keeps its clone for ``runs abort`` until then). Compensate: drop
+    the database a fast rollback replaced, which runs after the services are started again:
+    dropping grows with the database's size, the rename that rolled it back does not."""
+
+    Params = NoParams
+
+    def _database(self, ctx: Context) -> tuple[str, PostgresConfig] | None:
+        name = ctx.config.only("postgres", ctx.config.deploy.database, "database")
+        if name is None:
+            return None
+        cfg = ctx.config.component(name)
+        assert isinstance(cfg, PostgresConfig)
+        return name, cfg
+
+    def describe(self, p: NoParams, ctx: Context) -> tuple[str, str]:
+        if self._database(ctx) is None:
+            return "nothing (no database)", "nothing"
+        return "drop fast-rollback clones left by earlier runs", "drop the database a fast rollback replaced"
+
+    def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
+        from aura_ops.components import pgclone
+
+        found = self._database(ctx)
+        return {"dropped": pgclone.drop_stale(*found, keep={ctx.run_id}) if found else []}
+
+    def compensate(self, p: NoParams, ctx: Context, outputs: dict[str, Any]) -> None:
+        from aura_ops.components import pgclone
+
+        found = self._database(ctx)
+        if found is not None:
+            pgclone.drop_replaced(*found, ctx.run_id)
 
 
 class DatabaseCloneDropAction(DatabaseCloneAction):
@@ -672,6 +706,7 @@ REGISTRY.update(
         "services_stop": ServicesStopAction(),
         "services_start": ServicesStartAction(),
         "migrate": MigrateAction(),
+        "database_clones_cleanup": DatabaseClonesCleanupAction(),
         "database_clone": DatabaseCloneAction(),
         "database_clone_drop": DatabaseCloneDropAction(),
         "checks": ChecksAction(),

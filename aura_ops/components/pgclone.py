@@ -232,23 +232,38 @@ def drop_stale(name: str, cfg: PostgresConfig, keep: set[str]) -> list[str]:
 def swap_back(name: str, cfg: PostgresConfig, run_id: str) -> dict[str, Any] | None:
     """Put this run's clone back in place of the live database; None when there is no clone
     (the caller then restores from the snapshot). Safe to repeat after a crash at any point:
-    live -> failed, clone -> live, drop failed."""
+    live -> failed, clone -> live. The replaced (migrated) database is kept as ``failed`` until
+    ``drop_replaced``, which the deploy runs once the services are up again: dropping a large
+    database takes time that grows with its size, renaming does not."""
     conn, admin = _admin(name, cfg)
     live, clone, failed = conn.dbname, clone_name(conn.dbname, run_id), failed_name(conn.dbname, run_id)
     started = time.monotonic()
     with contextlib.closing(admin):
-        if not postgres._database_exists(admin, clone):
+        exists = {db: postgres._database_exists(admin, db) for db in (live, clone, failed)}
+        if not exists[clone]:
+            if exists[live] and exists[failed]:  # swapped earlier in this undo, then interrupted
+                return {"path": "clone", "database": live, "seconds": 0.0, "note": "already swapped back"}
             return None
         from psycopg import sql
 
-        if postgres._database_exists(admin, live):
-            if postgres._database_exists(admin, failed):
+        if exists[live]:
+            if exists[failed]:
                 postgres._drop_database(admin, failed)
             # the clone carries the pre-migration grants and settings, copied when it was made
             postgres._rename_away(admin, live, failed)
         admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(clone), _ident(live)))
-        swapped = round(time.monotonic() - started, 3)
-        postgres._drop_database(admin, failed)
     seconds = round(time.monotonic() - started, 3)
-    logs.get().info("postgres.clone_swapped_back", database=live, swap_seconds=swapped, seconds=seconds)
-    return {"path": "clone", "database": live, "swap_seconds": swapped, "seconds": seconds}
+    logs.get().info("postgres.clone_swapped_back", database=live, seconds=seconds)
+    return {"path": "clone", "database": live, "seconds": seconds}
+
+
+def drop_replaced(name: str, cfg: PostgresConfig, run_id: str) -> bool:
+    """Drop the database a swap-back replaced; True when there was one."""
+    conn, admin = _admin(name, cfg)
+    failed = failed_name(conn.dbname, run_id)
+    with contextlib.closing(admin):
+        if not postgres._database_exists(admin, failed):
+            return False
+        postgres._drop_database(admin, failed)
+    logs.get().info("postgres.replaced_dropped", database=failed)
+    return True

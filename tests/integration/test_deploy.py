@@ -189,7 +189,7 @@ def test_without_rollback_a_failed_deploy_leaves_services_running_and_says_how_t
 def test_dry_run_changes_nothing(aura: Aura, site: dict[str, Any]) -> None:
     source = make_release(site["root"], "v1")
     plan = aura.json("deploy", "--version", "v1", "--source", str(source), "--dry-run")
-    assert [s["name"] for s in plan["steps"]][:5] == ["snapshot", "upload", "stop", "clone", "migrate"]
+    assert [s["name"] for s in plan["steps"]][:6] == ["snapshot", "upload", "clean_clones", "stop", "clone", "migrate"]
     assert not (site["app"] / "releases").exists()
     assert aura.json("snapshots", "list")["snapshots"] == []
 
@@ -238,6 +238,7 @@ def test_a_concurrent_deploy_exits_5(aura: Aura, site: dict[str, Any]) -> None:
 DEPLOY_STEPS = [
     "snapshot",
     "upload",
+    "clean_clones",
     "stop",
     "clone",
     "migrate",
@@ -343,7 +344,7 @@ def test_required_fast_rollback_without_the_privilege_fails_preflight(
         assert aura.json("runs", "list")["runs"] == []
         set_deploy(aura, fast_rollback="auto")  # auto: a warning in the preflight report, not a failure
         plan = aura.json("deploy", "--version", "v1", "--source", str(source), "--dry-run")
-        assert plan["steps"][3]["name"] == "clone"
+        assert plan["steps"][4]["name"] == "clone"
     finally:
         pg.sql(f'REVOKE ALL ON DATABASE "{name}" FROM "{role}"')
         pg.sql(f'DROP ROLE "{role}"')

@@ -34,6 +34,14 @@ def test_swap_back_finishes_after_a_crash_between_the_renames(pg: PostgresCluste
     done = pgclone.swap_back("db", cfg, "20261122-000000-001")
     assert done is not None and done["path"] == "clone"
     assert rows(dsn) == before
+    # repeated (the undo was interrupted before it was journaled): recognised, nothing restored
+    assert pgclone.swap_back("db", cfg, "20261122-000000-001") == {
+        "path": "clone",
+        "database": database,
+        "seconds": 0.0,
+        "note": "already swapped back",
+    }
+    assert pgclone.drop_replaced("db", cfg, "20261122-000000-001")  # the migrated copy, kept until now
     left = pg.sql(f"SELECT datname FROM pg_database WHERE starts_with(datname, '{database}_aura')")
     assert left == []
     assert pgclone.swap_back("db", cfg, "20261122-000000-001") is None  # nothing more to do: no clone

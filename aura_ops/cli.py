@@ -412,7 +412,7 @@ def _show_outcome(data: dict[str, Any]) -> None:
     for step in data["steps"]:
         error = f"  {step['error']}" if step.get("error") else ""
         took = f"{step['seconds']:7.2f}s" if step.get("seconds") is not None else " " * 8
-        click.echo(f"  {step['index'] + 1:>2}. {step['name']:<24} {step['action']:<9} {took} {step['status']}{error}")
+        click.echo(f"  {step['index'] + 1:>2}. {step['name']:<14} {step['action']:<23} {took} {step['status']}{error}")
     click.echo(data["message"])
 
 
@@ -476,7 +476,7 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
         restored = data.get("database_restore")
         if restored:
             how = "swapped back its pre-migration clone" if restored["path"] == "clone" else "restored the snapshot"
-            click.echo(f"database {restored['database']}: {how} in {restored['seconds']:.1f}s")
+            click.echo(f"database {restored['database']}: {how} in {restored['seconds']:.2f}s")
         if "time_to_restore_seconds" in data:
             click.echo(f"time from failure detected to the old version healthy: {data['time_to_restore_seconds']:.1f}s")
 

@@ -366,8 +366,8 @@ class ReleaseUploadAction(Action):
 
         cfg = _release(ctx)
         if release.current(cfg) != p.version:
-            shutil.rmtree(release.releases_dir(cfg) / p.version, ignore_errors=True)
-            shutil.rmtree(release.releases_dir(cfg) / f"{p.version}.partial", ignore_errors=True)
+            for name in (p.version, *(p.version + suffix for suffix in release.WORK_SUFFIXES)):
+                shutil.rmtree(release.releases_dir(cfg) / name, ignore_errors=True)
 
 
 class ReleaseSwitchParams(_Params):

@@ -33,6 +33,7 @@ from aura_ops.repository import Snapshot, write_json
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 STATES = ("deployed", "verified", "failed", "rolled_back")
 POINTER = "release.json"
+WORK_SUFFIXES = (".partial", ".unpack")  # folders an upload works in; never a release
 TARBALL = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz", ".tar.bz2")
 
 
@@ -41,7 +42,7 @@ def _now() -> str:
 
 
 def check_version(version: str) -> str:
-    if not VERSION.match(version) or version.endswith(".partial"):
+    if not VERSION.match(version) or version.endswith(WORK_SUFFIXES):
         raise UsageError(f"invalid release version {version!r} (letters, digits, . _ + -)")
     return version
 
@@ -89,14 +90,17 @@ def installed(cfg: ReleaseConfig) -> list[str]:
     if not folder.is_dir():
         return []
     data = states(cfg)
-    names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.endswith(".partial")]
+    names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.endswith(WORK_SUFFIXES)]
     return sorted(names, key=lambda v: (data.get(v, {}).get("deployed", ""), v))
 
 
 def make_rsync_upload(source: Path, target: Path, link_dest: Path | None) -> Command:
-    """``--checksum``: hard-link a file from the current release only when its content is the
-    same; rsync's default quick check (size, mtime to the second) would link an edited file."""
-    argv = ["rsync", "-a", "--delete", "--checksum"]
+    """Hard-link a file from the current release exactly when its content (``--checksum``) and
+    mode are the same. rsync's default quick check (size, mtime to the second) would link an edited
+    file; and with ``-a`` (``--times``) rsync links only files whose mtime also matches, which a
+    release built from a fresh checkout never has, so times are not copied (``--no-times``): a file
+    in a release carries the time it was first uploaded with that content."""
+    argv = ["rsync", "-a", "--no-times", "--delete", "--checksum"]
     if link_dest is not None:
         argv.append(f"--link-dest={link_dest}")
     return Command((*argv, "--", f"{source}/", f"{target}/"))
@@ -113,16 +117,22 @@ def upload(host: Host, cfg: ReleaseConfig, version: str, source: Path) -> dict[s
     folder = releases_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     partial, final = folder / f"{version}.partial", folder / version
+    unpacked = folder / f"{version}.unpack"
     shutil.rmtree(partial, ignore_errors=True)
-    if source.is_dir():
-        live = current(cfg)
-        link_dest = folder / live if live else None
-        host.run(make_rsync_upload(source, partial, link_dest))
-    elif source.name.endswith(TARBALL):
-        partial.mkdir()
-        host.run(Command(("tar", "-x", "-f", str(source), "-C", str(partial))))
-    else:
+    shutil.rmtree(unpacked, ignore_errors=True)
+    if not source.is_dir() and not source.name.endswith(TARBALL):
         raise UsageError(f"release source {source} is neither a folder nor a tarball ({', '.join(TARBALL)})")
+    live = current(cfg)
+    link_dest = folder / live if live else None
+    try:
+        if not source.is_dir():
+            # Unpacked next to the releases, then copied like a folder so that a tarball's
+            # unchanged files are hard links to the current release too.
+            unpacked.mkdir()
+            host.run(Command(("tar", "-x", "-f", str(source), "-C", str(unpacked))))
+        host.run(make_rsync_upload(source if source.is_dir() else unpacked, partial, link_dest))
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)
     if final.exists():
         shutil.rmtree(final)
     os.rename(partial, final)

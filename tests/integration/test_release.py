@@ -18,13 +18,26 @@ from aura_ops.sandbox import PostgresCluster, free_port, wait_until
 from tests.conftest import Aura, base_config, db_component, require_tool
 
 
-def make_source(root: Path, version: str, changed: str = "app.py") -> Path:
+def make_source(root: Path, version: str, changed: str = "app.py", mtime: int = 1_700_000_000) -> Path:
+    """A release folder as a fresh checkout makes it. ``big.js`` is the same in every version but
+    has a different mtime (``mtime``); ``changed`` has the same size and mtime in every version
+    but not the same content."""
     source = root / f"src-{version}"
     (source / "static").mkdir(parents=True)
     (source / "static" / "big.js").write_text("x" * 100_000)
+    os.utime(source / "static" / "big.js", (mtime, mtime))
     (source / changed).write_text(f"VERSION = {version!r}\n")
+    os.utime(source / changed, (1_600_000_000, 1_600_000_000))
     (source / "health").write_text(f"ok {version}\n")
     return source
+
+
+def make_tarball(source: Path) -> Path:
+    tarball = source.with_name(source.name + ".tar.gz")
+    with tarfile.open(tarball, "w:gz") as archive:
+        for item in sorted(source.rglob("*")):
+            archive.add(item, arcname=str(item.relative_to(source)), recursive=False)
+    return tarball
 
 
 @pytest.fixture
@@ -38,7 +51,7 @@ def test_upload_switch_and_link_dest_share_unchanged_files(cfg: ReleaseConfig, t
     host = LocalHost()
     release.upload(host, cfg, "v1", make_source(tmp_path, "v1"))
     assert release.switch(cfg, "v1") is None
-    release.upload(host, cfg, "v2", make_source(tmp_path, "v2"))
+    release.upload(host, cfg, "v2", make_source(tmp_path, "v2", mtime=1_700_000_100))
     assert release.current(cfg) == "v1"  # uploading never switches
     assert release.switch(cfg, "v2") == "v1"
     assert (cfg.path / "current" / "app.py").read_text() == "VERSION = 'v2'\n"
@@ -48,14 +61,16 @@ def test_upload_switch_and_link_dest_share_unchanged_files(cfg: ReleaseConfig, t
     assert os.readlink(cfg.path / "current") == "releases/v2"
 
 
-def test_tarball_upload(cfg: ReleaseConfig, tmp_path: Path) -> None:
-    source = make_source(tmp_path, "v9")
-    tarball = tmp_path / "v9.tar.gz"
-    with tarfile.open(tarball, "w:gz") as archive:
-        for item in source.rglob("*"):
-            archive.add(item, arcname=str(item.relative_to(source)))
-    release.upload(LocalHost(), cfg, "v9", tarball)
-    assert (cfg.path / "releases" / "v9" / "health").read_text() == "ok v9\n"
+def test_tarball_upload_links_unchanged_files(cfg: ReleaseConfig, tmp_path: Path) -> None:
+    release.upload(LocalHost(), cfg, "v8", make_tarball(make_source(tmp_path, "v8")))
+    release.switch(cfg, "v8")
+    release.upload(LocalHost(), cfg, "v9", make_tarball(make_source(tmp_path, "v9", mtime=1_700_000_100)))
+    eight, nine = cfg.path / "releases" / "v8", cfg.path / "releases" / "v9"
+    assert (nine / "health").read_text() == "ok v9\n"
+    assert (nine / "app.py").read_text() == "VERSION = 'v9'\n"
+    assert (eight / "static/big.js").stat().st_ino == (nine / "static/big.js").stat().st_ino
+    assert (eight / "app.py").stat().st_ino != (nine / "app.py").stat().st_ino
+    assert sorted(p.name for p in (cfg.path / "releases").iterdir()) == ["v8", "v9"]  # no work folders left
 
 
 def test_current_release_cannot_be_uploaded_again_and_bad_versions_are_refused(

@@ -19,6 +19,7 @@ declare -A NEEDED=(
   [/bin/busybox]=busybox-static
   [/usr/bin/zstd]=zstd
   [/usr/bin/setfacl]=acl
+  [/usr/bin/time]=time
 )
 
 missing=()

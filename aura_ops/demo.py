@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from aura_ops.sandbox import PostgresCluster
+from aura_ops.sandbox import PostgresCluster, unmount_under
 
 SHOP = """
 CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE);
@@ -67,7 +67,10 @@ def _sample_files(root: Path) -> None:
 
 
 def run(workdir: Path) -> None:
+    unmount_under(workdir)  # a dockerd of an earlier demo that was killed may have left one
     shutil.rmtree(workdir, ignore_errors=True)
+    if workdir.exists():
+        raise SystemExit(f"demo: cannot remove the previous demo's folder {workdir}; remove it and retry")
     workdir.mkdir(parents=True, mode=0o700)
     uploads = workdir / "uploads"
     _sample_files(uploads)

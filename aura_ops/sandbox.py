@@ -156,6 +156,7 @@ class DockerDaemon:
     SYSTEM_SOCKET = Path("/var/run/docker.sock")
 
     def __init__(self, root: Path | None = None) -> None:
+        self.owns_root = root is None
         self.root = root or Path(tempfile.mkdtemp(prefix="aura-docker-"))
         self.process: subprocess.Popen[bytes] | None = None
         self.url = f"unix://{self.SYSTEM_SOCKET}"
@@ -211,7 +212,12 @@ class DockerDaemon:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        """Stop the dockerd started here, then undo the mount it leaves behind (the network
+        namespace bind-mounted at ``<exec-root>/netns/default``, which dockerd does not unmount
+        when it exits) and, when the folder is a temporary one made here, remove it."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=30)
@@ -219,6 +225,30 @@ class DockerDaemon:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        unmount_under(self.root)
+        if self.owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def mounts_under(root: Path) -> list[Path]:
+    """Mount points at or below ``root``, deepest first (from /proc/self/mounts, whose octal
+    escapes such as ``\\040`` for a space are decoded)."""
+    prefix = os.path.realpath(root)
+    found = []
+    with open("/proc/self/mounts", encoding="utf-8") as table:
+        for line in table:
+            point = line.split()[1].encode().decode("unicode_escape")
+            if point == prefix or point.startswith(prefix + os.sep):
+                found.append(Path(point))
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def unmount_under(root: Path) -> None:
+    """Detach every mount at or below ``root`` (leftovers of a dockerd started there), so the
+    folder can be removed. Best effort: a mount that cannot be detached stays, and the rmtree
+    that follows reports it."""
+    for point in mounts_under(root):
+        subprocess.run(["umount", "--lazy", "--", str(point)], check=False, capture_output=True)
 
 
 def import_busybox_image(client: object, tag: str = "aura-test/busybox") -> str:

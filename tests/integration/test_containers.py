@@ -165,3 +165,26 @@ def test_container_check_passes_running_and_healthy_and_names_what_is_not(engine
         checks.wait_for(check(sick.name, deadline=1), config)
     with pytest.raises(checks.CheckFailed, match="no container gone"):
         checks.probe(check("gone"), config)
+
+
+def test_a_dockerd_started_here_leaves_no_mount_or_folder(engine: Any) -> None:
+    """dockerd leaves its default network namespace bind-mounted under its exec root when it
+    exits; left there, every test run leaked a mount and ``make demo`` could not run twice."""
+    import docker
+
+    from aura_ops.sandbox import DockerDaemon, import_busybox_image, mounts_under
+
+    daemon = DockerDaemon().start()
+    if daemon.process is None:
+        pytest.skip("the system's Docker engine answers; no dockerd was started here to stop")
+    root = daemon.root
+    try:
+        client = docker.DockerClient(base_url=daemon.url)
+        import_busybox_image(client)
+        # The first container, even with host networking, makes dockerd mount the namespace.
+        client.containers.run("aura-test/busybox", ["true"], network_mode="host", remove=True)
+        client.close()
+    finally:
+        daemon.stop()
+    assert mounts_under(root) == []
+    assert not root.exists()

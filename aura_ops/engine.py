@@ -34,6 +34,7 @@ from aura_ops.errors import (
     LockedError,
     RollbackError,
     UsageError,
+    first_line,
 )
 from aura_ops.host import local_hostname
 from aura_ops.journal import Journal, RunRecord, StepRecord
@@ -264,7 +265,7 @@ class Engine:
             params = _params(action, step.with_, context)
             outputs = self._apply(action, params, ctx, step)
         except (AuraError, ValidationError, OSError) as exc:
-            reason = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+            reason = mask(first_line(exc))
             self.journal.step_finished(run_id, index, "failed", error=reason)
             log.error("step.failed", reason=reason)
             if step.on_failure == "continue":
@@ -406,7 +407,7 @@ class Engine:
                     else:
                         action.compensate(params, ctx, record.outputs)
         except (AuraError, ValidationError, OSError) as exc:
-            reason = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+            reason = mask(first_line(exc))
             self.journal.step_finished(run_id, record.index, "compensation_failed", error=reason)
             logs.get().error("step.compensation_failed", reason=reason)
             return reason

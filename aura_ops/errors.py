@@ -24,6 +24,12 @@ Exit codes:
   6  a remote host or service is unreachable"""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception as the one line a user reads: its message's first line, else its repr."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
 class AuraError(Exception):
     """Root of every error aura-ops reports to a user."""
 

@@ -24,7 +24,7 @@ from typing import Any
 from aura_ops import logs
 from aura_ops.components import postgres
 from aura_ops.config import PostgresConfig
-from aura_ops.errors import AuraError
+from aura_ops.errors import AuraError, first_line
 
 # a clone's name: <stem of the database's name>_aura_clone_<run id>
 CLONE = "_aura_clone_"
@@ -63,12 +63,6 @@ def failed_name(database: str, run_id: str) -> str:
 def _admin(name: str, cfg: PostgresConfig) -> tuple[postgres.Connection, Any]:
     conn = postgres.connection(name, cfg)
     return conn, postgres.connect(conn.with_db(cfg.maintenance_db), autocommit=True)
-
-
-def _ident(name: str) -> Any:
-    from psycopg import sql
-
-    return sql.Identifier(name)
 
 
 # ---------------------------------------------------------------- preflight
@@ -146,6 +140,7 @@ def create(name: str, cfg: PostgresConfig, run_id: str, wait: float) -> dict[str
     clone found under its name after a crash is whole."""
     import psycopg
     import tenacity
+    from psycopg import sql
 
     log = logs.get()
     conn, admin = _admin(name, cfg)
@@ -168,22 +163,18 @@ def create(name: str, cfg: PostgresConfig, run_id: str, wait: float) -> dict[str
                 reraise=True,
             ):
                 with attempt:
-                    from psycopg import sql
-
-                    admin.execute(sql.SQL(statement).format(_ident(building), _ident(conn.dbname)))
+                    admin.execute(sql.SQL(statement).format(sql.Identifier(building), sql.Identifier(conn.dbname)))
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             if busy(exc):
                 sessions = admin.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (conn.dbname,)
                 ).fetchone()[0]
                 reason = f"{sessions} other session(s) still connected to {conn.dbname} after {wait:g}s"
             raise CloneError(f"cannot clone {conn.dbname}: {reason}") from None
-        from psycopg import sql
-
         try:
             postgres.copy_database_settings(admin, conn.dbname, building)
-            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(building), _ident(clone)))
+            postgres._rename_database(admin, building, clone)
         except BaseException:
             postgres._drop_database(admin, building)
             raise
@@ -244,14 +235,12 @@ def swap_back(name: str, cfg: PostgresConfig, run_id: str) -> dict[str, Any] | N
             if exists[live] and exists[failed]:  # swapped earlier in this undo, then interrupted
                 return {"path": "clone", "database": live, "seconds": 0.0, "note": "already swapped back"}
             return None
-        from psycopg import sql
-
         if exists[live]:
             if exists[failed]:
                 postgres._drop_database(admin, failed)
             # the clone carries the pre-migration grants and settings, copied when it was made
             postgres._rename_away(admin, live, failed)
-        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(clone), _ident(live)))
+        postgres._rename_database(admin, clone, live)
     seconds = round(time.monotonic() - started, 3)
     logs.get().info("postgres.clone_swapped_back", database=live, seconds=seconds)
     return {"path": "clone", "database": live, "seconds": seconds}

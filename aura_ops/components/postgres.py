@@ -38,6 +38,7 @@ from aura_ops.errors import (
     UnreachableError,
     UsageError,
     VerificationError,
+    first_line,
 )
 from aura_ops.host import Command, Host
 from aura_ops.repository import Snapshot
@@ -146,9 +147,7 @@ def connect(conn: Connection, autocommit: bool = False) -> Any:
             database=conn.dbname,
             where=conn.where,
             attempt=f"{state.attempt_number}/{conn.attempts}",
-            error=secrets.mask(
-                str(state.outcome.exception() if state.outcome else "").strip().splitlines()[0] if state.outcome else ""
-            ),
+            error=secrets.mask(first_line(exc) if state.outcome and (exc := state.outcome.exception()) else ""),
         )
 
     try:
@@ -629,6 +628,12 @@ def _drop_database(admin: Any, dbname: str) -> None:
     admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
+def _rename_database(admin: Any, old: str, new: str) -> None:
+    from psycopg import sql
+
+    admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+
+
 def _database_exists(admin: Any, dbname: str) -> bool:
     return bool(admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone())
 
@@ -698,7 +703,7 @@ def _rename_away(admin: Any, live: str, new_name: str) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (live,),
         )
-        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(new_name)))
+        _rename_database(admin, live, new_name)
     except BaseException:
         admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(live)))
         raise
@@ -707,12 +712,11 @@ def _rename_away(admin: Any, live: str, new_name: str) -> None:
 def _swap(admin: Any, live: str, built: str) -> None:
     """Put ``built`` in place of ``live`` by renaming (with ``live``'s grants and settings);
     the old database is dropped after."""
-    from psycopg import sql
 
     old = f"{live}_aura_old_{pysecrets.token_hex(3)}"
     copy_database_settings(admin, live, built)
     _rename_away(admin, live, old)
-    admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(built), sql.Identifier(live)))
+    _rename_database(admin, built, live)
     _drop_database(admin, old)
     logs.get().info("postgres.swapped", database=live)
 
@@ -776,7 +780,7 @@ def copy_database_settings(admin: Any, source: str, target: str) -> None:
         try:
             admin.execute(statement)
         except psycopg.Error as exc:
-            log.warning("postgres.property_not_copied", database=target, reason=str(exc).strip().splitlines()[0])
+            log.warning("postgres.property_not_copied", database=target, reason=first_line(exc))
     settings = admin.execute(
         "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, unnest(s.setconfig)"
         " FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s",
@@ -798,9 +802,7 @@ def copy_database_settings(admin: Any, source: str, target: str) -> None:
                 else:
                     admin.execute(sql.SQL("ALTER {} SET {} TO {}").format(where, name, sql.Literal(value)))
         except psycopg.Error as exc:
-            log.warning(
-                "postgres.setting_not_copied", database=target, setting=key, reason=str(exc).strip().splitlines()[0]
-            )
+            log.warning("postgres.setting_not_copied", database=target, setting=key, reason=first_line(exc))
 
 
 # ---------------------------------------------------------------- verify

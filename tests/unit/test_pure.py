@@ -11,7 +11,7 @@ import structlog
 from aura_ops import logs, secrets
 from aura_ops.components import files, postgres
 from aura_ops.config import PostgresConfig
-from aura_ops.errors import LockedError
+from aura_ops.errors import LockedError, first_line
 from aura_ops.lock import hold
 from aura_ops.repository import new_snapshot_id
 
@@ -120,3 +120,9 @@ def test_clone_names_fit_postgres_and_never_collide() -> None:
     assert len(names) == 2
     for name in [*names, pgclone.building_name(long_a, run), pgclone.failed_name("ü" * 40, run)]:
         assert len(name.encode()) <= 63
+
+
+def test_an_error_is_reported_as_its_first_line_even_with_no_message() -> None:
+    assert first_line(RuntimeError("  server closed the connection\nDETAIL: more  ")) == "server closed the connection"
+    assert first_line(RuntimeError("")) == "RuntimeError('')"
+    assert first_line(KeyError()) == "KeyError()"

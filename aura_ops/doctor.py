@@ -47,6 +47,27 @@ def _repository(repo: Repository) -> list[dict[str, Any]]:
     return checks
 
 
+def _temporaries(config: Config) -> list[dict[str, Any]]:
+    """Every temporary object recorded in the journal: in use, or left by a killed process."""
+    from aura_ops import temporaries
+
+    checks = []
+    for record in temporaries.listing(config):
+        state = (
+            f"in use by pid {record['pid']} on {record['host']}"
+            if record["owner_alive"]
+            else f"left by killed pid {record['pid']}: the next command that takes the lock removes it"
+        )
+        checks.append(
+            {
+                "check": f"temporary {record['kind']} {record['name']}",
+                "ok": True,
+                "detail": f"since {record['created']}, {state}",
+            }
+        )
+    return checks
+
+
 def run(config: Config) -> tuple[list[dict[str, Any]], int]:
     """All checks (each: check, ok, detail) and the exit code they call for (0 when all ok)."""
     host = LocalHost()
@@ -56,6 +77,7 @@ def run(config: Config) -> tuple[list[dict[str, Any]], int]:
     for name, cfg in config.components.items():
         checks.extend(REGISTRY[cfg.type].doctor(LocalHost(cfg.host), name, cfg))
     checks.extend(_repository(Repository(config.repository.path)))
+    checks.extend(_temporaries(config))
     if os.geteuid() != 0:
         checks.append(
             {"check": "running as root", "ok": True, "detail": "no: file ownership is kept only for your own files"}

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aura_ops import lock, logs
+from aura_ops import lock, logs, temporaries
 from aura_ops.actions import REGISTRY, Action, Context
 from aura_ops.config import Config
 from aura_ops.errors import (
@@ -190,7 +190,12 @@ class Engine:
 
     @contextmanager
     def _locked(self, run_id: str, command: str) -> Iterator[None]:
-        with logs.bind(run_id=run_id, host=local_hostname()), lock.hold(self.state / "run.lock", run_id, command):
+        with (
+            logs.bind(run_id=run_id, host=local_hostname()),
+            lock.hold(self.state / "run.lock", run_id, command),
+            temporaries.bound(self.config),
+        ):
+            temporaries.sweep(self.config)  # what a killed process left: put right first
             yield
 
     def _idempotent(self, key: str) -> Outcome | None:

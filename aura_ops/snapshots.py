@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aura_ops import __version__, checksum, logs
+from aura_ops import __version__, checksum, logs, temporaries
 from aura_ops.components import REGISTRY, files, release
 from aura_ops.config import Config
 from aura_ops.errors import AuraError, UsageError, VerificationError
@@ -83,7 +83,13 @@ def backup(
     repo = repository(config)
     run_id = run_id or new_snapshot_id()
     log = logs.get()
-    with logs.bind(run_id=run_id, host=local_hostname()), interruptible(), repo.locked(run_id, "backup"):
+    with (
+        logs.bind(run_id=run_id, host=local_hostname()),
+        interruptible(),
+        repo.locked(run_id, "backup"),
+        temporaries.bound(config),
+    ):
+        temporaries.sweep(config)
         repo.clean_partials()
         ids = repo.ids()
         snapshot_id = new_snapshot_id(after=ids[-1] if ids else None)
@@ -151,7 +157,7 @@ def verify(config: Config, reference: str, deep: bool = False, components: list[
     report: dict[str, Any] = {"snapshot": snapshot.id, "deep": deep, "components": {}}
     cache = files.VerifiedCache(repo.path / "cache" / "verified-files.json")
     algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
-    with logs.bind(snapshot=snapshot.id):
+    with logs.bind(snapshot=snapshot.id), temporaries.bound(config):
         for name, entry in snapshot.manifest["components"].items():
             if components and name not in components:
                 continue
@@ -201,7 +207,13 @@ def restore(
     _check_targets(snapshot, names, to_database, to_path)
     run_id = run_id or new_snapshot_id()
     report: dict[str, Any] = {"snapshot": snapshot.id, "dry_run": dry_run, "components": {}}
-    with logs.bind(run_id=run_id, snapshot=snapshot.id), interruptible(), repo.locked(run_id, "restore"):
+    with (
+        logs.bind(run_id=run_id, snapshot=snapshot.id),
+        interruptible(),
+        repo.locked(run_id, "restore"),
+        temporaries.bound(config),
+    ):
+        temporaries.sweep(config)
         for name in names:
             report["components"][name] = _restore_component(
                 config, snapshot, name, to_database, to_path, dry_run, with_globals
@@ -257,7 +269,8 @@ def delete(config: Config, reference: str, run_id: str | None = None) -> str:
     repo = repository(config)
     snapshot_id = repo.resolve(reference)
     run_id = run_id or new_snapshot_id()
-    with logs.bind(run_id=run_id), repo.locked(run_id, "delete"):
+    with logs.bind(run_id=run_id), repo.locked(run_id, "delete"), temporaries.bound(config):
+        temporaries.sweep(config)
         repo.delete(snapshot_id)
     logs.get().info("snapshot.deleted", snapshot=snapshot_id)
     return snapshot_id

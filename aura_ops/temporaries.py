@@ -1,0 +1,290 @@
+"""Temporary objects: recorded in the state folder's journal before they exist, removed after.
+
+Everything aura-ops creates only on the way (a staging or verify database, the live database
+renamed aside during a swap, a staging folder of named pipes, a restore's staging tree) is
+recorded here, with the process that owns it, *before* it is created, and forgotten once it is
+gone or has become the real thing. A process killed in between leaves its record behind: the
+next command that takes a lock finds the records whose owner process is gone and puts things
+right with the kind's handler (drop, remove, or finish a half-done swap); ``aura-ops doctor``
+lists every record while it exists.
+
+Use::
+
+    with temporaries.track("path", str(folder)) as temp:   # recorded before the mkdir
+        folder.mkdir()
+        ...                                                # removed on exit, whatever happens
+        temp.release()                                     # or: it became permanent, keep it
+
+A handler is named in ``HANDLERS`` (kind -> "module:function") and called as
+``handler(config, record)``; it must be idempotent (the object may or may not exist) and
+return a short description of what it did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as dt
+import importlib
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aura_ops import logs
+from aura_ops.host import local_hostname
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS temporaries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, name TEXT NOT NULL,
+    details TEXT NOT NULL, run_id TEXT, pid INTEGER NOT NULL, pid_start TEXT NOT NULL,
+    host TEXT NOT NULL, created TEXT NOT NULL
+);
+"""
+
+# kind -> "module:function" called as function(config, record) -> str
+HANDLERS: dict[str, str] = {
+    "path": "aura_ops.temporaries:remove_path",
+}
+
+
+def process_start(pid: int) -> str:
+    """The kernel's start time of ``pid`` (clock ticks since boot), '' when it does not exist.
+    A pid with another start time is another process: pids are reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode("ascii", "replace")
+    except OSError:
+        return ""
+    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
+    fields = text[text.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def owner_alive(record: Temporary) -> bool:
+    if record.host != local_hostname():
+        return True  # another machine's process: never judged from here
+    return bool(record.pid_start) and process_start(record.pid) == record.pid_start
+
+
+@dataclass
+class Temporary:
+    """One recorded temporary object."""
+
+    id: int
+    kind: str
+    name: str
+    details: dict[str, Any]
+    run_id: str | None
+    pid: int
+    pid_start: str
+    host: str
+    created: str
+    registry: Registry | None = field(default=None, repr=False, compare=False)
+    released: bool = field(default=False, repr=False, compare=False)
+
+    def update(self, **details: Any) -> None:
+        """Record progress (e.g. the stage a swap reached) before making it."""
+        self.details.update(details)
+        if self.registry is not None:
+            self.registry._set_details(self.id, self.details)
+
+    def release(self) -> None:
+        """The object became permanent (or is already gone): forget it, remove nothing."""
+        if self.registry is not None and not self.released:
+            self.registry.forget(self.id)
+        self.released = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "details": self.details,
+            "run_id": self.run_id,
+            "pid": self.pid,
+            "host": self.host,
+            "created": self.created,
+            "owner_alive": owner_alive(self),
+        }
+
+
+class Registry:
+    """The temporaries table in ``<state>/journal.db`` (created on first use)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "journal.db"
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fresh = not self.path.exists()
+            # feeder and worker threads record their objects too
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            if fresh:
+                os.chmod(self.path, 0o600)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def add(self, kind: str, name: str, run_id: str | None = None, **details: Any) -> Temporary:
+        """Record an object about to be created; committed (and synced) before this returns."""
+        if kind not in HANDLERS:
+            raise ValueError(f"no cleanup handler for temporary kind {kind!r}")
+        pid = os.getpid()
+        record = Temporary(
+            0,
+            kind,
+            name,
+            dict(details),
+            run_id,
+            pid,
+            process_start(pid),
+            local_hostname(),
+            dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            self,
+        )
+        db = self._conn()
+        with db:
+            cursor = db.execute(
+                "INSERT INTO temporaries (kind, name, details, run_id, pid, pid_start, host, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, name, json.dumps(record.details), run_id, pid, record.pid_start, record.host, record.created),
+            )
+        record.id = int(cursor.lastrowid or 0)
+        logs.get().debug("temporary.recorded", kind=kind, name=name)
+        return record
+
+    def _set_details(self, record_id: int, details: dict[str, Any]) -> None:
+        db = self._conn()
+        with db:
+            db.execute("UPDATE temporaries SET details = ? WHERE id = ?", (json.dumps(details), record_id))
+
+    def forget(self, record_id: int) -> None:
+        db = self._conn()
+        with db:
+            db.execute("DELETE FROM temporaries WHERE id = ?", (record_id,))
+
+    def all(self) -> list[Temporary]:
+        if not self.path.exists():
+            return []
+        rows = self._conn().execute(
+            "SELECT id, kind, name, details, run_id, pid, pid_start, host, created FROM temporaries ORDER BY id"
+        )
+        return [Temporary(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], self) for r in rows]
+
+    def orphans(self) -> list[Temporary]:
+        """Records whose owner process is gone (killed): nobody will clean them but us."""
+        return [record for record in self.all() if not owner_alive(record)]
+
+
+# ---------------------------------------------------------------- the process's registry
+
+_current: contextvars.ContextVar[tuple[Any, Registry] | None] = contextvars.ContextVar("temporaries", default=None)
+
+
+@contextlib.contextmanager
+def bound(config: Any) -> Iterator[Registry]:
+    """Make ``config``'s registry the one ``track`` records in, for the code inside the block."""
+    active = _current.get()
+    if active is not None and active[1].path == config.state.path / "journal.db":
+        yield active[1]
+        return
+    registry = Registry(config.state.path)
+    token = _current.set((config, registry))
+    try:
+        yield registry
+    finally:
+        _current.reset(token)
+        registry.close()
+
+
+def current() -> tuple[Any, Registry]:
+    active = _current.get()
+    if active is None:
+        raise RuntimeError("no temporaries registry bound: wrap the operation in temporaries.bound(config)")
+    return active
+
+
+@contextlib.contextmanager
+def track(kind: str, name: str, run_id: str | None = None, **details: Any) -> Iterator[Temporary]:
+    """Record a temporary object before the block creates it; on exit, unless released,
+    remove it with its kind's handler and forget it (a failed removal keeps the record for
+    the next sweep and ``doctor``)."""
+    config, registry = current()
+    record = registry.add(kind, name, run_id, **details)
+    try:
+        yield record
+    finally:
+        if not record.released:
+            cleanup(config, record)
+
+
+def cleanup(config: Any, record: Temporary) -> bool:
+    """Run the record's handler; forget the record when it succeeded. True on success."""
+    log = logs.get()
+    try:
+        what = handler(record.kind)(config, record)
+    except Exception as exc:  # noqa: BLE001 - kept for the next sweep; reported, never fatal here
+        from aura_ops.errors import first_line
+        from aura_ops.secrets import mask
+
+        log.warning("temporary.not_removed", kind=record.kind, name=record.name, reason=mask(first_line(exc)))
+        return False
+    record.release()
+    log.info("temporary.removed", kind=record.kind, name=record.name, action=what)
+    return True
+
+
+def handler(kind: str) -> Callable[[Any, Temporary], str]:
+    module, _, function = HANDLERS[kind].partition(":")
+    found: Callable[[Any, Temporary], str] = getattr(importlib.import_module(module), function)
+    return found
+
+
+def sweep(config: Any) -> list[dict[str, Any]]:
+    """Put right what killed processes left (call with a lock held); return what was done."""
+    registry = Registry(config.state.path)
+    done = []
+    try:
+        for record in registry.orphans():
+            logs.get().warning("temporary.left_by_killed_process", kind=record.kind, name=record.name, pid=record.pid)
+            done.append({"kind": record.kind, "name": record.name, "removed": cleanup(config, record)})
+    finally:
+        registry.close()
+    return done
+
+
+def listing(config: Any) -> list[dict[str, Any]]:
+    """Every recorded temporary object (for doctor)."""
+    registry = Registry(config.state.path)
+    try:
+        return [record.as_dict() for record in registry.all()]
+    finally:
+        registry.close()
+
+
+# ---------------------------------------------------------------- the generic kind
+
+
+def remove_path(config: Any, record: Temporary) -> str:
+    """A temporary file, named pipe or folder on this machine."""
+    path = Path(record.name)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+        return "folder removed"
+    if os.path.lexists(path):
+        path.unlink()
+        return "file removed"
+    return "already gone"

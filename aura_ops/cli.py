@@ -619,7 +619,9 @@ def _fail(message: str, code: int, json_mode: bool) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map every outcome to a documented exit code."""
-    os.umask(0o077)
+    from aura_ops.host import remember_user_umask
+
+    remember_user_umask(os.umask(0o077))  # aura's own files owner-only; the user's keep the user's umask
     json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
     logs.configure(None, "info", pretty=False if json_mode else None)
     try:

@@ -92,16 +92,60 @@ class Host(Protocol):
     def which(self, program: str) -> str | None: ...
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+# The umask of the user who started aura-ops. ``cli.main`` tightens the process's own umask to
+# 0077 (repository, state and logs are owner-only) and records the user's here first: what
+# aura-ops makes *for* the user (releases, restored trees, the folders that hold them) and the
+# commands it runs for the user (migrations, playbook commands) get the user's umask instead.
+_user_umask = _current_umask()
+
+
+def remember_user_umask(mask: int) -> None:
+    global _user_umask
+    _user_umask = mask
+
+
+def user_umask() -> int:
+    return _user_umask
+
+
+def make_user_dirs(path: str | os.PathLike[str]) -> None:
+    """``mkdir -p`` with the invoking user's umask for every folder it creates (not aura's 0077),
+    so that a folder made to hold a release or a restored tree is as readable as the user's own."""
+    missing = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+            continue
+        os.chmod(folder, 0o777 & ~_user_umask)
+
+
 def _parent_death_signal() -> Any:
-    """Return a preexec function that makes the child die with us (Linux), or None."""
+    """Return a preexec function that gives the child the user's umask and makes it die with us
+    (Linux)."""
     libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return None
-    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl if libc_name else None
     pr_set_pdeathsig = 1
 
     def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
+        os.umask(_user_umask)
+        if prctl is not None:
+            prctl(pr_set_pdeathsig, signal.SIGKILL)
 
     return preexec
 

@@ -28,7 +28,7 @@ import orjson
 from aura_ops import checksum, logs
 from aura_ops.config import FilesConfig
 from aura_ops.errors import AuraError, UsageError, VerificationError
-from aura_ops.host import Command, Host
+from aura_ops.host import Command, Host, make_user_dirs
 from aura_ops.repository import Snapshot
 
 INDEX = "index.jsonl"
@@ -447,7 +447,7 @@ def restore(host: Host, name: str, snapshot: Snapshot, target: Path | None, dry_
     destination = target or Path(entry["source"])
     tree = snapshot.component_dir(name) / TREE
     if not dry_run:
-        destination.mkdir(parents=True, exist_ok=True)
+        make_user_dirs(destination)  # the tree's own root gets the snapshot's mode below
     elif not destination.exists():
         return {
             "target": str(destination),

@@ -27,7 +27,7 @@ from aura_ops import logs
 from aura_ops.checksum import fsync_dir
 from aura_ops.config import ReleaseConfig
 from aura_ops.errors import AuraError, UsageError
-from aura_ops.host import Command, Host
+from aura_ops.host import Command, Host, make_user_dirs, user_umask
 from aura_ops.repository import Snapshot, write_json
 
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
@@ -115,7 +115,7 @@ def upload(host: Host, cfg: ReleaseConfig, version: str, source: Path) -> dict[s
     if not source.exists():
         raise UsageError(f"release source {source} does not exist")
     folder = releases_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_user_dirs(folder)  # readable by the web server as the user's own folders are
     partial, final = folder / f"{version}.partial", folder / version
     unpacked = folder / f"{version}.unpack"
     shutil.rmtree(partial, ignore_errors=True)
@@ -129,6 +129,7 @@ def upload(host: Host, cfg: ReleaseConfig, version: str, source: Path) -> dict[s
             # Unpacked next to the releases, then copied like a folder so that a tarball's
             # unchanged files are hard links to the current release too.
             unpacked.mkdir()
+            os.chmod(unpacked, 0o777 & ~user_umask())  # rsync gives the release this folder's mode
             host.run(Command(("tar", "-x", "-f", str(source), "-C", str(unpacked))))
         host.run(make_rsync_upload(source if source.is_dir() else unpacked, partial, link_dest))
     finally:

@@ -10,8 +10,10 @@ masked, for ``plan``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,40 +161,72 @@ class FileParams(_Params):
 
 
 class FileAction(Action):
-    """Write a file atomically; compensation puts the old content (or absence) back.
+    """Write a file atomically; compensation puts back exactly what was at the path: the file
+    (content, mode, owner, times), the symlink (its own link text and owner), or nothing.
 
-    The original is saved in the run's folder before the first write, and never overwritten
-    afterwards, so a crash between saving and writing, or a re-apply on resume, is safe.
+    What was there is recorded in the run's folder before the first write (the content copy
+    first, then ``<step>.saved.json``, whose rename commits the record) and never overwritten
+    afterwards, so a crash between saving and writing, or a re-apply on resume, is safe. A
+    symlink at the path is replaced by the file (the target it points at is not written); a
+    directory or any other kind of file is refused before anything changes. Replacing a file
+    keeps its owner (when aura-ops may set it) and, without ``mode``, its mode.
     """
 
     Params = FileParams
 
     def describe(self, p: FileParams, ctx: Context) -> tuple[str, str]:
-        return (f"write {p.path} ({len(p.content.encode())} bytes)", f"put back the previous content of {p.path}")
+        return (
+            f"write {p.path} ({len(p.content.encode())} bytes)",
+            f"put back what was at {p.path} (the file, symlink or nothing)",
+        )
 
     def _saved(self, ctx: Context) -> tuple[Path, Path]:
+        """(the original content's copy, the record of what was there)."""
+        return ctx.work_dir / f"{ctx.step}.content", ctx.work_dir / f"{ctx.step}.saved.json"
+
+    def _legacy(self, ctx: Context) -> tuple[Path, Path]:
+        """What an older aura-ops saved: the content with its mode, or an absence marker."""
         return ctx.work_dir / f"{ctx.step}.orig", ctx.work_dir / f"{ctx.step}.absent"
 
     def can_check(self, p: FileParams) -> bool:
         return True
 
     def check(self, p: FileParams, ctx: Context) -> bool:
+        path = Path(p.path)
         try:
-            return Path(p.path).read_text() == p.content
-        except (FileNotFoundError, UnicodeDecodeError):
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode) or (p.mode is not None and st.st_mode & 0o7777 != p.mode):
+                return False
+            return path.read_bytes() == p.content.encode()
+        except OSError:
             return False
+
+    def _record(self, p: FileParams, ctx: Context) -> dict[str, Any]:
+        """What was at the path before this step first wrote it: loaded, or saved now."""
+        copy, record = self._saved(ctx)
+        if record.exists():
+            loaded: dict[str, Any] = json.loads(record.read_text())
+            return loaded
+        if any(saved.exists() for saved in self._legacy(ctx)):  # a run an older aura-ops began
+            return {"kind": "legacy"}
+        target = Path(p.path)
+        original = _original(target)
+        ctx.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if original["kind"] == "file":
+            _atomic_write(copy, target.read_bytes(), 0o600)
+        _atomic_write(record, json.dumps(original).encode(), 0o600)
+        return original
 
     def apply(self, p: FileParams, ctx: Context) -> dict[str, Any]:
         target = Path(p.path)
-        saved, absent = self._saved(ctx)
-        if not saved.exists() and not absent.exists():
-            ctx.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if target.exists():
-                _atomic_write(saved, target.read_bytes(), target.stat().st_mode & 0o7777)
-            else:
-                _atomic_write(absent, b"", 0o600)
-        mode = p.mode if p.mode is not None else (target.stat().st_mode & 0o7777 if target.exists() else 0o644)
-        _atomic_write(target, p.content.encode(), mode)
+        _original(target)  # refuses a directory or a special file before anything is saved
+        original = self._record(p, ctx)
+        mode, owner = 0o644, None
+        if original["kind"] == "file":
+            mode, owner = original["mode"], (original["uid"], original["gid"])
+        elif original["kind"] in ("symlink", "legacy") and target.exists():
+            mode = target.stat().st_mode & 0o7777
+        _atomic_write(target, p.content.encode(), p.mode if p.mode is not None else mode, owner)
         return {"path": str(target), "bytes": len(p.content.encode())}
 
     def verify(self, p: FileParams, ctx: Context, outputs: dict[str, Any]) -> None:
@@ -200,22 +234,89 @@ class FileAction(Action):
             raise VerificationError(f"{p.path} does not hold the content just written")
 
     def compensate(self, p: FileParams, ctx: Context, outputs: dict[str, Any]) -> None:
-        saved, absent = self._saved(ctx)
-        if saved.exists():
-            _atomic_write(Path(p.path), saved.read_bytes(), saved.stat().st_mode & 0o7777)
-        elif absent.exists():
-            Path(p.path).unlink(missing_ok=True)
+        copy, record = self._saved(ctx)
+        target = Path(p.path)
+        if not record.exists():
+            legacy, absent = self._legacy(ctx)
+            if legacy.exists():  # saved by an older aura-ops: content and mode only
+                _atomic_write(target, legacy.read_bytes(), legacy.stat().st_mode & 0o7777)
+            elif absent.exists():
+                target.unlink(missing_ok=True)
+            return  # nothing saved: this step never wrote the path
+        original = json.loads(record.read_text())
+        owner = (original["uid"], original["gid"]) if "uid" in original else None
+        if original["kind"] == "absent":
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+        elif original["kind"] == "symlink":
+            _atomic_symlink(target, original["link"], owner)
+        else:
+            times = (original["atime_ns"], original["mtime_ns"])
+            _atomic_write(target, copy.read_bytes(), original["mode"], owner, times)
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+def _original(path: Path) -> dict[str, Any]:
+    """What is at ``path`` (not following a symlink), as the record a file step keeps;
+    AuraError for a directory or a special file, which a file step never replaces."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return {"kind": "absent"}
+    if stat.S_ISLNK(st.st_mode):
+        return {"kind": "symlink", "link": os.readlink(path), "uid": st.st_uid, "gid": st.st_gid}
+    if stat.S_ISREG(st.st_mode):
+        return {
+            "kind": "file",
+            "mode": st.st_mode & 0o7777,
+            "uid": st.st_uid,
+            "gid": st.st_gid,
+            "atime_ns": st.st_atime_ns,
+            "mtime_ns": st.st_mtime_ns,
+        }
+    what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+    raise AuraError(f"{path} is {what}: a file step writes regular files only; nothing was changed")
+
+
+def _chown(fd_or_path: int | Path, owner: tuple[int, int] | None) -> None:
+    """Give the owner back where we may (root, or the same user); elsewhere keep ours."""
+    if owner is None:
+        return
+    with contextlib.suppress(PermissionError):
+        if isinstance(fd_or_path, int):
+            os.fchown(fd_or_path, *owner)
+        else:
+            os.lchown(fd_or_path, *owner)
+
+
+def _atomic_write(
+    path: Path,
+    data: bytes,
+    mode: int,
+    owner: tuple[int, int] | None = None,
+    times: tuple[int, int] | None = None,
+) -> None:
     temporary = path.with_name(f".{path.name}.aura-tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
-        os.fchmod(fd, mode)
+        _chown(fd, owner)
+        os.fchmod(fd, mode)  # after the owner: chown clears the setuid and setgid bits
+        if times is not None:
+            os.utime(fd, ns=times)
         os.fsync(fd)
     finally:
         os.close(fd)
+    os.replace(temporary, path)
+    from aura_ops.checksum import fsync_dir
+
+    fsync_dir(path.parent)
+
+
+def _atomic_symlink(path: Path, link: str, owner: tuple[int, int] | None) -> None:
+    temporary = path.with_name(f".{path.name}.aura-tmp")
+    temporary.unlink(missing_ok=True)
+    os.symlink(link, temporary)
+    _chown(temporary, owner)
     os.replace(temporary, path)
     from aura_ops.checksum import fsync_dir
 

@@ -16,7 +16,7 @@ import click
 
 from aura_ops import __version__, logs
 from aura_ops.errors import EXIT_CODES_HELP, AuraError, UsageError
-from aura_ops.secrets import mask
+from aura_ops.secrets import mask, mask_values
 
 
 class State:
@@ -81,6 +81,7 @@ def common(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def emit(data: dict[str, Any], human: Callable[[dict[str, Any]], None]) -> None:
     state = click.get_current_context().ensure_object(State)
+    data = mask_values(data)  # every registered secret, whatever the command put in its report
     if state.json:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
@@ -419,7 +420,7 @@ def _show_outcome(data: dict[str, Any]) -> None:
 def _finish(outcome: Any) -> int:
     emit(outcome.as_dict(), _show_outcome)
     if outcome.exit_code:
-        click.echo(f"aura-ops: {outcome.message}", err=True)
+        click.echo(f"aura-ops: {mask(outcome.message)}", err=True)
     return int(outcome.exit_code)
 
 
@@ -482,7 +483,7 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
 
     emit(data, human)
     if outcome.exit_code or report.get("exit_code"):
-        click.echo(f"aura-ops: {report.get('message') or outcome.message}", err=True)
+        click.echo(f"aura-ops: {mask(report.get('message') or outcome.message)}", err=True)
     return int(report.get("exit_code", outcome.exit_code))
 
 
@@ -514,7 +515,7 @@ def rollback(to_release: str | None, to_snapshot: str | None, keep_data: bool, y
 
     emit({**outcome.as_dict(), **report}, human)
     if outcome.exit_code:
-        click.echo(f"aura-ops: {outcome.message}", err=True)
+        click.echo(f"aura-ops: {mask(outcome.message)}", err=True)
     return int(outcome.exit_code)
 
 
@@ -578,24 +579,27 @@ def runs_show(run_id: str) -> None:
 
 @runs.command("resume")
 @click.argument("run_id", metavar="RUN")
+@click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A secret parameter, given again.")
 @common
-def runs_resume(run_id: str) -> int:
+def runs_resume(run_id: str, extra: tuple[str, ...]) -> int:
     """Continue an interrupted run forward (a compensating run finishes its undo)."""
     from aura_ops import engine
 
     config = click.get_current_context().ensure_object(State).load()
-    return _finish(engine.Engine(config).resume(run_id))
+    return _finish(engine.Engine(config).resume(run_id, _extra_vars(extra)))
 
 
 @runs.command("abort")
 @click.argument("run_id", metavar="RUN")
+@click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A secret parameter, given again.")
 @common
-def runs_abort(run_id: str) -> int:
-    """Undo every step an interrupted run applied, in reverse order."""
+def runs_abort(run_id: str, extra: tuple[str, ...]) -> int:
+    """Undo every step an interrupted, failed or rollback_failed run applied, in reverse order.
+    Exit 0 when everything was undone, 4 when an undo failed."""
     from aura_ops import engine
 
     config = click.get_current_context().ensure_object(State).load()
-    return _finish(engine.Engine(config).abort(run_id))
+    return _finish(engine.Engine(config).abort(run_id, _extra_vars(extra)))
 
 
 # ---------------------------------------------------------------- the edge

@@ -314,6 +314,9 @@ def parse(data: Any, source: Path | None = None) -> Config:
     problems = _cross_checks(config)
     if problems:
         raise ConfigError(f"{where} is invalid:", problems)
+    from aura_ops import secrets
+
+    secrets.register_config(config)  # masked from now on, before any step runs
     return config
 
 

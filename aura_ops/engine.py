@@ -6,8 +6,20 @@ failing compensation ends the run ``rollback_failed`` (exit 4). A killed run is 
 next invocation on the same target, which refuses new work until ``runs resume`` (forward; each
 step's ``check`` makes re-applying a maybe-applied step safe) or ``runs abort`` (compensate).
 
-Test hook: ``AURA_FAULT=<step>:<before|after|during-compensate>`` makes the process exit
-abruptly (as SIGKILL would) at that point of that step.
+Any exception from a step (an aura-ops error, a database or template error, a bug) fails it
+and starts the compensation. A step that its check finds applied before the run touched it is
+journaled ``already_applied`` and never undone: a failed run removes only its own work.
+
+Signals: the engine owns SIGTERM and SIGINT for the whole command (``_Guard``). The first one
+stops the current step (its process group is killed) and compensates; one that arrives while
+the run's own state changes (created, compensating, ended) is held until that change is
+committed. Nested code never replaces this handling (``snapshots.interruptible`` defers to it).
+
+Test hooks: ``AURA_FAULT=<step>:<before|after|applied|during-compensate>`` makes the process exit
+abruptly (as SIGKILL would) at that point of that step; with a third part, e.g.
+``AURA_FAULT=config:applied:SIGTERM``, the process sends itself that signal there instead. The
+run itself has the points ``run:start`` (journaled, no step begun) and ``run:end`` (every step
+applied, not yet journaled succeeded).
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,16 +53,27 @@ from aura_ops.host import local_hostname
 from aura_ops.journal import Journal, RunRecord, StepRecord
 from aura_ops.playbook import Playbook, Step, render
 from aura_ops.repository import new_snapshot_id
-from aura_ops.secrets import mask
+from aura_ops.secrets import mask, mask_values, register
 
 FAULT_ENV = "AURA_FAULT"
 COMPENSATION_ATTEMPTS = 3
 FALSY = {"", "false", "no", "0", "none", "off"}
 
 
+# a step in these states is done and is not applied again on resume
+DONE = ("applied", "already_applied", "skipped")
+# compensation passes over these: nothing of this run to undo
+NOTHING_TO_UNDO = ("pending", "skipped", "compensated", "already_applied")
+
+
 def _fault(step: str, point: str) -> None:
-    if os.environ.get(FAULT_ENV) == f"{step}:{point}":
-        os._exit(137)
+    wanted = os.environ.get(FAULT_ENV, "").split(":")
+    if wanted[:2] != [step, point]:
+        return
+    if len(wanted) == 3:
+        os.kill(os.getpid(), signal.Signals[wanted[2]])
+        return
+    os._exit(137)
 
 
 class StepFailed(Exception):
@@ -65,17 +89,47 @@ class Interrupted(KeyboardInterrupt):
     A KeyboardInterrupt, so that no ``except Exception`` on the way swallows it."""
 
 
-@contextmanager
-def _signals() -> Iterator[None]:
-    def handler(signum: int, _frame: object) -> None:
-        raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+class _Guard:
+    """SIGTERM/SIGINT for one engine command. Armed, a signal raises ``Interrupted`` at once
+    (and disarms: the code that handles it decides when the next one may interrupt); disarmed,
+    it is held and raised by the next ``arm``, so a journal update is never torn by it."""
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    def __init__(self) -> None:
+        self.armed = False
+        self.pending: str | None = None
+
+    def handler(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.armed:
+            self.armed = False
+            raise Interrupted(f"interrupted by {name}")
+        self.pending = self.pending or name
+
+    def arm(self) -> None:
+        """Interrupt from now on; raise ``Interrupted`` for a signal held meanwhile."""
+        pending, self.pending = self.pending, None
+        if pending:
+            raise Interrupted(f"interrupted by {pending}")
+        self.armed = True
+
+    def disarm(self) -> None:
+        self.armed = False
+
+
+@contextmanager
+def _signals() -> Iterator[_Guard]:
+    guard = _Guard()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread has signals
+        yield guard
+        return
+    previous = {s: signal.signal(s, guard.handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield guard
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        if guard.pending:
+            logs.get().warning("run.signal_after_end", signal=guard.pending, note="the run had already ended")
 
 
 @dataclass(frozen=True)
@@ -132,9 +186,10 @@ class Engine:
         trigger: str = "cli",
         rollback: bool = True,
     ) -> Outcome:
-        params = playbook.resolve_params(given)
+        params = playbook.resolve_params(given)  # secret values are registered from here on
+        stored, withheld = playbook.stored_params(params)
         run_id = new_snapshot_id()
-        with self._locked(run_id, f"run {playbook.name}"):
+        with self._locked(run_id, f"run {playbook.name}"), _signals() as guard:
             if key:
                 done = self._idempotent(key)
                 if done is not None:
@@ -143,35 +198,62 @@ class Engine:
             self.journal.create_run(
                 run_id,
                 playbook.source or playbook.name,
-                params,
+                stored,
                 key,
                 self.target,
                 trigger,
                 local_hostname(),
                 [(s.name, s.action) for s in playbook.steps],
-                playbook.model_dump_json(by_alias=True),
+                # the stored definition names every withheld parameter: resume asks for it again
+                playbook.model_copy(update={"secrets": withheld}).model_dump_json(by_alias=True),
             )
-            return self._drive(run_id, playbook, params, rollback)
+            _fault("run", "start")
+            return self._drive(run_id, playbook, params, guard, rollback)
 
-    def resume(self, reference: str) -> Outcome:
+    def resume(self, reference: str, given: dict[str, str] | None = None) -> Outcome:
         run_id = self.journal.run(reference).id
-        with self._locked(run_id, f"resume {run_id}"):
+        with self._locked(run_id, f"resume {run_id}"), _signals() as guard:
             run = self.journal.run(run_id)  # read again now that no one else can change it
             self._require_unfinished(run)
-            self.journal.claim(run.id)
             playbook = Playbook.model_validate_json(self.journal.definition(run.id))
+            params = self._params_again(run, playbook, given or {}, "resume")
+            self.journal.claim(run.id)
             if run.status == "compensating":
-                return self._compensate(run.id, playbook, run.params, run.error or "resumed")
-            return self._drive(run.id, playbook, run.params)
+                return self._compensate(run.id, playbook, params, run.error or "resumed", guard)
+            return self._drive(run.id, playbook, params, guard)
 
-    def abort(self, reference: str) -> Outcome:
+    def abort(self, reference: str, given: dict[str, str] | None = None) -> Outcome:
+        """Undo every step an unfinished, failed or rollback_failed run applied: exit 0 when
+        the undo brought everything back, 4 when a step's undo failed."""
         run_id = self.journal.run(reference).id
-        with self._locked(run_id, f"abort {run_id}"):
+        with self._locked(run_id, f"abort {run_id}"), _signals() as guard:
             run = self.journal.run(run_id)
             self._require_unfinished(run, allow_failed=True)  # a failed run may still be undone
-            self.journal.claim(run.id)
             playbook = Playbook.model_validate_json(self.journal.definition(run.id))
-            return self._compensate(run.id, playbook, run.params, "aborted by the operator")
+            params = self._params_again(run, playbook, given or {}, "abort")
+            self.journal.claim(run.id)
+            return self._compensate(run.id, playbook, params, "aborted by the operator", guard, aborted=True)
+
+    @staticmethod
+    def _params_again(run: RunRecord, playbook: Playbook, given: dict[str, str], command: str) -> dict[str, Any]:
+        """The run's parameters for resume / abort: the journal's, plus the secret ones (never
+        stored) given again with ``-e``. UsageError naming any that is missing."""
+        unknown = sorted(set(given) - set(playbook.secrets))
+        if unknown:
+            raise UsageError(
+                f"run {run.id}: only its secret parameters can be given again "
+                f"({', '.join(playbook.secrets) or 'it has none'}); not {', '.join(unknown)}"
+            )
+        missing = [name for name in playbook.secrets if name not in given]
+        if missing:
+            again = " ".join(f"-e {name}=..." for name in missing)
+            raise UsageError(
+                f"run {run.id} needs its secret parameter(s) {', '.join(missing)} again (they are never "
+                f"stored): `aura-ops runs {command} {run.id} {again}`"
+            )
+        for value in given.values():
+            register(value)
+        return {**run.params, **given}
 
     def succeeded(self, key: str) -> Outcome | None:
         """The no-op outcome when a run with ``key`` already succeeded (read only, no lock: a
@@ -221,7 +303,7 @@ class Engine:
 
     @staticmethod
     def _require_unfinished(run: RunRecord, allow_failed: bool = False) -> None:
-        if run.finished and not (allow_failed and run.status == "failed"):
+        if run.finished and not (allow_failed and run.status in ("failed", "rollback_failed")):
             raise UsageError(f"run {run.id} already ended {run.status}; nothing to resume or abort")
 
     # ------------------------------------------------------------ forward
@@ -230,47 +312,63 @@ class Engine:
         outputs = {
             s.name: s.outputs
             for s in self.journal.steps(run_id)
-            if s.status in ("applied", "compensating", "compensated")
+            if s.status in ("applied", "already_applied", "compensating", "compensated")
         }
         return {"params": params, "steps": outputs, "run_id": run_id}
 
-    def _drive(self, run_id: str, playbook: Playbook, params: dict[str, Any], rollback: bool = True) -> Outcome:
+    def _drive(
+        self, run_id: str, playbook: Playbook, params: dict[str, Any], guard: _Guard, rollback: bool = True
+    ) -> Outcome:
+        """Apply the steps not yet applied; on any failure (an exception of any kind, a signal)
+        compensate, or stop there when no rollback is asked. Never leaves the run ``running``
+        except when the process is killed."""
         log = logs.get()
-        context = self._context(run_id, params)
-        records = self.journal.steps(run_id)
         try:
-            with _signals():
-                for index, step in enumerate(playbook.steps):
-                    if records[index].status in ("applied", "skipped"):
-                        continue
-                    with logs.bind(step=step.name):
-                        self._step(run_id, index, step, context)
-        except (StepFailed, Interrupted) as failure:
-            reason = failure.reason if isinstance(failure, StepFailed) else str(failure)
-            log.error("run.failed", reason=mask(reason))
+            guard.arm()
+            context = self._context(run_id, params)
+            records = self.journal.steps(run_id)
+            for index, step in enumerate(playbook.steps):
+                if records[index].status in DONE:
+                    continue
+                with logs.bind(step=step.name):
+                    self._step(run_id, index, step, context, records[index].status)
+            _fault("run", "end")
+            guard.disarm()  # from here a signal is held: it comes after the run's last step
+            self.journal.set_run(run_id, "succeeded", result=context["steps"])
+        except (Interrupted, Exception) as failure:
+            guard.disarm()
+            reason = failure.reason if isinstance(failure, StepFailed) else _reason(failure)
+            log.error("run.failed", reason=reason)
             if not rollback and isinstance(failure, StepFailed):
-                return self._stop_at_failure(run_id, playbook, params, mask(reason))
-            return self._compensate(run_id, playbook, params, mask(reason))
-        self.journal.set_run(run_id, "succeeded", result=context["steps"])
+                return self._stop_at_failure(run_id, playbook, params, reason, guard)
+            return self._compensate(run_id, playbook, params, reason, guard)
         log.info("run.succeeded")
         return self.outcome(run_id, EXIT_OK, f"run {run_id} succeeded")
 
-    def _step(self, run_id: str, index: int, step: Step, context: dict[str, Any]) -> None:
+    def _step(self, run_id: str, index: int, step: Step, context: dict[str, Any], status: str) -> None:
         log = logs.get()
-        if step.when is not None and str(render(step.when, context)).strip().lower() in FALSY:
-            self.journal.step_finished(run_id, index, "skipped")
-            log.info("step.skipped", reason=f"when: {step.when}")
-            return
         action = REGISTRY[step.action]
         ctx = Context(self.config, run_id, step.name, self.state / "runs" / run_id, step.timeout)
-        self.journal.step_started(run_id, index)
-        log.info("step.started", action=step.action)
-        _fault(step.name, "before")
         try:
+            if step.when is not None and str(render(step.when, context)).strip().lower() in FALSY:
+                self.journal.step_finished(run_id, index, "skipped")
+                log.info("step.skipped", reason=f"when: {step.when}")
+                return
             params = _params(action, step.with_, context)
-            outputs = self._apply(action, params, ctx, step)
-        except (AuraError, ValidationError, OSError) as exc:
-            reason = mask(first_line(exc))
+            # Checked before the step is journaled `applying`: found applied now, it is an earlier
+            # run's work, journaled apart and never undone by this run's compensation.
+            if status == "pending" and action.check(params, ctx):
+                outputs = {"already_applied": True}
+                self.journal.step_finished(run_id, index, "already_applied", outputs)
+                context["steps"][step.name] = outputs
+                log.info("step.already_applied")
+                return
+            self.journal.step_started(run_id, index)
+            log.info("step.started", action=step.action)
+            _fault(step.name, "before")
+            outputs = mask_values(self._apply(action, params, ctx, step, recheck=status != "pending"))
+        except Exception as exc:  # any exception fails the step (a signal is no Exception)
+            reason = _reason(exc)
             self.journal.step_finished(run_id, index, "failed", error=reason)
             log.error("step.failed", reason=reason)
             if step.on_failure == "continue":
@@ -281,14 +379,16 @@ class Engine:
         self.journal.step_finished(run_id, index, "applied", outputs)
         context["steps"][step.name] = outputs
         log.info("step.applied")
+        _fault(step.name, "applied")
 
     @staticmethod
-    def _apply(action: Action, params: Any, ctx: Context, step: Step) -> dict[str, Any]:
+    def _apply(action: Action, params: Any, ctx: Context, step: Step, recheck: bool) -> dict[str, Any]:
         import tenacity
 
-        if action.check(params, ctx):
-            logs.get().info("step.already_applied")
-            return {"already_applied": True}
+        # a step this run began before a crash: applied then, by this run (its undo is ours)
+        if recheck and action.check(params, ctx):
+            logs.get().info("step.found_applied")
+            return {"found_applied": True}
         for attempt in tenacity.Retrying(
             stop=tenacity.stop_after_attempt(step.retries + 1),
             wait=tenacity.wait_fixed(step.delay),
@@ -304,26 +404,41 @@ class Engine:
 
     # ------------------------------------------------------------ backward
 
-    def _compensate(self, run_id: str, playbook: Playbook, params: dict[str, Any], reason: str) -> Outcome:
+    def _compensate(
+        self,
+        run_id: str,
+        playbook: Playbook,
+        params: dict[str, Any],
+        reason: str,
+        guard: _Guard,
+        aborted: bool = False,
+    ) -> Outcome:
+        """Undo, in reverse, every step this run may have applied (never one journaled
+        ``already_applied``). A signal during the undo leaves the run ``compensating`` for
+        ``runs resume`` / ``runs abort`` (RollbackError); so does an unexpected error."""
         log = logs.get()
+        guard.disarm()
         first_time = self.journal.run(run_id).result is None  # keep the first detection on resume
         detected = {"failure_detected": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")}
         self.journal.set_run(run_id, "compensating", error=reason, result=detected if first_time else None)
-        context = self._context(run_id, params)
         failures = []
         try:
-            with _signals():
-                for record in reversed(self.journal.steps(run_id)):
-                    if record.status in ("pending", "skipped", "compensated"):
-                        continue
-                    with logs.bind(step=record.name):
-                        error = self._undo(run_id, playbook.steps[record.index], record, context)
-                    if error:
-                        failures.append((record.name, error))
-        except Interrupted as second:
-            log.error("run.rollback_interrupted", reason=str(second))
+            guard.arm()
+            context = self._context(run_id, params)
+            for record in reversed(self.journal.steps(run_id)):
+                if record.status in NOTHING_TO_UNDO:
+                    continue
+                with logs.bind(step=record.name):
+                    error = self._undo(run_id, playbook.steps[record.index], record, context)
+                if error:
+                    failures.append((record.name, error))
+            guard.disarm()
+        except (Interrupted, Exception) as stopped:
+            guard.disarm()
+            cause = str(stopped) if isinstance(stopped, Interrupted) else _reason(stopped)
+            log.error("run.rollback_interrupted", reason=cause)
             raise RollbackError(
-                f"{second} during the rollback of run {run_id}; it is left compensating: "
+                f"{cause} during the rollback of run {run_id}; it is left compensating: "
                 f"`aura-ops runs resume {run_id}` finishes the undo"
             ) from None
         if failures:
@@ -341,9 +456,13 @@ class Engine:
             )
         self.journal.set_run(run_id, "rolled_back")
         log.info("run.rolled_back")
+        if aborted:
+            return self.outcome(run_id, EXIT_OK, f"run {run_id} aborted: every step it applied was undone")
         return self.outcome(run_id, EXIT_FAILED, f"run {run_id} failed ({reason}); every applied step was undone")
 
-    def _stop_at_failure(self, run_id: str, playbook: Playbook, params: dict[str, Any], reason: str) -> Outcome:
+    def _stop_at_failure(
+        self, run_id: str, playbook: Playbook, params: dict[str, Any], reason: str, guard: _Guard
+    ) -> Outcome:
         """No rollback asked: undo only the ``always_undo`` steps (stopped services start again)."""
         context = self._context(run_id, params)
         failures = []
@@ -354,13 +473,16 @@ class Engine:
             # Not journaled as compensated: a later `runs abort` still undoes this step in its turn.
             ctx = Context(self.config, run_id, step.name, self.state / "runs" / run_id, step.timeout)
             try:
+                guard.arm()
                 with logs.bind(step=record.name):
                     REGISTRY[step.action].compensate(
                         _params(REGISTRY[step.action], step.with_, context), ctx, record.outputs
                     )
                     logs.get().info("step.undone_at_stop")
-            except (AuraError, ValidationError, OSError) as exc:
-                failures.append(f"{record.name}: {mask(str(exc))}")
+            except (Interrupted, Exception) as exc:
+                failures.append(f"{record.name}: {_reason(exc)}")
+            finally:
+                guard.disarm()
         self.journal.set_run(run_id, "rollback_failed" if failures else "failed", error=reason)
         hint = f"to undo it: `aura-ops runs abort {run_id}`"
         if failures:
@@ -383,8 +505,13 @@ class Engine:
         action = REGISTRY[action_name]
         ctx = Context(self.config, run_id, step.name, self.state / "runs" / run_id, step.timeout)
         try:
+            try:
+                own = _params(REGISTRY[step.action], step.with_, context)
+            except Exception:
+                if record.status == "failed":  # rendering is deterministic: it never began applying
+                    return None
+                raise
             params = _params(action, raw, context)
-            own = _params(REGISTRY[step.action], step.with_, context)
             if (
                 record.status == "failed"
                 and not REGISTRY[step.action].undo_after_failure
@@ -411,8 +538,8 @@ class Engine:
                         action.apply(params, ctx)
                     else:
                         action.compensate(params, ctx, record.outputs)
-        except (AuraError, ValidationError, OSError) as exc:
-            reason = mask(first_line(exc))
+        except Exception as exc:  # any exception fails the undo (a signal is no Exception)
+            reason = _reason(exc)
             self.journal.step_finished(run_id, record.index, "compensation_failed", error=reason)
             logs.get().error("step.compensation_failed", reason=reason)
             return reason
@@ -423,3 +550,11 @@ class Engine:
 
 def _params(action: Action, raw: dict[str, Any], context: dict[str, Any]) -> Any:
     return action.Params.model_validate(render(raw, context))
+
+
+def _reason(exc: BaseException) -> str:
+    """One masked line; an exception that is not aura-ops' own also names its type (a database
+    or template error, a bug)."""
+    if isinstance(exc, AuraError | ValidationError | OSError | Interrupted):
+        return mask(first_line(exc))
+    return mask(f"{type(exc).__name__}: {first_line(exc)}")

@@ -9,6 +9,7 @@ with ``subprocess``; an SSH host implements the same interface.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -194,6 +195,9 @@ class _LocalProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             raise AuraError(f"on {self.host.name}: `{self.command.display()}` timed out after {timeout:g}s") from None
+        except BaseException:  # interrupted: never leave the command running behind us
+            self.kill()
+            raise
         if self._drainer is not None:
             self._drainer.join()
         elif not self._stderr_consumed:
@@ -213,6 +217,10 @@ class _LocalProcess:
         return result
 
     def kill(self) -> None:
+        """Kill the command's whole process group (what it started too), then reap it."""
+        if self.popen.returncode is None:  # not reaped yet: its pid still names only its group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
         if self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait()
@@ -247,6 +255,7 @@ class LocalHost:
                 env=self._env(command),
                 cwd=command.cwd,
                 preexec_fn=_PREEXEC,  # noqa: PLW1509
+                process_group=0,  # its own group: a timeout or an interruption kills all it started
             )
         except FileNotFoundError:
             raise ToolMissing(f"{command.argv[0]}: not found on {self.name}") from None

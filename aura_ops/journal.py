@@ -2,7 +2,11 @@
 
 Every transition is committed before the side effect it announces goes on, so after a crash
 the journal always knows what may have happened: a step marked ``applying`` may or may not
-have been applied (its action's ``check`` decides on resume), one marked ``applied`` was.
+have been applied (its action's ``check`` decides on resume), one marked ``applied`` was, one
+marked ``already_applied`` was found done before the run began (not this run's work).
+
+Nothing is written in clear that the secrets registry knows: the engine stores step outputs,
+errors and the run's result masked, and secret parameters as ``***`` (never their values).
 """
 
 from __future__ import annotations
@@ -39,10 +43,13 @@ SELECT_UNFINISHED = SELECT_RUNS + " WHERE target = ? AND status NOT IN (?, ?, ?,
 
 # run: running -> succeeded | compensating -> rolled_back | rollback_failed; failed (no rollback)
 RUN_FINAL = ("succeeded", "rolled_back", "failed", "rollback_failed")
-# step: pending -> applying -> applied | failed; applied -> compensating -> compensated
+# step: pending -> applying -> applied | failed; applied -> compensating -> compensated;
+# pending -> already_applied (its check found it done before this run touched it: an earlier
+# run's work, which this run's compensation never undoes)
 STEP_STATES = (
     "pending",
     "skipped",
+    "already_applied",
     "applying",
     "applied",
     "failed",

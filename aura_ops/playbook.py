@@ -3,6 +3,10 @@
 A step names an action and its parameters (``with``); strings may be Jinja templates rendered in
 a sandbox, seeing ``params`` (the playbook's parameters), ``steps`` (outputs of earlier steps)
 and ``run_id``. Nothing else reaches a template: no environment, no secrets, no ``eval``.
+
+Parameters named in ``secrets`` are secret: their values come only from ``-e`` (never from a
+default in the file), are registered for masking before the run starts, and are never stored
+in the journal (``runs resume`` / ``runs abort`` ask for them again).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aura_ops.errors import ConfigError
+from aura_ops.secrets import MASK, mask_values, register
 
 SHIPPED = Path(__file__).resolve().parent.parent / "playbooks"
 STEP_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -45,11 +50,13 @@ class Playbook(BaseModel):
     name: str
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list)  # parameters whose values are secret
     steps: list[Step] = Field(min_length=1)
     source: str = ""
 
     def resolve_params(self, given: dict[str, str]) -> dict[str, Any]:
-        """Defaults overridden by ``given``; ConfigError for unknown or missing parameters."""
+        """Defaults overridden by ``given``; ConfigError for unknown or missing parameters.
+        Secret values are registered for masking from here on."""
         unknown = sorted(set(given) - set(self.params))
         if unknown:
             raise ConfigError(
@@ -60,7 +67,15 @@ class Playbook(BaseModel):
         missing = [k for k, v in values.items() if v is None]
         if missing:
             raise ConfigError(f"{self.source}: parameter(s) {', '.join(missing)} required (-e k=v)")
+        for name in self.secrets:
+            register(str(values[name]))
         return values
+
+    def stored_params(self, values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """What the journal keeps of ``values``, and the parameters it withholds: every secret
+        parameter, and any other whose value holds a registered secret, is stored masked."""
+        stored = {name: MASK if name in self.secrets else mask_values(value) for name, value in values.items()}
+        return stored, [name for name in values if name in self.secrets or stored[name] != values[name]]
 
 
 def environment() -> Any:
@@ -156,6 +171,11 @@ def validate(playbook: Playbook) -> list[str]:
     env = environment()
     names = [s.name for s in playbook.steps]
     problems = [f"step '{n}': duplicate step name" for n in sorted({n for n in names if names.count(n) > 1})]
+    for name in playbook.secrets:
+        if name not in playbook.params:
+            problems.append(f"secrets: {name!r} is not a declared parameter")
+        elif playbook.params[name] is not None:  # the value itself is never repeated here
+            problems.append(f"secrets: {name!r} must not have a default (secrets never live in a file; use -e)")
     for index, step in enumerate(playbook.steps):
         problems += _check_step(index, step, names[:index], set(playbook.params), names, env)
     return problems

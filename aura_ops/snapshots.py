@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +32,17 @@ class Interrupted(AuraError):
 
 @contextmanager
 def interruptible() -> Iterator[None]:
-    """Turn SIGTERM into an exception so cleanup (discard partial, release lock) always runs."""
+    """Turn SIGTERM into an exception so cleanup (discard partial, release lock) always runs.
+
+    Only where nobody handles SIGTERM yet: inside a run, the engine's own handler stays in
+    charge (its interruption goes through unchanged, so the run is compensated, never retried
+    or continued past as if the step had merely failed)."""
+    if (
+        signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
 
     def handler(signum: int, _frame: object) -> None:
         raise Interrupted(f"interrupted by {signal.Signals(signum).name}; nothing was committed")

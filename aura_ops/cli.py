@@ -204,7 +204,7 @@ def snapshots_list() -> None:
                     ", ".join(r["components"]),
                     _human_size(r["size"]),
                     ", ".join(r["tags"]),
-                    f"DAMAGED: {r['damaged']}" if r["damaged"] else "ok",
+                    f"DAMAGED: {r['damaged'].replace(' of snapshot ' + r['id'], '')}" if r["damaged"] else "ok",
                 ]
                 for r in data["snapshots"]
             ],

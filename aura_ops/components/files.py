@@ -659,6 +659,9 @@ class _TreeChecker:
         self.problems.append(f"{shown(relative)}: {what}")
 
     def run(self) -> None:
+        if not os.path.isdir(self.tree) or os.path.islink(self.tree):
+            self.problems.append(f"{TREE}: missing")
+            return
         self.check_root()
         self.walk("")
         bad = set(self.replaced)

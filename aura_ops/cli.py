@@ -169,35 +169,44 @@ def snapshots() -> None:
     """Inspect, verify and delete snapshots."""
 
 
-def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
+def _summary(snapshot: Any) -> dict[str, Any]:
+    manifest = snapshot.manifest
     return {
-        "id": manifest["id"],
-        "created": manifest["created"],
-        "components": list(manifest["components"]),
+        "id": snapshot.id,
+        "created": manifest.get("created", "?"),
+        "components": list(manifest.get("components", {})),
         "size": manifest.get("size", 0),
         "seconds": manifest.get("seconds"),
         "tags": manifest.get("tags", []),
         "host": manifest.get("host"),
+        "damaged": snapshot.damaged,
     }
 
 
 @snapshots.command("list")
 @common
 def snapshots_list() -> None:
-    """List sealed snapshots, oldest first (partial ones never appear)."""
+    """List sealed snapshots, oldest first (partial ones never appear; damaged ones say why)."""
     from aura_ops import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
-    rows = [_summary(s.manifest) for s in engine.repository(config).snapshots()]
+    rows = [_summary(s) for s in engine.listing(config)]
 
     def human(data: dict[str, Any]) -> None:
         if not data["snapshots"]:
             click.echo("no snapshots yet")
             return
         _table(
-            ["id", "created", "components", "size", "tags"],
+            ["id", "created", "components", "size", "tags", "state"],
             [
-                [r["id"], r["created"], ", ".join(r["components"]), _human_size(r["size"]), ", ".join(r["tags"])]
+                [
+                    r["id"],
+                    r["created"],
+                    ", ".join(r["components"]),
+                    _human_size(r["size"]),
+                    ", ".join(r["tags"]),
+                    f"DAMAGED: {r['damaged'].replace(' of snapshot ' + r['id'], '')}" if r["damaged"] else "ok",
+                ]
                 for r in data["snapshots"]
             ],
         )
@@ -247,12 +256,18 @@ def snapshots_show(snapshot_id: str) -> None:
 )
 @click.option("--component", "components", multiple=True, metavar="NAME")
 @common
-def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) -> None:
+def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) -> int:
     """Verify a snapshot's checksums; with --deep, prove it restores. Exit 3 on a mismatch."""
     from aura_ops import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
-    report = engine.verify(config, snapshot_id, deep, list(components) or None)
+    try:
+        report = engine.verify(config, snapshot_id, deep, list(components) or None)
+    except engine.VerifyFailed as failed:
+        # every problem, not only the first: listed on stdout (and in --json), one line on stderr
+        emit({"ok": False, **failed.report, "error": mask(str(failed)), "exit_code": failed.exit_code}, _problems)
+        click.echo(f"aura-ops: error: {mask(str(failed))}", err=True)
+        return failed.exit_code
 
     def human(data: dict[str, Any]) -> None:
         click.echo(f"snapshot {data['snapshot']} verified{' (deep)' if deep else ''}")
@@ -261,6 +276,13 @@ def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) 
             click.echo(f"  {name}: {details}")
 
     emit({"ok": True, **report}, human)
+    return 0
+
+
+def _problems(data: dict[str, Any]) -> None:
+    click.echo(f"snapshot {data['snapshot']}: {len(data['problems'])} problem(s)")
+    for problem in data["problems"]:
+        click.echo(f"  {problem}")
 
 
 @snapshots.command("delete")
@@ -304,7 +326,7 @@ def snapshots_delete(snapshot_id: str, yes: bool) -> None:
     help="Apply the snapshot's roles and tablespaces (pg_dumpall --globals-only) first.",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
-@click.option("--yes", is_flag=True, help="Confirm an in-place restore without asking.")
+@click.option("--yes", is_flag=True, help="Confirm a restore that replaces data (in place, or a non-empty folder).")
 @common
 def restore(
     snapshot_id: str,
@@ -323,14 +345,14 @@ def restore(
         _refuse_if_interrupted(config)
     snapshot = engine.repository(config).get(snapshot_id)
     names = list(components) or list(snapshot.manifest["components"])
+    if not dry_run:
+        _confirm_files_restore(engine.files_targets(config, snapshot, names, to_path), snapshot, yes)
     in_place = [
         n
         for n in names
         if n in snapshot.manifest["components"]
-        and not (
-            (to_database and snapshot.manifest["components"][n]["type"] == "postgres")
-            or (to_path and snapshot.manifest["components"][n]["type"] == "files")
-        )
+        and snapshot.manifest["components"][n]["type"] != "files"  # asked above, naming the folder
+        and not (to_database and snapshot.manifest["components"][n]["type"] == "postgres")
     ]
     if in_place and not dry_run:
         age = engine.age_seconds(snapshot)
@@ -359,8 +381,29 @@ def restore(
             )
             for line in result.get("changes", [])[:200]:
                 click.echo(f"  {line}")
+            if result.get("note"):
+                click.echo(f"  note: {result['note']}")
+            for path in result.get("not_in_index", [])[:50]:
+                click.echo(f"  not restored (in the stored tree but not in its index): {path}")
 
     emit(report, human)
+
+
+def _confirm_files_restore(targets: list[dict[str, Any]], snapshot: Any, yes: bool) -> None:
+    """A files restore replaces what its folder holds: ask (or require --yes) when it holds
+    anything, naming the folder; an empty or missing folder needs no confirmation."""
+    from aura_ops import snapshots as engine
+
+    for target in targets:
+        if not target["entries"]:
+            continue
+        where = "in place" if target["in_place"] else "into another folder"
+        confirm(
+            f"Restore {target['component']} {where} from snapshot {snapshot.id}, taken "
+            f"{_human_age(engine.age_seconds(snapshot))} ago? The {target['entries']} entries now in "
+            f"{target['target']} are replaced by the snapshot's (excluded ones are kept).",
+            yes,
+        )
 
 
 def _human_age(seconds: float) -> str:

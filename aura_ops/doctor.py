@@ -35,7 +35,10 @@ def _repository(repo: Repository) -> list[dict[str, Any]]:
         return checks
     ids = repo.ids()
     free = repo.free_bytes()
-    last = repo.get(ids[-1]).manifest.get("size", 0) if ids else 0
+    last = repo.load(ids[-1]).manifest.get("size", 0) if ids else 0
+    for snapshot in repo.all_snapshots():
+        if snapshot.damaged:
+            checks.append({"check": f"snapshot {snapshot.id}", "ok": False, "detail": snapshot.damaged, "exit_code": 3})
     checks.append(
         {
             "check": "free disk for the next snapshot",

@@ -71,7 +71,8 @@ class _DailyFile:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.folder / f"aura_{day}.log"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._file = os.fdopen(fd, "a", encoding="utf-8")
+        # a file name that is not UTF-8 reaches a log line as escaped text, never as an error
+        self._file = os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
         self._day = day
 
 
@@ -84,13 +85,16 @@ class _TeeLogger:
         self._console = console
         self._daily = daily
         self._pretty = structlog.dev.ConsoleRenderer(colors=True) if pretty else None
+        self._lock = threading.Lock()
 
     def msg(self, **event: Any) -> None:
         line = json.dumps(event, default=str, ensure_ascii=False)
         if self._daily is not None:
             self._daily.write(line)
         text = self._pretty(None, "", dict(event)) if self._pretty else line
-        print(text, file=self._console, flush=True)
+        with self._lock:  # one write a line: lines from worker threads never interleave
+            self._console.write(text + "\n")
+            self._console.flush()
 
     debug = info = warning = error = critical = exception = log = msg
 

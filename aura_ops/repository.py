@@ -5,9 +5,13 @@ Layout::
     <repo>/lock                      the repository lock (lock.py)
     <repo>/snapshots/<id>.partial/   a snapshot being written: never listed, restored or counted
     <repo>/snapshots/<id>/           a sealed snapshot: manifest.json plus one folder a component
+    <repo>/snapshots/<id>.sha256     the manifest's SHA-256, kept outside the snapshot's folder
 
 A snapshot is built in ``<id>.partial/``, checked, synced to disk, then renamed: the rename is
-the commit. Folders are 0700 and files 0600.
+the commit. Folders are 0700 and files 0600. The manifest's checksum is written (and synced)
+before the commit and checked whenever a manifest is read: a snapshot whose manifest is missing,
+unreadable or changed is *damaged*; it is listed as such and never verified as good or restored,
+and the other snapshots are not affected.
 """
 
 from __future__ import annotations
@@ -15,21 +19,23 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aura_ops import lock, logs
 from aura_ops.checksum import fsync_dir
-from aura_ops.errors import AuraError, UsageError
+from aura_ops.errors import UsageError, VerificationError
 
 PARTIAL = ".partial"
 MANIFEST = "manifest.json"
-FORMAT = 1
+MANIFEST_SUM = ".sha256"  # <repo>/snapshots/<id>.sha256, beside the snapshot's folder
+FORMAT = 2  # 2: the manifest's checksum is recorded outside the snapshot (required from then on)
 
 
 def _format_id(moment: dt.datetime) -> str:
@@ -52,7 +58,7 @@ def new_snapshot_id(after: str | None = None) -> str:
     return _format_id(now)
 
 
-def _syncfs(path: Path) -> None:
+def syncfs(path: Path) -> None:
     """Flush every dirty page of the filesystem holding ``path`` (one call, not one per file)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -63,25 +69,35 @@ def _syncfs(path: Path) -> None:
         os.close(fd)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file, fsync, rename), mode 0600."""
+def json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a file atomically (temp file, fsync, rename), mode 0600."""
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2, sort_keys=True)
-        out.write("\n")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, path)
 
 
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file, fsync, rename), mode 0600."""
+    write_bytes(path, json_bytes(data))
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """A sealed snapshot: its folder and its manifest."""
+    """A sealed snapshot: its folder and its manifest (``damaged``: why it cannot be trusted;
+    a damaged snapshot's manifest may be empty)."""
 
     id: str
     path: Path
     manifest: dict[str, Any]
+    damaged: str | None = None
 
     def component_dir(self, name: str) -> Path:
         return self.path / name
@@ -106,16 +122,20 @@ class Repository:
             yield
 
     def ids(self) -> list[str]:
+        """Every sealed snapshot's id, damaged ones included (a folder that is not partial)."""
         if not self.snapshots_dir.is_dir():
             return []
         return sorted(
-            entry.name
-            for entry in self.snapshots_dir.iterdir()
-            if not entry.name.endswith(PARTIAL) and (entry / MANIFEST).is_file()
+            entry.name for entry in self.snapshots_dir.iterdir() if not entry.name.endswith(PARTIAL) and entry.is_dir()
         )
 
+    def all_snapshots(self) -> list[Snapshot]:
+        """Every sealed snapshot, damaged ones included (see ``Snapshot.damaged``)."""
+        return [self.load(snapshot_id) for snapshot_id in self.ids()]
+
     def snapshots(self) -> list[Snapshot]:
-        return [self.get(snapshot_id) for snapshot_id in self.ids()]
+        """The sealed snapshots whose manifest is intact."""
+        return [s for s in self.all_snapshots() if s.damaged is None]
 
     def resolve(self, reference: str) -> str:
         """Turn ``latest`` or a unique id prefix into a full id; UsageError when unknown."""
@@ -133,21 +153,60 @@ class Repository:
             raise UsageError(f"snapshot id {reference!r} is ambiguous: {', '.join(matches)}")
         raise UsageError(f"unknown snapshot {reference!r} in {self.path}")
 
-    def get(self, reference: str) -> Snapshot:
-        snapshot_id = self.resolve(reference)
+    def sum_path(self, snapshot_id: str) -> Path:
+        return self.snapshots_dir / (snapshot_id + MANIFEST_SUM)
+
+    def load(self, snapshot_id: str) -> Snapshot:
+        """Read and check a snapshot's manifest; a problem marks the snapshot damaged (no raise)."""
         path = self.snapshots_dir / snapshot_id
         try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except (OSError, ValueError) as exc:
-            raise AuraError(f"snapshot {snapshot_id}: unreadable manifest: {exc}") from None
-        return Snapshot(snapshot_id, path, manifest)
+            raw = (path / MANIFEST).read_bytes()
+        except FileNotFoundError:
+            return Snapshot(snapshot_id, path, {}, f"manifest of snapshot {snapshot_id} is missing")
+        except OSError as exc:
+            return Snapshot(snapshot_id, path, {}, f"manifest of snapshot {snapshot_id} is unreadable: {exc.strerror}")
+        try:
+            manifest = json.loads(raw)
+        except ValueError as exc:
+            return Snapshot(snapshot_id, path, {}, f"manifest of snapshot {snapshot_id} is unreadable: {exc}")
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("components"), dict):
+            return Snapshot(snapshot_id, path, {}, f"manifest of snapshot {snapshot_id} is unreadable: not a manifest")
+        return Snapshot(snapshot_id, path, manifest, self._sum_problem(snapshot_id, raw, manifest))
 
-    def latest_with(self, component: str, kind: str) -> Snapshot | None:
-        """The newest sealed snapshot holding ``component`` of type ``kind``."""
+    def _sum_problem(self, snapshot_id: str, raw: bytes, manifest: dict[str, Any]) -> str | None:
+        if manifest.get("id", snapshot_id) != snapshot_id:
+            return f"manifest of snapshot {snapshot_id} belongs to snapshot {manifest.get('id')}"
+        try:
+            recorded = self.sum_path(snapshot_id).read_text().split()[0]
+        except (OSError, IndexError):
+            if manifest.get("format", 1) < 2:
+                return None  # sealed before checksums were recorded outside the snapshot
+            return f"manifest of snapshot {snapshot_id} cannot be checked: its checksum file is missing"
+        if hashlib.sha256(raw).hexdigest() != recorded:
+            return f"manifest of snapshot {snapshot_id} changed since it was sealed (checksum mismatch)"
+        return None
+
+    def get(self, reference: str) -> Snapshot:
+        """The snapshot ``reference`` names, its manifest checked; VerificationError (exit 3) when
+        it is damaged."""
+        snapshot = self.load(self.resolve(reference))
+        if snapshot.damaged:
+            raise VerificationError(snapshot.damaged)
+        return snapshot
+
+    def latest_with(
+        self, component: str, kind: str, usable: Callable[[Snapshot], bool] | None = None
+    ) -> Snapshot | None:
+        """The newest intact snapshot holding ``component`` of type ``kind`` (and ``usable``)."""
         for snapshot_id in reversed(self.ids()):
-            snapshot = self.get(snapshot_id)
+            snapshot = self.load(snapshot_id)
+            if snapshot.damaged:
+                logs.get().warning("snapshot.damaged_skipped", snapshot=snapshot_id, reason=snapshot.damaged)
+                continue
             entry = snapshot.manifest.get("components", {}).get(component)
             if entry and entry.get("type") == kind:
+                if usable is not None and not usable(snapshot):
+                    continue
                 return snapshot
         return None
 
@@ -160,6 +219,11 @@ class Repository:
                     shutil.rmtree(entry, ignore_errors=True)
                     removed.append(entry.name)
                     logs.get().warning("snapshot.partial_removed", path=str(entry))
+                elif (
+                    entry.name.endswith((MANIFEST_SUM, MANIFEST_SUM + ".tmp"))
+                    and not (self.snapshots_dir / entry.name.split(".", 1)[0]).is_dir()
+                ):
+                    entry.unlink()  # the checksum of a snapshot never committed, or deleted
         return removed
 
     def begin(self, snapshot_id: str) -> Path:
@@ -170,8 +234,10 @@ class Repository:
     def commit(self, snapshot_id: str, manifest: dict[str, Any]) -> Snapshot:
         """Write the manifest, sync everything to disk, and rename: the rename is the commit."""
         partial = self.snapshots_dir / (snapshot_id + PARTIAL)
-        write_json(partial / MANIFEST, manifest)
-        _syncfs(partial)
+        raw = json_bytes(manifest)
+        write_bytes(partial / MANIFEST, raw)
+        write_bytes(self.sum_path(snapshot_id), f"{hashlib.sha256(raw).hexdigest()}  {MANIFEST}\n".encode())
+        syncfs(partial)
         final = self.snapshots_dir / snapshot_id
         os.rename(partial, final)
         fsync_dir(self.snapshots_dir)
@@ -187,6 +253,7 @@ class Repository:
         os.rename(final, doomed)
         fsync_dir(self.snapshots_dir)
         shutil.rmtree(doomed)
+        self.sum_path(snapshot_id).unlink(missing_ok=True)
 
     def free_bytes(self) -> int:
         target = self.path if self.path.exists() else self.path.parent

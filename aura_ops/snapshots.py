@@ -8,6 +8,7 @@ the partial folder; a killed process leaves it for the next run to clean, never 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import errno
 import signal
@@ -18,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aura_ops import __version__, checksum, logs, temporaries
-from aura_ops.components import REGISTRY, files, release
+from aura_ops import __version__, checksum, logs, targets, temporaries
+from aura_ops.components import REGISTRY, files, files_restore, release
 from aura_ops.config import Config
 from aura_ops.errors import AuraError, UsageError, VerificationError
 from aura_ops.host import Host, LocalHost, local_hostname
@@ -144,12 +145,41 @@ def _snapshot_component(config: Config, repo: Repository, name: str, partial: Pa
         folder = partial / name
         folder.mkdir(mode=0o700)
         started = time.monotonic()
-        previous = repo.latest_with(name, cfg.type)
+        previous = repo.latest_with(name, cfg.type, _usable_previous(name, cfg.type))
         entry = REGISTRY[cfg.type].snapshot(host, name, cfg, folder, previous)
         entry["seconds"] = round(time.monotonic() - started, 3)
         _check_artifacts(folder, name, entry)
         logs.get().info("component.snapshotted", seconds=entry["seconds"])
         return entry
+
+
+def _usable_previous(name: str, kind: str) -> Any:
+    """A previous files snapshot whose index is damaged is skipped (its lines are reused)."""
+    if kind != "files":
+        return None
+
+    def usable(snapshot: Snapshot) -> bool:
+        damage = files.index_damage(snapshot, name)
+        if damage:
+            logs.get().warning("snapshot.damaged_skipped", snapshot=snapshot.id, reason=damage)
+        return damage is None
+
+    return usable
+
+
+def listing(config: Config) -> list[Snapshot]:
+    """Every sealed snapshot, each marked ``damaged`` (with the reason) when its manifest or a
+    files index cannot be trusted; one damaged snapshot does not stop the others."""
+    repo = repository(config)
+    cache = files.VerifiedCache(repo.path / "cache" / "verified-files.json")  # read, never saved here
+    found = []
+    for snapshot in repo.all_snapshots():
+        damage = snapshot.damaged
+        for name, entry in snapshot.manifest.get("components", {}).items():
+            if damage is None and entry.get("type") == "files":
+                damage = files.index_damage(snapshot, name, cache)
+        found.append(dataclasses.replace(snapshot, damaged=damage))
+    return found
 
 
 def _size_of(manifest: dict[str, Any]) -> int:
@@ -161,28 +191,63 @@ def _size_of(manifest: dict[str, Any]) -> int:
     return total
 
 
+class VerifyFailed(VerificationError):
+    """Verification found problems; ``report`` lists every one (``report["problems"]``)."""
+
+    def __init__(self, report: dict[str, Any]) -> None:
+        self.report = report
+        problems = report["problems"]
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        super().__init__(f"snapshot {report['snapshot']}: {count}: {shown}")
+
+
 def verify(config: Config, reference: str, deep: bool = False, components: list[str] | None = None) -> dict[str, Any]:
-    """Verify artifact checksums (and more, per component); VerificationError on any mismatch."""
+    """Verify artifact checksums (and more, per component). Every problem found is collected;
+    VerifyFailed (exit 3) carries the report listing them all. A damaged manifest is
+    VerificationError at once."""
     repo = repository(config)
     snapshot = repo.get(reference)
-    report: dict[str, Any] = {"snapshot": snapshot.id, "deep": deep, "components": {}}
+    report: dict[str, Any] = {"snapshot": snapshot.id, "deep": deep, "components": {}, "problems": []}
     cache = files.VerifiedCache(repo.path / "cache" / "verified-files.json")
-    algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
     with logs.bind(snapshot=snapshot.id), temporaries.bound(config):
         for name, entry in snapshot.manifest["components"].items():
             if components and name not in components:
                 continue
             with logs.bind(component=name):
-                for artifact, info in entry.get("artifacts", {}).items():
-                    path = snapshot.component_dir(name) / artifact
-                    if not path.is_file():
-                        raise VerificationError(f"{name}: artifact {path} is missing")
-                    if checksum.file_digest(path, algorithm)[0] != info["hash"]:
-                        raise VerificationError(f"{name}: checksum mismatch in {path}")
-                report["components"][name] = _verify_component(config, snapshot, name, entry, deep, cache)
+                problems = _artifact_problems(snapshot, name, entry, cache)
+                result: dict[str, Any] = {}
+                if not problems or entry["type"] == "files":  # files: report the tree's problems too
+                    try:
+                        result = _verify_component(config, snapshot, name, entry, deep, cache)
+                    except VerificationError as exc:
+                        problems.append(str(exc))
+                problems.extend(result.pop("problems", []))
+                report["components"][name] = result
+                report["problems"].extend(problems)
     cache.save()
+    if report["problems"]:
+        logs.get().error("snapshot.verify_failed", snapshot=snapshot.id, problems=len(report["problems"]))
+        raise VerifyFailed(report)
     logs.get().info("snapshot.verified", snapshot=snapshot.id, deep=deep)
     return report
+
+
+def _artifact_problems(snapshot: Snapshot, name: str, entry: dict[str, Any], cache: files.VerifiedCache) -> list[str]:
+    algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
+    problems = []
+    for artifact, info in entry.get("artifacts", {}).items():
+        path = snapshot.component_dir(name) / artifact
+        if not path.is_file():
+            problems.append(f"{name}: {artifact}: missing")
+            continue
+        st = path.stat()
+        digest = checksum.file_digest(path, algorithm)[0]
+        if digest != info["hash"]:
+            problems.append(f"{name}: {artifact}: checksum mismatch")
+        elif artifact == files.INDEX:
+            cache.entries[files.VerifiedCache.key(st)] = digest  # lets `snapshots list` skip it
+    return problems
 
 
 def _verify_component(
@@ -216,6 +281,7 @@ def restore(
         if name not in available:
             raise UsageError(f"snapshot {snapshot.id} has no component {name!r} (it has: {', '.join(available)})")
     _check_targets(snapshot, names, to_database, to_path)
+    paths = {t["component"]: t["target"] for t in files_targets(config, snapshot, names, to_path, count=False)}
     run_id = run_id or new_snapshot_id()
     report: dict[str, Any] = {"snapshot": snapshot.id, "dry_run": dry_run, "components": {}}
     with (
@@ -227,9 +293,26 @@ def restore(
         temporaries.sweep(config)
         for name in names:
             report["components"][name] = _restore_component(
-                config, snapshot, name, to_database, to_path, dry_run, with_globals
+                config, snapshot, name, to_database, paths.get(name), dry_run, with_globals, run_id
             )
     return report
+
+
+def files_targets(
+    config: Config, snapshot: Snapshot, names: list[str], to_path: Path | None, count: bool = True
+) -> list[dict[str, Any]]:
+    """For each files component to restore: its resolved target, whether it is in place, and
+    (``count``) how many entries it holds now, which a restore replaces. UsageError (exit 2)
+    when a target is refused (see targets.py)."""
+    found = []
+    for name in names:
+        entry = snapshot.manifest["components"].get(name, {})
+        if entry.get("type") != "files":
+            continue
+        target = targets.check(to_path or entry["source"], config, to_path=to_path is not None)
+        entries = files_restore.count_entries(target, entry.get("exclude", [])) if count else 0
+        found.append({"component": name, "target": target, "in_place": to_path is None, "entries": entries})
+    return found
 
 
 def _check_targets(snapshot: Snapshot, names: list[str], to_database: str | None, to_path: Path | None) -> None:
@@ -248,13 +331,14 @@ def _restore_component(
     to_path: Path | None,
     dry_run: bool,
     with_globals: bool,
+    run_id: str = "",
 ) -> Any:
     entry = snapshot.manifest["components"][name]
     host = LocalHost()
     with logs.bind(component=name, host=host.name):
         started = time.monotonic()
         if entry["type"] == "files":
-            result = files.restore(host, name, snapshot, to_path, dry_run)
+            result = files.restore(host, name, snapshot, to_path, dry_run, run_id)
         elif entry["type"] == "docker":
             return {
                 "containers": entry.get("containers", []),

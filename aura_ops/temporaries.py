@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS temporaries (
 # kind -> "module:function" called as function(config, record) -> str
 HANDLERS: dict[str, str] = {
     "path": "aura_ops.temporaries:remove_path",
+    "dir_swap": "aura_ops.components.files_restore:finish_or_undo",
 }
 
 

@@ -1,0 +1,107 @@
+"""Where a files restore may write: the one list of folders that are never a restore's target.
+
+A target is resolved first (``os.path.realpath``: symlinks anywhere in it followed), then refused
+(UsageError, exit 2) when it is
+
+- ``/`` or one of the operating system's trees below (``SYSTEM_TREES``, e.g. ``/etc``,
+  ``/usr/lib``, ``/proc/self``), or one of the ``SYSTEM_FOLDERS`` themselves (``/var``,
+  ``/home``, ``/srv``, ...; a folder below those, such as ``/srv/site`` or ``/var/www/app``, is
+  fine), or the invoking user's home folder itself; these apply to ``--to-path``: an in-place
+  restore goes where the configuration says;
+- the repository, the state folder or the log folder, or a folder inside one of them, or a
+  folder that holds one of them (in place too: a restore would otherwise delete them).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from aura_ops.errors import UsageError
+
+# Refused together with everything below them.
+SYSTEM_TREES = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+)
+# Refused themselves (what is below them is where restores usually go).
+SYSTEM_FOLDERS = (
+    "/",
+    "/home",
+    "/lost+found",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/root",
+    "/snap",
+    "/srv",
+    "/tmp",
+    "/var",
+    "/var/backups",
+    "/var/cache",
+    "/var/lib",
+    "/var/local",
+    "/var/log",
+    "/var/mail",
+    "/var/opt",
+    "/var/spool",
+    "/var/tmp",
+)
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+
+
+def protected(config: Any) -> dict[str, Path]:
+    """aura-ops' own folders: no restore may write in, over or around them."""
+    return {
+        "the repository": config.repository.path,
+        "the state folder": config.state.path,
+        "the log folder": config.logging.dir,
+    }
+
+
+def refusal(target: Path, own: dict[str, Path], system: bool) -> str | None:
+    """Why ``target`` (resolved) may not be restored into, or None."""
+    if system:
+        for tree in SYSTEM_TREES:
+            real = resolve(tree)
+            if target == real or real in target.parents:
+                return f"{target} is {'the system folder' if target == real else 'inside the system folder'} {tree}"
+        for folder in (*SYSTEM_FOLDERS, str(Path.home())):
+            if target == resolve(folder):
+                return f"{target} is the system folder {folder}"
+    for what, path in own.items():
+        real = resolve(path)
+        if target == real:
+            return f"{target} is {what}"
+        if real in target.parents:
+            return f"{target} is inside {what} ({real})"
+        if target in real.parents:
+            return f"{target} holds {what} ({real})"
+    return None
+
+
+def check(path: str | os.PathLike[str], config: Any, to_path: bool) -> Path:
+    """The resolved target of a files restore; UsageError (exit 2) when it is refused."""
+    target = resolve(path)
+    reason = refusal(target, protected(config), system=to_path)
+    if reason:
+        option = "--to-path" if to_path else "an in-place restore"
+        raise UsageError(f"refused: {option} {path}: {reason}; nothing was changed")
+    if os.path.lexists(target) and not target.is_dir():
+        raise UsageError(f"refused: {path} is not a folder; nothing was changed")
+    return target

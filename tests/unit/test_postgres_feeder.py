@@ -20,7 +20,7 @@ import zstandard
 
 from aura_ops import checksum, temporaries
 from aura_ops.components import postgres
-from aura_ops.errors import VerificationError
+from aura_ops.errors import AuraError, VerificationError
 from aura_ops.host import Command, Result
 from aura_ops.repository import Snapshot
 
@@ -133,3 +133,18 @@ def test_a_good_snapshot_is_fed_whole_and_its_staging_folder_removed(tmp_path: P
     assert sorted(reader.read) == ["3401.dat", "3402.dat", "3403.dat"]
     assert reader.read["3402.dat"] == (b"3402\t" + b"x" * 5000 + b"\n") * 50
     assert not reader.folder.exists()
+
+
+def test_a_compressor_failure_stops_pg_dump_at_once_and_names_the_cause(tmp_path: Path) -> None:
+    """The compressor cannot write 7.dat.zst (a file of that name is in the way): it must stop
+    the producer then, not after pg_dump has dumped everything else."""
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    (folder / "7.dat.zst").write_bytes(b"in the way")
+    stopped = threading.Event()
+    compressor = postgres._Compressor(folder, 1)
+    compressor.on_failure = stopped.set
+    (folder / "7.dat").write_bytes(b"1\tone\n" * 1000)
+    assert stopped.wait(10), "pg_dump was not stopped"
+    with pytest.raises(AuraError, match=r"compressing the dump in .*: \[Errno 17\] File exists"):
+        compressor.finish(False)

@@ -790,17 +790,6 @@ class _Feeder:
         self.finish()
 
 
-class _HashingReader:
-    def __init__(self, raw: IO[bytes], hasher: Any) -> None:
-        self.raw = raw
-        self.hasher = hasher
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.hasher.update(data)
-        return data
-
-
 def _dump_artifacts(name: str, entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The dump's artifacts by file name; VerificationError when the table of contents is not
     among them (nothing could be checked)."""
@@ -1242,8 +1231,7 @@ def doctor(host: Host, name: str, cfg: PostgresConfig) -> list[dict[str, Any]]:
             checks.append({"check": f"{name}: {program}", "ok": False, "detail": str(exc), "exit_code": 2})
     try:
         conn = connection(name, cfg)
-        with contextlib.closing(connect(conn)) as db:
-            facts = server_facts(db)
+        facts = _server_facts_of(host, name, conn)
         checks.append(
             {
                 "check": f"{name}: database {conn.dbname} at {conn.where}",
@@ -1265,3 +1253,9 @@ def doctor(host: Host, name: str, cfg: PostgresConfig) -> list[dict[str, Any]]:
     except AuraError as exc:
         checks.append({"check": f"{name}: database", "ok": False, "detail": str(exc), "exit_code": exc.exit_code})
     return checks
+
+
+@database_errors
+def _server_facts_of(host: Host, name: str, conn: Connection) -> dict[str, Any]:
+    with contextlib.closing(connect(conn)) as db:
+        return server_facts(db)

@@ -258,18 +258,19 @@ def _use_dsn(aura: Aura, dsn: str, **extra: object) -> None:
     aura.write_config(base_config({"db": db_component(connect_attempts=2, connect_timeout=2, **extra)}))
 
 
-def test_connection_refused_is_exit_6_with_host_port_and_reason(aura: Aura) -> None:
-    port = free_port()
-    _use_dsn(aura, f"postgresql://postgres@127.0.0.1:{port}/shop")
-    for command in (("backup",), ("restore", "latest", "--to-database", "x"), ("doctor",)):
-        result = aura(*command, check=6 if command != ("restore", "latest", "--to-database", "x") else None)
-        if command[0] == "restore":
-            assert result.returncode == 2  # no snapshot yet: an unknown id, found before connecting
-            continue
-        text = result.stderr
-        line = _error_line(text) if command[0] == "backup" else text
+def test_connection_refused_is_exit_6_with_host_port_and_reason(
+    pg: PostgresCluster, database: str, rich: str, aura: Aura
+) -> None:
+    snapshot = aura.json("backup")["id"]
+    port = free_port()  # nothing listens there
+    _use_dsn(aura, f"postgresql://postgres@127.0.0.1:{port}/{database}")
+    for command in (("backup",), ("restore", snapshot, "--to-database", f"{database}_copy")):
+        line = _error_line(aura(*command, check=6).stderr)
         assert f"127.0.0.1:{port}" in line
         assert "Connection refused" in line
+    doctor = aura.json("doctor", check=6)
+    failed = [check["detail"] for check in doctor["checks"] if not check["ok"]]
+    assert any(f"127.0.0.1:{port}" in detail and "Connection refused" in detail for detail in failed), failed
 
 
 def test_unknown_host_is_exit_6_naming_the_dns_failure(aura: Aura) -> None:

@@ -77,6 +77,13 @@ class LockedError(AuraError):
     exit_code = EXIT_LOCKED
 
 
+class PrivilegeError(AuraError):
+    """The role lacks a privilege the operation needs (CREATEDB, SELECT on a table, ...): exit 1,
+    the message names the privilege."""
+
+    exit_code = EXIT_FAILED
+
+
 class UnreachableError(AuraError):
     """A host or a service (database, endpoint) does not answer."""
 

@@ -17,30 +17,33 @@ import concurrent.futures
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import re
 import secrets as pysecrets
-import shutil
+import signal
+import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, ParamSpec, TypeVar, cast
 
-from aura_ops import checksum, logs, secrets
+from aura_ops import checksum, logs, secrets, temporaries
 from aura_ops.config import PostgresConfig
 from aura_ops.errors import (
     AuraError,
     ConfigError,
+    PrivilegeError,
     ToolMissing,
     UnreachableError,
     UsageError,
     VerificationError,
     first_line,
 )
-from aura_ops.host import Command, Host
+from aura_ops.host import Command, Host, Process, Result
 from aura_ops.repository import Snapshot
 
 DUMP = "dump"
@@ -49,6 +52,8 @@ COMPRESSED = ".zst"
 F_SETPIPE_SZ = 1031  # Linux fcntl
 PIPE_BYTES = 1 << 20
 FINISHED_ITEM = re.compile(r"finished item (\d+) ")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # conninfo keyword -> libpq environment variable: the credentials reach tools via env, not argv.
 LIBPQ_ENV = {
@@ -71,12 +76,34 @@ LIBPQ_ENV = {
     "gssencmode": "PGGSSENCMODE",
     "krbsrvname": "PGKRBSRVNAME",
 }
-NOT_TRANSIENT = (
-    "password authentication failed",
+# A connection failure whose message holds one of these is the configuration's fault (exit 2,
+# never retried): a malformed option, a database or role that does not exist, credentials refused.
+CONFIG_FAILURES = (
+    "connection is bad:",  # libpq refused the options before any network traffic
+    "invalid connection option",
+    "invalid integer value",
+    "invalid port number",
+    "invalid sslmode value",
+    "invalid value for parameter",
     "does not exist",
     "no pg_hba.conf entry",
     "authentication failed",
-    "permission denied",
+    "no password supplied",
+)
+# ... or of these, a privilege the role lacks (exit 1, naming it).
+PRIVILEGE_FAILURES = ("permission denied", "must be superuser", "does not have connect privilege")
+# What the role needs when the server says so, for the one-line reason.
+PRIVILEGE_HINTS = (
+    ("permission denied to create database", "the role needs CREATEDB"),
+    ("permission denied for database", "the role needs CONNECT on the database"),
+    ("does not have connect privilege", "the role needs CONNECT on the database"),
+    ("permission denied for table", "the role needs SELECT on the table"),
+    ("permission denied for sequence", "the role needs SELECT on the sequence"),
+    ("permission denied for schema", "the role needs USAGE on the schema"),
+    ("permission denied for large object", "the role needs SELECT on the large objects"),
+    ("permission denied to create role", "the role needs CREATEROLE"),
+    ("must be superuser", "the role needs SUPERUSER"),
+    ("must be owner of", "the role must own the object"),
 )
 
 
@@ -131,15 +158,17 @@ def connection(name: str, cfg: PostgresConfig) -> Connection:
 
 
 def connect(conn: Connection, autocommit: bool = False) -> Any:
-    """A psycopg connection; transient failures retried with backoff, then UnreachableError."""
+    """A psycopg connection. Transient failures (refused, timeout, name resolution, server
+    starting) are retried with backoff, then UnreachableError (6) naming host, port and reason;
+    bad options, a missing database or refused credentials are ConfigError (2) at once; a
+    privilege the role lacks is PrivilegeError (1)."""
     import psycopg
     import tenacity
 
     log = logs.get()
 
     def transient(exc: BaseException) -> bool:
-        text = str(exc)
-        return isinstance(exc, psycopg.OperationalError) and not any(marker in text for marker in NOT_TRANSIENT)
+        return isinstance(exc, psycopg.OperationalError) and connection_failure_kind(str(exc)) == "transient"
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         log.warning(
@@ -147,7 +176,7 @@ def connect(conn: Connection, autocommit: bool = False) -> Any:
             database=conn.dbname,
             where=conn.where,
             attempt=f"{state.attempt_number}/{conn.attempts}",
-            error=secrets.mask(first_line(exc) if state.outcome and (exc := state.outcome.exception()) else ""),
+            error=secrets.mask(failure_reason(exc) if state.outcome and (exc := state.outcome.exception()) else ""),
         )
 
     try:
@@ -162,15 +191,81 @@ def connect(conn: Connection, autocommit: bool = False) -> Any:
                 return psycopg.connect(
                     conn.conninfo(), connect_timeout=conn.timeout, application_name="aura-ops", autocommit=autocommit
                 )
-    except psycopg.OperationalError as exc:
-        lines = str(exc).strip().splitlines()
-        reason = secrets.mask(lines[-1] if lines else "connection failed")
-        if not transient(exc):
-            raise ConfigError(f"database {conn.dbname} at {conn.where}: {reason}") from None
-        raise UnreachableError(
-            f"database {conn.dbname} at {conn.where} unreachable after {conn.attempts} attempts: {reason}"
-        ) from None
+    except psycopg.Error as exc:
+        reason = secrets.mask(failure_reason(exc))
+        kind = connection_failure_kind(str(exc))
+        where = f"database {conn.dbname} at {conn.where}"
+        if kind == "config":
+            raise ConfigError(f"{where}: {reason}") from None
+        if kind == "privilege":
+            raise PrivilegeError(f"{where}: {with_privilege_hint(reason)}") from None
+        raise UnreachableError(f"{where} unreachable after {conn.attempts} attempts: {reason}") from None
     raise AssertionError("unreachable")
+
+
+def connection_failure_kind(message: str) -> str:
+    """'config', 'privilege' or 'transient' for a connection failure's message."""
+    text = message.lower()
+    if any(marker in text for marker in PRIVILEGE_FAILURES):
+        return "privilege"
+    if any(marker in text for marker in CONFIG_FAILURES):
+        return "config"
+    return "transient"
+
+
+_REASON_PREFIXES = re.compile(
+    r"^(?:connection (?:failed|is bad): )?(?:connection to server (?:at|on) .*? failed: )?(?:(?:FATAL|ERROR):\s+)?"
+)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The line of a driver error a user needs: the server's or libpq's own words, without the
+    'connection failed: connection to server at ...' preamble (the caller names host and port)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return re.sub(r"\s+", " ", _REASON_PREFIXES.sub("", lines[0])) or lines[0]
+
+
+def _connection_lost(exc: Any) -> bool:
+    """The connection broke (the client's own error, a connection-class SQLSTATE, the server
+    shutting down), as opposed to a statement the server refused."""
+    import psycopg
+
+    state = getattr(exc, "sqlstate", None)
+    if state is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return bool(state.startswith("08") or state in ("57P01", "57P02", "57P03"))
+
+
+def with_privilege_hint(reason: str) -> str:
+    text = reason.lower()
+    for marker, hint in PRIVILEGE_HINTS:
+        if marker in text:
+            return f"{reason} ({hint})"
+    return reason
+
+
+def database_errors(function: Callable[P, R]) -> Callable[P, R]:
+    """Turn a driver error escaping a component operation ``(host, name, ...)`` into a one-line
+    AuraError: a missing privilege exit 1 naming it, a lost connection exit 6, any other exit 1."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        import psycopg
+
+        try:
+            return function(*args, **kwargs)
+        except psycopg.Error as exc:
+            name = args[1] if len(args) > 1 else kwargs.get("name", "postgres")
+            reason = secrets.mask(failure_reason(exc))
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege) or connection_failure_kind(reason) == "privilege":
+                raise PrivilegeError(f"{name}: {with_privilege_hint(reason)}") from None
+            if _connection_lost(exc):
+                raise UnreachableError(f"{name}: lost the database connection: {reason}") from None
+            raise AuraError(f"{name}: {reason}") from None
+
+    return wrapper
 
 
 # ---------------------------------------------------------------- commands (pure)
@@ -238,34 +333,79 @@ def default_jobs(cfg: PostgresConfig) -> int:
 
 # ---------------------------------------------------------------- facts (row counts etc.)
 
+# Ordinary tables (partitions included, each counted ONLY: a parent's count leaves its
+# inheritance children to their own line), outside the catalogs and extensions; their columns.
 TABLES_SQL = """
-SELECT n.nspname, c.relname, c.relkind FROM pg_class c
+SELECT n.nspname, c.relname, c.relkind,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'm') AND (c.relkind = 'r' OR c.relispopulated)
+WHERE c.relkind IN ('r', 'm')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                   AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2
 """
+# How table checksums are computed, recorded in the manifest as ``checksum_method``. A manifest
+# without it was made by the first method (``t::text`` in the session's own settings).
+CHECKSUM_METHOD = "columns-by-name-v2"
+# Settings that change how values are written as text, pinned in the session that counts and
+# hashes, so that the backup's and a later verify's sessions agree whatever their defaults.
+FACT_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+    "lc_monetary": "C",
+    "search_path": "",  # reg* values (regclass, regtype, ...) written schema-qualified
+    "row_security": "off",  # as pg_dump: an error rather than a silently filtered count
+}
 
 
-def database_facts(db: Any, with_checksums: bool) -> dict[str, Any]:
-    """Per-table row counts (and content checksums), sequence values, large objects."""
+def _row_hash(columns: list[str], method: str) -> Any:
+    """The expression hashing one row of ``t``: by default its columns in a fixed order (by
+    name, so a child table created with another column order and attached to a parent later,
+    or a table with dropped columns, hashes the same after pg_dump rebuilt it), NULL written
+    apart from an empty string by the row's text form."""
     from psycopg import sql
 
+    if method != CHECKSUM_METHOD:
+        return sql.SQL("hashtextextended(t::text, 0)")
+    ordered = sorted(columns, key=lambda column: column.encode())
+    row = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(column)) for column in ordered)
+    return sql.SQL("hashtextextended(ROW({})::text, 0)").format(row)
+
+
+def database_facts(db: Any, with_checksums: bool, method: str = CHECKSUM_METHOD) -> dict[str, Any]:
+    """Per-table row counts (and content checksums), sequence values, large objects, and the
+    materialized views (never compared: pg_restore refreshes them, so their content is that of
+    the restore, not of the backup). Runs in ``db``'s current transaction, with the text
+    settings pinned there (``method`` other than the current one: as an old manifest did)."""
+    from psycopg import sql
+
+    if method == CHECKSUM_METHOD:
+        for setting, value in FACT_SETTINGS.items():
+            db.execute("SELECT set_config(%s, %s, true)", (setting, value))
     counts: dict[str, int] = {}
     sums: dict[str, str] = {}
-    for schema, table, _kind in db.execute(TABLES_SQL).fetchall():
+    matviews: list[str] = []
+    only = sql.SQL("ONLY ") if method == CHECKSUM_METHOD else sql.SQL("")
+    for schema, table, kind, columns in db.execute(TABLES_SQL).fetchall():
         key = f"{schema}.{table}"
+        if kind == "m":
+            matviews.append(key)
+            continue
         ident = sql.Identifier(schema, table)
         if with_checksums:
-            query = sql.SQL(
-                "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text FROM {} t"
-            ).format(ident)
+            query = sql.SQL("SELECT count(*), coalesce(sum({}::numeric), 0)::text FROM {}{} t").format(
+                _row_hash(list(columns), method), only, ident
+            )
             counts[key], sums[key] = db.execute(query).fetchone()
         else:
-            counts[key] = db.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()[0]
+            counts[key] = db.execute(sql.SQL("SELECT count(*) FROM {}{}").format(only, ident)).fetchone()[0]
     sequences = {
         f"{s}.{n}": v
         for s, n, v in db.execute(
@@ -276,9 +416,11 @@ def database_facts(db: Any, with_checksums: bool) -> dict[str, Any]:
         "row_counts": counts,
         "sequences": sequences,
         "large_objects": db.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0],
+        "materialized_views": matviews,
     }
     if with_checksums:
         facts["table_checksums"] = sums
+        facts["checksum_method"] = method
         facts["large_object_checksum"] = db.execute(
             "SELECT coalesce(sum(hashtextextended(oid::text || md5(lo_get(oid)), 0)::numeric),"
             " 0)::text FROM pg_largeobject_metadata"
@@ -328,6 +470,7 @@ class _Compressor:
         self.results: dict[str, dict[str, Any]] = {}
         self.errors: list[BaseException] = []
         self.followers: dict[str, threading.Thread] = {}
+        self.on_failure: Callable[[], None] | None = None
         self.lock = threading.Lock()
         self.watcher = threading.Thread(target=self._watch, daemon=True)
         self.watcher.start()
@@ -387,6 +530,9 @@ class _Compressor:
         except BaseException as exc:  # noqa: BLE001 - reported by finish()
             with self.lock:
                 self.errors.append(exc)
+            callback = self.on_failure
+            if callback is not None:
+                callback()  # stop pg_dump now, not after it dumped everything else
 
     def finish(self, succeeded: bool) -> dict[str, dict[str, Any]]:
         """After pg_dump exited: compress what is left, wait, return artifacts by file name."""
@@ -397,7 +543,10 @@ class _Compressor:
         for thread in list(self.followers.values()):
             thread.join()
         if self.errors:
-            raise self.errors[0]
+            error = self.errors[0]
+            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+                raise error  # the backup names the full device
+            raise AuraError(f"compressing the dump in {self.folder}: {first_line(error)}") from error
         return dict(self.results)
 
 
@@ -419,6 +568,7 @@ def _check_versions(host: Host, cfg: PostgresConfig, server_major: int) -> str:
     return version
 
 
+@database_errors
 def snapshot(host: Host, name: str, cfg: PostgresConfig, dest: Path, previous: Snapshot | None) -> dict[str, Any]:
     """Dump the database into ``dest``; return the manifest entry (facts and artifacts)."""
     conn = connection(name, cfg)
@@ -434,20 +584,27 @@ def snapshot(host: Host, name: str, cfg: PostgresConfig, dest: Path, previous: S
         db.read_only = True
         snapshot_id = db.execute("SELECT pg_export_snapshot()").fetchone()[0]
         if cfg.globals:
-            host.run(make_pg_dumpall_globals(cfg, conn, dest / GLOBALS, facts["superuser"]))
+            dumped = host.run(make_pg_dumpall_globals(cfg, conn, dest / GLOBALS, facts["superuser"]), check=False)
+            if dumped.returncode != 0:
+                raise tool_failure(name, "pg_dumpall", dumped)
             artifacts[GLOBALS] = _hash_plain(dest / GLOBALS)
         compressor = _Compressor(dump_dir, cfg.compression_level)
         started = time.monotonic()
         succeeded = False
         try:
             process = host.start(make_pg_dump(cfg, conn, dump_dir, snapshot_id, jobs), stdout=None)
+            compressor.on_failure = lambda: _stop_process(process)
             process.drain_in_background(lambda line: _on_pg_dump_line(line, compressor))
-            try:
-                facts.update(database_facts(db, cfg.checksums))
-            except BaseException:
-                process.kill()
-                raise
-            process.wait()
+            with _cancel_if_failed(process, db) as died:
+                try:
+                    facts.update(database_facts(db, cfg.checksums))
+                except BaseException:
+                    _stop_process(process)
+                    if not died.is_set():
+                        raise
+            result = process.wait(check=False)
+            if result.returncode != 0:
+                raise tool_failure(name, "pg_dump", result)
             succeeded = True
         finally:
             data = compressor.finish(succeeded)
@@ -480,6 +637,34 @@ def snapshot(host: Host, name: str, cfg: PostgresConfig, dest: Path, previous: S
     }
 
 
+@contextlib.contextmanager
+def _cancel_if_failed(process: Process, db: Any) -> Iterator[threading.Event]:
+    """While the block runs, cancel ``db``'s query as soon as ``process`` fails: the row counts
+    and checksums of a big database are not worth waiting for once pg_dump is dead. The event
+    is set when that happened (the tool's failure is then the reason to report)."""
+    died = threading.Event()
+    done = threading.Event()
+    popen: subprocess.Popen[bytes] | None = getattr(process, "popen", None)
+
+    def watch() -> None:
+        while popen is not None and not done.wait(0.2):
+            returncode = popen.poll()
+            if returncode is not None:
+                if returncode != 0:
+                    died.set()
+                    with contextlib.suppress(Exception):
+                        db.cancel_safe()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield died
+    finally:
+        done.set()
+        watcher.join()
+
+
 def _repeatable_read() -> Any:
     from psycopg import IsolationLevel
 
@@ -497,26 +682,35 @@ def _on_pg_dump_line(line: str, compressor: _Compressor) -> None:
 
 class _Feeder:
     """Feeds each named pipe of a staging folder with its decompressed file once a reader
-    opens it; checks every compressed stream against its recorded hash."""
+    opens it, checking every compressed stream against its recorded hash as it goes.
 
-    def __init__(self, pipes: dict[Path, tuple[Path, str]], workers: int, algorithm: str) -> None:
-        self.pending = dict(pipes)
+    A source-side problem (missing, unreadable, corrupt or changed file) is recorded in
+    ``errors`` and ``on_failure`` (which stops pg_restore) is called *before* that pipe is
+    closed, so pg_restore never sees a clean end of a bad file. ``finish`` joins every feed:
+    only after it are ``errors`` complete.
+    """
+
+    def __init__(self, pipes: dict[Path, tuple[Path, str, str]], workers: int, algorithm: str) -> None:
+        self.pending = dict(pipes)  # pipe -> (source, artifact name, expected hash)
         self.algorithm = algorithm
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
         self.futures: list[concurrent.futures.Future[None]] = []
         self.stop = threading.Event()
-        self.errors: list[str] = []
+        self.lock = threading.Lock()
+        self.errors: list[str] = []  # the snapshot's fault: the restore must not be trusted
+        self.broken: list[str] = []  # pg_restore went away while being fed
+        self.on_failure: Callable[[], None] | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        # polls each pending pipe with a non-blocking open (issue 12: a blocking open per pipe)
         while self.pending and not self.stop.is_set():
             for pipe in list(self.pending):
                 try:
                     fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
                 except OSError as exc:
                     if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
-                        self.errors.append(f"{pipe.name}: {exc.strerror}")
-                        self.pending.pop(pipe)
+                        self._fail(f"{self.pending.pop(pipe)[1]}: cannot open its pipe: {exc.strerror}")
                     continue
                 os.set_blocking(fd, True)
                 with contextlib.suppress(OSError):  # fewer wake-ups than the default 64 KiB
@@ -524,69 +718,197 @@ class _Feeder:
                 self.futures.append(self.pool.submit(self._feed, fd, *self.pending.pop(pipe)))
             self.stop.wait(0.005)
 
-    def _feed(self, fd: int, source: Path, expected: str) -> None:
+    def _fail(self, message: str) -> None:
+        with self.lock:
+            self.errors.append(message)
+        callback = self.on_failure
+        if callback is not None:
+            callback()  # pg_restore first: the other feeds must not end their files cleanly before
+        self.stop.set()
+
+    def _feed(self, fd: int, source: Path, artifact: str, expected: str) -> None:
+        out = os.fdopen(fd, "wb")  # owns the pipe's write end from here: closed whatever happens
+        try:
+            problem = self._copy(source, out, expected)
+            if problem:
+                self._fail(f"{artifact}: {problem}")  # pg_restore is stopped before the pipe closes
+        except BrokenPipeError:
+            with self.lock:
+                self.broken.append(f"pg_restore stopped reading {artifact}")
+        except BaseException as exc:  # noqa: BLE001 - a feed must never end silently
+            self._fail(f"{artifact}: {first_line(exc)}")
+        finally:
+            with contextlib.suppress(OSError):
+                out.close()
+
+    def _copy(self, source: Path, out: IO[bytes], expected: str) -> str | None:
+        """Decompress ``source`` into ``out`` while hashing it; the problem found, else None."""
         import zstandard
 
-        hasher = checksum.new(self.algorithm)
         try:
-            with open(source, "rb") as raw, os.fdopen(fd, "wb") as out:
-                reader = _HashingReader(raw, hasher)
-                zstandard.ZstdDecompressor().copy_stream(
-                    cast(IO[bytes], reader), out, read_size=checksum.CHUNK, write_size=checksum.CHUNK
-                )
-        except BrokenPipeError:
-            self.errors.append(f"pg_restore stopped reading {source.name}")
-            return
-        except (zstandard.ZstdError, OSError) as exc:
-            self.errors.append(f"{source}: {exc}")
-            return
+            raw = open(source, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return "is missing"
+        except OSError as exc:
+            return f"cannot be read: {exc.strerror}"
+        hasher = checksum.new(self.algorithm)
+        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        corrupt: str | None = None
+        with raw:
+            while chunk := raw.read(checksum.CHUNK):
+                if self.stop.is_set():
+                    return None  # the restore is being stopped for another reason
+                hasher.update(chunk)
+                if corrupt is not None or decompressor.eof:
+                    continue  # keep hashing the whole file: the verdict is the hash's
+                try:
+                    data = decompressor.decompress(chunk)
+                except zstandard.ZstdError as exc:
+                    corrupt = str(exc)
+                    continue
+                if data:
+                    out.write(data)
         if hasher.hexdigest() != expected:
-            self.errors.append(f"{source}: checksum mismatch")
+            return "checksum mismatch"
+        if corrupt is not None or not decompressor.eof:
+            return f"cannot be decompressed: {corrupt or 'truncated'}"
+        out.flush()
+        return None
+
+    def finish(self) -> None:
+        """Stop polling, wait for every feed to end."""
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> _Feeder:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.finish()
 
 
-class _HashingReader:
-    def __init__(self, raw: IO[bytes], hasher: Any) -> None:
-        self.raw = raw
-        self.hasher = hasher
+def _dump_artifacts(name: str, entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The dump's artifacts by file name; VerificationError when the table of contents is not
+    among them (nothing could be checked)."""
+    found = {a.split("/", 1)[1]: info for a, info in entry["artifacts"].items() if a.startswith(DUMP + "/")}
+    if "toc.dat" not in found:
+        raise VerificationError(f"{name}: {DUMP}/toc.dat is not in the manifest")
+    return found
 
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.hasher.update(data)
-        return data
+
+def check_inputs(snapshot: Snapshot, name: str, full: bool = False, with_globals: bool = False) -> None:
+    """Before a restore touches anything: every dump artifact the manifest lists is present with
+    its recorded size, the table of contents (and the globals script) hash as recorded; with
+    ``full``, every artifact is hashed (the clean mode's pre-pass). VerificationError naming the
+    artifact otherwise."""
+    entry = snapshot.manifest["components"][name]
+    folder = snapshot.component_dir(name)
+    algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
+    wanted = {f"{DUMP}/{file}": info for file, info in _dump_artifacts(name, entry).items()}
+    if with_globals and entry.get("globals"):
+        wanted[entry["globals"]] = entry["artifacts"].get(entry["globals"], {})
+    for artifact, info in wanted.items():
+        if "hash" not in info:
+            raise VerificationError(f"{name}: {artifact} is not in the manifest")
+        try:
+            size = (folder / artifact).stat().st_size
+        except FileNotFoundError:
+            raise VerificationError(f"{name}: {artifact} is missing") from None
+        if size != info["size"]:
+            raise VerificationError(f"{name}: {artifact}: checksum mismatch ({size} bytes, recorded {info['size']})")
+        hashed = full or not artifact.endswith(COMPRESSED)
+        if hashed and checksum.file_digest(folder / artifact, algorithm)[0] != info["hash"]:
+            raise VerificationError(f"{name}: {artifact}: checksum mismatch")
+
+
+def verified_artifact(snapshot: Snapshot, name: str, artifact: str) -> bytes:
+    """A small artifact's content (the globals script), read once and checked against the
+    manifest before anyone uses it; VerificationError naming it otherwise."""
+    info = snapshot.manifest["components"][name]["artifacts"].get(artifact)
+    if info is None:
+        raise VerificationError(f"{name}: {artifact} is not in the manifest")
+    try:
+        data = (snapshot.component_dir(name) / artifact).read_bytes()
+    except FileNotFoundError:
+        raise VerificationError(f"{name}: {artifact} is missing") from None
+    hasher = checksum.new(snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM))
+    hasher.update(data)
+    if hasher.hexdigest() != info["hash"]:
+        raise VerificationError(f"{name}: {artifact}: checksum mismatch")
+    return data
+
+
+def _copy_verified(source: Path, target: Path, expected: str, algorithm: str) -> str | None:
+    """Copy ``source`` to ``target`` hashing what is copied; the problem found, else None."""
+    hasher = checksum.new(algorithm)
+    try:
+        with open(source, "rb") as reader, open(target, "xb") as writer:
+            while chunk := reader.read(checksum.CHUNK):
+                hasher.update(chunk)
+                writer.write(chunk)
+    except FileNotFoundError:
+        return "is missing"
+    return None if hasher.hexdigest() == expected else "checksum mismatch"
 
 
 @contextlib.contextmanager
-def _staging(snapshot: Snapshot, name: str, workers: int) -> Iterator[tuple[Path, _Feeder]]:
-    """A folder pg_restore can read: toc files copied, a named pipe per compressed data file."""
+def _staging(snapshot: Snapshot, name: str, workers: int, verify_first: bool = False) -> Iterator[tuple[Path, _Feeder]]:
+    """A folder pg_restore can read: the table of contents copied (and checked as it is copied),
+    a named pipe per compressed data file. Recorded as a temporary before it is created."""
     entry = snapshot.manifest["components"][name]
     dump_dir = snapshot.component_dir(name) / DUMP
-    staging = Path(tempfile.mkdtemp(prefix="aura-restore-"))
-    try:
-        pipes: dict[Path, tuple[Path, str]] = {}
-        for artifact, info in entry["artifacts"].items():
-            if not artifact.startswith(DUMP + "/"):
-                continue
-            file = artifact.split("/", 1)[1]
+    algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
+    check_inputs(snapshot, name, full=verify_first)
+    staging = Path(tempfile.gettempdir()) / f"aura-restore-{pysecrets.token_hex(6)}"
+    with temporaries.track("path", str(staging)):
+        staging.mkdir(mode=0o700)
+        pipes: dict[Path, tuple[Path, str, str]] = {}
+        for file, info in _dump_artifacts(name, entry).items():
             if file.endswith(COMPRESSED):
                 pipe = staging / file[: -len(COMPRESSED)]
                 os.mkfifo(pipe, 0o600)
-                pipes[pipe] = (dump_dir / file, info["hash"])
-            else:
-                shutil.copyfile(dump_dir / file, staging / file)
-        algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
+                pipes[pipe] = (dump_dir / file, f"{DUMP}/{file}", info["hash"])
+            elif problem := _copy_verified(dump_dir / file, staging / file, info["hash"], algorithm):
+                raise VerificationError(f"{name}: {DUMP}/{file}: {problem}")
         with _Feeder(pipes, workers, algorithm) as feeder:
             yield staging, feeder
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stop_process(process: Process) -> None:
+    """End a running tool: SIGTERM first (pg_restore's leader then stops its workers and cancels
+    their queries), SIGKILL after five seconds."""
+    popen: subprocess.Popen[bytes] | None = getattr(process, "popen", None)
+    if popen is None:
+        process.kill()
+        return
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def tool_failure(name: str, program: str, result: Result) -> AuraError:
+    """A PostgreSQL client tool's failure as one line: its own first ``error:`` line (not the
+    ``Command was:`` or progress lines that follow it), or the signal that killed it."""
+    if result.returncode < 0:
+        with contextlib.suppress(ValueError):
+            return AuraError(f"{name}: {program} was killed by {signal.Signals(-result.returncode).name}")
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if re.search(r"\b(error|fatal):", line, re.IGNORECASE)]
+    reason = errors[0] if errors else (lines[-1] if lines else "no output on stderr")
+    reason = re.sub(r"\s+", " ", reason)
+    if not reason.startswith(program):
+        reason = f"{program}: {reason}"
+    message = f"{name}: {reason} (exit {result.returncode})"
+    if connection_failure_kind(reason) == "privilege":
+        return PrivilegeError(f"{name}: {with_privilege_hint(reason)} (exit {result.returncode})")
+    return AuraError(message)
 
 
 def _run_restore(
@@ -598,14 +920,30 @@ def _run_restore(
     jobs: int,
     clean: bool = False,
 ) -> float:
+    """pg_restore from a staging folder; returns the seconds it took. Success is reported only
+    after pg_restore and every feed have ended and been checked: a bad artifact stops pg_restore
+    at once (VerificationError naming it), pg_restore's own failure names its error line.
+    ``clean`` (restoring into the live database) hashes every artifact before anything starts."""
     started = time.monotonic()
-    with _staging(snapshot, name, jobs + 2) as (staging, feeder):
+    with _staging(snapshot, name, jobs + 2, verify_first=clean) as (staging, feeder):
+        process = host.start(make_pg_restore(cfg, conn, staging, jobs, clean=clean), stdout=None)
+        feeder.on_failure = lambda: _stop_process(process)
+        if feeder.errors:  # failed before it could stop pg_restore
+            _stop_process(process)
+        process.drain_in_background()
         try:
-            host.run(make_pg_restore(cfg, conn, staging, jobs, clean=clean), stdout=None)
+            result = process.wait(check=False)
+        except BaseException:
+            _stop_process(process)
+            raise
         finally:
-            feeder.stop.set()
-        if feeder.errors:
-            raise VerificationError(f"{name}: {feeder.errors[0]}")
+            feeder.finish()
+    if feeder.errors:
+        raise VerificationError(f"{name}: {feeder.errors[0]}")
+    if result.returncode != 0:
+        raise tool_failure(name, "pg_restore", result)
+    if feeder.broken:
+        raise AuraError(f"{name}: {feeder.broken[0]}")
     return time.monotonic() - started
 
 
@@ -639,12 +977,14 @@ def _database_exists(admin: Any, dbname: str) -> bool:
 
 
 def compare_facts(name: str, recorded: dict[str, Any], actual: dict[str, Any]) -> None:
-    """VerificationError naming the first table whose count or checksum differs."""
+    """VerificationError naming the first table whose count or checksum differs. Materialized
+    views (listed on either side) are not compared: a restore refreshes them."""
+    matviews = set(recorded.get("materialized_views", [])) | set(actual.get("materialized_views", []))
     for key in ("row_counts", "table_checksums"):
         want, got = recorded.get(key), actual.get(key)
         if want is None or got is None:
             continue
-        for table in sorted(set(want) | set(got)):
+        for table in sorted((set(want) | set(got)) - matviews):
             if want.get(table) != got.get(table):
                 raise VerificationError(
                     f"{name}: {key.replace('_', ' ')[:-1]} of {table} is "
@@ -655,6 +995,7 @@ def compare_facts(name: str, recorded: dict[str, Any], actual: dict[str, Any]) -
             raise VerificationError(f"{name}: {key.replace('_', ' ')} differ from the snapshot")
 
 
+@database_errors
 def restore(
     host: Host, name: str, cfg: PostgresConfig, snapshot: Snapshot, to_database: str | None, with_globals: bool = False
 ) -> dict[str, Any]:
@@ -667,9 +1008,11 @@ def restore(
     jobs = default_jobs(cfg)
     target = to_database or conn.dbname
     in_place = target == conn.dbname
+    check_inputs(snapshot, name, with_globals=with_globals)  # nothing is touched before this passes
     with contextlib.closing(connect(admin_conn, autocommit=True)) as admin:
         if with_globals and entry.get("globals"):
-            host.run(make_psql_file(cfg, admin_conn, snapshot.component_dir(name) / entry["globals"]))
+            script = verified_artifact(snapshot, name, entry["globals"])
+            host.run(make_psql_file(cfg, admin_conn, Path("-")), stdin=script)
         if in_place and cfg.restore_in_place == "clean":
             seconds = _run_restore(host, cfg, snapshot, name, conn, jobs, clean=True)
             return {"database": target, "mode": "clean", "restore_seconds": round(seconds, 2)}
@@ -690,7 +1033,8 @@ def restore(
 
 def _check_restored(conn: Connection, name: str, entry: dict[str, Any]) -> None:
     with contextlib.closing(connect(conn)) as db:
-        compare_facts(name, entry, database_facts(db, "table_checksums" in entry))
+        method = entry.get("checksum_method", "text")
+        compare_facts(name, entry, database_facts(db, "table_checksums" in entry, method))
 
 
 def _rename_away(admin: Any, live: str, new_name: str) -> None:
@@ -808,13 +1152,37 @@ def copy_database_settings(admin: Any, source: str, target: str) -> None:
 # ---------------------------------------------------------------- verify
 
 
+TOC_DATA_ENTRY = re.compile(r"^(\d+); \d+ \d+ (TABLE DATA|BLOBS) ")
+
+
+@database_errors
 def verify(host: Host, name: str, cfg: PostgresConfig | None, snapshot: Snapshot, deep: bool) -> dict[str, Any]:
-    """``pg_restore --list`` must parse; ``deep``: restore to a scratch database and compare."""
+    """The dump as the manifest lists it: every artifact present with its size, the table of
+    contents as recorded and readable by ``pg_restore --list``, every data file it names listed
+    in the manifest, no file in the dump folder that the manifest does not list. ``deep``:
+    restore into a scratch database and compare counts and checksums (materialized views
+    excepted: reported as not compared). VerificationError naming what differs."""
+    entry = snapshot.manifest["components"][name]
+    check_inputs(snapshot, name)
     dump_dir = snapshot.component_dir(name) / DUMP
-    listing = host.run(Command((tool(cfg, "pg_restore"), "--list", str(dump_dir))))
-    report: dict[str, Any] = {
-        "toc_entries": sum(1 for line in listing.text.splitlines() if line and not line.startswith(";"))
-    }
+    listed = _dump_artifacts(name, entry)
+    for extra in sorted(set(os.listdir(dump_dir)) - set(listed)):
+        raise VerificationError(f"{name}: {DUMP}/{extra} is not in the manifest")
+    listing = host.run(Command((tool(cfg, "pg_restore"), "--list", str(dump_dir))), check=False)
+    if listing.returncode != 0:
+        raise VerificationError(str(tool_failure(name, "pg_restore --list", listing)))
+    lines = [line for line in listing.text.splitlines() if line and not line.startswith(";")]
+    for line in lines:
+        match = TOC_DATA_ENTRY.match(line)
+        if match is None:
+            continue
+        wanted = [f"{match.group(1)}.dat"] if match.group(2) == "TABLE DATA" else _blob_files(dump_dir / "blobs.toc")
+        for data in wanted:
+            if data + COMPRESSED not in listed:
+                raise VerificationError(f"{name}: {DUMP}/{data}{COMPRESSED} is in the dump but not in the manifest")
+    report: dict[str, Any] = {"toc_entries": len(lines)}
+    if entry.get("materialized_views"):
+        report["materialized_views_not_compared"] = entry["materialized_views"]
     if not deep:
         return report
     if cfg is None:
@@ -839,6 +1207,15 @@ def verify(host: Host, name: str, cfg: PostgresConfig | None, snapshot: Snapshot
     return report
 
 
+def _blob_files(blobs_toc: Path) -> list[str]:
+    """The data files a dump's blobs.toc names (``<oid> blob_<oid>.dat`` lines)."""
+    try:
+        text = blobs_toc.read_text()
+    except FileNotFoundError:
+        return ["blobs.toc"]  # reported as named by the dump and missing from the manifest
+    return [parts[1] for parts in (line.split() for line in text.splitlines()) if len(parts) == 2]
+
+
 # ---------------------------------------------------------------- doctor
 
 
@@ -854,8 +1231,7 @@ def doctor(host: Host, name: str, cfg: PostgresConfig) -> list[dict[str, Any]]:
             checks.append({"check": f"{name}: {program}", "ok": False, "detail": str(exc), "exit_code": 2})
     try:
         conn = connection(name, cfg)
-        with contextlib.closing(connect(conn)) as db:
-            facts = server_facts(db)
+        facts = _server_facts_of(host, name, conn)
         checks.append(
             {
                 "check": f"{name}: database {conn.dbname} at {conn.where}",
@@ -877,3 +1253,9 @@ def doctor(host: Host, name: str, cfg: PostgresConfig) -> list[dict[str, Any]]:
     except AuraError as exc:
         checks.append({"check": f"{name}: database", "ok": False, "detail": str(exc), "exit_code": exc.exit_code})
     return checks
+
+
+@database_errors
+def _server_facts_of(host: Host, name: str, conn: Connection) -> dict[str, Any]:
+    with contextlib.closing(connect(conn)) as db:
+        return server_facts(db)

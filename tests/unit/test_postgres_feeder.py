@@ -1,0 +1,150 @@
+"""The restore's feeders: success only once every feed has finished and been checked.
+
+A stand-in for pg_restore (a thread that reads every named pipe of the staging folder to its
+end) drives the real staging folder, feeders and checks; a hash check slowed down makes the
+ordering visible: the last feed's verdict arrives after pg_restore has read everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import zstandard
+
+from aura_ops import checksum, temporaries
+from aura_ops.components import postgres
+from aura_ops.errors import AuraError, VerificationError
+from aura_ops.host import Command, Result
+from aura_ops.repository import Snapshot
+
+
+class _Reader:
+    """Plays pg_restore: opens each pipe of the staging folder in turn and reads it to the end."""
+
+    def __init__(self, command: Command) -> None:
+        self.folder = Path(command.argv[-1])
+        self.read: dict[str, bytes] = {}
+        self.killed = False
+        self.thread = threading.Thread(target=self._read_all)
+        self.thread.start()
+
+    def _read_all(self) -> None:
+        for pipe in sorted(p for p in self.folder.iterdir() if p.is_fifo()):
+            if self.killed:
+                return
+            with open(pipe, "rb") as stream:
+                self.read[pipe.name] = stream.read()
+
+    # the Process protocol, as far as _run_restore uses it
+    def drain_in_background(self, on_line: Any = None) -> None:
+        pass
+
+    def wait(self, check: bool = True, timeout: float | None = None) -> Result:
+        self.thread.join()
+        return Result(-9 if self.killed else 0, b"", "", 0.0)
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+class _Host:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.readers: list[_Reader] = []
+
+    def start(self, command: Command, **_: Any) -> _Reader:
+        self.readers.append(_Reader(command))
+        return self.readers[-1]
+
+    def run(self, command: Command, **_: Any) -> Result:
+        reader = self.start(command)
+        return reader.wait()
+
+
+def _snapshot(tmp_path: Path, wrong_hash_for: str | None) -> Snapshot:
+    dump = tmp_path / "snap" / "db" / "dump"
+    dump.mkdir(parents=True)
+    artifacts: dict[str, dict[str, Any]] = {}
+    (dump / "toc.dat").write_bytes(b"PGDMP not really")
+    for number in (3401, 3402, 3403):
+        data = zstandard.ZstdCompressor(write_checksum=True).compress(f"{number}\t{'x' * 5000}\n".encode() * 50)
+        (dump / f"{number}.dat.zst").write_bytes(data)
+    for file in sorted(os.listdir(dump)):
+        content = (dump / file).read_bytes()
+        digest = hashlib.sha256(content).hexdigest()
+        if file == wrong_hash_for:
+            digest = hashlib.sha256(b"something else").hexdigest()
+        artifacts[f"dump/{file}"] = {"size": len(content), "hash": digest}
+    manifest = {"checksum_algorithm": "sha256", "components": {"db": {"type": "postgres", "artifacts": artifacts}}}
+    return Snapshot("s1", tmp_path / "snap", manifest)
+
+
+class _SlowVerdict:
+    """sha256 whose final digest takes a while, as a big file's last chunk would."""
+
+    def __init__(self) -> None:
+        self.inner = hashlib.sha256()
+
+    def update(self, data: bytes) -> None:
+        self.inner.update(data)
+
+    def hexdigest(self) -> str:
+        time.sleep(0.5)
+        return self.inner.hexdigest()
+
+
+def _restore(tmp_path: Path, snapshot: Snapshot) -> _Host:
+    host = _Host()
+    config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
+    conn = postgres.Connection({"dbname": "target"})
+    with temporaries.bound(config):
+        postgres._run_restore(host, None, snapshot, "db", conn, 1)  # type: ignore[arg-type]
+    return host
+
+
+def test_a_mismatch_found_after_pg_restore_read_everything_still_fails_the_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checksum, "new", lambda algorithm="sha256": _SlowVerdict())
+    with pytest.raises(VerificationError, match=r"^db: dump/3403.dat.zst: checksum mismatch$"):
+        _restore(tmp_path, _snapshot(tmp_path, wrong_hash_for="3403.dat.zst"))
+
+
+def test_a_mismatch_stops_pg_restore_before_it_sees_the_end_of_that_file(tmp_path: Path) -> None:
+    host = _Host()
+    snapshot = _snapshot(tmp_path, wrong_hash_for="3401.dat.zst")
+    config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
+    with temporaries.bound(config), pytest.raises(VerificationError, match="3401.dat.zst: checksum mismatch"):
+        postgres._run_restore(host, None, snapshot, "db", postgres.Connection({"dbname": "t"}), 1)  # type: ignore[arg-type]
+    assert host.readers[0].killed
+
+
+def test_a_good_snapshot_is_fed_whole_and_its_staging_folder_removed(tmp_path: Path) -> None:
+    host = _restore(tmp_path, _snapshot(tmp_path, wrong_hash_for=None))
+    reader = host.readers[0]
+    assert sorted(reader.read) == ["3401.dat", "3402.dat", "3403.dat"]
+    assert reader.read["3402.dat"] == (b"3402\t" + b"x" * 5000 + b"\n") * 50
+    assert not reader.folder.exists()
+
+
+def test_a_compressor_failure_stops_pg_dump_at_once_and_names_the_cause(tmp_path: Path) -> None:
+    """The compressor cannot write 7.dat.zst (a file of that name is in the way): it must stop
+    the producer then, not after pg_dump has dumped everything else."""
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    (folder / "7.dat.zst").write_bytes(b"in the way")
+    stopped = threading.Event()
+    compressor = postgres._Compressor(folder, 1)
+    compressor.on_failure = stopped.set
+    (folder / "7.dat").write_bytes(b"1\tone\n" * 1000)
+    assert stopped.wait(10), "pg_dump was not stopped"
+    with pytest.raises(AuraError, match=r"compressing the dump in .*: \[Errno 17\] File exists"):
+        compressor.finish(False)

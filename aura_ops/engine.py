@@ -12,6 +12,7 @@ abruptly (as SIGKILL would) at that point of that step.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -115,6 +116,44 @@ def refuse_if_interrupted(config: Config) -> None:
             engine.journal.close()
 
 
+def warn_if_interrupted(config: Config) -> list[str]:
+    """Log a warning for each unfinished run on this configuration (a backup goes on); their ids."""
+    if not (state_dir(config) / "journal.db").exists():
+        return []
+    journal = Journal(state_dir(config) / "journal.db")
+    try:
+        runs = journal.unfinished(str(state_dir(config)))
+    finally:
+        journal.close()
+    for run in runs:
+        logs.get().warning("run.unfinished", run=run.id, detail=describe_unfinished(run))
+    return [run.id for run in runs]
+
+
+def _process_state(run: RunRecord) -> str:
+    """Whether the process that last drove ``run`` is alive, from the pid and host in the journal."""
+    from aura_ops.lock import _pid_alive
+
+    if not run.pid:
+        return "its process is unknown"
+    if run.host and run.host != local_hostname():
+        return f"its process (pid {run.pid} on {run.host}) cannot be checked from this host"
+    alive = _pid_alive(run.pid)
+    with contextlib.suppress(OSError):  # a pid the kernel has given to another program is not the run's
+        alive = alive and b"aura" in Path(f"/proc/{run.pid}/cmdline").read_bytes()
+    if alive:
+        return f"its process (pid {run.pid} on {run.host or 'this host'}) is still alive: it may still be running"
+    return f"its process (pid {run.pid} on {run.host or 'this host'}) is dead"
+
+
+def describe_unfinished(run: RunRecord) -> str:
+    """One line: which run, whether its process is alive, and the commands that resolve it."""
+    return (
+        f"run {run.id} ({Path(run.playbook).stem}) is unfinished ({run.status}) and {_process_state(run)}; "
+        f"resolve it first: `aura-ops runs resume {run.id}` (finish it) or `aura-ops runs abort {run.id}` (undo it)"
+    )
+
+
 class Engine:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -208,11 +247,7 @@ class Engine:
 
     def _refuse_interrupted(self) -> None:
         for run in self.journal.unfinished(self.target):
-            raise LockedError(
-                f"run {run.id} ({run.playbook}) was interrupted while {run.status}; "
-                f"resolve it first: `aura-ops runs resume {run.id}` or "
-                f"`aura-ops runs abort {run.id}`"
-            )
+            raise LockedError(describe_unfinished(run))
 
     @staticmethod
     def _require_unfinished(run: RunRecord, allow_failed: bool = False) -> None:

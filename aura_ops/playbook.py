@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aura_ops import yamlfile
 from aura_ops.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parent.parent / "playbooks"
@@ -177,11 +177,10 @@ def load(reference: str, config_dir: Path | None = None) -> Playbook:
     """Load and validate a playbook; ConfigError (exit 2) listing every problem."""
     path = find(reference, config_dir)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{at}") from None
+        raw = yamlfile.read_capped(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read playbook {path}: {exc.strerror}") from None
+    data = yamlfile.parse(raw, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:

@@ -32,6 +32,20 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 
 
+MIN_PREFIX = 4
+WILDCARDS = frozenset("%_*?[]")
+
+
+def check_prefix(reference: str, what: str) -> None:
+    """UsageError unless ``reference`` can name one id by prefix: at least MIN_PREFIX
+    characters and no wildcard (an empty or ``%`` reference must never match every id)."""
+    if len(reference) < MIN_PREFIX or WILDCARDS & set(reference) or reference != reference.strip():
+        raise UsageError(
+            f"{what} {reference!r}: give the full id or a unique prefix of at least {MIN_PREFIX} characters"
+            " without wildcards" + (" (or latest)" if what.startswith("snapshot") else "")
+        )
+
+
 def _format_id(moment: dt.datetime) -> str:
     return moment.strftime("%Y%m%d-%H%M%S-") + f"{moment.microsecond // 1000:03d}"
 
@@ -118,7 +132,8 @@ class Repository:
         return [self.get(snapshot_id) for snapshot_id in self.ids()]
 
     def resolve(self, reference: str) -> str:
-        """Turn ``latest`` or a unique id prefix into a full id; UsageError when unknown."""
+        """Turn ``latest``, a full id or a unique id prefix of at least MIN_PREFIX characters into
+        a full id; UsageError when unknown, ambiguous, empty, too short or holding a wildcard."""
         ids = self.ids()
         if reference == "latest":
             if not ids:
@@ -126,6 +141,7 @@ class Repository:
             return ids[-1]
         if reference in ids:
             return reference
+        check_prefix(reference, "snapshot id")
         matches = [i for i in ids if i.startswith(reference)]
         if len(matches) == 1:
             return matches[0]

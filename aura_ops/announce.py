@@ -69,3 +69,33 @@ def restore(
         else:
             parts.append(f"{name} (recorded only, not restored)")
     return f"restoring snapshot {snapshot_id} from repository {config.repository.path}: {', '.join(parts)}"
+
+
+def _only(config: Config, kind: str, chosen: str | None) -> str | None:
+    names = [chosen] if chosen else [n for n, c in config.components.items() if c.type == kind]
+    return names[0] if len(names) == 1 and names[0] in config.components else None
+
+
+def deploy(config: Config, version: str, source: Path | None) -> str:
+    release_name = _only(config, "release", config.deploy.release)
+    cfg = config.components.get(release_name or "")
+    into = f"{cfg.path}/releases" if isinstance(cfg, ReleaseConfig) else "no release component"
+    parts = [f"deploying release {version} from {source or '<source>'} into {into}"]
+    database_name = _only(config, "postgres", config.deploy.database)
+    if database_name:
+        parts.append(f"migrating {database(config, database_name)}")
+    services = _only(config, "docker", config.deploy.services)
+    if services:
+        parts.append(f"restarting {component(config, services)}")
+    return ", ".join(parts)
+
+
+def rollback(config: Config, target: dict[str, Any]) -> str:
+    """``target``: deployer.rollback_plan's answer."""
+    release_name = _only(config, "release", config.deploy.release)
+    cfg = config.components.get(release_name or "")
+    where = cfg.path if isinstance(cfg, ReleaseConfig) else "the release"
+    text = f"rolling back {where} to release {target['release']}"
+    if target.get("restore_data") == "yes":
+        return f"{text}, restoring {database(config, target['database'])} from snapshot {target['snapshot']}"
+    return f"{text}, database left as it is" if target.get("database") else text

@@ -488,9 +488,10 @@ def plan(playbook_ref: str, extra: tuple[str, ...]) -> None:
 @common
 def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: bool) -> int:
     """Deploy a release as one transaction: snapshot, upload, stop, migrate, switch, start, checks."""
-    from aura_ops import deployer
+    from aura_ops import announce, deployer
 
     config = click.get_current_context().ensure_object(State).load()
+    _announce(config, ("dry run: " if dry_run else "") + announce.deploy(config, version, source))
     if dry_run:
         steps = deployer.plan(config, version, source)
         emit({"playbook": "deploy", "steps": steps}, _show_plan)
@@ -498,6 +499,11 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
     if source is None:
         raise UsageError("--source is required (a release folder or tarball)")
     outcome, report = deployer.deploy(config, version, source.absolute(), rollback_on_fail)
+    if outcome is None:  # the version is live: nothing was run
+        emit({"ok": report["exit_code"] == 0, **report}, lambda d: click.echo(d["message"]))
+        if report["exit_code"]:
+            click.echo(f"aura-ops: {report['message']}", err=True)
+        return int(report["exit_code"])
     data = {**outcome.as_dict(), **report}
 
     def human(data: dict[str, Any]) -> None:
@@ -523,10 +529,12 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
 @common
 def rollback(to_release: str | None, to_snapshot: str | None, keep_data: bool, yes: bool) -> int:
     """Undo a deploy that went live but is bad: release, database and services, then prove it healthy."""
-    from aura_ops import deployer
+    from aura_ops import announce, deployer
 
     config = click.get_current_context().ensure_object(State).load()
     target = deployer.rollback_plan(config, to_release, to_snapshot, keep_data)
+    _announce(config, announce.rollback(config, target))
+    _refuse_if_interrupted(config)
     if target["restore_data"] == "yes":
         confirm(
             f"Roll back to release {target['release']} and restore database {target['database']} from snapshot "

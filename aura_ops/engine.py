@@ -170,12 +170,16 @@ class Engine:
         key: str | None = None,
         trigger: str = "cli",
         rollback: bool = True,
+        succeeded_is_done: bool = True,
     ) -> Outcome:
+        """Run ``playbook``. With ``key``: a run with that key that is unfinished refuses (exit 5),
+        and one that succeeded makes this a no-op unless ``succeeded_is_done`` is False (the
+        caller has decided, e.g. a deploy of a version that was rolled back since)."""
         params = playbook.resolve_params(given)
         run_id = new_snapshot_id()
         with self._locked(run_id, f"run {playbook.name}"):
             if key:
-                done = self._idempotent(key)
+                done = self._idempotent(key, succeeded_is_done)
                 if done is not None:
                     return done
             self._refuse_interrupted()
@@ -232,8 +236,8 @@ class Engine:
         with logs.bind(run_id=run_id, host=local_hostname()), lock.hold(self.state / "run.lock", run_id, command):
             yield
 
-    def _idempotent(self, key: str) -> Outcome | None:
-        done = self.succeeded(key)
+    def _idempotent(self, key: str, succeeded_is_done: bool = True) -> Outcome | None:
+        done = self.succeeded(key) if succeeded_is_done else None
         if done is not None:
             return done
         for run in reversed(self.journal.by_key(key)):

@@ -15,7 +15,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from aura_ops import yamlfile
 from aura_ops.errors import ConfigError
 
-SHIPPED = Path(__file__).resolve().parent.parent / "playbooks"
+
+def _shipped() -> Path:
+    """The shipped playbooks: the package data ``aura_ops.playbooks`` (a wheel, or an editable
+    install mapping it to the checkout's ``playbooks/``), else, in a source checkout run without
+    installing, its ``playbooks/`` folder."""
+    import importlib.resources
+
+    try:
+        folder = importlib.resources.files("aura_ops.playbooks")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "playbooks"
+    if isinstance(folder, Path):
+        return folder
+    return Path(__file__).resolve().parent.parent / "playbooks"  # a namespace package: the checkout's folder
+
+
+SHIPPED = _shipped()
 STEP_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 

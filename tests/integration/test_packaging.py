@@ -182,3 +182,17 @@ def test_the_installed_wheel_backs_up_deploys_and_rolls_back_outside_the_checkou
     for path in playbooks.values():  # read from the installed package, not from the checkout
         assert path.is_relative_to(installed) and not path.is_relative_to(CHECKOUT)
     assert [r["status"] for r in runs] == ["succeeded"] * 4
+
+
+def test_the_ci_entry_point_sets_CI_itself_so_a_missing_component_fails(tmp_path: Path) -> None:
+    """.ci/run on a machine where the caller forgot CI=true: make (here a stand-in that reports
+    its environment) must still see CI=true, under which conftest.require fails instead of skipping."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    make = bin_dir / "make"
+    make.write_text(f'#!/bin/sh\necho "CI=$CI args=$*" > {tmp_path / "seen"}\n')
+    make.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    subprocess.run([str(CHECKOUT / ".ci" / "run")], env=env, check=True, timeout=60, cwd=tmp_path)
+    assert (tmp_path / "seen").read_text() == "CI=true args=test\n"

@@ -11,6 +11,7 @@ RUN apt-get update \
 WORKDIR /opt/aura-ops
 COPY pyproject.toml README.md ./
 COPY aura_ops ./aura_ops
+COPY playbooks ./playbooks
 RUN pip install --no-cache-dir . && useradd --system --home /var/lib/aura aura
 
 USER aura

@@ -59,8 +59,9 @@ def common(function: Callable[..., Any]) -> Callable[..., Any]:
             metavar="FILE",
             expose_value=False,
             callback=_set_config,
-            envvar="AURA_CONFIG",
-            help="Config file (default aura.yaml, env AURA_CONFIG).",
+            # no envvar here: click would read AURA_CONFIG for every command level where -c is
+            # absent, overriding a -c given before the command; config.load falls back to it
+            help="Config file (default: $AURA_CONFIG, else aura.yaml). Wins over AURA_CONFIG.",
         ),
         click.option(
             "--json",
@@ -115,6 +116,13 @@ def _refuse_if_interrupted(config: Any) -> None:
     engine.refuse_if_interrupted(config)
 
 
+def _announce(config: Any, doing: str) -> None:
+    """The first line of a command that changes something: the config file and the target."""
+    from aura_ops import announce
+
+    click.echo(announce.line(config, doing), err=True)
+
+
 def _human_size(size: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(size) < 1000 or unit == "TB":
@@ -145,10 +153,14 @@ def cli() -> None:
 @common
 def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
     """Snapshot every configured component into the repository, verify, seal."""
-    from aura_ops import snapshots
+    from aura_ops import announce, engine, snapshots
 
     config = click.get_current_context().ensure_object(State).load()
-    _refuse_if_interrupted(config)
+    names = list(components) or list(config.components)
+    for name in names:
+        config.component(name)  # an unknown name is a usage error before anything is announced
+    _announce(config, announce.backup(config, names))
+    engine.warn_if_interrupted(config)  # an unrelated interrupted run does not block a backup
     snapshot = snapshots.backup(config, list(components) or None, list(tags))
 
     def human(data: dict[str, Any]) -> None:
@@ -261,6 +273,15 @@ def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) 
     from aura_ops import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
+    if components:  # an unknown name would verify nothing and report success
+        snapshot = engine.repository(config).get(snapshot_id)
+        unknown = [c for c in components if c not in snapshot.manifest["components"]]
+        if unknown:
+            raise UsageError(
+                f"snapshot {snapshot.id} has no component {', '.join(map(repr, unknown))} "
+                f"(it has: {', '.join(snapshot.manifest['components'])})"
+            )
+        snapshot_id = snapshot.id
     try:
         report = engine.verify(config, snapshot_id, deep, list(components) or None)
     except engine.VerifyFailed as failed:
@@ -295,6 +316,7 @@ def snapshots_delete(snapshot_id: str, yes: bool) -> None:
 
     config = click.get_current_context().ensure_object(State).load()
     resolved = engine.repository(config).resolve(snapshot_id)
+    _announce(config, f"deleting snapshot {resolved} from repository {config.repository.path}")
     confirm(f"Delete snapshot {resolved}?", yes)
     engine.delete(config, resolved)
     emit({"deleted": resolved}, lambda d: click.echo(f"snapshot {d['deleted']} deleted"))
@@ -338,13 +360,17 @@ def restore(
     yes: bool,
 ) -> None:
     """Put a snapshot back, in place or into a new database / folder."""
+    from aura_ops import announce
     from aura_ops import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
-    if not dry_run:
-        _refuse_if_interrupted(config)
     snapshot = engine.repository(config).get(snapshot_id)
     names = list(components) or list(snapshot.manifest["components"])
+    entries = {n: e for n, e in snapshot.manifest["components"].items() if n in names}
+    doing = announce.restore(config, snapshot.id, entries, to_database, to_path)
+    _announce(config, ("dry run: " if dry_run else "") + doing)
+    if not dry_run:
+        _refuse_if_interrupted(config)
     if not dry_run:
         _confirm_files_restore(engine.files_targets(config, snapshot, names, to_path), snapshot, yes)
     in_place = [
@@ -478,7 +504,10 @@ def run(playbook_ref: str, extra: tuple[str, ...], idempotency_key: str | None) 
 
     config = click.get_current_context().ensure_object(State).load()
     book = playbook.load(playbook_ref, config.source.parent if config.source else None)
-    return _finish(engine.Engine(config).run(book, _extra_vars(extra), idempotency_key))
+    given = _extra_vars(extra)
+    shown = "".join(f" {k}={'***' if k in book.secrets else v}" for k, v in given.items())
+    _announce(config, f"running playbook {book.name} ({book.source}){shown}, journal {engine.state_dir(config)}")
+    return _finish(engine.Engine(config).run(book, given, idempotency_key))
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -503,9 +532,10 @@ def plan(playbook_ref: str, extra: tuple[str, ...]) -> None:
 @common
 def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: bool) -> int:
     """Deploy a release as one transaction: snapshot, upload, stop, migrate, switch, start, checks."""
-    from aura_ops import deployer
+    from aura_ops import announce, deployer
 
     config = click.get_current_context().ensure_object(State).load()
+    _announce(config, ("dry run: " if dry_run else "") + announce.deploy(config, version, source))
     if dry_run:
         steps = deployer.plan(config, version, source)
         emit({"playbook": "deploy", "steps": steps}, _show_plan)
@@ -513,6 +543,11 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
     if source is None:
         raise UsageError("--source is required (a release folder or tarball)")
     outcome, report = deployer.deploy(config, version, source.absolute(), rollback_on_fail)
+    if outcome is None:  # the version is live: nothing was run
+        emit({"ok": report["exit_code"] == 0, **report}, lambda d: click.echo(d["message"]))
+        if report["exit_code"]:
+            click.echo(f"aura-ops: {report['message']}", err=True)
+        return int(report["exit_code"])
     data = {**outcome.as_dict(), **report}
 
     def human(data: dict[str, Any]) -> None:
@@ -538,10 +573,12 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
 @common
 def rollback(to_release: str | None, to_snapshot: str | None, keep_data: bool, yes: bool) -> int:
     """Undo a deploy that went live but is bad: release, database and services, then prove it healthy."""
-    from aura_ops import deployer
+    from aura_ops import announce, deployer
 
     config = click.get_current_context().ensure_object(State).load()
     target = deployer.rollback_plan(config, to_release, to_snapshot, keep_data)
+    _announce(config, announce.rollback(config, target))
+    _refuse_if_interrupted(config)
     if target["restore_data"] == "yes":
         confirm(
             f"Roll back to release {target['release']} and restore database {target['database']} from snapshot "
@@ -629,7 +666,10 @@ def runs_resume(run_id: str, extra: tuple[str, ...]) -> int:
     from aura_ops import engine
 
     config = click.get_current_context().ensure_object(State).load()
-    return _finish(engine.Engine(config).resume(run_id, _extra_vars(extra)))
+    runner = engine.Engine(config)
+    record = runner.journal.run(run_id)
+    _announce(config, f"resuming run {record.id} ({Path(record.playbook).stem}, {record.status}) of {runner.state}")
+    return _finish(runner.resume(record.id, _extra_vars(extra)))
 
 
 @runs.command("abort")
@@ -642,7 +682,10 @@ def runs_abort(run_id: str, extra: tuple[str, ...]) -> int:
     from aura_ops import engine
 
     config = click.get_current_context().ensure_object(State).load()
-    return _finish(engine.Engine(config).abort(run_id, _extra_vars(extra)))
+    runner = engine.Engine(config)
+    record = runner.journal.run(run_id)
+    _announce(config, f"aborting run {record.id} ({Path(record.playbook).stem}, {record.status}) of {runner.state}")
+    return _finish(runner.abort(record.id, _extra_vars(extra)))
 
 
 # ---------------------------------------------------------------- the edge

@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from aura_ops import yamlfile
 from aura_ops.errors import ConfigError
 
 DEFAULT_CONFIG = "aura.yaml"
@@ -324,16 +324,9 @@ def load(path: str | Path | None = None) -> Config:
     """Load and validate the configuration from ``path``, ``$AURA_CONFIG`` or ``aura.yaml``."""
     file = Path(path or os.environ.get("AURA_CONFIG") or DEFAULT_CONFIG).expanduser().absolute()
     try:
-        text = file.read_text()
+        raw = yamlfile.read_capped(file)
     except FileNotFoundError:
         raise ConfigError(f"config file {file} not found (use --config or AURA_CONFIG)") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise ConfigError(f"{file}: malformed YAML{at}: {problem}") from None
-    return parse(data, file)
+    return parse(yamlfile.parse(raw, str(file)), file)

@@ -9,12 +9,13 @@ Without it the run stops at the failure with services running and says how to un
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
 from aura_ops import checks, engine, logs, planner, playbook
-from aura_ops.config import Config
-from aura_ops.errors import EXIT_ROLLBACK, AuraError
+from aura_ops.config import Config, ReleaseConfig
+from aura_ops.errors import EXIT_FAILED, EXIT_ROLLBACK, AuraError, ConfigError, UsageError, first_line
 
 
 def _playbook() -> playbook.Playbook:
@@ -22,7 +23,87 @@ def _playbook() -> playbook.Playbook:
 
 
 def plan(config: Config, version: str, source: Path | None) -> list[dict[str, Any]]:
+    check_usage(config, version, source)
     return planner.plan(config, _playbook(), {"version": version, "source": str(source or "<source>")})
+
+
+def _release_config(config: Config) -> ReleaseConfig:
+    name = config.only("release", config.deploy.release, "release")
+    if name is None:
+        raise ConfigError("a deploy needs a component of type release")
+    cfg = config.component(name)
+    assert isinstance(cfg, ReleaseConfig)
+    return cfg
+
+
+def check_usage(config: Config, version: str, source: Path | None) -> None:
+    """Every mistake a deploy can find without touching anything (an invalid version, a source
+    that is missing or neither a folder nor a tarball, a component named in ``deploy.*`` that
+    does not exist or has another type): UsageError / ConfigError (exit 2) before any lock,
+    snapshot or service stop."""
+    from aura_ops.components import release
+
+    release.check_version(version)
+    _release_config(config)
+    config.only("docker", config.deploy.services, "services")
+    config.only("postgres", config.deploy.database, "database")
+    if source is None:
+        return
+    if not source.exists():
+        raise UsageError(f"release source {source} does not exist")
+    if not (source.is_dir() or (source.is_file() and source.name.endswith(release.TARBALL))):
+        raise UsageError(f"release source {source} is neither a folder nor a tarball ({', '.join(release.TARBALL)})")
+    if not os.access(source, os.R_OK | (os.X_OK if source.is_dir() else 0)):
+        raise UsageError(f"release source {source} is not readable")
+
+
+def already_live(config: Config, version: str) -> dict[str, Any] | None:
+    """What deploying ``version`` means now (idempotency is "this version is live"):
+
+    - it is the live release: the health checks run; a report with exit 0 (nothing to do) or
+      exit 1 (live but unhealthy: go back with ``aura-ops rollback``);
+    - it was live before and has been replaced since (``verified`` but not current, or a deploy
+      of it succeeded and it was not rolled back since): UsageError naming ``rollback --to-release``;
+    - otherwise (new, failed, rolled back): None, deploy it."""
+    from aura_ops.components import release
+
+    cfg = _release_config(config)
+    live = release.current(cfg)
+    if live == version:
+        try:
+            results = checks.run_all(config.checks, config)
+        except AuraError as exc:
+            return {
+                "version": version,
+                "live": True,
+                "exit_code": EXIT_FAILED,
+                "message": f"release {version} is live, but its health checks fail ({first_line(exc)}); "
+                "to go back to the previous release: `aura-ops rollback`",
+            }
+        return {
+            "version": version,
+            "live": True,
+            "checks": results,
+            "exit_code": 0,
+            "message": f"release {version} is live and its health checks pass; nothing to do",
+        }
+    state = release.states(cfg).get(version, {}).get("state")
+    if state in ("rolled_back", "failed"):
+        return None
+    succeeded = [r.id for r in engine.Engine(config).journal.by_key(f"deploy:{version}") if r.status == "succeeded"]
+    if state == "verified" or succeeded:
+        installed = (release.releases_dir(cfg) / version).is_dir()
+        how = (
+            f"`aura-ops rollback --to-release {version}`"
+            if installed
+            else f"it has been pruned since, so `aura-ops rollback --to-release {version}` cannot reach it: "
+            "deploy it under a new version"
+        )
+        raise UsageError(
+            f"release {version} was live before and has been replaced since (live now: {live or 'none'}); "
+            f"going back is a rollback, with its database semantics: {how}"
+        )
+    return None
 
 
 class PreflightFailed(AuraError):
@@ -67,19 +148,22 @@ def preflight(config: Config) -> list[dict[str, Any]]:
     return results
 
 
-def deploy(config: Config, version: str, source: Path, rollback: bool) -> tuple[engine.Outcome, dict[str, Any]]:
-    runner = engine.Engine(config)
-    key = f"deploy:{version}"
-    done = runner.succeeded(key)
+def deploy(config: Config, version: str, source: Path, rollback: bool) -> tuple[engine.Outcome | None, dict[str, Any]]:
+    """Deploy ``version`` from ``source``; (None, report) when there is nothing to do (it is live)."""
+    check_usage(config, version, source)
+    engine.refuse_if_interrupted(config)
+    done = already_live(config, version)
     if done is not None:
-        return done, {}
+        return None, done
+    runner = engine.Engine(config)
     report: dict[str, Any] = {"preflight": preflight(config)}
     outcome = runner.run(
         _playbook(),
         {"version": version, "source": str(source)},
-        key=key,
+        key=f"deploy:{version}",
         trigger="deploy",
         rollback=rollback,
+        succeeded_is_done=False,  # already_live decided: a succeeded run of a rolled-back version is history
     )
     if outcome.run.status == "rolled_back":
         report.update(_verify_old_version(config, outcome))
@@ -92,7 +176,6 @@ def _verify_old_version(config: Config, outcome: engine.Outcome) -> dict[str, An
 
     from aura_ops.actions import DATABASE_ROLLBACK
     from aura_ops.components import release
-    from aura_ops.config import ReleaseConfig
 
     failed_at = (outcome.run.result or {}).get("failure_detected")
     how = engine.state_dir(config) / "runs" / outcome.run.id / DATABASE_ROLLBACK
@@ -121,22 +204,27 @@ def rollback_plan(config: Config, to_release: str | None, to_snapshot: str | Non
     database goes back with it. UsageError when there is nowhere to go."""
     from aura_ops import snapshots
     from aura_ops.components import release
-    from aura_ops.config import ReleaseConfig
-    from aura_ops.errors import UsageError
 
     name = config.only("release", config.deploy.release, "release")
     if name is None:
         raise UsageError("rollback needs a component of type release")
     cfg = config.component(name)
     assert isinstance(cfg, ReleaseConfig)
+    if to_release is not None:
+        release.check_version(to_release)
     repo = snapshots.repository(config)
-    snapshot = repo.get(to_snapshot) if to_snapshot else None
+    snapshot = repo.get(to_snapshot) if to_snapshot is not None else None
     target = to_release or (snapshot.manifest["components"].get(name, {}).get("current") if snapshot else None)
     target = target or release.rollback_target(cfg)
     if target is None:
         raise UsageError("no release to roll back to: no other verified release (use --to-release)")
     if target == release.current(cfg):
         raise UsageError(f"release {target} is already current")
+    if not (release.releases_dir(cfg) / target).is_dir():
+        raise UsageError(
+            f"release {target} is not installed in {release.releases_dir(cfg)} "
+            f"(installed: {', '.join(release.installed(cfg)) or 'none'})"
+        )
     database = config.only("postgres", config.deploy.database, "database")
     if not keep_data and database and snapshot is None:
         # the snapshot a deploy took while `target` was current: the data that went with it

@@ -24,6 +24,7 @@ applied, not yet journaled succeeded).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -169,6 +170,44 @@ def refuse_if_interrupted(config: Config) -> None:
             engine.journal.close()
 
 
+def warn_if_interrupted(config: Config) -> list[str]:
+    """Log a warning for each unfinished run on this configuration (a backup goes on); their ids."""
+    if not (state_dir(config) / "journal.db").exists():
+        return []
+    journal = Journal(state_dir(config) / "journal.db")
+    try:
+        runs = journal.unfinished(str(state_dir(config)))
+    finally:
+        journal.close()
+    for run in runs:
+        logs.get().warning("run.unfinished", run=run.id, detail=describe_unfinished(run))
+    return [run.id for run in runs]
+
+
+def _process_state(run: RunRecord) -> str:
+    """Whether the process that last drove ``run`` is alive, from the pid and host in the journal."""
+    from aura_ops.lock import _pid_alive
+
+    if not run.pid:
+        return "its process is unknown"
+    if run.host and run.host != local_hostname():
+        return f"its process (pid {run.pid} on {run.host}) cannot be checked from this host"
+    alive = _pid_alive(run.pid)
+    with contextlib.suppress(OSError):  # a pid the kernel has given to another program is not the run's
+        alive = alive and b"aura" in Path(f"/proc/{run.pid}/cmdline").read_bytes()
+    if alive:
+        return f"its process (pid {run.pid} on {run.host or 'this host'}) is still alive: it may still be running"
+    return f"its process (pid {run.pid} on {run.host or 'this host'}) is dead"
+
+
+def describe_unfinished(run: RunRecord) -> str:
+    """One line: which run, whether its process is alive, and the commands that resolve it."""
+    return (
+        f"run {run.id} ({Path(run.playbook).stem}) is unfinished ({run.status}) and {_process_state(run)}; "
+        f"resolve it first: `aura-ops runs resume {run.id}` (finish it) or `aura-ops runs abort {run.id}` (undo it)"
+    )
+
+
 class Engine:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -185,13 +224,17 @@ class Engine:
         key: str | None = None,
         trigger: str = "cli",
         rollback: bool = True,
+        succeeded_is_done: bool = True,
     ) -> Outcome:
+        """Run ``playbook``. With ``key``: a run with that key that is unfinished refuses (exit 5),
+        and one that succeeded makes this a no-op unless ``succeeded_is_done`` is False (the
+        caller has decided, e.g. a deploy of a version that was rolled back since)."""
         params = playbook.resolve_params(given)  # secret values are registered from here on
         stored, withheld = playbook.stored_params(params)
         run_id = new_snapshot_id()
         with self._locked(run_id, f"run {playbook.name}"), _signals() as guard:
             if key:
-                done = self._idempotent(key)
+                done = self._idempotent(key, succeeded_is_done)
                 if done is not None:
                     return done
             self._refuse_interrupted()
@@ -280,8 +323,8 @@ class Engine:
             temporaries.sweep(self.config)  # what a killed process left: put right first
             yield
 
-    def _idempotent(self, key: str) -> Outcome | None:
-        done = self.succeeded(key)
+    def _idempotent(self, key: str, succeeded_is_done: bool = True) -> Outcome | None:
+        done = self.succeeded(key) if succeeded_is_done else None
         if done is not None:
             return done
         for run in reversed(self.journal.by_key(key)):
@@ -295,11 +338,7 @@ class Engine:
 
     def _refuse_interrupted(self) -> None:
         for run in self.journal.unfinished(self.target):
-            raise LockedError(
-                f"run {run.id} ({run.playbook}) was interrupted while {run.status}; "
-                f"resolve it first: `aura-ops runs resume {run.id}` or "
-                f"`aura-ops runs abort {run.id}`"
-            )
+            raise LockedError(describe_unfinished(run))
 
     @staticmethod
     def _require_unfinished(run: RunRecord, allow_failed: bool = False) -> None:

@@ -176,14 +176,21 @@ class Journal:
         )
 
     def run(self, reference: str) -> RunRecord:
+        """The run with this id, or the one whose id starts with ``reference`` (at least 4
+        characters, compared literally: ``%`` and ``_`` are not patterns); UsageError otherwise."""
+        from aura_ops.repository import check_prefix
+
+        exact = self.db.execute(SELECT_RUNS + " WHERE id = ?", (reference,)).fetchone()
+        if exact:
+            return self._run(exact)
+        check_prefix(reference, "run id")
         rows = self.db.execute(
-            SELECT_RUNS + " WHERE id = ? OR id LIKE ? ORDER BY id", (reference, reference + "%")
+            SELECT_RUNS + " WHERE substr(id, 1, ?) = ? ORDER BY id", (len(reference), reference)
         ).fetchall()
-        exact = [r for r in rows if r[0] == reference]
-        if exact or len(rows) == 1:
-            return self._run((exact or rows)[0])
+        if len(rows) == 1:
+            return self._run(rows[0])
         if rows:
-            raise UsageError(f"run id {reference!r} is ambiguous")
+            raise UsageError(f"run id {reference!r} is ambiguous: {', '.join(r[0] for r in rows[:10])}")
         raise UsageError(f"unknown run {reference!r}")
 
     def runs(self, limit: int = 50) -> list[RunRecord]:

@@ -14,13 +14,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aura_ops import yamlfile
 from aura_ops.errors import ConfigError
 from aura_ops.secrets import MASK, mask_values, register
 
-SHIPPED = Path(__file__).resolve().parent.parent / "playbooks"
+
+def _shipped() -> Path:
+    """The shipped playbooks: the package data ``aura_ops.playbooks`` (a wheel, or an editable
+    install mapping it to the checkout's ``playbooks/``), else, in a source checkout run without
+    installing, its ``playbooks/`` folder."""
+    import importlib.resources
+
+    try:
+        folder = importlib.resources.files("aura_ops.playbooks")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "playbooks"
+    if isinstance(folder, Path):
+        return folder
+    return Path(__file__).resolve().parent.parent / "playbooks"  # a namespace package: the checkout's folder
+
+
+SHIPPED = _shipped()
 STEP_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
@@ -197,11 +213,10 @@ def load(reference: str, config_dir: Path | None = None) -> Playbook:
     """Load and validate a playbook; ConfigError (exit 2) listing every problem."""
     path = find(reference, config_dir)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{at}") from None
+        raw = yamlfile.read_capped(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read playbook {path}: {exc.strerror}") from None
+    data = yamlfile.parse(raw, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:

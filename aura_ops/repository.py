@@ -38,6 +38,20 @@ MANIFEST_SUM = ".sha256"  # <repo>/snapshots/<id>.sha256, beside the snapshot's 
 FORMAT = 2  # 2: the manifest's checksum is recorded outside the snapshot (required from then on)
 
 
+MIN_PREFIX = 4
+WILDCARDS = frozenset("%_*?[]")
+
+
+def check_prefix(reference: str, what: str) -> None:
+    """UsageError unless ``reference`` can name one id by prefix: at least MIN_PREFIX
+    characters and no wildcard (an empty or ``%`` reference must never match every id)."""
+    if len(reference) < MIN_PREFIX or WILDCARDS & set(reference) or reference != reference.strip():
+        raise UsageError(
+            f"{what} {reference!r}: give the full id or a unique prefix of at least {MIN_PREFIX} characters"
+            " without wildcards" + (" (or latest)" if what.startswith("snapshot") else "")
+        )
+
+
 def _format_id(moment: dt.datetime) -> str:
     return moment.strftime("%Y%m%d-%H%M%S-") + f"{moment.microsecond // 1000:03d}"
 
@@ -138,7 +152,8 @@ class Repository:
         return [s for s in self.all_snapshots() if s.damaged is None]
 
     def resolve(self, reference: str) -> str:
-        """Turn ``latest`` or a unique id prefix into a full id; UsageError when unknown."""
+        """Turn ``latest``, a full id or a unique id prefix of at least MIN_PREFIX characters into
+        a full id; UsageError when unknown, ambiguous, empty, too short or holding a wildcard."""
         ids = self.ids()
         if reference == "latest":
             if not ids:
@@ -146,6 +161,7 @@ class Repository:
             return ids[-1]
         if reference in ids:
             return reference
+        check_prefix(reference, "snapshot id")
         matches = [i for i in ids if i.startswith(reference)]
         if len(matches) == 1:
             return matches[0]

@@ -261,16 +261,18 @@ def test_shipped_backup_playbook_takes_a_tagged_snapshot(aura: Aura, setup: Any)
     assert [s["tags"] for s in snapshots] == [["nightly"]]
 
 
-def test_interrupted_run_blocks_backup_and_its_idempotency_key(aura: Aura, setup: Any) -> None:
+def test_interrupted_run_blocks_its_idempotency_key_and_restores_but_not_a_backup(aura: Aura, setup: Any) -> None:
     book, _ = setup
     aura("run", str(book), "--idempotency-key", "v2", check=137, env={"AURA_FAULT": "config:after"})
     run_id = aura.json("runs", "list")["runs"][0]["id"]
     again = aura("run", str(book), "--idempotency-key", "v2", check=5)
     assert "idempotency key 'v2'" in again.stderr and run_id in again.stderr
-    blocked = aura("backup", check=5)
-    assert f"runs resume {run_id}" in blocked.stderr
+    warned = aura("backup")  # a scheduled backup goes on, with a warning naming the run
+    assert "run.unfinished" in warned.stderr and f"runs resume {run_id}" in warned.stderr
+    blocked = aura("restore", "latest", "--yes", check=5)
+    assert f"runs resume {run_id}" in blocked.stderr and "is dead" in blocked.stderr
     aura("runs", "abort", run_id, check=0)
-    aura("backup")
+    aura("restore", "latest", "--yes")
 
 
 # ---------------------------------------------------------------- class 5: every failure compensated

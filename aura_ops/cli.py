@@ -289,7 +289,11 @@ def snapshots_delete(snapshot_id: str, yes: bool) -> None:
     metavar="NAME",
     help="Restore only this component (repeatable). Default: all in the snapshot.",
 )
-@click.option("--to-database", metavar="NAME", help="Restore into this new database instead.")
+@click.option(
+    "--to-database",
+    metavar="NAME",
+    help="Restore into this database instead: a new one, an empty one, or (with consent) one to replace.",
+)
 @click.option(
     "--to-path",
     type=click.Path(path_type=Path),
@@ -300,10 +304,16 @@ def snapshots_delete(snapshot_id: str, yes: bool) -> None:
     "--globals",
     "with_globals",
     is_flag=True,
-    help="Apply the snapshot's roles and tablespaces (pg_dumpall --globals-only) first.",
+    help="Create the snapshot's missing roles and tablespaces first (existing ones are left as they are).",
+)
+@click.option(
+    "--globals-overwrite",
+    is_flag=True,
+    help="With --globals: also set existing roles and tablespaces to the snapshot's (attributes, passwords, "
+    "memberships, settings).",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
-@click.option("--yes", is_flag=True, help="Confirm an in-place restore without asking.")
+@click.option("--yes", is_flag=True, help="Confirm a restore that replaces data without asking.")
 @common
 def restore(
     snapshot_id: str,
@@ -311,6 +321,7 @@ def restore(
     to_database: str | None,
     to_path: Path | None,
     with_globals: bool,
+    globals_overwrite: bool,
     dry_run: bool,
     yes: bool,
 ) -> None:
@@ -326,16 +337,22 @@ def restore(
         n
         for n in names
         if n in snapshot.manifest["components"]
-        and not (
-            (to_database and snapshot.manifest["components"][n]["type"] == "postgres")
-            or (to_path and snapshot.manifest["components"][n]["type"] == "files")
-        )
+        and snapshot.manifest["components"][n]["type"] != "postgres"
+        and not (to_path and snapshot.manifest["components"][n]["type"] == "files")
     ]
-    if in_place and not dry_run:
+    known = [n for n in names if n in snapshot.manifest["components"]]
+    # every database the restore would replace, however its name was spelled (read-only look)
+    replaced = [
+        f"{t.describe()} (component {n})"
+        for n, t in engine.database_targets(config, snapshot, known, to_database)
+        if t.replaces
+    ]
+    if (in_place or replaced) and not dry_run:
         age = engine.age_seconds(snapshot)
+        what = ([f"{', '.join(in_place)} in place"] if in_place else []) + replaced
         confirm(
-            f"Restore {', '.join(in_place)} in place from snapshot {snapshot.id}, taken "
-            f"{_human_age(age)} ago? Changes made since then are discarded.",
+            f"Restore from snapshot {snapshot.id}, taken {_human_age(age)} ago: {'; '.join(what)}? "
+            "Changes made since then are discarded.",
             yes,
         )
     report = engine.restore(
@@ -345,7 +362,9 @@ def restore(
         to_database,
         to_path.absolute() if to_path else None,
         dry_run,
-        with_globals,
+        with_globals or globals_overwrite,
+        replace=bool(replaced),  # consent covers what was named; anything else that appears is refused
+        globals_overwrite=globals_overwrite,
     )
 
     def human(data: dict[str, Any]) -> None:
@@ -357,6 +376,8 @@ def restore(
                 + (f" in {result['seconds']:.1f}s" if "seconds" in result else "")
             )
             for line in result.get("changes", [])[:200]:
+                click.echo(f"  {line}")
+            for line in result.get("notes", []):
                 click.echo(f"  {line}")
 
     emit(report, human)

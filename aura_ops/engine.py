@@ -7,13 +7,13 @@ next invocation on the same target, which refuses new work until ``runs resume``
 step's ``check`` makes re-applying a maybe-applied step safe) or ``runs abort`` (compensate).
 
 Test hook: ``AURA_FAULT=<step>:<before|after|during-compensate>`` makes the process exit
-abruptly (as SIGKILL would) at that point of that step.
+abruptly (as SIGKILL would) at that point of that step; ``AURA_PAUSE=...`` stops it there
+(``aura_ops.faults``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aura_ops import lock, logs, temporaries
+from aura_ops import faults, lock, logs, temporaries
 from aura_ops.actions import REGISTRY, Action, Context
 from aura_ops.config import Config
 from aura_ops.errors import (
@@ -42,14 +42,13 @@ from aura_ops.playbook import Playbook, Step, render
 from aura_ops.repository import new_snapshot_id
 from aura_ops.secrets import mask
 
-FAULT_ENV = "AURA_FAULT"
+FAULT_ENV = faults.FAULT_ENV
 COMPENSATION_ATTEMPTS = 3
 FALSY = {"", "false", "no", "0", "none", "off"}
 
 
 def _fault(step: str, point: str) -> None:
-    if os.environ.get(FAULT_ENV) == f"{step}:{point}":
-        os._exit(137)
+    faults.point(f"{step}:{point}")  # AURA_FAULT exits there, AURA_PAUSE stops there
 
 
 class StepFailed(Exception):

@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS temporaries (
 # kind -> "module:function" called as function(config, record) -> str
 HANDLERS: dict[str, str] = {
     "path": "aura_ops.temporaries:remove_path",
+    "pg_database": "aura_ops.components.pgdatabase:drop_recorded",  # staging, verify or half-built clone
+    "pg_swap": "aura_ops.components.pgdatabase:settle_recorded",  # a database put in place of another
 }
 
 

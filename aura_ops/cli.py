@@ -496,7 +496,11 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
         _show_outcome(data)
         restored = data.get("database_restore")
         if restored:
-            how = "swapped back its pre-migration clone" if restored["path"] == "clone" else "restored the snapshot"
+            how = (
+                "swapped back its pre-migration clone"
+                if restored["path"] == "clone"
+                else f"restored snapshot {restored['snapshot']} (taken {restored.get('taken', 'before the deploy')})"
+            )
             click.echo(f"database {restored['database']}: {how} in {restored['seconds']:.2f}s")
         if "time_to_restore_seconds" in data:
             click.echo(f"time from failure detected to the old version healthy: {data['time_to_restore_seconds']:.1f}s")

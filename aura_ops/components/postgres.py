@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
-from aura_ops import checksum, logs, secrets
+from aura_ops import checksum, faults, logs, secrets
 from aura_ops.config import PostgresConfig
 from aura_ops.errors import (
     AuraError,
@@ -767,6 +767,7 @@ def verify(host: Host, name: str, cfg: PostgresConfig | None, snapshot: Snapshot
         pgdatabase.temporary_database(admin, name, scratch),  # journaled before it exists, dropped after
     ):
         _create_database(admin, scratch, entry)
+        faults.point("verify:after-create")
         seconds = _run_restore(host, cfg, snapshot, name, conn.with_db(scratch), default_jobs(cfg))
         _check_restored(conn.with_db(scratch), name, entry)
     report.update(

@@ -178,3 +178,29 @@ def test_a_database_holding_a_subscription_is_verified_and_restored_leaving_noth
         for name in [database, *temporary_databases(pg, database)]:
             if pg.sql(f"SELECT datallowconn FROM pg_database WHERE datname = '{name}'") == [(True,)]:
                 drop_subscriptions(pg, name)
+
+
+# ---------------------------------------------------------------- other temporary databases
+
+
+def test_a_killed_deep_verify_leaves_its_scratch_database_listed_then_removed(
+    pg: PostgresCluster, database: str, rich: str, aura: Aura
+) -> None:
+    aura("backup")
+    process = aura.popen("snapshots", "verify", "latest", "--deep", env={"AURA_PAUSE": "verify:after-create"})
+    scratch: list[str] = []
+
+    def created() -> bool:
+        scratch[:] = [str(r[0]) for r in pg.sql("SELECT datname FROM pg_database WHERE datname LIKE 'aura\\_verify%'")]
+        return bool(scratch) or process.poll() is not None
+
+    assert wait_until(created, 120, interval=0.01) and scratch, "the scratch database never appeared"
+    process.kill()  # SIGKILL while it restores into its scratch database
+    process.wait(timeout=60)
+    listed = temporaries_in_doctor(aura)
+    assert [c["check"] for c in listed] == [f"temporary pg_database {scratch[0]}"]
+    assert "left by killed pid" in listed[0]["detail"]
+
+    aura("backup")  # the next command that takes the lock drops it
+    assert pg.sql("SELECT datname FROM pg_database WHERE datname LIKE 'aura\\_verify%'") == []
+    assert temporaries_in_doctor(aura) == []

@@ -204,3 +204,54 @@ def test_a_killed_deep_verify_leaves_its_scratch_database_listed_then_removed(
     aura("backup")  # the next command that takes the lock drops it
     assert pg.sql("SELECT datname FROM pg_database WHERE datname LIKE 'aura\\_verify%'") == []
     assert temporaries_in_doctor(aura) == []
+
+
+def test_a_full_disk_while_building_leaves_the_live_database_whole(aura: Aura) -> None:
+    """The live database's table lives in a tablespace on a small tmpfs, nearly filled: building
+    the copy beside it runs out of space (ENOSPC from the server), and the live database stays
+    as it was."""
+    import pwd
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from tests.conftest import require
+
+    require(os.geteuid() == 0, "root (to mount a small tmpfs as a tablespace)")
+    mount = Path(tempfile.mkdtemp(prefix="aura-tmpfs-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m,mode=0700", "tmpfs", str(mount)], check=True)
+    try:
+        account = pwd.getpwnam("postgres")
+        os.chown(mount, account.pw_uid, account.pw_gid)
+        with PostgresCluster() as server:
+            server.sql(f"CREATE TABLESPACE small LOCATION '{mount}'")
+            server.sql("CREATE DATABASE shop")
+            server.sql(
+                "CREATE TABLE big (id int PRIMARY KEY, pad text) TABLESPACE small;"
+                " INSERT INTO big SELECT g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, 60000) g",
+                "shop",
+            )
+            aura.env["AURA_DB_DSN"] = server.dsn("shop")
+            aura.write_config(base_config({"db": db_component()}))
+            aura("backup")
+            server.sql("UPDATE big SET pad = 'changed' WHERE id % 1000 = 0", "shop")
+            old = fingerprint(server.dsn("shop"))
+            size = int(server.sql("SELECT pg_relation_size('big')", "shop")[0][0])
+            stat = os.statvfs(mount)
+            ballast = stat.f_bavail * stat.f_frsize - size // 4  # a copy of the table cannot fit now
+            with open(mount / "ballast", "wb") as fill:
+                fill.truncate(0)
+                for _ in range(ballast // (1 << 20)):
+                    fill.write(b"\0" * (1 << 20))
+
+            aura("restore", "latest", "--yes", check=1)
+            assert "No space left on device" in (server.root / "server.log").read_text()
+            assert fingerprint(server.dsn("shop")) == old
+            assert server.sql("SELECT datname FROM pg_database WHERE datname LIKE 'shop%'") == [("shop",)]
+            assert temporaries_in_doctor(aura) == []
+            (mount / "ballast").unlink()
+            server.sql("DROP DATABASE shop")
+            server.sql("DROP TABLESPACE small")
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+        mount.rmdir()

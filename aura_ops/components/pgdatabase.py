@@ -322,9 +322,10 @@ def inspect_target(admin: Any, conn: postgres.Connection, cfg: PostgresConfig, t
     if target not in catalog:
         alike = sorted(name for name in catalog if _normal(name) == _normal(target))
         if alike:
+            given = f"--to-database {target!r}" if to_database is not None else f"the database name {target!r}"
             raise UsageError(
-                f"--to-database {target!r} differs from the existing database {alike[0]} only in case, quotes or "
-                f"spaces (PostgreSQL would create a second database); give the exact name {alike[0]!r}"
+                f"{given} differs from the existing database {alike[0]} only in case, quotes or spaces "
+                f"(PostgreSQL would create a second database); give the exact name {alike[0]!r}"
             )
         return Target(target, live, exists=False)
     in_place_clean = live and cfg.restore_in_place == "clean"

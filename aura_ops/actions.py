@@ -651,23 +651,42 @@ class MigrateAction(Action):
         # fast path: the clone this run took after stopping the services, swapped back in
         done = pgclone.swap_back(database, cfg, ctx.run_id) if ctx.config.deploy.fast_rollback != "off" else None
         if done is None:
-            logs.get().info("deploy.database_from_snapshot", snapshot=p.snapshot, reason="no clone of this run")
-            snapshots.restore(ctx.config, p.snapshot, [database], run_id=ctx.run_id)
-            done = {"path": "snapshot", "snapshot": p.snapshot, "database": database}
+            # the deploy's playbook passes the snapshot its clone step took after the stop, when it
+            # could make no clone; else (a clone that is gone) the snapshot taken before the stop
+            snapshot = snapshots.repository(ctx.config).get(p.snapshot)
+            taken = AFTER_STOP if AFTER_STOP_TAG in snapshot.manifest.get("tags", []) else BEFORE_STOP
+            logs.get().info("deploy.database_from_snapshot", snapshot=snapshot.id, taken=taken)
+            snapshots.restore(ctx.config, snapshot.id, [database], run_id=ctx.run_id)
+            done = {"path": "snapshot", "snapshot": snapshot.id, "taken": taken, "database": database}
         done["seconds"] = round(time.monotonic() - started, 3)
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         write_json(ctx.work_dir / DATABASE_ROLLBACK, done)
 
 
 DATABASE_ROLLBACK = "database_rollback.json"  # how the migrate step's undo put the database back
+AFTER_STOP_TAG = "after-stop"  # a database snapshot taken by the clone step, services stopped
+AFTER_STOP = "after the services stopped"
+BEFORE_STOP = "before the services stopped"
 
 
 class DatabaseCloneAction(Action):
-    """Clone the deploy's database on its server (services are stopped by now) so a rollback
-    in this run swaps it back in seconds; ``deploy.fast_rollback`` auto / required / off.
-    In ``auto``, a clone that cannot be made is a warning: the rollback restores the snapshot."""
+    """Runs once the services are stopped and makes the copy that undoing ``migrate`` puts
+    back: a clone of the deploy's database on its server, swapped back in seconds
+    (``deploy.fast_rollback`` auto / required / off); when no clone is made (``off``, or in
+    ``auto`` a clone that cannot be made, a warning), a database snapshot taken now, so that
+    it holds every write the services accepted before they stopped (outputs ``snapshot_id``)."""
 
     Params = NoParams
+
+    def _snapshot_now(self, ctx: Context, reason: str) -> dict[str, Any]:
+        from aura_ops import snapshots
+
+        name = ctx.config.only("postgres", ctx.config.deploy.database, "database")
+        if name is None:
+            return {"clone": ""}
+        logs.get().info("deploy.database_snapshot_after_stop", reason=reason)
+        snapshot = snapshots.backup(ctx.config, [name], [AFTER_STOP_TAG, "pre-migrate"], run_id=ctx.run_id)
+        return {"clone": "", "reason": reason, "snapshot_id": snapshot.id}
 
     def _database(self, ctx: Context) -> tuple[str, PostgresConfig] | None:
         name = ctx.config.only("postgres", ctx.config.deploy.database, "database")
@@ -680,8 +699,14 @@ class DatabaseCloneAction(Action):
     def describe(self, p: NoParams, ctx: Context) -> tuple[str, str]:
         found = self._database(ctx)
         if found is None:
-            return "nothing (no database, or deploy.fast_rollback: off)", "nothing"
-        return f"clone {found[0]} on its server for a fast rollback", "drop the clone"
+            name = ctx.config.only("postgres", ctx.config.deploy.database, "database")
+            if name is None:
+                return "nothing (no database)", "nothing"
+            return f"snapshot {name} now that the services are stopped (deploy.fast_rollback: off)", "nothing"
+        return (
+            f"clone {found[0]} on its server for a fast rollback (else snapshot it, services stopped)",
+            "drop the clone",
+        )
 
     def can_check(self, p: NoParams) -> bool:
         return True
@@ -697,7 +722,7 @@ class DatabaseCloneAction(Action):
 
         found = self._database(ctx)
         if found is None:
-            return {"clone": ""}
+            return self._snapshot_now(ctx, "deploy.fast_rollback: off")
         name, cfg = found
         required = ctx.config.deploy.fast_rollback == "required"
         can = pgclone.feasibility(name, cfg)
@@ -708,8 +733,10 @@ class DatabaseCloneAction(Action):
         except pgclone.CloneError as exc:
             if required:
                 raise
-            logs.get().warning("deploy.no_fast_rollback", reason=str(exc), fallback="restore from the snapshot")
-            return {"clone": "", "reason": str(exc)}
+            logs.get().warning(
+                "deploy.no_fast_rollback", reason=str(exc), fallback="restore a snapshot taken after the stop"
+            )
+            return self._snapshot_now(ctx, str(exc))
 
     def compensate(self, p: NoParams, ctx: Context, outputs: dict[str, Any]) -> None:
         from aura_ops.components import pgclone

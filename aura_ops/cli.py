@@ -334,7 +334,11 @@ def snapshots_delete(snapshot_id: str, yes: bool) -> None:
     metavar="NAME",
     help="Restore only this component (repeatable). Default: all in the snapshot.",
 )
-@click.option("--to-database", metavar="NAME", help="Restore into this new database instead.")
+@click.option(
+    "--to-database",
+    metavar="NAME",
+    help="Restore into this database instead: a new one, an empty one, or (with consent) one to replace.",
+)
 @click.option(
     "--to-path",
     type=click.Path(path_type=Path),
@@ -345,10 +349,18 @@ def snapshots_delete(snapshot_id: str, yes: bool) -> None:
     "--globals",
     "with_globals",
     is_flag=True,
-    help="Apply the snapshot's roles and tablespaces (pg_dumpall --globals-only) first.",
+    help="Create the snapshot's missing roles and tablespaces first (existing ones are left as they are).",
+)
+@click.option(
+    "--globals-overwrite",
+    is_flag=True,
+    help="With --globals: also set existing roles and tablespaces to the snapshot's (attributes, passwords, "
+    "memberships, settings).",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
-@click.option("--yes", is_flag=True, help="Confirm a restore that replaces data (in place, or a non-empty folder).")
+@click.option(
+    "--yes", is_flag=True, help="Confirm a restore that replaces data (a database, files in place, a non-empty folder)."
+)
 @common
 def restore(
     snapshot_id: str,
@@ -356,6 +368,7 @@ def restore(
     to_database: str | None,
     to_path: Path | None,
     with_globals: bool,
+    globals_overwrite: bool,
     dry_run: bool,
     yes: bool,
 ) -> None:
@@ -377,14 +390,21 @@ def restore(
         n
         for n in names
         if n in snapshot.manifest["components"]
-        and snapshot.manifest["components"][n]["type"] != "files"  # asked above, naming the folder
-        and not (to_database and snapshot.manifest["components"][n]["type"] == "postgres")
+        and snapshot.manifest["components"][n]["type"] not in ("files", "postgres")  # asked with their targets
     ]
-    if in_place and not dry_run:
+    known = [n for n in names if n in snapshot.manifest["components"]]
+    # every database the restore would replace, however its name was spelled (read-only look)
+    replaced = [
+        f"{t.describe()} (component {n})"
+        for n, t in engine.database_targets(config, snapshot, known, to_database)
+        if t.replaces
+    ]
+    if (in_place or replaced) and not dry_run:
         age = engine.age_seconds(snapshot)
+        what = ([f"{', '.join(in_place)} in place"] if in_place else []) + replaced
         confirm(
-            f"Restore {', '.join(in_place)} in place from snapshot {snapshot.id}, taken "
-            f"{_human_age(age)} ago? Changes made since then are discarded.",
+            f"Restore from snapshot {snapshot.id}, taken {_human_age(age)} ago: {'; '.join(what)}? "
+            "Changes made since then are discarded.",
             yes,
         )
     report = engine.restore(
@@ -394,7 +414,9 @@ def restore(
         to_database,
         to_path.absolute() if to_path else None,
         dry_run,
-        with_globals,
+        with_globals or globals_overwrite,
+        replace=bool(replaced),  # consent covers what was named; anything else that appears is refused
+        globals_overwrite=globals_overwrite,
     )
 
     def human(data: dict[str, Any]) -> None:
@@ -411,6 +433,8 @@ def restore(
                 click.echo(f"  note: {result['note']}")
             for path in result.get("not_in_index", [])[:50]:
                 click.echo(f"  not restored (in the stored tree but not in its index): {path}")
+            for line in result.get("notes", []):
+                click.echo(f"  {line}")
 
     emit(report, human)
 
@@ -554,7 +578,11 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
         _show_outcome(data)
         restored = data.get("database_restore")
         if restored:
-            how = "swapped back its pre-migration clone" if restored["path"] == "clone" else "restored the snapshot"
+            how = (
+                "swapped back its pre-migration clone"
+                if restored["path"] == "clone"
+                else f"restored snapshot {restored['snapshot']} (taken {restored.get('taken', 'before the deploy')})"
+            )
             click.echo(f"database {restored['database']}: {how} in {restored['seconds']:.2f}s")
         if "time_to_restore_seconds" in data:
             click.echo(f"time from failure detected to the old version healthy: {data['time_to_restore_seconds']:.1f}s")

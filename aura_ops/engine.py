@@ -15,18 +15,18 @@ stops the current step (its process group is killed) and compensates; one that a
 the run's own state changes (created, compensating, ended) is held until that change is
 committed. Nested code never replaces this handling (``snapshots.interruptible`` defers to it).
 
-Test hooks: ``AURA_FAULT=<step>:<before|after|applied|during-compensate>`` makes the process exit
+Test hooks (``aura_ops.faults``): ``AURA_FAULT=<step>:<before|after|applied|during-compensate>`` makes the process exit
 abruptly (as SIGKILL would) at that point of that step; with a third part, e.g.
 ``AURA_FAULT=config:applied:SIGTERM``, the process sends itself that signal there instead. The
 run itself has the points ``run:start`` (journaled, no step begun) and ``run:end`` (every step
 applied, not yet journaled succeeded).
+``AURA_PAUSE=<point>`` stops the process there (SIGSTOP) until a test continues it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aura_ops import lock, logs, temporaries
+from aura_ops import faults, lock, logs, temporaries
 from aura_ops.actions import REGISTRY, Action, Context
 from aura_ops.config import Config
 from aura_ops.errors import (
@@ -56,7 +56,7 @@ from aura_ops.playbook import Playbook, Step, render
 from aura_ops.repository import new_snapshot_id
 from aura_ops.secrets import mask, mask_values, register
 
-FAULT_ENV = "AURA_FAULT"
+FAULT_ENV = faults.FAULT_ENV
 COMPENSATION_ATTEMPTS = 3
 FALSY = {"", "false", "no", "0", "none", "off"}
 
@@ -68,13 +68,7 @@ NOTHING_TO_UNDO = ("pending", "skipped", "compensated", "already_applied")
 
 
 def _fault(step: str, point: str) -> None:
-    wanted = os.environ.get(FAULT_ENV, "").split(":")
-    if wanted[:2] != [step, point]:
-        return
-    if len(wanted) == 3:
-        os.kill(os.getpid(), signal.Signals[wanted[2]])
-        return
-    os._exit(137)
+    faults.point(f"{step}:{point}")  # AURA_FAULT exits or signals there, AURA_PAUSE stops there
 
 
 class StepFailed(Exception):

@@ -271,8 +271,12 @@ def restore(
     dry_run: bool = False,
     with_globals: bool = False,
     run_id: str | None = None,
+    replace: bool = True,
+    globals_overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Put a snapshot back, in place or to a new database / path."""
+    """Put a snapshot back, in place or to a new database / path. ``replace`` False: a database
+    restore that would replace data (the live database, a non-empty one) is refused, exit 2
+    (the caller did not get consent for it)."""
     repo = repository(config)
     snapshot = repo.get(reference)
     available = list(snapshot.manifest["components"])
@@ -293,7 +297,14 @@ def restore(
         temporaries.sweep(config)
         for name in names:
             report["components"][name] = _restore_component(
-                config, snapshot, name, to_database, paths.get(name), dry_run, with_globals, run_id
+                config,
+                snapshot,
+                name,
+                to_database,
+                paths.get(name),
+                dry_run,
+                (with_globals, globals_overwrite, replace),
+                run_id,
             )
     return report
 
@@ -315,8 +326,30 @@ def files_targets(
     return found
 
 
+def database_targets(
+    config: Config, snapshot: Snapshot, names: list[str], to_database: str | None
+) -> list[tuple[str, Any]]:
+    """(component, ``pgdatabase.Target``) for each postgres component a restore of ``names``
+    would write: what is there now and whether it would be replaced (read-only). UsageError
+    for a target that must not be used (``pgdatabase.inspect_target``)."""
+    from aura_ops.components import postgres
+
+    _check_targets(snapshot, names, to_database, None)
+    found = []
+    for name in names:
+        if snapshot.manifest["components"][name]["type"] != "postgres":
+            continue
+        if name not in config.components:
+            raise UsageError(f"component {name} is not in the configuration: no database to restore into")
+        cfg = config.component(name)
+        found.append((name, postgres.restore_target(name, cfg, to_database)))  # type: ignore[arg-type]
+    return found
+
+
 def _check_targets(snapshot: Snapshot, names: list[str], to_database: str | None, to_path: Path | None) -> None:
     kinds = [snapshot.manifest["components"][n]["type"] for n in names]
+    if to_database is not None and not to_database.strip():
+        raise UsageError("--to-database needs a database name; it was empty")
     if to_database and kinds.count("postgres") != 1:
         raise UsageError("--to-database needs exactly one postgres component (use --component)")
     if to_path and kinds.count("files") != 1:
@@ -330,7 +363,7 @@ def _restore_component(
     to_database: str | None,
     to_path: Path | None,
     dry_run: bool,
-    with_globals: bool,
+    database_options: tuple[bool, bool, bool],
     run_id: str = "",
 ) -> Any:
     entry = snapshot.manifest["components"][name]
@@ -351,10 +384,20 @@ def _restore_component(
             if name not in config.components:
                 raise UsageError(f"component {name} is not in the configuration: no database to restore into")
             cfg = config.component(name)
+            with_globals, globals_overwrite, replace = database_options
+            result = REGISTRY[entry["type"]].restore(
+                host,
+                name,
+                cfg,
+                snapshot,
+                to_database,
+                with_globals,
+                replace=replace,
+                globals_overwrite=globals_overwrite,
+                dry_run=dry_run,
+            )
             if dry_run:
-                target = to_database or "the original database (in place)"
-                return {"dry_run": True, "changes": [f"restore {name} into {target}"]}
-            result = REGISTRY[entry["type"]].restore(host, name, cfg, snapshot, to_database, with_globals)
+                return result
         result["seconds"] = round(time.monotonic() - started, 3)
         logs.get().info("component.restored", seconds=result["seconds"], dry_run=dry_run)
         return result

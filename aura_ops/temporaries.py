@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS temporaries (
 HANDLERS: dict[str, str] = {
     "path": "aura_ops.temporaries:remove_path",
     "dir_swap": "aura_ops.components.files_restore:finish_or_undo",
+    "pg_database": "aura_ops.components.pgdatabase:drop_recorded",  # staging, verify or half-built clone
+    "pg_swap": "aura_ops.components.pgdatabase:settle_recorded",  # a database put in place of another
 }
 
 

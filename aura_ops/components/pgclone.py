@@ -21,8 +21,8 @@ import os
 import time
 from typing import Any
 
-from aura_ops import logs
-from aura_ops.components import postgres
+from aura_ops import faults, logs
+from aura_ops.components import pgdatabase, postgres
 from aura_ops.config import PostgresConfig
 from aura_ops.errors import AuraError, first_line
 
@@ -138,50 +138,54 @@ def create(name: str, cfg: PostgresConfig, run_id: str, wait: float) -> dict[str
     ``wait`` seconds (other sessions connected to the database block a clone). The copy is
     built under another name and renamed once complete (grants and settings included), so a
     clone found under its name after a crash is whole."""
-    import psycopg
-    import tenacity
-    from psycopg import sql
-
     log = logs.get()
     conn, admin = _admin(name, cfg)
     clone, building = clone_name(conn.dbname, run_id), building_name(conn.dbname, run_id)
     started = time.monotonic()
     with contextlib.closing(admin):
         postgres._drop_database(admin, building)  # left by a crash mid-clone
-        version = admin.execute("SELECT current_setting('server_version_num')::int").fetchone()[0]
-        strategy = " STRATEGY FILE_COPY" if version >= 150000 else ""
-        statement = "CREATE DATABASE {} TEMPLATE {}" + strategy
-
-        def busy(exc: BaseException) -> bool:
-            return isinstance(exc, psycopg.Error) and getattr(exc, "sqlstate", None) == OBJECT_IN_USE
-
-        try:
-            for attempt in tenacity.Retrying(
-                stop=tenacity.stop_after_delay(wait),
-                wait=tenacity.wait_fixed(0.5),
-                retry=tenacity.retry_if_exception(busy),
-                reraise=True,
-            ):
-                with attempt:
-                    admin.execute(sql.SQL(statement).format(sql.Identifier(building), sql.Identifier(conn.dbname)))
-        except psycopg.Error as exc:
-            reason = first_line(exc)
-            if busy(exc):
-                sessions = admin.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (conn.dbname,)
-                ).fetchone()[0]
-                reason = f"{sessions} other session(s) still connected to {conn.dbname} after {wait:g}s"
-            raise CloneError(f"cannot clone {conn.dbname}: {reason}") from None
-        try:
-            postgres.copy_database_settings(admin, conn.dbname, building)
+        # journaled before it exists; dropped on any failure, kept once renamed to the clone
+        with pgdatabase.temporary_database(admin, name, building) as temp:
+            _copy(admin, conn.dbname, building, wait)
+            faults.point("clone:after-create")
+            pgdatabase.copy_properties(admin, conn.dbname, building)
             postgres._rename_database(admin, building, clone)
-        except BaseException:
-            postgres._drop_database(admin, building)
-            raise
+            temp.release()
         size = admin.execute("SELECT pg_database_size(%s)", (clone,)).fetchone()[0]
     seconds = round(time.monotonic() - started, 3)
     log.info("postgres.cloned", database=conn.dbname, clone=clone, seconds=seconds, size=size)
     return {"clone": clone, "seconds": seconds, "size": size}
+
+
+def _copy(admin: Any, live: str, building: str, wait: float) -> None:
+    """``CREATE DATABASE building TEMPLATE live`` (file copy), retried while other sessions
+    on ``live`` block it, for ``wait`` seconds; CloneError then."""
+    import psycopg
+    import tenacity
+    from psycopg import sql
+
+    version = admin.execute("SELECT current_setting('server_version_num')::int").fetchone()[0]
+    strategy = " STRATEGY FILE_COPY" if version >= 150000 else ""
+    statement = "CREATE DATABASE {} TEMPLATE {}" + strategy
+
+    def busy(exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.Error) and getattr(exc, "sqlstate", None) == OBJECT_IN_USE
+
+    try:
+        for attempt in tenacity.Retrying(
+            stop=tenacity.stop_after_delay(wait),
+            wait=tenacity.wait_fixed(0.5),
+            retry=tenacity.retry_if_exception(busy),
+            reraise=True,
+        ):
+            with attempt:
+                admin.execute(sql.SQL(statement).format(sql.Identifier(building), sql.Identifier(live)))
+    except psycopg.Error as exc:
+        reason = first_line(exc)
+        if busy(exc):
+            sessions = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (live,)).fetchone()[0]
+            reason = f"{sessions} other session(s) still connected to {live} after {wait:g}s"
+        raise CloneError(f"cannot clone {live}: {reason}") from None
 
 
 def drop(name: str, cfg: PostgresConfig, run_id: str) -> bool:
@@ -239,7 +243,7 @@ def swap_back(name: str, cfg: PostgresConfig, run_id: str) -> dict[str, Any] | N
             if exists[failed]:
                 postgres._drop_database(admin, failed)
             # the clone carries the pre-migration grants and settings, copied when it was made
-            postgres._rename_away(admin, live, failed)
+            pgdatabase.rename_away(admin, live, failed)
         postgres._rename_database(admin, clone, live)
     seconds = round(time.monotonic() - started, 3)
     logs.get().info("postgres.clone_swapped_back", database=live, seconds=seconds)

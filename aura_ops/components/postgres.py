@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ParamSpec, TypeVar, cast
 
-from aura_ops import checksum, logs, secrets, temporaries
+from aura_ops import checksum, faults, logs, secrets, temporaries
 from aura_ops.config import PostgresConfig
 from aura_ops.errors import (
     AuraError,
@@ -578,6 +578,7 @@ def snapshot(host: Host, name: str, cfg: PostgresConfig, dest: Path, previous: S
     db = connect(conn)
     try:
         facts = server_facts(db)
+        facts["database_properties"] = _database_properties(db, facts["database"])
         db.rollback()
         pg_dump_version = _check_versions(host, cfg, facts["server_major"])
         db.isolation_level = _repeatable_read()
@@ -663,6 +664,14 @@ def _cancel_if_failed(process: Process, db: Any) -> Iterator[threading.Event]:
     finally:
         done.set()
         watcher.join()
+
+
+def _database_properties(db: Any, dbname: str) -> dict[str, Any] | None:
+    """Owner, connection limit, comment, grants, settings: recreated with the database when
+    it no longer exists at restore time (``pgdatabase.read_properties``)."""
+    from aura_ops.components import pgdatabase
+
+    return pgdatabase.read_properties(db, dbname)
 
 
 def _repeatable_read() -> Any:
@@ -961,9 +970,10 @@ def _create_database(admin: Any, dbname: str, entry: dict[str, Any]) -> None:
 
 
 def _drop_database(admin: Any, dbname: str) -> None:
-    from psycopg import sql
+    """Drop ``dbname`` if it exists (subscriptions first: ``pgdatabase.drop_database``)."""
+    from aura_ops.components import pgdatabase
 
-    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+    pgdatabase.drop_database(admin, dbname)
 
 
 def _rename_database(admin: Any, old: str, new: str) -> None:
@@ -997,38 +1007,71 @@ def compare_facts(name: str, recorded: dict[str, Any], actual: dict[str, Any]) -
 
 @database_errors
 def restore(
-    host: Host, name: str, cfg: PostgresConfig, snapshot: Snapshot, to_database: str | None, with_globals: bool = False
+    host: Host,
+    name: str,
+    cfg: PostgresConfig,
+    snapshot: Snapshot,
+    to_database: str | None,
+    with_globals: bool = False,
+    replace: bool = True,
+    globals_overwrite: bool = False,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Restore into a new database ``to_database`` or, when None, in place of the original
-    (``cfg.restore_in_place``: ``swap`` builds beside it and renames; ``clean`` drops and
-    recreates objects inside it with ``pg_restore --clean --if-exists``)."""
+    """Restore into ``to_database`` or, when None, in place of the original. The database is
+    built beside its target and put in its place atomically (``pgdatabase.put_in_place``); a
+    target that does not exist is created with the snapshot's database-level properties. With
+    ``cfg.restore_in_place == "clean"`` an existing live database is restored into with
+    ``pg_restore --clean --if-exists`` instead. ``replace`` False: UsageError when the target
+    holds data (the caller has no consent to replace it). ``with_globals``: roles and
+    tablespaces first (``pgglobals``; ``globals_overwrite`` also changes existing ones).
+    ``dry_run``: judge the target and the globals, change nothing."""
+    from aura_ops.components import pgdatabase, pgglobals
+
     entry = snapshot.manifest["components"][name]
     conn = connection(name, cfg)
     admin_conn = conn.with_db(cfg.maintenance_db)
     jobs = default_jobs(cfg)
-    target = to_database or conn.dbname
-    in_place = target == conn.dbname
-    check_inputs(snapshot, name, with_globals=with_globals)  # nothing is touched before this passes
+    report: dict[str, Any] = {}
+    # nothing is touched before every artifact it needs is present and the small ones hash as recorded
+    check_inputs(snapshot, name, with_globals=with_globals or globals_overwrite)
     with contextlib.closing(connect(admin_conn, autocommit=True)) as admin:
-        if with_globals and entry.get("globals"):
-            script = verified_artifact(snapshot, name, entry["globals"])
-            host.run(make_psql_file(cfg, admin_conn, Path("-")), stdin=script)
-        if in_place and cfg.restore_in_place == "clean":
+        target = pgdatabase.inspect_target(admin, conn, cfg, to_database)
+        report["database"] = target.database
+        if target.replaces and not replace and not dry_run:
+            raise UsageError(f"{name}: the restore would {target.describe()}, which was not confirmed; nothing changed")
+        if (with_globals or globals_overwrite) and entry.get("globals"):
+            script = verified_artifact(snapshot, name, entry["globals"]).decode()
+            report["globals"] = pgglobals.apply(admin, script, overwrite=globals_overwrite, dry_run=dry_run)
+            report["notes"] = pgglobals.summary(report["globals"])
+        if dry_run:
+            return {**report, "dry_run": True, "changes": [f"{target.describe()} from snapshot {snapshot.id}"]}
+        if target.live and target.exists and cfg.restore_in_place == "clean":
             seconds = _run_restore(host, cfg, snapshot, name, conn, jobs, clean=True)
-            return {"database": target, "mode": "clean", "restore_seconds": round(seconds, 2)}
-        if not in_place and _database_exists(admin, target):
-            raise UsageError(f"database {target} already exists; choose another --to-database or restore in place")
-        build = f"{target}_aura_{pysecrets.token_hex(3)}" if in_place else target
-        _create_database(admin, build, entry)
-        try:
-            seconds = _run_restore(host, cfg, snapshot, name, conn.with_db(build), jobs)
-            if in_place:
-                _check_restored(conn.with_db(build), name, entry)
-                _swap(admin, target, build)
-        except BaseException:
-            _drop_database(admin, build)
-            raise
-    return {"database": target, "mode": "swap" if in_place else "new", "restore_seconds": round(seconds, 2)}
+            return {**report, "mode": "clean", "restore_seconds": round(seconds, 2)}
+        check = None
+        if target.live or target.exists:  # what takes a name in use (or the live one) is checked first
+            check = lambda built: _check_restored(conn.with_db(built), name, entry)  # noqa: E731
+        seconds = pgdatabase.put_in_place(
+            admin_conn,
+            admin,
+            name,
+            target,
+            entry,
+            lambda built: _run_restore(host, cfg, snapshot, name, conn.with_db(built), jobs),
+            check,
+        )
+    mode = "swap" if target.exists else ("created" if target.live else "new")
+    return {**report, "mode": mode, "restore_seconds": round(seconds, 2)}
+
+
+def restore_target(name: str, cfg: PostgresConfig, to_database: str | None) -> Any:
+    """Where a restore of component ``name`` would go and what is there (read-only): a
+    ``pgdatabase.Target``; UsageError for a target that must not be used."""
+    from aura_ops.components import pgdatabase
+
+    conn = connection(name, cfg)
+    with contextlib.closing(connect(conn.with_db(cfg.maintenance_db), autocommit=True)) as admin:
+        return pgdatabase.inspect_target(admin, conn, cfg, to_database)
 
 
 def _check_restored(conn: Connection, name: str, entry: dict[str, Any]) -> None:
@@ -1037,116 +1080,11 @@ def _check_restored(conn: Connection, name: str, entry: dict[str, Any]) -> None:
         compare_facts(name, entry, database_facts(db, "table_checksums" in entry, method))
 
 
-def _rename_away(admin: Any, live: str, new_name: str) -> None:
-    """Rename ``live`` to ``new_name`` with no session left on it (new ones refused first)."""
-    from psycopg import sql
-
-    admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(live)))
-    try:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (live,),
-        )
-        _rename_database(admin, live, new_name)
-    except BaseException:
-        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(live)))
-        raise
-
-
-def _swap(admin: Any, live: str, built: str) -> None:
-    """Put ``built`` in place of ``live`` by renaming (with ``live``'s grants and settings);
-    the old database is dropped after."""
-
-    old = f"{live}_aura_old_{pysecrets.token_hex(3)}"
-    copy_database_settings(admin, live, built)
-    _rename_away(admin, live, old)
-    _rename_database(admin, built, live)
-    _drop_database(admin, old)
-    logs.get().info("postgres.swapped", database=live)
-
-
-# settings whose stored form is a list of quoted elements (pg_dump's variable_is_guc_list_quote)
-QUOTED_LIST_SETTINGS = frozenset(
-    {
-        "local_preload_libraries",
-        "search_path",
-        "session_preload_libraries",
-        "shared_preload_libraries",
-        "temp_tablespaces",
-        "unix_socket_directories",
-    }
-)
-
-
 def copy_database_settings(admin: Any, source: str, target: str) -> None:
-    """Give ``target`` the catalog-level properties of ``source`` that its files do not carry:
-    owner, connection limit, ACL, and ``ALTER DATABASE/ROLE ... SET`` settings, stored as
-    written (a quoted-list setting such as search_path goes through ``set_config`` and ``FROM
-    CURRENT``, as one literal would become one element). What the connected role may not copy
-    is logged, not fatal."""
-    import psycopg
-    from psycopg import sql
+    """Give ``target`` the catalog-level properties of ``source`` (``pgdatabase.copy_properties``)."""
+    from aura_ops.components import pgdatabase
 
-    log = logs.get()
-    row = admin.execute(
-        "SELECT pg_get_userbyid(datdba), datconnlimit, datacl IS NOT NULL FROM pg_database WHERE datname = %s",
-        (source,),
-    ).fetchone()
-    if row is None:
-        return
-    owner, limit, has_acl = row
-    statements: list[Any] = []
-    target_id = sql.Identifier(target)
-    if (
-        owner
-        != admin.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (target,)).fetchone()[0]
-    ):
-        statements.append(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(target_id, sql.Identifier(owner)))
-    if limit != -1:
-        statements.append(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(target_id, sql.Literal(limit)))
-    if has_acl:
-        statements.append(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(target_id))
-        grants = admin.execute(
-            "SELECT a.privilege_type, a.is_grantable, CASE WHEN a.grantee = 0 THEN NULL"
-            " ELSE pg_get_userbyid(a.grantee) END FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s",
-            (source,),
-        ).fetchall()
-        for privilege, grantable, grantee in grants:
-            statements.append(
-                sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
-                    sql.SQL(privilege),
-                    target_id,
-                    sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
-                    sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL(""),
-                )
-            )
-    for statement in statements:
-        try:
-            admin.execute(statement)
-        except psycopg.Error as exc:
-            log.warning("postgres.property_not_copied", database=target, reason=first_line(exc))
-    settings = admin.execute(
-        "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, unnest(s.setconfig)"
-        " FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s",
-        (source,),
-    ).fetchall()
-    for role, entry in settings:
-        key, _, value = entry.partition("=")
-        where = (
-            sql.SQL("ROLE {} IN DATABASE {}").format(sql.Identifier(role), target_id)
-            if role
-            else sql.SQL("DATABASE {}").format(target_id)
-        )
-        name = sql.SQL(".").join(map(sql.Identifier, key.split(".")))
-        try:
-            with admin.transaction():
-                if key.lower() in QUOTED_LIST_SETTINGS:
-                    admin.execute("SELECT set_config(%s, %s, true)", (key, value))
-                    admin.execute(sql.SQL("ALTER {} SET {} FROM CURRENT").format(where, name))
-                else:
-                    admin.execute(sql.SQL("ALTER {} SET {} TO {}").format(where, name, sql.Literal(value)))
-        except psycopg.Error as exc:
-            log.warning("postgres.setting_not_copied", database=target, setting=key, reason=first_line(exc))
+    pgdatabase.copy_properties(admin, source, target)
 
 
 # ---------------------------------------------------------------- verify
@@ -1187,16 +1125,19 @@ def verify(host: Host, name: str, cfg: PostgresConfig | None, snapshot: Snapshot
         return report
     if cfg is None:
         raise UsageError(f"component {name} is not in the configuration: cannot deep-verify")
+    from aura_ops.components import pgdatabase
+
     entry = snapshot.manifest["components"][name]
     conn = connection(name, cfg)
     scratch = f"aura_verify_{pysecrets.token_hex(4)}"
-    with contextlib.closing(connect(conn.with_db(cfg.maintenance_db), autocommit=True)) as admin:
+    with (
+        contextlib.closing(connect(conn.with_db(cfg.maintenance_db), autocommit=True)) as admin,
+        pgdatabase.temporary_database(admin, name, scratch),  # journaled before it exists, dropped after
+    ):
         _create_database(admin, scratch, entry)
-        try:
-            seconds = _run_restore(host, cfg, snapshot, name, conn.with_db(scratch), default_jobs(cfg))
-            _check_restored(conn.with_db(scratch), name, entry)
-        finally:
-            _drop_database(admin, scratch)
+        faults.point("verify:after-create")
+        seconds = _run_restore(host, cfg, snapshot, name, conn.with_db(scratch), default_jobs(cfg))
+        _check_restored(conn.with_db(scratch), name, entry)
     report.update(
         {
             "restore_seconds": round(seconds, 2),

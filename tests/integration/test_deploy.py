@@ -4,6 +4,8 @@ httpd container on a real Docker engine serving the current release."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from aura_ops.sandbox import PostgresCluster, free_port
+from aura_ops.sandbox import PostgresCluster, free_port, wait_until
 from tests.conftest import Aura, db_component
 
 
@@ -247,8 +249,8 @@ DEPLOY_STEPS = [
     "health",
     "smoke",
     "verified",
-    "drop_clone",
     "prune",
+    "drop_clone",
 ]
 
 
@@ -381,3 +383,52 @@ def test_database_grants_and_settings_survive_a_rollback(
         pg.sql(f'REVOKE ALL ON DATABASE "{name}" FROM "{role}" CASCADE')
         pg.sql(f'ALTER ROLE "{role}" IN DATABASE "{name}" RESET ALL')
         pg.sql(f'DROP ROLE "{role}"')
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.parametrize("no_clone", ["off", "session"])
+def test_a_write_accepted_before_the_stop_survives_a_rollback_on_the_snapshot_path(
+    aura: Aura, site: dict[str, Any], no_clone: str
+) -> None:
+    """No clone (fast_rollback off, or a session that blocks it): the dump a rollback restores
+    is taken after the services stopped, so a write the live system accepted between the
+    deploy's first snapshot and the stop is not lost."""
+    deploy(aura, site, "v1")
+    set_deploy(aura, fast_rollback="off" if no_clone == "off" else "auto", fast_rollback_wait=1)
+    source = make_release(site["root"], "v2", migration="UPDATE items SET name = 'x'; SELECT 1/0;")
+    with psycopg.connect(site["dsn"], autocommit=True) as other:  # a worker aura-ops does not manage
+        other.execute("SELECT 1")
+        # the deploy stops itself once its snapshot is taken and the release uploaded, services still up
+        process = aura.popen(
+            "deploy",
+            "--version",
+            "v2",
+            "--source",
+            str(source),
+            "--rollback-on-fail",
+            "--json",
+            env={"AURA_PAUSE": "upload:after"},
+        )
+        try:
+            assert wait_until(lambda: process.poll() is not None or _stopped(process.pid), 120)
+            assert process.poll() is None, process.communicate()[1]
+            assert serve(site["url"] + "/health") == "ok v1\n"  # the live system still serves
+            other.execute("INSERT INTO items (name) VALUES ('accepted before the stop')")
+            written = fingerprint(site["dsn"])
+        finally:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)
+        out, err = process.communicate(timeout=300)
+    assert process.returncode == 1, err
+    report = json.loads(out)
+    assert report["run"]["status"] == "rolled_back"
+    assert fingerprint(site["dsn"]) == written  # the late write survived the rollback
+    restored = report["database_restore"]
+    first = next(s for s in report["steps"] if s["name"] == "snapshot")["outputs"]["snapshot_id"]
+    assert restored["path"] == "snapshot" and restored["snapshot"] != first
+    assert restored["taken"] == "after the services stopped"
+    assert serve(site["url"] + "/health") == "ok v1\n"

@@ -81,3 +81,44 @@ def test_not_enough_disk_on_the_server_is_judged_before_cloning(pg: PostgresClus
     finally:
         subprocess.run(["umount", str(mount)], check=True)
         mount.rmdir()
+
+
+def test_a_clone_killed_half_built_is_listed_then_dropped_by_the_next_sweep(
+    pg: PostgresCluster, database: str, tmp_path: Path
+) -> None:
+    """The building clone is journaled before CREATE DATABASE; a kill right after leaves a record
+    that the next command taking a lock (temporaries.sweep) resolves by dropping it."""
+    import sys
+    import textwrap
+    from types import SimpleNamespace
+
+    from aura_ops import temporaries
+
+    state = tmp_path / "state"
+    cfg = PostgresConfig(type="postgres", dsn=pg.dsn(database))
+    config = SimpleNamespace(state=SimpleNamespace(path=state), component=lambda name: cfg)
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from types import SimpleNamespace
+        from aura_ops import temporaries
+        from aura_ops.components import pgclone
+        from aura_ops.config import PostgresConfig
+        cfg = PostgresConfig(type="postgres", dsn={pg.dsn(database)!r})
+        config = SimpleNamespace(state=SimpleNamespace(path=Path({str(state)!r})), component=lambda name: cfg)
+        with temporaries.bound(config):
+            pgclone.create("db", cfg, "20261122-000000-009", wait=2)
+        """
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script], check=False, env={**os.environ, "AURA_FAULT": "clone:after-create"}
+    )
+    assert killed.returncode == 137
+    building = pgclone.building_name(database, "20261122-000000-009")
+    assert pg.sql(f"SELECT count(*) FROM pg_database WHERE datname = '{building}'") == [(1,)]
+    listed = temporaries.listing(config)
+    assert [(r["kind"], r["name"], r["owner_alive"]) for r in listed] == [("pg_database", building, False)]
+
+    assert temporaries.sweep(config) == [{"kind": "pg_database", "name": building, "removed": True}]
+    assert pg.sql(f"SELECT count(*) FROM pg_database WHERE starts_with(datname, '{database}_aura')") == [(0,)]
+    assert temporaries.listing(config) == []

@@ -44,12 +44,12 @@ def test_round_trip_into_new_database_has_identical_content(
     assert "GRANT SELECT ON TABLE billing.invoices TO aura_reader" in schema_dump(copy)
 
 
-def test_restore_to_existing_database_name_is_refused(
+def test_restore_to_the_maintenance_database_is_refused(
     pg: PostgresCluster, database: str, rich: str, aura: Aura
 ) -> None:
     aura("backup")
-    result = aura("restore", "latest", "--to-database", "postgres", check=2)
-    assert "already exists" in result.stderr
+    result = aura("restore", "latest", "--to-database", "postgres", "--yes", check=2)
+    assert "postgres is the maintenance database" in result.stderr
 
 
 def test_in_place_restore_needs_confirmation_then_brings_back_old_content(

@@ -153,11 +153,6 @@ def test_checksums_of_every_type_inheritance_and_dropped_columns_survive_a_round
     assert _facts(awkward)["table_checksums"] == entry["table_checksums"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dropping the scratch database of a subscription needs h-pgswap's _drop_database "
-    "(subscriptions detached first); remove this mark when it is merged",
-)
 def test_deep_verify_of_a_database_with_a_subscription_succeeds(
     pg: PostgresCluster, database: str, awkward: str, aura: Aura
 ) -> None:

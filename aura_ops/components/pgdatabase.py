@@ -457,7 +457,9 @@ def put_in_place(
                 ) from None
             swap.release()
             if isinstance(exc, psycopg.Error):
-                raise AuraError(f"{failed}; {outcome}") from None
+                raise postgres.as_aura_error(
+                    component, exc, f"restore into {target.database} failed", outcome
+                ) from None
             raise
     return seconds
 

@@ -257,15 +257,24 @@ def database_errors(function: Callable[P, R]) -> Callable[P, R]:
         try:
             return function(*args, **kwargs)
         except psycopg.Error as exc:
-            name = args[1] if len(args) > 1 else kwargs.get("name", "postgres")
-            reason = secrets.mask(failure_reason(exc))
-            if isinstance(exc, psycopg.errors.InsufficientPrivilege) or connection_failure_kind(reason) == "privilege":
-                raise PrivilegeError(f"{name}: {with_privilege_hint(reason)}") from None
-            if _connection_lost(exc):
-                raise UnreachableError(f"{name}: lost the database connection: {reason}") from None
-            raise AuraError(f"{name}: {reason}") from None
+            raise as_aura_error(str(args[1] if len(args) > 1 else kwargs.get("name", "postgres")), exc) from None
 
     return wrapper
+
+
+def as_aura_error(name: str, exc: BaseException, doing: str = "", after: str = "") -> AuraError:
+    """A driver error as the one-line AuraError a user reads: a missing privilege (exit 1) names
+    it, a lost connection is exit 6, anything else exit 1. ``doing`` / ``after`` frame the reason."""
+    import psycopg
+
+    reason = secrets.mask(failure_reason(exc)) if isinstance(exc, psycopg.Error) else first_line(exc)
+    head = f"{name}: {doing}{': ' if doing else ''}"
+    tail = f"; {after}" if after else ""
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege) or connection_failure_kind(reason) == "privilege":
+        return PrivilegeError(f"{head}{with_privilege_hint(reason)}{tail}")
+    if isinstance(exc, psycopg.Error) and _connection_lost(exc):
+        return UnreachableError(f"{head}lost the database connection: {reason}{tail}")
+    return AuraError(f"{head}{reason}{tail}")
 
 
 # ---------------------------------------------------------------- commands (pure)

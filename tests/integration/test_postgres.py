@@ -193,7 +193,7 @@ def test_unreachable_database_exits_6_with_one_line(aura: Aura) -> None:
     aura.env["AURA_DB_DSN"] = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     aura.write_config(base_config({"db": db_component(connect_attempts=2)}))
     result = aura("backup", check=6)
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("aura-ops:")]
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("aura-ops: error")]
     assert len(error_lines) == 1
     assert "unreachable after 2 attempts" in error_lines[0]
     assert "127.0.0.1" in error_lines[0]

@@ -144,6 +144,7 @@ def _parent_death_signal() -> Any:
     pr_set_pdeathsig = 1
 
     def preexec() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)  # held by the parent while it forks
         os.umask(_user_umask)
         if prctl is not None:
             prctl(pr_set_pdeathsig, signal.SIGKILL)
@@ -151,6 +152,7 @@ def _parent_death_signal() -> Any:
     return preexec
 
 
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 _PREEXEC = _parent_death_signal()
 
 
@@ -246,6 +248,11 @@ class LocalHost:
     ) -> _LocalProcess:
         """Start ``command``; its stderr is kept as a masked tail for errors."""
         logs.get().info("command.started", host=self.name, command=command.display())
+        # SIGINT/SIGTERM are held while the child is forked: a handler raising inside the fork's
+        # own Python hooks is lost (the run would then wait for the child); once the process is
+        # known, a held signal arrives and kills it
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+        process: _LocalProcess | None = None
         try:
             popen = subprocess.Popen(
                 command.argv,
@@ -257,11 +264,19 @@ class LocalHost:
                 preexec_fn=_PREEXEC,  # noqa: PLW1509
                 process_group=0,  # its own group: a timeout or an interruption kills all it started
             )
+            process = _LocalProcess(self, command, popen)
         except FileNotFoundError:
             raise ToolMissing(f"{command.argv[0]}: not found on {self.name}") from None
         except PermissionError:
             raise ToolMissing(f"{command.argv[0]}: not executable on {self.name}") from None
-        return _LocalProcess(self, command, popen)
+        finally:
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            except BaseException:
+                if process is not None:
+                    process.kill()
+                raise
+        return process
 
     def run(
         self,

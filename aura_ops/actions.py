@@ -45,6 +45,11 @@ class Action:
     Params: ClassVar[type[_Params]] = _Params
     # A failed apply may have changed things half-way, and compensating is always safe: undo it too.
     undo_after_failure: ClassVar[bool] = False
+    # Outputs that name things later steps and the undo act on (a snapshot id, a release, a
+    # container): journaled as they are. Every other output is masked first (free text such as a
+    # command's stdout may hold a secret); masking an identifier that happens to contain a weak
+    # password's word would make the run act on the wrong thing.
+    identifiers: ClassVar[frozenset[str]] = frozenset()
 
     def describe(self, p: Any, ctx: Context) -> tuple[str, str]:
         raise NotImplementedError
@@ -94,7 +99,7 @@ class CommandAction(Action):
 
     def apply(self, p: CommandParams, ctx: Context) -> dict[str, Any]:
         result = self._run(p.argv, p, ctx)
-        return {"stdout": mask(result.text[-4000:]).strip(), "returncode": result.returncode}
+        return {"stdout": mask(result.text)[-4000:].strip(), "returncode": result.returncode}
 
     def compensate(self, p: CommandParams, ctx: Context, outputs: dict[str, Any]) -> None:
         if p.undo:
@@ -366,6 +371,8 @@ class SnapshotParams(_Params):
 class SnapshotAction(Action):
     """Take a snapshot (the snapshot engine); it is kept on compensation: a durable record."""
 
+    identifiers = frozenset({"snapshot_id"})
+
     Params = SnapshotParams
 
     def describe(self, p: SnapshotParams, ctx: Context) -> tuple[str, str]:
@@ -450,6 +457,8 @@ class ReleaseUploadParams(_Params):
 class ReleaseUploadAction(Action):
     """Upload a release (it does not switch); compensation removes it unless it is current."""
 
+    identifiers = frozenset({"version", "path"})
+
     Params = ReleaseUploadParams
 
     def describe(self, p: ReleaseUploadParams, ctx: Context) -> tuple[str, str]:
@@ -477,6 +486,8 @@ class ReleaseSwitchParams(_Params):
 
 class ReleaseSwitchAction(Action):
     """Point ``current`` at the version; compensation points it back and marks it rolled_back."""
+
+    identifiers = frozenset({"previous"})
 
     Params = ReleaseSwitchParams
 
@@ -558,6 +569,8 @@ class ReleasePruneAction(Action):
 class ServicesStopAction(Action):
     """Stop the deploy's containers (reverse order); compensation starts what it stopped."""
 
+    identifiers = frozenset({"stopped"})
+
     Params = NoParams
 
     def describe(self, p: NoParams, ctx: Context) -> tuple[str, str]:
@@ -579,6 +592,8 @@ class ServicesStopAction(Action):
 
 class ServicesStartAction(Action):
     """Start the deploy's containers in order; compensation stops them again."""
+
+    identifiers = frozenset({"started"})
 
     Params = NoParams
 
@@ -635,7 +650,7 @@ class MigrateAction(Action):
             env = postgres.connection(database, cfg).env()
         cwd = str(release.releases_dir(_release(ctx)) / p.version)
         result = LocalHost().run(Command(tuple(argv), env, cwd), timeout=ctx.timeout)
-        return {"migrated": True, "stdout": mask(result.text[-2000:]).strip()}
+        return {"migrated": True, "stdout": mask(result.text)[-2000:].strip()}
 
     def compensate(self, p: MigrateParams, ctx: Context, outputs: dict[str, Any]) -> None:
         from aura_ops import snapshots
@@ -675,6 +690,8 @@ class DatabaseCloneAction(Action):
     (``deploy.fast_rollback`` auto / required / off); when no clone is made (``off``, or in
     ``auto`` a clone that cannot be made, a warning), a database snapshot taken now, so that
     it holds every write the services accepted before they stopped (outputs ``snapshot_id``)."""
+
+    identifiers = frozenset({"clone", "snapshot_id"})
 
     Params = NoParams
 

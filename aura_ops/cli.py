@@ -107,7 +107,8 @@ def _table(columns: list[str], rows: list[list[Any]], title: str | None = None) 
     table = Table(*columns, title=title, show_lines=False)
     for row in rows:
         table.add_row(*[str(cell) for cell in row])
-    Console(soft_wrap=True).print(table)
+    # off a terminal (cron, CI logs) ids are never cut to fit 80 columns: they are copied from there
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 1000).print(table)
 
 
 def _refuse_if_interrupted(config: Any) -> None:
@@ -703,8 +704,9 @@ def runs_resume(run_id: str, extra: tuple[str, ...]) -> int:
 @runs.command("abort")
 @click.argument("run_id", metavar="RUN")
 @click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A secret parameter, given again.")
+@click.option("--yes", is_flag=True, help="Confirm an undo that puts a database back from a snapshot.")
 @common
-def runs_abort(run_id: str, extra: tuple[str, ...]) -> int:
+def runs_abort(run_id: str, extra: tuple[str, ...], yes: bool) -> int:
     """Undo every step an interrupted, failed or rollback_failed run applied, in reverse order.
     Exit 0 when everything was undone, 4 when an undo failed."""
     from aura_ops import engine
@@ -713,6 +715,14 @@ def runs_abort(run_id: str, extra: tuple[str, ...]) -> int:
     runner = engine.Engine(config)
     record = runner.journal.run(run_id)
     _announce(config, f"aborting run {record.id} ({Path(record.playbook).stem}, {record.status}) of {runner.state}")
+    discarding = runner.undo_discards_data(record.id)
+    if discarding:
+        age = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(record.created)).total_seconds()
+        confirm(
+            f"Undo run {record.id}, started {_human_age(age)} ago? Undoing its step(s) {', '.join(discarding)} "
+            "puts the database back as it was before the run: writes made since are discarded.",
+            yes,
+        )
     return _finish(runner.abort(record.id, _extra_vars(extra)))
 
 
@@ -720,9 +730,8 @@ def runs_abort(run_id: str, extra: tuple[str, ...]) -> int:
 
 
 def _save_traceback() -> str:
-    folder = Path(tempfile.gettempdir())
-    path = folder / f"aura-ops-crash-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{os.getpid()}.txt"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # a new file of our own (mkstemp: O_EXCL, 0600), never one a planted symlink points at
+    fd, path = tempfile.mkstemp(prefix=f"aura-ops-crash-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-", suffix=".txt")
     with os.fdopen(fd, "w") as out:
         out.write(mask(traceback.format_exc()))
     return str(path)

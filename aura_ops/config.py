@@ -322,6 +322,9 @@ def parse(data: Any, source: Path | None = None) -> Config:
 
 def load(path: str | Path | None = None) -> Config:
     """Load and validate the configuration from ``path``, ``$AURA_CONFIG`` or ``aura.yaml``."""
+    if path is not None and not str(path).strip():
+        # `-c "$STAGING"` with the variable unset must not fall back to AURA_CONFIG (production)
+        raise ConfigError("--config is empty: name the config file (nothing was read)")
     file = Path(path or os.environ.get("AURA_CONFIG") or DEFAULT_CONFIG).expanduser().absolute()
     try:
         raw = yamlfile.read_capped(file)

@@ -214,8 +214,10 @@ def rollback_plan(config: Config, to_release: str | None, to_snapshot: str | Non
         release.check_version(to_release)
     repo = snapshots.repository(config)
     snapshot = repo.get(to_snapshot) if to_snapshot is not None else None
-    target = to_release or (snapshot.manifest["components"].get(name, {}).get("current") if snapshot else None)
-    target = target or release.rollback_target(cfg)
+    recorded = snapshot.manifest["components"].get(name, {}).get("current") if snapshot else None
+    if snapshot is not None and not to_release and not recorded:
+        raise UsageError(f"snapshot {snapshot.id} records no release of {name}; name the release with --to-release V")
+    target = to_release or recorded or release.rollback_target(cfg)
     if target is None:
         raise UsageError("no release to roll back to: no other verified release (use --to-release)")
     if target == release.current(cfg):
@@ -226,6 +228,11 @@ def rollback_plan(config: Config, to_release: str | None, to_snapshot: str | Non
             f"(installed: {', '.join(release.installed(cfg)) or 'none'})"
         )
     database = config.only("postgres", config.deploy.database, "database")
+    if not keep_data and database and snapshot is not None and database not in snapshot.manifest["components"]:
+        raise UsageError(
+            f"snapshot {snapshot.id} holds no {database} (it has: {', '.join(snapshot.manifest['components'])}); "
+            "choose another --to-snapshot, or --keep-data"
+        )
     if not keep_data and database and snapshot is None:
         # the snapshot a deploy took while `target` was current: the data that went with it
         candidates = [

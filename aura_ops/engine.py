@@ -266,10 +266,47 @@ class Engine:
         with self._locked(run_id, f"abort {run_id}"), _signals() as guard:
             run = self.journal.run(run_id)
             self._require_unfinished(run, allow_failed=True)  # a failed run may still be undone
+            self._refuse_if_overtaken(run)
             playbook = Playbook.model_validate_json(self.journal.definition(run.id))
             params = self._params_again(run, playbook, given or {}, "abort")
             self.journal.claim(run.id)
             return self._compensate(run.id, playbook, params, "aborted by the operator", guard, aborted=True)
+
+    def _refuse_if_overtaken(self, run: RunRecord) -> None:
+        """A run that ended (failed, rollback_failed) handed the system back: a later run on the
+        same target may have changed it since, and undoing this one on top of that would undo
+        more than its own work (say, restore its pre-deploy snapshot over a later deploy's
+        database). UsageError naming the later runs that did anything."""
+        if not run.finished:
+            return  # an interrupted run blocks every later run on its target (backups aside)
+        later = [
+            other
+            for other in self.journal.runs(10_000)
+            if other.id > run.id and other.target == run.target and other.status != "rolled_back"
+        ]
+        if later:
+            names = ", ".join(
+                f"{r.id} ({Path(r.playbook).stem}, {r.status})" for r in sorted(later, key=lambda r: r.id)
+            )
+            raise UsageError(
+                f"run {run.id} ended {run.status} and later runs changed the system since: {names}; undoing it "
+                "now would undo on top of them. Nothing was changed (restore a snapshot, or roll back, instead)"
+            )
+
+    def undo_discards_data(self, reference: str) -> list[str]:
+        """The steps of a run whose undo puts a database back from a snapshot (discarding what was
+        written since): what ``runs abort`` asks consent for. Read only."""
+        run = self.journal.run(reference)
+        playbook = Playbook.model_validate_json(self.journal.definition(run.id))
+        found = []
+        for record in self.journal.steps(run.id):
+            step = playbook.steps[record.index]
+            action = REGISTRY[step.action]
+            undone = record.status not in NOTHING_TO_UNDO and (record.status != "failed" or action.undo_after_failure)
+            restores = step.action == "migrate" or (step.undo is not None and step.undo.action == "restore")
+            if undone and restores:
+                found.append(record.name)
+        return found
 
     @staticmethod
     def _params_again(run: RunRecord, playbook: Playbook, given: dict[str, str], command: str) -> dict[str, Any]:
@@ -399,7 +436,8 @@ class Engine:
             self.journal.step_started(run_id, index)
             log.info("step.started", action=step.action)
             _fault(step.name, "before")
-            outputs = mask_values(self._apply(action, params, ctx, step, recheck=status != "pending"))
+            applied = self._apply(action, params, ctx, step, recheck=status != "pending")
+            outputs = {k: v if k in action.identifiers else mask_values(v) for k, v in applied.items()}
         except Exception as exc:  # any exception fails the step (a signal is no Exception)
             reason = _reason(exc)
             self.journal.step_finished(run_id, index, "failed", error=reason)

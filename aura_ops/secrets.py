@@ -26,7 +26,7 @@ _compiled: re.Pattern[str] | None = None
 
 _PATTERNS = (
     # scheme://user:password@host
-    (re.compile(r"(\w+://[^/\s:@]*:)([^@\s/]+)(@)"), rf"\1{MASK}\3"),
+    (re.compile(r"(\w+://[^/\s:@]*:)(\S*)(@[^\s@]*)"), rf"\1{MASK}\3"),  # up to the last @: a password may hold / and @
     # password=secret / PGPASSWORD=secret in conninfo strings and env dumps
     (
         re.compile(
@@ -136,9 +136,15 @@ def register_dsn(dsn: str | None) -> None:
     and percent-decoded."""
     if not dsn:
         return
-    for match in re.finditer(r"://[^/\s:@]*:([^@\s/]+)@", dsn):
-        register(match.group(1))
-        register(urllib.parse.unquote(match.group(1)))
+    # URL form: the password runs from the first ':' of the user part to the LAST '@' (one left
+    # unencoded may hold '/' or '@', and a parser then shows its pieces: register those too)
+    for match in re.finditer(r"://[^/\s:@]*:(\S*)@[^\s@]*", dsn):
+        password = match.group(1).split("?", 1)[0]
+        for value in (password, urllib.parse.unquote(password)):
+            register(value)
+            for piece in re.split(r"[/@]", value):
+                if len(piece) >= 3:
+                    register(piece)
     if "=" in dsn:
         try:
             from psycopg.conninfo import conninfo_to_dict

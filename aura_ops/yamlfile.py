@@ -69,6 +69,7 @@ def _count(root: yaml.Node) -> int:
                 children = list(node.value)
             elif isinstance(node, yaml.MappingNode):
                 children = [part for pair in node.value for part in pair]
+                _refuse_duplicate_keys(node)
             values, levels = 1, 1
             for child in children:
                 child_values, child_levels = measure(child, depth + 1)
@@ -84,6 +85,17 @@ def _count(root: yaml.Node) -> int:
         return values, levels
 
     return measure(root, 1)[0]
+
+
+def _refuse_duplicate_keys(node: yaml.MappingNode) -> None:
+    """A key given twice in one mapping (say two ``db:`` components): YAML keeps the last one
+    silently, so the config used would not be the one the user reads."""
+    seen: set[str] = set()
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            if key.value in seen:
+                raise _Refused(f"key {key.value!r} is given twice in one mapping (line {key.start_mark.line + 1})")
+            seen.add(key.value)
 
 
 def parse(data: bytes, where: str) -> Any:

@@ -184,7 +184,10 @@ def test_without_rollback_a_failed_deploy_leaves_services_running_and_says_how_t
     assert "runs abort" in result.stderr
     assert serve(site["url"] + "/index.html") == "<h1>shop v2</h1>\n"  # new version left running
     run_id = aura.json("runs", "list")["runs"][0]["id"]
-    aura("runs", "abort", run_id, check=0)
+    refused = aura("runs", "abort", run_id, check=2)  # its undo puts the database back: consent first
+    assert "migrate" in refused.stderr and "--yes" in refused.stderr
+    assert serve(site["url"] + "/index.html") == "<h1>shop v2</h1>\n"
+    aura("runs", "abort", run_id, "--yes", check=0)
     assert serve(site["url"] + "/health") == "ok v1\n"
 
 
@@ -277,7 +280,7 @@ def test_deploy_killed_at_each_step_ends_all_old_or_all_new(
         env={"AURA_FAULT": f"{step}:{point}"},
     )
     run_id = aura.json("runs", "list")["runs"][0]["id"]
-    aura("runs", then, run_id, check=0)
+    aura("runs", then, run_id, *(["--yes"] if then == "abort" else []), check=0)
     current = (site["app"] / "current").resolve().name
     if then == "resume":
         assert current == "v2" and serve(site["url"] + "/health") == "ok v2\n"

@@ -117,7 +117,7 @@ def test_a_version_that_failed_or_was_rolled_back_can_be_deployed_again(aura: Au
     killed = aura.json("runs", "list")["runs"][0]["id"]
     refused = deploy(aura, site, "v2", check=5)
     assert f"runs resume {killed}" in refused.stderr and f"runs abort {killed}" in refused.stderr
-    aura("runs", "abort", killed, check=1)
+    aura("runs", "abort", killed, "--yes", check=0)
     assert live(site) == "v1"
     # a transient failure without --rollback-on-fail: the migration fails, v2's folder stays behind
     release(site, "v2", migration="SELECT 1/0;")

@@ -190,7 +190,7 @@ def test_full_disk_fails_with_one_line_and_leaves_no_snapshot(tree: Path, aura: 
             {"repository": {"path": str(small / "repo")}, "components": {"site": {"type": "files", "path": str(tree)}}}
         )
         result = aura("backup", check=1)
-        errors = [line for line in result.stderr.splitlines() if line.startswith("aura-ops:")]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("aura-ops: error")]
         assert len(errors) == 1
         assert "no space left" in errors[0]
         assert aura.json("snapshots", "list")["snapshots"] == []

@@ -81,3 +81,14 @@ def test_malformed_yaml_names_line_and_column() -> None:
 def test_an_empty_document_is_none() -> None:
     assert yamlfile.parse(b"", "empty.yaml") is None
     assert yamlfile.parse(b"# only a comment\n", "empty.yaml") is None
+
+
+def test_a_key_given_twice_in_one_mapping_is_refused_naming_it() -> None:
+    text = b"components:\n  db: {type: files, path: /srv/a}\n  db: {type: files, path: /srv/b}\n"
+    with pytest.raises(ConfigError, match="'db' is given twice"):
+        yamlfile.parse(text, "aura.yaml")
+
+
+def test_a_merge_key_is_not_a_duplicate() -> None:
+    text = b"base: &b {jobs: 2}\nother:\n  <<: *b\n  jobs: 3\n"
+    assert yamlfile.parse(text, "aura.yaml")["other"]["jobs"] == 3

@@ -162,9 +162,29 @@ def read_index(path: Path, algorithm: str = checksum.ALGORITHM) -> Index:
             except (ValueError, KeyError, TypeError, binascii.Error):
                 problems.append(f"{INDEX} line {number} is unreadable")
                 continue
+            misplaced = _misplaced(entry, entries)
+            if misplaced:
+                problems.append(f"{INDEX} line {number} is damaged: {shown(entry['p'])} {misplaced}")
+                continue
             entries[entry["p"]] = entry
             lines[entry["p"]] = line
     return Index(entries, lines, hasher.hexdigest(), problems)
+
+
+def _misplaced(entry: dict[str, Any], earlier: dict[str, dict[str, Any]]) -> str | None:
+    """Why an entry cannot stand where it is in the index (parents first), or None: listed twice,
+    below something that is not a folder of the index (a symlink there would lead a restore
+    outside its target), or a hard link to a name that is not an earlier file."""
+    relative = entry["p"]
+    if relative in earlier:
+        return "is listed twice"
+    if "/" in relative:
+        parent = relative.rsplit("/", 1)[0]
+        if earlier.get(parent, {}).get("t") != "d":
+            return f"is below {shown(parent)}, which the index does not list as a folder before it"
+    if entry["t"] == "h" and earlier.get(entry["l"], {}).get("t") != "f":
+        return f"is a hard link to {shown(entry['l'])}, which the index does not list as a file before it"
+    return None
 
 
 def checked_index(snapshot: Snapshot, name: str) -> Index:

@@ -190,6 +190,7 @@ class _Stager:
         self.linked = self.copied = self.copied_bytes = 0
         self.now = time.time_ns()
         self.device = os.lstat(staging).st_dev if staging else -1
+        self.parents_checked: set[str] = set()
 
     def fail(self, relative: str, what: str) -> VerificationError:
         return VerificationError(f"{self.name}: {files.shown(relative)} {what} in snapshot {self.snapshot.id}")
@@ -249,6 +250,7 @@ class _Stager:
         try:
             for relative, entry in self.index.entries.items():
                 kind = entry["t"]
+                self.check_parent(relative)
                 if kind == "d":
                     self.stored_directory(relative)
                     os.mkdir(f"{self.staging}/{relative}", 0o700)
@@ -267,6 +269,18 @@ class _Stager:
                 self.account(pending.popleft().result())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def check_parent(self, relative: str) -> None:
+        """Every name is made below a folder this stager made itself (never through a symlink:
+        read_index refuses such an index, and this holds whatever built the index)."""
+        if "/" in relative:
+            parent = relative.rsplit("/", 1)[0]
+            if self.index.entries.get(parent, {}).get("t") != "d":
+                raise self.fail(relative, f"is below {files.shown(parent)}, which the index does not hold as a folder")
+            if parent not in self.parents_checked:
+                if not stat.S_ISDIR(os.lstat(f"{self.staging}/{parent}").st_mode):
+                    raise self.fail(relative, "would be written through a symlink")
+                self.parents_checked.add(parent)
 
     def account(self, result: tuple[str, int]) -> None:
         how, size = result

@@ -40,6 +40,25 @@ def test_an_index_entry_whose_path_leaves_the_tree_is_unreadable(path: str) -> N
         files.decode_entry({"p": "ok", "t": "h", "m": 0o100644, "l": path})
 
 
+@pytest.mark.parametrize(
+    ("lines", "problem"),
+    [
+        ([{"p": "evil", "t": "l", "l": "/etc"}, {"p": "evil/planted", "t": "d"}], "evil/planted is below evil"),
+        ([{"p": "a/b", "t": "d"}], "a/b is below a"),
+        ([{"p": "x", "t": "d"}, {"p": "x", "t": "l", "l": "/"}], "x is listed twice"),
+        ([{"p": "h", "t": "h", "l": "f"}, {"p": "f", "t": "f", "s": 0, "h": ""}], "h is a hard link to f"),
+        ([{"p": "d", "t": "d"}, {"p": "h", "t": "h", "l": "d"}], "h is a hard link to d"),
+    ],
+)
+def test_an_index_whose_entries_are_not_below_folders_of_the_index_is_damaged(
+    lines: list[dict[str, object]], problem: str, tmp_path: Path
+) -> None:
+    index = tmp_path / files.INDEX
+    index.write_bytes(b"".join(orjson.dumps({"m": 0o40755, **line}) + b"\n" for line in lines))
+    problems = files.read_index(index).problems
+    assert len(problems) == 1 and problem in problems[0], problems
+
+
 def _config(tmp_path: Path) -> SimpleNamespace:
     return SimpleNamespace(
         repository=SimpleNamespace(path=tmp_path / "repo"),

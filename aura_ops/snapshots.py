@@ -320,7 +320,10 @@ def files_targets(
         entry = snapshot.manifest["components"].get(name, {})
         if entry.get("type") != "files":
             continue
-        target = targets.check(to_path or entry["source"], config, to_path=to_path is not None)
+        if to_path is None:
+            target = targets.check_in_place(entry, config)
+        else:
+            target = targets.check(to_path, config, to_path=True)
         entries = files_restore.count_entries(target, entry.get("exclude", [])) if count else 0
         found.append({"component": name, "target": target, "in_place": to_path is None, "entries": entries})
     return found

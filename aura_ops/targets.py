@@ -6,10 +6,14 @@ A target is resolved first (``os.path.realpath``: symlinks anywhere in it follow
 - ``/`` or one of the operating system's trees below (``SYSTEM_TREES``, e.g. ``/etc``,
   ``/usr/lib``, ``/proc/self``), or one of the ``SYSTEM_FOLDERS`` themselves (``/var``,
   ``/home``, ``/srv``, ...; a folder below those, such as ``/srv/site`` or ``/var/www/app``, is
-  fine), or the invoking user's home folder itself; these apply to ``--to-path``: an in-place
-  restore goes where the configuration says;
+  fine), or the invoking user's home folder itself; these apply to ``--to-path``;
 - the repository, the state folder or the log folder, or a folder inside one of them, or a
   folder that holds one of them (in place too: a restore would otherwise delete them).
+
+An in-place restore goes only to the folder the backup read: the snapshot's source resolved now
+must be the folder recorded at backup time (``source_resolved``; the recorded ``source`` itself
+for snapshots made before it was recorded). A source that has since become a symlink (or has a
+symlink on its way) to anywhere else is refused; ``--to-path`` names a target explicitly.
 """
 
 from __future__ import annotations
@@ -105,3 +109,18 @@ def check(path: str | os.PathLike[str], config: Any, to_path: bool) -> Path:
     if os.path.lexists(target) and not target.is_dir():
         raise UsageError(f"refused: {path} is not a folder; nothing was changed")
     return target
+
+
+def check_in_place(component: dict[str, Any], config: Any) -> Path:
+    """The resolved target of an in-place files restore of a manifest's ``component`` entry;
+    UsageError (exit 2) when the source now leads elsewhere than the folder the backup read,
+    or the target is refused (see ``check``)."""
+    source = component["source"]
+    recorded = Path(os.path.normpath(component.get("source_resolved") or source))
+    target = resolve(source)
+    if target != recorded:
+        raise UsageError(
+            f"refused: an in-place restore of {source}: it now leads to {target}, not to {recorded} where the "
+            "snapshot was read from; name the folder with --to-path if that is really meant; nothing was changed"
+        )
+    return check(target, config, to_path=False)

@@ -601,6 +601,7 @@ def snapshot(host: Host, name: str, cfg: FilesConfig, dest: Path, previous: Snap
     return {
         "type": "files",
         "source": str(source),
+        "source_resolved": os.path.realpath(source),  # the folder read: an in-place restore goes only there
         "root": root,
         "exclude": cfg.exclude,
         "index_version": INDEX_VERSION,

@@ -219,7 +219,7 @@ def verify(config: Config, reference: str, deep: bool = False, components: list[
                 result: dict[str, Any] = {}
                 if not problems or entry["type"] == "files":  # files: report the tree's problems too
                     try:
-                        result = _verify_component(config, snapshot, name, entry, deep, cache)
+                        result = _verify_component(config, snapshot, name, entry, deep)
                     except VerificationError as exc:
                         problems.append(str(exc))
                 problems.extend(result.pop("problems", []))
@@ -251,12 +251,12 @@ def _artifact_problems(snapshot: Snapshot, name: str, entry: dict[str, Any], cac
 
 
 def _verify_component(
-    config: Config, snapshot: Snapshot, name: str, entry: dict[str, Any], deep: bool, cache: files.VerifiedCache
+    config: Config, snapshot: Snapshot, name: str, entry: dict[str, Any], deep: bool
 ) -> dict[str, Any]:
     host = LocalHost()
     artifacts = {"artifacts_verified": len(entry.get("artifacts", {}))}
     if entry["type"] == "files":
-        return artifacts | files.verify(host, name, snapshot, cache, deep)
+        return artifacts | files.verify(host, name, snapshot)
     cfg = config.components.get(name)
     result: dict[str, Any] = REGISTRY[entry["type"]].verify(host, name, cfg, snapshot, deep)
     return artifacts | result

@@ -624,17 +624,21 @@ def snapshot(host: Host, name: str, cfg: FilesConfig, dest: Path, previous: Snap
 
 
 class VerifiedCache:
-    """Inodes already verified (key: inode, size, mtime, ctime -> hash), shared by snapshots.
-
-    A file hard-linked from an earlier snapshot is the same inode, so it is hashed once.
+    """Files indexes a verify hashed and found as sealed (key: device, inode, size, mtime, ctime
+    -> hash): lets ``snapshots list`` skip re-hashing an index nobody rewrote. Only a hint for
+    ``list``: ``verify`` re-hashes every artifact and file, and restores hash what they use. A
+    cache file that is unreadable or not a map of strings is ignored (and replaced by verify).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.entries: dict[str, str] = {}
         try:
-            self.entries: dict[str, str] = json.loads(path.read_text())
+            loaded = json.loads(path.read_text())
         except (OSError, ValueError):
-            self.entries = {}
+            return
+        if isinstance(loaded, dict):
+            self.entries = {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, str)}
 
     @staticmethod
     def key(st: os.stat_result) -> str:
@@ -661,12 +665,10 @@ KIND_NAMES = {"d": "a folder", "l": "a symlink", "f": "a file", "h": "a file", "
 class _TreeChecker:
     """Compares a stored tree with its index; collects every difference as a problem."""
 
-    def __init__(self, snapshot: Snapshot, name: str, index: Index, cache: VerifiedCache, deep: bool) -> None:
+    def __init__(self, snapshot: Snapshot, name: str, index: Index) -> None:
         component = snapshot.manifest["components"][name]
         self.tree = str(snapshot.component_dir(name) / TREE)
         self.index = index
-        self.cache = cache
-        self.deep = deep
         self.algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
         self.owners = bool(component.get("owners_kept", False))
         self.xattrs = component.get("index_version", 1) >= INDEX_VERSION
@@ -674,7 +676,7 @@ class _TreeChecker:
         self.problems: list[str] = []
         self.seen: set[str] = set()
         self.replaced: set[str] = set()  # folders of another type: what is under them is not missing
-        self.hashed = self.skipped = 0
+        self.hashed = 0
 
     def problem(self, relative: str, what: str) -> None:
         self.problems.append(f"{shown(relative)}: {what}")
@@ -750,20 +752,14 @@ class _TreeChecker:
         if st.st_size != entry["s"]:
             self.problem(relative, f"content changed ({st.st_size} bytes; the index says {entry['s']})")
             return
-        key = VerifiedCache.key(st)
-        if not self.deep and self.cache.entries.get(key) == entry["h"]:
-            self.skipped += 1
-            return
-        digest, _ = checksum.file_digest(Path(path), self.algorithm)
+        digest, _ = checksum.file_digest(Path(path), self.algorithm)  # always: bit rot keeps the metadata
         self.hashed += 1
         if digest != entry["h"]:
             self.problem(relative, "content changed (checksum mismatch)")
-            return
-        self.cache.entries[key] = digest
 
 
-def verify(host: Host, name: str, snapshot: Snapshot, cache: VerifiedCache, deep: bool = False) -> dict[str, Any]:
-    """Check the stored tree against the index: each file's content, every entry's type, mode
+def verify(host: Host, name: str, snapshot: Snapshot) -> dict[str, Any]:
+    """Check the stored tree against the index: each file's content (every file hashed), every entry's type, mode
     (and owner, when the snapshot kept owners), xattrs, symlink targets, hard links, and what is
     in the tree but not in the index. Every problem found is returned in ``problems``."""
     algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
@@ -771,10 +767,10 @@ def verify(host: Host, name: str, snapshot: Snapshot, cache: VerifiedCache, deep
         index = read_index(snapshot.component_dir(name) / INDEX, algorithm)
     except FileNotFoundError:
         return {"problems": [f"{name}: {INDEX} is missing"]}
-    checker = _TreeChecker(snapshot, name, index, cache, deep)
+    checker = _TreeChecker(snapshot, name, index)
     checker.run()
     problems = [f"{name}: {problem}" for problem in index.problems + checker.problems]
-    return {"files_hashed": checker.hashed, "files_already_verified": checker.skipped, "problems": problems}
+    return {"files_hashed": checker.hashed, "problems": problems}
 
 
 # ---------------------------------------------------------------- restore

@@ -598,8 +598,10 @@ def restore(
     if os.path.lexists(destination) and not destination.is_dir():
         raise UsageError(f"{destination} is not a folder")
     index = files.checked_index(snapshot, name)
-    current = scan(str(destination), component.get("exclude", []))
     tree = str(snapshot.component_dir(name) / files.TREE)
+    if not os.path.isdir(tree) or os.path.islink(tree):
+        raise VerificationError(f"{name}: the stored tree ({files.TREE}) of snapshot {snapshot.id} is missing")
+    current = scan(str(destination), component.get("exclude", []))
     unlisted = not_in_index(tree, index)
     for relative in unlisted:
         logs.get().warning("files.not_in_index", path=files.shown(relative), snapshot=snapshot.id)

@@ -39,6 +39,8 @@ def _repository(repo: Repository) -> list[dict[str, Any]]:
     for snapshot in repo.all_snapshots():
         if snapshot.damaged:
             checks.append({"check": f"snapshot {snapshot.id}", "ok": False, "detail": snapshot.damaged, "exit_code": 3})
+    for name in repo.stray():
+        checks.append({"check": f"stray {repo.snapshots_dir / name}", "ok": True, "detail": "not a snapshot: ignored"})
     checks.append(
         {
             "check": "free disk for the next snapshot",

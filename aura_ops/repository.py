@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +40,13 @@ FORMAT = 2  # 2: the manifest's checksum is recorded outside the snapshot (requi
 
 
 MIN_PREFIX = 4
+ID_SHAPE = re.compile(r"\d{8}-\d{6}-\d{3}")  # YYYYMMDD-HHMMSS-mmm: any other name is not a snapshot
+
+
+def is_snapshot_id(name: str) -> bool:
+    return ID_SHAPE.fullmatch(name) is not None
+
+
 WILDCARDS = frozenset("%_*?[]")
 
 
@@ -136,11 +144,22 @@ class Repository:
             yield
 
     def ids(self) -> list[str]:
-        """Every sealed snapshot's id, damaged ones included (a folder that is not partial)."""
+        """Every sealed snapshot's id, damaged ones included: a folder named like a snapshot id
+        (any other name is ignored, see ``stray``)."""
         if not self.snapshots_dir.is_dir():
             return []
         return sorted(
-            entry.name for entry in self.snapshots_dir.iterdir() if not entry.name.endswith(PARTIAL) and entry.is_dir()
+            entry.name for entry in self.snapshots_dir.iterdir() if is_snapshot_id(entry.name) and entry.is_dir()
+        )
+
+    def stray(self) -> list[str]:
+        """Names in ``snapshots/`` that aura-ops did not make (never listed, used or removed)."""
+        if not self.snapshots_dir.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in self.snapshots_dir.iterdir()
+            if not is_snapshot_id(entry.name.split(".", 1)[0]) and not entry.name.startswith(".")
         )
 
     def all_snapshots(self) -> list[Snapshot]:
@@ -231,6 +250,8 @@ class Repository:
         removed = []
         if self.snapshots_dir.is_dir():
             for entry in self.snapshots_dir.iterdir():
+                if not is_snapshot_id(entry.name.split(".", 1)[0]):
+                    continue  # not aura-ops' own: left alone
                 if entry.name.endswith(PARTIAL):
                     shutil.rmtree(entry, ignore_errors=True)
                     removed.append(entry.name)

@@ -13,7 +13,7 @@ from aura_ops.components import files, postgres
 from aura_ops.config import PostgresConfig
 from aura_ops.errors import LockedError, first_line
 from aura_ops.lock import hold
-from aura_ops.repository import new_snapshot_id
+from aura_ops.repository import Repository, new_snapshot_id
 
 
 def test_mask_hides_registered_values_and_credential_shapes() -> None:
@@ -96,6 +96,18 @@ def test_snapshot_ids_sort_by_time_even_within_a_millisecond() -> None:
     third = new_snapshot_id(after="99991231-235958-999")
     assert first < second
     assert third == "99991231-235959-000"
+
+
+def test_only_folders_named_like_snapshot_ids_are_snapshots_and_others_are_left_alone(tmp_path: Path) -> None:
+    repo = Repository(tmp_path)
+    repo.ensure()
+    for name in ("20240101-000000-000", "old-notes", "zz.partial", "20240101-000000-001.partial", "2024"):
+        (repo.snapshots_dir / name).mkdir()
+    assert repo.ids() == ["20240101-000000-000"]
+    assert repo.resolve("latest") == "20240101-000000-000"
+    assert repo.stray() == ["2024", "old-notes", "zz.partial"]
+    assert repo.clean_partials() == ["20240101-000000-001.partial"]
+    assert (repo.snapshots_dir / "zz.partial").is_dir()
 
 
 def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:

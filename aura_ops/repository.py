@@ -6,12 +6,22 @@ Layout::
     <repo>/snapshots/<id>.partial/   a snapshot being written: never listed, restored or counted
     <repo>/snapshots/<id>/           a sealed snapshot: manifest.json plus one folder a component
     <repo>/snapshots/<id>.sha256     the manifest's SHA-256, kept outside the snapshot's folder
+    <repo>/format.json               the first snapshot sealed with a checksum file (see below)
 
 A snapshot is built in ``<id>.partial/``, checked, synced to disk, then renamed: the rename is
 the commit. Folders are 0700 and files 0600. The manifest's checksum is written (and synced)
 before the commit and checked whenever a manifest is read: a snapshot whose manifest is missing,
 unreadable or changed is *damaged*; it is listed as such and never verified as good or restored,
-and the other snapshots are not affected.
+and the other snapshots are not affected. So is a manifest whose shape is wrong (a component entry
+that is not an object, an unknown type, a required key missing or of the wrong type).
+
+A snapshot made before checksum files existed (manifest ``format`` 1) has none. So that deleting
+a checksum file (and writing ``"format": 1`` into the manifest) cannot turn the check off, a
+snapshot whose id is not older than the first snapshot sealed with a checksum file must have
+one: that first id is recorded in ``format.json`` at the first commit that finds it missing, and
+the oldest ``<id>.sha256`` present counts too (the earlier of the two), so removing either alone
+changes nothing. Ids are sealed in order, so every snapshot from that one on was sealed with a
+checksum file.
 """
 
 from __future__ import annotations
@@ -37,6 +47,15 @@ PARTIAL = ".partial"
 MANIFEST = "manifest.json"
 MANIFEST_SUM = ".sha256"  # <repo>/snapshots/<id>.sha256, beside the snapshot's folder
 FORMAT = 2  # 2: the manifest's checksum is recorded outside the snapshot (required from then on)
+FORMAT_MARKER = "format.json"
+# What each component type's entry must hold (the keys the code reads without a default).
+_ARTIFACTS = ("artifacts", dict)
+REQUIRED: dict[str, tuple[tuple[str, type], ...]] = {
+    "files": (_ARTIFACTS, ("source", str), ("file_count", int), ("bytes", int), ("copied_bytes", int)),
+    "postgres": (_ARTIFACTS, ("database", str)),
+    "release": (_ARTIFACTS, ("path", str)),
+    "docker": (_ARTIFACTS, ("containers", list)),
+}
 
 
 MIN_PREFIX = 4
@@ -111,6 +130,27 @@ def write_json(path: Path, data: Any) -> None:
     write_bytes(path, json_bytes(data))
 
 
+def shape_problem(manifest: Any) -> str | None:
+    """What makes ``manifest`` not a manifest this code can use (None: its shape is right)."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("components"), dict):
+        return "not a manifest"
+    if not isinstance(manifest.get("format", 1), int) or not isinstance(manifest.get("created"), str):
+        return "bad format or created"
+    for name, entry in manifest["components"].items():
+        if not isinstance(entry, dict):
+            return f"component {name} is not an object"
+        kind = entry.get("type")
+        if kind not in REQUIRED:
+            return f"component {name} has an unknown type {kind!r}"
+        for key, expected in REQUIRED[kind]:
+            if not isinstance(entry.get(key), expected) or isinstance(entry.get(key), bool):
+                return f"component {name} lacks {key} (or it is not a {expected.__name__})"
+        for artifact, info in entry["artifacts"].items():
+            if not (isinstance(info, dict) and isinstance(info.get("size"), int) and isinstance(info.get("hash"), str)):
+                return f"component {name}: artifact {artifact} has no size or hash"
+    return None
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A sealed snapshot: its folder and its manifest (``damaged``: why it cannot be trusted;
@@ -131,6 +171,7 @@ class Repository:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.snapshots_dir = path / "snapshots"
+        self._first_checksummed: tuple[str | None] | None = None  # read once per instance
 
     def ensure(self) -> None:
         for folder in (self.path, self.snapshots_dir):
@@ -204,9 +245,29 @@ class Repository:
             manifest = json.loads(raw)
         except ValueError as exc:
             return Snapshot(snapshot_id, path, {}, f"manifest of snapshot {snapshot_id} is unreadable: {exc}")
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("components"), dict):
-            return Snapshot(snapshot_id, path, {}, f"manifest of snapshot {snapshot_id} is unreadable: not a manifest")
+        shape = shape_problem(manifest)
+        if shape:
+            return Snapshot(snapshot_id, path, {}, f"manifest of snapshot {snapshot_id} is unreadable: {shape}")
         return Snapshot(snapshot_id, path, manifest, self._sum_problem(snapshot_id, raw, manifest))
+
+    def first_checksummed(self) -> str | None:
+        """The id of the first snapshot sealed with a checksum file (see module docstring)."""
+        if self._first_checksummed is None:
+            found = []
+            try:
+                marker = json.loads((self.path / FORMAT_MARKER).read_bytes())
+                if isinstance(marker, dict) and is_snapshot_id(str(marker.get("checksummed_from"))):
+                    found.append(str(marker["checksummed_from"]))
+            except (OSError, ValueError):
+                pass
+            if self.snapshots_dir.is_dir():
+                found += [
+                    entry.name[: -len(MANIFEST_SUM)]
+                    for entry in self.snapshots_dir.iterdir()
+                    if entry.name.endswith(MANIFEST_SUM) and is_snapshot_id(entry.name[: -len(MANIFEST_SUM)])
+                ]
+            self._first_checksummed = (min(found) if found else None,)
+        return self._first_checksummed[0]
 
     def _sum_problem(self, snapshot_id: str, raw: bytes, manifest: dict[str, Any]) -> str | None:
         if manifest.get("id", snapshot_id) != snapshot_id:
@@ -214,7 +275,8 @@ class Repository:
         try:
             recorded = self.sum_path(snapshot_id).read_text().split()[0]
         except (OSError, IndexError):
-            if manifest.get("format", 1) < 2:
+            first = self.first_checksummed()
+            if manifest.get("format", 1) == 1 and (first is None or snapshot_id < first):
                 return None  # sealed before checksums were recorded outside the snapshot
             return f"manifest of snapshot {snapshot_id} cannot be checked: its checksum file is missing"
         if hashlib.sha256(raw).hexdigest() != recorded:
@@ -274,6 +336,10 @@ class Repository:
         raw = json_bytes(manifest)
         write_bytes(partial / MANIFEST, raw)
         write_bytes(self.sum_path(snapshot_id), f"{hashlib.sha256(raw).hexdigest()}  {MANIFEST}\n".encode())
+        if not (self.path / FORMAT_MARKER).exists():
+            first = self.first_checksummed() or snapshot_id  # (ids grow: an earlier one found is older)
+            write_json(self.path / FORMAT_MARKER, {"format": FORMAT, "checksummed_from": first})
+            self._first_checksummed = (first,)
         syncfs(partial)
         final = self.snapshots_dir / snapshot_id
         os.rename(partial, final)

@@ -110,6 +110,56 @@ def test_only_folders_named_like_snapshot_ids_are_snapshots_and_others_are_left_
     assert (repo.snapshots_dir / "zz.partial").is_dir()
 
 
+def _files_entry() -> dict[str, object]:
+    return {"type": "files", "source": "/srv/x", "file_count": 0, "bytes": 0, "copied_bytes": 0, "artifacts": {}}
+
+
+def test_a_checksum_file_cannot_be_dropped_for_a_snapshot_sealed_after_checksums_began(tmp_path: Path) -> None:
+    repo = Repository(tmp_path)
+    repo.ensure()
+    legacy = "20240101-000000-000"  # sealed before checksum files: format 1, none
+    (repo.snapshots_dir / legacy).mkdir()
+    manifest = {"format": 1, "id": legacy, "created": "2024-01-01T00:00:00+00:00", "components": {}}
+    (repo.snapshots_dir / legacy / "manifest.json").write_text(json.dumps(manifest))
+    sealed = []
+    for snapshot_id in ("20250101-000000-000", "20250102-000000-000", "20250103-000000-000"):
+        repo.begin(snapshot_id)
+        repo.commit(snapshot_id, {**manifest, "format": 2, "id": snapshot_id, "components": {"s": _files_entry()}})
+        sealed.append(snapshot_id)
+    assert json.loads((tmp_path / "format.json").read_text())["checksummed_from"] == sealed[0]
+    assert [s.damaged for s in Repository(tmp_path).all_snapshots()] == [None] * 4
+
+    for downgraded in sealed[1:]:  # claims format 1, its checksum file removed
+        path = repo.snapshots_dir / downgraded / "manifest.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "format": 1}))
+        repo.sum_path(downgraded).unlink()
+    (tmp_path / "format.json").unlink()  # the marker gone too: the first checksum file still counts
+    found = {s.id: s.damaged for s in Repository(tmp_path).all_snapshots()}
+    assert found[legacy] is None and found[sealed[0]] is None
+    assert all("checksum file is missing" in str(found[i]) for i in sealed[1:]), found
+
+
+@pytest.mark.parametrize(
+    ("components", "problem"),
+    [
+        ({"s": "garbage"}, "component s is not an object"),
+        ({"s": {"type": "nope"}}, "unknown type 'nope'"),
+        ({"s": {**_files_entry(), "source": 3}}, "lacks source"),
+        ({"s": {**_files_entry(), "artifacts": {"index.jsonl": {"size": 1}}}}, "artifact index.jsonl"),
+    ],
+)
+def test_a_manifest_of_the_wrong_shape_marks_its_snapshot_damaged(
+    components: dict[str, object], problem: str, tmp_path: Path
+) -> None:
+    repo = Repository(tmp_path)
+    repo.ensure()
+    snapshot_id = "20250101-000000-000"
+    repo.begin(snapshot_id)
+    repo.commit(snapshot_id, {"format": 2, "id": snapshot_id, "created": "x", "components": components})
+    damaged = repo.load(snapshot_id).damaged
+    assert damaged is not None and problem in damaged
+
+
 def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
     path = tmp_path / "lock"
     with (

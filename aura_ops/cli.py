@@ -385,8 +385,9 @@ def restore(
     _announce(config, ("dry run: " if dry_run else "") + doing)
     if not dry_run:
         _refuse_if_interrupted(config)
+    files_replace = None
     if not dry_run:
-        _confirm_files_restore(engine.files_targets(config, snapshot, names, to_path), snapshot, yes)
+        files_replace = _confirm_files_restore(engine.files_targets(config, snapshot, names, to_path), snapshot, yes)
     in_place = [
         n
         for n in names
@@ -418,6 +419,7 @@ def restore(
         with_globals or globals_overwrite,
         replace=bool(replaced),  # consent covers what was named; anything else that appears is refused
         globals_overwrite=globals_overwrite,
+        files_replace=files_replace,  # a folder judged empty (no consent asked) must still be empty
     )
 
     def human(data: dict[str, Any]) -> None:
@@ -440,12 +442,16 @@ def restore(
     emit(report, human)
 
 
-def _confirm_files_restore(targets: list[dict[str, Any]], snapshot: Any, yes: bool) -> None:
+def _confirm_files_restore(targets: list[dict[str, Any]], snapshot: Any, yes: bool) -> list[str]:
     """A files restore replaces what its folder holds: ask (or require --yes) when it holds
-    anything, naming the folder; an empty or missing folder needs no confirmation."""
+    anything, naming the folder; an empty or missing folder needs no confirmation. Returns the
+    components whose folder may hold something when it is replaced (consented to)."""
     from aura_ops import snapshots as engine
 
+    consented = []
     for target in targets:
+        if yes or target["entries"]:
+            consented.append(target["component"])
         if not target["entries"]:
             continue
         where = "in place" if target["in_place"] else "into another folder"
@@ -455,6 +461,7 @@ def _confirm_files_restore(targets: list[dict[str, Any]], snapshot: Any, yes: bo
             f"{target['target']} are replaced by the snapshot's (excluded ones are kept).",
             yes,
         )
+    return consented
 
 
 def _human_age(seconds: float) -> str:

@@ -273,10 +273,13 @@ def restore(
     run_id: str | None = None,
     replace: bool = True,
     globals_overwrite: bool = False,
+    files_replace: list[str] | None = None,
 ) -> dict[str, Any]:
     """Put a snapshot back, in place or to a new database / path. ``replace`` False: a database
     restore that would replace data (the live database, a non-empty one) is refused, exit 2
-    (the caller did not get consent for it)."""
+    (the caller did not get consent for it). ``files_replace``: the files components whose
+    folder may hold something when it is replaced (None: all); any other must still be empty
+    just before the swap, else exit 2 with nothing changed."""
     repo = repository(config)
     snapshot = repo.get(reference)
     available = list(snapshot.manifest["components"])
@@ -305,6 +308,7 @@ def restore(
                 dry_run,
                 (with_globals, globals_overwrite, replace),
                 run_id,
+                files_replace is None or name in files_replace,
             )
     return report
 
@@ -368,13 +372,14 @@ def _restore_component(
     dry_run: bool,
     database_options: tuple[bool, bool, bool],
     run_id: str = "",
+    files_replace: bool = True,
 ) -> Any:
     entry = snapshot.manifest["components"][name]
     host = LocalHost()
     with logs.bind(component=name, host=host.name):
         started = time.monotonic()
         if entry["type"] == "files":
-            result = files.restore(host, name, snapshot, to_path, dry_run, run_id)
+            result = files.restore(host, name, snapshot, to_path, dry_run, run_id, files_replace)
         elif entry["type"] == "docker":
             return {
                 "containers": entry.get("containers", []),

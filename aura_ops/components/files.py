@@ -791,12 +791,18 @@ def make_rsync_restore(tree: Path, target: Path, excludes: list[str], dry_run: b
 
 
 def restore(
-    host: Host, name: str, snapshot: Snapshot, target: Path | None, dry_run: bool = False, run_id: str = ""
+    host: Host,
+    name: str,
+    snapshot: Snapshot,
+    target: Path | None,
+    dry_run: bool = False,
+    run_id: str = "",
+    replace: bool = True,
 ) -> dict[str, Any]:
     """Make ``target`` (default: the original path) equal to the snapshot tree; see files_restore."""
     from aura_ops.components import files_restore
 
-    return files_restore.restore(host, name, snapshot, target, dry_run, run_id)
+    return files_restore.restore(host, name, snapshot, target, dry_run, run_id, replace)
 
 
 def doctor(host: Host, name: str, cfg: FilesConfig) -> list[dict[str, Any]]:

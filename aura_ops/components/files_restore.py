@@ -149,6 +149,9 @@ def _inode(path: str | None) -> int | None:
 
 def _remove_tree(path: str, fault: bool = False) -> None:
     """Remove a folder and everything in it (symlinks are removed, never followed)."""
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        os.unlink(path)  # a symlink (or file) put at the target meanwhile: never followed
+        return
     for number, item in enumerate(os.scandir(path)):
         if item.is_dir(follow_symlinks=False):
             shutil.rmtree(item.path)
@@ -588,11 +591,19 @@ def _make_parents(folder: Path) -> None:
 
 
 def restore(
-    host: Host, name: str, snapshot: Snapshot, target: Path | None, dry_run: bool = False, run_id: str = ""
+    host: Host,
+    name: str,
+    snapshot: Snapshot,
+    target: Path | None,
+    dry_run: bool = False,
+    run_id: str = "",
+    replace: bool = True,
 ) -> dict[str, Any]:
     """Make ``target`` (default: the original path, resolved) exactly the snapshot's tree, every
     artifact checked against the index first; VerificationError (exit 3) before the target is
-    touched when one does not match."""
+    touched when one does not match. ``replace`` False (nobody consented to replacing what the
+    target holds, it was empty): UsageError (exit 2), nothing changed, when it holds something
+    just before the swap."""
     component = snapshot.manifest["components"][name]
     destination = target if target is not None else Path(os.path.realpath(component["source"]))
     if os.path.lexists(destination) and not destination.is_dir():
@@ -633,9 +644,16 @@ def restore(
                 "for every file that differs from the target's); nothing was changed"
             ) from None
         _fault("staged")
+        stager.current = _look_again(name, destination, component.get("exclude", []), replace)
         if method == "swap":
             try:
-                _swap(temp, stager, str(staging), str(destination), run_id)
+                kept = _swap(temp, stager, str(staging), str(destination), run_id, replace)
+                if kept:
+                    report["kept"] = files.shown(kept)
+                    note = (
+                        f"something was written into {destination} during the swap: it was not removed but kept "
+                        f"in {files.shown(kept)}"
+                    )
             except _SwapRefused as refused:
                 method = "in_place"
                 note = (
@@ -658,6 +676,23 @@ def restore(
     return report
 
 
+def _look_again(name: str, destination: Path, patterns: list[str], replace: bool) -> Current:
+    """What the target holds just before it is replaced (the lock is held): its excluded entries,
+    those made during the restore included, are carried over. UsageError when nobody consented
+    to replacing what it holds (it was empty) and it now holds something."""
+    now = scan(str(destination), patterns)
+    if now.exists and (os.path.islink(destination) or not os.path.isdir(destination)):
+        raise UsageError(f"{name}: {destination} is no longer a folder; it was not replaced; nothing was changed")
+    unexpected = list(now.entries)[:1]
+    if not replace and unexpected:
+        raise UsageError(
+            f"{name}: {destination} was empty when the restore began and now holds something "
+            f"({files.shown(unexpected[0])}, ...); it was not replaced without consent. Restore again "
+            "(confirm, or pass --yes, to replace it); nothing was changed"
+        )
+    return now
+
+
 class _SwapRefused(Exception):
     """The file system refused a rename (EXDEV, EBUSY); what was moved has been moved back."""
 
@@ -672,9 +707,12 @@ def _move_back(moves: list[str], staging: str, destination: str) -> None:
             os.rename(f"{staging}/{relative}", f"{destination}/{relative}")
 
 
-def _swap(temp: temporaries.Temporary, stager: _Stager, staging: str, destination: str, run_id: str) -> None:
+def _swap(
+    temp: temporaries.Temporary, stager: _Stager, staging: str, destination: str, run_id: str, replace: bool = True
+) -> str | None:
     """Carry the excluded entries over, exchange staging and target, remove the old tree; each
-    step recorded before it is made. _SwapRefused when a rename is refused (nothing changed)."""
+    step recorded before it is made. _SwapRefused when a rename is refused (nothing changed).
+    ``replace`` False: the old tree is removed only when empty, else kept (its path returned)."""
     moves = _excluded_moves(stager, staging, destination)
     temp.update(stage="moving_excluded", moves=moves)
     try:
@@ -692,8 +730,28 @@ def _swap(temp: temporaries.Temporary, stager: _Stager, staging: str, destinatio
         raise _SwapRefused(exc.strerror or str(exc)) from None
     if old is None:
         temp.release()
-        return
+        return None
+    if not replace:
+        return _remove_empty_old(temp, old)
     _remove_old(temp, old)
+    return None
+
+
+def _remove_empty_old(temp: temporaries.Temporary, old: str) -> str | None:
+    """The old tree of a target that held nothing (excluded entries moved): removed when still
+    empty; else something was written in the instant between the last look and the exchange,
+    and it is kept where it is (returned), never removed without consent."""
+    _fault("swapped")
+    try:
+        os.rmdir(old)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise
+        temp.release()
+        logs.get().warning("files.unexpected_kept", path=files.shown(old))
+        return old
+    temp.release()
+    return None
 
 
 def _exchange(temp: temporaries.Temporary, staging: str, destination: str, exists: bool, run_id: str) -> str | None:

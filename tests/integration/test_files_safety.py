@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -222,3 +223,35 @@ def test_files_vanishing_and_appearing_during_a_backup_give_warnings_not_a_faile
         assert event["path"] in removed
     for snapshot in snapshots:
         aura("snapshots", "verify", snapshot, "--deep")
+
+
+def test_an_excluded_folder_made_during_an_in_place_restore_is_kept(aura: Aura, tmp_path: Path) -> None:
+    """Excluded entries are neither restored nor deleted: one made while the restore builds its
+    staging tree (after the target was first read) is carried into the new tree too."""
+    source = tmp_path / "site"
+    for folder in range(20):
+        (source / f"d{folder}").mkdir(parents=True)
+        for number in range(150):
+            (source / f"d{folder}" / f"f{number}").write_bytes(os.urandom(8192))
+    aura.write_config(base_config({"site": {"type": "files", "path": str(source), "exclude": ["cache/"]}}))
+    aura("backup")
+    (source / "d0" / "f0").write_text("changed since the backup")
+    process = aura.popen("restore", "latest", "--yes")
+    staging = f"{source}.aura-staging-"
+    deadline = time.monotonic() + 60
+    while not any(str(p).startswith(staging) for p in tmp_path.iterdir()) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGSTOP)
+    if not any(str(p).startswith(staging) for p in tmp_path.iterdir()):
+        os.kill(process.pid, signal.SIGCONT)
+        process.wait()
+        pytest.skip("the restore finished before it could be stopped while building")
+    (source / "cache").mkdir()
+    (source / "cache" / "made-meanwhile").write_text("excluded: not the restore's to remove")
+    os.kill(process.pid, signal.SIGCONT)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 0, stderr[-500:]
+    assert (source / "d0" / "f0").read_bytes() != b"changed since the backup"  # restored
+    assert (source / "cache" / "made-meanwhile").read_text() == "excluded: not the restore's to remove"

@@ -24,7 +24,7 @@ from aura_ops.components import REGISTRY, files, files_restore, release
 from aura_ops.config import Config
 from aura_ops.errors import AuraError, UsageError, VerificationError
 from aura_ops.host import Host, LocalHost, local_hostname
-from aura_ops.repository import FORMAT, Repository, Snapshot, new_snapshot_id
+from aura_ops.repository import FORMAT, MANIFEST, Repository, Snapshot, new_snapshot_id
 
 
 class Interrupted(AuraError):
@@ -223,14 +223,43 @@ def verify(config: Config, reference: str, deep: bool = False, components: list[
                     except VerificationError as exc:
                         problems.append(str(exc))
                 problems.extend(result.pop("problems", []))
+                problems.extend(_extra_in_component(snapshot, name, entry))
                 report["components"][name] = result
                 report["problems"].extend(problems)
+        if not components:
+            report["problems"].extend(_extra_in_snapshot(snapshot))
     cache.save()
     if report["problems"]:
         logs.get().error("snapshot.verify_failed", snapshot=snapshot.id, problems=len(report["problems"]))
         raise VerifyFailed(report)
     logs.get().info("snapshot.verified", snapshot=snapshot.id, deep=deep)
     return report
+
+
+def _extra_in_snapshot(snapshot: Snapshot) -> list[str]:
+    """Names in the snapshot's folder that are neither its manifest nor one of its components."""
+    expected = {MANIFEST, *snapshot.manifest["components"]}
+    return [
+        f"{name}: in the snapshot folder but not in the manifest"
+        for name in sorted(entry.name for entry in snapshot.path.iterdir())
+        if name not in expected
+    ]
+
+
+def _extra_in_component(snapshot: Snapshot, name: str, entry: dict[str, Any]) -> list[str]:
+    """Names in a component's folder that the manifest does not record (top level; a files
+    component's tree is compared with its index by files.verify)."""
+    folder = snapshot.component_dir(name)
+    if not folder.is_dir():
+        return []
+    expected = {artifact.split("/", 1)[0] for artifact in entry.get("artifacts", {})}
+    if entry["type"] == "files":
+        expected.add(files.TREE)
+    return [
+        f"{name}: {extra}: in the component folder but not in the manifest"
+        for extra in sorted(item.name for item in folder.iterdir())
+        if extra not in expected
+    ]
 
 
 def _artifact_problems(snapshot: Snapshot, name: str, entry: dict[str, Any], cache: files.VerifiedCache) -> list[str]:

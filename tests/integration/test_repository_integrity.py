@@ -246,3 +246,24 @@ def test_a_restore_into_a_mount_point_is_verified_first_then_applied_in_place(
         assert describe(mounted) == before
     finally:
         subprocess.run(["umount", str(mounted)], check=True)
+
+
+def test_verify_reports_what_lies_in_a_snapshot_folder_without_being_in_its_manifest(
+    tmp_path: Path, aura: Aura
+) -> None:
+    """A file beside a files component's tree and index, and a folder beside the components, are
+    in no manifest: verify names both (exit 3)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.txt").write_text("a")
+    aura.write_config(base_config({"site": {"type": "files", "path": str(site)}}))
+    snapshot = aura.json("backup")["id"]
+    assert aura.json("snapshots", "verify", snapshot)["ok"]
+    folder = aura.repo / "snapshots" / snapshot
+    (folder / "site" / "notes.txt").write_text("slipped in")
+    (folder / "other").mkdir()
+
+    result = aura("snapshots", "verify", snapshot, check=3)
+
+    assert "site: notes.txt: in the component folder but not in the manifest" in result.stdout
+    assert "other: in the snapshot folder but not in the manifest" in result.stdout

@@ -252,20 +252,54 @@ def _normal(name: str) -> str:
     return name.strip().strip('"').strip().casefold()
 
 
-EMPTY_SQL = r"""
-SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%')
-     + (SELECT count(*) FROM pg_namespace n WHERE n.nspname NOT IN ('public', 'pg_catalog', 'information_schema')
-           AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%')
-     + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
-     + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%')
-     + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
-     + (SELECT count(*) FROM pg_largeobject_metadata)
+FIRST_NORMAL_OID = 16384  # PostgreSQL's FirstNormalObjectId: every object made after initdb has an oid >= it
+# The database's own catalogs with an ``oid`` column, readable by the connected role: every object
+# pg_dump could dump (schemas, relations, types, functions, operators, casts, collations, text
+# search objects, publications, default privileges, foreign servers, event triggers, policies,
+# triggers, rules, extensions, ...) is a row in one of them. pg_user_mapping is read through its
+# public view, pg_largeobject_metadata counted whole (a large object's oid may be chosen).
+CATALOGS_SQL = """
+SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'oid'
+WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind = 'r' AND NOT c.relisshared
+  AND c.relname NOT IN ('pg_user_mapping', 'pg_largeobject_metadata')
+  AND has_table_privilege(c.oid, 'SELECT')
+ORDER BY 1
 """
+# The schemas a session's temporary tables live in stay behind when it ends: never user data.
+_TEMP_SCHEMAS = r"(SELECT oid FROM pg_namespace WHERE nspname LIKE 'pg\_temp\_%' OR nspname LIKE 'pg\_toast\_temp\_%')"
+_CATALOG_FILTERS = {
+    # an empty schema named public (the default one, or one dropped and created again) holds nothing
+    "pg_namespace": f"nspname <> 'public' AND oid NOT IN {_TEMP_SCHEMAS}",
+    "pg_class": f"relnamespace NOT IN {_TEMP_SCHEMAS}",
+    "pg_type": f"typnamespace NOT IN {_TEMP_SCHEMAS}",
+}
+_EXTRA_COUNTS = (
+    "SELECT count(*) FROM pg_largeobject_metadata",
+    "SELECT count(*) FROM pg_user_mappings WHERE umid >= 16384",
+    "SELECT count(*) FROM pg_subscription"
+    " WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+)
+
+
+def count_objects(db: Any) -> int:
+    """How many user objects the database ``db`` is connected to holds: rows made after initdb
+    (oid >= FirstNormalObjectId) in any of its catalogs, large objects, user mappings and its
+    subscriptions. 0 means really empty: nothing a pg_dump of it would dump but the database's
+    own properties (comment, settings, grants, which live in shared catalogs) and changes made
+    to objects initdb created (the public schema's owner, grants or comment)."""
+    from psycopg import sql
+
+    counts: list[sql.Composable] = [
+        sql.SQL("SELECT count(*) FROM pg_catalog.{} WHERE oid >= {}{}").format(
+            sql.Identifier(catalog),
+            sql.Literal(FIRST_NORMAL_OID),
+            sql.SQL(" AND " + _CATALOG_FILTERS[catalog]) if catalog in _CATALOG_FILTERS else sql.SQL(""),
+        )
+        for (catalog,) in db.execute(CATALOGS_SQL).fetchall()
+    ]
+    counts += [sql.SQL(query) for query in _EXTRA_COUNTS]
+    total = sql.SQL(" + ").join(sql.SQL("({})").format(query) for query in counts)
+    return int(db.execute(sql.SQL("SELECT {}").format(total)).fetchone()[0])
 
 
 @dataclass(frozen=True)
@@ -275,7 +309,7 @@ class Target:
     database: str
     live: bool  # the component's own database (a restore "in place")
     exists: bool
-    objects: int = 0  # schemas, relations, functions, types, extensions, large objects it holds
+    objects: int = 0  # user objects it holds (``count_objects``)
     allow_connections: bool = True
 
     @property
@@ -294,7 +328,7 @@ class Target:
             return f"replace the live database {self.database}"
         if self.empty:
             return f"fill the existing empty database {self.database}"
-        return f"replace the existing database {self.database} ({self.objects} objects)"
+        return f"replace the existing database {self.database} ({self.objects} user objects)"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -340,7 +374,7 @@ def inspect_target(admin: Any, conn: postgres.Connection, cfg: PostgresConfig, t
     if not allowed:
         raise UsageError(f"database {target} does not accept connections (ALLOW_CONNECTIONS false); not touched")
     with contextlib.closing(postgres.connect(conn.with_db(target))) as db:
-        objects = int(db.execute(EMPTY_SQL).fetchone()[0])
+        objects = count_objects(db)
     return Target(target, live, exists=True, objects=objects, allow_connections=allowed)
 
 

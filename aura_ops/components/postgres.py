@@ -1047,6 +1047,7 @@ def restore(
     check_inputs(snapshot, name, full=applies_globals and not dry_run, with_globals=with_globals or globals_overwrite)
     with contextlib.closing(connect(admin_conn, autocommit=True)) as admin:
         target = pgdatabase.inspect_target(admin, conn, cfg, to_database)
+        pgdatabase.refuse_unsettled(name, target.database)  # a killed swap's conflict is the user's to settle
         report["database"] = target.database
         if target.replaces and not replace and not dry_run:
             raise UsageError(f"{name}: the restore would {target.describe()}, which was not confirmed; nothing changed")

@@ -63,11 +63,13 @@ def _temporaries(config: Config) -> list[dict[str, Any]]:
             if record["owner_alive"]
             else f"left by killed pid {record['pid']}: the next command that takes the lock removes it"
         )
+        conflict = record["details"].get("conflict")  # a state only the user can settle (pgdatabase)
         checks.append(
             {
                 "check": f"temporary {record['kind']} {record['name']}",
-                "ok": True,
-                "detail": f"since {record['created']}, {state}",
+                "ok": not conflict,
+                "detail": f"since {record['created']}, {conflict or state}",
+                "exit_code": 1,
             }
         )
     return checks

@@ -46,6 +46,18 @@ def exists(admin: Any, dbname: str) -> bool:
     return bool(admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone())
 
 
+def oid_of(admin: Any, dbname: str) -> int | None:
+    """The oid of database ``dbname`` (kept by a rename: it tells a database from another one
+    created under the same name), None when it does not exist."""
+    row = admin.execute("SELECT oid FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+class SwapConflict(AuraError):
+    """A swap's target name was created again by someone else while the old database was
+    renamed away: aura-ops cannot tell which one to keep, so it keeps both and says so."""
+
+
 # ---------------------------------------------------------------- dropping safely
 
 
@@ -252,20 +264,54 @@ def _normal(name: str) -> str:
     return name.strip().strip('"').strip().casefold()
 
 
-EMPTY_SQL = r"""
-SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%')
-     + (SELECT count(*) FROM pg_namespace n WHERE n.nspname NOT IN ('public', 'pg_catalog', 'information_schema')
-           AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%')
-     + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
-     + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%')
-     + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
-     + (SELECT count(*) FROM pg_largeobject_metadata)
+FIRST_NORMAL_OID = 16384  # PostgreSQL's FirstNormalObjectId: every object made after initdb has an oid >= it
+# The database's own catalogs with an ``oid`` column, readable by the connected role: every object
+# pg_dump could dump (schemas, relations, types, functions, operators, casts, collations, text
+# search objects, publications, default privileges, foreign servers, event triggers, policies,
+# triggers, rules, extensions, ...) is a row in one of them. pg_user_mapping is read through its
+# public view, pg_largeobject_metadata counted whole (a large object's oid may be chosen).
+CATALOGS_SQL = """
+SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'oid'
+WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind = 'r' AND NOT c.relisshared
+  AND c.relname NOT IN ('pg_user_mapping', 'pg_largeobject_metadata')
+  AND has_table_privilege(c.oid, 'SELECT')
+ORDER BY 1
 """
+# The schemas a session's temporary tables live in stay behind when it ends: never user data.
+_TEMP_SCHEMAS = r"(SELECT oid FROM pg_namespace WHERE nspname LIKE 'pg\_temp\_%' OR nspname LIKE 'pg\_toast\_temp\_%')"
+_CATALOG_FILTERS = {
+    # an empty schema named public (the default one, or one dropped and created again) holds nothing
+    "pg_namespace": f"nspname <> 'public' AND oid NOT IN {_TEMP_SCHEMAS}",
+    "pg_class": f"relnamespace NOT IN {_TEMP_SCHEMAS}",
+    "pg_type": f"typnamespace NOT IN {_TEMP_SCHEMAS}",
+}
+_EXTRA_COUNTS = (
+    "SELECT count(*) FROM pg_largeobject_metadata",
+    "SELECT count(*) FROM pg_user_mappings WHERE umid >= 16384",
+    "SELECT count(*) FROM pg_subscription"
+    " WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+)
+
+
+def count_objects(db: Any) -> int:
+    """How many user objects the database ``db`` is connected to holds: rows made after initdb
+    (oid >= FirstNormalObjectId) in any of its catalogs, large objects, user mappings and its
+    subscriptions. 0 means really empty: nothing a pg_dump of it would dump but the database's
+    own properties (comment, settings, grants, which live in shared catalogs) and changes made
+    to objects initdb created (the public schema's owner, grants or comment)."""
+    from psycopg import sql
+
+    counts: list[sql.Composable] = [
+        sql.SQL("SELECT count(*) FROM pg_catalog.{} WHERE oid >= {}{}").format(
+            sql.Identifier(catalog),
+            sql.Literal(FIRST_NORMAL_OID),
+            sql.SQL(" AND " + _CATALOG_FILTERS[catalog]) if catalog in _CATALOG_FILTERS else sql.SQL(""),
+        )
+        for (catalog,) in db.execute(CATALOGS_SQL).fetchall()
+    ]
+    counts += [sql.SQL(query) for query in _EXTRA_COUNTS]
+    total = sql.SQL(" + ").join(sql.SQL("({})").format(query) for query in counts)
+    return int(db.execute(sql.SQL("SELECT {}").format(total)).fetchone()[0])
 
 
 @dataclass(frozen=True)
@@ -275,7 +321,7 @@ class Target:
     database: str
     live: bool  # the component's own database (a restore "in place")
     exists: bool
-    objects: int = 0  # schemas, relations, functions, types, extensions, large objects it holds
+    objects: int = 0  # user objects it holds (``count_objects``)
     allow_connections: bool = True
 
     @property
@@ -294,7 +340,7 @@ class Target:
             return f"replace the live database {self.database}"
         if self.empty:
             return f"fill the existing empty database {self.database}"
-        return f"replace the existing database {self.database} ({self.objects} objects)"
+        return f"replace the existing database {self.database} ({self.objects} user objects)"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -340,7 +386,7 @@ def inspect_target(admin: Any, conn: postgres.Connection, cfg: PostgresConfig, t
     if not allowed:
         raise UsageError(f"database {target} does not accept connections (ALLOW_CONNECTIONS false); not touched")
     with contextlib.closing(postgres.connect(conn.with_db(target))) as db:
-        objects = int(db.execute(EMPTY_SQL).fetchone()[0])
+        objects = count_objects(db)
     return Target(target, live, exists=True, objects=objects, allow_connections=allowed)
 
 
@@ -441,15 +487,19 @@ def put_in_place(
         "old": old,
         "existed": target.exists,
         "allow": target.allow_connections,
+        "target_oid": oid_of(admin, target.database),
         "stage": "building",
     }
     with _tracked("pg_swap", target.database, lambda: settle(admin_conn, target.database, details), **details) as swap:
         try:
-            seconds = _build_and_swap(admin, swap, component, target, entry, built, old, fill, check)
+            seconds = _build_and_swap(admin, swap, details, component, target, entry, fill, check)
         except BaseException as exc:
             failed = f"{component}: restore into {target.database} failed: {first_line(exc)}"
             try:
                 outcome = settle(admin_conn, target.database, details)
+            except SwapConflict as conflict:  # the record stays, saying why, until the user decides
+                swap.update(conflict=str(conflict))
+                raise SwapConflict(f"{failed}; {conflict}") from None
             except Exception as again:  # the record stays: the next command that takes the lock retries
                 raise AuraError(
                     f"{failed}; putting {target.database} right failed too ({first_line(again)}): the next "
@@ -467,15 +517,17 @@ def put_in_place(
 def _build_and_swap(
     admin: Any,
     swap: Any,
+    details: dict[str, Any],
     component: str,
     target: Target,
     entry: dict[str, Any],
-    built: str,
-    old: str,
     fill: Callable[[str], float],
     check: Callable[[str], None] | None,
 ) -> float:
+    built, old = details["built"], details["old"]
     postgres._create_database(admin, built, entry)
+    details["built_oid"] = oid_of(admin, built)  # what settle knows the copy by, whatever its name
+    swap.update(built_oid=details["built_oid"])
     faults.point("swap:after-create")
     seconds = fill(built)
     if check is not None:
@@ -507,27 +559,111 @@ def _build_and_swap(
 
 
 def settle(admin_conn: postgres.Connection, target: str, details: dict[str, Any]) -> str:
-    """Bring ``target`` back to one whole database after a swap stopped anywhere (idempotent):
-    while the built copy still has its own name, the old database goes back to the target name
-    and the copy is dropped; once the copy holds the target name, the old one is dropped."""
+    """Bring ``target`` back to one whole database after a swap stopped anywhere (idempotent).
+    Databases are told apart by oid (a rename keeps it): once the copy holds the target name,
+    the old database is dropped; while it does not, the old database goes back to the target
+    name (allowed connections again) and the copy is dropped. A state the swap itself cannot
+    produce (the target name created again while the old database was renamed away) drops
+    nothing of the user's: see ``_recreated``."""
     built, old = details["built"], details["old"]
     with contextlib.closing(postgres.connect(admin_conn, autocommit=True)) as admin:
-        present = {name for name in (target, built, old) if exists(admin, name)}
-        if built in present or (old in present and target not in present):
-            renamed = old in present and target not in present
-            if renamed:
-                postgres._rename_database(admin, old, target)
-            if details.get("existed"):
-                _set_allow_connections(admin, target, bool(details.get("allow", True)))
-            drop_database(admin, built)
-            outcome = f"{target} is left as it was" if details.get("existed") else f"{target} was not created"
-            logs.get().info("postgres.swap_reverted", database=target, renamed_back=renamed)
-            return outcome
-        if old in present:
+        now = {name: oid_of(admin, name) for name in (target, built, old)}
+        built_oid = details.get("built_oid")
+        copy_in_place = now[target] is not None and (
+            now[target] == built_oid
+            # a record made before oids were recorded (or killed before it noted one): by names
+            or (built_oid is None and now[built] is None and now[old] is not None)
+        )
+        if copy_in_place:
+            if now[old] is None:
+                return "nothing was left to do"
             drop_database(admin, old)
             logs.get().info("postgres.swap_finished", database=target)
             return f"{target} holds the restored database; its old one was dropped"
-    return "nothing was left to do"
+        if now[target] is not None and now[old] is not None:
+            return _recreated(admin, admin_conn, target, details, now[built] is not None)
+        if now[built] is None and now[old] is None:
+            return "nothing was left to do"
+        renamed = now[old] is not None  # the target name is free here
+        if renamed:
+            postgres._rename_database(admin, old, target)
+        original = details.get("target_oid")
+        if details.get("existed") and (renamed or original is None or now[target] == original):
+            _set_allow_connections(admin, target, bool(details.get("allow", True)))
+        if now[built] is not None:
+            drop_database(admin, built)
+        logs.get().info("postgres.swap_reverted", database=target, renamed_back=renamed)
+        return f"{target} is left as it was" if details.get("existed") else f"{target} was not created"
+
+
+def _recreated(
+    admin: Any, admin_conn: postgres.Connection, target: str, details: dict[str, Any], built_exists: bool
+) -> str:
+    """The target name was created again while the old database was renamed away (a kill
+    between the two renames, then a ``createdb`` or an application's provisioning). When the
+    new database is really empty and nobody is connected to it, it holds nothing: it is dropped
+    and the old database goes back. Otherwise both are kept: the old one accepts connections
+    again under its temporary name, the record stays (doctor lists it, each command that takes
+    the lock warns, a restore into ``target`` is refused) and SwapConflict says what to do."""
+    built, old = details["built"], details["old"]
+    log = logs.get()
+    if built_exists:  # the restored copy: the snapshot still holds it
+        drop_database(admin, built)
+    if _drop_if_unused_and_empty(admin, admin_conn, target):
+        postgres._rename_database(admin, old, target)
+        _set_allow_connections(admin, target, bool(details.get("allow", True)))
+        log.warning("postgres.swap_reverted", database=target, renamed_back=True, dropped_recreated_empty=True)
+        return (
+            f"{target} had been created again, empty, while its database was renamed away: the empty one was "
+            f"dropped and {target} is left as it was"
+        )
+    _set_allow_connections(admin, old, True)
+    raise SwapConflict(
+        f"database {target} was created again while a killed restore had renamed the real one away: your "
+        f"data is in database {old} (it accepts connections again). Drop or rename the new {target} (the next "
+        f"aura-ops command that takes the lock then renames {old} back), or keep the new one and drop {old}"
+    )
+
+
+def _drop_if_unused_and_empty(admin: Any, admin_conn: postgres.Connection, dbname: str) -> bool:
+    """Drop ``dbname`` when it holds no user object and no other session uses it; True when
+    dropped. New connections are refused while it is judged (a session that got in before is
+    seen), and allowed again when it is kept."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with contextlib.closing(postgres.connect(admin_conn.with_db(dbname), autocommit=True)) as db:
+            if count_objects(db):
+                return False
+            _set_allow_connections(admin, dbname, False)
+            others = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> %s"
+                " AND backend_type = 'client backend'",
+                (dbname, db.info.backend_pid),
+            ).fetchone()[0]
+            empty = not others and not count_objects(db)  # judged again: nobody can come in now
+        if empty:
+            admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(dbname)))
+            return True
+    except (psycopg.Error, AuraError) as exc:
+        logs.get().warning("postgres.recreated_kept", database=dbname, reason=first_line(exc))
+    with contextlib.suppress(psycopg.Error):
+        _set_allow_connections(admin, dbname, True)
+    return False
+
+
+def refuse_unsettled(component: str, dbname: str) -> None:
+    """SwapConflict when an earlier swap into ``dbname`` could not be settled (its record is
+    still in the journal after the sweep): restoring over it could lose the only copy."""
+    try:
+        _, registry = temporaries.current()
+    except RuntimeError:
+        return
+    for record in registry.all():
+        if record.kind == "pg_swap" and record.name == dbname and record.details.get("component") == component:
+            reason = record.details.get("conflict") or "aura-ops doctor lists it"
+            raise SwapConflict(f"{component}: an earlier restore into {dbname} is not settled: {reason}")
 
 
 # ---------------------------------------------------------------- journal handlers
@@ -541,8 +677,14 @@ def _admin_of(config: Any, component: str) -> postgres.Connection:
 
 
 def settle_recorded(config: Any, record: temporaries.Temporary) -> str:
-    """Handler of kind ``pg_swap``: finish or revert a swap a killed process left."""
-    return settle(_admin_of(config, record.details["component"]), record.name, record.details)
+    """Handler of kind ``pg_swap``: finish or revert a swap a killed process left. A conflict
+    (``_recreated``) keeps the record with its reason, for doctor and the next commands."""
+    try:
+        return settle(_admin_of(config, record.details["component"]), record.name, record.details)
+    except SwapConflict as conflict:
+        if record.details.get("conflict") != str(conflict):
+            record.update(conflict=str(conflict))
+        raise
 
 
 def drop_recorded(config: Any, record: temporaries.Temporary) -> str:

@@ -1041,14 +1041,17 @@ def restore(
     admin_conn = conn.with_db(cfg.maintenance_db)
     jobs = default_jobs(cfg)
     report: dict[str, Any] = {}
-    # nothing is touched before every artifact it needs is present and the small ones hash as recorded
-    check_inputs(snapshot, name, with_globals=with_globals or globals_overwrite)
+    # nothing is touched before every artifact it needs is present and the small ones hash as recorded;
+    # globals change the server outside the target (roles), so with them every artifact is hashed first
+    applies_globals = bool((with_globals or globals_overwrite) and entry.get("globals"))
+    check_inputs(snapshot, name, full=applies_globals and not dry_run, with_globals=with_globals or globals_overwrite)
     with contextlib.closing(connect(admin_conn, autocommit=True)) as admin:
         target = pgdatabase.inspect_target(admin, conn, cfg, to_database)
+        pgdatabase.refuse_unsettled(name, target.database)  # a killed swap's conflict is the user's to settle
         report["database"] = target.database
         if target.replaces and not replace and not dry_run:
             raise UsageError(f"{name}: the restore would {target.describe()}, which was not confirmed; nothing changed")
-        if (with_globals or globals_overwrite) and entry.get("globals"):
+        if applies_globals:
             script = verified_artifact(snapshot, name, entry["globals"]).decode()
             report["globals"] = pgglobals.apply(admin, script, overwrite=globals_overwrite, dry_run=dry_run)
             report["notes"] = pgglobals.summary(report["globals"])

@@ -85,6 +85,43 @@ def test_a_restore_killed_at_any_point_of_the_swap_leaves_old_or_new_whole(
     assert temporaries_in_doctor(aura) == []
 
 
+def test_a_live_name_recreated_with_data_after_a_kill_between_the_renames_keeps_both_and_says_so(
+    pg: PostgresCluster, database: str, rich: str, aura: Aura
+) -> None:
+    """Killed between the renames, the live name is free; something creates it again and writes
+    into it before the next command. aura-ops cannot know which one the user wants: it drops
+    neither, lets the renamed-away database accept connections again, keeps the journal record
+    (doctor fails naming both, each command that takes the lock warns, a restore into it is
+    refused with exit 1), and finishes once the user has dropped the new one."""
+    aura("backup")
+    old = change(rich)
+    aura("restore", "latest", "--yes", check=137, env={"AURA_FAULT": "swap:after-rename-away"})
+    pg.create_database(database)
+    pg.sql("CREATE TABLE provisioned (n int); INSERT INTO provisioned VALUES (1)", database)
+    renamed = [d for d in temporary_databases(pg, database) if "_old_" in d]
+    assert len(renamed) == 1
+
+    backup = aura("backup")  # not stopped by it: warns
+    assert f"your data is in database {renamed[0]}" in backup.stderr
+    assert temporary_databases(pg, database) == renamed  # the restored copy is dropped, the data kept
+    assert allows_connections(pg, renamed[0]) and fingerprint(pg.dsn(renamed[0])) == old
+    assert pg.sql("SELECT n FROM provisioned", database) == [(1,)]
+    listed = temporaries_in_doctor(aura)
+    assert len(listed) == 1 and not listed[0]["ok"] and "was created again" in listed[0]["detail"]
+    assert renamed[0] in listed[0]["detail"]
+
+    refused = aura("restore", "latest", "--yes", check=1)
+    assert f"restore into {database} is not settled" in refused.stderr and renamed[0] in refused.stderr
+    assert pg.sql("SELECT n FROM provisioned", database) == [(1,)]
+
+    pg.sql(f'DROP DATABASE "{database}"')  # the user's choice: the new one goes
+    aura("backup")
+    assert fingerprint(rich) == old
+    assert allows_connections(pg, database)
+    assert temporary_databases(pg, database) == []
+    assert temporaries_in_doctor(aura) == []
+
+
 def _stopped(pid: int) -> bool:
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().rsplit(")", 1)[1].split()[0] == "T"

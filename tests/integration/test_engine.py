@@ -475,7 +475,7 @@ def test_sigterm_during_a_command_step_kills_its_whole_process_group(aura: Aura,
 
 
 def test_a_step_timeout_kills_its_whole_process_group(aura: Aura, setup: Any) -> None:
-    book = _group_book(aura, timeout=1)
+    book = _group_book(aura, timeout=5)  # long enough for sh to start its child on a loaded machine
     try:
         result = aura("run", str(book), "--json", check=1, timeout=120)
         outcome = json.loads(result.stdout)

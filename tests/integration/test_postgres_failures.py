@@ -254,8 +254,11 @@ def test_staging_folder_of_a_killed_restore_is_listed_then_removed_by_the_next_c
 
 
 def _use_dsn(aura: Aura, dsn: str, **extra: object) -> None:
+    """A generous connect timeout: tests that reach the real cluster must not time out under load
+    (the one test about a server that never answers passes its own short one)."""
     aura.env["AURA_DB_DSN"] = dsn
-    aura.write_config(base_config({"db": db_component(connect_attempts=2, connect_timeout=2, **extra)}))
+    settings: dict[str, object] = {"connect_attempts": 2, "connect_timeout": 30, **extra}
+    aura.write_config(base_config({"db": db_component(**settings)}))
 
 
 def test_connection_refused_is_exit_6_with_host_port_and_reason(
@@ -286,7 +289,8 @@ def test_server_that_never_answers_is_exit_6_after_the_timeout(aura: Aura) -> No
     silent.listen(16)  # accepts in the kernel, never answers
     try:
         port = silent.getsockname()[1]
-        _use_dsn(aura, f"postgresql://postgres@127.0.0.1:{port}/shop")
+        # the timeout is what is tested here: nothing ever answers, so a short one cannot flake
+        _use_dsn(aura, f"postgresql://postgres@127.0.0.1:{port}/shop", connect_timeout=3)
         line = _error_line(aura("backup", check=6, timeout=120).stderr)
     finally:
         silent.close()

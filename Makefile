@@ -18,10 +18,10 @@ integration: bootstrap
 	$(PY) -m pytest -q tests/integration
 
 demo: bootstrap
-	$(PY) -m aura_ops.demo
+	$(PY) -m aura_ops.dev.demo
 
 bench: bootstrap
-	$(PY) -m aura_ops.bench --scale $(SCALE)
+	$(PY) -m aura_ops.dev.bench --scale $(SCALE)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check aura_ops tests

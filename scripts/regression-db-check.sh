@@ -72,7 +72,7 @@ fi
 chown -R postgres:postgres "$WORK"
 
 # 4. a throwaway cluster and the regression database
-PORT=$("$PYTHON" -c 'from aura_ops.sandbox import free_port; print(free_port())')
+PORT=$("$PYTHON" -c 'from aura_ops.dev.sandbox import free_port; print(free_port())')
 CLUSTER="$WORK/cluster"
 stop_cluster() { runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$CLUSTER/data" -m fast -w stop >/dev/null 2>&1 || true; }
 stop_cluster

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aura_ops.sandbox import PostgresCluster, pg_bin_dir
+from aura_ops.dev.sandbox import PostgresCluster, pg_bin_dir
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -133,7 +133,7 @@ def engine() -> Iterator[Any]:
     require(Path("/bin/busybox").exists(), "busybox-static")
     import docker
 
-    from aura_ops.sandbox import DockerDaemon, import_busybox_image
+    from aura_ops.dev.sandbox import DockerDaemon, import_busybox_image
 
     daemon = DockerDaemon().start()
     client = docker.DockerClient(base_url=daemon.url)

@@ -20,7 +20,7 @@ from typing import Any
 from aura_ops import logs
 from aura_ops.config import DockerConfig
 from aura_ops.errors import AuraError, UnreachableError, UsageError
-from aura_ops.host import Host
+from aura_ops.hosts import Host
 from aura_ops.repository import Snapshot, write_json
 
 COMPOSE_PROJECT = "com.docker.compose.project"

@@ -27,7 +27,7 @@ from aura_ops import logs
 from aura_ops.checksum import fsync_dir
 from aura_ops.config import ReleaseConfig
 from aura_ops.errors import AuraError, UsageError
-from aura_ops.host import Command, Host, make_user_dirs, user_umask
+from aura_ops.hosts import Command, Host, make_user_dirs, user_umask
 from aura_ops.repository import Snapshot, write_json
 
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")

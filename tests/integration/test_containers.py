@@ -11,8 +11,8 @@ import pytest
 
 from aura_ops.components import containers
 from aura_ops.config import DockerConfig
+from aura_ops.dev.sandbox import free_port, wait_until
 from aura_ops.errors import AuraError, UsageError
-from aura_ops.sandbox import free_port, wait_until
 from tests.conftest import Aura, base_config
 
 LABEL = "aura-test=1"
@@ -126,8 +126,8 @@ def test_snapshot_records_image_ids(engine: Any, make: Any, aura: Aura) -> None:
 
 
 def test_container_check_passes_running_and_healthy_and_names_what_is_not(engine: Any, make: Any) -> None:
-    from aura_ops import checks
     from aura_ops.config import Config, ContainerCheck
+    from aura_ops.deploy import checks
 
     healthy = make(
         "ok",
@@ -172,7 +172,7 @@ def test_a_dockerd_started_here_leaves_no_mount_or_folder(engine: Any) -> None:
     exits; left there, every test run leaked a mount and ``make demo`` could not run twice."""
     import docker
 
-    from aura_ops.sandbox import DockerDaemon, import_busybox_image, mounts_under
+    from aura_ops.dev.sandbox import DockerDaemon, import_busybox_image, mounts_under
 
     daemon = DockerDaemon().start()
     if daemon.process is None:

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from aura_ops.sandbox import PostgresCluster, free_port, wait_until
+from aura_ops.dev.sandbox import PostgresCluster, free_port, wait_until
 from tests.conftest import Aura, db_component
 
 
@@ -230,7 +230,7 @@ def test_rollback_keep_data_leaves_the_database_alone(aura: Aura, site: dict[str
 
 
 def test_a_concurrent_deploy_exits_5(aura: Aura, site: dict[str, Any]) -> None:
-    from aura_ops.lock import hold
+    from aura_ops.state.lock import hold
 
     deploy(aura, site, "v1")
     source = make_release(site["root"], "v2")

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 import yaml
 
-from aura_ops.lock import hold
-from aura_ops.sandbox import PostgresCluster, wait_until
+from aura_ops.dev.sandbox import PostgresCluster, wait_until
+from aura_ops.state.lock import hold
 from tests.conftest import Aura, db_component
 
 MIGRATE = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "migrate.sql"]

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 import yaml
 
-from aura_ops.lock import hold
-from aura_ops.sandbox import PostgresCluster, wait_until
+from aura_ops.dev.sandbox import PostgresCluster, wait_until
+from aura_ops.state.lock import hold
 from tests.conftest import Aura, base_config, db_component, require
 
 STEPS = ["snapshot", "schema", "config", "marker"]
@@ -352,7 +352,8 @@ def test_an_exception_in_a_compensation_ends_the_run_rollback_failed(
 def _failed_run_without_rollback(aura: Aura, book: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that stopped at its failure without rolling back (as `deploy` without
     --rollback-on-fail leaves one), made in-process against the same configuration."""
-    from aura_ops import config, engine, playbook
+    from aura_ops import config, engine
+    from aura_ops.engine import playbook
 
     for key, value in aura.env.items():
         if key.startswith("AURA_"):

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import yaml
 
-from aura_ops.sandbox import PostgresCluster
+from aura_ops.dev.sandbox import PostgresCluster
 from tests.conftest import db_component, require_tool
 
 CHECKOUT = Path(__file__).resolve().parents[2]

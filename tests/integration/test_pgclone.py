@@ -10,9 +10,9 @@ from pathlib import Path
 
 import psycopg
 
-from aura_ops.components import pgclone
+from aura_ops.components.postgres import clone as pgclone
 from aura_ops.config import PostgresConfig
-from aura_ops.sandbox import PostgresCluster
+from aura_ops.dev.sandbox import PostgresCluster
 from tests.conftest import require
 
 
@@ -92,7 +92,7 @@ def test_a_clone_killed_half_built_is_listed_then_dropped_by_the_next_sweep(
     import textwrap
     from types import SimpleNamespace
 
-    from aura_ops import temporaries
+    from aura_ops.state import temporaries
 
     state = tmp_path / "state"
     cfg = PostgresConfig(type="postgres", dsn=pg.dsn(database))
@@ -101,8 +101,8 @@ def test_a_clone_killed_half_built_is_listed_then_dropped_by_the_next_sweep(
         f"""
         from pathlib import Path
         from types import SimpleNamespace
-        from aura_ops import temporaries
-        from aura_ops.components import pgclone
+        from aura_ops.state import temporaries
+        from aura_ops.components.postgres import clone as pgclone
         from aura_ops.config import PostgresConfig
         cfg = PostgresConfig(type="postgres", dsn={pg.dsn(database)!r})
         config = SimpleNamespace(state=SimpleNamespace(path=Path({str(state)!r})), component=lambda name: cfg)

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from aura_ops.sandbox import PostgresCluster, wait_until
+from aura_ops.dev.sandbox import PostgresCluster, wait_until
 from tests.conftest import Aura, base_config, db_component
 from tests.pgdata import build_rich_database, fingerprint, schema_dump
 
@@ -188,7 +188,7 @@ def test_sigterm_during_backup_discards_partial_and_releases_lock(
 
 
 def test_unreachable_database_exits_6_with_one_line(aura: Aura) -> None:
-    from aura_ops.sandbox import free_port
+    from aura_ops.dev.sandbox import free_port
 
     aura.env["AURA_DB_DSN"] = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     aura.write_config(base_config({"db": db_component(connect_attempts=2)}))

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from aura_ops.sandbox import PostgresCluster, free_port, wait_until
+from aura_ops.dev.sandbox import PostgresCluster, free_port, wait_until
 from tests.conftest import Aura, base_config, db_component
 from tests.pgdata import build_rich_database, fingerprint
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from aura_ops.components.postgres import database_facts
-from aura_ops.sandbox import PostgresCluster
+from aura_ops.dev.sandbox import PostgresCluster
 from tests.conftest import Aura, base_config, db_component
 
 # Every common data type, inheritance children whose columns are in another order than their

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from aura_ops import checks
 from aura_ops.components import release
 from aura_ops.config import ReleaseConfig, parse
-from aura_ops.host import LocalHost
-from aura_ops.sandbox import PostgresCluster, free_port, wait_until
+from aura_ops.deploy import checks
+from aura_ops.dev.sandbox import PostgresCluster, free_port, wait_until
+from aura_ops.hosts import LocalHost
 from tests.conftest import Aura, base_config, db_component, require_tool
 
 

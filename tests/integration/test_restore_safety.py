@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from aura_ops.sandbox import PostgresCluster
+from aura_ops.dev.sandbox import PostgresCluster
 from tests.conftest import Aura, base_config, db_component
 from tests.pgdata import fingerprint
 
@@ -149,7 +149,7 @@ def test_a_database_holding_any_one_kind_of_object_is_not_empty_and_a_fresh_one_
     """pgdatabase.count_objects, the judge of "empty" (no consent needed), on the real server:
     a fresh database, one where a session once used a temporary table, and one whose public
     schema was dropped and created again are empty; each kind of object alone is not."""
-    from aura_ops.components.pgdatabase import count_objects
+    from aura_ops.components.postgres.database import count_objects
 
     def objects(dbname: str) -> int:
         with psycopg.connect(pg.dsn(dbname), autocommit=True) as conn:

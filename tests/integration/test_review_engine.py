@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from aura_ops.sandbox import PostgresCluster
+from aura_ops.dev.sandbox import PostgresCluster
 from tests.conftest import Aura
 from tests.integration.test_deploy_semantics import columns, deploy, live, release, site  # noqa: F401
 

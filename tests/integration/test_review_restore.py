@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from aura_ops.sandbox import PostgresCluster
+from aura_ops.dev.sandbox import PostgresCluster
 from tests.conftest import Aura, base_config, db_component, require
 
 

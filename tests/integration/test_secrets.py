@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import yaml
 
-from aura_ops.sandbox import PostgresCluster
+from aura_ops.dev.sandbox import PostgresCluster
 from tests.conftest import Aura, base_config
 
 

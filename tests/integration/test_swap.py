@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from aura_ops.sandbox import PostgresCluster, wait_until
+from aura_ops.dev.sandbox import PostgresCluster, wait_until
 from tests.conftest import Aura, base_config, db_component
 from tests.pgdata import build_rich_database, fingerprint
 

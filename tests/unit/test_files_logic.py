@@ -9,10 +9,11 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from aura_ops import targets
-from aura_ops.components import files, files_restore
+from aura_ops.components import files
+from aura_ops.components.files import restorer as files_restore
 from aura_ops.errors import UsageError
-from aura_ops.temporaries import Temporary
+from aura_ops.state.temporaries import Temporary
+from aura_ops.workflows import targets
 
 
 def test_an_index_line_keeps_a_name_that_is_not_utf8_byte_exact_and_plain_names_as_they_were() -> None:

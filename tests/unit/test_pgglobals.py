@@ -3,7 +3,7 @@ role or tablespace it is about, and the plan leaves existing roles alone."""
 
 from __future__ import annotations
 
-from aura_ops.components import pgglobals
+from aura_ops.components.postgres import globals as pgglobals
 
 LINES = [
     "--",

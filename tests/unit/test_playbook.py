@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from aura_ops import playbook
+from aura_ops.engine import playbook
 from aura_ops.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from aura_ops.components import postgres
 from aura_ops.errors import PrivilegeError
-from aura_ops.host import Result
+from aura_ops.hosts import Result
 
 
 @pytest.mark.parametrize(

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 import zstandard
 
-from aura_ops import checksum, temporaries
+from aura_ops import checksum
 from aura_ops.components import postgres
 from aura_ops.errors import AuraError, VerificationError
-from aura_ops.host import Command, Result
+from aura_ops.hosts import Command, Result
 from aura_ops.repository import Snapshot
+from aura_ops.state import temporaries
 
 
 class _Reader:

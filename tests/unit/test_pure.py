@@ -12,8 +12,8 @@ from aura_ops import logs, secrets
 from aura_ops.components import files, postgres
 from aura_ops.config import PostgresConfig
 from aura_ops.errors import LockedError, first_line
-from aura_ops.lock import hold
 from aura_ops.repository import Repository, new_snapshot_id
+from aura_ops.state.lock import hold
 
 
 def test_mask_hides_registered_values_and_credential_shapes() -> None:
@@ -173,7 +173,7 @@ def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> Non
 
 
 def test_clone_names_fit_postgres_and_never_collide() -> None:
-    from aura_ops.components import pgclone
+    from aura_ops.components.postgres import clone as pgclone
 
     run = "20261122-184213-123"
     assert pgclone.clone_name("shop", run) == "shop_aura_clone_" + run

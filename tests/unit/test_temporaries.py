@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from aura_ops import temporaries
+from aura_ops.state import temporaries
 
 
 def _config(tmp_path: Path) -> SimpleNamespace:
@@ -58,7 +58,7 @@ def test_what_a_killed_process_left_is_listed_then_swept(tmp_path: Path) -> None
         import os
         from pathlib import Path
         from types import SimpleNamespace
-        from aura_ops import temporaries
+        from aura_ops.state import temporaries
         config = SimpleNamespace(state=SimpleNamespace(path=Path({str(tmp_path / "state")!r})))
         with temporaries.bound(config), temporaries.track("path", {str(folder)!r}):
             Path({str(folder)!r}).mkdir()

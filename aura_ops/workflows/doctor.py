@@ -9,7 +9,7 @@ from typing import Any
 from aura_ops.components import REGISTRY
 from aura_ops.config import Config, FilesConfig
 from aura_ops.errors import AuraError
-from aura_ops.host import Command, LocalHost
+from aura_ops.hosts import Command, LocalHost
 from aura_ops.repository import Repository
 
 
@@ -54,7 +54,7 @@ def _repository(repo: Repository) -> list[dict[str, Any]]:
 
 def _temporaries(config: Config) -> list[dict[str, Any]]:
     """Every temporary object recorded in the journal: in use, or left by a killed process."""
-    from aura_ops import temporaries
+    from aura_ops.state import temporaries
 
     checks = []
     for record in temporaries.listing(config):

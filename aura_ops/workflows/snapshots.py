@@ -19,12 +19,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aura_ops import __version__, checksum, logs, targets, temporaries
-from aura_ops.components import REGISTRY, files, files_restore, release
+from aura_ops import __version__, checksum, logs
+from aura_ops.components import REGISTRY, files, release
+from aura_ops.components.files import restorer as files_restore
 from aura_ops.config import Config
 from aura_ops.errors import AuraError, UsageError, VerificationError
-from aura_ops.host import Host, LocalHost, local_hostname
+from aura_ops.hosts import Host, LocalHost, local_hostname
 from aura_ops.repository import FORMAT, MANIFEST, Repository, Snapshot, new_snapshot_id
+from aura_ops.state import temporaries
+from aura_ops.workflows import targets
 
 
 class Interrupted(AuraError):

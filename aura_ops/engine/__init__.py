@@ -37,9 +37,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aura_ops import faults, lock, logs, temporaries
-from aura_ops.actions import REGISTRY, Action, Context
+from aura_ops import faults, logs
 from aura_ops.config import Config
+from aura_ops.engine.actions import REGISTRY, Action, Context
+from aura_ops.engine.playbook import Playbook, Step, render
 from aura_ops.errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -50,11 +51,11 @@ from aura_ops.errors import (
     UsageError,
     first_line,
 )
-from aura_ops.host import local_hostname
-from aura_ops.journal import Journal, RunRecord, StepRecord
-from aura_ops.playbook import Playbook, Step, render
+from aura_ops.hosts import local_hostname
 from aura_ops.repository import new_snapshot_id
 from aura_ops.secrets import mask, mask_values, register
+from aura_ops.state import lock, temporaries
+from aura_ops.state.journal import Journal, RunRecord, StepRecord
 
 FAULT_ENV = faults.FAULT_ENV
 COMPENSATION_ATTEMPTS = 3
@@ -180,7 +181,7 @@ def warn_if_interrupted(config: Config) -> list[str]:
 
 def _process_state(run: RunRecord) -> str:
     """Whether the process that last drove ``run`` is alive, from the pid and host in the journal."""
-    from aura_ops.lock import _pid_alive
+    from aura_ops.state.lock import _pid_alive
 
     if not run.pid:
         return "its process is unknown"

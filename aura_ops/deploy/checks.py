@@ -24,7 +24,7 @@ from aura_ops.config import (
     TcpCheck,
 )
 from aura_ops.errors import AuraError
-from aura_ops.host import Command, LocalHost
+from aura_ops.hosts import Command, LocalHost
 from aura_ops.secrets import mask
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ParamSpec, TypeVar, cast
 
-from aura_ops import checksum, faults, logs, secrets, temporaries
+from aura_ops import checksum, faults, logs, secrets
 from aura_ops.config import PostgresConfig
 from aura_ops.errors import (
     AuraError,
@@ -43,8 +43,9 @@ from aura_ops.errors import (
     VerificationError,
     first_line,
 )
-from aura_ops.host import Command, Host, Process, Result
+from aura_ops.hosts import Command, Host, Process, Result
 from aura_ops.repository import Snapshot
+from aura_ops.state import temporaries
 
 DUMP = "dump"
 GLOBALS = "globals.sql"
@@ -678,7 +679,7 @@ def _cancel_if_failed(process: Process, db: Any) -> Iterator[threading.Event]:
 def _database_properties(db: Any, dbname: str) -> dict[str, Any] | None:
     """Owner, connection limit, comment, grants, settings: recreated with the database when
     it no longer exists at restore time (``pgdatabase.read_properties``)."""
-    from aura_ops.components import pgdatabase
+    from aura_ops.components.postgres import database as pgdatabase
 
     return pgdatabase.read_properties(db, dbname)
 
@@ -980,7 +981,7 @@ def _create_database(admin: Any, dbname: str, entry: dict[str, Any]) -> None:
 
 def _drop_database(admin: Any, dbname: str) -> None:
     """Drop ``dbname`` if it exists (subscriptions first: ``pgdatabase.drop_database``)."""
-    from aura_ops.components import pgdatabase
+    from aura_ops.components.postgres import database as pgdatabase
 
     pgdatabase.drop_database(admin, dbname)
 
@@ -1034,7 +1035,8 @@ def restore(
     holds data (the caller has no consent to replace it). ``with_globals``: roles and
     tablespaces first (``pgglobals``; ``globals_overwrite`` also changes existing ones).
     ``dry_run``: judge the target and the globals, change nothing."""
-    from aura_ops.components import pgdatabase, pgglobals
+    from aura_ops.components.postgres import database as pgdatabase
+    from aura_ops.components.postgres import globals as pgglobals
 
     entry = snapshot.manifest["components"][name]
     conn = connection(name, cfg)
@@ -1079,7 +1081,7 @@ def restore(
 def restore_target(name: str, cfg: PostgresConfig, to_database: str | None) -> Any:
     """Where a restore of component ``name`` would go and what is there (read-only): a
     ``pgdatabase.Target``; UsageError for a target that must not be used."""
-    from aura_ops.components import pgdatabase
+    from aura_ops.components.postgres import database as pgdatabase
 
     conn = connection(name, cfg)
     with contextlib.closing(connect(conn.with_db(cfg.maintenance_db), autocommit=True)) as admin:
@@ -1094,7 +1096,7 @@ def _check_restored(conn: Connection, name: str, entry: dict[str, Any]) -> None:
 
 def copy_database_settings(admin: Any, source: str, target: str) -> None:
     """Give ``target`` the catalog-level properties of ``source`` (``pgdatabase.copy_properties``)."""
-    from aura_ops.components import pgdatabase
+    from aura_ops.components.postgres import database as pgdatabase
 
     pgdatabase.copy_properties(admin, source, target)
 
@@ -1137,7 +1139,7 @@ def verify(host: Host, name: str, cfg: PostgresConfig | None, snapshot: Snapshot
         return report
     if cfg is None:
         raise UsageError(f"component {name} is not in the configuration: cannot deep-verify")
-    from aura_ops.components import pgdatabase
+    from aura_ops.components.postgres import database as pgdatabase
 
     entry = snapshot.manifest["components"][name]
     conn = connection(name, cfg)

@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aura_ops import lock, logs
+from aura_ops import logs
 from aura_ops.checksum import fsync_dir
 from aura_ops.errors import UsageError, VerificationError
+from aura_ops.state import lock
 
 PARTIAL = ".partial"
 MANIFEST = "manifest.json"

@@ -37,12 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aura_ops import checksum, logs, temporaries
+from aura_ops import checksum, logs
 from aura_ops.checksum import fsync_dir
 from aura_ops.components import files
 from aura_ops.errors import AuraError, UsageError, VerificationError
-from aura_ops.host import Host, make_user_dirs
+from aura_ops.hosts import Host, make_user_dirs
 from aura_ops.repository import Snapshot, syncfs
+from aura_ops.state import temporaries
 
 FAULT_ENV = "AURA_FAULT"
 STAGING = ".aura-staging-"

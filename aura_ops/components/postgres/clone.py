@@ -22,7 +22,8 @@ import time
 from typing import Any
 
 from aura_ops import faults, logs
-from aura_ops.components import pgdatabase, postgres
+from aura_ops.components import postgres
+from aura_ops.components.postgres import database as pgdatabase
 from aura_ops.config import PostgresConfig
 from aura_ops.errors import AuraError, first_line
 

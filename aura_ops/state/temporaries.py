@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from aura_ops import logs
-from aura_ops.host import local_hostname
+from aura_ops.hosts import local_hostname
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS temporaries (
@@ -48,10 +48,10 @@ CREATE TABLE IF NOT EXISTS temporaries (
 
 # kind -> "module:function" called as function(config, record) -> str
 HANDLERS: dict[str, str] = {
-    "path": "aura_ops.temporaries:remove_path",
-    "dir_swap": "aura_ops.components.files_restore:finish_or_undo",
-    "pg_database": "aura_ops.components.pgdatabase:drop_recorded",  # staging, verify or half-built clone
-    "pg_swap": "aura_ops.components.pgdatabase:settle_recorded",  # a database put in place of another
+    "path": "aura_ops.state.temporaries:remove_path",
+    "dir_swap": "aura_ops.components.files.restorer:finish_or_undo",
+    "pg_database": "aura_ops.components.postgres.database:drop_recorded",  # staging, verify or half-built clone
+    "pg_swap": "aura_ops.components.postgres.database:settle_recorded",  # a database put in place of another
 }
 
 

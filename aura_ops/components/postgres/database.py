@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from aura_ops import faults, logs, temporaries
+from aura_ops import faults, logs
 from aura_ops.components import postgres
 from aura_ops.config import PostgresConfig
 from aura_ops.errors import AuraError, UsageError, first_line
+from aura_ops.state import temporaries
 
 NEW = "new"  # a database being built to replace (or become) a target
 OLD = "old"  # the target's previous database, renamed away during a swap

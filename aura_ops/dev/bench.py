@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from aura_ops.sandbox import PostgresCluster
+from aura_ops.dev.sandbox import PostgresCluster
 
 
 @dataclass
@@ -299,8 +299,9 @@ def rollback_paths(cluster: PostgresCluster, workdir: Path, env: dict[str, str])
     (pg_restore into a new database, then the same swap), on the same database; and the fast
     path again on a database a tenth the size, to show it does not grow with the data."""
     from aura_ops import config as config_module
-    from aura_ops import logs, snapshots
-    from aura_ops.components import pgclone
+    from aura_ops import logs
+    from aura_ops.components.postgres import clone as pgclone
+    from aura_ops.workflows import snapshots
 
     logs.configure(None, "warning", sys.stderr, pretty=False)
     os.environ["AURA_DB_DSN"] = env["AURA_DB_DSN"]

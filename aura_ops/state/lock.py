@@ -19,7 +19,7 @@ from typing import Any
 
 from aura_ops import logs
 from aura_ops.errors import LockedError
-from aura_ops.host import local_hostname
+from aura_ops.hosts import local_hostname
 
 
 def _pid_alive(pid: int) -> bool:

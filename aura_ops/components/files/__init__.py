@@ -35,7 +35,7 @@ import orjson
 from aura_ops import checksum, logs
 from aura_ops.config import FilesConfig
 from aura_ops.errors import AuraError, UsageError, VerificationError
-from aura_ops.host import Command, Host
+from aura_ops.hosts import Command, Host
 from aura_ops.repository import Snapshot
 
 INDEX = "index.jsonl"
@@ -800,7 +800,7 @@ def restore(
     replace: bool = True,
 ) -> dict[str, Any]:
     """Make ``target`` (default: the original path) equal to the snapshot tree; see files_restore."""
-    from aura_ops.components import files_restore
+    from aura_ops.components.files import restorer as files_restore
 
     return files_restore.restore(host, name, snapshot, target, dry_run, run_id, replace)
 

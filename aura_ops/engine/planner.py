@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from aura_ops.actions import REGISTRY, Context
 from aura_ops.config import Config
-from aura_ops.playbook import Playbook, render
+from aura_ops.engine.actions import REGISTRY, Context
+from aura_ops.engine.playbook import Playbook, render
 
 
 class _Later:

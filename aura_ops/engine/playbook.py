@@ -30,10 +30,10 @@ def _shipped() -> Path:
     try:
         folder = importlib.resources.files("aura_ops.playbooks")
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "playbooks"
+        return Path(__file__).resolve().parents[2] / "playbooks"
     if isinstance(folder, Path):
         return folder
-    return Path(__file__).resolve().parent.parent / "playbooks"  # a namespace package: the checkout's folder
+    return Path(__file__).resolve().parents[2] / "playbooks"  # a namespace package: the checkout's folder
 
 
 SHIPPED = _shipped()
@@ -142,7 +142,7 @@ def _references(env: Any, text: str) -> tuple[set[str], set[str], set[str]]:
 def _check_step(
     index: int, step: Step, earlier: list[str], declared: set[str], all_names: list[str], env: Any
 ) -> list[str]:
-    from aura_ops.actions import REGISTRY
+    from aura_ops.engine.actions import REGISTRY
 
     where = f"step {index + 1} '{step.name}'"
     problems = []

@@ -13,8 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from aura_ops import checks, engine, logs, planner, playbook
+from aura_ops import engine, logs
 from aura_ops.config import Config, ReleaseConfig
+from aura_ops.deploy import checks
+from aura_ops.engine import planner, playbook
 from aura_ops.errors import EXIT_FAILED, EXIT_ROLLBACK, AuraError, ConfigError, UsageError, first_line
 
 
@@ -119,9 +121,9 @@ def preflight(config: Config) -> list[dict[str, Any]]:
     for the snapshot) and whether the database can be cloned for a fast rollback (privileges,
     disk on its server). PreflightFailed naming every failed check; a clone that cannot be made
     fails it only with ``deploy.fast_rollback: required``."""
-    from aura_ops import doctor
-    from aura_ops.components import pgclone
+    from aura_ops.components.postgres import clone as pgclone
     from aura_ops.config import PostgresConfig
+    from aura_ops.workflows import doctor
 
     results, code = doctor.run(config)
     database = config.only("postgres", config.deploy.database, "database")
@@ -174,8 +176,8 @@ def _verify_old_version(config: Config, outcome: engine.Outcome) -> dict[str, An
     """After a rollback: the old version must pass the health checks again."""
     import json
 
-    from aura_ops.actions import DATABASE_ROLLBACK
     from aura_ops.components import release
+    from aura_ops.engine.actions import DATABASE_ROLLBACK
 
     failed_at = (outcome.run.result or {}).get("failure_detected")
     how = engine.state_dir(config) / "runs" / outcome.run.id / DATABASE_ROLLBACK
@@ -202,8 +204,8 @@ def _verify_old_version(config: Config, outcome: engine.Outcome) -> dict[str, An
 def rollback_plan(config: Config, to_release: str | None, to_snapshot: str | None, keep_data: bool) -> dict[str, Any]:
     """Resolve where a rollback goes: the release, and (unless data is kept) the snapshot whose
     database goes back with it. UsageError when there is nowhere to go."""
-    from aura_ops import snapshots
     from aura_ops.components import release
+    from aura_ops.workflows import snapshots
 
     name = config.only("release", config.deploy.release, "release")
     if name is None:

@@ -119,7 +119,7 @@ def _refuse_if_interrupted(config: Any) -> None:
 
 def _announce(config: Any, doing: str) -> None:
     """The first line of a command that changes something: the config file and the target."""
-    from aura_ops import announce
+    from aura_ops.cli import announce
 
     click.echo(announce.line(config, doing), err=True)
 
@@ -154,7 +154,9 @@ def cli() -> None:
 @common
 def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
     """Snapshot every configured component into the repository, verify, seal."""
-    from aura_ops import announce, engine, snapshots
+    from aura_ops import engine
+    from aura_ops.cli import announce
+    from aura_ops.workflows import snapshots
 
     config = click.get_current_context().ensure_object(State).load()
     names = list(components) or list(config.components)
@@ -200,7 +202,7 @@ def _summary(snapshot: Any) -> dict[str, Any]:
 @common
 def snapshots_list() -> None:
     """List sealed snapshots, oldest first (partial ones never appear; damaged ones say why)."""
-    from aura_ops import snapshots as engine
+    from aura_ops.workflows import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
     rows = [_summary(s) for s in engine.listing(config)]
@@ -232,7 +234,7 @@ def snapshots_list() -> None:
 @common
 def snapshots_show(snapshot_id: str) -> None:
     """Show a snapshot's manifest (ID may be a unique prefix or 'latest')."""
-    from aura_ops import snapshots as engine
+    from aura_ops.workflows import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
     manifest = engine.repository(config).get(snapshot_id).manifest
@@ -271,7 +273,7 @@ def snapshots_show(snapshot_id: str) -> None:
 @common
 def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) -> int:
     """Verify a snapshot's checksums; with --deep, prove it restores. Exit 3 on a mismatch."""
-    from aura_ops import snapshots as engine
+    from aura_ops.workflows import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
     if components:  # an unknown name would verify nothing and report success
@@ -313,7 +315,7 @@ def _problems(data: dict[str, Any]) -> None:
 @common
 def snapshots_delete(snapshot_id: str, yes: bool) -> None:
     """Delete a sealed snapshot."""
-    from aura_ops import snapshots as engine
+    from aura_ops.workflows import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
     resolved = engine.repository(config).resolve(snapshot_id)
@@ -374,8 +376,8 @@ def restore(
     yes: bool,
 ) -> None:
     """Put a snapshot back, in place or into a new database / folder."""
-    from aura_ops import announce
-    from aura_ops import snapshots as engine
+    from aura_ops.cli import announce
+    from aura_ops.workflows import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
     snapshot = engine.repository(config).get(snapshot_id)
@@ -446,7 +448,7 @@ def _confirm_files_restore(targets: list[dict[str, Any]], snapshot: Any, yes: bo
     """A files restore replaces what its folder holds: ask (or require --yes) when it holds
     anything, naming the folder; an empty or missing folder needs no confirmation. Returns the
     components whose folder may hold something when it is replaced (consented to)."""
-    from aura_ops import snapshots as engine
+    from aura_ops.workflows import snapshots as engine
 
     consented = []
     for target in targets:
@@ -481,7 +483,7 @@ def _human_age(seconds: float) -> str:
 @common
 def doctor() -> int:
     """Check tools, versions, database reachability, repository and disk before changing anything."""
-    from aura_ops import doctor as checks
+    from aura_ops.workflows import doctor as checks
 
     config = click.get_current_context().ensure_object(State).load()
     results, code = checks.run(config)
@@ -532,7 +534,8 @@ def _finish(outcome: Any) -> int:
 @common
 def run(playbook_ref: str, extra: tuple[str, ...], idempotency_key: str | None) -> int:
     """Run a playbook as one transaction: it completes, or every applied step is undone."""
-    from aura_ops import engine, playbook
+    from aura_ops import engine
+    from aura_ops.engine import playbook
 
     config = click.get_current_context().ensure_object(State).load()
     book = playbook.load(playbook_ref, config.source.parent if config.source else None)
@@ -548,7 +551,7 @@ def run(playbook_ref: str, extra: tuple[str, ...], idempotency_key: str | None) 
 @common
 def plan(playbook_ref: str, extra: tuple[str, ...]) -> None:
     """Show what a run would do, step by step, and what would undo it. Changes nothing."""
-    from aura_ops import planner, playbook
+    from aura_ops.engine import planner, playbook
 
     config = click.get_current_context().ensure_object(State).load()
     book = playbook.load(playbook_ref, config.source.parent if config.source else None)
@@ -564,7 +567,8 @@ def plan(playbook_ref: str, extra: tuple[str, ...]) -> None:
 @common
 def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: bool) -> int:
     """Deploy a release as one transaction: snapshot, upload, stop, migrate, switch, start, checks."""
-    from aura_ops import announce, deployer
+    from aura_ops import deploy as deployer
+    from aura_ops.cli import announce
 
     config = click.get_current_context().ensure_object(State).load()
     _announce(config, ("dry run: " if dry_run else "") + announce.deploy(config, version, source))
@@ -609,7 +613,8 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
 @common
 def rollback(to_release: str | None, to_snapshot: str | None, keep_data: bool, yes: bool) -> int:
     """Undo a deploy that went live but is bad: release, database and services, then prove it healthy."""
-    from aura_ops import announce, deployer
+    from aura_ops import deploy as deployer
+    from aura_ops.cli import announce
 
     config = click.get_current_context().ensure_object(State).load()
     target = deployer.rollback_plan(config, to_release, to_snapshot, keep_data)
@@ -753,7 +758,7 @@ def _fail(message: str, code: int, json_mode: bool) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map every outcome to a documented exit code."""
-    from aura_ops.host import remember_user_umask
+    from aura_ops.hosts import remember_user_umask
 
     remember_user_umask(os.umask(0o077))  # aura's own files owner-only; the user's keep the user's umask
     json_mode = "--json" in (argv if argv is not None else sys.argv[1:])

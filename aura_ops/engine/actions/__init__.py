@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aura_ops import logs
 from aura_ops.config import Config, PostgresConfig
 from aura_ops.errors import AuraError, ConfigError, VerificationError
-from aura_ops.host import Command, LocalHost
+from aura_ops.hosts import Command, LocalHost
 from aura_ops.secrets import mask
 
 
@@ -380,7 +380,7 @@ class SnapshotAction(Action):
         return f"snapshot {what}", "nothing (the snapshot is kept)"
 
     def apply(self, p: SnapshotParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops import snapshots
+        from aura_ops.workflows import snapshots
 
         snapshot = snapshots.backup(ctx.config, p.components, p.tags, run_id=ctx.run_id)
         return {"snapshot_id": snapshot.id, "size": snapshot.manifest.get("size", 0)}
@@ -402,7 +402,7 @@ class RestoreAction(Action):
         return f"restore snapshot {p.snapshot}", "nothing (take a snapshot step before it)"
 
     def apply(self, p: RestoreParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops import snapshots
+        from aura_ops.workflows import snapshots
 
         return snapshots.restore(
             ctx.config,
@@ -653,9 +653,9 @@ class MigrateAction(Action):
         return {"migrated": True, "stdout": mask(result.text)[-2000:].strip()}
 
     def compensate(self, p: MigrateParams, ctx: Context, outputs: dict[str, Any]) -> None:
-        from aura_ops import snapshots
-        from aura_ops.components import pgclone
+        from aura_ops.components.postgres import clone as pgclone
         from aura_ops.repository import write_json
+        from aura_ops.workflows import snapshots
 
         database = self._database(ctx)
         if not database:
@@ -696,7 +696,7 @@ class DatabaseCloneAction(Action):
     Params = NoParams
 
     def _snapshot_now(self, ctx: Context, reason: str) -> dict[str, Any]:
-        from aura_ops import snapshots
+        from aura_ops.workflows import snapshots
 
         name = ctx.config.only("postgres", ctx.config.deploy.database, "database")
         if name is None:
@@ -729,13 +729,13 @@ class DatabaseCloneAction(Action):
         return True
 
     def check(self, p: NoParams, ctx: Context) -> bool:
-        from aura_ops.components import pgclone
+        from aura_ops.components.postgres import clone as pgclone
 
         found = self._database(ctx)
         return found is not None and pgclone.exists(*found, ctx.run_id)
 
     def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops.components import pgclone
+        from aura_ops.components.postgres import clone as pgclone
 
         found = self._database(ctx)
         if found is None:
@@ -756,7 +756,7 @@ class DatabaseCloneAction(Action):
             return self._snapshot_now(ctx, str(exc))
 
     def compensate(self, p: NoParams, ctx: Context, outputs: dict[str, Any]) -> None:
-        from aura_ops.components import pgclone
+        from aura_ops.components.postgres import clone as pgclone
 
         found = self._database(ctx)
         if found is not None:
@@ -785,13 +785,13 @@ class DatabaseClonesCleanupAction(Action):
         return "drop fast-rollback clones left by earlier runs", "drop the database a fast rollback replaced"
 
     def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops.components import pgclone
+        from aura_ops.components.postgres import clone as pgclone
 
         found = self._database(ctx)
         return {"dropped": pgclone.drop_stale(*found, keep={ctx.run_id}) if found else []}
 
     def compensate(self, p: NoParams, ctx: Context, outputs: dict[str, Any]) -> None:
-        from aura_ops.components import pgclone
+        from aura_ops.components.postgres import clone as pgclone
 
         found = self._database(ctx)
         if found is not None:
@@ -813,7 +813,7 @@ class DatabaseCloneDropAction(DatabaseCloneAction):
         return False  # dropping is idempotent: always "would apply"
 
     def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops.components import pgclone
+        from aura_ops.components.postgres import clone as pgclone
 
         found = self._database(ctx)
         return {"dropped": pgclone.drop(found[0], found[1], ctx.run_id) if found else False}
@@ -836,7 +836,7 @@ class ChecksAction(Action):
         return f"{len(found)} {p.kind} check(s)", "nothing"
 
     def apply(self, p: ChecksParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops import checks
+        from aura_ops.deploy import checks
 
         found = ctx.config.checks if p.kind == "health" else ctx.config.smoke_checks
         return {"results": checks.run_all(found, ctx.config)}
@@ -868,7 +868,7 @@ class PreflightAction(Action):
         return "preflight: tools, reachability, disk space (aura-ops doctor)", "nothing"
 
     def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops import doctor
+        from aura_ops.workflows import doctor
 
         results, code = doctor.run(ctx.config)
         failed = [f"{c['check']}: {c['detail']}" for c in results if not c["ok"]]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from aura_ops.sandbox import PostgresCluster, unmount_under
+from aura_ops.dev.sandbox import PostgresCluster, unmount_under
 
 SHOP = """
 CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE);
@@ -126,7 +126,7 @@ def _release(workdir: Path, version: str, healthy: bool, migration: str) -> Path
 def _deploys(workdir: Path, env: dict[str, str], dsn: str) -> None:
     import docker
 
-    from aura_ops.sandbox import DockerDaemon, free_port, import_busybox_image
+    from aura_ops.dev.sandbox import DockerDaemon, free_port, import_busybox_image
 
     _say("deploys: a Docker engine (host networking, no bridge) and a container serving the release")
     daemon = DockerDaemon(workdir / "docker").start()

@@ -1,18 +1,53 @@
-"""Components: things aura-ops can snapshot, verify and restore.
+"""Components: things aura-ops can snapshot, verify and restore (``base.Component``).
 
-Each component module implements the same few functions (``snapshot``, ``verify``,
-``restore``, ``doctor``); this literal registry maps a config ``type`` to its module.
+``REGISTRY`` is the one literal map from a config ``type:`` to the class that implements it,
+named by where it lives, so that a command imports only the components it uses (the postgres
+component pulls in psycopg, the docker one the Docker SDK).
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from aura_ops.components import containers, files, postgres, release
+if TYPE_CHECKING:
+    from aura_ops.components.base import Component, ComponentManifest
+    from aura_ops.config import Config
+    from aura_ops.hosts.inventory import Inventory
 
-REGISTRY: dict[str, ModuleType] = {
-    "postgres": postgres,
-    "files": files,
-    "release": release,
-    "docker": containers,
+REGISTRY: dict[str, str] = {
+    "postgres": "aura_ops.components.postgres:PostgresComponent",
+    "files": "aura_ops.components.files:FilesComponent",
+    "release": "aura_ops.components.release:ReleaseComponent",
+    "docker": "aura_ops.components.containers:DockerComponent",
 }
+
+
+def component_class(type_name: str) -> type[Component]:
+    """The class implementing config ``type: type_name`` (imported on first use)."""
+    try:
+        module_name, _, class_name = REGISTRY[type_name].partition(":")
+    except KeyError:
+        from aura_ops.errors import ConfigError
+
+        raise ConfigError(f"unknown component type {type_name!r} (known: {', '.join(sorted(REGISTRY))})") from None
+    cls: type[Component] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def manifest_model(type_name: str) -> type[ComponentManifest]:
+    return component_class(type_name).manifest_model
+
+
+def build(config: Config, name: str, hosts: Inventory) -> Component:
+    """The configured component ``name``, on its host from the inventory."""
+    section: Any = config.component(name)
+    cls: Any = component_class(section.type)
+    component: Component = cls(name, section, hosts.for_component(name))
+    return component
+
+
+def module_for(type_name: str) -> Any:
+    """Transitional (removed once workflows call the protocol): the module of a component type."""
+    module_name = REGISTRY[type_name].partition(":")[0]
+    return importlib.import_module(module_name)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aura_ops import __version__, checksum, logs
-from aura_ops.components import REGISTRY, files, release
+from aura_ops.components import files, module_for, release
 from aura_ops.components.files import restorer as files_restore
 from aura_ops.config import Config
 from aura_ops.errors import AuraError, UsageError, VerificationError
@@ -149,7 +149,7 @@ def _snapshot_component(config: Config, repo: Repository, name: str, partial: Pa
         folder.mkdir(mode=0o700)
         started = time.monotonic()
         previous = repo.latest_with(name, cfg.type, _usable_previous(name, cfg.type))
-        entry = REGISTRY[cfg.type].snapshot(host, name, cfg, folder, previous)
+        entry = module_for(cfg.type).snapshot(host, name, cfg, folder, previous)
         entry["seconds"] = round(time.monotonic() - started, 3)
         _check_artifacts(folder, name, entry)
         logs.get().info("component.snapshotted", seconds=entry["seconds"])
@@ -290,7 +290,7 @@ def _verify_component(
     if entry["type"] == "files":
         return artifacts | files.verify(host, name, snapshot)
     cfg = config.components.get(name)
-    result: dict[str, Any] = REGISTRY[entry["type"]].verify(host, name, cfg, snapshot, deep)
+    result: dict[str, Any] = module_for(entry["type"]).verify(host, name, cfg, snapshot, deep)
     return artifacts | result
 
 
@@ -425,7 +425,7 @@ def _restore_component(
                 raise UsageError(f"component {name} is not in the configuration: no database to restore into")
             cfg = config.component(name)
             with_globals, globals_overwrite, replace = database_options
-            result = REGISTRY[entry["type"]].restore(
+            result = module_for(entry["type"]).restore(
                 host,
                 name,
                 cfg,

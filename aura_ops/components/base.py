@@ -1,0 +1,125 @@
+"""The Component protocol: what every component type (postgres, files, release, docker) offers.
+
+A component is one configured thing on one host: it is built from its config section and the
+``Host`` it lives on, and it only touches that machine through the host. Its part of a snapshot
+is a folder of artifacts on the control machine (``SnapshotTarget.folder``, inside the snapshot
+being written) and a typed manifest section (a ``ComponentManifest`` subclass, stored in the
+snapshot's manifest under the component's name). Workflows (backup, verify, restore, deploy)
+call components only through this protocol; nothing outside a component's own package tells the
+types apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from aura_ops.hosts.base import Host
+
+
+class Artifact(BaseModel):
+    """One file of a component's part of a snapshot: its size and SHA-256."""
+
+    model_config = ConfigDict(extra="allow")
+
+    size: int
+    sha256: str
+
+
+class ComponentManifest(BaseModel):
+    """The manifest section every component type writes; each type adds its own typed fields.
+
+    Unknown keys are kept (``extra="allow"``): a manifest written by a newer aura-ops still loads,
+    and a section read back is written back unchanged."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    artifacts: dict[str, Artifact] = {}
+
+
+@dataclass(frozen=True)
+class SnapshotTarget:
+    """Where a component writes its part of a snapshot being taken.
+
+    ``folder`` is on the control machine, inside the snapshot's partial folder (the repository
+    commits or discards it as a whole). ``previous`` is the newest sealed snapshot holding a usable
+    part of this component (for incremental copies), or None."""
+
+    snapshot_id: str
+    folder: Path
+    previous: Any = None  # repository.Snapshot | None (kept loose: the repository imports no component)
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What the user asked a restore to do.
+
+    ``to`` is ``--to-database`` / ``--to-path`` (None: in place). ``replace`` is the user's consent
+    (``--yes`` or a confirmed prompt) to replace existing data at the target."""
+
+    to: str | None = None
+    dry_run: bool = False
+    replace: bool = False
+    run_id: str = ""
+    with_globals: bool = False
+    globals_overwrite: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """What a restore would write, found read-only before anything is touched (for consent)."""
+
+    component: str
+    description: str  # e.g. "database shop on local", "/srv/app/uploads"
+    replaces: bool  # existing data would be replaced
+    in_place: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Component(Protocol):
+    """One configured component on one host."""
+
+    manifest_model: ClassVar[type[ComponentManifest]]
+    type: ClassVar[str]
+    name: str
+    host: Host
+
+    def describe(self) -> str:
+        """What it names on its host, for the first line of a command's output."""
+        ...
+
+    def snapshot(self, target: SnapshotTarget) -> ComponentManifest:
+        """Write this component's part of a snapshot into ``target.folder``; return its section."""
+        ...
+
+    def verify(self, snapshot: Any, deep: bool) -> dict[str, Any]:
+        """Check its stored part of ``snapshot`` (a ``repository.Snapshot``) against the manifest;
+        the report's ``problems`` list is empty when all is well."""
+        ...
+
+    def restore_target(self, snapshot: Any, request: RestoreRequest) -> RestoreTarget | None:
+        """What ``restore`` would write (read-only), or None when it writes nothing."""
+        ...
+
+    def restore(self, snapshot: Any, request: RestoreRequest) -> dict[str, Any]:
+        """Put its part of ``snapshot`` back (verified before the target is touched)."""
+        ...
+
+    def doctor(self) -> list[dict[str, Any]]:
+        """Checks of what it needs on its host (tools, access), each ``{"check", "ok", "detail"}``."""
+        ...
+
+
+@runtime_checkable
+class Service(Component, Protocol):
+    """A component that runs: it can be stopped, started and checked (containers)."""
+
+    def stop(self) -> list[str]: ...
+    def start(self, names: list[str] | None = None) -> list[str]: ...
+    def check(self) -> list[dict[str, Any]]: ...

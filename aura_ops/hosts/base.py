@@ -1,0 +1,213 @@
+"""The Host protocol: the only way aura-ops touches a machine.
+
+Everything a component, an action or the deploy code does to a machine (start a program, read or
+write a file, walk a tree, reach a TCP service) goes through a ``Host``. ``LocalHost`` is this
+machine; an SSH host implements the same protocol, and ``FakeHost`` keeps files in memory and
+records argv for fast unit tests. The repository and the journal live on the control machine and
+are not reached through a host.
+
+Paths are strings (POSIX paths on the host). Commands are values (``Command``: argv plus env,
+never a shell string). A host turns its library's failures into ``AuraError`` subclasses where
+they arise: a failed command is ``CommandFailed``, a missing program ``ToolMissing``, a host that
+does not answer ``UnreachableError``; file operations raise ``OSError`` subclasses
+(``FileNotFoundError``, ``FileExistsError``, ...) exactly as the local system calls do, so that
+callers handle one set of conditions whatever the host.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import IO, Protocol, runtime_checkable
+
+from aura_ops.secrets import mask
+
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+
+
+@dataclass(frozen=True)
+class Command:
+    """A program to run: argv (no shell), extra environment, working directory.
+
+    Secrets go in ``env`` (e.g. PGPASSWORD), never in ``argv``.
+    """
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+
+    def display(self) -> str:
+        """The command as a user would type it, with secrets masked."""
+        return mask(shlex.join(self.argv))
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished command left: exit code, captured stdout (if any), stderr text."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+    seconds: float
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What ``Host.stat`` tells about a path (an ``os.stat_result`` reduced to what aura-ops uses)."""
+
+    mode: int  # st_mode: type and permission bits
+    size: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    dev: int
+    nlink: int
+
+    @property
+    def is_dir(self) -> bool:
+        return (self.mode & 0o170000) == 0o040000
+
+    @property
+    def is_file(self) -> bool:
+        return (self.mode & 0o170000) == 0o100000
+
+    @property
+    def is_symlink(self) -> bool:
+        return (self.mode & 0o170000) == 0o120000
+
+
+class Process(Protocol):
+    """A running command whose output is streamed."""
+
+    stdout: IO[bytes] | None
+
+    def stderr_lines(self) -> Iterator[str]: ...
+    def drain_in_background(self, on_line: Callable[[str], None] | None = None) -> None: ...
+    def wait(self, check: bool = True, timeout: float | None = None) -> Result: ...
+    def kill(self) -> None: ...
+
+
+@runtime_checkable
+class Host(Protocol):
+    """A machine aura-ops acts on. ``name`` appears in every log line and error."""
+
+    name: str
+
+    # -- programs ------------------------------------------------------------------------------
+    def run(
+        self,
+        command: Command,
+        *,
+        stdin: bytes | IO[bytes] | None = None,
+        stdout: IO[bytes] | int | None = PIPE,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> Result:
+        """Run ``command`` to completion; ``CommandFailed`` when ``check`` and it exits non-zero."""
+        ...
+
+    def start(
+        self, command: Command, *, stdout: IO[bytes] | int | None = PIPE, stdin: IO[bytes] | int | None = DEVNULL
+    ) -> Process:
+        """Start ``command`` with streamed output (pg_dump, pg_restore, rsync); stderr is kept as
+        a masked tail for errors; a kill reaches everything it started."""
+        ...
+
+    def which(self, program: str) -> str | None: ...
+
+    # -- reaching the host ---------------------------------------------------------------------
+    def rsync_path(self, path: str) -> str:
+        """How rsync addresses ``path`` on this host (the path itself locally, ``host:path`` over SSH)."""
+        ...
+
+    def tunnel(self, address: str, port: int) -> AbstractContextManager[tuple[str, int]]:
+        """A local (address, port) that reaches ``address:port`` as seen from this host: the same
+        pair for ``LocalHost``, a forwarded port over SSH. Open for the ``with`` block."""
+        ...
+
+    # -- files -----------------------------------------------------------------------------------
+    def stat(self, path: str, *, follow_symlinks: bool = True) -> FileStat | None:
+        """The path's status, ``None`` when nothing is there."""
+        ...
+
+    def exists(self, path: str) -> bool: ...
+    def is_dir(self, path: str) -> bool: ...
+    def is_file(self, path: str) -> bool: ...
+    def access(self, path: str, mode: int) -> bool:
+        """``os.access``: may this process read (R_OK), write (W_OK) or enter (X_OK) ``path``?"""
+        ...
+
+    def realpath(self, path: str) -> str: ...
+    def read_bytes(self, path: str) -> bytes: ...
+    def read_text(self, path: str) -> str: ...
+    def write_atomic(self, path: str, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+        """Replace ``path`` with ``data`` all at once (temp file in the same folder, fsync, rename,
+        fsync of the folder): a reader sees the old or the new content, never a mix."""
+        ...
+
+    def listdir(self, path: str) -> list[str]:
+        """The names in a folder, sorted."""
+        ...
+
+    def mkdir(self, path: str, *, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None: ...
+    def make_user_dirs(self, path: str) -> None:
+        """``mkdir -p`` with the invoking user's umask for every folder it creates (releases,
+        restored trees), not aura-ops' own 0077."""
+        ...
+
+    def rename(self, source: str, target: str) -> None:
+        """Atomic rename, replacing ``target`` if it is a file (``os.replace``)."""
+        ...
+
+    def exchange(self, a: str, b: str) -> None:
+        """Swap two paths in one atomic step (``renameat2(RENAME_EXCHANGE)``); ``OSError`` with
+        ``EINVAL``/``ENOSYS`` where the file system cannot."""
+        ...
+
+    def remove(self, path: str, *, missing_ok: bool = False) -> None:
+        """Remove a file or a symlink (never follows it)."""
+        ...
+
+    def rmdir(self, path: str) -> None: ...
+    def remove_tree(self, path: str) -> None:
+        """Remove a folder and everything under it; nothing when it is not there."""
+        ...
+
+    def symlink(self, target: str, path: str) -> None: ...
+    def replace_symlink(self, target: str, path: str) -> None:
+        """Point the symlink ``path`` at ``target`` atomically (a new link renamed over it)."""
+        ...
+
+    def readlink(self, path: str) -> str: ...
+    def chmod(self, path: str, mode: int, *, follow_symlinks: bool = True) -> None: ...
+    def chown(self, path: str, uid: int, gid: int, *, follow_symlinks: bool = True) -> None: ...
+    def utime(self, path: str, mtime_ns: int, *, follow_symlinks: bool = True) -> None: ...
+    def disk_usage(self, path: str) -> tuple[int, int]:
+        """(free bytes for an unprivileged user, total bytes) of the file system holding ``path``."""
+        ...
+
+    def temp_dir(self, parent: str, prefix: str) -> str:
+        """Create a fresh private folder under ``parent`` and return its path (the caller records
+        it as a temporary object and removes it)."""
+        ...
+
+    def user_umask(self) -> int:
+        """The umask of the user who started aura-ops (what it makes *for* the user gets it)."""
+        ...
+
+    # -- bulk operations (one call for many files, at full speed on LocalHost) -----------------
+    def link_many(self, pairs: Iterable[tuple[str, str]]) -> int:
+        """Hard-link each (existing, new) pair; return how many links were made."""
+        ...
+
+    def make_fifo(self, path: str) -> None: ...

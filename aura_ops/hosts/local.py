@@ -1,0 +1,434 @@
+"""LocalHost: this machine, through ``subprocess`` and the ``os`` module.
+
+It logs every command masked, enforces timeouts, and turns a failure into ``CommandFailed``
+naming the host, the masked command, the exit code and the last lines of stderr. Children run in
+their own process group with the user's umask and die with aura-ops (PDEATHSIG). File operations
+are the system calls themselves; bulk operations run at full speed in this process.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+from aura_ops import logs
+from aura_ops.errors import AuraError, CommandFailed, ToolMissing
+from aura_ops.hosts.base import DEVNULL, PIPE, Command, FileStat, Result
+from aura_ops.secrets import mask
+
+STDERR_TAIL_LINES = 20
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+# The umask of the user who started aura-ops. ``cli.main`` tightens the process's own umask to
+# 0077 (repository, state and logs are owner-only) and records the user's here first: what
+# aura-ops makes *for* the user (releases, restored trees, the folders that hold them) and the
+# commands it runs for the user (migrations, playbook commands) get the user's umask instead.
+_user_umask = _current_umask()
+
+
+def remember_user_umask(mask: int) -> None:
+    global _user_umask
+    _user_umask = mask
+
+
+def user_umask() -> int:
+    return _user_umask
+
+
+def make_user_dirs(path: str | os.PathLike[str]) -> None:
+    """``mkdir -p`` with the invoking user's umask for every folder it creates (not aura's 0077),
+    so that a folder made to hold a release or a restored tree is as readable as the user's own."""
+    missing = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+            continue
+        os.chmod(folder, 0o777 & ~_user_umask)
+
+
+def _parent_death_signal() -> Any:
+    """Return a preexec function that gives the child the user's umask and makes it die with us
+    (Linux)."""
+    libc_name = ctypes.util.find_library("c")
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl if libc_name else None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)  # held by the parent while it forks
+        os.umask(_user_umask)
+        if prctl is not None:
+            prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return preexec
+
+
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+_PREEXEC = _parent_death_signal()
+
+
+class _LocalProcess:
+    """A subprocess.Popen with a bounded stderr tail and our error conventions."""
+
+    def __init__(self, host: LocalHost, command: Command, popen: subprocess.Popen[bytes]) -> None:
+        self.host = host
+        self.command = command
+        self.popen = popen
+        self.stdout = popen.stdout
+        self.started = time.monotonic()
+        self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._drainer: threading.Thread | None = None
+        self._stderr_consumed = False
+
+    def stderr_lines(self) -> Iterator[str]:
+        assert self.popen.stderr is not None
+        for raw in self.popen.stderr:
+            line = mask(raw.decode("utf-8", "replace").rstrip("\n"))
+            self.tail.append(line)
+            yield line
+
+    def _drain_stderr(self, on_line: Callable[[str], None] | None = None) -> None:
+        for line in self.stderr_lines():
+            if on_line is not None:
+                on_line(line)
+
+    def consume_stderr(self, data: bytes) -> None:
+        for line in data.decode("utf-8", "replace").splitlines():
+            self.tail.append(mask(line))
+        self._stderr_consumed = True
+
+    def drain_in_background(self, on_line: Callable[[str], None] | None = None) -> None:
+        """Read stderr in a thread (keeping the tail), calling ``on_line`` for each line."""
+        self._drainer = threading.Thread(target=self._drain_stderr, args=(on_line,), daemon=True)
+        self._drainer.start()
+
+    def wait(self, check: bool = True, timeout: float | None = None) -> Result:
+        try:
+            returncode = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AuraError(f"on {self.host.name}: `{self.command.display()}` timed out after {timeout:g}s") from None
+        except BaseException:  # interrupted: never leave the command running behind us
+            self.kill()
+            raise
+        if self._drainer is not None:
+            self._drainer.join()
+        elif not self._stderr_consumed:
+            self._drain_stderr()
+        seconds = time.monotonic() - self.started
+        result = Result(returncode, b"", "\n".join(self.tail), seconds)
+        log = logs.get()
+        log.debug(
+            "command.finished",
+            host=self.host.name,
+            returncode=returncode,
+            seconds=round(seconds, 3),
+            command=self.command.display(),
+        )
+        if check and returncode != 0:
+            raise CommandFailed(self.host.name, self.command.display(), returncode, result.stderr)
+        return result
+
+    def kill(self) -> None:
+        """Kill the command's whole process group (what it started too), then reap it."""
+        if self.popen.returncode is None:  # not reaped yet: its pid still names only its group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class LocalHost:
+    """Runs commands on this machine."""
+
+    def __init__(self, name: str = "local") -> None:
+        self.name = name
+
+    def _env(self, command: Command) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(command.env)
+        return env
+
+    def start(
+        self,
+        command: Command,
+        *,
+        stdout: IO[bytes] | int | None = PIPE,
+        stdin: IO[bytes] | int | None = DEVNULL,
+    ) -> _LocalProcess:
+        """Start ``command``; its stderr is kept as a masked tail for errors."""
+        logs.get().info("command.started", host=self.name, command=command.display())
+        # SIGINT/SIGTERM are held while the child is forked: a handler raising inside the fork's
+        # own Python hooks is lost (the run would then wait for the child); once the process is
+        # known, a held signal arrives and kills it
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+        process: _LocalProcess | None = None
+        try:
+            popen = subprocess.Popen(
+                command.argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=PIPE,
+                env=self._env(command),
+                cwd=command.cwd,
+                preexec_fn=_PREEXEC,  # noqa: PLW1509
+                process_group=0,  # its own group: a timeout or an interruption kills all it started
+            )
+            process = _LocalProcess(self, command, popen)
+        except FileNotFoundError:
+            raise ToolMissing(f"{command.argv[0]}: not found on {self.name}") from None
+        except PermissionError:
+            raise ToolMissing(f"{command.argv[0]}: not executable on {self.name}") from None
+        finally:
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            except BaseException:
+                if process is not None:
+                    process.kill()
+                raise
+        return process
+
+    def run(
+        self,
+        command: Command,
+        *,
+        stdin: bytes | IO[bytes] | None = None,
+        stdout: IO[bytes] | int | None = PIPE,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> Result:
+        """Run ``command`` to completion; raise CommandFailed when ``check`` and it fails."""
+        feed = stdin if isinstance(stdin, bytes) else None
+        source: IO[bytes] | int | None = PIPE if feed is not None else stdin  # type: ignore[assignment]
+        process = self.start(command, stdout=stdout, stdin=source or subprocess.DEVNULL)
+        try:
+            captured, errors = process.popen.communicate(input=feed, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AuraError(f"on {self.name}: `{command.display()}` timed out after {timeout:g}s") from None
+        except BaseException:  # interrupted: never leave the child running behind us
+            process.kill()
+            raise
+        process.consume_stderr(errors or b"")
+        result = process.wait(check=check)
+        return Result(result.returncode, captured or b"", result.stderr, result.seconds)
+
+    def which(self, program: str) -> str | None:
+        return shutil.which(program)
+
+    # -- reaching the host ---------------------------------------------------------------------
+    def rsync_path(self, path: str) -> str:
+        return path
+
+    @contextlib.contextmanager
+    def tunnel(self, address: str, port: int) -> Iterator[tuple[str, int]]:
+        yield address, port
+
+    # -- files -----------------------------------------------------------------------------------
+    def stat(self, path: str, *, follow_symlinks: bool = True) -> FileStat | None:
+        try:
+            st = os.stat(path, follow_symlinks=follow_symlinks)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return FileStat(
+            st.st_mode,
+            st.st_size,
+            st.st_uid,
+            st.st_gid,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            st.st_ino,
+            st.st_dev,
+            st.st_nlink,
+        )
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def is_file(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def access(self, path: str, mode: int) -> bool:
+        return os.access(path, mode)
+
+    def realpath(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def read_bytes(self, path: str) -> bytes:
+        with open(path, "rb") as handle:
+            return handle.read()
+
+    def read_text(self, path: str) -> str:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+
+    def write_atomic(self, path: str, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+        folder = os.path.dirname(path) or "."
+        temp = os.path.join(folder, f".{os.path.basename(path)}.aura-{os.getpid()}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        try:
+            try:
+                os.fchmod(fd, mode)  # not reduced by the umask
+                if owner is not None:
+                    os.fchown(fd, *owner)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+        _fsync_dir(folder)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(path))
+
+    def mkdir(self, path: str, *, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None:
+        if parents:
+            os.makedirs(path, mode, exist_ok=exist_ok)
+            return
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            if not (exist_ok and os.path.isdir(path)):
+                raise
+
+    def make_user_dirs(self, path: str) -> None:
+        make_user_dirs(path)
+
+    def rename(self, source: str, target: str) -> None:
+        os.replace(source, target)
+
+    def exchange(self, a: str, b: str) -> None:
+        _rename_exchange(a, b)
+
+    def remove(self, path: str, *, missing_ok: bool = False) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def rmdir(self, path: str) -> None:
+        os.rmdir(path)
+
+    def remove_tree(self, path: str) -> None:
+        if os.path.islink(path) or os.path.isfile(path):
+            os.unlink(path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+
+    def symlink(self, target: str, path: str) -> None:
+        os.symlink(target, path)
+
+    def replace_symlink(self, target: str, path: str) -> None:
+        temp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.aura-{os.getpid()}.link")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        os.symlink(target, temp)
+        try:
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+        _fsync_dir(os.path.dirname(path) or ".")
+
+    def readlink(self, path: str) -> str:
+        return os.readlink(path)
+
+    def chmod(self, path: str, mode: int, *, follow_symlinks: bool = True) -> None:
+        os.chmod(path, mode, follow_symlinks=follow_symlinks)
+
+    def chown(self, path: str, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
+        os.chown(path, uid, gid, follow_symlinks=follow_symlinks)
+
+    def utime(self, path: str, mtime_ns: int, *, follow_symlinks: bool = True) -> None:
+        os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=follow_symlinks)
+
+    def disk_usage(self, path: str) -> tuple[int, int]:
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+    def temp_dir(self, parent: str, prefix: str) -> str:
+        import tempfile
+
+        return tempfile.mkdtemp(prefix=prefix, dir=parent)
+
+    def user_umask(self) -> int:
+        return _user_umask
+
+    # -- bulk operations -------------------------------------------------------------------------
+    def link_many(self, pairs: Iterable[tuple[str, str]]) -> int:
+        count = 0
+        link = os.link
+        for existing, new in pairs:
+            link(existing, new, follow_symlinks=False)
+            count += 1
+        return count
+
+    def make_fifo(self, path: str) -> None:
+        os.mkfifo(path, 0o600)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _rename_exchange(a: str, b: str) -> None:
+    """renameat2(a, b, RENAME_EXCHANGE): both names stay, their contents swap, in one step."""
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    function = getattr(libc, "renameat2", None)
+    if function is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available", a)
+    if function(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), a)
+
+
+def local_hostname() -> str:
+    return socket.gethostname()

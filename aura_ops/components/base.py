@@ -21,12 +21,13 @@ from aura_ops.hosts.base import Host
 
 
 class Artifact(BaseModel):
-    """One file of a component's part of a snapshot: its size and SHA-256."""
+    """One file of a component's part of a snapshot: its size and checksum (the manifest's
+    ``checksum_algorithm``, SHA-256)."""
 
     model_config = ConfigDict(extra="allow")
 
     size: int
-    sha256: str
+    hash: str
 
 
 class ComponentManifest(BaseModel):

@@ -100,11 +100,11 @@ def confirm(question: str, yes: bool) -> None:
     raise UsageError(f"{question} Pass --yes to confirm; nothing was changed")
 
 
-def _table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+def _table(columns: list[str], rows: list[list[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*columns, title=title, show_lines=False)
+    table = Table(*columns, show_lines=False)
     for row in rows:
         table.add_row(*[str(cell) for cell in row])
     # off a terminal (cron, CI logs) ids are never cut to fit 80 columns: they are copied from there

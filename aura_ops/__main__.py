@@ -1,3 +1,3 @@
-from aura_ops.cli.commands import main
+from aura_ops.cli import main
 
 main()

@@ -36,7 +36,6 @@ _PATTERNS = (
     ),
 )
 
-SECRET_KEYS = re.compile(r"(?i)(password|passwd|secret|token|api[_-]?key|credential|dsn)")
 # conninfo keys whose values are secrets (libpq): a DSN's password parts
 _DSN_SECRETS = ("password", "sslpassword")
 

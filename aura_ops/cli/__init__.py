@@ -1,5 +1,10 @@
-"""The command line: parsing, confirmation, output; the one place errors become exit codes."""
+"""The command line: parsing, confirmation, output; the one place errors become exit codes.
 
-from aura_ops.cli.commands import cli, main
+``base`` holds the group, the common options, the shared output helpers and ``main`` (the edge);
+each other module registers one group of commands on it when imported here.
+"""
+
+from aura_ops.cli import deploy, doctor, runs, snapshots  # noqa: F401 - each registers its commands
+from aura_ops.cli.base import cli, main
 
 __all__ = ["cli", "main"]

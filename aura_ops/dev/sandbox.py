@@ -15,7 +15,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
@@ -127,15 +126,6 @@ class PostgresCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
-
-
-@contextlib.contextmanager
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
-    try:
-        yield cluster.start()
-    finally:
-        cluster.remove()
 
 
 def wait_until(predicate: object, timeout: float = 30.0, interval: float = 0.05) -> bool:

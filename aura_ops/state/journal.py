@@ -46,17 +46,6 @@ RUN_FINAL = ("succeeded", "rolled_back", "failed", "rollback_failed")
 # step: pending -> applying -> applied | failed; applied -> compensating -> compensated;
 # pending -> already_applied (its check found it done before this run touched it: an earlier
 # run's work, which this run's compensation never undoes)
-STEP_STATES = (
-    "pending",
-    "skipped",
-    "already_applied",
-    "applying",
-    "applied",
-    "failed",
-    "compensating",
-    "compensated",
-    "compensation_failed",
-)
 
 
 def _now() -> str:

@@ -11,6 +11,7 @@ from aura_ops.config import Config, FilesConfig
 from aura_ops.errors import AuraError
 from aura_ops.hosts import Command, LocalHost
 from aura_ops.repository import Repository
+from aura_ops.workflows import snapshots
 
 
 def _tool(host: LocalHost, program: str) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def run(config: Config) -> tuple[list[dict[str, Any]], int]:
         checks.append(_tool(host, "rsync"))
     for name, cfg in config.components.items():
         checks.extend(module_for(cfg.type).doctor(LocalHost(cfg.host), name, cfg))
-    checks.extend(_repository(Repository(config.repository.path)))
+    checks.extend(_repository(snapshots.repository(config)))
     checks.extend(_temporaries(config))
     if os.geteuid() != 0:
         checks.append(

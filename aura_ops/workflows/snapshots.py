@@ -27,7 +27,7 @@ from aura_ops.errors import AuraError, UsageError, VerificationError
 from aura_ops.hosts import Host, LocalHost, local_hostname
 from aura_ops.repository import FORMAT, MANIFEST, Repository, Snapshot, new_snapshot_id
 from aura_ops.state import temporaries
-from aura_ops.workflows import targets
+from aura_ops.workflows import manifests, targets
 
 
 class Interrupted(AuraError):
@@ -66,7 +66,7 @@ def host_for(config: Config, name: str) -> Host:
 
 
 def repository(config: Config) -> Repository:
-    return Repository(config.repository.path)
+    return Repository(config.repository.path, validate=manifests.section_problem)
 
 
 def _selected(config: Config, components: list[str] | None) -> list[str]:

@@ -14,6 +14,7 @@ from aura_ops.config import PostgresConfig
 from aura_ops.errors import LockedError, first_line
 from aura_ops.repository import Repository, new_snapshot_id
 from aura_ops.state.lock import hold
+from aura_ops.workflows.manifests import section_problem
 
 
 def test_mask_hides_registered_values_and_credential_shapes() -> None:
@@ -151,7 +152,7 @@ def test_a_checksum_file_cannot_be_dropped_for_a_snapshot_sealed_after_checksums
 def test_a_manifest_of_the_wrong_shape_marks_its_snapshot_damaged(
     components: dict[str, object], problem: str, tmp_path: Path
 ) -> None:
-    repo = Repository(tmp_path)
+    repo = Repository(tmp_path, validate=section_problem)
     repo.ensure()
     snapshot_id = "20250101-000000-000"
     repo.begin(snapshot_id)

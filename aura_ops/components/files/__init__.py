@@ -203,11 +203,6 @@ def checked_index(snapshot: Snapshot, name: str) -> Index:
     return index
 
 
-def load_index(snapshot: Snapshot, name: str) -> dict[str, dict[str, Any]]:
-    """The per-path index of a files snapshot (checked against the manifest)."""
-    return checked_index(snapshot, name).entries
-
-
 def index_damage(snapshot: Snapshot, name: str, cache: VerifiedCache | None = None) -> str | None:
     """Why this component's index cannot be trusted (missing, changed), or None."""
     info = snapshot.manifest["components"][name].get("artifacts", {}).get(INDEX, {})

@@ -324,10 +324,6 @@ def make_pg_restore(
     return Command((*argv, str(dump_dir)), conn.env())
 
 
-def make_psql_file(cfg: PostgresConfig | None, conn: Connection, sql_file: Path) -> Command:
-    return Command((tool(cfg, "psql"), "-X", "-q", f"--dbname={conn.dbname}", "-f", str(sql_file)), conn.env())
-
-
 def tool_major(host: Host, program: str) -> tuple[int, str]:
     """(major version, full version line) of a PostgreSQL client program."""
     text = host.run(Command((program, "--version"))).text.strip()
@@ -1092,13 +1088,6 @@ def _check_restored(conn: Connection, name: str, entry: dict[str, Any]) -> None:
     with contextlib.closing(connect(conn)) as db:
         method = entry.get("checksum_method", "text")
         compare_facts(name, entry, database_facts(db, "table_checksums" in entry, method))
-
-
-def copy_database_settings(admin: Any, source: str, target: str) -> None:
-    """Give ``target`` the catalog-level properties of ``source`` (``pgdatabase.copy_properties``)."""
-    from aura_ops.components.postgres import database as pgdatabase
-
-    pgdatabase.copy_properties(admin, source, target)
 
 
 # ---------------------------------------------------------------- verify

@@ -1,0 +1,212 @@
+"""The command group, the options every command takes, the output helpers the commands share, and
+the edge: errors become one masked line and a documented exit code here, and only here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from aura_ops import __version__, logs
+from aura_ops.errors import EXIT_CODES_HELP, AuraError, UsageError
+from aura_ops.secrets import mask, mask_values
+
+
+class State:
+    """Options shared by every command, settable before or after the command name."""
+
+    def __init__(self) -> None:
+        self.config_path: str | None = None
+        self.json = False
+        self.verbosity = 0
+
+    def load(self) -> Any:
+        from aura_ops import config
+
+        loaded = config.load(self.config_path)
+        level = "debug" if self.verbosity > 0 else ("warning" if self.verbosity < 0 else loaded.logging.level)
+        logs.configure(loaded.logging.dir, level, pretty=None if not self.json else False)
+        return loaded
+
+
+def _set_config(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(State).config_path = value
+
+
+def _set_json(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(State).json = True
+
+
+def _set_verbosity(ctx: click.Context, _: click.Parameter, value: int) -> None:
+    ctx.ensure_object(State).verbosity += value
+
+
+def common(function: Callable[..., Any]) -> Callable[..., Any]:
+    """--config / --json / -v / -q on a command (also accepted before the command name)."""
+    options = [
+        click.option(
+            "--config",
+            "-c",
+            metavar="FILE",
+            expose_value=False,
+            callback=_set_config,
+            # no envvar here: click would read AURA_CONFIG for every command level where -c is
+            # absent, overriding a -c given before the command; config.load falls back to it
+            help="Config file (default: $AURA_CONFIG, else aura.yaml). Wins over AURA_CONFIG.",
+        ),
+        click.option(
+            "--json",
+            "json_",
+            is_flag=True,
+            expose_value=False,
+            callback=_set_json,
+            help="Print one JSON document on stdout (logs stay on stderr).",
+        ),
+        click.option(
+            "-v", "--verbose", count=True, expose_value=False, callback=_set_verbosity, help="More log output."
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def emit(data: dict[str, Any], human: Callable[[dict[str, Any]], None]) -> None:
+    state = click.get_current_context().ensure_object(State)
+    data = mask_values(data)  # every registered secret, whatever the command put in its report
+    if state.json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        human(data)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask on a terminal; elsewhere require --yes. UsageError (exit 2) when declined."""
+    if yes:
+        return
+    if sys.stdin.isatty() and not click.get_current_context().ensure_object(State).json:
+        if click.confirm(question, default=False, err=True):
+            return
+        raise UsageError("not confirmed; nothing was changed")
+    raise UsageError(f"{question} Pass --yes to confirm; nothing was changed")
+
+
+def _table(columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, show_lines=False)
+    for row in rows:
+        table.add_row(*[str(cell) for cell in row])
+    # off a terminal (cron, CI logs) ids are never cut to fit 80 columns: they are copied from there
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 1000).print(table)
+
+
+def _refuse_if_interrupted(config: Any) -> None:
+    from aura_ops import engine
+
+    engine.refuse_if_interrupted(config)
+
+
+def _announce(config: Any, doing: str) -> None:
+    """The first line of a command that changes something: the config file and the target."""
+    from aura_ops.cli import announce
+
+    click.echo(announce.line(config, doing), err=True)
+
+
+def _human_size(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aura-ops")
+@common
+def cli() -> None:
+    """aura-ops: verified snapshots of PostgreSQL and file trees, and restores you can trust."""
+
+
+def _human_age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _show_outcome(data: dict[str, Any]) -> None:
+    run = data["run"]
+    click.echo(f"run {run['id']} ({run['playbook']}): {run['status']}")
+    for step in data["steps"]:
+        error = f"  {step['error']}" if step.get("error") else ""
+        took = f"{step['seconds']:7.2f}s" if step.get("seconds") is not None else " " * 8
+        click.echo(f"  {step['index'] + 1:>2}. {step['name']:<14} {step['action']:<23} {took} {step['status']}{error}")
+    click.echo(data["message"])
+
+
+def _show_plan(data: dict[str, Any]) -> None:
+    click.echo(f"plan for {data['playbook']} (changes nothing):")
+    for number, step in enumerate(data["steps"], 1):
+        click.echo(f"  {number:>2}. {step['name']} [{step['action']}] {step['state']}")
+        click.echo(f"      do:   {step['apply']}")
+        click.echo(f"      undo: {step['undo']}")
+
+
+# ---------------------------------------------------------------- the edge
+
+
+def _save_traceback() -> str:
+    # a new file of our own (mkstemp: O_EXCL, 0600), never one a planted symlink points at
+    fd, path = tempfile.mkstemp(prefix=f"aura-ops-crash-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-", suffix=".txt")
+    with os.fdopen(fd, "w") as out:
+        out.write(mask(traceback.format_exc()))
+    return str(path)
+
+
+def _fail(message: str, code: int, json_mode: bool) -> int:
+    click.echo(f"aura-ops: error: {mask(message)}", err=True)
+    if json_mode:
+        click.echo(json.dumps({"ok": False, "error": mask(message), "exit_code": code}))
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and map every outcome to a documented exit code."""
+    from aura_ops.hosts import remember_user_umask
+
+    remember_user_umask(os.umask(0o077))  # aura's own files owner-only; the user's keep the user's umask
+    json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
+    logs.configure(None, "info", pretty=False if json_mode else None)
+    try:
+        result = cli.main(args=argv, prog_name="aura-ops", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = 2
+    except click.exceptions.Abort:
+        code = _fail("aborted; nothing was changed", 1, json_mode)
+    except AuraError as exc:
+        code = _fail(str(exc), exc.exit_code, json_mode)
+    except KeyboardInterrupt:
+        code = _fail("interrupted", 1, json_mode)
+    except Exception as exc:  # noqa: BLE001 - the edge: one line plus a saved traceback
+        path = _save_traceback()
+        code = _fail(f"unexpected {type(exc).__name__}: {exc} (traceback saved to {path})", 1, json_mode)
+    sys.exit(code)

@@ -1,0 +1,28 @@
+"""doctor: check everything a command needs before anything is changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from aura_ops.cli.base import State, _table, cli, common, emit
+from aura_ops.errors import EXIT_CODES_HELP
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@common
+def doctor() -> int:
+    """Check tools, versions, database reachability, repository and disk before changing anything."""
+    from aura_ops.workflows import doctor as checks
+
+    config = click.get_current_context().ensure_object(State).load()
+    results, code = checks.run(config)
+
+    def human(data: dict[str, Any]) -> None:
+        _table(
+            ["check", "ok", "detail"], [[c["check"], "yes" if c["ok"] else "NO", c["detail"]] for c in data["checks"]]
+        )
+
+    emit({"ok": code == 0, "exit_code": code, "checks": results}, human)
+    return code

@@ -900,16 +900,20 @@ class FakeHost:
                 self._mkdir(current, 0o755)
                 self.chmod(current, 0o755)
 
-    def add_dir(self, path: str, mode: int = 0o755) -> None:
-        """A folder with ``mode`` (whatever the umask), its missing parents made 0755."""
+    def add_dir(self, path: str, mode: int = 0o755, *, owner: tuple[int, int] | None = None) -> None:
+        """A folder with ``mode`` (whatever the umask) and ``owner`` (default: this host's
+        user), its missing parents made 0755."""
         with self._setup():
             self._add_parents(path)
             self.chmod(path, mode)
+            if owner is not None:
+                self.chown(path, *owner)
 
     def add_file(
         self, path: str, data: bytes | str = b"", mode: int = 0o644, *, owner: tuple[int, int] | None = None
     ) -> None:
-        """A file with ``data`` (text as UTF-8) and ``mode``, its folders made as needed."""
+        """A file with ``data`` (text as UTF-8), ``mode`` and ``owner`` (default: this host's
+        user), its folders made as needed."""
         with self._setup():
             self._add_parents(posixpath.dirname(self._absolute(path)))
             self.write_atomic(path, data.encode() if isinstance(data, str) else data, mode=mode, owner=owner)
@@ -923,7 +927,8 @@ class FakeHost:
     def tree(self, root: str = "/") -> dict[str, Entry]:
         """Everything under ``root`` (not itself), by path relative to it, symlinks not followed:
         ``{"a": ("dir", 0o755), "a/f": ("file", 0o644, b"..."), "l": ("symlink", 0o777, "a")}``."""
-        folder = self._existing(root)
+        with self._setup():
+            folder = self._existing(root)
         found: dict[str, Entry] = {}
         for relative, node in self._walk(folder, ""):
             content: bytes | str | None = node.data if node.is_file else (node.target if node.is_symlink else None)

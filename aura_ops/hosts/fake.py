@@ -20,8 +20,8 @@ wrong, not the code under test), and a non-zero exit with ``check`` raises ``Com
 
 Adding a protocol method: resolve paths with ``_locate`` (follows a final symlink or not) or
 ``_entry`` (the directory entry itself, for operations that create, remove or rename names),
-check permissions with ``_require``, and change the tree only through ``_attach``/``_detach`` so
-that link counts, folder times and the space used stay right.
+check permissions with ``_require``, and change the tree only through ``_attach``/``_detach``
+(names) and ``_write`` (content) so that link counts, folder times and the space used stay right.
 """
 
 from __future__ import annotations
@@ -665,14 +665,22 @@ class FakeHost:
         try:
             if owner is not None:
                 self.chown(temp, *owner)  # after the mode, as LocalHost's fchown: clears setuid
-            self._reserve(len(data))
-            node.data = bytes(data)
-            self.used += len(data)
+            self._write(node, data)
             self.rename(temp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 self.remove(temp)
             raise
+
+    def _write(self, node: _Node, data: bytes) -> None:
+        """Give a file new content: ENOSPC when it does not fit; written by anyone but root it
+        loses its setuid bit (and setgid if group-executable), as a write(2) makes it."""
+        self._reserve(len(data) - len(node.data))
+        if data and not (self.uid == 0 or self._privileged):
+            node.mode &= ~_privilege_bits(node)
+        self.used += len(data) - len(node.data)
+        node.data = bytes(data)
+        self._touch(node)
 
     def symlink(self, target: str, path: str) -> None:
         if not target:
@@ -870,8 +878,7 @@ class FakeHost:
         if gid != -1:
             node.gid = gid
         if not node.is_dir and not node.is_symlink:
-            kill = stat.S_ISUID | (stat.S_ISGID if node.mode & stat.S_IXGRP else 0)
-            node.mode &= ~kill
+            node.mode &= ~_privilege_bits(node)
         node.ctime_ns = self.clock()
 
     def utime(self, path: str, mtime_ns: int, *, follow_symlinks: bool = True) -> None:
@@ -946,6 +953,12 @@ class FakeHost:
             yield relative, node
             if node.is_dir:
                 yield from self._walk(node, relative + "/")
+
+
+def _privilege_bits(node: _Node) -> int:
+    """The bits a chown or an unprivileged write takes from a file: setuid, and setgid when
+    group-executable (without it, setgid marks mandatory locking and stays)."""
+    return stat.S_ISUID | (stat.S_ISGID if node.mode & stat.S_IXGRP else 0)
 
 
 def _deliver(data: bytes, stdout: IO[bytes] | int | None) -> bytes:

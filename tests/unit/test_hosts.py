@@ -165,7 +165,7 @@ def test_start_writes_stdout_into_a_given_file(site: Site) -> None:
 
 
 def test_a_missing_program_is_tool_missing_and_which_finds_nothing(site: Site) -> None:
-    with pytest.raises(ToolMissing, match="^aura-no-such-program: not found on "):
+    with pytest.raises(ToolMissing, match="^aura-no-such-program: not (found|executable) on "):
         site.host.run(Command(("aura-no-such-program", "--version")))
     assert site.host.which("aura-no-such-program") is None
 
@@ -212,7 +212,9 @@ def test_write_atomic_with_an_owner_sets_it_after_the_mode_so_setuid_is_cleared(
     site.host.write_atomic(site.p("owned"), b"x", mode=0o4755, owner=(os.geteuid(), os.getegid()))
     plain, owned = site.host.stat(site.p("plain")), site.host.stat(site.p("owned"))
     assert plain is not None and owned is not None
-    assert (stat.S_IMODE(plain.mode), stat.S_IMODE(owned.mode)) == (0o4755, 0o755)
+    # writing the data takes setuid away from all but root (CAP_FSETID); a chown from everyone
+    assert stat.S_IMODE(plain.mode) == (0o4755 if os.geteuid() == 0 else 0o755)
+    assert stat.S_IMODE(owned.mode) == 0o755
     assert (owned.uid, owned.gid) == (os.geteuid(), os.getegid())
 
 
@@ -329,6 +331,50 @@ def test_root_reads_and_writes_whatever_the_mode_others_do_not(site: Site) -> No
     else:
         with pytest.raises(PermissionError):
             site.host.read_bytes(locked)
+
+
+def test_a_read_only_folder_refuses_changes_to_all_but_root(site: Site) -> None:
+    site.host.mkdir(site.p("ro"))
+    site.write("ro/kept")
+    site.write("ro/doomed")
+    site.host.chmod(site.p("ro"), 0o555)
+    changes: dict[str, Callable[[], object]] = {
+        "write_atomic": lambda: site.write("ro/new"),
+        "mkdir": lambda: site.host.mkdir(site.p("ro", "d")),
+        "symlink": lambda: site.host.symlink("x", site.p("ro", "l")),
+        "link_many": lambda: site.host.link_many([(site.p("ro", "kept"), site.p("ro", "k2"))]),
+        "rename": lambda: site.host.rename(site.p("ro", "kept"), site.p("moved")),
+        "remove": lambda: site.host.remove(site.p("ro", "doomed")),
+    }
+    try:
+        for name, change in changes.items():
+            if os.geteuid() == 0:
+                change()
+            else:
+                with pytest.raises(PermissionError):
+                    change()
+                    pytest.fail(name)
+        expected = ["d", "k2", "l", "new"] if os.geteuid() == 0 else ["doomed", "kept"]
+        assert site.host.listdir(site.p("ro")) == expected
+    finally:
+        site.host.chmod(site.p("ro"), 0o755)
+
+
+def test_a_folder_without_search_permission_hides_its_entries_from_all_but_root(site: Site) -> None:
+    site.host.mkdir(site.p("closed"))
+    site.write("closed/f", b"in")
+    site.host.chmod(site.p("closed"), 0o600)
+    try:
+        if os.geteuid() == 0:
+            assert site.host.read_bytes(site.p("closed", "f")) == b"in"
+            assert site.host.stat(site.p("closed", "f")) is not None
+        else:
+            with pytest.raises(PermissionError):
+                site.host.stat(site.p("closed", "f"))
+            assert not site.host.exists(site.p("closed", "f"))
+            assert site.host.listdir(site.p("closed")) == ["f"]  # reading names needs r only
+    finally:
+        site.host.chmod(site.p("closed"), 0o755)
 
 
 # -- folders -------------------------------------------------------------------------------------

@@ -272,7 +272,7 @@ class FakeHost:
     def _reply(self, command: Command, stdin: bytes, timeout: float | None) -> Result:
         self.commands.append(command)
         logs.get().info("command.started", host=self.name, command=command.display())
-        argv = command.argv
+        argv = tuple(command.argv)
         program = self._program_of(argv[0])
         if program is None:
             raise ToolMissing(f"{argv[0]}: not found on {self.name}")
@@ -490,8 +490,9 @@ class FakeHost:
             node = self._locate(path, follow=follow_symlinks).node
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if node is None:
-            return None
+        return None if node is None else self._file_stat(node)
+
+    def _file_stat(self, node: _Node) -> FileStat:
         return FileStat(
             node.mode, node.size, node.uid, node.gid, node.mtime_ns, node.ctime_ns, node.ino, self.dev, node.nlink
         )
@@ -947,6 +948,8 @@ class FakeHost:
         return {path: entry.content for path, entry in self.tree(root).items() if isinstance(entry.content, bytes)}
 
     def _walk(self, folder: _Node, prefix: str) -> Iterator[tuple[str, _Node]]:
+        """Every node under ``folder`` by relative path, depth first in name order, symlinks
+        not followed (what a bulk walk with stats builds on)."""
         for name in sorted(folder.entries):
             node = folder.entries[name]
             relative = f"{prefix}{name}"

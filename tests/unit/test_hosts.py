@@ -1,0 +1,782 @@
+"""The Host contract: every check runs against LocalHost (real files in tmp_path) and FakeHost
+(in memory), so that the fake cannot drift from the system calls it stands for.
+
+The fake runs as the same user with the same umasks as this process, at the same path as
+tmp_path, so errors, modes, owners and resolved paths compare as they are. Program checks run
+real ``sh`` on LocalHost and a script of the same answer on FakeHost: what is compared is what
+the host makes of an answer (captured output, the stderr tail, CommandFailed, ToolMissing).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from aura_ops.errors import CommandFailed, ToolMissing
+from aura_ops.hosts import Command, Host, LocalHost, Result, user_umask
+from aura_ops.hosts.fake import FakeHost
+
+
+def _process_umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+@dataclass
+class Site:
+    """A host and a folder on it to work in."""
+
+    host: Host
+    root: str
+
+    def p(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def script(self, argv: Sequence[str], reply: Result) -> None:
+        """What the command answers: scripted on the fake, the real program's answer locally."""
+        if isinstance(self.host, FakeHost):
+            self.host.on(argv, reply)
+
+    def write(self, relative: str, data: bytes = b"x", mode: int = 0o644) -> str:
+        path = self.p(relative)
+        self.host.write_atomic(path, data, mode=mode)
+        return path
+
+
+@pytest.fixture(params=["local", "fake"])
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
+    root = str(tmp_path)
+    if request.param == "local":
+        yield Site(LocalHost(), root)
+        return
+    fake = FakeHost(
+        uid=os.geteuid(),
+        gid=os.getegid(),
+        groups=os.getgroups(),
+        umask=_process_umask(),
+        user_umask=user_umask(),
+    )
+    fake.add_dir(root, mode=stat.S_IMODE(tmp_path.stat().st_mode))
+    yield Site(fake, root)
+
+
+def _snapshot(host: Host, root: str) -> dict[str, tuple[str, int, bytes | str | None]]:
+    """Everything under ``root`` as seen through the protocol alone."""
+    found: dict[str, tuple[str, int, bytes | str | None]] = {}
+    for name in host.listdir(root):
+        path = os.path.join(root, name)
+        st = host.stat(path, follow_symlinks=False)
+        assert st is not None
+        if st.is_symlink:
+            found[name] = ("symlink", stat.S_IMODE(st.mode), host.readlink(path))
+        elif st.is_dir:
+            found[name] = ("dir", stat.S_IMODE(st.mode), None)
+            found.update({f"{name}/{k}": v for k, v in _snapshot(host, path).items()})
+        else:
+            found[name] = ("file", stat.S_IMODE(st.mode), host.read_bytes(path))
+    return found
+
+
+def _errno(info: pytest.ExceptionInfo[OSError]) -> int | None:
+    return info.value.errno
+
+
+# -- the protocol --------------------------------------------------------------------------------
+
+
+def test_both_hosts_implement_the_protocol(site: Site) -> None:
+    assert isinstance(site.host, Host)
+
+
+def test_rsync_path_is_the_path_and_the_tunnel_the_same_address(site: Site) -> None:
+    assert site.host.rsync_path(site.p("a")) == site.p("a")
+    with site.host.tunnel("127.0.0.1", 5432) as pair:
+        assert pair == ("127.0.0.1", 5432)
+
+
+# -- programs ------------------------------------------------------------------------------------
+
+
+def test_run_captures_stdout_and_the_stderr_tail(site: Site) -> None:
+    argv = ["sh", "-c", "printf 'hello'; printf 'one\\ntwo\\n' >&2"]
+    site.script(argv, Result(0, b"hello", "one\ntwo\n", 0.0))
+    done = site.host.run(Command(tuple(argv)))
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"hello", "one\ntwo")
+
+
+def test_run_of_a_failing_command_raises_command_failed_naming_host_code_and_last_line(site: Site) -> None:
+    argv = ["sh", "-c", "echo first >&2; echo last words >&2; exit 3"]
+    site.script(argv, Result(3, b"", "first\nlast words\n", 0.0))
+    with pytest.raises(CommandFailed) as info:
+        site.host.run(Command(tuple(argv)))
+    assert info.value.returncode == 3
+    assert info.value.host == site.host.name
+    assert str(info.value).endswith("exited 3: last words")
+    done = site.host.run(Command(tuple(argv)), check=False)
+    assert (done.returncode, done.stderr) == (3, "first\nlast words")
+
+
+def test_run_writes_stdout_into_a_given_file_and_captures_nothing(site: Site) -> None:
+    argv = ["sh", "-c", "printf data"]
+    site.script(argv, Result(0, b"data", "", 0.0))
+    with open(os.path.join(site.root, "out"), "w+b") as handle:
+        done = site.host.run(Command(tuple(argv)), stdout=handle)
+        handle.seek(0)
+        assert (done.stdout, handle.read()) == (b"", b"data")
+
+
+def test_run_feeds_stdin_bytes(site: Site) -> None:
+    argv = ["cat"]
+    if isinstance(site.host, FakeHost):
+        site.host.on(argv, lambda call: Result(0, call.stdin, "", 0.0))
+    done = site.host.run(Command(tuple(argv)), stdin=b"abc")
+    assert done.stdout == b"abc"
+
+
+def test_start_streams_stdout_and_wait_reports_the_exit(site: Site) -> None:
+    argv = ["sh", "-c", "printf 'streamed'; echo bad >&2; exit 5"]
+    site.script(argv, Result(5, b"streamed", "bad\n", 0.0))
+    process = site.host.start(Command(tuple(argv)))
+    assert process.stdout is not None
+    assert process.stdout.read() == b"streamed"
+    lines: list[str] = []
+    process.drain_in_background(lines.append)
+    with pytest.raises(CommandFailed, match="exited 5: bad$"):
+        process.wait()
+    assert lines == ["bad"]
+
+
+def test_start_writes_stdout_into_a_given_file(site: Site) -> None:
+    argv = ["sh", "-c", "printf dumped"]
+    site.script(argv, Result(0, b"dumped", "", 0.0))
+    with open(os.path.join(site.root, "dump"), "w+b") as handle:
+        process = site.host.start(Command(tuple(argv)), stdout=handle)
+        assert process.stdout is None
+        assert process.wait().returncode == 0
+        handle.seek(0)
+        assert handle.read() == b"dumped"
+
+
+def test_a_missing_program_is_tool_missing_and_which_finds_nothing(site: Site) -> None:
+    with pytest.raises(ToolMissing, match="^aura-no-such-program: not (found|executable) on "):
+        site.host.run(Command(("aura-no-such-program", "--version")))
+    assert site.host.which("aura-no-such-program") is None
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def test_write_atomic_then_read_gives_the_content_mode_owner_and_one_link(site: Site) -> None:
+    path = site.write("f", b"caf\xc3\xa9\n", mode=0o640)
+    assert site.host.read_bytes(path) == b"caf\xc3\xa9\n"
+    assert site.host.read_text(path) == "café\n"
+    st = site.host.stat(path)
+    assert st is not None and st.is_file and not st.is_dir and not st.is_symlink
+    assert (stat.S_IMODE(st.mode), st.size, st.uid, st.gid, st.nlink) == (0o640, 6, os.geteuid(), os.getegid(), 1)
+
+
+def test_write_atomic_sets_the_mode_exactly_whatever_the_umask(site: Site) -> None:
+    path = site.write("f", b"x", mode=0o777)
+    st = site.host.stat(path)
+    assert st is not None and stat.S_IMODE(st.mode) == 0o777
+
+
+def test_write_atomic_replaces_the_whole_content_and_leaves_no_temporary(site: Site) -> None:
+    path = site.write("f", b"a long first version\n" * 100)
+    site.host.write_atomic(path, b"short", mode=0o600)
+    assert site.host.read_bytes(path) == b"short"
+    assert site.host.listdir(site.root) == ["f"]
+    st = site.host.stat(path)
+    assert st is not None and stat.S_IMODE(st.mode) == 0o600
+
+
+def test_write_atomic_makes_a_new_inode_so_a_hard_link_keeps_the_old_content(site: Site) -> None:
+    path = site.write("f", b"old")
+    site.host.link_many([(path, site.p("g"))])
+    site.host.write_atomic(path, b"new")
+    assert (site.host.read_bytes(path), site.host.read_bytes(site.p("g"))) == (b"new", b"old")
+    old, new = site.host.stat(site.p("g")), site.host.stat(path)
+    assert old is not None and new is not None
+    assert (old.nlink, new.nlink) == (1, 1) and old.ino != new.ino
+
+
+def test_write_atomic_with_an_owner_sets_it_after_the_mode_so_setuid_is_cleared(site: Site) -> None:
+    site.host.write_atomic(site.p("plain"), b"x", mode=0o4755)
+    site.host.write_atomic(site.p("owned"), b"x", mode=0o4755, owner=(os.geteuid(), os.getegid()))
+    plain, owned = site.host.stat(site.p("plain")), site.host.stat(site.p("owned"))
+    assert plain is not None and owned is not None
+    # writing the data takes setuid away from all but root (CAP_FSETID); a chown from everyone
+    assert stat.S_IMODE(plain.mode) == (0o4755 if os.geteuid() == 0 else 0o755)
+    assert stat.S_IMODE(owned.mode) == 0o755
+    assert (owned.uid, owned.gid) == (os.geteuid(), os.getegid())
+
+
+def test_write_atomic_as_root_gives_the_file_away(site: Site) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root gives a file to another user")
+    site.host.write_atomic(site.p("f"), b"x", owner=(1234, 1235))
+    st = site.host.stat(site.p("f"))
+    assert st is not None and (st.uid, st.gid) == (1234, 1235)
+
+
+def test_write_atomic_replaces_a_symlink_not_its_target(site: Site) -> None:
+    target = site.write("target", b"keep")
+    site.host.symlink("target", site.p("link"))
+    site.host.write_atomic(site.p("link"), b"mine")
+    assert site.host.read_bytes(target) == b"keep"
+    assert site.host.stat(site.p("link"), follow_symlinks=False) is not None
+    assert not site.host.is_dir(site.p("link")) and site.host.read_bytes(site.p("link")) == b"mine"
+    st = site.host.stat(site.p("link"), follow_symlinks=False)
+    assert st is not None and st.is_file
+
+
+def test_write_atomic_into_a_missing_folder_or_onto_a_folder_fails_and_leaves_nothing(site: Site) -> None:
+    with pytest.raises(FileNotFoundError):
+        site.host.write_atomic(site.p("missing", "f"), b"x")
+    site.host.mkdir(site.p("d"))
+    with pytest.raises(IsADirectoryError):
+        site.host.write_atomic(site.p("d"), b"x")
+    assert site.host.listdir(site.root) == ["d"] and site.host.listdir(site.p("d")) == []
+
+
+def test_reading_a_missing_file_or_a_folder_fails_as_the_system_does(site: Site) -> None:
+    with pytest.raises(FileNotFoundError) as missing:
+        site.host.read_bytes(site.p("missing"))
+    assert _errno(missing) == errno.ENOENT and missing.value.filename == site.p("missing")
+    with pytest.raises(IsADirectoryError):
+        site.host.read_bytes(site.root)
+    path = site.write("f")
+    with pytest.raises(NotADirectoryError):
+        site.host.read_bytes(os.path.join(path, "below"))
+    with pytest.raises(UnicodeDecodeError):
+        site.host.read_text(site.write("latin", b"caf\xe9"))
+
+
+def test_listdir_is_sorted_and_fails_on_a_file_or_nothing(site: Site) -> None:
+    for name in ("b", "a", "C", ".hidden"):
+        site.write(name)
+    assert site.host.listdir(site.root) == [".hidden", "C", "a", "b"]
+    with pytest.raises(NotADirectoryError):
+        site.host.listdir(site.p("a"))
+    with pytest.raises(FileNotFoundError):
+        site.host.listdir(site.p("missing"))
+
+
+def test_stat_is_none_for_nothing_and_follows_symlinks_only_when_asked(site: Site) -> None:
+    path = site.write("f", b"12345")
+    site.host.symlink("f", site.p("link"))
+    assert site.host.stat(site.p("missing")) is None
+    assert site.host.stat(os.path.join(path, "below")) is None
+    followed, itself = site.host.stat(site.p("link")), site.host.stat(site.p("link"), follow_symlinks=False)
+    direct = site.host.stat(path)
+    assert followed is not None and itself is not None and direct is not None
+    assert followed.ino == direct.ino and followed.size == 5
+    assert itself.is_symlink and itself.size == len("f") and itself.ino != direct.ino
+    assert stat.S_IMODE(itself.mode) == 0o777
+
+
+def test_exists_is_dir_and_is_file_on_files_folders_and_dangling_links(site: Site) -> None:
+    site.write("f")
+    site.host.mkdir(site.p("d"))
+    site.host.symlink("nowhere", site.p("dangling"))
+    site.host.symlink("d", site.p("to-dir"))
+    facts = {
+        name: (site.host.exists(site.p(name)), site.host.is_dir(site.p(name)), site.host.is_file(site.p(name)))
+        for name in ("f", "d", "dangling", "to-dir", "missing")
+    }
+    assert facts == {
+        "f": (True, False, True),
+        "d": (True, True, False),
+        "dangling": (True, False, False),
+        "to-dir": (True, True, False),
+        "missing": (False, False, False),
+    }
+
+
+def test_a_symlink_loop_is_eloop_for_stat_and_read(site: Site) -> None:
+    site.host.symlink("b", site.p("a"))
+    site.host.symlink("a", site.p("b"))
+    with pytest.raises(OSError) as info:
+        site.host.stat(site.p("a"))
+    assert _errno(info) == errno.ELOOP
+    with pytest.raises(OSError) as read:
+        site.host.read_bytes(site.p("a"))
+    assert _errno(read) == errno.ELOOP
+    assert site.host.exists(site.p("a")) and not site.host.is_file(site.p("a"))
+
+
+def test_access_follows_the_mode_bits(site: Site) -> None:
+    plain = site.write("plain", mode=0o644)
+    program = site.write("program", mode=0o755)
+    assert site.host.access(plain, os.R_OK) and site.host.access(plain, os.W_OK)
+    assert not site.host.access(plain, os.X_OK)
+    assert site.host.access(program, os.X_OK) and site.host.access(site.root, os.X_OK | os.W_OK)
+    assert not site.host.access(site.p("missing"), os.F_OK)
+
+
+def test_root_reads_and_writes_whatever_the_mode_others_do_not(site: Site) -> None:
+    locked = site.write("locked", b"secret", mode=0o000)
+    is_root = os.geteuid() == 0
+    assert site.host.access(locked, os.R_OK) is is_root and site.host.access(locked, os.W_OK) is is_root
+    assert not site.host.access(locked, os.X_OK)
+    if is_root:
+        assert site.host.read_bytes(locked) == b"secret"
+    else:
+        with pytest.raises(PermissionError):
+            site.host.read_bytes(locked)
+
+
+def test_a_read_only_folder_refuses_changes_to_all_but_root(site: Site) -> None:
+    site.host.mkdir(site.p("ro"))
+    site.write("ro/kept")
+    site.write("ro/doomed")
+    site.host.chmod(site.p("ro"), 0o555)
+    changes: dict[str, Callable[[], object]] = {
+        "write_atomic": lambda: site.write("ro/new"),
+        "mkdir": lambda: site.host.mkdir(site.p("ro", "d")),
+        "symlink": lambda: site.host.symlink("x", site.p("ro", "l")),
+        "link_many": lambda: site.host.link_many([(site.p("ro", "kept"), site.p("ro", "k2"))]),
+        "rename": lambda: site.host.rename(site.p("ro", "kept"), site.p("moved")),
+        "remove": lambda: site.host.remove(site.p("ro", "doomed")),
+    }
+    try:
+        for name, change in changes.items():
+            if os.geteuid() == 0:
+                change()
+            else:
+                with pytest.raises(PermissionError):
+                    change()
+                    pytest.fail(name)
+        expected = ["d", "k2", "l", "new"] if os.geteuid() == 0 else ["doomed", "kept"]
+        assert site.host.listdir(site.p("ro")) == expected
+    finally:
+        site.host.chmod(site.p("ro"), 0o755)
+
+
+def test_a_folder_without_search_permission_hides_its_entries_from_all_but_root(site: Site) -> None:
+    site.host.mkdir(site.p("closed"))
+    site.write("closed/f", b"in")
+    site.host.chmod(site.p("closed"), 0o600)
+    try:
+        if os.geteuid() == 0:
+            assert site.host.read_bytes(site.p("closed", "f")) == b"in"
+            assert site.host.stat(site.p("closed", "f")) is not None
+        else:
+            with pytest.raises(PermissionError):
+                site.host.stat(site.p("closed", "f"))
+            assert not site.host.exists(site.p("closed", "f"))
+            assert site.host.listdir(site.p("closed")) == ["f"]  # reading names needs r only
+    finally:
+        site.host.chmod(site.p("closed"), 0o755)
+
+
+# -- folders -------------------------------------------------------------------------------------
+
+
+def test_mkdir_applies_the_umask_and_refuses_what_exists(site: Site) -> None:
+    site.host.mkdir(site.p("d"), mode=0o777)
+    st = site.host.stat(site.p("d"))
+    assert st is not None and st.is_dir and stat.S_IMODE(st.mode) == 0o777 & ~_process_umask()
+    with pytest.raises(FileExistsError) as info:
+        site.host.mkdir(site.p("d"))
+    assert _errno(info) == errno.EEXIST
+    site.host.mkdir(site.p("d"), exist_ok=True)
+    site.write("f")
+    with pytest.raises(FileExistsError):
+        site.host.mkdir(site.p("f"), exist_ok=True)
+    with pytest.raises(FileNotFoundError):
+        site.host.mkdir(site.p("missing", "d"))
+
+
+def test_mkdir_exist_ok_accepts_a_symlink_to_a_folder_but_not_a_dangling_one(site: Site) -> None:
+    site.host.mkdir(site.p("d"))
+    site.host.symlink("d", site.p("link"))
+    site.host.mkdir(site.p("link"), exist_ok=True)
+    site.host.symlink("nowhere", site.p("dangling"))
+    with pytest.raises(FileExistsError):
+        site.host.mkdir(site.p("dangling"), exist_ok=True)
+    with pytest.raises(FileExistsError):
+        site.host.mkdir(site.p("dangling"), parents=True, exist_ok=True)
+
+
+def test_mkdir_with_parents_makes_the_chain_and_stops_at_a_file(site: Site) -> None:
+    site.host.mkdir(site.p("a", "b", "c"), mode=0o700, parents=True)
+    assert site.host.is_dir(site.p("a", "b", "c"))
+    leaf, middle = site.host.stat(site.p("a", "b", "c")), site.host.stat(site.p("a", "b"))
+    assert leaf is not None and middle is not None
+    assert stat.S_IMODE(leaf.mode) == 0o700 & ~_process_umask()
+    assert stat.S_IMODE(middle.mode) == 0o777 & ~_process_umask()
+    with pytest.raises(FileExistsError):
+        site.host.mkdir(site.p("a", "b"), parents=True)
+    site.host.mkdir(site.p("a", "b"), parents=True, exist_ok=True)
+    site.host.mkdir(site.p("x", "y") + "/", parents=True)
+    assert site.host.is_dir(site.p("x", "y"))
+    site.write("file")
+    with pytest.raises(NotADirectoryError):
+        site.host.mkdir(site.p("file", "x", "y"), parents=True, exist_ok=True)
+
+
+def test_make_user_dirs_gives_every_new_folder_the_user_umask(site: Site) -> None:
+    site.host.make_user_dirs(site.p("x", "y"))
+    for path in (site.p("x"), site.p("x", "y")):
+        st = site.host.stat(path)
+        assert st is not None and stat.S_IMODE(st.mode) == 0o777 & ~user_umask()
+    site.host.chmod(site.p("x"), 0o700)
+    site.host.make_user_dirs(site.p("x", "y"))
+    st = site.host.stat(site.p("x"))
+    assert st is not None and stat.S_IMODE(st.mode) == 0o700
+
+
+def test_temp_dir_is_a_fresh_private_folder_under_the_parent(site: Site) -> None:
+    first = site.host.temp_dir(site.root, "aura-work-")
+    second = site.host.temp_dir(site.root, "aura-work-")
+    assert first != second
+    for path in (first, second):
+        assert os.path.dirname(path) == site.root and os.path.basename(path).startswith("aura-work-")
+        st = site.host.stat(path)
+        assert st is not None and st.is_dir and stat.S_IMODE(st.mode) == 0o700 & ~_process_umask()
+    with pytest.raises(FileNotFoundError):
+        site.host.temp_dir(site.p("missing"), "x")
+
+
+def test_adding_or_removing_an_entry_moves_the_folder_mtime(site: Site) -> None:
+    changes: dict[str, Callable[[], object]] = {
+        "mkdir": lambda: site.host.mkdir(site.p("d")),
+        "rmdir": lambda: site.host.rmdir(site.p("d")),
+        "make_fifo": lambda: site.host.make_fifo(site.p("pipe")),
+        "remove": lambda: site.host.remove(site.p("pipe")),
+        "symlink": lambda: site.host.symlink("x", site.p("link")),
+        "write_atomic": lambda: site.write("f"),
+        "link_many": lambda: site.host.link_many([(site.p("f"), site.p("g"))]),
+    }
+    for name, change in changes.items():
+        site.host.utime(site.root, 1_000_000_000)
+        change()
+        st = site.host.stat(site.root)
+        assert st is not None and st.mtime_ns > 1_000_000_000, name
+
+
+# -- rename, exchange, remove --------------------------------------------------------------------
+
+
+def test_rename_replaces_a_file_and_keeps_the_inode(site: Site) -> None:
+    source = site.write("new", b"new")
+    site.write("old", b"old")
+    before = site.host.stat(source)
+    site.host.rename(source, site.p("old"))
+    after = site.host.stat(site.p("old"))
+    assert before is not None and after is not None and before.ino == after.ino
+    assert site.host.read_bytes(site.p("old")) == b"new" and site.host.listdir(site.root) == ["old"]
+
+
+def test_rename_of_a_folder_onto_an_empty_folder_replaces_it(site: Site) -> None:
+    site.host.mkdir(site.p("a"))
+    site.write("a/inside", b"1")
+    site.host.mkdir(site.p("empty"))
+    site.host.rename(site.p("a"), site.p("empty"))
+    assert site.host.listdir(site.root) == ["empty"]
+    assert site.host.read_bytes(site.p("empty", "inside")) == b"1"
+
+
+def test_rename_of_a_folder_onto_a_non_empty_folder_fails_with_enotempty(site: Site) -> None:
+    site.host.mkdir(site.p("a"))
+    site.host.mkdir(site.p("b"))
+    site.write("b/keep")
+    with pytest.raises(OSError) as info:
+        site.host.rename(site.p("a"), site.p("b"))
+    assert _errno(info) == errno.ENOTEMPTY
+    assert (info.value.filename, info.value.filename2) == (site.p("a"), site.p("b"))
+    assert site.host.listdir(site.p("b")) == ["keep"] and site.host.is_dir(site.p("a"))
+
+
+def test_rename_across_kinds_and_into_itself_fails_as_the_system_does(site: Site) -> None:
+    site.host.mkdir(site.p("d"))
+    site.write("f")
+    with pytest.raises(IsADirectoryError):
+        site.host.rename(site.p("f"), site.p("d"))
+    with pytest.raises(NotADirectoryError):
+        site.host.rename(site.p("d"), site.p("f"))
+    with pytest.raises(OSError) as inside:
+        site.host.rename(site.p("d"), site.p("d", "sub"))
+    assert _errno(inside) == errno.EINVAL
+    with pytest.raises(FileNotFoundError):
+        site.host.rename(site.p("missing"), site.p("x"))
+    with pytest.raises(FileNotFoundError):
+        site.host.rename(site.p("f"), site.p("missing", "x"))
+    folder = ("dir", 0o777 & ~_process_umask(), None)
+    assert _snapshot(site.host, site.root) == {"d": folder, "f": ("file", 0o644, b"x")}
+
+
+def test_rename_between_two_links_of_one_file_changes_nothing(site: Site) -> None:
+    path = site.write("f")
+    site.host.link_many([(path, site.p("g"))])
+    site.host.rename(path, site.p("g"))
+    assert site.host.listdir(site.root) == ["f", "g"]
+
+
+def test_rename_moves_a_symlink_itself(site: Site) -> None:
+    site.write("target", b"t")
+    site.host.symlink("target", site.p("link"))
+    site.host.mkdir(site.p("d"))
+    site.host.rename(site.p("link"), site.p("moved"))
+    assert site.host.readlink(site.p("moved")) == "target" and site.host.read_bytes(site.p("moved")) == b"t"
+
+
+def test_exchange_swaps_a_file_and_a_folder(site: Site) -> None:
+    site.write("a", b"file")
+    site.host.mkdir(site.p("b"))
+    site.write("b/inside", b"1")
+    site.host.exchange(site.p("a"), site.p("b"))
+    assert site.host.is_dir(site.p("a")) and site.host.read_bytes(site.p("b")) == b"file"
+    assert site.host.read_bytes(site.p("a", "inside")) == b"1"
+
+
+def test_exchange_with_a_missing_path_fails_and_changes_nothing(site: Site) -> None:
+    site.write("a", b"a")
+    with pytest.raises(FileNotFoundError) as info:
+        site.host.exchange(site.p("a"), site.p("missing"))
+    assert _errno(info) == errno.ENOENT
+    with pytest.raises(FileNotFoundError):
+        site.host.exchange(site.p("missing"), site.p("a"))
+    assert site.host.listdir(site.root) == ["a"] and site.host.read_bytes(site.p("a")) == b"a"
+
+
+def test_exchange_of_a_folder_with_its_own_child_is_einval(site: Site) -> None:
+    site.host.mkdir(site.p("a", "b"), parents=True)
+    for first, second in ((site.p("a"), site.p("a", "b")), (site.p("a", "b"), site.p("a"))):
+        with pytest.raises(OSError) as info:
+            site.host.exchange(first, second)
+        assert _errno(info) == errno.EINVAL
+
+
+def test_remove_unlinks_a_file_or_a_symlink_never_a_folder(site: Site) -> None:
+    target = site.write("target")
+    site.host.symlink("target", site.p("link"))
+    site.host.remove(site.p("link"))
+    assert site.host.exists(target) and not site.host.exists(site.p("link"))
+    site.host.remove(target)
+    assert site.host.listdir(site.root) == []
+    site.host.mkdir(site.p("d"))
+    with pytest.raises(IsADirectoryError) as info:
+        site.host.remove(site.p("d"))
+    assert _errno(info) == errno.EISDIR and site.host.is_dir(site.p("d"))
+
+
+def test_remove_of_nothing_fails_unless_missing_is_ok(site: Site) -> None:
+    with pytest.raises(FileNotFoundError):
+        site.host.remove(site.p("missing"))
+    site.host.remove(site.p("missing"), missing_ok=True)
+    site.host.remove(site.p("no-folder", "missing"), missing_ok=True)
+    path = site.write("f")
+    with pytest.raises(NotADirectoryError):
+        site.host.remove(os.path.join(path, "below"), missing_ok=True)
+
+
+def test_rmdir_removes_only_an_empty_folder(site: Site) -> None:
+    site.host.mkdir(site.p("d"))
+    site.write("d/f")
+    with pytest.raises(OSError) as full:
+        site.host.rmdir(site.p("d"))
+    assert _errno(full) == errno.ENOTEMPTY
+    site.host.symlink("d", site.p("link"))
+    with pytest.raises(NotADirectoryError):
+        site.host.rmdir(site.p("link"))
+    with pytest.raises(NotADirectoryError):
+        site.host.rmdir(site.p("d", "f"))
+    with pytest.raises(FileNotFoundError):
+        site.host.rmdir(site.p("missing"))
+    site.host.remove(site.p("d", "f"))
+    site.host.rmdir(site.p("d"))
+    assert site.host.listdir(site.root) == ["link"]
+
+
+def test_remove_tree_removes_everything_below_but_never_follows_a_link(site: Site) -> None:
+    outside = site.write("outside", b"keep")
+    site.host.mkdir(site.p("t", "a", "b"), parents=True)
+    site.write("t/a/b/deep", b"1")
+    site.write("t/top", b"2", mode=0o400)
+    site.host.symlink(outside, site.p("t", "a", "link"))
+    site.host.symlink(site.p("t"), site.p("to-tree"))
+    site.host.remove_tree(site.p("to-tree"))
+    assert site.host.is_dir(site.p("t"))
+    site.host.remove_tree(site.p("t"))
+    site.host.remove_tree(site.p("missing"))
+    assert site.host.listdir(site.root) == ["outside"] and site.host.read_bytes(outside) == b"keep"
+    site.host.remove_tree(outside)
+    assert site.host.listdir(site.root) == []
+
+
+# -- symlinks, metadata, links, FIFOs ------------------------------------------------------------
+
+
+def test_symlink_and_readlink_keep_the_target_as_written(site: Site) -> None:
+    site.host.symlink("../somewhere/else", site.p("link"))
+    assert site.host.readlink(site.p("link")) == "../somewhere/else"
+    with pytest.raises(FileExistsError):
+        site.host.symlink("other", site.p("link"))
+    with pytest.raises(FileNotFoundError):
+        site.host.symlink("x", site.p("missing", "link"))
+    with pytest.raises(FileNotFoundError):
+        site.host.readlink(site.p("missing"))
+    with pytest.raises(OSError) as info:
+        site.host.readlink(site.write("f"))
+    assert _errno(info) == errno.EINVAL
+
+
+def test_replace_symlink_repoints_in_one_step_and_leaves_no_temporary(site: Site) -> None:
+    site.host.mkdir(site.p("v1"))
+    site.host.mkdir(site.p("v2"))
+    site.host.replace_symlink("v1", site.p("current"))
+    site.host.replace_symlink("v2", site.p("current"))
+    assert site.host.readlink(site.p("current")) == "v2"
+    assert site.host.listdir(site.root) == ["current", "v1", "v2"]
+    with pytest.raises(IsADirectoryError):
+        site.host.replace_symlink("v2", site.p("v1"))
+    assert site.host.listdir(site.root) == ["current", "v1", "v2"]
+
+
+def test_realpath_resolves_symlinks_and_keeps_what_is_missing(site: Site) -> None:
+    site.host.mkdir(site.p("real", "sub"), parents=True)
+    site.host.symlink("real/sub", site.p("rel"))
+    site.host.symlink(site.p("rel"), site.p("abs"))
+    site.host.symlink("..", site.p("real", "sub", "up"))
+    site.host.symlink("a", site.p("loop-b"))
+    site.host.symlink("loop-b", site.p("a"))
+    cases = {
+        "abs": "real/sub",
+        "abs/up": "real",
+        "abs/up/sub/../sub/missing/x": "real/sub/missing/x",
+        "rel/../sub": "real/sub",
+        "a/x": "a/x",
+    }
+    for given, expected in cases.items():
+        assert site.host.realpath(site.p(given)) == site.p(expected), given
+
+
+def test_chmod_sets_the_bits_of_the_target_and_refuses_not_following(site: Site) -> None:
+    path = site.write("f", mode=0o600)
+    site.host.symlink("f", site.p("link"))
+    site.host.chmod(site.p("link"), 0o4751)
+    st = site.host.stat(path)
+    assert st is not None and stat.S_IMODE(st.mode) == 0o4751
+    with pytest.raises(NotImplementedError):
+        site.host.chmod(site.p("link"), 0o600, follow_symlinks=False)
+
+
+def test_chown_keeps_the_owner_and_clears_setuid_on_a_file(site: Site) -> None:
+    path = site.write("f", mode=0o4755)
+    site.host.chown(path, os.geteuid(), os.getegid())
+    st = site.host.stat(path)
+    assert st is not None and (st.uid, st.gid, stat.S_IMODE(st.mode)) == (os.geteuid(), os.getegid(), 0o755)
+    site.host.chmod(path, 0o2745)  # setgid without group execute: a mandatory-locking mark, kept
+    site.host.chown(path, -1, -1)
+    st = site.host.stat(path)
+    assert st is not None and stat.S_IMODE(st.mode) == 0o2745
+    site.host.mkdir(site.p("d"))
+    site.host.chmod(site.p("d"), 0o2775)
+    site.host.chown(site.p("d"), -1, os.getegid())
+    st = site.host.stat(site.p("d"))
+    assert st is not None and stat.S_IMODE(st.mode) == 0o2775
+
+
+def test_utime_sets_mtime_of_the_target_or_of_the_link(site: Site) -> None:
+    path = site.write("f")
+    site.host.symlink("f", site.p("link"))
+    site.host.utime(site.p("link"), 1_500_000_000_123_456_789)
+    site.host.utime(site.p("link"), 1_000_000_000_000_000_000, follow_symlinks=False)
+    target, link = site.host.stat(path), site.host.stat(site.p("link"), follow_symlinks=False)
+    assert target is not None and link is not None
+    assert (target.mtime_ns, link.mtime_ns) == (1_500_000_000_123_456_789, 1_000_000_000_000_000_000)
+    with pytest.raises(FileNotFoundError):
+        site.host.utime(site.p("missing"), 0)
+
+
+def test_link_many_makes_hard_links_and_counts_them(site: Site) -> None:
+    first, second = site.write("a", b"A"), site.write("b", b"B")
+    site.host.symlink("a", site.p("sym"))
+    pairs = [(first, site.p("a2")), (second, site.p("b2")), (site.p("sym"), site.p("sym2"))]
+    assert site.host.link_many(iter(pairs)) == 3
+    a, a2 = site.host.stat(first), site.host.stat(site.p("a2"))
+    assert a is not None and a2 is not None and (a.ino, a.nlink) == (a2.ino, 2)
+    assert site.host.readlink(site.p("sym2")) == "a"
+    sym = site.host.stat(site.p("sym"), follow_symlinks=False)
+    assert sym is not None and sym.nlink == 2
+    site.host.remove(site.p("a2"))
+    a = site.host.stat(first)
+    assert a is not None and a.nlink == 1
+
+
+def test_link_many_refuses_a_taken_name_a_folder_and_nothing(site: Site) -> None:
+    path = site.write("a")
+    site.write("taken")
+    site.host.mkdir(site.p("d"))
+    with pytest.raises(FileExistsError):
+        site.host.link_many([(path, site.p("taken"))])
+    with pytest.raises(PermissionError) as info:
+        site.host.link_many([(site.p("d"), site.p("d2"))])
+    assert _errno(info) == errno.EPERM
+    with pytest.raises(FileNotFoundError):
+        site.host.link_many([(site.p("missing"), site.p("x"))])
+    with pytest.raises(FileExistsError):
+        site.host.link_many([(path, site.p("made")), (path, site.p("made"))])
+    assert site.host.listdir(site.root) == ["a", "d", "made", "taken"]
+
+
+def test_make_fifo_makes_a_private_fifo_once(site: Site) -> None:
+    site.host.make_fifo(site.p("pipe"))
+    st = site.host.stat(site.p("pipe"))
+    assert st is not None and stat.S_ISFIFO(st.mode) and not st.is_file
+    assert stat.S_IMODE(st.mode) == 0o600 & ~_process_umask()
+    with pytest.raises(FileExistsError):
+        site.host.make_fifo(site.p("pipe"))
+
+
+def test_disk_usage_answers_for_a_path_and_fails_for_nothing(site: Site) -> None:
+    free, total = site.host.disk_usage(site.root)
+    assert 0 < free <= total
+    with pytest.raises(FileNotFoundError):
+        site.host.disk_usage(site.p("missing"))
+
+
+def test_trailing_slash_means_a_folder(site: Site) -> None:
+    path = site.write("f")
+    site.host.mkdir(site.p("d"))
+    site.host.symlink("d", site.p("link"))
+    assert site.host.stat(path + "/") is None
+    assert site.host.is_dir(site.p("link") + "/")
+    through = site.host.stat(site.p("link") + "/", follow_symlinks=False)
+    assert through is not None and through.is_dir
+    with pytest.raises(NotADirectoryError):
+        site.host.remove(path + "/")
+    with pytest.raises(NotADirectoryError):
+        site.host.rmdir(site.p("link") + "/")
+
+
+def test_a_sequence_of_operations_leaves_the_same_tree(site: Site) -> None:
+    host = site.host
+    host.make_user_dirs(site.p("app", "releases", "1.0"))
+    host.write_atomic(site.p("app", "releases", "1.0", "app.py"), b"print(1)\n", mode=0o755)
+    host.replace_symlink("releases/1.0", site.p("app", "current"))
+    staging = host.temp_dir(site.p("app"), ".staging-")
+    host.write_atomic(os.path.join(staging, "app.py"), b"print(2)\n", mode=0o755)
+    host.link_many([(os.path.join(staging, "app.py"), os.path.join(staging, "copy.py"))])
+    host.rename(staging, site.p("app", "releases", "2.0"))
+    host.replace_symlink("releases/2.0", site.p("app", "current"))
+    host.remove_tree(site.p("app", "releases", "1.0"))
+    user = 0o777 & ~user_umask()
+    assert _snapshot(host, site.root) == {
+        "app": ("dir", user, None),
+        "app/current": ("symlink", 0o777, "releases/2.0"),
+        "app/releases": ("dir", user, None),
+        "app/releases/2.0": ("dir", 0o700 & ~_process_umask(), None),
+        "app/releases/2.0/app.py": ("file", 0o755, b"print(2)\n"),
+        "app/releases/2.0/copy.py": ("file", 0o755, b"print(2)\n"),
+    }
+    assert host.read_bytes(site.p("app", "current", "app.py")) == b"print(2)\n"

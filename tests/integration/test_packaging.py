@@ -113,7 +113,7 @@ def test_the_wheel_ships_the_playbooks_as_package_data_and_an_editable_install_f
     venv = _venv(tmp_path / "venv")
     _pip("--python", str(venv / "bin" / "python"), "install", "--no-deps", "-e", str(source))
     found = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "from aura_ops import playbook; print(playbook.find('deploy'))"],
+        [str(venv / "bin" / "python"), "-c", "from aura_ops.engine import playbook; print(playbook.find('deploy'))"],
         cwd=tmp_path,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         capture_output=True,

@@ -44,7 +44,9 @@ from aura_ops.retention.policy import UNLIMITED, Policy, Retention, tag_text, ta
 
 @dataclass(frozen=True)
 class SnapshotInfo:
-    """What the policy needs of a snapshot. ``time`` must carry its UTC offset."""
+    """What the policy needs of a snapshot. ``time`` must carry its UTC offset; it is kept in UTC
+    (Python compares two times of one zone by their wall clocks, which the hour a clock repeats
+    makes ambiguous)."""
 
     id: str
     time: dt.datetime
@@ -56,6 +58,7 @@ class SnapshotInfo:
     def __post_init__(self) -> None:
         if self.time.tzinfo is None or self.time.utcoffset() is None:
             raise ValueError(f"snapshot {self.id}: its time has no UTC offset")
+        object.__setattr__(self, "time", self.time.astimezone(dt.UTC))
         object.__setattr__(self, "components", frozenset(self.components))
         object.__setattr__(self, "tags", frozenset(self.tags))
 
@@ -182,7 +185,11 @@ def decide(
     """Apply ``retention`` to ``snapshots``. ``protected`` maps a snapshot id to the caller's
     reasons to keep it (``needed by rollback of run ...``); ``now`` (aware) keeps a snapshot
     from the future from being the newest that keep_within counts from. ValueError when two
-    snapshots share an id."""
+    snapshots share an id or ``now`` has no UTC offset."""
+    if now is not None:
+        if now.utcoffset() is None:
+            raise ValueError("now has no UTC offset")
+        now = now.astimezone(dt.UTC)
     ordered = sorted(snapshots, key=_order)
     ledger = _Ledger({s.id: {} for s in ordered})
     if len(ledger.found) != len(ordered):

@@ -229,10 +229,11 @@ def _never_delete(
         newest_verified = next((s for s in timelines[component] if s.verified), None)
         if newest_verified is not None:
             ledger.add(newest_verified.id, Rule.NEWEST_VERIFIED, "newest verified", component)
-    for component in sorted(timelines):
-        timeline = timelines[component]
-        if not any(ledger.kept(s.id) for s in timeline):
-            ledger.add(timeline[0].id, Rule.LAST_OF_COMPONENT, "newest, as nothing else of it is kept", component)
+    # judged on what the rules above keep, so that a snapshot saving two components names both
+    bare = [c for c in sorted(timelines) if not any(ledger.kept(s.id) for s in timelines[c])]
+    for component in bare:
+        newest = timelines[component][0]
+        ledger.add(newest.id, Rule.LAST_OF_COMPONENT, "newest, as nothing else of it is kept", component)
     return tuple(sorted(missing))
 
 

@@ -301,6 +301,10 @@ def test_a_tags_only_policy_never_leaves_a_component_without_a_snapshot() -> Non
     assert plan.kept == ["c", "b"]
     assert reasons_of(plan.rows(), "b") == ["newest, as nothing else of it is kept (db)"]
     assert plan.decisions[-1].protected
+    shared = [snap("both", start, components=("db", "files"))]
+    assert decide(shared, Retention(Policy(tags=(frozenset({"x"}),)))).rows()[0]["reasons"] == [
+        "newest, as nothing else of it is kept (db, files)"
+    ]
 
 
 def test_an_empty_policy_keeps_everything_and_says_so() -> None:

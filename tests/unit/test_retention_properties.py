@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable
 from zoneinfo import ZoneInfo
 
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from aura_ops.retention import UNLIMITED, Duration, Plan, Policy, Retention, Rule, SnapshotInfo, decide
@@ -45,6 +45,7 @@ POLICY_RULES += (Rule.WITHIN, Rule.TAGS)
 
 offsets = st.one_of(
     st.integers(-3 * 3600, 3 * 3600),  # around the switch, to the second
+    st.integers(-24 * 60, 24 * 60).map(lambda hours: hours * 3600),  # on the hour: exactly at a cutoff
     st.integers(-40 * 86400, 40 * 86400),
     st.integers(-4 * 365 * 86400, 4 * 365 * 86400),
 )
@@ -57,7 +58,7 @@ snapshot_fields = st.tuples(
     st.sampled_from(ZONES),  # the same instant, written in any zone
     st.frozensets(st.sampled_from(TAGS), max_size=2),
     st.integers(0, 14),  # 0: pinned
-    st.booleans(),  # verified
+    st.integers(0, 3),  # verified when below the timeline's rate
     st.integers(0, 999),  # an id prefix unrelated to time
 )
 
@@ -65,6 +66,7 @@ snapshot_fields = st.tuples(
 @st.composite
 def timelines(draw: st.DrawFn) -> list[SnapshotInfo]:
     pivot = draw(st.sampled_from(PIVOTS))
+    verify_rate = draw(st.sampled_from([0, 2, 4]))  # none verified yet, about half, all
     fields = draw(st.lists(snapshot_fields, max_size=40))
     if fields:  # a few snapshots at exactly the same time as another
         twins = st.tuples(st.sampled_from([f[0] for f in fields]), snapshot_fields)
@@ -78,13 +80,13 @@ def timelines(draw: st.DrawFn) -> list[SnapshotInfo]:
                 components=frozenset() if rare == 0 else components,
                 tags=tags,
                 pinned=pin == 0,
-                verified=verified,
+                verified=verified < verify_rate,
             )
         )
     return snapshots
 
 
-counts = st.sampled_from([0, 0, 0, 1, 1, 2, 3, 5, 8, UNLIMITED])
+COUNTS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 durations = st.builds(
     Duration,
     years=st.sampled_from([0, 0, 0, 1]),
@@ -93,21 +95,28 @@ durations = st.builds(
     hours=st.integers(0, 50),
 ).filter(lambda d: not d.zero)
 tag_sets = st.one_of(st.frozensets(st.sampled_from(TAGS), min_size=1, max_size=2), st.just(frozenset({""})))
-policies = st.builds(
-    Policy,
-    last=counts,
-    hourly=counts,
-    daily=counts,
-    weekly=counts,
-    monthly=counts,
-    yearly=counts,
-    within=st.one_of(st.none(), durations),
-    tags=st.lists(tag_sets, max_size=2).map(tuple),
-)
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> Policy:
+    """A few rules on (none: the empty policy), so each rule is often the only one; a quarter
+    keep by tags alone (which can keep nothing of a component)."""
+    if draw(st.integers(0, 3)) == 0:
+        return Policy(tags=tuple(draw(st.lists(tag_sets, min_size=1, max_size=2))))
+    enabled = draw(st.sets(st.sampled_from([*COUNTS, "within", "tags"]), max_size=4))
+    chosen: dict[str, object] = {name: draw(st.sampled_from([1, 1, 2, 3, 5, 8, UNLIMITED])) for name in COUNTS}
+    chosen = {name: count for name, count in chosen.items() if name in enabled}
+    if "within" in enabled:
+        chosen["within"] = draw(durations)
+    if "tags" in enabled:
+        chosen["tags"] = tuple(draw(st.lists(tag_sets, min_size=1, max_size=2)))
+    return Policy(**chosen)  # type: ignore[arg-type]
+
+
 retentions = st.builds(
     Retention,
-    default=policies,
-    components=st.dictionaries(st.sampled_from(COMPONENTS), policies, max_size=2),
+    default=policies(),
+    components=st.dictionaries(st.sampled_from(COMPONENTS), policies(), max_size=2),
     zone=st.sampled_from(ZONES),
 )
 
@@ -153,11 +162,9 @@ def newest_of_each_bucket(timeline: list[SnapshotInfo], count: int, rule: Rule, 
     return ids
 
 
-def within_window(timeline: list[SnapshotInfo], within: Duration, zone: dt.tzinfo, now: dt.datetime | None) -> set[str]:
-    past = [s for s in timeline if now is None or s.time < now]
-    if not past:
-        return {s.id for s in timeline}
-    local = max(s.time for s in past).astimezone(zone)
+def cutoff_of(newest: dt.datetime, within: Duration, zone: dt.tzinfo) -> dt.datetime | None:
+    """``within`` before ``newest``: years, months, days on the calendar, then elapsed hours."""
+    local = newest.astimezone(zone)
     year, month = local.year - within.years, local.month - within.months
     while month < 1:
         month += 12
@@ -165,10 +172,19 @@ def within_window(timeline: list[SnapshotInfo], within: Duration, zone: dt.tzinf
     try:
         first = dt.datetime(year, month, 1, local.hour, local.minute, local.second, local.microsecond, tzinfo=zone)
         cutoff = (first + dt.timedelta(days=local.day - 1 - within.days)).astimezone(UTC)
-        cutoff -= dt.timedelta(hours=within.hours)
+        return cutoff - dt.timedelta(hours=within.hours)
     except (ValueError, OverflowError):
-        return {s.id for s in timeline}
-    return {s.id for s in timeline if s.time > cutoff}
+        return None  # before year 1
+
+
+def newest_before(timeline: list[SnapshotInfo], now: dt.datetime | None) -> dt.datetime | None:
+    return max((s.time for s in timeline if now is None or s.time < now), default=None)
+
+
+def within_window(timeline: list[SnapshotInfo], within: Duration, zone: dt.tzinfo, now: dt.datetime | None) -> set[str]:
+    newest = newest_before(timeline, now)
+    cutoff = None if newest is None else cutoff_of(newest, within, zone)
+    return {s.id for s in timeline if cutoff is None or s.time > cutoff}
 
 
 def has_tags(wanted: frozenset[str], snapshot: SnapshotInfo) -> bool:
@@ -219,6 +235,7 @@ def reference(
     for component, timeline in timelines.items():
         if not so_far & {s.id for s in timeline}:
             expected[Rule.LAST_OF_COMPONENT, component].add(timeline[0].id)
+            event("a component would have been left without a snapshot")
     return {key: value for key, value in expected.items() if value}
 
 
@@ -246,6 +263,13 @@ def test_every_rule_keeps_exactly_what_its_definition_says(
     protected = data.draw(st.dictionaries(st.sampled_from([*ids, "gone-1"]), protection_reasons, max_size=4))
     offset = data.draw(now_offsets)
     now = None if offset is None else data.draw(st.sampled_from(PIVOTS)) + dt.timedelta(seconds=offset)
+    within = retention.policy_for("db").within
+    newest = newest_before([s for s in snapshots if "db" in s.components], now)
+    if within and newest and data.draw(st.booleans()):  # one exactly at the cutoff: not within
+        cutoff = cutoff_of(newest, within, retention.zone)
+        if cutoff is not None:
+            snapshots = [*snapshots, SnapshotInfo("at-cutoff", cutoff, frozenset({"db"}))]
+            event("a snapshot exactly at the keep_within cutoff")
 
     plan = decide(snapshots, retention, protected, now)
 

@@ -224,13 +224,15 @@ class RetentionPolicyConfig(_Model):
             return None
         return str(retention_policy.parse_duration(value if isinstance(value, str) else repr(value)))
 
-    @field_validator("keep_tags")
+    @field_validator("keep_tags", mode="before")
     @classmethod
-    def _tags(cls, value: list[str | list[str]]) -> list[str | list[str]]:
-        for item in value:
+    def _tags(cls, value: Any) -> Any:
+        for item in value if isinstance(value, list) else [None]:
             tags = [item] if isinstance(item, str) else item
-            if not tags or ("" in tags and len(tags) > 1):
-                raise ValueError("each item is a tag or a non-empty list of tags; '' (untagged) stands alone")
+            if not isinstance(tags, list) or not tags or not all(isinstance(t, str) for t in tags):
+                raise ValueError("expected a list whose items are a tag or a list of tags (all must be present)")
+            if "" in tags and len(tags) > 1:
+                raise ValueError("'' (a snapshot without tags) stands alone, not in a list with other tags")
         return value
 
     def policy(self) -> retention_policy.Policy:

@@ -502,12 +502,29 @@ retention:
     assert any(p.startswith("At 'retention.keep_daily':") and "0 or more" in p for p in problems)
     assert any(p.startswith("At 'retention.keep_weekly':") and "'unlimited'" in p for p in problems)
     assert any(p.startswith("At 'retention.keep_within':") and "2y5m7d3h" in p for p in problems)
-    assert any(p.startswith("At 'retention.keep_tags':") for p in problems)
+    assert any(p.startswith("At 'retention.keep_tags':") and "list of tags" in p for p in problems)
     assert "At 'retention.keep_everything': unknown key" in problems
     assert any(p.startswith("At 'retention.timezone':") and "Mars/Olympus" in p for p in problems)
     assert any(p.startswith("At 'retention.components.db.keep_hourly':") for p in problems)
     assert "At 'retention.components.db.timezone': unknown key" in problems
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("tags", "message"),
+    [
+        ("release", "list of tags"),
+        ("[2026]", "list of tags"),
+        ("[[a, 1]]", "list of tags"),
+        ('[["", a]]', "stands alone"),
+    ],
+)
+def test_keep_tags_errors_say_what_is_expected(tmp_path: Path, tags: str, message: str) -> None:
+    path = write(tmp_path, f"repository: {{path: repo}}\nretention: {{keep_tags: {tags}}}\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith("At 'retention.keep_tags':") and message in caught.value.problems[0]
 
 
 def test_a_policy_for_an_unknown_component_is_an_error(tmp_path: Path) -> None:

@@ -10,10 +10,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aura_ops import yamlfile
 from aura_ops.errors import ConfigError
+from aura_ops.retention import policy as retention_policy
 
 DEFAULT_CONFIG = "aura.yaml"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -191,6 +192,81 @@ class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+def _keep_count(value: Any) -> Any:
+    if value == "unlimited":
+        return retention_policy.UNLIMITED
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("expected a count (0 or more) or 'unlimited'")
+    return value
+
+
+KeepCount = Annotated[int, BeforeValidator(_keep_count)]
+
+
+class RetentionPolicyConfig(_Model):
+    """Which snapshots a prune keeps, as restic's ``forget --keep-*`` (see aura_ops.retention);
+    no keep_* at all keeps everything. A keep_tags item is a tag or a list of tags that must all
+    be present (``""``: untagged)."""
+
+    keep_last: KeepCount = 0
+    keep_hourly: KeepCount = 0
+    keep_daily: KeepCount = 0
+    keep_weekly: KeepCount = 0
+    keep_monthly: KeepCount = 0
+    keep_yearly: KeepCount = 0
+    keep_within: str | None = None
+    keep_tags: list[str | list[str]] = Field(default_factory=list)
+
+    @field_validator("keep_within", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        return str(retention_policy.parse_duration(value if isinstance(value, str) else repr(value)))
+
+    @field_validator("keep_tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        for item in value if isinstance(value, list) else [None]:
+            tags = [item] if isinstance(item, str) else item
+            if not isinstance(tags, list) or not tags or not all(isinstance(t, str) for t in tags):
+                raise ValueError("expected a list whose items are a tag or a list of tags (all must be present)")
+            if "" in tags and len(tags) > 1:
+                raise ValueError("'' (a snapshot without tags) stands alone, not in a list with other tags")
+        return value
+
+    def policy(self) -> retention_policy.Policy:
+        return retention_policy.Policy(
+            last=self.keep_last,
+            hourly=self.keep_hourly,
+            daily=self.keep_daily,
+            weekly=self.keep_weekly,
+            monthly=self.keep_monthly,
+            yearly=self.keep_yearly,
+            within=retention_policy.parse_duration(self.keep_within) if self.keep_within else None,
+            tags=tuple(frozenset([item] if isinstance(item, str) else item) for item in self.keep_tags),
+        )
+
+
+class RetentionConfig(RetentionPolicyConfig):
+    """The policy for every component, or per component: an entry in ``components`` replaces
+    the top-level keep_* for that component entirely. Buckets and keep_within follow the
+    calendar of ``timezone`` (an IANA name)."""
+
+    timezone: str = "UTC"
+    components: dict[str, RetentionPolicyConfig] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        retention_policy.time_zone(value)
+        return value
+
+    def retention(self) -> retention_policy.Retention:
+        components = {name: entry.policy() for name, entry in self.components.items()}
+        return retention_policy.Retention(self.policy(), components, retention_policy.time_zone(self.timezone))
+
+
 class Config(_Model):
     repository: RepositoryConfig
     hosts: dict[str, HostConfig] = Field(default_factory=dict)
@@ -202,6 +278,7 @@ class Config(_Model):
     smoke_checks: list[CheckConfig] = Field(default_factory=list)
     logging: LoggingConfig = LoggingConfig()
     state: StateConfig = StateConfig()
+    retention: RetentionConfig = RetentionConfig()
     source: Path | None = None
 
     def only(self, kind: str, chosen: str | None, what: str) -> str | None:
@@ -259,6 +336,9 @@ def _cross_checks(config: Config) -> list[str]:
             problems.append(f"At 'components.{name}.host': remote hosts are not supported yet; use a local host")
         if isinstance(component, PostgresConfig) and not (component.dsn_env or component.dsn):
             problems.append(f"At 'components.{name}': one of dsn_env or dsn is required")
+    for name in config.retention.components:
+        if name not in config.components:
+            problems.append(f"At 'retention.components.{name}': unknown component {name!r}")
     for section in ("checks", "smoke_checks"):
         for index, check in enumerate(getattr(config, section)):
             if isinstance(check, SqlCheck) and not isinstance(config.components.get(check.component), PostgresConfig):

@@ -15,19 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from aura_ops.hosts.base import Host
 
 
 class Artifact(BaseModel):
-    """One file of a component's part of a snapshot: its size and checksum (the manifest's
-    ``checksum_algorithm``, SHA-256)."""
+    """One file of a component's part of a snapshot: its size and SHA-256.
 
-    model_config = ConfigDict(extra="allow")
+    The checksum is stored under the key ``hash`` (as every manifest has since the first
+    release), read and written by that alias."""
+
+    model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
     size: int
-    hash: str
+    sha256: str = Field(alias="hash")
 
 
 class ComponentManifest(BaseModel):

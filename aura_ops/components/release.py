@@ -11,24 +11,27 @@ makes a new symlink and renames it over ``current``: readers see the old or the 
 never neither. Pruning keeps ``keep`` releases and never deletes the current release or the one
 a rollback would go to (the newest other ``verified`` release). As a snapshot component it
 records which release is current; restoring it switches ``current`` back.
+
+Every file operation on the release folder goes through the component's host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import re
-import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from aura_ops import logs
-from aura_ops.checksum import fsync_dir
+from aura_ops.checksum import file_digest
+from aura_ops.components.base import Artifact, ComponentManifest, RestoreRequest, RestoreTarget, SnapshotTarget
 from aura_ops.config import ReleaseConfig
 from aura_ops.errors import AuraError, UsageError
-from aura_ops.hosts import Command, Host, make_user_dirs, user_umask
-from aura_ops.repository import Snapshot, write_json
+from aura_ops.hosts import Command, Host
+from aura_ops.repository import Snapshot, json_bytes, write_json
 
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 STATES = ("deployed", "verified", "failed", "rolled_back")
@@ -42,59 +45,13 @@ def _now() -> str:
 
 
 def check_version(version: str) -> str:
+    """``version`` when it can name a release folder; UsageError otherwise."""
     if not VERSION.match(version) or version.endswith(WORK_SUFFIXES):
         raise UsageError(f"invalid release version {version!r} (letters, digits, . _ + -)")
     return version
 
 
-def releases_dir(cfg: ReleaseConfig) -> Path:
-    return cfg.path / "releases"
-
-
-def _state_file(cfg: ReleaseConfig) -> Path:
-    return cfg.path / ".aura" / "releases.json"
-
-
-def states(cfg: ReleaseConfig) -> dict[str, dict[str, Any]]:
-    try:
-        data: dict[str, dict[str, Any]] = json.loads(_state_file(cfg).read_text())
-        return data
-    except (OSError, ValueError):
-        return {}
-
-
-def mark(cfg: ReleaseConfig, version: str, state: str) -> None:
-    """Record a release's state (with the time it entered it)."""
-    if state not in STATES:
-        raise UsageError(f"unknown release state {state!r}")
-    data = states(cfg)
-    entry = data.setdefault(version, {})
-    entry["state"] = state
-    entry[state] = _now()
-    _state_file(cfg).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_json(_state_file(cfg), data)
-    logs.get().info("release.marked", version=version, state=state)
-
-
-def current(cfg: ReleaseConfig) -> str | None:
-    link = cfg.path / "current"
-    try:
-        return Path(os.readlink(link)).name
-    except (FileNotFoundError, OSError):
-        return None
-
-
-def installed(cfg: ReleaseConfig) -> list[str]:
-    """Complete releases, oldest first (by the time they were deployed, then by name)."""
-    folder = releases_dir(cfg)
-    if not folder.is_dir():
-        return []
-    data = states(cfg)
-    names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.endswith(WORK_SUFFIXES)]
-    return sorted(names, key=lambda v: (data.get(v, {}).get("deployed", ""), v))
-
-
-def make_rsync_upload(source: Path, target: Path, link_dest: Path | None) -> Command:
+def make_rsync_upload(source: str, target: str, link_dest: str | None) -> Command:
     """Hard-link a file from the current release exactly when its content (``--checksum``) and
     mode are the same. rsync's default quick check (size, mtime to the second) would link an edited
     file; and with ``-a`` (``--times``) rsync links only files whose mtime also matches, which a
@@ -106,115 +63,230 @@ def make_rsync_upload(source: Path, target: Path, link_dest: Path | None) -> Com
     return Command((*argv, "--", f"{source}/", f"{target}/"))
 
 
-def upload(host: Host, cfg: ReleaseConfig, version: str, source: Path) -> dict[str, Any]:
-    """Put ``source`` (a folder or a tarball) into ``releases/<version>``; unchanged files are
-    hard links to the current release. Refuses to replace the current release."""
-    check_version(version)
-    if version == current(cfg):
-        raise UsageError(f"release {version} is the current release; it cannot be uploaded again")
-    if not source.exists():
-        raise UsageError(f"release source {source} does not exist")
-    folder = releases_dir(cfg)
-    make_user_dirs(folder)  # readable by the web server as the user's own folders are
-    partial, final = folder / f"{version}.partial", folder / version
-    unpacked = folder / f"{version}.unpack"
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.rmtree(unpacked, ignore_errors=True)
-    if not source.is_dir() and not source.name.endswith(TARBALL):
-        raise UsageError(f"release source {source} is neither a folder nor a tarball ({', '.join(TARBALL)})")
-    live = current(cfg)
-    link_dest = folder / live if live else None
-    try:
-        if not source.is_dir():
-            # Unpacked next to the releases, then copied like a folder so that a tarball's
-            # unchanged files are hard links to the current release too.
-            unpacked.mkdir()
-            os.chmod(unpacked, 0o777 & ~user_umask())  # rsync gives the release this folder's mode
-            host.run(Command(("tar", "-x", "-f", str(source), "-C", str(unpacked))))
-        host.run(make_rsync_upload(source if source.is_dir() else unpacked, partial, link_dest))
-    finally:
-        shutil.rmtree(unpacked, ignore_errors=True)
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(partial, final)
-    fsync_dir(folder)
-    mark(cfg, version, "deployed")
-    return {"version": version, "path": str(final)}
+class ReleaseManifest(ComponentManifest):
+    """The release section of a snapshot: the release folder and which release was current."""
+
+    type: Literal["release"] = "release"
+    path: str
+    current: str | None = None
 
 
-def switch(cfg: ReleaseConfig, version: str) -> str | None:
-    """Point ``current`` at ``version`` atomically; return the version it pointed at before."""
-    check_version(version)
-    if not (releases_dir(cfg) / version).is_dir():
-        raise UsageError(f"release {version} is not installed in {releases_dir(cfg)}")
-    before = current(cfg)
-    temporary = cfg.path / ".current.aura-tmp"
-    temporary.unlink(missing_ok=True)
-    os.symlink(f"releases/{version}", temporary)
-    os.rename(temporary, cfg.path / "current")
-    fsync_dir(cfg.path)
-    logs.get().info("release.switched", version=version, previous=before)
-    return before
+class ReleaseComponent:
+    """The releases of one application in ``config.path`` on ``host``."""
+
+    manifest_model: ClassVar[type[ComponentManifest]] = ReleaseManifest
+    type: ClassVar[str] = "release"
+
+    def __init__(self, name: str, config: ReleaseConfig, host: Host) -> None:
+        self.name = name
+        self.config = config
+        self.host = host
+        self.path = str(config.path)
+        self.releases = f"{self.path}/releases"
+
+    def describe(self) -> str:
+        return f"releases in {self.path} on {self.host.name}"
+
+    def release_path(self, version: str) -> str:
+        return f"{self.releases}/{version}"
+
+    @property
+    def _state_file(self) -> str:
+        return f"{self.path}/.aura/releases.json"
+
+    # ------------------------------------------------------------ state
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Each release's state and the time it entered each one (empty when none is recorded)."""
+        try:
+            data: dict[str, dict[str, Any]] = json.loads(self.host.read_text(self._state_file))
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def mark(self, version: str, state: str) -> None:
+        """Record a release's state (with the time it entered it)."""
+        if state not in STATES:
+            raise UsageError(f"unknown release state {state!r}")
+        data = self.states()
+        entry = data.setdefault(version, {})
+        entry["state"] = state
+        entry[state] = _now()
+        self.host.mkdir(f"{self.path}/.aura", mode=0o700, parents=True, exist_ok=True)
+        self.host.write_atomic(self._state_file, json_bytes(data), mode=0o600)
+        logs.get().info("release.marked", version=version, state=state)
+
+    def current(self) -> str | None:
+        """The release ``current`` points at, or None."""
+        try:
+            return Path(self.host.readlink(f"{self.path}/current")).name
+        except OSError:
+            return None
+
+    def is_installed(self, version: str) -> bool:
+        return self.host.is_dir(self.release_path(version))
+
+    def installed(self) -> list[str]:
+        """Complete releases, oldest first (by the time they were deployed, then by name)."""
+        if not self.host.is_dir(self.releases):
+            return []
+        data = self.states()
+        names = [
+            name
+            for name in self.host.listdir(self.releases)
+            if not name.endswith(WORK_SUFFIXES) and self.host.is_dir(self.release_path(name))
+        ]
+        return sorted(names, key=lambda v: (data.get(v, {}).get("deployed", ""), v))
+
+    def rollback_target(self) -> str | None:
+        """The newest verified release that is not current: where a rollback goes."""
+        data, live = self.states(), self.current()
+        verified = [v for v in self.installed() if v != live and data.get(v, {}).get("state") == "verified"]
+        return verified[-1] if verified else None
+
+    # ------------------------------------------------------------ changes
+
+    def upload(self, version: str, source: str | Path) -> dict[str, Any]:
+        """Put ``source`` (a folder or a tarball the host can read) into ``releases/<version>``;
+        unchanged files are hard links to the current release. Refuses to replace the current
+        release (UsageError)."""
+        check_version(version)
+        source = str(source)
+        if version == self.current():
+            raise UsageError(f"release {version} is the current release; it cannot be uploaded again")
+        if not self.host.exists(source):
+            raise UsageError(f"release source {source} does not exist")
+        is_folder = self.host.is_dir(source)
+        self.host.make_user_dirs(self.releases)  # readable by the web server as the user's own folders are
+        partial, final = f"{self.releases}/{version}.partial", self.release_path(version)
+        unpacked = f"{self.releases}/{version}.unpack"
+        self._discard(partial)
+        self._discard(unpacked)
+        if not is_folder and not source.endswith(TARBALL):
+            raise UsageError(f"release source {source} is neither a folder nor a tarball ({', '.join(TARBALL)})")
+        live = self.current()
+        link_dest = self.release_path(live) if live else None
+        try:
+            if not is_folder:
+                # Unpacked next to the releases, then copied like a folder so that a tarball's
+                # unchanged files are hard links to the current release too.
+                self.host.mkdir(unpacked)
+                self.host.chmod(unpacked, 0o777 & ~self.host.user_umask())  # rsync gives the release this mode
+                self.host.run(Command(("tar", "-x", "-f", source, "-C", unpacked)))
+            self.host.run(make_rsync_upload(source if is_folder else unpacked, partial, link_dest))
+        finally:
+            self._discard(unpacked)
+        self.host.remove_tree(final)
+        self.host.rename(partial, final)
+        self.host.fsync_dir(self.releases)
+        self.mark(version, "deployed")
+        return {"version": version, "path": final}
+
+    def remove(self, version: str) -> None:
+        """Remove release ``version`` and the folders an upload of it works in, unless it is current."""
+        if self.current() == version:
+            return
+        for name in (version, *(version + suffix for suffix in WORK_SUFFIXES)):
+            self._discard(f"{self.releases}/{name}")
+
+    def _discard(self, path: str) -> None:
+        """Remove a folder an upload made, as far as it can be (what is left is never a release)."""
+        with contextlib.suppress(OSError):
+            self.host.remove_tree(path)
+
+    def switch(self, version: str) -> str | None:
+        """Point ``current`` at ``version`` atomically; return the version it pointed at before."""
+        check_version(version)
+        if not self.is_installed(version):
+            raise UsageError(f"release {version} is not installed in {self.releases}")
+        before = self.current()
+        self.host.replace_symlink(f"releases/{version}", f"{self.path}/current")
+        logs.get().info("release.switched", version=version, previous=before)
+        return before
+
+    def unlink_current(self) -> None:
+        """Remove ``current`` (when no release was live before the one it points at)."""
+        self.host.remove(f"{self.path}/current", missing_ok=True)
+
+    def prune(self, protect: set[str] | None = None) -> list[str]:
+        """Delete the oldest releases beyond ``keep``; never current, the rollback target, or ``protect``."""
+        keep = set(protect or set()) | {v for v in (self.current(), self.rollback_target()) if v}
+        releases = self.installed()
+        removable = [v for v in releases if v not in keep]
+        doomed = removable[: max(0, len(releases) - self.config.keep)]
+        for version in doomed:
+            self.host.remove_tree(self.release_path(version))
+            logs.get().info("release.pruned", version=version)
+        return doomed
+
+    # ------------------------------------------------------------ as a snapshot component
+
+    def snapshot(self, target: SnapshotTarget) -> ReleaseManifest:
+        """Record which release is current (and the states), so a restore can switch back."""
+        current = self.current()
+        pointer = {"current": current, "installed": self.installed(), "states": self.states()}
+        write_json(target.folder / POINTER, pointer)
+        digest, size = file_digest(target.folder / POINTER)
+        return ReleaseManifest(path=self.path, current=current, artifacts={POINTER: Artifact(size=size, hash=digest)})
+
+    def verify(self, snapshot: Snapshot, deep: bool) -> dict[str, Any]:
+        """Whether the release the snapshot recorded as current is still installed."""
+        return _verify_entry(snapshot.manifest["components"][self.name], self)
+
+    def restore_target(self, snapshot: Snapshot, request: RestoreRequest) -> RestoreTarget | None:
+        version = self._recorded(snapshot)
+        now = self.current()
+        return RestoreTarget(
+            component=self.name,
+            description=f"{self.path}/current on {self.host.name}",
+            replaces=now is not None and now != version,
+            in_place=True,
+            details={"current": now, "switch_to": version},
+        )
+
+    def restore(self, snapshot: Snapshot, request: RestoreRequest) -> dict[str, Any]:
+        """Switch ``current`` back to the release the snapshot recorded."""
+        version = self._recorded(snapshot)
+        if request.dry_run:
+            return {"dry_run": True, "changes": [f"switch {self.path}/current to {version} (now {self.current()})"]}
+        before = self.switch(version)
+        return {"release": version, "previous": before}
+
+    def _recorded(self, snapshot: Snapshot) -> str:
+        version: str | None = snapshot.manifest["components"][self.name].get("current")
+        if version is None:
+            raise AuraError(f"{self.name}: the snapshot recorded no current release")
+        return version
+
+    def doctor(self) -> list[dict[str, Any]]:
+        ok = self.host.is_dir(self.path) and self.host.access(self.path, os.W_OK)
+        detail = "missing or not writable"
+        if ok:
+            detail = f"current {self.current() or 'none'}, {len(self.installed())} releases"
+        return [{"check": f"{self.name}: release path {self.path}", "ok": ok, "detail": detail, "exit_code": 2}]
 
 
-def rollback_target(cfg: ReleaseConfig) -> str | None:
-    """The newest verified release that is not current: where a rollback goes."""
-    data, live = states(cfg), current(cfg)
-    verified = [v for v in installed(cfg) if v != live and data.get(v, {}).get("state") == "verified"]
-    return verified[-1] if verified else None
-
-
-def prune(cfg: ReleaseConfig, protect: set[str] | None = None) -> list[str]:
-    """Delete the oldest releases beyond ``keep``; never current, the rollback target, or ``protect``."""
-    keep = set(protect or set()) | {v for v in (current(cfg), rollback_target(cfg)) if v}
-    releases = installed(cfg)
-    removable = [v for v in releases if v not in keep]
-    excess = len(releases) - cfg.keep
-    doomed = removable[: max(0, excess)]
-    for version in doomed:
-        shutil.rmtree(releases_dir(cfg) / version)
-        logs.get().info("release.pruned", version=version)
-    return doomed
-
-
-# ---------------------------------------------------------------- as a snapshot component
-
-
-def snapshot(host: Host, name: str, cfg: ReleaseConfig, dest: Path, previous: Snapshot | None) -> dict[str, Any]:
-    """Record which release is current (and the states), so a restore can switch back."""
-    pointer = {"current": current(cfg), "installed": installed(cfg), "states": states(cfg)}
-    write_json(dest / POINTER, pointer)
-    from aura_ops.checksum import file_digest
-
-    digest, size = file_digest(dest / POINTER)
-    return {
-        "type": "release",
-        "path": str(cfg.path),
-        "current": pointer["current"],
-        "artifacts": {POINTER: {"size": size, "hash": digest}},
-    }
-
-
-def restore(host: Host, name: str, snapshot: Snapshot, cfg: ReleaseConfig, dry_run: bool = False) -> dict[str, Any]:
-    entry = snapshot.manifest["components"][name]
-    version = entry.get("current")
-    if version is None:
-        raise AuraError(f"{name}: the snapshot recorded no current release")
-    if dry_run:
-        return {"dry_run": True, "changes": [f"switch {cfg.path}/current to {version} (now {current(cfg)})"]}
-    before = switch(cfg, version)
-    return {"release": version, "previous": before}
-
-
-def verify(host: Host, name: str, cfg: ReleaseConfig | None, snapshot: Snapshot, deep: bool) -> dict[str, Any]:
-    entry = snapshot.manifest["components"][name]
+def _verify_entry(entry: dict[str, Any], component: ReleaseComponent | None) -> dict[str, Any]:
     report: dict[str, Any] = {"current": entry.get("current")}
-    if cfg is not None and entry.get("current"):
-        report["still_installed"] = (releases_dir(cfg) / entry["current"]).is_dir()
+    if component is not None and entry.get("current"):
+        report["still_installed"] = component.is_installed(entry["current"])
     return report
 
 
+# ------------------------------------------------------------ transitional (removed with module_for)
+# The snapshot workflows still reach components through ``components.module_for``; these adapt
+# its calls to the class until they call the Component protocol.
+
+
+def snapshot(host: Host, name: str, cfg: ReleaseConfig, dest: Path, previous: Snapshot | None) -> dict[str, Any]:
+    section = ReleaseComponent(name, cfg, host).snapshot(SnapshotTarget("", dest, previous))
+    return section.model_dump(by_alias=True)
+
+
+def verify(host: Host, name: str, cfg: ReleaseConfig | None, snapshot: Snapshot, deep: bool) -> dict[str, Any]:
+    component = ReleaseComponent(name, cfg, host) if cfg is not None else None
+    return _verify_entry(snapshot.manifest["components"][name], component)
+
+
 def doctor(host: Host, name: str, cfg: ReleaseConfig) -> list[dict[str, Any]]:
-    ok = cfg.path.is_dir() and os.access(cfg.path, os.W_OK)
-    detail = f"current {current(cfg) or 'none'}, {len(installed(cfg))} releases" if ok else "missing or not writable"
-    return [{"check": f"{name}: release path {cfg.path}", "ok": ok, "detail": detail, "exit_code": 2}]
+    return ReleaseComponent(name, cfg, host).doctor()

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from aura_ops import engine, logs
+from aura_ops.components import release
 from aura_ops.config import Config, ReleaseConfig
 from aura_ops.deploy import checks
 from aura_ops.engine import planner, playbook
 from aura_ops.errors import EXIT_FAILED, EXIT_ROLLBACK, AuraError, ConfigError, UsageError, first_line
+from aura_ops.hosts.inventory import Inventory
 
 
 def _playbook() -> playbook.Playbook:
@@ -25,41 +27,49 @@ def _playbook() -> playbook.Playbook:
 
 
 def plan(config: Config, version: str, source: Path | None) -> list[dict[str, Any]]:
-    check_usage(config, version, source)
+    check_usage(config, version, source, Inventory(config))
     return planner.plan(config, _playbook(), {"version": version, "source": str(source or "<source>")})
 
 
-def _release_config(config: Config) -> ReleaseConfig:
+def _release_or_none(config: Config, hosts: Inventory) -> release.ReleaseComponent | None:
+    """The deploy's release component on its host, or None when the configuration has none."""
     name = config.only("release", config.deploy.release, "release")
     if name is None:
-        raise ConfigError("a deploy needs a component of type release")
+        return None
     cfg = config.component(name)
     assert isinstance(cfg, ReleaseConfig)
-    return cfg
+    return release.ReleaseComponent(name, cfg, hosts.for_component(name))
 
 
-def check_usage(config: Config, version: str, source: Path | None) -> None:
+def _release(config: Config, hosts: Inventory) -> release.ReleaseComponent:
+    component = _release_or_none(config, hosts)
+    if component is None:
+        raise ConfigError("a deploy needs a component of type release")
+    return component
+
+
+def check_usage(config: Config, version: str, source: Path | None, hosts: Inventory) -> None:
     """Every mistake a deploy can find without touching anything (an invalid version, a source
     that is missing or neither a folder nor a tarball, a component named in ``deploy.*`` that
     does not exist or has another type): UsageError / ConfigError (exit 2) before any lock,
-    snapshot or service stop."""
-    from aura_ops.components import release
-
+    snapshot or service stop. The source is on this machine (``hosts.local()``)."""
     release.check_version(version)
-    _release_config(config)
+    _release(config, hosts)
     config.only("docker", config.deploy.services, "services")
     config.only("postgres", config.deploy.database, "database")
     if source is None:
         return
-    if not source.exists():
+    local, path = hosts.local(), str(source)
+    if not local.exists(path):
         raise UsageError(f"release source {source} does not exist")
-    if not (source.is_dir() or (source.is_file() and source.name.endswith(release.TARBALL))):
+    is_dir = local.is_dir(path)
+    if not (is_dir or (local.is_file(path) and source.name.endswith(release.TARBALL))):
         raise UsageError(f"release source {source} is neither a folder nor a tarball ({', '.join(release.TARBALL)})")
-    if not os.access(source, os.R_OK | (os.X_OK if source.is_dir() else 0)):
+    if not local.access(path, os.R_OK | (os.X_OK if is_dir else 0)):
         raise UsageError(f"release source {source} is not readable")
 
 
-def already_live(config: Config, version: str) -> dict[str, Any] | None:
+def already_live(config: Config, version: str, hosts: Inventory) -> dict[str, Any] | None:
     """What deploying ``version`` means now (idempotency is "this version is live"):
 
     - it is the live release: the health checks run; a report with exit 0 (nothing to do) or
@@ -67,13 +77,11 @@ def already_live(config: Config, version: str) -> dict[str, Any] | None:
     - it was live before and has been replaced since (``verified`` but not current, or a deploy
       of it succeeded and it was not rolled back since): UsageError naming ``rollback --to-release``;
     - otherwise (new, failed, rolled back): None, deploy it."""
-    from aura_ops.components import release
-
-    cfg = _release_config(config)
-    live = release.current(cfg)
+    component = _release(config, hosts)
+    live = component.current()
     if live == version:
         try:
-            results = checks.run_all(config.checks, config)
+            results = checks.run_all(config.checks, config, hosts)
         except AuraError as exc:
             return {
                 "version": version,
@@ -89,12 +97,12 @@ def already_live(config: Config, version: str) -> dict[str, Any] | None:
             "exit_code": 0,
             "message": f"release {version} is live and its health checks pass; nothing to do",
         }
-    state = release.states(cfg).get(version, {}).get("state")
+    state = component.states().get(version, {}).get("state")
     if state in ("rolled_back", "failed"):
         return None
     succeeded = [r.id for r in engine.Engine(config).journal.by_key(f"deploy:{version}") if r.status == "succeeded"]
     if state == "verified" or succeeded:
-        installed = (release.releases_dir(cfg) / version).is_dir()
+        installed = component.is_installed(version)
         how = (
             f"`aura-ops rollback --to-release {version}`"
             if installed
@@ -152,9 +160,10 @@ def preflight(config: Config) -> list[dict[str, Any]]:
 
 def deploy(config: Config, version: str, source: Path, rollback: bool) -> tuple[engine.Outcome | None, dict[str, Any]]:
     """Deploy ``version`` from ``source``; (None, report) when there is nothing to do (it is live)."""
-    check_usage(config, version, source)
+    hosts = Inventory(config)
+    check_usage(config, version, source, hosts)
     engine.refuse_if_interrupted(config)
-    done = already_live(config, version)
+    done = already_live(config, version, hosts)
     if done is not None:
         return None, done
     runner = engine.Engine(config)
@@ -168,26 +177,20 @@ def deploy(config: Config, version: str, source: Path, rollback: bool) -> tuple[
         succeeded_is_done=False,  # already_live decided: a succeeded run of a rolled-back version is history
     )
     if outcome.run.status == "rolled_back":
-        report.update(_verify_old_version(config, outcome))
+        report.update(_verify_old_version(config, outcome, hosts))
     return outcome, report
 
 
-def _verify_old_version(config: Config, outcome: engine.Outcome) -> dict[str, Any]:
-    """After a rollback: the old version must pass the health checks again."""
-    import json
-
-    from aura_ops.components import release
-    from aura_ops.engine.actions import DATABASE_ROLLBACK
-
+def _verify_old_version(config: Config, outcome: engine.Outcome, hosts: Inventory) -> dict[str, Any]:
+    """After a rollback: the old version must pass the health checks again. How the database
+    was put back is what the migrate step's undo journaled."""
     failed_at = (outcome.run.result or {}).get("failure_detected")
-    how = engine.state_dir(config) / "runs" / outcome.run.id / DATABASE_ROLLBACK
-    database = json.loads(how.read_text()) if how.exists() else None
-    name = config.only("release", config.deploy.release, "release")
-    cfg = config.component(name) if name else None
-    if isinstance(cfg, ReleaseConfig) and release.current(cfg) is None:
+    database = next((s.undo for s in outcome.steps if s.action == "migrate" and s.undo), None)
+    component = _release_or_none(config, hosts)
+    if component is not None and component.current() is None:
         return {"old_version_checks": [], "note": "no release was live before this deploy: nothing to check"}
     try:
-        results = checks.run_all(config.checks, config)
+        results = checks.run_all(config.checks, config, hosts)
     except AuraError as exc:
         logs.get().error("deploy.rollback_unhealthy", reason=str(exc))
         return {"exit_code": EXIT_ROLLBACK, "message": f"rolled back, but the old version is not healthy: {exc}"}
@@ -204,14 +207,12 @@ def _verify_old_version(config: Config, outcome: engine.Outcome) -> dict[str, An
 def rollback_plan(config: Config, to_release: str | None, to_snapshot: str | None, keep_data: bool) -> dict[str, Any]:
     """Resolve where a rollback goes: the release, and (unless data is kept) the snapshot whose
     database goes back with it. UsageError when there is nowhere to go."""
-    from aura_ops.components import release
     from aura_ops.workflows import snapshots
 
-    name = config.only("release", config.deploy.release, "release")
-    if name is None:
+    component = _release_or_none(config, Inventory(config))
+    if component is None:
         raise UsageError("rollback needs a component of type release")
-    cfg = config.component(name)
-    assert isinstance(cfg, ReleaseConfig)
+    name = component.name
     if to_release is not None:
         release.check_version(to_release)
     repo = snapshots.repository(config)
@@ -219,15 +220,15 @@ def rollback_plan(config: Config, to_release: str | None, to_snapshot: str | Non
     recorded = snapshot.manifest["components"].get(name, {}).get("current") if snapshot else None
     if snapshot is not None and not to_release and not recorded:
         raise UsageError(f"snapshot {snapshot.id} records no release of {name}; name the release with --to-release V")
-    target = to_release or recorded or release.rollback_target(cfg)
+    target = to_release or recorded or component.rollback_target()
     if target is None:
         raise UsageError("no release to roll back to: no other verified release (use --to-release)")
-    if target == release.current(cfg):
+    if target == component.current():
         raise UsageError(f"release {target} is already current")
-    if not (release.releases_dir(cfg) / target).is_dir():
+    if not component.is_installed(target):
         raise UsageError(
-            f"release {target} is not installed in {release.releases_dir(cfg)} "
-            f"(installed: {', '.join(release.installed(cfg)) or 'none'})"
+            f"release {target} is not installed in {component.releases} "
+            f"(installed: {', '.join(component.installed()) or 'none'})"
         )
     database = config.only("postgres", config.deploy.database, "database")
     if not keep_data and database and snapshot is not None and database not in snapshot.manifest["components"]:

@@ -1,6 +1,7 @@
 """Health and smoke checks: http, tcp, command, sql, container. Each is retried (tenacity) until its
 deadline, every attempt logged; a check that never passes raises CheckFailed naming it and the
-last reason."""
+last reason. A command check runs on this machine, taken from the command's inventory (``hosts``;
+when none is given, one made from the configuration)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from aura_ops.config import (
     TcpCheck,
 )
 from aura_ops.errors import AuraError
-from aura_ops.hosts import Command, LocalHost
+from aura_ops.hosts import Command, Host
+from aura_ops.hosts.inventory import Inventory
 from aura_ops.secrets import mask
 
 
@@ -70,8 +72,8 @@ def _tcp(check: TcpCheck) -> str:
         raise CheckFailed(f"cannot connect: {exc.strerror or exc}") from None
 
 
-def _command(check: CommandCheck) -> str:
-    result = LocalHost().run(Command(tuple(check.argv)), check=False, timeout=check.timeout)
+def _command(check: CommandCheck, host: Host) -> str:
+    result = host.run(Command(tuple(check.argv)), check=False, timeout=check.timeout)
     if result.returncode != 0:
         last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no stderr"
         raise CheckFailed(f"exited {result.returncode}: {last}")
@@ -121,7 +123,7 @@ def _container(check: ContainerCheck, config: Config) -> str:
     return ", ".join(f"{c['name']} {c['health'] or c['status']}" for c in found)
 
 
-def probe(check: CheckConfig, config: Config) -> str:
+def probe(check: CheckConfig, config: Config, hosts: Inventory | None = None) -> str:
     """One attempt; returns a short description or raises CheckFailed."""
     if isinstance(check, HttpCheck):
         return _http(check)
@@ -129,7 +131,7 @@ def probe(check: CheckConfig, config: Config) -> str:
         return _tcp(check)
     if isinstance(check, CommandCheck):
         try:
-            return _command(check)
+            return _command(check, (hosts or Inventory(config)).local())
         except AuraError as exc:
             raise CheckFailed(str(exc)) from None
     if isinstance(check, ContainerCheck):
@@ -137,12 +139,13 @@ def probe(check: CheckConfig, config: Config) -> str:
     return _sql(check, config)
 
 
-def wait_for(check: CheckConfig, config: Config) -> dict[str, Any]:
+def wait_for(check: CheckConfig, config: Config, hosts: Inventory | None = None) -> dict[str, Any]:
     """Retry one check until it passes or its deadline passes (CheckFailed)."""
     import tenacity
 
     name = label(check)
     log = logs.get()
+    hosts = hosts or Inventory(config)
     started = time.monotonic()
     if check.delay:
         time.sleep(check.delay)
@@ -162,7 +165,7 @@ def wait_for(check: CheckConfig, config: Config) -> dict[str, Any]:
         ):
             with attempt:
                 attempts += 1
-                detail = probe(check, config)
+                detail = probe(check, config, hosts)
     except CheckFailed as exc:
         log.error("check.failed", check=name, attempts=attempts, reason=str(exc))
         raise CheckFailed(f"check {name} failed after {attempts} attempts ({check.deadline:g}s): {exc}") from None
@@ -171,6 +174,7 @@ def wait_for(check: CheckConfig, config: Config) -> dict[str, Any]:
     return {"check": name, "ok": True, "attempts": attempts, "seconds": seconds, "detail": detail}
 
 
-def run_all(checks: list[CheckConfig], config: Config) -> list[dict[str, Any]]:
+def run_all(checks: list[CheckConfig], config: Config, hosts: Inventory | None = None) -> list[dict[str, Any]]:
     """Every check in order; the first that fails raises CheckFailed."""
-    return [wait_for(check, config) for check in checks]
+    hosts = hosts or Inventory(config)
+    return [wait_for(check, config, hosts) for check in checks]

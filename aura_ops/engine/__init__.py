@@ -52,6 +52,7 @@ from aura_ops.errors import (
     first_line,
 )
 from aura_ops.hosts import local_hostname
+from aura_ops.hosts.inventory import Inventory
 from aura_ops.repository import new_snapshot_id
 from aura_ops.secrets import mask, mask_values, register
 from aura_ops.state import lock, temporaries
@@ -208,6 +209,7 @@ class Engine:
         self.config = config
         self.state = state_dir(config)
         self.journal = Journal(self.state / "journal.db")
+        self.hosts = Inventory(config)  # shared by every step of the command
         self.target = str(self.state)  # the run lock's scope
 
     # ------------------------------------------------------------ entry points
@@ -387,6 +389,12 @@ class Engine:
         }
         return {"params": params, "steps": outputs, "run_id": run_id}
 
+    def _step_context(self, run_id: str, step: Step) -> Context:
+        """What the step's action works with: the command's hosts, and the journal for its saved state."""
+        return Context(
+            self.config, run_id, step.name, self.state / "runs" / run_id, step.timeout, self.hosts, self.journal
+        )
+
     def _drive(
         self, run_id: str, playbook: Playbook, params: dict[str, Any], guard: _Guard, rollback: bool = True
     ) -> Outcome:
@@ -419,7 +427,7 @@ class Engine:
     def _step(self, run_id: str, index: int, step: Step, context: dict[str, Any], status: str) -> None:
         log = logs.get()
         action = REGISTRY[step.action]
-        ctx = Context(self.config, run_id, step.name, self.state / "runs" / run_id, step.timeout)
+        ctx = self._step_context(run_id, step)
         try:
             if step.when is not None and str(render(step.when, context)).strip().lower() in FALSY:
                 self.journal.step_finished(run_id, index, "skipped")
@@ -543,7 +551,7 @@ class Engine:
             if not (step.always_undo and record.status in ("applied", "applying")):
                 continue
             # Not journaled as compensated: a later `runs abort` still undoes this step in its turn.
-            ctx = Context(self.config, run_id, step.name, self.state / "runs" / run_id, step.timeout)
+            ctx = self._step_context(run_id, step)
             try:
                 guard.arm()
                 with logs.bind(step=record.name):
@@ -575,7 +583,7 @@ class Engine:
 
         action_name, raw = (step.undo.action, step.undo.with_) if step.undo else (step.action, step.with_)
         action = REGISTRY[action_name]
-        ctx = Context(self.config, run_id, step.name, self.state / "runs" / run_id, step.timeout)
+        ctx = self._step_context(run_id, step)
         try:
             try:
                 own = _params(REGISTRY[step.action], step.with_, context)

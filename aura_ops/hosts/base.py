@@ -72,6 +72,7 @@ class FileStat:
     ino: int
     dev: int
     nlink: int
+    atime_ns: int = 0  # release additions: a file step puts a file's access time back too
 
     @property
     def is_dir(self) -> bool:
@@ -150,9 +151,20 @@ class Host(Protocol):
     def realpath(self, path: str) -> str: ...
     def read_bytes(self, path: str) -> bytes: ...
     def read_text(self, path: str) -> str: ...
-    def write_atomic(self, path: str, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+    def write_atomic(
+        self,
+        path: str,
+        data: bytes,
+        *,
+        mode: int = 0o644,
+        owner: tuple[int, int] | None = None,
+        times: tuple[int, int] | None = None,
+    ) -> None:
         """Replace ``path`` with ``data`` all at once (temp file in the same folder, fsync, rename,
-        fsync of the folder): a reader sees the old or the new content, never a mix."""
+        fsync of the folder): a reader sees the old or the new content, never a mix. The new file
+        gets ``owner`` (uid, gid; ``PermissionError`` where this process may not give it), then
+        ``mode`` exactly (after the owner: a chown clears the setuid and setgid bits), and
+        ``times`` (atime_ns, mtime_ns) when given."""
         ...
 
     def listdir(self, path: str) -> list[str]:
@@ -211,3 +223,9 @@ class Host(Protocol):
         ...
 
     def make_fifo(self, path: str) -> None: ...
+
+    # -- release additions ---------------------------------------------------------------------
+    def fsync_dir(self, path: str) -> None:
+        """Make the entries of folder ``path`` durable (a rename or a new name in it survives a
+        crash from now on)."""
+        ...

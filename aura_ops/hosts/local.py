@@ -268,6 +268,7 @@ class LocalHost:
             st.st_ino,
             st.st_dev,
             st.st_nlink,
+            st.st_atime_ns,
         )
 
     def exists(self, path: str) -> bool:
@@ -293,18 +294,28 @@ class LocalHost:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
 
-    def write_atomic(self, path: str, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+    def write_atomic(
+        self,
+        path: str,
+        data: bytes,
+        *,
+        mode: int = 0o644,
+        owner: tuple[int, int] | None = None,
+        times: tuple[int, int] | None = None,
+    ) -> None:
         folder = os.path.dirname(path) or "."
         temp = os.path.join(folder, f".{os.path.basename(path)}.aura-{os.getpid()}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
             try:
-                os.fchmod(fd, mode)  # not reduced by the umask
-                if owner is not None:
-                    os.fchown(fd, *owner)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                if owner is not None:
+                    os.fchown(fd, *owner)
+                os.fchmod(fd, mode)  # not reduced by the umask; after the owner (chown clears setuid/setgid)
+                if times is not None:
+                    os.utime(fd, ns=times)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -404,6 +415,10 @@ class LocalHost:
 
     def make_fifo(self, path: str) -> None:
         os.mkfifo(path, 0o600)
+
+    # -- release additions -----------------------------------------------------------------------
+    def fsync_dir(self, path: str) -> None:
+        _fsync_dir(path)
 
 
 def _fsync_dir(path: str) -> None:

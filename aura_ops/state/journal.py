@@ -7,6 +7,13 @@ marked ``already_applied`` was found done before the run began (not this run's w
 
 Nothing is written in clear that the secrets registry knows: the engine stores step outputs,
 errors and the run's result masked, and secret parameters as ``***`` (never their values).
+
+State travels between a step's apply, its undo and the code that reports a run through the
+journal, never through side files: a step's ``saved`` state is what its action recorded before
+its side effect for its undo to act on (a replaced file's owner and mode, the release that was
+current), kept as it is like identifier outputs; its ``undo`` result is what its compensation
+did (e.g. how a migration's undo put the database back), masked. Both columns were added after
+the first journals were written: opening an older journal adds them (``_migrate``).
 """
 
 from __future__ import annotations
@@ -32,9 +39,11 @@ CREATE INDEX IF NOT EXISTS runs_by_key ON runs (idempotency_key);
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs (id), idx INTEGER NOT NULL, name TEXT NOT NULL,
     action TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    outputs TEXT, error TEXT, started TEXT, ended TEXT, PRIMARY KEY (run_id, idx)
+    outputs TEXT, error TEXT, started TEXT, ended TEXT, saved TEXT, undo TEXT, PRIMARY KEY (run_id, idx)
 );
 """
+# Columns added to ``steps`` after the first release, with their type: an older journal gains them.
+ADDED_STEP_COLUMNS = (("saved", "TEXT"), ("undo", "TEXT"))
 
 COLUMNS = "id, playbook, params, idempotency_key, target, status, trigger, host, pid, created, updated, result, error"
 
@@ -63,6 +72,8 @@ class StepRecord:
     error: str | None
     started: str | None
     ended: str | None
+    saved: dict[str, Any] | None = None  # recorded by the action before its side effect, for its undo
+    undo: dict[str, Any] | None = None  # what its compensation did
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,21 @@ class Journal:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the ``steps`` columns an older journal lacks (its rows read them as NULL); checked
+        again inside the write transaction, as another process may have added them meanwhile."""
+        if not self._missing_step_columns():
+            return
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for name, kind in self._missing_step_columns():
+                self.db.execute(f"ALTER TABLE steps ADD COLUMN {name} {kind}")
+
+    def _missing_step_columns(self) -> list[tuple[str, str]]:
+        present = {row[1] for row in self.db.execute("PRAGMA table_info(steps)")}
+        return [(name, kind) for name, kind in ADDED_STEP_COLUMNS if name not in present]
 
     def close(self) -> None:
         self.db.close()
@@ -164,6 +190,19 @@ class Journal:
             (status, _now(), json.dumps(outputs) if outputs is not None else None, error, run_id, index),
         )
 
+    def save_step_state(self, run_id: str, step: str, state: dict[str, Any]) -> None:
+        """Record what step ``step`` will need to undo its work, committed before its side effect."""
+        self._write("UPDATE steps SET saved = ? WHERE run_id = ? AND name = ?", (json.dumps(state), run_id, step))
+
+    def step_state(self, run_id: str, step: str) -> dict[str, Any] | None:
+        """What ``save_step_state`` recorded for the step, or None."""
+        row = self.db.execute("SELECT saved FROM steps WHERE run_id = ? AND name = ?", (run_id, step)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def step_undone(self, run_id: str, step: str, result: dict[str, Any]) -> None:
+        """Record what the step's compensation did (masked by the caller)."""
+        self._write("UPDATE steps SET undo = ? WHERE run_id = ? AND name = ?", (json.dumps(result), run_id, step))
+
     def run(self, reference: str) -> RunRecord:
         """The run with this id, or the one whose id starts with ``reference`` (at least 4
         characters, compared literally: ``%`` and ``_`` are not patterns); UsageError otherwise."""
@@ -201,11 +240,24 @@ class Journal:
     def steps(self, run_id: str) -> list[StepRecord]:
         rows = self.db.execute(
             "SELECT idx, name, action, status, attempts, outputs, error,"
-            " started, ended FROM steps WHERE run_id = ? ORDER BY idx",
+            " started, ended, saved, undo FROM steps WHERE run_id = ? ORDER BY idx",
             (run_id,),
         ).fetchall()
         return [
-            StepRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else {}, r[6], r[7], r[8]) for r in rows
+            StepRecord(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                json.loads(r[5]) if r[5] else {},
+                r[6],
+                r[7],
+                r[8],
+                json.loads(r[9]) if r[9] else None,
+                json.loads(r[10]) if r[10] else None,
+            )
+            for r in rows
         ]
 
     @staticmethod

@@ -21,6 +21,7 @@ from typing import Any
 
 from aura_ops import __version__, checksum, logs
 from aura_ops.components import files, module_for, release
+from aura_ops.components.base import RestoreRequest
 from aura_ops.components.files import restorer as files_restore
 from aura_ops.config import Config
 from aura_ops.errors import AuraError, UsageError, VerificationError
@@ -419,7 +420,8 @@ def _restore_component(
             }
         elif entry["type"] == "release":
             cfg = config.component(name)
-            result = release.restore(host, name, snapshot, cfg, dry_run)  # type: ignore[arg-type]
+            component = release.ReleaseComponent(name, cfg, host)  # type: ignore[arg-type]
+            result = component.restore(snapshot, RestoreRequest(dry_run=dry_run))
         else:
             if name not in config.components:
                 raise UsageError(f"component {name} is not in the configuration: no database to restore into")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aura_ops.components import release
+from aura_ops.components.release import ReleaseComponent
 from aura_ops.config import ReleaseConfig, parse
 from aura_ops.deploy import checks
 from aura_ops.dev.sandbox import PostgresCluster, free_port, wait_until
@@ -47,13 +47,19 @@ def cfg(tmp_path: Path) -> ReleaseConfig:
     return ReleaseConfig(type="release", path=tmp_path / "srv", keep=3)
 
 
-def test_upload_switch_and_link_dest_share_unchanged_files(cfg: ReleaseConfig, tmp_path: Path) -> None:
-    host = LocalHost()
-    release.upload(host, cfg, "v1", make_source(tmp_path, "v1"))
-    assert release.switch(cfg, "v1") is None
-    release.upload(host, cfg, "v2", make_source(tmp_path, "v2", mtime=1_700_000_100))
-    assert release.current(cfg) == "v1"  # uploading never switches
-    assert release.switch(cfg, "v2") == "v1"
+@pytest.fixture
+def release(cfg: ReleaseConfig) -> ReleaseComponent:
+    return ReleaseComponent("app", cfg, LocalHost())
+
+
+def test_upload_switch_and_link_dest_share_unchanged_files(
+    release: ReleaseComponent, cfg: ReleaseConfig, tmp_path: Path
+) -> None:
+    release.upload("v1", make_source(tmp_path, "v1"))
+    assert release.switch("v1") is None
+    release.upload("v2", make_source(tmp_path, "v2", mtime=1_700_000_100))
+    assert release.current() == "v1"  # uploading never switches
+    assert release.switch("v2") == "v1"
     assert (cfg.path / "current" / "app.py").read_text() == "VERSION = 'v2'\n"
     one, two = cfg.path / "releases" / "v1", cfg.path / "releases" / "v2"
     assert (one / "static/big.js").stat().st_ino == (two / "static/big.js").stat().st_ino
@@ -61,10 +67,10 @@ def test_upload_switch_and_link_dest_share_unchanged_files(cfg: ReleaseConfig, t
     assert os.readlink(cfg.path / "current") == "releases/v2"
 
 
-def test_tarball_upload_links_unchanged_files(cfg: ReleaseConfig, tmp_path: Path) -> None:
-    release.upload(LocalHost(), cfg, "v8", make_tarball(make_source(tmp_path, "v8")))
-    release.switch(cfg, "v8")
-    release.upload(LocalHost(), cfg, "v9", make_tarball(make_source(tmp_path, "v9", mtime=1_700_000_100)))
+def test_tarball_upload_links_unchanged_files(release: ReleaseComponent, cfg: ReleaseConfig, tmp_path: Path) -> None:
+    release.upload("v8", make_tarball(make_source(tmp_path, "v8")))
+    release.switch("v8")
+    release.upload("v9", make_tarball(make_source(tmp_path, "v9", mtime=1_700_000_100)))
     eight, nine = cfg.path / "releases" / "v8", cfg.path / "releases" / "v9"
     assert (nine / "health").read_text() == "ok v9\n"
     assert (nine / "app.py").read_text() == "VERSION = 'v9'\n"
@@ -74,45 +80,45 @@ def test_tarball_upload_links_unchanged_files(cfg: ReleaseConfig, tmp_path: Path
 
 
 def test_current_release_cannot_be_uploaded_again_and_bad_versions_are_refused(
-    cfg: ReleaseConfig, tmp_path: Path
+    release: ReleaseComponent, tmp_path: Path
 ) -> None:
     from aura_ops.errors import UsageError
 
-    release.upload(LocalHost(), cfg, "v1", make_source(tmp_path, "v1"))
-    release.switch(cfg, "v1")
+    release.upload("v1", make_source(tmp_path, "v1"))
+    release.switch("v1")
     with pytest.raises(UsageError, match="current release"):
-        release.upload(LocalHost(), cfg, "v1", make_source(tmp_path, "v1b"))
+        release.upload("v1", make_source(tmp_path, "v1b"))
     with pytest.raises(UsageError, match="invalid release version"):
-        release.upload(LocalHost(), cfg, "../etc", make_source(tmp_path, "x"))
+        release.upload("../etc", make_source(tmp_path, "x"))
     with pytest.raises(UsageError, match="not installed"):
-        release.switch(cfg, "v7")
+        release.switch("v7")
 
 
-def test_prune_keeps_current_and_the_rollback_target(cfg: ReleaseConfig, tmp_path: Path) -> None:
-    host = LocalHost()
+def test_prune_keeps_current_and_the_rollback_target(release: ReleaseComponent, tmp_path: Path) -> None:
     for version in ("v1", "v2", "v3", "v4", "v5"):
-        release.upload(host, cfg, version, make_source(tmp_path, version))
-        release.switch(cfg, version)
-        release.mark(cfg, version, "verified" if version == "v1" else "failed")
-    assert release.rollback_target(cfg) == "v1"
-    pruned = release.prune(cfg)
-    assert release.installed(cfg) == ["v1", "v4", "v5"]
+        release.upload(version, make_source(tmp_path, version))
+        release.switch(version)
+        release.mark(version, "verified" if version == "v1" else "failed")
+    assert release.rollback_target() == "v1"
+    pruned = release.prune()
+    assert release.installed() == ["v1", "v4", "v5"]
     assert pruned == ["v2", "v3"]
-    release.mark(cfg, "v4", "verified")
-    assert release.rollback_target(cfg) == "v4"
+    release.mark("v4", "verified")
+    assert release.rollback_target() == "v4"
 
 
-def test_release_pointer_is_snapshotted_and_restored(cfg: ReleaseConfig, aura: Aura, tmp_path: Path) -> None:
-    host = LocalHost()
+def test_release_pointer_is_snapshotted_and_restored(
+    release: ReleaseComponent, cfg: ReleaseConfig, aura: Aura, tmp_path: Path
+) -> None:
     for version in ("v1", "v2"):
-        release.upload(host, cfg, version, make_source(tmp_path, version))
-    release.switch(cfg, "v1")
+        release.upload(version, make_source(tmp_path, version))
+    release.switch("v1")
     aura.write_config(base_config({"app": {"type": "release", "path": str(cfg.path)}}))
     snapshot = aura.json("backup")
     assert snapshot["components"]["app"]["current"] == "v1"
-    release.switch(cfg, "v2")
+    release.switch("v2")
     aura("restore", snapshot["id"], "--yes")
-    assert release.current(cfg) == "v1"
+    assert release.current() == "v1"
     assert aura.json("snapshots", "verify", snapshot["id"])["components"]["app"]["still_installed"] is True
 
 

@@ -10,10 +10,9 @@ masked, for ``plan``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
-import os
 import shlex
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,19 +21,53 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from aura_ops import logs
-from aura_ops.config import Config, PostgresConfig
+from aura_ops.components.release import ReleaseComponent
+from aura_ops.config import Config, PostgresConfig, ReleaseConfig
 from aura_ops.errors import AuraError, ConfigError, VerificationError
-from aura_ops.hosts import Command, LocalHost
-from aura_ops.secrets import mask
+from aura_ops.hosts import Command, FileStat, Host
+from aura_ops.hosts.inventory import Inventory
+from aura_ops.secrets import mask, mask_values
+from aura_ops.state.journal import Journal
+
+_BUILT_FROM_CONFIG: Any = None
 
 
 @dataclass(frozen=True)
 class Context:
+    """What a step's action works with: the configuration, the hosts (from the inventory, shared
+    by the whole command), and the run's journal, through which state passes from a step's apply
+    to its undo (``remember``/``remembered``) and from its undo to the report (``record_undo``).
+
+    ``hosts`` not given: an inventory of the configuration's own. ``journal`` None (``plan``):
+    nothing is remembered, and an action that must remember refuses."""
+
     config: Config
     run_id: str
     step: str
-    work_dir: Path  # per-run folder in the state folder (saved originals)
+    work_dir: Path  # per-run folder in the state folder, on the control machine (large saved bytes)
     timeout: float | None = None
+    hosts: Inventory = _BUILT_FROM_CONFIG
+    journal: Journal | None = None
+
+    def __post_init__(self) -> None:
+        if self.hosts is None:
+            object.__setattr__(self, "hosts", Inventory(self.config))
+
+    def remember(self, state: dict[str, Any]) -> None:
+        """Journal what this step's undo will need, committed before the side effect it protects
+        (kept as it is: the undo acts on it). Kept across a resume; ``remembered`` gives it back."""
+        if self.journal is None:
+            raise AuraError(f"step {self.step}: nothing can be remembered outside a run")
+        self.journal.save_step_state(self.run_id, self.step, state)
+
+    def remembered(self) -> dict[str, Any] | None:
+        """What this step remembered in this run, or None."""
+        return None if self.journal is None else self.journal.step_state(self.run_id, self.step)
+
+    def record_undo(self, result: dict[str, Any]) -> None:
+        """Journal (masked) what this step's compensation did, for the run's report."""
+        if self.journal is not None:
+            self.journal.step_undone(self.run_id, self.step, mask_values(result))
 
 
 class _Params(BaseModel):
@@ -92,7 +125,7 @@ class CommandAction(Action):
         return mask(shlex.join(p.argv)), undo
 
     def _run(self, argv: list[str], p: CommandParams, ctx: Context, check: bool = True) -> Any:
-        return LocalHost().run(Command(tuple(argv), p.env, p.cwd), timeout=ctx.timeout, check=check)
+        return ctx.hosts.local().run(Command(tuple(argv), p.env, p.cwd), timeout=ctx.timeout, check=check)
 
     def check(self, p: CommandParams, ctx: Context) -> bool:
         return bool(p.check) and self._run(p.check or [], p, ctx, check=False).returncode == 0
@@ -166,12 +199,16 @@ class FileParams(_Params):
 
 
 class FileAction(Action):
-    """Write a file atomically; compensation puts back exactly what was at the path: the file
-    (content, mode, owner, times), the symlink (its own link text and owner), or nothing.
+    """Write a file atomically on the local host; compensation puts back exactly what was at the
+    path: the file (content, mode, owner, times), the symlink (its own link text and owner), or
+    nothing.
 
-    What was there is recorded in the run's folder before the first write (the content copy
-    first, then ``<step>.saved.json``, whose rename commits the record) and never overwritten
-    afterwards, so a crash between saving and writing, or a re-apply on resume, is safe. A
+    What was there is recorded before the first write and never replaced afterwards, so a crash
+    between recording and writing, or a re-apply on resume, is safe: a file's content is copied
+    into the run's folder in the state folder first, then the record (kind, mode, owner, times,
+    link text, and the copy's size and SHA-256) is journaled as the step's saved state, which
+    commits it. A run an older aura-ops began kept its record in the run's folder
+    (``<step>.saved.json``; before that ``<step>.orig`` or ``<step>.absent``): still honoured. A
     symlink at the path is replaced by the file (the target it points at is not written); a
     directory or any other kind of file is refused before anything changes. Replacing a file
     keeps its owner (when aura-ops may set it) and, without ``mode``, its mode.
@@ -185,147 +222,149 @@ class FileAction(Action):
             f"put back what was at {p.path} (the file, symlink or nothing)",
         )
 
-    def _saved(self, ctx: Context) -> tuple[Path, Path]:
-        """(the original content's copy, the record of what was there)."""
-        return ctx.work_dir / f"{ctx.step}.content", ctx.work_dir / f"{ctx.step}.saved.json"
+    @staticmethod
+    def _host(ctx: Context) -> Host:
+        return ctx.hosts.local()
 
-    def _legacy(self, ctx: Context) -> tuple[Path, Path]:
-        """What an older aura-ops saved: the content with its mode, or an absence marker."""
-        return ctx.work_dir / f"{ctx.step}.orig", ctx.work_dir / f"{ctx.step}.absent"
+    @staticmethod
+    def _run_file(ctx: Context, suffix: str) -> str:
+        """A file of this step in the run's folder (on the control machine)."""
+        return str(ctx.work_dir / f"{ctx.step}{suffix}")
 
     def can_check(self, p: FileParams) -> bool:
         return True
 
     def check(self, p: FileParams, ctx: Context) -> bool:
-        path = Path(p.path)
+        host = self._host(ctx)
         try:
-            st = path.lstat()
-            if not stat.S_ISREG(st.st_mode) or (p.mode is not None and st.st_mode & 0o7777 != p.mode):
+            st = host.stat(p.path, follow_symlinks=False)
+            if st is None or not st.is_file or (p.mode is not None and st.mode & 0o7777 != p.mode):
                 return False
-            return path.read_bytes() == p.content.encode()
+            return host.read_bytes(p.path) == p.content.encode()
         except OSError:
             return False
 
-    def _record(self, p: FileParams, ctx: Context) -> dict[str, Any]:
-        """What was at the path before this step first wrote it: loaded, or saved now."""
-        copy, record = self._saved(ctx)
-        if record.exists():
-            loaded: dict[str, Any] = json.loads(record.read_text())
+    def _older_record(self, ctx: Context) -> dict[str, Any] | None:
+        """What an older aura-ops saved in the run's folder: its record, or a marker that the
+        content with its mode (``.orig``) or the absence (``.absent``) was saved."""
+        control = ctx.hosts.local()
+        saved = self._run_file(ctx, ".saved.json")
+        if control.exists(saved):
+            loaded: dict[str, Any] = json.loads(control.read_text(saved))
             return loaded
-        if any(saved.exists() for saved in self._legacy(ctx)):  # a run an older aura-ops began
+        if any(control.exists(self._run_file(ctx, suffix)) for suffix in (".orig", ".absent")):
             return {"kind": "legacy"}
-        target = Path(p.path)
-        original = _original(target)
-        ctx.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return None
+
+    def _record(self, p: FileParams, ctx: Context) -> dict[str, Any]:
+        """What was at the path before this step first wrote it: recalled, or recorded now."""
+        recorded = ctx.remembered() or self._older_record(ctx)
+        if recorded is not None:
+            return recorded
+        host, control = self._host(ctx), ctx.hosts.local()
+        original = _original(host, p.path)
         if original["kind"] == "file":
-            _atomic_write(copy, target.read_bytes(), 0o600)
-        _atomic_write(record, json.dumps(original).encode(), 0o600)
+            data = host.read_bytes(p.path)
+            control.mkdir(str(ctx.work_dir), mode=0o700, parents=True, exist_ok=True)
+            control.write_atomic(self._run_file(ctx, ".content"), data, mode=0o600)
+            original.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        ctx.remember(original)
         return original
 
     def apply(self, p: FileParams, ctx: Context) -> dict[str, Any]:
-        target = Path(p.path)
-        _original(target)  # refuses a directory or a special file before anything is saved
+        host = self._host(ctx)
+        _original(host, p.path)  # refuses a directory or a special file before anything is saved
         original = self._record(p, ctx)
         mode, owner = 0o644, None
         if original["kind"] == "file":
             mode, owner = original["mode"], (original["uid"], original["gid"])
-        elif original["kind"] in ("symlink", "legacy") and target.exists():
-            mode = target.stat().st_mode & 0o7777
-        _atomic_write(target, p.content.encode(), p.mode if p.mode is not None else mode, owner)
-        return {"path": str(target), "bytes": len(p.content.encode())}
+        elif original["kind"] in ("symlink", "legacy"):
+            followed = host.stat(p.path)
+            mode = followed.mode & 0o7777 if followed is not None else mode
+        _write(host, p.path, p.content.encode(), p.mode if p.mode is not None else mode, owner)
+        return {"path": str(Path(p.path)), "bytes": len(p.content.encode())}
 
     def verify(self, p: FileParams, ctx: Context, outputs: dict[str, Any]) -> None:
         if not self.check(p, ctx):
             raise VerificationError(f"{p.path} does not hold the content just written")
 
     def compensate(self, p: FileParams, ctx: Context, outputs: dict[str, Any]) -> None:
-        copy, record = self._saved(ctx)
-        target = Path(p.path)
-        if not record.exists():
-            legacy, absent = self._legacy(ctx)
-            if legacy.exists():  # saved by an older aura-ops: content and mode only
-                _atomic_write(target, legacy.read_bytes(), legacy.stat().st_mode & 0o7777)
-            elif absent.exists():
-                target.unlink(missing_ok=True)
-            return  # nothing saved: this step never wrote the path
-        original = json.loads(record.read_text())
+        host, control = self._host(ctx), ctx.hosts.local()
+        original = ctx.remembered() or self._older_record(ctx)
+        if original is None:
+            return  # nothing recorded: this step never wrote the path
         owner = (original["uid"], original["gid"]) if "uid" in original else None
-        if original["kind"] == "absent":
-            if target.is_symlink() or target.is_file():
-                target.unlink()
+        if original["kind"] == "legacy":  # saved by an older aura-ops: content and mode only
+            legacy = self._run_file(ctx, ".orig")
+            saved = control.stat(legacy)
+            if saved is not None:
+                _write(host, p.path, control.read_bytes(legacy), saved.mode & 0o7777)
+            elif control.exists(self._run_file(ctx, ".absent")):
+                host.remove(p.path, missing_ok=True)
+        elif original["kind"] == "absent":
+            st = host.stat(p.path, follow_symlinks=False)
+            if st is not None and (st.is_symlink or st.is_file):
+                host.remove(p.path)
         elif original["kind"] == "symlink":
-            _atomic_symlink(target, original["link"], owner)
+            _symlink(host, p.path, original["link"], owner)
         else:
-            times = (original["atime_ns"], original["mtime_ns"])
-            _atomic_write(target, copy.read_bytes(), original["mode"], owner, times)
+            copy = self._run_file(ctx, ".content")
+            data = control.read_bytes(copy)
+            if "sha256" in original and hashlib.sha256(data).hexdigest() != original["sha256"]:
+                raise AuraError(f"the saved copy of {p.path} ({copy}) is damaged; nothing was put back")
+            _write(host, p.path, data, original["mode"], owner, (original["atime_ns"], original["mtime_ns"]))
 
 
-def _original(path: Path) -> dict[str, Any]:
+def _original(host: Host, path: str) -> dict[str, Any]:
     """What is at ``path`` (not following a symlink), as the record a file step keeps;
     AuraError for a directory or a special file, which a file step never replaces."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
+    st: FileStat | None = host.stat(path, follow_symlinks=False)
+    if st is None:
         return {"kind": "absent"}
-    if stat.S_ISLNK(st.st_mode):
-        return {"kind": "symlink", "link": os.readlink(path), "uid": st.st_uid, "gid": st.st_gid}
-    if stat.S_ISREG(st.st_mode):
+    if st.is_symlink:
+        return {"kind": "symlink", "link": host.readlink(path), "uid": st.uid, "gid": st.gid}
+    if st.is_file:
         return {
             "kind": "file",
-            "mode": st.st_mode & 0o7777,
-            "uid": st.st_uid,
-            "gid": st.st_gid,
-            "atime_ns": st.st_atime_ns,
-            "mtime_ns": st.st_mtime_ns,
+            "mode": st.mode & 0o7777,
+            "uid": st.uid,
+            "gid": st.gid,
+            "atime_ns": st.atime_ns,
+            "mtime_ns": st.mtime_ns,
         }
-    what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-    raise AuraError(f"{path} is {what}: a file step writes regular files only; nothing was changed")
+    what = "a directory" if st.is_dir else "not a regular file"
+    raise AuraError(f"{Path(path)} is {what}: a file step writes regular files only; nothing was changed")
 
 
-def _chown(fd_or_path: int | Path, owner: tuple[int, int] | None) -> None:
-    """Give the owner back where we may (root, or the same user); elsewhere keep ours."""
-    if owner is None:
-        return
-    with contextlib.suppress(PermissionError):
-        if isinstance(fd_or_path, int):
-            os.fchown(fd_or_path, *owner)
-        else:
-            os.lchown(fd_or_path, *owner)
-
-
-def _atomic_write(
-    path: Path,
+def _write(
+    host: Host,
+    path: str,
     data: bytes,
     mode: int,
     owner: tuple[int, int] | None = None,
     times: tuple[int, int] | None = None,
 ) -> None:
-    temporary = path.with_name(f".{path.name}.aura-tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Replace ``path`` atomically; the owner is given back where we may (root, or the same
+    user), elsewhere the file keeps ours."""
     try:
-        os.write(fd, data)
-        _chown(fd, owner)
-        os.fchmod(fd, mode)  # after the owner: chown clears the setuid and setgid bits
-        if times is not None:
-            os.utime(fd, ns=times)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-    from aura_ops.checksum import fsync_dir
-
-    fsync_dir(path.parent)
+        host.write_atomic(path, data, mode=mode, owner=owner, times=times)
+    except PermissionError:
+        if owner is None:
+            raise
+        host.write_atomic(path, data, mode=mode, times=times)
 
 
-def _atomic_symlink(path: Path, link: str, owner: tuple[int, int] | None) -> None:
-    temporary = path.with_name(f".{path.name}.aura-tmp")
-    temporary.unlink(missing_ok=True)
-    os.symlink(link, temporary)
-    _chown(temporary, owner)
-    os.replace(temporary, path)
-    from aura_ops.checksum import fsync_dir
-
-    fsync_dir(path.parent)
+def _symlink(host: Host, path: str, link: str, owner: tuple[int, int] | None) -> None:
+    """Make ``path`` the symlink ``link`` atomically, owned by ``owner`` where we may."""
+    target = Path(path)
+    temporary = str(target.with_name(f".{target.name}.aura-tmp"))
+    host.remove(temporary, missing_ok=True)
+    host.symlink(link, temporary)
+    if owner is not None:
+        with contextlib.suppress(PermissionError):
+            host.chown(temporary, *owner, follow_symlinks=False)
+    host.rename(temporary, path)
+    host.fsync_dir(str(target.parent))
 
 
 # ---------------------------------------------------------------- wait
@@ -350,7 +389,7 @@ class WaitAction(Action):
         attempts = 0
         while True:
             attempts += 1
-            result = LocalHost().run(Command(tuple(p.argv)), check=False, timeout=p.timeout)
+            result = ctx.hosts.local().run(Command(tuple(p.argv)), check=False, timeout=p.timeout)
             if result.returncode == 0:
                 return {"attempts": attempts}
             if time.monotonic() + p.interval > deadline:
@@ -427,15 +466,14 @@ REGISTRY: dict[str, Action] = {
 # ---------------------------------------------------------------- deploy building blocks
 
 
-def _release(ctx: Context) -> Any:
-    from aura_ops.config import ReleaseConfig
-
+def _release(ctx: Context) -> ReleaseComponent:
+    """The deploy's release component, on its host."""
     name = ctx.config.only("release", ctx.config.deploy.release, "release")
     if name is None:
         raise ConfigError("a deploy needs a component of type release")
     cfg = ctx.config.component(name)
     assert isinstance(cfg, ReleaseConfig)
-    return cfg
+    return ReleaseComponent(name, cfg, ctx.hosts.for_component(name))
 
 
 def _services(ctx: Context) -> Any:
@@ -465,19 +503,10 @@ class ReleaseUploadAction(Action):
         return f"upload {p.source} as release {p.version}", f"remove release {p.version} (unless current)"
 
     def apply(self, p: ReleaseUploadParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops.components import release
-
-        return release.upload(LocalHost(), _release(ctx), p.version, Path(p.source))
+        return _release(ctx).upload(p.version, str(Path(p.source)))
 
     def compensate(self, p: ReleaseUploadParams, ctx: Context, outputs: dict[str, Any]) -> None:
-        import shutil
-
-        from aura_ops.components import release
-
-        cfg = _release(ctx)
-        if release.current(cfg) != p.version:
-            for name in (p.version, *(p.version + suffix for suffix in release.WORK_SUFFIXES)):
-                shutil.rmtree(release.releases_dir(cfg) / name, ignore_errors=True)
+        _release(ctx).remove(p.version)
 
 
 class ReleaseSwitchParams(_Params):
@@ -492,44 +521,39 @@ class ReleaseSwitchAction(Action):
     Params = ReleaseSwitchParams
 
     def describe(self, p: ReleaseSwitchParams, ctx: Context) -> tuple[str, str]:
-        from aura_ops.components import release
-
-        return f"switch current to {p.version}", f"switch current back to {release.current(_release(ctx))}"
+        return f"switch current to {p.version}", f"switch current back to {_release(ctx).current()}"
 
     def can_check(self, p: ReleaseSwitchParams) -> bool:
         return True
 
     def check(self, p: ReleaseSwitchParams, ctx: Context) -> bool:
-        from aura_ops.components import release
-
-        return release.current(_release(ctx)) == p.version
-
-    def _saved(self, ctx: Context) -> Path:
-        return ctx.work_dir / f"{ctx.step}.previous"
+        return _release(ctx).current() == p.version
 
     def apply(self, p: ReleaseSwitchParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops.components import release
+        component = _release(ctx)
+        if ctx.remembered() is None:  # journaled before the switch: a crash right after it loses no state
+            ctx.remember({"previous": component.current()})
+        return {"previous": component.switch(p.version)}
 
-        cfg = _release(ctx)
-        saved = self._saved(ctx)
-        if not saved.exists():  # recorded before the switch: a crash right after it loses no state
-            ctx.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _atomic_write(saved, (release.current(cfg) or "").encode(), 0o600)
-        return {"previous": release.switch(cfg, p.version)}
+    def _previous(self, ctx: Context, outputs: dict[str, Any]) -> str | None:
+        """The release that was current before this step: journaled, or in the run's folder
+        (a run an older aura-ops began), or (last resort) the step's outputs."""
+        recorded = ctx.remembered()
+        if recorded is not None:
+            return recorded.get("previous")
+        control, older = ctx.hosts.local(), str(ctx.work_dir / f"{ctx.step}.previous")
+        return control.read_text(older) if control.exists(older) else outputs.get("previous")
 
     def compensate(self, p: ReleaseSwitchParams, ctx: Context, outputs: dict[str, Any]) -> None:
-        from aura_ops.components import release
-
-        cfg = _release(ctx)
-        saved = self._saved(ctx)
-        previous = saved.read_text() if saved.exists() else outputs.get("previous")
-        if release.current(cfg) == p.version:
+        component = _release(ctx)
+        previous = self._previous(ctx, outputs)
+        if component.current() == p.version:
             if previous:
-                release.switch(cfg, previous)
+                component.switch(previous)
             else:
-                (cfg.path / "current").unlink(missing_ok=True)
-        if (release.releases_dir(cfg) / p.version).is_dir():
-            release.mark(cfg, p.version, "rolled_back")
+                component.unlink_current()
+        if component.is_installed(p.version):
+            component.mark(p.version, "rolled_back")
 
 
 class ReleaseMarkParams(_Params):
@@ -544,9 +568,7 @@ class ReleaseMarkAction(Action):
         return f"mark release {p.version} {p.state}", "nothing"
 
     def apply(self, p: ReleaseMarkParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops.components import release
-
-        release.mark(_release(ctx), p.version, p.state)
+        _release(ctx).mark(p.version, p.state)
         return {"state": p.state}
 
 
@@ -558,12 +580,10 @@ class ReleasePruneAction(Action):
     Params = NoParams
 
     def describe(self, p: NoParams, ctx: Context) -> tuple[str, str]:
-        return f"prune releases beyond keep={_release(ctx).keep}", "nothing (pruned releases are gone)"
+        return f"prune releases beyond keep={_release(ctx).config.keep}", "nothing (pruned releases are gone)"
 
     def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops.components import release
-
-        return {"pruned": release.prune(_release(ctx))}
+        return {"pruned": _release(ctx).prune()}
 
 
 class ServicesStopAction(Action):
@@ -637,7 +657,7 @@ class MigrateAction(Action):
         )
 
     def apply(self, p: MigrateParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops.components import postgres, release
+        from aura_ops.components import postgres
 
         argv = ctx.config.deploy.migrate
         if not argv:
@@ -648,13 +668,12 @@ class MigrateAction(Action):
             cfg = ctx.config.component(database)
             assert isinstance(cfg, PostgresConfig)
             env = postgres.connection(database, cfg).env()
-        cwd = str(release.releases_dir(_release(ctx)) / p.version)
-        result = LocalHost().run(Command(tuple(argv), env, cwd), timeout=ctx.timeout)
+        component = _release(ctx)  # the migration runs in the new release, on its host
+        result = component.host.run(Command(tuple(argv), env, component.release_path(p.version)), timeout=ctx.timeout)
         return {"migrated": True, "stdout": mask(result.text)[-2000:].strip()}
 
     def compensate(self, p: MigrateParams, ctx: Context, outputs: dict[str, Any]) -> None:
         from aura_ops.components.postgres import clone as pgclone
-        from aura_ops.repository import write_json
         from aura_ops.workflows import snapshots
 
         database = self._database(ctx)
@@ -674,11 +693,9 @@ class MigrateAction(Action):
             snapshots.restore(ctx.config, snapshot.id, [database], run_id=ctx.run_id)
             done = {"path": "snapshot", "snapshot": snapshot.id, "taken": taken, "database": database}
         done["seconds"] = round(time.monotonic() - started, 3)
-        ctx.work_dir.mkdir(parents=True, exist_ok=True)
-        write_json(ctx.work_dir / DATABASE_ROLLBACK, done)
+        ctx.record_undo(done)  # the deploy's report reads it from the journal (``database_restore``)
 
 
-DATABASE_ROLLBACK = "database_rollback.json"  # how the migrate step's undo put the database back
 AFTER_STOP_TAG = "after-stop"  # a database snapshot taken by the clone step, services stopped
 AFTER_STOP = "after the services stopped"
 BEFORE_STOP = "before the services stopped"
@@ -839,7 +856,7 @@ class ChecksAction(Action):
         from aura_ops.deploy import checks
 
         found = ctx.config.checks if p.kind == "health" else ctx.config.smoke_checks
-        return {"results": checks.run_all(found, ctx.config)}
+        return {"results": checks.run_all(found, ctx.config, ctx.hosts)}
 
 
 REGISTRY.update(

@@ -75,6 +75,7 @@ class _Node:
     mtime_ns: int
     ctime_ns: int
     nlink: int = 0
+    atime_ns: int = 0
     data: bytes = b""
     target: str = ""
     entries: dict[str, _Node] = field(default_factory=dict)
@@ -494,7 +495,16 @@ class FakeHost:
 
     def _file_stat(self, node: _Node) -> FileStat:
         return FileStat(
-            node.mode, node.size, node.uid, node.gid, node.mtime_ns, node.ctime_ns, node.ino, self.dev, node.nlink
+            node.mode,
+            node.size,
+            node.uid,
+            node.gid,
+            node.mtime_ns,
+            node.ctime_ns,
+            node.ino,
+            self.dev,
+            node.nlink,
+            node.atime_ns or node.mtime_ns,
         )
 
     def _lookup_quietly(self, path: str, *, follow: bool) -> _Node | None:
@@ -654,7 +664,15 @@ class FakeHost:
                 continue
             return path
 
-    def write_atomic(self, path: str, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+    def write_atomic(
+        self,
+        path: str,
+        data: bytes,
+        *,
+        mode: int = 0o644,
+        owner: tuple[int, int] | None = None,
+        times: tuple[int, int] | None = None,
+    ) -> None:
         """As ``LocalHost``: a temporary file in the same folder, renamed over ``path``; on any
         failure (ENOSPC, a folder at ``path``) the temporary is gone and ``path`` untouched."""
         folder, base = posixpath.split(path)
@@ -662,11 +680,16 @@ class FakeHost:
         where = self._entry(temp)
         if where.node is not None:
             self.remove(temp)  # O_TRUNC of a leftover
-        node = self._create(temp, stat.S_IFREG, mode & 0o7777)
+        node = self._create(temp, stat.S_IFREG, 0o600)
         try:
-            if owner is not None:
-                self.chown(temp, *owner)  # after the mode, as LocalHost's fchown: clears setuid
+            # as LocalHost: the data, then the owner, then the mode (a write or a chown clears
+            # setuid/setgid, so the mode asked for is set last), then the times
             self._write(node, data)
+            if owner is not None:
+                self.chown(temp, *owner)
+            self.chmod(temp, mode & 0o7777)
+            if times is not None:
+                node.atime_ns, node.mtime_ns = times
             self.rename(temp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -881,6 +904,12 @@ class FakeHost:
         if not node.is_dir and not node.is_symlink:
             node.mode &= ~_privilege_bits(node)
         node.ctime_ns = self.clock()
+
+    def fsync_dir(self, path: str) -> None:
+        """Memory is as durable as it gets: only check that ``path`` is a folder, as open(O_DIRECTORY) does."""
+        node = self._existing(path, follow=True)
+        if not node.is_dir:
+            raise _error(errno.ENOTDIR, path)
 
     def utime(self, path: str, mtime_ns: int, *, follow_symlinks: bool = True) -> None:
         node = self._existing(path, follow=follow_symlinks)

@@ -28,7 +28,7 @@ The repository knows no component: backup, verify and restore across components 
 (``aura_ops.workflows.snapshots``), which hand it the ``validate`` hook.
 """
 
-from aura_ops.repository.backend import Backend, Entry, LocalBackend, syncfs, write_json
+from aura_ops.repository.backend import Backend, Entry, LocalBackend, json_bytes, syncfs, write_json
 from aura_ops.repository.ids import check_prefix, is_snapshot_id, new_snapshot_id
 from aura_ops.repository.store import FORMAT, MANIFEST, Repository, SectionCheck, Snapshot
 
@@ -45,5 +45,6 @@ __all__ = [
     "is_snapshot_id",
     "new_snapshot_id",
     "syncfs",
+    "json_bytes",
     "write_json",
 ]

@@ -7,6 +7,8 @@ configuration's checks until the SSH host lands; asking for one here is a usage 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aura_ops.config import Config
 from aura_ops.errors import ConfigError
 from aura_ops.hosts.base import Host
@@ -16,11 +18,15 @@ LOCAL = "local"
 
 
 class Inventory:
-    """Host objects by name, made on first use and shared by everything in one command."""
+    """Host objects by name, made on first use and shared by everything in one command.
 
-    def __init__(self, config: Config) -> None:
+    ``hosts`` hands out pre-built hosts by name instead of making them (a unit test's
+    ``FakeHost``: ``Inventory(config, hosts={"local": fake})``); names it does not hold are made
+    from the configuration as usual."""
+
+    def __init__(self, config: Config, hosts: Mapping[str, Host] | None = None) -> None:
         self._config = config
-        self._hosts: dict[str, Host] = {}
+        self._hosts: dict[str, Host] = dict(hosts or {})
 
     def get(self, name: str = LOCAL) -> Host:
         """The host called ``name`` in the configuration (``local``: this machine)."""

@@ -33,6 +33,7 @@ from aura_ops.hosts.inventory import Inventory
 from aura_ops.state.journal import Journal
 
 APP = "/srv/app"
+URL = "http://127.0.0.1:8080/health"
 WORK = Path("/state/runs/r1")  # the run's folder, on the control machine
 T_ATIME, T_MTIME = 1_500_000_000_000_000_000, 1_600_000_000_000_000_000
 
@@ -584,9 +585,8 @@ def test_a_failed_migration_raises_with_its_masked_stderr(tmp_path: Path, monkey
 def test_command_checks_run_on_the_control_host_until_they_pass(tmp_path: Path) -> None:
     world = _world(
         tmp_path,
-        checks=[{"type": "command", "argv": ["curl", "-fsS", "http://127.0.0.1:8080/health"], "interval": 0.01,
-                 "timeout": 4, "name": "health"}],
-    )  # fmt: skip
+        checks=[{"type": "command", "argv": ["curl", "-fsS", URL], "interval": 0.01, "timeout": 4, "name": "health"}],
+    )
     answers = iter([7, 7, 0])
     timeouts: list[float | None] = []
 
@@ -597,7 +597,7 @@ def test_command_checks_run_on_the_control_host_until_they_pass(tmp_path: Path) 
     world.control.on("curl", curl)
     [report] = REGISTRY["checks"].apply(_params("checks", {}), world.ctx("checks"))["results"]
     assert (report["check"], report["ok"], report["attempts"], report["detail"]) == ("health", True, 3, "exit 0")
-    assert world.control.argvs == [["curl", "-fsS", "http://127.0.0.1:8080/health"]] * 3
+    assert world.control.argvs == [["curl", "-fsS", URL]] * 3
     assert timeouts == [4, 4, 4] and world.app.commands == []
 
 

@@ -64,7 +64,6 @@ class World:
     control: FakeHost
     app: FakeHost
     journal: Journal
-    tmp_path: Path
 
     def ctx(self, step: str, timeout: float | None = None) -> Context:
         hosts = Inventory(self.config, hosts={"local": self.control, "app1": self.app})
@@ -99,7 +98,7 @@ def _world(
     }
     journal = Journal(tmp_path / "journal.db")
     journal.create_run("r1", "book", {}, None, "t", "cli", "h", STEPS, "{}")
-    return World(parse(data), control or _fake("local"), _fake("app1"), journal, tmp_path)
+    return World(parse(data), control or _fake("local"), _fake("app1"), journal)
 
 
 @pytest.fixture
@@ -177,6 +176,13 @@ def test_a_command_is_undone_by_its_undo_argv_with_the_same_env(world: World) ->
     assert world.control.commands == [Command(("systemctl", "start", "app"), {"A": "1"}, None)]
     REGISTRY["command"].compensate(_params("command", {"argv": ["systemctl", "stop", "app"]}), world.ctx("cmd"), {})
     assert len(world.control.commands) == 1  # no undo given: nothing run
+
+
+def test_a_failing_undo_command_raises(world: World) -> None:
+    world.control.on(["systemctl", "start"], result(returncode=5, stderr="Unit app.service not found.\n"))
+    p = _params("command", {"argv": ["systemctl", "stop", "app"], "undo": ["systemctl", "start", "app"]})
+    with pytest.raises(CommandFailed, match="exited 5: Unit app.service not found."):
+        REGISTRY["command"].compensate(p, world.ctx("cmd"), {})
 
 
 def test_a_command_is_described_masked(world: World) -> None:

@@ -15,18 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from aura_ops.hosts.base import Host
 
 
 class Artifact(BaseModel):
-    """One file of a component's part of a snapshot: its size and SHA-256."""
+    """One file of a component's part of a snapshot: its size and checksum. The manifest's key
+    for the checksum is ``hash`` (its algorithm is the manifest's ``checksum_algorithm``: sha256,
+    blake2b-256 in old snapshots); ``ComponentManifest.section`` writes it back under that key."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     size: int
-    sha256: str
+    sha256: str = Field(alias="hash")
 
 
 class ComponentManifest(BaseModel):
@@ -39,6 +41,12 @@ class ComponentManifest(BaseModel):
 
     type: str
     artifacts: dict[str, Artifact] = {}
+
+    def section(self) -> dict[str, Any]:
+        """The section as the snapshot's manifest stores it: the keys it was made or read with
+        (a field never set stays absent, as in a manifest that predates it), artifacts' checksums
+        under ``hash``."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 @dataclass(frozen=True)

@@ -513,6 +513,8 @@ class _Compressor:
     A watcher finds each new ``N.dat``; a follower thread compresses it as it grows (reading
     from the page cache what pg_dump just wrote) and finishes once pg_dump reports the item
     finished (or exits). The output is hashed as it is written; the plain file is then removed.
+    ``folder`` is the dump folder of the snapshot being written: the repository, on the control
+    machine, so it is read and written directly (not through a host).
     """
 
     def __init__(self, folder: Path, level: int) -> None:
@@ -720,7 +722,8 @@ class _Feeder:
                 out.close()
 
     def _copy(self, source: Path, out: IO[bytes], expected: str) -> str | None:
-        """Decompress ``source`` into ``out`` while hashing it; the problem found, else None."""
+        """Decompress ``source`` (an artifact in the repository, on the control machine) into
+        ``out`` while hashing it; the problem found, else None."""
         import zstandard
 
         try:

@@ -428,7 +428,14 @@ def _restore_component(
             if name not in config.components:
                 raise UsageError(f"component {name} is not in the configuration: no database to restore into")
             with_globals, globals_overwrite, replace = database_options
-            request = RestoreRequest(to_database, dry_run, replace, run_id, with_globals, globals_overwrite)
+            request = RestoreRequest(
+                to=to_database,
+                dry_run=dry_run,
+                replace=replace,
+                run_id=run_id,
+                with_globals=with_globals,
+                globals_overwrite=globals_overwrite,
+            )
             result = object_for(config, name, host, entry["type"]).restore(snapshot, request)
             if dry_run:
                 return result

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from aura_ops.components import build
 from aura_ops.config import Config, DockerConfig, FilesConfig, PostgresConfig, ReleaseConfig
-from aura_ops.errors import AuraError
+from aura_ops.hosts.inventory import Inventory
 from aura_ops.secrets import mask
 
 
@@ -20,31 +21,23 @@ def line(config: Config, doing: str) -> str:
 
 def database(config: Config, name: str, dbname: str | None = None) -> str:
     """``database shop on 127.0.0.1:5432`` for a postgres component (``dbname`` instead of its own)."""
-    from aura_ops.components import postgres
+    from aura_ops.components.postgres import PostgresComponent
 
     cfg = config.components.get(name)
     if not isinstance(cfg, PostgresConfig):
         return f"database {dbname or name}"
-    try:
-        conn = postgres.connection(name, cfg)
-    except AuraError:
-        source = f"${cfg.dsn_env}" if cfg.dsn_env else "its dsn"
-        return f"database {dbname or '?'} (from {source}, which cannot be read)"
-    return f"database {dbname or conn.dbname} on {conn.where}"
+    return PostgresComponent(name, cfg, Inventory(config).for_component(name)).describe(dbname)
 
 
 def component(config: Config, name: str) -> str:
     """What a component names on its host: a database, a folder, a release folder, containers."""
     cfg = config.components.get(name)
-    if isinstance(cfg, PostgresConfig):
-        return database(config, name)
+    if isinstance(cfg, PostgresConfig | DockerConfig):
+        return str(build(config, name, Inventory(config)).describe())
     if isinstance(cfg, FilesConfig):
         return f"files {cfg.path}"
     if isinstance(cfg, ReleaseConfig):
         return f"releases in {cfg.path}"
-    if isinstance(cfg, DockerConfig):
-        chosen = ", ".join(cfg.containers) or cfg.label or f"compose project {cfg.compose_project}"
-        return f"containers {chosen}"
     return "not in this configuration"
 
 

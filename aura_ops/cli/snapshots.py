@@ -282,7 +282,7 @@ def restore(
     known = [n for n in names if n in snapshot.manifest["components"]]
     # every database the restore would replace, however its name was spelled (read-only look)
     replaced = [
-        f"{t.describe()} (component {n})"
+        f"{t.description} (component {n})"
         for n, t in engine.database_targets(config, snapshot, known, to_database)
         if t.replaces
     ]

@@ -21,12 +21,11 @@ from aura_ops.hosts.base import Host
 
 
 class Artifact(BaseModel):
-    """One file of a component's part of a snapshot: its size and SHA-256.
+    """One file of a component's part of a snapshot: its size and checksum. The manifest's key
+    for the checksum is ``hash`` (its algorithm is the manifest's ``checksum_algorithm``: sha256,
+    blake2b-256 in old snapshots); ``ComponentManifest.section`` writes it back under that key."""
 
-    The checksum is stored under the key ``hash`` (as every manifest has since the first
-    release), read and written by that alias."""
-
-    model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     size: int
     sha256: str = Field(alias="hash")
@@ -42,6 +41,12 @@ class ComponentManifest(BaseModel):
 
     type: str
     artifacts: dict[str, Artifact] = {}
+
+    def section(self) -> dict[str, Any]:
+        """The section as the snapshot's manifest stores it: the keys it was made or read with
+        (a field never set stays absent, as in a manifest that predates it), artifacts' checksums
+        under ``hash``."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 @dataclass(frozen=True)

@@ -6,26 +6,36 @@ Containers start in the configured order and stop in reverse; each start waits f
 and, when the container has a Docker healthcheck, ``healthy``, within ``timeout``; a container
 that does not come up raises an error carrying its last log lines. ``stopped()`` is a context
 manager that starts again whatever it stopped, whatever happens inside it.
+
+``DockerComponent`` is the component and the service (``base.Service``); its manifest section
+(``DockerManifest``) records each container's image id and state, which a restore reports and
+does not change. The SDK (imported lazily) talks to the engine's API; its errors become
+``AuraError`` subclasses here (an engine that does not answer is ``UnreachableError``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
+
+from pydantic import BaseModel, ConfigDict
 
 from aura_ops import logs
+from aura_ops.components.base import ComponentManifest, RestoreRequest, RestoreTarget, SnapshotTarget
 from aura_ops.config import DockerConfig
-from aura_ops.errors import AuraError, UnreachableError, UsageError
+from aura_ops.errors import AuraError, ConfigError, UnreachableError, UsageError, first_line
 from aura_ops.hosts import Host
 from aura_ops.repository import Snapshot, write_json
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 STATE = "containers.json"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def client(cfg: DockerConfig) -> Any:
@@ -115,87 +125,213 @@ def wait_up(container: Any, cfg: DockerConfig) -> str:
     )
 
 
-def start(cfg: DockerConfig, names: list[str] | None = None) -> list[str]:
-    """Start the configured containers (or only ``names``) in order; return those started."""
-    engine = client(cfg)
-    started = []
-    for container in select(cfg, engine):
-        if names is not None and container.name not in names:
-            continue
-        container.start()
-        state = wait_up(container, cfg)
-        logs.get().info("container.started", container=container.name, state=state)
-        started.append(container.name)
-    return started
-
-
-def stop(cfg: DockerConfig) -> list[str]:
-    """Stop the running configured containers in reverse order; return the names stopped."""
-    engine = client(cfg)
-    stopped = []
-    for container in reversed(select(cfg, engine)):
-        status, _ = _state(container)
-        if status != "running":
-            continue
-        container.stop(timeout=int(cfg.timeout))
-        logs.get().info("container.stopped", container=container.name)
-        stopped.append(container.name)
-    return stopped
-
-
-@contextlib.contextmanager
-def stopped(cfg: DockerConfig) -> Iterator[list[str]]:
-    """Stop the containers for the block; whatever happens, start again what was stopped."""
-    names = stop(cfg)
+def _translated(name: str, exc: BaseException) -> AuraError | None:
+    """An SDK or transport error as the AuraError a user reads (None: not one of theirs). The
+    SDK raises ``requests`` errors when the engine goes away mid-request."""
     try:
-        yield names
-    finally:
-        if names:
-            start(cfg, names)
+        import docker
+        import requests
+    except ImportError:
+        return None
+    if isinstance(exc, requests.exceptions.RequestException):
+        return UnreachableError(f"{name}: the Docker engine stopped answering: {first_line(exc)}")
+    if isinstance(exc, docker.errors.NotFound):
+        return AuraError(f"{name}: {first_line(exc)} (removed while aura-ops was using it?)")
+    if isinstance(exc, docker.errors.DockerException):
+        return AuraError(f"{name}: Docker: {first_line(exc)}")
+    return None
 
 
-def status(cfg: DockerConfig) -> list[dict[str, Any]]:
-    engine = client(cfg)
-    result = []
-    for container in select(cfg, engine):
-        state, health = _state(container)
-        result.append(
+def engine_errors(
+    function: Callable[Concatenate[DockerComponent, P], R],
+) -> Callable[Concatenate[DockerComponent, P], R]:
+    """Turn an SDK error escaping a component operation into an AuraError naming the component."""
+
+    @functools.wraps(function)
+    def wrapper(self: DockerComponent, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(self, *args, **kwargs)
+        except AuraError:
+            raise
+        except Exception as exc:
+            translated = _translated(self.name, exc)
+            if translated is None:
+                raise
+            raise translated from None
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- the manifest section
+
+
+class ContainerRecord(BaseModel):
+    """One container as a snapshot recorded it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    status: str
+    image: str
+
+
+class DockerManifest(ComponentManifest):
+    """A docker component's part of a snapshot's manifest: each container's name, state and
+    image id (artifact ``containers.json`` holds the full status, labels and health included)."""
+
+    containers: list[ContainerRecord]
+    seconds: float | None = None  # set by the backup workflow
+
+
+# ---------------------------------------------------------------- the component
+
+
+class DockerComponent:
+    """The configured containers (config ``type: docker``) on the Docker engine of its host.
+
+    ``config`` may be None for a snapshot's component that is no longer configured: its part
+    of a snapshot can still be verified and "restored" (reported). The engine is reached at
+    ``url`` (else ``$DOCKER_HOST``, else the default socket)."""
+
+    manifest_model: ClassVar[type[ComponentManifest]] = DockerManifest
+    type: ClassVar[str] = "docker"
+
+    def __init__(self, name: str, config: DockerConfig | None, host: Host) -> None:
+        if config is not None and not isinstance(config, DockerConfig):
+            raise ConfigError(f"component {name} is not a docker component")
+        self.name = name
+        self.config = config
+        self.host = host
+
+    def configured(self) -> DockerConfig:
+        """Its configuration; UsageError when it is not in the configuration."""
+        if self.config is None:
+            raise UsageError(f"component {self.name} is not in the configuration: no containers to act on")
+        return self.config
+
+    def describe(self) -> str:
+        """``containers app-web, app-worker`` (or the label, or the compose project)."""
+        cfg = self.config
+        if cfg is None:
+            return "not in this configuration"
+        chosen = ", ".join(cfg.containers) or cfg.label or f"compose project {cfg.compose_project}"
+        return f"containers {chosen}"
+
+    # -- the service ----------------------------------------------------------------------------
+
+    @engine_errors
+    def status(self) -> list[dict[str, Any]]:
+        """Each chosen container: name, status, health (None without a healthcheck), image id, labels."""
+        cfg = self.configured()
+        engine = client(cfg)
+        result = []
+        for container in select(cfg, engine):
+            state, health = _state(container)
+            result.append(
+                {
+                    "name": container.name,
+                    "status": state,
+                    "health": health,
+                    "image": container.attrs.get("Image", ""),
+                    "labels": dict(container.labels),
+                }
+            )
+        return result
+
+    @engine_errors
+    def start(self, names: list[str] | None = None) -> list[str]:
+        """Start the configured containers (or only ``names``) in order, each waited for
+        (``wait_up``); return those started."""
+        cfg = self.configured()
+        engine = client(cfg)
+        started = []
+        for container in select(cfg, engine):
+            if names is not None and container.name not in names:
+                continue
+            container.start()
+            state = wait_up(container, cfg)
+            logs.get().info("container.started", container=container.name, state=state)
+            started.append(container.name)
+        return started
+
+    @engine_errors
+    def stop(self) -> list[str]:
+        """Stop the running configured containers in reverse order; return the names stopped."""
+        cfg = self.configured()
+        engine = client(cfg)
+        stopped = []
+        for container in reversed(select(cfg, engine)):
+            status, _ = _state(container)
+            if status != "running":
+                continue
+            container.stop(timeout=int(cfg.timeout))
+            logs.get().info("container.stopped", container=container.name)
+            stopped.append(container.name)
+        return stopped
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[list[str]]:
+        """Stop the containers for the block; whatever happens, start again what was stopped."""
+        names = self.stop()
+        try:
+            yield names
+        finally:
+            if names:
+                self.start(names)
+
+    def check(self) -> list[dict[str, Any]]:
+        """Each chosen container as a check: ok when running and, with a healthcheck, healthy
+        (``{"check", "ok", "detail"}``; an engine that cannot be asked is one failed check)."""
+        try:
+            found = self.status()
+        except AuraError as exc:
+            return [{"check": f"{self.name}: containers", "ok": False, "detail": str(exc), "exit_code": exc.exit_code}]
+        return [
             {
-                "name": container.name,
-                "status": state,
-                "health": health,
-                "image": container.attrs.get("Image", ""),
-                "labels": dict(container.labels),
+                "check": f"{self.name}: container {c['name']}",
+                "ok": c["status"] == "running" and c["health"] in (None, "healthy"),
+                "detail": c["health"] or c["status"],
+            }
+            for c in found
+        ]
+
+    # -- as a snapshot component ----------------------------------------------------------------
+
+    def snapshot(self, target: SnapshotTarget) -> DockerManifest:
+        """Record each container's image id and state (what a rollback needs to know)."""
+        from aura_ops.checksum import file_digest
+
+        recorded = self.status()
+        write_json(target.folder / STATE, recorded)
+        digest, size = file_digest(target.folder / STATE)
+        return DockerManifest.model_validate(
+            {
+                "type": "docker",
+                "containers": [{k: c[k] for k in ("name", "status", "image")} for c in recorded],
+                "artifacts": {STATE: {"size": size, "hash": digest}},
             }
         )
-    return result
 
+    def verify(self, snapshot: Snapshot, deep: bool) -> dict[str, Any]:
+        """Nothing to check beyond the artifact's checksum (the workflow's): how many containers."""
+        return {"containers": len(snapshot.manifest["components"][self.name].get("containers", []))}
 
-# ---------------------------------------------------------------- as a snapshot component
+    def restore_target(self, snapshot: Snapshot, request: RestoreRequest) -> RestoreTarget | None:
+        """None: a restore writes nothing (container images and states are recorded only)."""
+        return None
 
+    def restore(self, snapshot: Snapshot, request: RestoreRequest) -> dict[str, Any]:
+        """Report what the snapshot recorded; nothing is changed."""
+        return {
+            "containers": snapshot.manifest["components"][self.name].get("containers", []),
+            "note": "container image ids and states are recorded, not restored",
+        }
 
-def snapshot(host: Host, name: str, cfg: DockerConfig, dest: Path, previous: Snapshot | None) -> dict[str, Any]:
-    """Record each container's image id and state (what a rollback needs to know)."""
-    from aura_ops.checksum import file_digest
-
-    recorded = status(cfg)
-    write_json(dest / STATE, recorded)
-    digest, size = file_digest(dest / STATE)
-    return {
-        "type": "docker",
-        "containers": [{k: c[k] for k in ("name", "status", "image")} for c in recorded],
-        "artifacts": {STATE: {"size": size, "hash": digest}},
-    }
-
-
-def verify(host: Host, name: str, cfg: DockerConfig | None, snapshot: Snapshot, deep: bool) -> dict[str, Any]:
-    return {"containers": len(snapshot.manifest["components"][name].get("containers", []))}
-
-
-def doctor(host: Host, name: str, cfg: DockerConfig) -> list[dict[str, Any]]:
-    try:
-        found = status(cfg)
-    except AuraError as exc:
-        return [{"check": f"{name}: containers", "ok": False, "detail": str(exc), "exit_code": exc.exit_code}]
-    detail = ", ".join(f"{c['name']} {c['status']}" for c in found) or "none found"
-    return [{"check": f"{name}: containers", "ok": bool(found), "detail": detail, "exit_code": 2}]
+    def doctor(self) -> list[dict[str, Any]]:
+        """One check: the engine answers and the chosen containers exist (their states listed)."""
+        try:
+            found = self.status()
+        except AuraError as exc:
+            return [{"check": f"{self.name}: containers", "ok": False, "detail": str(exc), "exit_code": exc.exit_code}]
+        detail = ", ".join(f"{c['name']} {c['status']}" for c in found) or "none found"
+        return [{"check": f"{self.name}: containers", "ok": bool(found), "detail": detail, "exit_code": 2}]

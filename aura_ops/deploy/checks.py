@@ -100,12 +100,13 @@ def _sql(check: SqlCheck, config: Config) -> str:
 
 def _container(check: ContainerCheck, config: Config) -> str:
     """Every chosen container is running and, if it has a Docker healthcheck, healthy."""
-    from aura_ops.components import containers
+    from aura_ops.components.containers import DockerComponent
+    from aura_ops.hosts.inventory import Inventory
 
     cfg = config.component(check.component)
     assert isinstance(cfg, DockerConfig)
     try:
-        found = containers.status(cfg)
+        found = DockerComponent(check.component, cfg, Inventory(config).for_component(check.component)).status()
     except AuraError as exc:
         raise CheckFailed(str(exc)) from None
     if check.containers:

@@ -300,7 +300,9 @@ def rollback_paths(cluster: PostgresCluster, workdir: Path, env: dict[str, str])
     path again on a database a tenth the size, to show it does not grow with the data."""
     from aura_ops import config as config_module
     from aura_ops import logs
+    from aura_ops.components.postgres import PostgresComponent
     from aura_ops.components.postgres import clone as pgclone
+    from aura_ops.hosts import LocalHost
     from aura_ops.workflows import snapshots
 
     logs.configure(None, "warning", sys.stderr, pretty=False)
@@ -321,12 +323,13 @@ def rollback_paths(cluster: PostgresCluster, workdir: Path, env: dict[str, str])
         migrated copy it replaced (a deploy does that after the services are up again)."""
         runs = []
         for _ in range(REPEAT):
-            made = pgclone.create("db", db_cfg, "bench-run", wait=10)
+            db = PostgresComponent("db", db_cfg, LocalHost())
+            made = pgclone.create(db, "bench-run", wait=10)
             cluster.sql(migrate, name)
             started = time.monotonic()
-            done = pgclone.swap_back("db", db_cfg, "bench-run")
+            done = pgclone.swap_back(db, "bench-run")
             swapped = time.monotonic()
-            pgclone.drop_replaced("db", db_cfg, "bench-run")
+            pgclone.drop_replaced(db, "bench-run")
             assert done is not None
             runs.append((float(made["seconds"]), swapped - started, time.monotonic() - swapped))
         clone, swap, drop = (sorted(column)[len(column) // 2] for column in zip(*runs, strict=True))

@@ -97,6 +97,17 @@ class Process(Protocol):
     def wait(self, check: bool = True, timeout: float | None = None) -> Result: ...
     def kill(self) -> None: ...
 
+    # -- postgres/docker additions ---------------------------------------------------------------
+    def poll(self) -> int | None:
+        """The exit code once the command has ended, None while it runs (never blocks)."""
+        ...
+
+    def terminate(self, grace: float = 5.0) -> None:
+        """Ask the command to stop (SIGTERM to it alone, so that a leader such as pg_restore
+        can stop its own workers), then ``kill`` it if it has not ended within ``grace`` seconds.
+        Nothing when it has ended already; safe to call from another thread than ``wait``'s."""
+        ...
+
 
 @runtime_checkable
 class Host(Protocol):
@@ -228,4 +239,16 @@ class Host(Protocol):
     def fsync_dir(self, path: str) -> None:
         """Make the entries of folder ``path`` durable (a rename or a new name in it survives a
         crash from now on)."""
+
+    # -- postgres/docker additions ---------------------------------------------------------------
+    def temp_root(self) -> str:
+        """The folder for temporary files on this host (``$TMPDIR`` or ``/tmp`` there); the caller
+        names its own folder in it, records it as a temporary object, then creates it."""
+        ...
+
+    def open_fifo_writer(self, path: str) -> IO[bytes] | None:
+        """The named pipe ``path`` opened for writing once a reader has it open; None while no
+        reader has (never blocks, so one thread can poll many pipes). Writes to the stream
+        returned block as usual; on Linux its pipe buffer is enlarged to 1 MiB (fewer wake-ups
+        for bulk data). ``OSError`` for anything but a missing reader."""
         ...

@@ -36,7 +36,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple, cast
 
 from aura_ops import logs
 from aura_ops.errors import CommandFailed, ToolMissing
@@ -203,6 +203,33 @@ class FakeProcess:
     def kill(self) -> None:
         if not self.waited:
             self.killed = True
+
+    def poll(self) -> int | None:
+        """None while running (until ``wait`` or a kill), then its exit code."""
+        if self.killed:
+            return _KILLED
+        return self.reply.returncode if self.waited else None
+
+    def terminate(self, grace: float = 5.0) -> None:
+        """A fake program ends at once on SIGTERM (it has nothing to flush): as a kill."""
+        self.kill()
+
+
+class _NodeWriter(io.RawIOBase):
+    """Writes into a fake file's data from its start, as a write-only open without O_TRUNC."""
+
+    def __init__(self, host: FakeHost, node: _Node) -> None:
+        self._host, self._node, self._at = host, node, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        old = self._node.data
+        self._host._write(self._node, old[: self._at] + chunk + old[self._at + len(chunk) :])
+        self._at += len(chunk)
+        return len(chunk)
 
 
 # -- the host ----------------------------------------------------------------------------------
@@ -732,6 +759,20 @@ class FakeHost:
 
     def make_fifo(self, path: str) -> None:
         self._create(path, stat.S_IFIFO, 0o600 & ~self.umask)
+
+    def temp_root(self) -> str:
+        return "/tmp"  # noqa: S108 (in memory: the fake's own /tmp)
+
+    def open_fifo_writer(self, path: str) -> IO[bytes] | None:
+        """No process ever reads a fake pipe: None (no reader yet), as LocalHost answers while
+        pg_restore has not opened it; ``OSError`` as the real open for a missing path or a
+        non-FIFO."""
+        node = self._existing(path, follow=True)
+        if node.is_dir:
+            raise _error(errno.EISDIR, path)
+        if node.is_file:  # as open(O_WRONLY) of a plain file: written from the start, not truncated
+            return cast(IO[bytes], io.BufferedWriter(_NodeWriter(self, node)))
+        return None
 
     def link_many(self, pairs: Iterable[tuple[str, str]]) -> int:
         count = 0

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
 import shutil
 import signal
@@ -164,6 +165,20 @@ class _LocalProcess:
         if self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait()
+
+    # -- postgres/docker additions ---------------------------------------------------------------
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def terminate(self, grace: float = 5.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 class LocalHost:
@@ -419,6 +434,28 @@ class LocalHost:
     # -- release additions -----------------------------------------------------------------------
     def fsync_dir(self, path: str) -> None:
         _fsync_dir(path)
+
+    # -- postgres/docker additions ---------------------------------------------------------------
+    def temp_root(self) -> str:
+        import tempfile
+
+        return tempfile.gettempdir()
+
+    def open_fifo_writer(self, path: str) -> IO[bytes] | None:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no reader yet
+                return None
+            raise
+        try:
+            os.set_blocking(fd, True)
+            with contextlib.suppress(OSError):  # F_SETPIPE_SZ (Linux): 1 MiB, fewer wake-ups than 64 KiB
+                fcntl.fcntl(fd, 1031, 1 << 20)
+            return os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            raise
 
 
 def _fsync_dir(path: str) -> None:

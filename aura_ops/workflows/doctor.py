@@ -6,7 +6,7 @@ import os
 import tempfile
 from typing import Any
 
-from aura_ops.components import module_for
+from aura_ops.components import module_for, object_for
 from aura_ops.config import Config, FilesConfig
 from aura_ops.errors import AuraError
 from aura_ops.hosts import Command, LocalHost
@@ -83,7 +83,8 @@ def run(config: Config) -> tuple[list[dict[str, Any]], int]:
     if any(isinstance(c, FilesConfig) for c in config.components.values()):
         checks.append(_tool(host, "rsync"))
     for name, cfg in config.components.items():
-        checks.extend(module_for(cfg.type).doctor(LocalHost(cfg.host), name, cfg))
+        component = object_for(config, name, LocalHost(cfg.host))
+        checks.extend(component.doctor() if component else module_for(cfg.type).doctor(LocalHost(cfg.host), name, cfg))
     checks.extend(_repository(snapshots.repository(config)))
     checks.extend(_temporaries(config))
     if os.geteuid() != 0:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from aura_ops import __version__, checksum, logs
-from aura_ops.components import files, module_for, release
-from aura_ops.components.base import RestoreRequest
+from aura_ops.components import files, module_for, object_for, release
+from aura_ops.components.base import RestoreRequest, SnapshotTarget
 from aura_ops.components.files import restorer as files_restore
 from aura_ops.config import Config
 from aura_ops.errors import AuraError, UsageError, VerificationError
@@ -150,7 +150,11 @@ def _snapshot_component(config: Config, repo: Repository, name: str, partial: Pa
         folder.mkdir(mode=0o700)
         started = time.monotonic()
         previous = repo.latest_with(name, cfg.type, _usable_previous(name, cfg.type))
-        entry = module_for(cfg.type).snapshot(host, name, cfg, folder, previous)
+        component = object_for(config, name, host)
+        if component is not None:
+            entry = component.snapshot(SnapshotTarget(partial.stem, folder, previous)).section()
+        else:
+            entry = module_for(cfg.type).snapshot(host, name, cfg, folder, previous)
         entry["seconds"] = round(time.monotonic() - started, 3)
         _check_artifacts(folder, name, entry)
         logs.get().info("component.snapshotted", seconds=entry["seconds"])
@@ -291,7 +295,11 @@ def _verify_component(
     if entry["type"] == "files":
         return artifacts | files.verify(host, name, snapshot)
     cfg = config.components.get(name)
-    result: dict[str, Any] = module_for(entry["type"]).verify(host, name, cfg, snapshot, deep)
+    component = object_for(config, name, host, entry["type"])
+    if component is not None:
+        result: dict[str, Any] = component.verify(snapshot, deep)
+        return artifacts | result
+    result = module_for(entry["type"]).verify(host, name, cfg, snapshot, deep)
     return artifacts | result
 
 
@@ -369,11 +377,9 @@ def files_targets(
 def database_targets(
     config: Config, snapshot: Snapshot, names: list[str], to_database: str | None
 ) -> list[tuple[str, Any]]:
-    """(component, ``pgdatabase.Target``) for each postgres component a restore of ``names``
+    """(component, ``RestoreTarget``) for each postgres component a restore of ``names``
     would write: what is there now and whether it would be replaced (read-only). UsageError
     for a target that must not be used (``pgdatabase.inspect_target``)."""
-    from aura_ops.components import postgres
-
     _check_targets(snapshot, names, to_database, None)
     found = []
     for name in names:
@@ -381,8 +387,8 @@ def database_targets(
             continue
         if name not in config.components:
             raise UsageError(f"component {name} is not in the configuration: no database to restore into")
-        cfg = config.component(name)
-        found.append((name, postgres.restore_target(name, cfg, to_database)))  # type: ignore[arg-type]
+        component = object_for(config, name, host_for(config, name))
+        found.append((name, component.restore_target(snapshot, RestoreRequest(to=to_database))))
     return found
 
 
@@ -414,10 +420,7 @@ def _restore_component(
         if entry["type"] == "files":
             result = files.restore(host, name, snapshot, to_path, dry_run, run_id, files_replace)
         elif entry["type"] == "docker":
-            return {
-                "containers": entry.get("containers", []),
-                "note": "container image ids and states are recorded, not restored",
-            }
+            return object_for(config, name, host, "docker").restore(snapshot, RestoreRequest())
         elif entry["type"] == "release":
             cfg = config.component(name)
             component = release.ReleaseComponent(name, cfg, host)  # type: ignore[arg-type]
@@ -425,19 +428,16 @@ def _restore_component(
         else:
             if name not in config.components:
                 raise UsageError(f"component {name} is not in the configuration: no database to restore into")
-            cfg = config.component(name)
             with_globals, globals_overwrite, replace = database_options
-            result = module_for(entry["type"]).restore(
-                host,
-                name,
-                cfg,
-                snapshot,
-                to_database,
-                with_globals,
-                replace=replace,
-                globals_overwrite=globals_overwrite,
+            request = RestoreRequest(
+                to=to_database,
                 dry_run=dry_run,
+                replace=replace,
+                run_id=run_id,
+                with_globals=with_globals,
+                globals_overwrite=globals_overwrite,
             )
+            result = object_for(config, name, host, entry["type"]).restore(snapshot, request)
             if dry_run:
                 return result
         result["seconds"] = round(time.monotonic() - started, 3)

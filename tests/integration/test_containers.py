@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from aura_ops.components import containers
+from aura_ops.components.containers import DockerComponent
 from aura_ops.config import DockerConfig
 from aura_ops.dev.sandbox import free_port, wait_until
 from aura_ops.errors import AuraError, UsageError
+from aura_ops.hosts import LocalHost
 from tests.conftest import Aura, base_config
 
 LABEL = "aura-test=1"
@@ -40,8 +41,9 @@ def make(engine: Any, tmp_path: Path) -> Iterator[Any]:
         container.remove(force=True)
 
 
-def cfg(engine: Any, **selector: Any) -> DockerConfig:
-    return DockerConfig(type="docker", url=engine.url, timeout=15, **selector)
+def cfg(engine: Any, **selector: Any) -> DockerComponent:
+    """A docker component choosing containers by ``selector`` on the test's engine."""
+    return DockerComponent("web", DockerConfig(type="docker", url=engine.url, timeout=15, **selector), LocalHost())
 
 
 def started_at(container: Any) -> str:
@@ -66,29 +68,29 @@ def test_start_in_order_stop_in_reverse_and_wait_for_healthy(engine: Any, make: 
         },
     )
     worker = make("worker", ["sleep", "300"])
-    config = cfg(engine, containers=[worker.name, web.name])
-    assert containers.start(config) == [worker.name, web.name]
+    services = cfg(engine, containers=[worker.name, web.name])
+    assert services.start() == [worker.name, web.name]
     assert started_at(worker) < started_at(web)
-    assert containers.status(config)[1]["health"] == "healthy"
-    assert containers.stop(config) == [web.name, worker.name]
-    assert [c["status"] for c in containers.status(config)] == ["exited", "exited"]
+    assert services.status()[1]["health"] == "healthy"
+    assert services.stop() == [web.name, worker.name]
+    assert [c["status"] for c in services.status()] == ["exited", "exited"]
 
 
 def test_stopped_context_starts_again_whatever_happens(engine: Any, make: Any) -> None:
     one = make("one", ["sleep", "300"])
     one.start()
-    config = cfg(engine, label=LABEL)
-    with pytest.raises(RuntimeError, match="deploy step failed"), containers.stopped(config) as names:
+    services = cfg(engine, label=LABEL)
+    with pytest.raises(RuntimeError, match="deploy step failed"), services.stopped() as names:
         assert one.name in names
-        assert containers.status(config)[0]["status"] == "exited"
+        assert services.status()[0]["status"] == "exited"
         raise RuntimeError("deploy step failed")
-    assert wait_until(lambda: containers.status(config)[0]["status"] == "running", 15)
+    assert wait_until(lambda: services.status()[0]["status"] == "running", 15)
 
 
 def test_a_container_that_does_not_come_up_reports_its_last_log_lines(engine: Any, make: Any) -> None:
     broken = make("broken", ["sh", "-c", "echo cannot open config file; exit 3"])
     with pytest.raises(AuraError) as caught:
-        containers.start(cfg(engine, containers=[broken.name]))
+        cfg(engine, containers=[broken.name]).start()
     assert f"container {broken.name} did not come up" in str(caught.value)
     assert "cannot open config file" in str(caught.value)
 
@@ -97,16 +99,16 @@ def test_compose_services_are_found_by_the_labels_compose_sets(engine: Any, make
     project = {"com.docker.compose.project": "shop"}
     db = make("shop-db", ["sleep", "300"], labels={**project, "com.docker.compose.service": "db"})
     web = make("shop-web", ["sleep", "300"], labels={**project, "com.docker.compose.service": "web"})
-    config = cfg(engine, compose_project="shop", compose_services=["db", "web"])
-    assert containers.start(config) == [db.name, web.name]
-    assert containers.stop(config) == [web.name, db.name]
+    services = cfg(engine, compose_project="shop", compose_services=["db", "web"])
+    assert services.start() == [db.name, web.name]
+    assert services.stop() == [web.name, db.name]
     with pytest.raises(UsageError, match="no container for service"):
-        containers.start(cfg(engine, compose_project="shop", compose_services=["cache"]))
+        cfg(engine, compose_project="shop", compose_services=["cache"]).start()
 
 
 def test_unknown_container_and_unreachable_engine_are_clear_errors(engine: Any, aura: Aura, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="container 'nope' not found"):
-        containers.start(cfg(engine, containers=["nope"]))
+        cfg(engine, containers=["nope"]).start()
     aura.write_config(
         base_config({"web": {"type": "docker", "url": f"unix://{tmp_path}/none.sock", "containers": ["x"]}})
     )

@@ -730,6 +730,16 @@ def test_link_many_refuses_a_taken_name_a_folder_and_nothing(site: Site) -> None
     assert site.host.listdir(site.root) == ["a", "d", "made", "taken"]
 
 
+def test_a_fifo_writer_is_none_until_a_reader_opens_the_pipe(site: Site) -> None:
+    site.host.make_fifo(site.p("pipe"))
+    assert site.host.open_fifo_writer(site.p("pipe")) is None  # nobody reads it: never blocks
+    with pytest.raises(FileNotFoundError):
+        site.host.open_fifo_writer(site.p("missing"))
+    site.host.mkdir(site.p("folder"))
+    with pytest.raises(IsADirectoryError):
+        site.host.open_fifo_writer(site.p("folder"))
+
+
 def test_make_fifo_makes_a_private_fifo_once(site: Site) -> None:
     site.host.make_fifo(site.p("pipe"))
     st = site.host.stat(site.p("pipe"))

@@ -1,8 +1,9 @@
 """The restore's feeders: success only once every feed has finished and been checked.
 
 A stand-in for pg_restore (a thread that reads every named pipe of the staging folder to its
-end) drives the real staging folder, feeders and checks; a hash check slowed down makes the
-ordering visible: the last feed's verdict arrives after pg_restore has read everything.
+end) drives the real staging folder, feeders and checks through a LocalHost whose programs are
+that stand-in; a hash check slowed down makes the ordering visible: the last feed's verdict
+arrives after pg_restore has read everything.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import zstandard
 
 from aura_ops import checksum
 from aura_ops.components import postgres
+from aura_ops.components.postgres import PostgresComponent
 from aura_ops.errors import AuraError, VerificationError
-from aura_ops.hosts import Command, Result
+from aura_ops.hosts import Command, LocalHost, Result
 from aura_ops.repository import Snapshot
 from aura_ops.state import temporaries
 
@@ -54,20 +56,32 @@ class _Reader:
     def kill(self) -> None:
         self.killed = True
 
+    def poll(self) -> int | None:
+        return None if self.thread.is_alive() else (-9 if self.killed else 0)
 
-class _Host:
-    name = "fake"
+    def terminate(self, grace: float = 5.0) -> None:
+        self.kill()
+
+
+class _Host(LocalHost):
+    """This machine's files (the staging folder and its pipes); pg_restore played by a _Reader."""
 
     def __init__(self) -> None:
+        super().__init__("fake")
         self.readers: list[_Reader] = []
 
-    def start(self, command: Command, **_: Any) -> _Reader:
+    def start(self, command: Command, **_: Any) -> _Reader:  # type: ignore[override]
         self.readers.append(_Reader(command))
         return self.readers[-1]
 
-    def run(self, command: Command, **_: Any) -> Result:
+    def run(self, command: Command, **_: Any) -> Result:  # type: ignore[override]
         reader = self.start(command)
         return reader.wait()
+
+
+def _run_restore(host: _Host, snapshot: Snapshot, conn: postgres.Connection) -> None:
+    component = PostgresComponent("db", None, host)
+    component._run_restore(snapshot, component.recorded(snapshot), conn, 1)
 
 
 def _snapshot(tmp_path: Path, wrong_hash_for: str | None) -> Snapshot:
@@ -84,7 +98,8 @@ def _snapshot(tmp_path: Path, wrong_hash_for: str | None) -> Snapshot:
         if file == wrong_hash_for:
             digest = hashlib.sha256(b"something else").hexdigest()
         artifacts[f"dump/{file}"] = {"size": len(content), "hash": digest}
-    manifest = {"checksum_algorithm": "sha256", "components": {"db": {"type": "postgres", "artifacts": artifacts}}}
+    entry = {"type": "postgres", "database": "app", "artifacts": artifacts}
+    manifest = {"checksum_algorithm": "sha256", "components": {"db": entry}}
     return Snapshot("s1", tmp_path / "snap", manifest)
 
 
@@ -107,7 +122,7 @@ def _restore(tmp_path: Path, snapshot: Snapshot) -> _Host:
     config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
     conn = postgres.Connection({"dbname": "target"})
     with temporaries.bound(config):
-        postgres._run_restore(host, None, snapshot, "db", conn, 1)  # type: ignore[arg-type]
+        _run_restore(host, snapshot, conn)
     return host
 
 
@@ -124,7 +139,7 @@ def test_a_mismatch_stops_pg_restore_before_it_sees_the_end_of_that_file(tmp_pat
     snapshot = _snapshot(tmp_path, wrong_hash_for="3401.dat.zst")
     config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
     with temporaries.bound(config), pytest.raises(VerificationError, match="3401.dat.zst: checksum mismatch"):
-        postgres._run_restore(host, None, snapshot, "db", postgres.Connection({"dbname": "t"}), 1)  # type: ignore[arg-type]
+        _run_restore(host, snapshot, postgres.Connection({"dbname": "t"}))
     assert host.readers[0].killed
 
 

@@ -9,6 +9,13 @@ it is written. ``pg_dumpall --globals-only`` keeps roles and tablespaces.
 Restore: ``pg_restore -j N`` reads a staging folder of named pipes, one per data file, each fed
 by a decompressing thread when pg_restore opens it: parallel, streaming, and with no
 uncompressed copy on disk.
+
+``PostgresComponent`` is the component (``base.Component``): one configured database on its
+host, whose programs (pg_dump, pg_restore, ...) and host-side files (the restore's staging
+folder and its pipes) are reached only through that ``Host``; its manifest section is a
+``PostgresManifest``. Driver errors become ``AuraError`` subclasses here (``as_aura_error``).
+The module's public functions (``connection``, ``connect``, the command builders, the facts)
+serve the other modules of the package (``database``, ``clone``) and the deploy's SQL checks.
 """
 
 from __future__ import annotations
@@ -16,22 +23,20 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import errno
-import fcntl
 import functools
 import os
 import re
 import secrets as pysecrets
 import signal
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, ParamSpec, TypeVar, cast
+from typing import IO, Any, ClassVar, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 from aura_ops import checksum, faults, logs, secrets
+from aura_ops.components.base import Artifact, ComponentManifest, RestoreRequest, RestoreTarget, SnapshotTarget
 from aura_ops.config import PostgresConfig
 from aura_ops.errors import (
     AuraError,
@@ -50,11 +55,10 @@ from aura_ops.state import temporaries
 DUMP = "dump"
 GLOBALS = "globals.sql"
 COMPRESSED = ".zst"
-F_SETPIPE_SZ = 1031  # Linux fcntl
-PIPE_BYTES = 1 << 20
 FINISHED_ITEM = re.compile(r"finished item (\d+) ")
 P = ParamSpec("P")
 R = TypeVar("R")
+STOP_GRACE = 5.0  # seconds a tool gets to stop on SIGTERM before it is killed
 
 # conninfo keyword -> libpq environment variable: the credentials reach tools via env, not argv.
 LIBPQ_ENV = {
@@ -247,18 +251,26 @@ def with_privilege_hint(reason: str) -> str:
     return reason
 
 
-def database_errors(function: Callable[P, R]) -> Callable[P, R]:
-    """Turn a driver error escaping a component operation ``(host, name, ...)`` into a one-line
-    AuraError: a missing privilege exit 1 naming it, a lost connection exit 6, any other exit 1."""
+class _Named(Protocol):
+    name: str
+
+
+N = TypeVar("N", bound=_Named)
+
+
+def database_errors(function: Callable[Concatenate[N, P], R]) -> Callable[Concatenate[N, P], R]:
+    """Turn a driver error escaping an operation on a component (a method, or a function whose
+    first argument is the component) into a one-line AuraError naming the component: a missing
+    privilege exit 1 naming it, a lost connection exit 6, any other exit 1."""
 
     @functools.wraps(function)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(owner: N, /, *args: P.args, **kwargs: P.kwargs) -> R:
         import psycopg
 
         try:
-            return function(*args, **kwargs)
+            return function(owner, *args, **kwargs)
         except psycopg.Error as exc:
-            raise as_aura_error(str(args[1] if len(args) > 1 else kwargs.get("name", "postgres")), exc) from None
+            raise as_aura_error(owner.name, exc) from None
 
     return wrapper
 
@@ -310,7 +322,7 @@ def make_pg_dumpall_globals(cfg: PostgresConfig, conn: Connection, out_file: Pat
 
 
 def make_pg_restore(
-    cfg: PostgresConfig | None, conn: Connection, dump_dir: Path, jobs: int, clean: bool = False
+    cfg: PostgresConfig | None, conn: Connection, dump_dir: str | Path, jobs: int, clean: bool = False
 ) -> Command:
     argv = [
         tool(cfg, "pg_restore"),
@@ -454,6 +466,42 @@ def server_facts(db: Any) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- the manifest section
+
+
+class PostgresManifest(ComponentManifest):
+    """A postgres component's part of a snapshot's manifest, as ``snapshot`` writes it and
+    verify and restore read it. Only ``database`` is required (the repository checks it); the
+    rest may be absent from a manifest written before it existed, and is then None (not
+    recorded, not compared). Artifacts: ``dump/toc.dat``, ``dump/<N>.dat.zst`` (each with its
+    ``raw_size``), ``dump/blobs.toc`` and ``globals.sql`` when there are any."""
+
+    database: str
+    where: str | None = None  # host:port as the DSN gives it
+    server_version: str | None = None
+    server_major: int | None = None
+    database_size: int | None = None
+    encoding: str | None = None
+    collate: str | None = None
+    ctype: str | None = None
+    database_properties: dict[str, Any] | None = None  # pgdatabase.read_properties
+    # facts counted in the dump's own snapshot (database_facts)
+    row_counts: dict[str, int] | None = None
+    table_checksums: dict[str, str] | None = None
+    checksum_method: str | None = None  # absent: the first method ("text")
+    sequences: dict[str, int | None] | None = None
+    large_objects: int | None = None
+    large_object_checksum: str | None = None
+    materialized_views: list[str] | None = None
+    # how it was dumped
+    pg_dump_version: str | None = None
+    jobs: int | None = None
+    compression: str | None = None
+    uncompressed_bytes: int | None = None
+    globals: str | None = None  # the globals script's artifact name, None when not dumped
+    seconds: float | None = None  # set by the backup workflow
+
+
 # ---------------------------------------------------------------- compression
 
 DATA_FILE = re.compile(r"^(\d+|blob_\d+)\.dat$")
@@ -465,6 +513,8 @@ class _Compressor:
     A watcher finds each new ``N.dat``; a follower thread compresses it as it grows (reading
     from the page cache what pg_dump just wrote) and finishes once pg_dump reports the item
     finished (or exits). The output is hashed as it is written; the plain file is then removed.
+    ``folder`` is the dump folder of the snapshot being written: the repository, on the control
+    machine, so it is read and written directly (not through a host).
     """
 
     def __init__(self, folder: Path, level: int) -> None:
@@ -561,87 +611,7 @@ def _hash_plain(path: Path) -> dict[str, Any]:
     return {"size": size, "hash": digest}
 
 
-# ---------------------------------------------------------------- snapshot
-
-
-def _check_versions(host: Host, cfg: PostgresConfig, server_major: int) -> str:
-    major, version = tool_major(host, tool(cfg, "pg_dump"))
-    if major < server_major:
-        raise ToolMissing(
-            f"pg_dump {major} is older than the server ({server_major}); install "
-            f"postgresql-client-{server_major} or set bin_dir"
-        )
-    return version
-
-
-@database_errors
-def snapshot(host: Host, name: str, cfg: PostgresConfig, dest: Path, previous: Snapshot | None) -> dict[str, Any]:
-    """Dump the database into ``dest``; return the manifest entry (facts and artifacts)."""
-    conn = connection(name, cfg)
-    jobs = default_jobs(cfg)
-    dump_dir = dest / DUMP
-    artifacts: dict[str, dict[str, Any]] = {}
-    db = connect(conn)
-    try:
-        facts = server_facts(db)
-        facts["database_properties"] = _database_properties(db, facts["database"])
-        db.rollback()
-        pg_dump_version = _check_versions(host, cfg, facts["server_major"])
-        db.isolation_level = _repeatable_read()
-        db.read_only = True
-        snapshot_id = db.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        if cfg.globals:
-            dumped = host.run(make_pg_dumpall_globals(cfg, conn, dest / GLOBALS, facts["superuser"]), check=False)
-            if dumped.returncode != 0:
-                raise tool_failure(name, "pg_dumpall", dumped)
-            artifacts[GLOBALS] = _hash_plain(dest / GLOBALS)
-        compressor = _Compressor(dump_dir, cfg.compression_level)
-        started = time.monotonic()
-        succeeded = False
-        try:
-            process = host.start(make_pg_dump(cfg, conn, dump_dir, snapshot_id, jobs), stdout=None)
-            compressor.on_failure = lambda: _stop_process(process)
-            process.drain_in_background(lambda line: _on_pg_dump_line(line, compressor))
-            with _cancel_if_failed(process, db) as died:
-                try:
-                    facts.update(database_facts(db, cfg.checksums))
-                except BaseException:
-                    _stop_process(process)
-                    if not died.is_set():
-                        raise
-            result = process.wait(check=False)
-            if result.returncode != 0:
-                raise tool_failure(name, "pg_dump", result)
-            succeeded = True
-        finally:
-            data = compressor.finish(succeeded)
-        db.rollback()  # the exported snapshot may end now: pg_dump has finished with it
-        dump_seconds = time.monotonic() - started
-    finally:
-        db.close()
-    for plain in ("toc.dat", "blobs.toc"):
-        if (dump_dir / plain).exists():
-            artifacts[f"{DUMP}/{plain}"] = _hash_plain(dump_dir / plain)
-    artifacts.update({f"{DUMP}/{file}": info for file, info in data.items()})
-    raw = sum(info.get("raw_size", info["size"]) for info in artifacts.values())
-    logs.get().info(
-        "postgres.snapshot",
-        database=facts["database"],
-        seconds=round(dump_seconds, 2),
-        tables=len(facts["row_counts"]),
-        raw_bytes=raw,
-    )
-    return {
-        "type": "postgres",
-        **{k: v for k, v in facts.items() if k != "superuser"},
-        "where": conn.where,
-        "pg_dump_version": pg_dump_version,
-        "jobs": jobs,
-        "compression": f"zstd:{cfg.compression_level}",
-        "uncompressed_bytes": raw,
-        "globals": GLOBALS if cfg.globals else None,
-        "artifacts": artifacts,
-    }
+# ---------------------------------------------------------------- snapshot (helpers)
 
 
 @contextlib.contextmanager
@@ -651,11 +621,10 @@ def _cancel_if_failed(process: Process, db: Any) -> Iterator[threading.Event]:
     is set when that happened (the tool's failure is then the reason to report)."""
     died = threading.Event()
     done = threading.Event()
-    popen: subprocess.Popen[bytes] | None = getattr(process, "popen", None)
 
     def watch() -> None:
-        while popen is not None and not done.wait(0.2):
-            returncode = popen.poll()
+        while not done.wait(0.2):
+            returncode = process.poll()
             if returncode is not None:
                 if returncode != 0:
                     died.set()
@@ -670,14 +639,6 @@ def _cancel_if_failed(process: Process, db: Any) -> Iterator[threading.Event]:
     finally:
         done.set()
         watcher.join()
-
-
-def _database_properties(db: Any, dbname: str) -> dict[str, Any] | None:
-    """Owner, connection limit, comment, grants, settings: recreated with the database when
-    it no longer exists at restore time (``pgdatabase.read_properties``)."""
-    from aura_ops.components.postgres import database as pgdatabase
-
-    return pgdatabase.read_properties(db, dbname)
 
 
 def _repeatable_read() -> Any:
@@ -705,8 +666,15 @@ class _Feeder:
     only after it are ``errors`` complete.
     """
 
-    def __init__(self, pipes: dict[Path, tuple[Path, str, str]], workers: int, algorithm: str) -> None:
+    def __init__(
+        self,
+        pipes: dict[str, tuple[Path, str, str]],
+        workers: int,
+        algorithm: str,
+        open_writer: Callable[[str], IO[bytes] | None],
+    ) -> None:
         self.pending = dict(pipes)  # pipe -> (source, artifact name, expected hash)
+        self.open_writer = open_writer  # Host.open_fifo_writer of the host pg_restore runs on
         self.algorithm = algorithm
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
         self.futures: list[concurrent.futures.Future[None]] = []
@@ -722,15 +690,12 @@ class _Feeder:
         while self.pending and not self.stop.is_set():
             for pipe in list(self.pending):
                 try:
-                    fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+                    out = self.open_writer(pipe)
                 except OSError as exc:
-                    if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
-                        self._fail(f"{self.pending.pop(pipe)[1]}: cannot open its pipe: {exc.strerror}")
+                    self._fail(f"{self.pending.pop(pipe)[1]}: cannot open its pipe: {exc.strerror}")
                     continue
-                os.set_blocking(fd, True)
-                with contextlib.suppress(OSError):  # fewer wake-ups than the default 64 KiB
-                    fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
-                self.futures.append(self.pool.submit(self._feed, fd, *self.pending.pop(pipe)))
+                if out is not None:  # a reader has it open: feed it
+                    self.futures.append(self.pool.submit(self._feed, out, *self.pending.pop(pipe)))
             self.stop.wait(0.005)
 
     def _fail(self, message: str) -> None:
@@ -741,8 +706,8 @@ class _Feeder:
             callback()  # pg_restore first: the other feeds must not end their files cleanly before
         self.stop.set()
 
-    def _feed(self, fd: int, source: Path, artifact: str, expected: str) -> None:
-        out = os.fdopen(fd, "wb")  # owns the pipe's write end from here: closed whatever happens
+    def _feed(self, out: IO[bytes], source: Path, artifact: str, expected: str) -> None:
+        """Owns the pipe's write end ``out``: closed whatever happens."""
         try:
             problem = self._copy(source, out, expected)
             if problem:
@@ -757,7 +722,8 @@ class _Feeder:
                 out.close()
 
     def _copy(self, source: Path, out: IO[bytes], expected: str) -> str | None:
-        """Decompress ``source`` into ``out`` while hashing it; the problem found, else None."""
+        """Decompress ``source`` (an artifact in the repository, on the control machine) into
+        ``out`` while hashing it; the problem found, else None."""
         import zstandard
 
         try:
@@ -805,44 +771,47 @@ class _Feeder:
         self.finish()
 
 
-def _dump_artifacts(name: str, entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _dump_artifacts(name: str, recorded: PostgresManifest) -> dict[str, Artifact]:
     """The dump's artifacts by file name; VerificationError when the table of contents is not
     among them (nothing could be checked)."""
-    found = {a.split("/", 1)[1]: info for a, info in entry["artifacts"].items() if a.startswith(DUMP + "/")}
+    found = {a.split("/", 1)[1]: info for a, info in recorded.artifacts.items() if a.startswith(DUMP + "/")}
     if "toc.dat" not in found:
         raise VerificationError(f"{name}: {DUMP}/toc.dat is not in the manifest")
     return found
 
 
-def check_inputs(snapshot: Snapshot, name: str, full: bool = False, with_globals: bool = False) -> None:
+def check_inputs(
+    snapshot: Snapshot, name: str, recorded: PostgresManifest, full: bool = False, with_globals: bool = False
+) -> None:
     """Before a restore touches anything: every dump artifact the manifest lists is present with
     its recorded size, the table of contents (and the globals script) hash as recorded; with
     ``full``, every artifact is hashed (the clean mode's pre-pass). VerificationError naming the
     artifact otherwise."""
-    entry = snapshot.manifest["components"][name]
     folder = snapshot.component_dir(name)
     algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
-    wanted = {f"{DUMP}/{file}": info for file, info in _dump_artifacts(name, entry).items()}
-    if with_globals and entry.get("globals"):
-        wanted[entry["globals"]] = entry["artifacts"].get(entry["globals"], {})
+    wanted: dict[str, Artifact | None] = {
+        f"{DUMP}/{file}": info for file, info in _dump_artifacts(name, recorded).items()
+    }
+    if with_globals and recorded.globals:
+        wanted[recorded.globals] = recorded.artifacts.get(recorded.globals)
     for artifact, info in wanted.items():
-        if "hash" not in info:
+        if info is None:
             raise VerificationError(f"{name}: {artifact} is not in the manifest")
         try:
             size = (folder / artifact).stat().st_size
         except FileNotFoundError:
             raise VerificationError(f"{name}: {artifact} is missing") from None
-        if size != info["size"]:
-            raise VerificationError(f"{name}: {artifact}: checksum mismatch ({size} bytes, recorded {info['size']})")
+        if size != info.size:
+            raise VerificationError(f"{name}: {artifact}: checksum mismatch ({size} bytes, recorded {info.size})")
         hashed = full or not artifact.endswith(COMPRESSED)
-        if hashed and checksum.file_digest(folder / artifact, algorithm)[0] != info["hash"]:
+        if hashed and checksum.file_digest(folder / artifact, algorithm)[0] != info.sha256:
             raise VerificationError(f"{name}: {artifact}: checksum mismatch")
 
 
-def verified_artifact(snapshot: Snapshot, name: str, artifact: str) -> bytes:
+def verified_artifact(snapshot: Snapshot, name: str, recorded: PostgresManifest, artifact: str) -> bytes:
     """A small artifact's content (the globals script), read once and checked against the
     manifest before anyone uses it; VerificationError naming it otherwise."""
-    info = snapshot.manifest["components"][name]["artifacts"].get(artifact)
+    info = recorded.artifacts.get(artifact)
     if info is None:
         raise VerificationError(f"{name}: {artifact} is not in the manifest")
     try:
@@ -851,61 +820,21 @@ def verified_artifact(snapshot: Snapshot, name: str, artifact: str) -> bytes:
         raise VerificationError(f"{name}: {artifact} is missing") from None
     hasher = checksum.new(snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM))
     hasher.update(data)
-    if hasher.hexdigest() != info["hash"]:
+    if hasher.hexdigest() != info.sha256:
         raise VerificationError(f"{name}: {artifact}: checksum mismatch")
     return data
 
 
-def _copy_verified(source: Path, target: Path, expected: str, algorithm: str) -> str | None:
-    """Copy ``source`` to ``target`` hashing what is copied; the problem found, else None."""
-    hasher = checksum.new(algorithm)
+def _read_verified(source: Path, expected: str, algorithm: str) -> bytes | str:
+    """The content of a small dump file (the table of contents), or the problem found: "is
+    missing" or "checksum mismatch"."""
     try:
-        with open(source, "rb") as reader, open(target, "xb") as writer:
-            while chunk := reader.read(checksum.CHUNK):
-                hasher.update(chunk)
-                writer.write(chunk)
+        data = source.read_bytes()
     except FileNotFoundError:
         return "is missing"
-    return None if hasher.hexdigest() == expected else "checksum mismatch"
-
-
-@contextlib.contextmanager
-def _staging(snapshot: Snapshot, name: str, workers: int, verify_first: bool = False) -> Iterator[tuple[Path, _Feeder]]:
-    """A folder pg_restore can read: the table of contents copied (and checked as it is copied),
-    a named pipe per compressed data file. Recorded as a temporary before it is created."""
-    entry = snapshot.manifest["components"][name]
-    dump_dir = snapshot.component_dir(name) / DUMP
-    algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
-    check_inputs(snapshot, name, full=verify_first)
-    staging = Path(tempfile.gettempdir()) / f"aura-restore-{pysecrets.token_hex(6)}"
-    with temporaries.track("path", str(staging)):
-        staging.mkdir(mode=0o700)
-        pipes: dict[Path, tuple[Path, str, str]] = {}
-        for file, info in _dump_artifacts(name, entry).items():
-            if file.endswith(COMPRESSED):
-                pipe = staging / file[: -len(COMPRESSED)]
-                os.mkfifo(pipe, 0o600)
-                pipes[pipe] = (dump_dir / file, f"{DUMP}/{file}", info["hash"])
-            elif problem := _copy_verified(dump_dir / file, staging / file, info["hash"], algorithm):
-                raise VerificationError(f"{name}: {DUMP}/{file}: {problem}")
-        with _Feeder(pipes, workers, algorithm) as feeder:
-            yield staging, feeder
-
-
-def _stop_process(process: Process) -> None:
-    """End a running tool: SIGTERM first (pg_restore's leader then stops its workers and cancels
-    their queries), SIGKILL after five seconds."""
-    popen: subprocess.Popen[bytes] | None = getattr(process, "popen", None)
-    if popen is None:
-        process.kill()
-        return
-    if popen.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            popen.send_signal(signal.SIGTERM)
-        try:
-            popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    hasher = checksum.new(algorithm)
+    hasher.update(data)
+    return data if hasher.hexdigest() == expected else "checksum mismatch"
 
 
 def tool_failure(name: str, program: str, result: Result) -> AuraError:
@@ -926,78 +855,14 @@ def tool_failure(name: str, program: str, result: Result) -> AuraError:
     return AuraError(message)
 
 
-def _run_restore(
-    host: Host,
-    cfg: PostgresConfig | None,
-    snapshot: Snapshot,
-    name: str,
-    conn: Connection,
-    jobs: int,
-    clean: bool = False,
-) -> float:
-    """pg_restore from a staging folder; returns the seconds it took. Success is reported only
-    after pg_restore and every feed have ended and been checked: a bad artifact stops pg_restore
-    at once (VerificationError naming it), pg_restore's own failure names its error line.
-    ``clean`` (restoring into the live database) hashes every artifact before anything starts."""
-    started = time.monotonic()
-    with _staging(snapshot, name, jobs + 2, verify_first=clean) as (staging, feeder):
-        process = host.start(make_pg_restore(cfg, conn, staging, jobs, clean=clean), stdout=None)
-        feeder.on_failure = lambda: _stop_process(process)
-        if feeder.errors:  # failed before it could stop pg_restore
-            _stop_process(process)
-        process.drain_in_background()
-        try:
-            result = process.wait(check=False)
-        except BaseException:
-            _stop_process(process)
-            raise
-        finally:
-            feeder.finish()
-    if feeder.errors:
-        raise VerificationError(f"{name}: {feeder.errors[0]}")
-    if result.returncode != 0:
-        raise tool_failure(name, "pg_restore", result)
-    if feeder.broken:
-        raise AuraError(f"{name}: {feeder.broken[0]}")
-    return time.monotonic() - started
-
-
-def _create_database(admin: Any, dbname: str, entry: dict[str, Any]) -> None:
-    from psycopg import sql
-
-    admin.execute(
-        sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
-            sql.Identifier(dbname),
-            sql.Literal(entry.get("encoding", "UTF8")),
-            sql.Literal(entry.get("collate", "C")),
-            sql.Literal(entry.get("ctype", "C")),
-        )
-    )
-
-
-def _drop_database(admin: Any, dbname: str) -> None:
-    """Drop ``dbname`` if it exists (subscriptions first: ``pgdatabase.drop_database``)."""
-    from aura_ops.components.postgres import database as pgdatabase
-
-    pgdatabase.drop_database(admin, dbname)
-
-
-def _rename_database(admin: Any, old: str, new: str) -> None:
-    from psycopg import sql
-
-    admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
-
-
-def _database_exists(admin: Any, dbname: str) -> bool:
-    return bool(admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone())
-
-
-def compare_facts(name: str, recorded: dict[str, Any], actual: dict[str, Any]) -> None:
-    """VerificationError naming the first table whose count or checksum differs. Materialized
-    views (listed on either side) are not compared: a restore refreshes them."""
-    matviews = set(recorded.get("materialized_views", [])) | set(actual.get("materialized_views", []))
+def compare_facts(name: str, recorded: PostgresManifest, actual: dict[str, Any]) -> None:
+    """VerificationError naming the first table whose count or checksum differs from what the
+    snapshot recorded (``actual``: ``database_facts``). Materialized views (listed on either
+    side) are not compared: a restore refreshes them. A fact the manifest lacks is not compared."""
+    matviews = set(recorded.materialized_views or []) | set(actual.get("materialized_views", []))
     for key in ("row_counts", "table_checksums"):
-        want, got = recorded.get(key), actual.get(key)
+        want: dict[str, Any] | None = getattr(recorded, key)
+        got: dict[str, Any] | None = actual.get(key)
         if want is None or got is None:
             continue
         for table in sorted((set(want) | set(got)) - matviews):
@@ -1007,148 +872,11 @@ def compare_facts(name: str, recorded: dict[str, Any], actual: dict[str, Any]) -
                     f"{got.get(table)}, the snapshot recorded {want.get(table)}"
                 )
     for key in ("large_objects", "large_object_checksum", "sequences"):
-        if key in recorded and key in actual and recorded[key] != actual[key]:
+        if key in recorded.model_fields_set and key in actual and getattr(recorded, key) != actual[key]:
             raise VerificationError(f"{name}: {key.replace('_', ' ')} differ from the snapshot")
 
 
-@database_errors
-def restore(
-    host: Host,
-    name: str,
-    cfg: PostgresConfig,
-    snapshot: Snapshot,
-    to_database: str | None,
-    with_globals: bool = False,
-    replace: bool = True,
-    globals_overwrite: bool = False,
-    dry_run: bool = False,
-) -> dict[str, Any]:
-    """Restore into ``to_database`` or, when None, in place of the original. The database is
-    built beside its target and put in its place atomically (``pgdatabase.put_in_place``); a
-    target that does not exist is created with the snapshot's database-level properties. With
-    ``cfg.restore_in_place == "clean"`` an existing live database is restored into with
-    ``pg_restore --clean --if-exists`` instead. ``replace`` False: UsageError when the target
-    holds data (the caller has no consent to replace it). ``with_globals``: roles and
-    tablespaces first (``pgglobals``; ``globals_overwrite`` also changes existing ones).
-    ``dry_run``: judge the target and the globals, change nothing."""
-    from aura_ops.components.postgres import database as pgdatabase
-    from aura_ops.components.postgres import globals as pgglobals
-
-    entry = snapshot.manifest["components"][name]
-    conn = connection(name, cfg)
-    admin_conn = conn.with_db(cfg.maintenance_db)
-    jobs = default_jobs(cfg)
-    report: dict[str, Any] = {}
-    # nothing is touched before every artifact it needs is present and the small ones hash as recorded;
-    # globals change the server outside the target (roles), so with them every artifact is hashed first
-    applies_globals = bool((with_globals or globals_overwrite) and entry.get("globals"))
-    check_inputs(snapshot, name, full=applies_globals and not dry_run, with_globals=with_globals or globals_overwrite)
-    with contextlib.closing(connect(admin_conn, autocommit=True)) as admin:
-        target = pgdatabase.inspect_target(admin, conn, cfg, to_database)
-        pgdatabase.refuse_unsettled(name, target.database)  # a killed swap's conflict is the user's to settle
-        report["database"] = target.database
-        if target.replaces and not replace and not dry_run:
-            raise UsageError(f"{name}: the restore would {target.describe()}, which was not confirmed; nothing changed")
-        if applies_globals:
-            script = verified_artifact(snapshot, name, entry["globals"]).decode()
-            report["globals"] = pgglobals.apply(admin, script, overwrite=globals_overwrite, dry_run=dry_run)
-            report["notes"] = pgglobals.summary(report["globals"])
-        if dry_run:
-            return {**report, "dry_run": True, "changes": [f"{target.describe()} from snapshot {snapshot.id}"]}
-        if target.live and target.exists and cfg.restore_in_place == "clean":
-            seconds = _run_restore(host, cfg, snapshot, name, conn, jobs, clean=True)
-            return {**report, "mode": "clean", "restore_seconds": round(seconds, 2)}
-        check = None
-        if target.live or target.exists:  # what takes a name in use (or the live one) is checked first
-            check = lambda built: _check_restored(conn.with_db(built), name, entry)  # noqa: E731
-        seconds = pgdatabase.put_in_place(
-            admin_conn,
-            admin,
-            name,
-            target,
-            entry,
-            lambda built: _run_restore(host, cfg, snapshot, name, conn.with_db(built), jobs),
-            check,
-        )
-    mode = "swap" if target.exists else ("created" if target.live else "new")
-    return {**report, "mode": mode, "restore_seconds": round(seconds, 2)}
-
-
-def restore_target(name: str, cfg: PostgresConfig, to_database: str | None) -> Any:
-    """Where a restore of component ``name`` would go and what is there (read-only): a
-    ``pgdatabase.Target``; UsageError for a target that must not be used."""
-    from aura_ops.components.postgres import database as pgdatabase
-
-    conn = connection(name, cfg)
-    with contextlib.closing(connect(conn.with_db(cfg.maintenance_db), autocommit=True)) as admin:
-        return pgdatabase.inspect_target(admin, conn, cfg, to_database)
-
-
-def _check_restored(conn: Connection, name: str, entry: dict[str, Any]) -> None:
-    with contextlib.closing(connect(conn)) as db:
-        method = entry.get("checksum_method", "text")
-        compare_facts(name, entry, database_facts(db, "table_checksums" in entry, method))
-
-
-# ---------------------------------------------------------------- verify
-
-
 TOC_DATA_ENTRY = re.compile(r"^(\d+); \d+ \d+ (TABLE DATA|BLOBS) ")
-
-
-@database_errors
-def verify(host: Host, name: str, cfg: PostgresConfig | None, snapshot: Snapshot, deep: bool) -> dict[str, Any]:
-    """The dump as the manifest lists it: every artifact present with its size, the table of
-    contents as recorded and readable by ``pg_restore --list``, every data file it names listed
-    in the manifest, no file in the dump folder that the manifest does not list. ``deep``:
-    restore into a scratch database and compare counts and checksums (materialized views
-    excepted: reported as not compared). VerificationError naming what differs."""
-    entry = snapshot.manifest["components"][name]
-    check_inputs(snapshot, name)
-    dump_dir = snapshot.component_dir(name) / DUMP
-    listed = _dump_artifacts(name, entry)
-    for extra in sorted(set(os.listdir(dump_dir)) - set(listed)):
-        raise VerificationError(f"{name}: {DUMP}/{extra} is not in the manifest")
-    listing = host.run(Command((tool(cfg, "pg_restore"), "--list", str(dump_dir))), check=False)
-    if listing.returncode != 0:
-        raise VerificationError(str(tool_failure(name, "pg_restore --list", listing)))
-    lines = [line for line in listing.text.splitlines() if line and not line.startswith(";")]
-    for line in lines:
-        match = TOC_DATA_ENTRY.match(line)
-        if match is None:
-            continue
-        wanted = [f"{match.group(1)}.dat"] if match.group(2) == "TABLE DATA" else _blob_files(dump_dir / "blobs.toc")
-        for data in wanted:
-            if data + COMPRESSED not in listed:
-                raise VerificationError(f"{name}: {DUMP}/{data}{COMPRESSED} is in the dump but not in the manifest")
-    report: dict[str, Any] = {"toc_entries": len(lines)}
-    if entry.get("materialized_views"):
-        report["materialized_views_not_compared"] = entry["materialized_views"]
-    if not deep:
-        return report
-    if cfg is None:
-        raise UsageError(f"component {name} is not in the configuration: cannot deep-verify")
-    from aura_ops.components.postgres import database as pgdatabase
-
-    entry = snapshot.manifest["components"][name]
-    conn = connection(name, cfg)
-    scratch = f"aura_verify_{pysecrets.token_hex(4)}"
-    with (
-        contextlib.closing(connect(conn.with_db(cfg.maintenance_db), autocommit=True)) as admin,
-        pgdatabase.temporary_database(admin, name, scratch),  # journaled before it exists, dropped after
-    ):
-        _create_database(admin, scratch, entry)
-        faults.point("verify:after-create")
-        seconds = _run_restore(host, cfg, snapshot, name, conn.with_db(scratch), default_jobs(cfg))
-        _check_restored(conn.with_db(scratch), name, entry)
-    report.update(
-        {
-            "restore_seconds": round(seconds, 2),
-            "tables_compared": len(entry.get("row_counts", {})),
-            "checksums_compared": "table_checksums" in entry,
-        }
-    )
-    return report
 
 
 def _blob_files(blobs_toc: Path) -> list[str]:
@@ -1160,46 +888,400 @@ def _blob_files(blobs_toc: Path) -> list[str]:
     return [parts[1] for parts in (line.split() for line in text.splitlines()) if len(parts) == 2]
 
 
-# ---------------------------------------------------------------- doctor
+# ---------------------------------------------------------------- the component
 
 
-def doctor(host: Host, name: str, cfg: PostgresConfig) -> list[dict[str, Any]]:
-    checks: list[dict[str, Any]] = []
-    versions: dict[str, int] = {}
-    for program in ("pg_dump", "pg_restore", "pg_dumpall", "psql"):
+class PostgresComponent:
+    """One configured database (config ``type: postgres``) on its host.
+
+    ``config`` may be None for a snapshot's component that is no longer configured: it can
+    still be described and verified (not deeply); what needs the database says so
+    (UsageError). Every operation that talks to the server turns a driver error into an
+    AuraError naming the component (``database_errors``)."""
+
+    manifest_model: ClassVar[type[ComponentManifest]] = PostgresManifest
+    type: ClassVar[str] = "postgres"
+
+    def __init__(self, name: str, config: PostgresConfig | None, host: Host) -> None:
+        if config is not None and not isinstance(config, PostgresConfig):
+            raise ConfigError(f"component {name} is not a postgres component")
+        self.name = name
+        self.config = config
+        self.host = host
+        self._connection: Connection | None = None
+
+    # -- what it is ------------------------------------------------------------------------------
+
+    def describe(self, database: str | None = None) -> str:
+        """``database shop on 127.0.0.1:5432`` (naming ``database`` instead of its own). Never
+        connects and never fails: a DSN that cannot be read is said as such."""
+        if self.config is None:
+            return f"database {database or self.name}"
         try:
-            major, text = tool_major(host, tool(cfg, program))
-            versions[program] = major
-            checks.append({"check": f"{name}: {program}", "ok": True, "detail": text})
-        except AuraError as exc:
-            checks.append({"check": f"{name}: {program}", "ok": False, "detail": str(exc), "exit_code": 2})
-    try:
-        conn = connection(name, cfg)
-        facts = _server_facts_of(host, name, conn)
-        checks.append(
+            conn = self.connection()
+        except AuraError:
+            source = f"${self.config.dsn_env}" if self.config.dsn_env else "its dsn"
+            return f"database {database or '?'} (from {source}, which cannot be read)"
+        return f"database {database or conn.dbname} on {conn.where}"
+
+    def configured(self, why: str) -> PostgresConfig:
+        """Its configuration; UsageError ``component N is not in the configuration: <why>``."""
+        if self.config is None:
+            raise UsageError(f"component {self.name} is not in the configuration: {why}")
+        return self.config
+
+    def connection(self) -> Connection:
+        """Its database's connection parameters (DSN and password resolved once, from the
+        environment or a file); ConfigError when they cannot be read."""
+        if self._connection is None:
+            self._connection = connection(self.name, self.configured("no database to connect to"))
+        return self._connection
+
+    @contextlib.contextmanager
+    def admin(self) -> Iterator[Any]:
+        """A psycopg connection (autocommit) to the server's maintenance database, where
+        databases are created, renamed and dropped; closed after the block."""
+        cfg = self.configured("no database to connect to")
+        with contextlib.closing(connect(self.connection().with_db(cfg.maintenance_db), autocommit=True)) as admin:
+            yield admin
+
+    def recorded(self, snapshot: Snapshot) -> PostgresManifest:
+        """Its section of ``snapshot``'s manifest; VerificationError when it cannot be read as one."""
+        from pydantic import ValidationError
+
+        try:
+            return PostgresManifest.model_validate(snapshot.manifest["components"][self.name])
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise VerificationError(f"{self.name}: its manifest section is damaged: {where}: {error['msg']}") from None
+
+    # -- snapshot --------------------------------------------------------------------------------
+
+    @database_errors
+    def snapshot(self, target: SnapshotTarget) -> PostgresManifest:
+        """Dump the database into ``target.folder``; return its section (facts and artifacts)."""
+        from aura_ops.components.postgres import database as pgdatabase
+
+        cfg, host, name = self.configured("nothing to back up"), self.host, self.name
+        conn = self.connection()
+        jobs = default_jobs(cfg)
+        dest = target.folder
+        dump_dir = dest / DUMP
+        artifacts: dict[str, dict[str, Any]] = {}
+        db = connect(conn)
+        try:
+            facts = server_facts(db)
+            facts["database_properties"] = pgdatabase.read_properties(db, facts["database"])
+            db.rollback()
+            pg_dump_version = self._check_versions(facts["server_major"])
+            db.isolation_level = _repeatable_read()
+            db.read_only = True
+            snapshot_id = db.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            if cfg.globals:
+                dumped = host.run(make_pg_dumpall_globals(cfg, conn, dest / GLOBALS, facts["superuser"]), check=False)
+                if dumped.returncode != 0:
+                    raise tool_failure(name, "pg_dumpall", dumped)
+                artifacts[GLOBALS] = _hash_plain(dest / GLOBALS)
+            compressor = _Compressor(dump_dir, cfg.compression_level)
+            started = time.monotonic()
+            succeeded = False
+            try:
+                process = host.start(make_pg_dump(cfg, conn, dump_dir, snapshot_id, jobs), stdout=None)
+                compressor.on_failure = lambda: process.terminate(STOP_GRACE)
+                process.drain_in_background(lambda line: _on_pg_dump_line(line, compressor))
+                with _cancel_if_failed(process, db) as died:
+                    try:
+                        facts.update(database_facts(db, cfg.checksums))
+                    except BaseException:
+                        process.terminate(STOP_GRACE)
+                        if not died.is_set():
+                            raise
+                result = process.wait(check=False)
+                if result.returncode != 0:
+                    raise tool_failure(name, "pg_dump", result)
+                succeeded = True
+            finally:
+                data = compressor.finish(succeeded)
+            db.rollback()  # the exported snapshot may end now: pg_dump has finished with it
+            dump_seconds = time.monotonic() - started
+        finally:
+            db.close()
+        for plain in ("toc.dat", "blobs.toc"):
+            if (dump_dir / plain).exists():
+                artifacts[f"{DUMP}/{plain}"] = _hash_plain(dump_dir / plain)
+        artifacts.update({f"{DUMP}/{file}": info for file, info in data.items()})
+        raw = sum(info.get("raw_size", info["size"]) for info in artifacts.values())
+        logs.get().info(
+            "postgres.snapshot",
+            database=facts["database"],
+            seconds=round(dump_seconds, 2),
+            tables=len(facts["row_counts"]),
+            raw_bytes=raw,
+        )
+        return PostgresManifest.model_validate(
             {
-                "check": f"{name}: database {conn.dbname} at {conn.where}",
-                "ok": True,
-                "detail": f"PostgreSQL {facts['server_version']}, {facts['database_size'] / 1e6:.1f} MB",
+                "type": "postgres",
+                **{k: v for k, v in facts.items() if k != "superuser"},
+                "where": conn.where,
+                "pg_dump_version": pg_dump_version,
+                "jobs": jobs,
+                "compression": f"zstd:{cfg.compression_level}",
+                "uncompressed_bytes": raw,
+                "globals": GLOBALS if cfg.globals else None,
+                "artifacts": artifacts,
             }
         )
-        dump_major = versions.get("pg_dump")
-        if dump_major is not None:
-            ok = dump_major >= facts["server_major"]
+
+    def _check_versions(self, server_major: int) -> str:
+        major, version = tool_major(self.host, tool(self.config, "pg_dump"))
+        if major < server_major:
+            raise ToolMissing(
+                f"pg_dump {major} is older than the server ({server_major}); install "
+                f"postgresql-client-{server_major} or set bin_dir"
+            )
+        return version
+
+    # -- verify ----------------------------------------------------------------------------------
+
+    @database_errors
+    def verify(self, snapshot: Snapshot, deep: bool) -> dict[str, Any]:
+        """The dump as the manifest lists it: every artifact present with its size, the table of
+        contents as recorded and readable by ``pg_restore --list``, every data file it names
+        listed in the manifest, no file in the dump folder that the manifest does not list.
+        ``deep``: restore into a scratch database and compare counts and checksums
+        (materialized views excepted: reported as not compared). VerificationError naming what
+        differs."""
+        name = self.name
+        recorded = self.recorded(snapshot)
+        check_inputs(snapshot, name, recorded)
+        dump_dir = snapshot.component_dir(name) / DUMP
+        listed = _dump_artifacts(name, recorded)
+        for extra in sorted({item.name for item in dump_dir.iterdir()} - set(listed)):
+            raise VerificationError(f"{name}: {DUMP}/{extra} is not in the manifest")
+        listing = self.host.run(Command((tool(self.config, "pg_restore"), "--list", str(dump_dir))), check=False)
+        if listing.returncode != 0:
+            raise VerificationError(str(tool_failure(name, "pg_restore --list", listing)))
+        lines = [line for line in listing.text.splitlines() if line and not line.startswith(";")]
+        for line in lines:
+            match = TOC_DATA_ENTRY.match(line)
+            if match is None:
+                continue
+            wanted = (
+                [f"{match.group(1)}.dat"] if match.group(2) == "TABLE DATA" else _blob_files(dump_dir / "blobs.toc")
+            )
+            for data in wanted:
+                if data + COMPRESSED not in listed:
+                    raise VerificationError(f"{name}: {DUMP}/{data}{COMPRESSED} is in the dump but not in the manifest")
+        report: dict[str, Any] = {"toc_entries": len(lines)}
+        if recorded.materialized_views:
+            report["materialized_views_not_compared"] = recorded.materialized_views
+        if not deep:
+            return report
+        report.update(self._deep_verify(snapshot, recorded))
+        return report
+
+    def _deep_verify(self, snapshot: Snapshot, recorded: PostgresManifest) -> dict[str, Any]:
+        """Restore into a scratch database (journaled before it exists, dropped after) and
+        compare it with the manifest."""
+        from aura_ops.components.postgres import database as pgdatabase
+
+        cfg = self.configured("cannot deep-verify")
+        conn = self.connection()
+        scratch = f"aura_verify_{pysecrets.token_hex(4)}"
+        with self.admin() as admin, pgdatabase.temporary_database(admin, self.name, scratch):
+            pgdatabase.create_database(admin, scratch, recorded)
+            faults.point("verify:after-create")
+            seconds = self._run_restore(snapshot, recorded, conn.with_db(scratch), default_jobs(cfg))
+            self._check_restored(conn.with_db(scratch), recorded)
+        return {
+            "restore_seconds": round(seconds, 2),
+            "tables_compared": len(recorded.row_counts or {}),
+            "checksums_compared": recorded.table_checksums is not None,
+        }
+
+    # -- restore ---------------------------------------------------------------------------------
+
+    @database_errors
+    def restore_target(self, snapshot: Snapshot, request: RestoreRequest) -> RestoreTarget:
+        """Where a restore would go (``request.to``, else the live database) and what is there
+        (read-only; ``details`` is ``pgdatabase.Target.as_dict``). UsageError for a target that
+        must not be used (``pgdatabase.inspect_target``)."""
+        from aura_ops.components.postgres import database as pgdatabase
+
+        cfg = self.configured("no database to restore into")
+        with self.admin() as admin:
+            target = pgdatabase.inspect_target(admin, self.connection(), cfg, request.to)
+        return RestoreTarget(self.name, target.describe(), target.replaces, target.live, target.as_dict())
+
+    @database_errors
+    def restore(self, snapshot: Snapshot, request: RestoreRequest) -> dict[str, Any]:
+        """Restore into ``request.to`` or, when None, in place of the original. The database is
+        built beside its target and put in its place atomically (``pgdatabase.put_in_place``);
+        a target that does not exist is created with the snapshot's database-level properties.
+        With ``restore_in_place: clean`` an existing live database is restored into with
+        ``pg_restore --clean --if-exists`` instead. ``request.replace`` False: UsageError when
+        the target holds data (no consent to replace it). ``with_globals``: roles and
+        tablespaces first (``pgglobals``; ``globals_overwrite`` also changes existing ones).
+        ``dry_run``: judge the target and the globals, change nothing."""
+        from aura_ops.components.postgres import database as pgdatabase
+        from aura_ops.components.postgres import globals as pgglobals
+
+        name = self.name
+        cfg = self.configured("no database to restore into")
+        recorded = self.recorded(snapshot)
+        conn = self.connection()
+        admin_conn = conn.with_db(cfg.maintenance_db)
+        jobs = default_jobs(cfg)
+        report: dict[str, Any] = {}
+        # nothing is touched before every artifact it needs is present and the small ones hash as recorded;
+        # globals change the server outside the target (roles), so with them every artifact is hashed first
+        wants_globals = request.with_globals or request.globals_overwrite
+        applies_globals = bool(wants_globals and recorded.globals)
+        check_inputs(snapshot, name, recorded, full=applies_globals and not request.dry_run, with_globals=wants_globals)
+        with contextlib.closing(connect(admin_conn, autocommit=True)) as admin:
+            target = pgdatabase.inspect_target(admin, conn, cfg, request.to)
+            pgdatabase.refuse_unsettled(name, target.database)  # a killed swap's conflict is the user's to settle
+            report["database"] = target.database
+            if target.replaces and not request.replace and not request.dry_run:
+                raise UsageError(
+                    f"{name}: the restore would {target.describe()}, which was not confirmed; nothing changed"
+                )
+            if applies_globals and recorded.globals:
+                script = verified_artifact(snapshot, name, recorded, recorded.globals).decode()
+                report["globals"] = pgglobals.apply(
+                    admin, script, overwrite=request.globals_overwrite, dry_run=request.dry_run
+                )
+                report["notes"] = pgglobals.summary(report["globals"])
+            if request.dry_run:
+                return {**report, "dry_run": True, "changes": [f"{target.describe()} from snapshot {snapshot.id}"]}
+            if target.live and target.exists and cfg.restore_in_place == "clean":
+                seconds = self._run_restore(snapshot, recorded, conn, jobs, clean=True)
+                return {**report, "mode": "clean", "restore_seconds": round(seconds, 2)}
+            check = None
+            if target.live or target.exists:  # what takes a name in use (or the live one) is checked first
+                check = lambda built: self._check_restored(conn.with_db(built), recorded)  # noqa: E731
+            seconds = pgdatabase.put_in_place(
+                admin_conn,
+                admin,
+                name,
+                target,
+                recorded,
+                lambda built: self._run_restore(snapshot, recorded, conn.with_db(built), jobs),
+                check,
+            )
+        mode = "swap" if target.exists else ("created" if target.live else "new")
+        return {**report, "mode": mode, "restore_seconds": round(seconds, 2)}
+
+    def _check_restored(self, conn: Connection, recorded: PostgresManifest) -> None:
+        with contextlib.closing(connect(conn)) as db:
+            method = recorded.checksum_method or "text"
+            compare_facts(self.name, recorded, database_facts(db, recorded.table_checksums is not None, method))
+
+    def _run_restore(
+        self, snapshot: Snapshot, recorded: PostgresManifest, conn: Connection, jobs: int, clean: bool = False
+    ) -> float:
+        """pg_restore from a staging folder; returns the seconds it took. Success is reported
+        only after pg_restore and every feed have ended and been checked: a bad artifact stops
+        pg_restore at once (VerificationError naming it), pg_restore's own failure names its
+        error line. ``clean`` (restoring into the live database) hashes every artifact before
+        anything starts."""
+        name = self.name
+        started = time.monotonic()
+        with self._staging(snapshot, recorded, jobs + 2, verify_first=clean) as (staging, feeder):
+            process = self.host.start(make_pg_restore(self.config, conn, staging, jobs, clean=clean), stdout=None)
+            feeder.on_failure = lambda: process.terminate(STOP_GRACE)
+            if feeder.errors:  # failed before it could stop pg_restore
+                process.terminate(STOP_GRACE)
+            process.drain_in_background()
+            try:
+                result = process.wait(check=False)
+            except BaseException:
+                process.terminate(STOP_GRACE)
+                raise
+            finally:
+                feeder.finish()
+        if feeder.errors:
+            raise VerificationError(f"{name}: {feeder.errors[0]}")
+        if result.returncode != 0:
+            raise tool_failure(name, "pg_restore", result)
+        if feeder.broken:
+            raise AuraError(f"{name}: {feeder.broken[0]}")
+        return time.monotonic() - started
+
+    @contextlib.contextmanager
+    def _staging(
+        self, snapshot: Snapshot, recorded: PostgresManifest, workers: int, verify_first: bool = False
+    ) -> Iterator[tuple[str, _Feeder]]:
+        """A folder on the host that pg_restore can read: the table of contents (checked as
+        recorded), a named pipe per compressed data file, fed while pg_restore reads. Recorded as
+        a temporary before it is created, removed after."""
+        name, host = self.name, self.host
+        dump_dir = snapshot.component_dir(name) / DUMP
+        algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
+        check_inputs(snapshot, name, recorded, full=verify_first)
+        staging = f"{host.temp_root().rstrip('/')}/aura-restore-{pysecrets.token_hex(6)}"
+        with temporaries.track("path", staging) as temporary:
+            host.mkdir(staging, mode=0o700)
+            try:
+                pipes: dict[str, tuple[Path, str, str]] = {}
+                for file, info in _dump_artifacts(name, recorded).items():
+                    if file.endswith(COMPRESSED):
+                        pipe = f"{staging}/{file[: -len(COMPRESSED)]}"
+                        host.make_fifo(pipe)
+                        pipes[pipe] = (dump_dir / file, f"{DUMP}/{file}", info.sha256)
+                        continue
+                    content = _read_verified(dump_dir / file, info.sha256, algorithm)
+                    if isinstance(content, str):
+                        raise VerificationError(f"{name}: {DUMP}/{file}: {content}")
+                    host.write_atomic(f"{staging}/{file}", content, mode=0o600)
+                with _Feeder(pipes, workers, algorithm, host.open_fifo_writer) as feeder:
+                    yield staging, feeder
+            finally:
+                host.remove_tree(staging)
+            temporary.release()
+
+    # -- doctor ----------------------------------------------------------------------------------
+
+    def doctor(self) -> list[dict[str, Any]]:
+        """Its client tools and their versions, the database reachable, pg_dump not older than
+        the server; each a check ``{"check", "ok", "detail"}`` (never raises)."""
+        name, cfg = self.name, self.config
+        checks: list[dict[str, Any]] = []
+        versions: dict[str, int] = {}
+        for program in ("pg_dump", "pg_restore", "pg_dumpall", "psql"):
+            try:
+                major, text = tool_major(self.host, tool(cfg, program))
+                versions[program] = major
+                checks.append({"check": f"{name}: {program}", "ok": True, "detail": text})
+            except AuraError as exc:
+                checks.append({"check": f"{name}: {program}", "ok": False, "detail": str(exc), "exit_code": 2})
+        try:
+            conn = self.connection()
+            facts = self._server_facts(conn)
             checks.append(
                 {
-                    "check": f"{name}: pg_dump not older than server",
-                    "ok": ok,
-                    "detail": f"pg_dump {dump_major}, server {facts['server_major']}",
-                    "exit_code": 2,
+                    "check": f"{name}: database {conn.dbname} at {conn.where}",
+                    "ok": True,
+                    "detail": f"PostgreSQL {facts['server_version']}, {facts['database_size'] / 1e6:.1f} MB",
                 }
             )
-    except AuraError as exc:
-        checks.append({"check": f"{name}: database", "ok": False, "detail": str(exc), "exit_code": exc.exit_code})
-    return checks
+            dump_major = versions.get("pg_dump")
+            if dump_major is not None:
+                ok = dump_major >= facts["server_major"]
+                checks.append(
+                    {
+                        "check": f"{name}: pg_dump not older than server",
+                        "ok": ok,
+                        "detail": f"pg_dump {dump_major}, server {facts['server_major']}",
+                        "exit_code": 2,
+                    }
+                )
+        except AuraError as exc:
+            checks.append({"check": f"{name}: database", "ok": False, "detail": str(exc), "exit_code": exc.exit_code})
+        return checks
 
-
-@database_errors
-def _server_facts_of(host: Host, name: str, conn: Connection) -> dict[str, Any]:
-    with contextlib.closing(connect(conn)) as db:
-        return server_facts(db)
+    @database_errors
+    def _server_facts(self, conn: Connection) -> dict[str, Any]:
+        with contextlib.closing(connect(conn)) as db:
+            return server_facts(db)

@@ -12,19 +12,20 @@ aborted run finds again: ``swap_back`` is a small state machine that finishes wh
 was interrupted. Database-level grants and settings (``GRANT ... ON DATABASE``,
 ``ALTER DATABASE ... SET``) belong to the database's catalog entry, not its files; they are
 copied onto the clone, and onto any database that is swapped in place of another.
+
+Every function takes the deploy's database as a ``PostgresComponent`` and uses only its public
+interface (its connection, its maintenance connection, its host) and ``pgdatabase``'s; a driver
+error becomes an AuraError naming the component (``postgres.database_errors``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from typing import Any
 
 from aura_ops import faults, logs
-from aura_ops.components import postgres
+from aura_ops.components.postgres import PostgresComponent, database_errors
 from aura_ops.components.postgres import database as pgdatabase
-from aura_ops.config import PostgresConfig
 from aura_ops.errors import AuraError, first_line
 
 # a clone's name: <stem of the database's name>_aura_clone_<run id>
@@ -61,21 +62,17 @@ def failed_name(database: str, run_id: str) -> str:
     return f"{_stem(database)}{FAILED}{run_id}"
 
 
-def _admin(name: str, cfg: PostgresConfig) -> tuple[postgres.Connection, Any]:
-    conn = postgres.connection(name, cfg)
-    return conn, postgres.connect(conn.with_db(cfg.maintenance_db), autocommit=True)
-
-
 # ---------------------------------------------------------------- preflight
 
 
-def _free_bytes(conn: postgres.Connection, admin: Any, database: str) -> int | None:
-    """Free bytes where the server keeps ``database``'s files, when the server runs on this
-    machine and lets us read its data directory; None when that cannot be known."""
+def _free_bytes(db: PostgresComponent, admin: Any, database: str) -> int | None:
+    """Free bytes where the server keeps ``database``'s files, when the server runs on the
+    component's host and lets us read its data directory; None when that cannot be known."""
     import psycopg
 
-    host = conn.params.get("host") or conn.params.get("hostaddr") or ""
-    if not (host.startswith("/") or host in LOCAL_HOSTS or host.startswith("127.")):
+    conn = db.connection()
+    server = conn.params.get("host") or conn.params.get("hostaddr") or ""
+    if not (server.startswith("/") or server in LOCAL_HOSTS or server.startswith("127.")):
         return None
     try:
         row = admin.execute(
@@ -88,17 +85,17 @@ def _free_bytes(conn: postgres.Connection, admin: Any, database: str) -> int | N
     if row is None:
         return None
     path = row[0] or row[1]
-    if not path or not os.path.isdir(path):
+    if not path or not db.host.is_dir(path):
         return None
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize
+    return db.host.disk_usage(path)[0]
 
 
-def feasibility(name: str, cfg: PostgresConfig) -> dict[str, Any]:
-    """Can ``name``'s database be cloned now? ``ok``, ``reason``, and the facts behind it:
+@database_errors
+def feasibility(db: PostgresComponent) -> dict[str, Any]:
+    """Can ``db``'s database be cloned now? ``ok``, ``reason``, and the facts behind it:
     privileges (CREATEDB and owner, or superuser), size, and free space when it can be known."""
-    conn, admin = _admin(name, cfg)
-    with contextlib.closing(admin):
+    conn = db.connection()
+    with db.admin() as admin:
         row = admin.execute(
             "SELECT r.rolsuper, r.rolcreatedb, pg_get_userbyid(d.datdba) = current_user,"
             " pg_database_size(d.oid), current_setting('server_version_num')::int"
@@ -108,7 +105,7 @@ def feasibility(name: str, cfg: PostgresConfig) -> dict[str, Any]:
         if row is None:
             return {"ok": False, "reason": f"database {conn.dbname} does not exist"}
         superuser, createdb, owner, size, version = row
-        free = _free_bytes(conn, admin, conn.dbname)
+        free = _free_bytes(db, admin, conn.dbname)
     facts: dict[str, Any] = {"database": conn.dbname, "size": size, "free": free, "server_version_num": version}
     if not (superuser or (createdb and owner)):
         return {**facts, "ok": False, "reason": "cloning needs CREATEDB and ownership of the database (or superuser)"}
@@ -128,29 +125,31 @@ def feasibility(name: str, cfg: PostgresConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------- clone, swap, drop
 
 
-def exists(name: str, cfg: PostgresConfig, run_id: str) -> bool:
-    conn, admin = _admin(name, cfg)
-    with contextlib.closing(admin):
-        return postgres._database_exists(admin, clone_name(conn.dbname, run_id))
+@database_errors
+def exists(db: PostgresComponent, run_id: str) -> bool:
+    """Whether run ``run_id`` has a (whole) clone of ``db``'s database."""
+    with db.admin() as admin:
+        return pgdatabase.exists(admin, clone_name(db.connection().dbname, run_id))
 
 
-def create(name: str, cfg: PostgresConfig, run_id: str, wait: float) -> dict[str, Any]:
+@database_errors
+def create(db: PostgresComponent, run_id: str, wait: float) -> dict[str, Any]:
     """Clone the live database as this run's clone; CloneError when it cannot be done within
     ``wait`` seconds (other sessions connected to the database block a clone). The copy is
     built under another name and renamed once complete (grants and settings included), so a
     clone found under its name after a crash is whole."""
     log = logs.get()
-    conn, admin = _admin(name, cfg)
+    conn = db.connection()
     clone, building = clone_name(conn.dbname, run_id), building_name(conn.dbname, run_id)
     started = time.monotonic()
-    with contextlib.closing(admin):
-        postgres._drop_database(admin, building)  # left by a crash mid-clone
+    with db.admin() as admin:
+        pgdatabase.drop_database(admin, building)  # left by a crash mid-clone
         # journaled before it exists; dropped on any failure, kept once renamed to the clone
-        with pgdatabase.temporary_database(admin, name, building) as temp:
+        with pgdatabase.temporary_database(admin, db.name, building) as temp:
             _copy(admin, conn.dbname, building, wait)
             faults.point("clone:after-create")
             pgdatabase.copy_properties(admin, conn.dbname, building)
-            postgres._rename_database(admin, building, clone)
+            pgdatabase.rename_database(admin, building, clone)
             temp.release()
         size = admin.execute("SELECT pg_database_size(%s)", (clone,)).fetchone()[0]
     seconds = round(time.monotonic() - started, 3)
@@ -189,26 +188,27 @@ def _copy(admin: Any, live: str, building: str, wait: float) -> None:
         raise CloneError(f"cannot clone {live}: {reason}") from None
 
 
-def drop(name: str, cfg: PostgresConfig, run_id: str) -> bool:
+@database_errors
+def drop(db: PostgresComponent, run_id: str) -> bool:
     """Drop this run's clone (and a half-built one); True when there was one."""
-    conn, admin = _admin(name, cfg)
-    clone = clone_name(conn.dbname, run_id)
-    with contextlib.closing(admin):
-        postgres._drop_database(admin, building_name(conn.dbname, run_id))
-        if not postgres._database_exists(admin, clone):
+    live = db.connection().dbname
+    clone = clone_name(live, run_id)
+    with db.admin() as admin:
+        pgdatabase.drop_database(admin, building_name(live, run_id))
+        if not pgdatabase.exists(admin, clone):
             return False
-        postgres._drop_database(admin, clone)
+        pgdatabase.drop_database(admin, clone)
     logs.get().info("postgres.clone_dropped", clone=clone)
     return True
 
 
-def drop_stale(name: str, cfg: PostgresConfig, keep: set[str]) -> list[str]:
+@database_errors
+def drop_stale(db: PostgresComponent, keep: set[str]) -> list[str]:
     """Drop clones (and half-swapped leftovers) of runs other than ``keep``: a run that failed
     without a rollback keeps its clone for a later ``runs abort`` until the next deploy."""
-    conn, admin = _admin(name, cfg)
-    prefix = _stem(conn.dbname)
+    prefix = _stem(db.connection().dbname)
     dropped = []
-    with contextlib.closing(admin):
+    with db.admin() as admin:
         rows = admin.execute(
             "SELECT datname FROM pg_database WHERE starts_with(datname, %s) OR starts_with(datname, %s)"
             " OR starts_with(datname, %s)",
@@ -218,46 +218,47 @@ def drop_stale(name: str, cfg: PostgresConfig, keep: set[str]) -> list[str]:
             run_id = datname[len(prefix) :].split("_", 3)[-1]  # _aura_<kind>_<run id>
             if run_id in keep:
                 continue
-            postgres._drop_database(admin, datname)
+            pgdatabase.drop_database(admin, datname)
             dropped.append(datname)
     if dropped:
         logs.get().info("postgres.stale_clones_dropped", databases=dropped)
     return dropped
 
 
-def swap_back(name: str, cfg: PostgresConfig, run_id: str) -> dict[str, Any] | None:
+@database_errors
+def swap_back(db: PostgresComponent, run_id: str) -> dict[str, Any] | None:
     """Put this run's clone back in place of the live database; None when there is no clone
     (the caller then restores from the snapshot). Safe to repeat after a crash at any point:
     live -> failed, clone -> live. The replaced (migrated) database is kept as ``failed`` until
     ``drop_replaced``, which the deploy runs once the services are up again: dropping a large
     database takes time that grows with its size, renaming does not."""
-    conn, admin = _admin(name, cfg)
-    live, clone, failed = conn.dbname, clone_name(conn.dbname, run_id), failed_name(conn.dbname, run_id)
+    live = db.connection().dbname
+    clone, failed = clone_name(live, run_id), failed_name(live, run_id)
     started = time.monotonic()
-    with contextlib.closing(admin):
-        exists = {db: postgres._database_exists(admin, db) for db in (live, clone, failed)}
+    with db.admin() as admin:
+        exists = {name: pgdatabase.exists(admin, name) for name in (live, clone, failed)}
         if not exists[clone]:
             if exists[live] and exists[failed]:  # swapped earlier in this undo, then interrupted
                 return {"path": "clone", "database": live, "seconds": 0.0, "note": "already swapped back"}
             return None
         if exists[live]:
             if exists[failed]:
-                postgres._drop_database(admin, failed)
+                pgdatabase.drop_database(admin, failed)
             # the clone carries the pre-migration grants and settings, copied when it was made
             pgdatabase.rename_away(admin, live, failed)
-        postgres._rename_database(admin, clone, live)
+        pgdatabase.rename_database(admin, clone, live)
     seconds = round(time.monotonic() - started, 3)
     logs.get().info("postgres.clone_swapped_back", database=live, seconds=seconds)
     return {"path": "clone", "database": live, "seconds": seconds}
 
 
-def drop_replaced(name: str, cfg: PostgresConfig, run_id: str) -> bool:
+@database_errors
+def drop_replaced(db: PostgresComponent, run_id: str) -> bool:
     """Drop the database a swap-back replaced; True when there was one."""
-    conn, admin = _admin(name, cfg)
-    failed = failed_name(conn.dbname, run_id)
-    with contextlib.closing(admin):
-        if not postgres._database_exists(admin, failed):
+    failed = failed_name(db.connection().dbname, run_id)
+    with db.admin() as admin:
+        if not pgdatabase.exists(admin, failed):
             return False
-        postgres._drop_database(admin, failed)
+        pgdatabase.drop_database(admin, failed)
     logs.get().info("postgres.replaced_dropped", database=failed)
     return True

@@ -44,7 +44,30 @@ def temp_name(target: str, kind: str) -> str:
 
 
 def exists(admin: Any, dbname: str) -> bool:
+    """Whether database ``dbname`` exists on ``admin``'s server."""
     return bool(admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone())
+
+
+def create_database(admin: Any, dbname: str, recorded: postgres.PostgresManifest) -> None:
+    """``CREATE DATABASE dbname`` from template0 with the encoding and collation a snapshot
+    recorded (UTF8 and C when it recorded none)."""
+    from psycopg import sql
+
+    admin.execute(
+        sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+            sql.Identifier(dbname),
+            sql.Literal(recorded.encoding or "UTF8"),
+            sql.Literal(recorded.collate or "C"),
+            sql.Literal(recorded.ctype or "C"),
+        )
+    )
+
+
+def rename_database(admin: Any, old: str, new: str) -> None:
+    """``ALTER DATABASE old RENAME TO new`` (nobody may be connected to ``old``: ``rename_away``)."""
+    from psycopg import sql
+
+    admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
 
 
 def oid_of(admin: Any, dbname: str) -> int | None:
@@ -459,7 +482,7 @@ def rename_away(admin: Any, live: str, new_name: str, fault: str | None = None) 
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (live,),
         )
-        postgres._rename_database(admin, live, new_name)
+        rename_database(admin, live, new_name)
     except BaseException:
         admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(live)))
         raise
@@ -470,7 +493,7 @@ def put_in_place(
     admin: Any,
     component: str,
     target: Target,
-    entry: dict[str, Any],
+    recorded: postgres.PostgresManifest,
     fill: Callable[[str], float],
     check: Callable[[str], None] | None,
 ) -> float:
@@ -493,7 +516,7 @@ def put_in_place(
     }
     with _tracked("pg_swap", target.database, lambda: settle(admin_conn, target.database, details), **details) as swap:
         try:
-            seconds = _build_and_swap(admin, swap, details, component, target, entry, fill, check)
+            seconds = _build_and_swap(admin, swap, details, component, target, recorded, fill, check)
         except BaseException as exc:
             failed = f"{component}: restore into {target.database} failed: {first_line(exc)}"
             try:
@@ -521,12 +544,12 @@ def _build_and_swap(
     details: dict[str, Any],
     component: str,
     target: Target,
-    entry: dict[str, Any],
+    recorded: postgres.PostgresManifest,
     fill: Callable[[str], float],
     check: Callable[[str], None] | None,
 ) -> float:
     built, old = details["built"], details["old"]
-    postgres._create_database(admin, built, entry)
+    create_database(admin, built, recorded)
     details["built_oid"] = oid_of(admin, built)  # what settle knows the copy by, whatever its name
     swap.update(built_oid=details["built_oid"])
     faults.point("swap:after-create")
@@ -535,8 +558,8 @@ def _build_and_swap(
         check(built)
     if target.exists:
         copy_properties(admin, target.database, built)
-    elif entry.get("database_properties"):
-        apply_properties(admin, built, entry["database_properties"], full=target.live)
+    elif recorded.database_properties:
+        apply_properties(admin, built, recorded.database_properties, full=target.live)
     else:
         logs.get().warning(
             "postgres.properties_unknown",
@@ -549,7 +572,7 @@ def _build_and_swap(
         rename_away(admin, target.database, old, fault="swap")
         faults.point("swap:after-rename-away")
     faults.point("swap:before-rename-in")
-    postgres._rename_database(admin, built, target.database)
+    rename_database(admin, built, target.database)
     swap.update(stage="swapped")
     faults.point("swap:after-rename-in")
     if target.exists:
@@ -587,7 +610,7 @@ def settle(admin_conn: postgres.Connection, target: str, details: dict[str, Any]
             return "nothing was left to do"
         renamed = now[old] is not None  # the target name is free here
         if renamed:
-            postgres._rename_database(admin, old, target)
+            rename_database(admin, old, target)
         original = details.get("target_oid")
         if details.get("existed") and (renamed or original is None or now[target] == original):
             _set_allow_connections(admin, target, bool(details.get("allow", True)))
@@ -611,7 +634,7 @@ def _recreated(
     if built_exists:  # the restored copy: the snapshot still holds it
         drop_database(admin, built)
     if _drop_if_unused_and_empty(admin, admin_conn, target):
-        postgres._rename_database(admin, old, target)
+        rename_database(admin, old, target)
         _set_allow_connections(admin, target, bool(details.get("allow", True)))
         log.warning("postgres.swap_reverted", database=target, renamed_back=True, dropped_recreated_empty=True)
         return (

@@ -477,14 +477,26 @@ def _release(ctx: Context) -> ReleaseComponent:
 
 
 def _services(ctx: Context) -> Any:
+    from aura_ops.components.containers import DockerComponent
     from aura_ops.config import DockerConfig
+    from aura_ops.hosts.inventory import Inventory
 
     name = ctx.config.only("docker", ctx.config.deploy.services, "services")
     if name is None:
         return None
     cfg = ctx.config.component(name)
     assert isinstance(cfg, DockerConfig)
-    return cfg
+    return DockerComponent(name, cfg, Inventory(ctx.config).for_component(name))
+
+
+def _postgres(ctx: Context, name: str) -> Any:
+    """The configured postgres component ``name`` on its host."""
+    from aura_ops.components.postgres import PostgresComponent
+    from aura_ops.hosts.inventory import Inventory
+
+    cfg = ctx.config.component(name)
+    assert isinstance(cfg, PostgresConfig)
+    return PostgresComponent(name, cfg, Inventory(ctx.config).for_component(name))
 
 
 class ReleaseUploadParams(_Params):
@@ -597,17 +609,13 @@ class ServicesStopAction(Action):
         return "stop services", "start the services it stopped"
 
     def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops.components import containers
-
-        cfg = _services(ctx)
-        return {"stopped": containers.stop(cfg) if cfg else []}
+        services = _services(ctx)
+        return {"stopped": services.stop() if services else []}
 
     def compensate(self, p: NoParams, ctx: Context, outputs: dict[str, Any]) -> None:
-        from aura_ops.components import containers
-
-        cfg = _services(ctx)
-        if cfg:
-            containers.start(cfg, outputs.get("stopped"))
+        services = _services(ctx)
+        if services:
+            services.start(outputs.get("stopped"))
 
 
 class ServicesStartAction(Action):
@@ -621,17 +629,13 @@ class ServicesStartAction(Action):
         return "start services", "stop them again"
 
     def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
-        from aura_ops.components import containers
-
-        cfg = _services(ctx)
-        return {"started": containers.start(cfg) if cfg else []}
+        services = _services(ctx)
+        return {"started": services.start() if services else []}
 
     def compensate(self, p: NoParams, ctx: Context, outputs: dict[str, Any]) -> None:
-        from aura_ops.components import containers
-
-        cfg = _services(ctx)
-        if cfg:
-            containers.stop(cfg)
+        services = _services(ctx)
+        if services:
+            services.stop()
 
 
 class MigrateParams(_Params):
@@ -679,11 +683,10 @@ class MigrateAction(Action):
         database = self._database(ctx)
         if not database:
             return
-        cfg = ctx.config.component(database)
-        assert isinstance(cfg, PostgresConfig)
         started = time.monotonic()
         # fast path: the clone this run took after stopping the services, swapped back in
-        done = pgclone.swap_back(database, cfg, ctx.run_id) if ctx.config.deploy.fast_rollback != "off" else None
+        fast = ctx.config.deploy.fast_rollback != "off"
+        done = pgclone.swap_back(_postgres(ctx, database), ctx.run_id) if fast else None
         if done is None:
             # the deploy's playbook passes the snapshot its clone step took after the stop, when it
             # could make no clone; else (a clone that is gone) the snapshot taken before the stop
@@ -722,13 +725,11 @@ class DatabaseCloneAction(Action):
         snapshot = snapshots.backup(ctx.config, [name], [AFTER_STOP_TAG, "pre-migrate"], run_id=ctx.run_id)
         return {"clone": "", "reason": reason, "snapshot_id": snapshot.id}
 
-    def _database(self, ctx: Context) -> tuple[str, PostgresConfig] | None:
+    def _database(self, ctx: Context) -> Any:
         name = ctx.config.only("postgres", ctx.config.deploy.database, "database")
         if name is None or ctx.config.deploy.fast_rollback == "off":
             return None
-        cfg = ctx.config.component(name)
-        assert isinstance(cfg, PostgresConfig)
-        return name, cfg
+        return _postgres(ctx, name)
 
     def describe(self, p: NoParams, ctx: Context) -> tuple[str, str]:
         found = self._database(ctx)
@@ -738,7 +739,7 @@ class DatabaseCloneAction(Action):
                 return "nothing (no database)", "nothing"
             return f"snapshot {name} now that the services are stopped (deploy.fast_rollback: off)", "nothing"
         return (
-            f"clone {found[0]} on its server for a fast rollback (else snapshot it, services stopped)",
+            f"clone {found.name} on its server for a fast rollback (else snapshot it, services stopped)",
             "drop the clone",
         )
 
@@ -749,7 +750,7 @@ class DatabaseCloneAction(Action):
         from aura_ops.components.postgres import clone as pgclone
 
         found = self._database(ctx)
-        return found is not None and pgclone.exists(*found, ctx.run_id)
+        return found is not None and pgclone.exists(found, ctx.run_id)
 
     def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
         from aura_ops.components.postgres import clone as pgclone
@@ -757,13 +758,13 @@ class DatabaseCloneAction(Action):
         found = self._database(ctx)
         if found is None:
             return self._snapshot_now(ctx, "deploy.fast_rollback: off")
-        name, cfg = found
+        name = found.name
         required = ctx.config.deploy.fast_rollback == "required"
-        can = pgclone.feasibility(name, cfg)
+        can = pgclone.feasibility(found)
         try:
             if not can["ok"]:
                 raise pgclone.CloneError(f"cannot clone {name}: {can['reason']}")
-            return pgclone.create(name, cfg, ctx.run_id, ctx.config.deploy.fast_rollback_wait)
+            return pgclone.create(found, ctx.run_id, ctx.config.deploy.fast_rollback_wait)
         except pgclone.CloneError as exc:
             if required:
                 raise
@@ -777,7 +778,7 @@ class DatabaseCloneAction(Action):
 
         found = self._database(ctx)
         if found is not None:
-            pgclone.drop(*found, ctx.run_id)
+            pgclone.drop(found, ctx.run_id)
 
 
 class DatabaseClonesCleanupAction(Action):
@@ -788,13 +789,11 @@ class DatabaseClonesCleanupAction(Action):
 
     Params = NoParams
 
-    def _database(self, ctx: Context) -> tuple[str, PostgresConfig] | None:
+    def _database(self, ctx: Context) -> Any:
         name = ctx.config.only("postgres", ctx.config.deploy.database, "database")
         if name is None:
             return None
-        cfg = ctx.config.component(name)
-        assert isinstance(cfg, PostgresConfig)
-        return name, cfg
+        return _postgres(ctx, name)
 
     def describe(self, p: NoParams, ctx: Context) -> tuple[str, str]:
         if self._database(ctx) is None:
@@ -805,14 +804,14 @@ class DatabaseClonesCleanupAction(Action):
         from aura_ops.components.postgres import clone as pgclone
 
         found = self._database(ctx)
-        return {"dropped": pgclone.drop_stale(*found, keep={ctx.run_id}) if found else []}
+        return {"dropped": pgclone.drop_stale(found, keep={ctx.run_id}) if found else []}
 
     def compensate(self, p: NoParams, ctx: Context, outputs: dict[str, Any]) -> None:
         from aura_ops.components.postgres import clone as pgclone
 
         found = self._database(ctx)
         if found is not None:
-            pgclone.drop_replaced(*found, ctx.run_id)
+            pgclone.drop_replaced(found, ctx.run_id)
 
 
 class DatabaseCloneDropAction(DatabaseCloneAction):
@@ -833,7 +832,7 @@ class DatabaseCloneDropAction(DatabaseCloneAction):
         from aura_ops.components.postgres import clone as pgclone
 
         found = self._database(ctx)
-        return {"dropped": pgclone.drop(found[0], found[1], ctx.run_id) if found else False}
+        return {"dropped": pgclone.drop(found, ctx.run_id) if found else False}
 
     def compensate(self, p: NoParams, ctx: Context, outputs: dict[str, Any]) -> None:
         return None

@@ -46,7 +46,9 @@ class ComponentManifest(BaseModel):
         """The section as the snapshot's manifest stores it: the keys it was made or read with
         (a field never set stays absent, as in a manifest that predates it), artifacts' checksums
         under ``hash``."""
-        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        data: dict[str, Any] = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        data["type"] = self.type  # a model's default type is never "unset" away
+        return data
 
 
 @dataclass(frozen=True)

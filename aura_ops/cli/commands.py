@@ -15,7 +15,16 @@ from typing import Any
 import click
 
 from aura_ops import __version__, logs
-from aura_ops.errors import EXIT_CODES_HELP, AuraError, UsageError
+from aura_ops.errors import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    AuraError,
+    ChecksFailed,
+    Interrupted,
+    UsageError,
+)
 from aura_ops.secrets import mask, mask_values
 
 
@@ -26,6 +35,7 @@ class State:
         self.config_path: str | None = None
         self.json = False
         self.verbosity = 0
+        self.emitted = False  # the command printed its document: the edge adds only the error line
 
     def load(self) -> Any:
         from aura_ops import config
@@ -83,6 +93,7 @@ def common(function: Callable[..., Any]) -> Callable[..., Any]:
 def emit(data: dict[str, Any], human: Callable[[dict[str, Any]], None]) -> None:
     state = click.get_current_context().ensure_object(State)
     data = mask_values(data)  # every registered secret, whatever the command put in its report
+    state.emitted = True
     if state.json:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
@@ -271,7 +282,7 @@ def snapshots_show(snapshot_id: str) -> None:
 )
 @click.option("--component", "components", multiple=True, metavar="NAME")
 @common
-def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) -> int:
+def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) -> None:
     """Verify a snapshot's checksums; with --deep, prove it restores. Exit 3 on a mismatch."""
     from aura_ops.workflows import snapshots as engine
 
@@ -290,8 +301,7 @@ def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) 
     except engine.VerifyFailed as failed:
         # every problem, not only the first: listed on stdout (and in --json), one line on stderr
         emit({"ok": False, **failed.report, "error": mask(str(failed)), "exit_code": failed.exit_code}, _problems)
-        click.echo(f"aura-ops: error: {mask(str(failed))}", err=True)
-        return failed.exit_code
+        raise
 
     def human(data: dict[str, Any]) -> None:
         click.echo(f"snapshot {data['snapshot']} verified{' (deep)' if deep else ''}")
@@ -300,7 +310,6 @@ def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) 
             click.echo(f"  {name}: {details}")
 
     emit({"ok": True, **report}, human)
-    return 0
 
 
 def _problems(data: dict[str, Any]) -> None:
@@ -481,7 +490,7 @@ def _human_age(seconds: float) -> str:
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @common
-def doctor() -> int:
+def doctor() -> None:
     """Check tools, versions, database reachability, repository and disk before changing anything."""
     from aura_ops.workflows import doctor as checks
 
@@ -494,7 +503,9 @@ def doctor() -> int:
         )
 
     emit({"ok": code == 0, "exit_code": code, "checks": results}, human)
-    return code
+    if code:
+        failed = [c["check"] for c in results if not c["ok"]]
+        raise ChecksFailed(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}", code)
 
 
 # ---------------------------------------------------------------- playbooks and runs
@@ -520,11 +531,11 @@ def _show_outcome(data: dict[str, Any]) -> None:
     click.echo(data["message"])
 
 
-def _finish(outcome: Any) -> int:
+def _finish(outcome: Any) -> None:
+    """Print a run's report; a run that failed then goes on to the edge as its error."""
     emit(outcome.as_dict(), _show_outcome)
-    if outcome.exit_code:
-        click.echo(f"aura-ops: {mask(outcome.message)}", err=True)
-    return int(outcome.exit_code)
+    if outcome.error:
+        raise outcome.error
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -532,7 +543,7 @@ def _finish(outcome: Any) -> int:
 @click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A playbook parameter (repeatable).")
 @click.option("--idempotency-key", metavar="KEY", help="A run with this key that succeeded makes this a no-op.")
 @common
-def run(playbook_ref: str, extra: tuple[str, ...], idempotency_key: str | None) -> int:
+def run(playbook_ref: str, extra: tuple[str, ...], idempotency_key: str | None) -> None:
     """Run a playbook as one transaction: it completes, or every applied step is undone."""
     from aura_ops import engine
     from aura_ops.engine import playbook
@@ -542,7 +553,7 @@ def run(playbook_ref: str, extra: tuple[str, ...], idempotency_key: str | None) 
     given = _extra_vars(extra)
     shown = "".join(f" {k}={'***' if k in book.secrets else v}" for k, v in given.items())
     _announce(config, f"running playbook {book.name} ({book.source}){shown}, journal {engine.state_dir(config)}")
-    return _finish(engine.Engine(config).run(book, given, idempotency_key))
+    _finish(engine.Engine(config).run(book, given, idempotency_key))
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -565,7 +576,7 @@ def plan(playbook_ref: str, extra: tuple[str, ...]) -> None:
 @click.option("--rollback-on-fail", is_flag=True, help="Undo everything (database included) if any step fails.")
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
 @common
-def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: bool) -> int:
+def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: bool) -> None:
     """Deploy a release as one transaction: snapshot, upload, stop, migrate, switch, start, checks."""
     from aura_ops import deploy as deployer
     from aura_ops.cli import announce
@@ -575,15 +586,13 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
     if dry_run:
         steps = deployer.plan(config, version, source)
         emit({"playbook": "deploy", "steps": steps}, _show_plan)
-        return 0
+        return
     if source is None:
         raise UsageError("--source is required (a release folder or tarball)")
     outcome, report = deployer.deploy(config, version, source.absolute(), rollback_on_fail)
-    if outcome is None:  # the version is live: nothing was run
-        emit({"ok": report["exit_code"] == 0, **report}, lambda d: click.echo(d["message"]))
-        if report["exit_code"]:
-            click.echo(f"aura-ops: {report['message']}", err=True)
-        return int(report["exit_code"])
+    if outcome is None:  # the version is live and healthy: nothing was run
+        emit({"ok": True, **report}, lambda d: click.echo(d["message"]))
+        return
     data = {**outcome.as_dict(), **report}
 
     def human(data: dict[str, Any]) -> None:
@@ -600,9 +609,8 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
             click.echo(f"time from failure detected to the old version healthy: {data['time_to_restore_seconds']:.1f}s")
 
     emit(data, human)
-    if outcome.exit_code or report.get("exit_code"):
-        click.echo(f"aura-ops: {mask(report.get('message') or outcome.message)}", err=True)
-    return int(report.get("exit_code", outcome.exit_code))
+    if outcome.error:
+        raise outcome.error
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -611,7 +619,7 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
 @click.option("--keep-data", is_flag=True, help="Roll back code and services only; leave the database alone.")
 @click.option("--yes", is_flag=True, help="Confirm restoring the database without asking.")
 @common
-def rollback(to_release: str | None, to_snapshot: str | None, keep_data: bool, yes: bool) -> int:
+def rollback(to_release: str | None, to_snapshot: str | None, keep_data: bool, yes: bool) -> None:
     """Undo a deploy that went live but is bad: release, database and services, then prove it healthy."""
     from aura_ops import deploy as deployer
     from aura_ops.cli import announce
@@ -635,9 +643,8 @@ def rollback(to_release: str | None, to_snapshot: str | None, keep_data: bool, y
             click.echo(f"rolled back to {target['release']} in {data['time_to_restore_seconds']:.1f}s")
 
     emit({**outcome.as_dict(), **report}, human)
-    if outcome.exit_code:
-        click.echo(f"aura-ops: {mask(outcome.message)}", err=True)
-    return int(outcome.exit_code)
+    if outcome.error:
+        raise outcome.error
 
 
 def _show_plan(data: dict[str, Any]) -> None:
@@ -702,7 +709,7 @@ def runs_show(run_id: str) -> None:
 @click.argument("run_id", metavar="RUN")
 @click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A secret parameter, given again.")
 @common
-def runs_resume(run_id: str, extra: tuple[str, ...]) -> int:
+def runs_resume(run_id: str, extra: tuple[str, ...]) -> None:
     """Continue an interrupted run forward (a compensating run finishes its undo)."""
     from aura_ops import engine
 
@@ -710,7 +717,7 @@ def runs_resume(run_id: str, extra: tuple[str, ...]) -> int:
     runner = engine.Engine(config)
     record = runner.journal.run(run_id)
     _announce(config, f"resuming run {record.id} ({Path(record.playbook).stem}, {record.status}) of {runner.state}")
-    return _finish(runner.resume(record.id, _extra_vars(extra)))
+    _finish(runner.resume(record.id, _extra_vars(extra)))
 
 
 @runs.command("abort")
@@ -718,7 +725,7 @@ def runs_resume(run_id: str, extra: tuple[str, ...]) -> int:
 @click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A secret parameter, given again.")
 @click.option("--yes", is_flag=True, help="Confirm an undo that puts a database back from a snapshot.")
 @common
-def runs_abort(run_id: str, extra: tuple[str, ...], yes: bool) -> int:
+def runs_abort(run_id: str, extra: tuple[str, ...], yes: bool) -> None:
     """Undo every step an interrupted, failed or rollback_failed run applied, in reverse order.
     Exit 0 when everything was undone, 4 when an undo failed."""
     from aura_ops import engine
@@ -735,7 +742,7 @@ def runs_abort(run_id: str, extra: tuple[str, ...], yes: bool) -> int:
             "puts the database back as it was before the run: writes made since are discarded.",
             yes,
         )
-    return _finish(runner.abort(record.id, _extra_vars(extra)))
+    _finish(runner.abort(record.id, _extra_vars(extra)))
 
 
 # ---------------------------------------------------------------- the edge
@@ -749,9 +756,11 @@ def _save_traceback() -> str:
     return str(path)
 
 
-def _fail(message: str, code: int, json_mode: bool) -> int:
+def _fail(message: str, code: int, json_mode: bool, state: State) -> int:
+    """The one error line on stderr; with --json, the error document too unless the command
+    already printed its own (stdout holds one JSON document)."""
     click.echo(f"aura-ops: error: {mask(message)}", err=True)
-    if json_mode:
+    if json_mode and not state.emitted:
         click.echo(json.dumps({"ok": False, "error": mask(message), "exit_code": code}))
     return code
 
@@ -763,21 +772,23 @@ def main(argv: list[str] | None = None) -> None:
     remember_user_umask(os.umask(0o077))  # aura's own files owner-only; the user's keep the user's umask
     json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
     logs.configure(None, "info", pretty=False if json_mode else None)
+    state = State()
     try:
-        result = cli.main(args=argv, prog_name="aura-ops", standalone_mode=False)
-        code = result if isinstance(result, int) else 0
+        cli.main(args=argv, prog_name="aura-ops", standalone_mode=False, obj=state)
+        code = EXIT_OK  # a command that fails raises: no command returns an exit code
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        code = 2
+        code = EXIT_USAGE
     except click.exceptions.Abort:
-        code = _fail("aborted; nothing was changed", 1, json_mode)
-    except AuraError as exc:
-        code = _fail(str(exc), exc.exit_code, json_mode)
-    except KeyboardInterrupt:
-        code = _fail("interrupted", 1, json_mode)
+        code = _fail("aborted; nothing was changed", EXIT_FAILED, json_mode, state)
+    except (AuraError, Interrupted) as exc:
+        code = _fail(str(exc), exc.exit_code, json_mode, state)
+    except KeyboardInterrupt:  # Ctrl-C where no handler of ours turned it into Interrupted
+        code = _fail("interrupted", EXIT_FAILED, json_mode, state)
     except Exception as exc:  # noqa: BLE001 - the edge: one line plus a saved traceback
         path = _save_traceback()
-        code = _fail(f"unexpected {type(exc).__name__}: {exc} (traceback saved to {path})", 1, json_mode)
+        message = f"unexpected {type(exc).__name__}: {exc} (traceback saved to {path})"
+        code = _fail(message, EXIT_FAILED, json_mode, state)
     sys.exit(code)

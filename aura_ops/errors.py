@@ -68,6 +68,13 @@ class ToolMissing(AuraError):
     exit_code = EXIT_USAGE
 
 
+class StateError(AuraError):
+    """The state folder (journal, run lock) cannot be used: not a folder, not writable, a journal
+    that is not one. Nothing was changed."""
+
+    exit_code = EXIT_USAGE
+
+
 class VerificationError(AuraError):
     """A snapshot or a restore does not match what was recorded."""
 

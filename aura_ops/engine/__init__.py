@@ -30,12 +30,11 @@ from aura_ops.engine import compensation, resume, runner
 from aura_ops.engine.outcome import Outcome
 from aura_ops.engine.playbook import Playbook
 from aura_ops.engine.resume import describe_unfinished, refuse_if_interrupted, warn_if_interrupted
-from aura_ops.engine.session import Session, fault, state_dir
+from aura_ops.engine.session import Session, fault, open_journal, state_dir
 from aura_ops.engine.signals import guarded
 from aura_ops.hosts import local_hostname
 from aura_ops.repository import new_snapshot_id
 from aura_ops.state import lock, temporaries
-from aura_ops.state.journal import Journal
 
 __all__ = [
     "Engine",
@@ -54,7 +53,7 @@ class Engine:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.state = state_dir(config)
-        self.journal = Journal(self.state / "journal.db")
+        self.journal = open_journal(config)
         self.target = str(self.state)  # the run lock's scope
 
     def run(
@@ -90,9 +89,10 @@ class Engine:
                 [(s.name, s.action) for s in playbook.steps],
                 # the stored definition names every withheld parameter: resume asks for it again
                 playbook.model_copy(update={"secrets": withheld}).model_dump_json(by_alias=True),
+                rollback,
             )
             fault("run", "start")
-            return runner.drive(Session(self.config, self.journal, run_id, playbook, params, guard), rollback)
+            return runner.drive(Session(self.config, self.journal, run_id, playbook, params, guard))
 
     def resume(self, reference: str, given: dict[str, str] | None = None) -> Outcome:
         """Finish an unfinished run: forward, or a compensating one's undo."""
@@ -106,7 +106,7 @@ class Engine:
             session = Session(self.config, self.journal, run.id, playbook, params, guard)
             if run.status == "compensating":
                 return compensation.compensate(session, run.error or "resumed")
-            return runner.drive(session)
+            return runner.drive(session)  # a run that asked for no rollback stops again at a failure
 
     def abort(self, reference: str, given: dict[str, str] | None = None) -> Outcome:
         """Undo every step an unfinished, failed or rollback_failed run applied: no error when

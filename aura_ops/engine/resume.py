@@ -15,7 +15,7 @@ from typing import Any
 from aura_ops import logs
 from aura_ops.config import Config
 from aura_ops.engine.playbook import Playbook
-from aura_ops.engine.session import state_dir
+from aura_ops.engine.session import open_journal, state_dir
 from aura_ops.errors import LockedError, UsageError
 from aura_ops.hosts import local_hostname
 from aura_ops.secrets import register
@@ -31,9 +31,8 @@ def refuse_interrupted(journal: Journal, target: str) -> None:
 
 def refuse_if_interrupted(config: Config) -> None:
     """LockedError when a run on this configuration was interrupted and not yet resolved."""
-    path = state_dir(config) / "journal.db"
-    if path.exists():
-        journal = Journal(path)
+    if (state_dir(config) / "journal.db").exists():
+        journal = open_journal(config)
         try:
             refuse_interrupted(journal, str(state_dir(config)))
         finally:
@@ -42,10 +41,9 @@ def refuse_if_interrupted(config: Config) -> None:
 
 def warn_if_interrupted(config: Config) -> list[str]:
     """Log a warning for each unfinished run on this configuration (a backup goes on); their ids."""
-    path = state_dir(config) / "journal.db"
-    if not path.exists():
+    if not (state_dir(config) / "journal.db").exists():
         return []
-    journal = Journal(path)
+    journal = open_journal(config)
     try:
         runs = journal.unfinished(str(state_dir(config)))
     finally:

@@ -47,10 +47,10 @@ def refuse_unfinished_key(journal: Journal, key: str) -> None:
             )
 
 
-def drive(session: Session, rollback: bool = True) -> Outcome:
+def drive(session: Session) -> Outcome:
     """Apply the steps not yet done; on any failure (an exception of any kind, a signal)
-    compensate, or stop there when no rollback is asked. Never leaves the run ``running``
-    except when the process is killed."""
+    compensate, or stop there when the run asked for no rollback (as journaled: a resumed run
+    keeps its choice). Never leaves the run ``running`` except when the process is killed."""
     log = logs.get()
     guard = session.guard
     try:
@@ -68,7 +68,7 @@ def drive(session: Session, rollback: bool = True) -> Outcome:
         guard.disarm()
         why = failure.reason if isinstance(failure, StepFailed) else reason(failure)
         log.error("run.failed", reason=why)
-        if not rollback and isinstance(failure, StepFailed):
+        if isinstance(failure, StepFailed) and not session.journal.run(session.run_id).rollback:
             return compensation.stop_at_failure(session, why)
         return compensation.compensate(session, why)
     log.info("run.succeeded")

@@ -10,6 +10,7 @@ parameters (never stored: ``runs resume`` / ``runs abort`` are given them again)
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from aura_ops.engine.actions import Action, Context
 from aura_ops.engine.outcome import Outcome
 from aura_ops.engine.playbook import Playbook, Step, render
 from aura_ops.engine.signals import Guard
-from aura_ops.errors import AuraError
+from aura_ops.errors import AuraError, StateError, first_line
 from aura_ops.state.journal import Journal, StepRecord
 
 # a step in these states is done: its outputs are there for later steps' templates
@@ -30,6 +31,15 @@ REFERABLE = ("applied", "already_applied", "compensating", "compensated")
 def state_dir(config: Config) -> Path:
     """The folder of the journal, the run lock and each run's work folder."""
     return config.state.path
+
+
+def open_journal(config: Config) -> Journal:
+    """The journal in the configuration's state folder; StateError when it cannot be opened."""
+    path = state_dir(config) / "journal.db"
+    try:
+        return Journal(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise StateError(f"the journal {path} cannot be opened: {first_line(exc)}") from None
 
 
 def fault(step: str, point: str) -> None:

@@ -121,8 +121,9 @@ class RunFailed(AuraError):
 
 
 class ChecksFailed(AuraError):
-    """Checks made before anything is changed failed (``doctor``); the exit code is the worst
-    failed check's (2 a tool or setting, 3 a damaged snapshot, 6 unreachable, else 1)."""
+    """Checks made before anything is changed failed (``doctor``; a deploy's preflight is its
+    child ``PreflightFailed``); the exit code is the worst failed check's (2 a tool or setting,
+    3 a damaged snapshot, 6 unreachable, else 1)."""
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)

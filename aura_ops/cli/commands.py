@@ -781,11 +781,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         code = EXIT_USAGE
-    except click.exceptions.Abort:
-        code = _fail("aborted; nothing was changed", EXIT_FAILED, json_mode, state)
-    except (AuraError, Interrupted) as exc:
+    except click.exceptions.Abort as exc:
+        cause = exc.__cause__  # click turns every KeyboardInterrupt into Abort, an Interrupted of ours too
+        if isinstance(cause, Interrupted):
+            code = _fail(str(cause), cause.exit_code, json_mode, state)
+        else:
+            code = _fail("aborted; nothing was changed", EXIT_FAILED, json_mode, state)
+    except AuraError as exc:
         code = _fail(str(exc), exc.exit_code, json_mode, state)
-    except KeyboardInterrupt:  # Ctrl-C where no handler of ours turned it into Interrupted
+    except KeyboardInterrupt:  # outside click's own handling
         code = _fail("interrupted", EXIT_FAILED, json_mode, state)
     except Exception as exc:  # noqa: BLE001 - the edge: one line plus a saved traceback
         path = _save_traceback()

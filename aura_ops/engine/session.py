@@ -2,9 +2,9 @@
 
 The journal is the single source of the run's state. A ``Session`` holds what does not change
 while the process drives the run (configuration, journal, run id, playbook, parameters, signal
-guard) and nothing else: each step's status and outputs, the run's status, error and result
-are read from the journal whenever they are needed, so a resumed run sees exactly what the
-run that was killed had committed. The one part of the run not in the journal is its secret
+guard) and nothing else: each step's status and outputs, the run's status, error, result and
+rollback choice are read from the journal whenever they are needed, so a resumed run sees
+exactly what the run that was killed had committed. The one part of the run not in the journal is its secret
 parameters (never stored: ``runs resume`` / ``runs abort`` are given them again).
 """
 

@@ -3,6 +3,8 @@ carries its error."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 from pathlib import Path
 
@@ -74,3 +76,28 @@ def test_an_outcome_takes_its_exit_code_and_message_from_its_error(tmp_path: Pat
     worse = failed.failed(errors.RollbackError("rolled back, but the old version is not healthy"))
     assert worse.as_dict()["exit_code"] == 4 and worse.as_dict()["message"].startswith("rolled back")
     journal.close()
+
+
+def test_the_cli_edge_reports_an_interruption_as_itself_with_its_exit_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aura_ops.cli import commands
+
+    def interrupted(self: commands.State) -> None:
+        raise errors.Interrupted("interrupted by SIGTERM; nothing was committed")
+
+    monkeypatch.setattr(commands.State, "load", interrupted)
+    umask = os.umask(0o022)  # main() sets the process umask: put it back for the other tests
+    try:
+        with pytest.raises(SystemExit) as exited:
+            commands.main(["snapshots", "list", "--json"])
+    finally:
+        os.umask(umask)
+    assert exited.value.code == errors.EXIT_FAILED
+    out, err = capsys.readouterr()
+    assert "aura-ops: error: interrupted by SIGTERM; nothing was committed" in err.splitlines()
+    assert json.loads(out) == {
+        "ok": False,
+        "error": "interrupted by SIGTERM; nothing was committed",
+        "exit_code": errors.EXIT_FAILED,
+    }

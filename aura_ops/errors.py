@@ -1,6 +1,15 @@
 """One error root; each child carries the exit code DESIGN.md documents.
 
-The CLI edge (``cli.main``) turns any of these into one masked line and its exit code.
+Every failure a user can meet travels as one of these, raised where it arises (a library's own
+exception is translated at the seam that calls it), up to the CLI edge (``cli.main``), which
+turns it into one masked line and its exit code: the only place exit codes are decided. A
+command that has a report to show for a failure (a run's steps, every problem a verification
+found) prints it first and lets the error go on to the edge. The one exception to the root is
+``Interrupted`` (see there); the edge maps it with the others.
+
+Children defined beside their seam also derive from ``AuraError``: ``CheckFailed``
+(deploy.checks), ``PreflightFailed`` (deploy), ``VerifyFailed`` (workflows.snapshots),
+``SwapConflict`` (components.postgres.database), ``CloneError`` (components.postgres.clone).
 """
 
 from __future__ import annotations
@@ -59,6 +68,13 @@ class ToolMissing(AuraError):
     exit_code = EXIT_USAGE
 
 
+class StateError(AuraError):
+    """The state folder (journal, run lock) cannot be used: not a folder, not writable, a journal
+    that is not one. Nothing was changed."""
+
+    exit_code = EXIT_USAGE
+
+
 class VerificationError(AuraError):
     """A snapshot or a restore does not match what was recorded."""
 
@@ -88,6 +104,43 @@ class UnreachableError(AuraError):
     """A host or a service (database, endpoint) does not answer."""
 
     exit_code = EXIT_UNREACHABLE
+
+
+class StepFailed(AuraError):
+    """A playbook step failed after its retries: the engine compensates the run, or stops it."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        self.step = step
+        self.reason = reason
+        super().__init__(f"step {step} failed: {reason}")
+
+
+class RunFailed(AuraError):
+    """A run failed: every step it applied was undone, or (no rollback asked) it stopped at the
+    failure with its services running. The message says which, and how to undo the rest."""
+
+
+class ChecksFailed(AuraError):
+    """Checks made before anything is changed failed (``doctor``; a deploy's preflight is its
+    child ``PreflightFailed``); the exit code is the worst failed check's (2 a tool or setting,
+    3 a damaged snapshot, 6 unreachable, else 1)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT stopped what was being done (exit 1); the message names the signal.
+
+    Deliberately not an ``AuraError``: a BaseException (through KeyboardInterrupt), so that no
+    ``except Exception`` on its way swallows it (a step's failure handler, a retry loop, a
+    cleanup that logs and goes on). Only the code that owns the signal decides what follows: the
+    engine's guard (stop the step, compensate the run) or ``snapshots.interruptible`` (discard
+    the partial snapshot). ``finally`` blocks and context managers still run. The CLI edge maps
+    it to ``exit_code`` in the same place as every ``AuraError``."""
+
+    exit_code = EXIT_FAILED
 
 
 class CommandFailed(AuraError):

@@ -15,7 +15,15 @@ from typing import Any
 import click
 
 from aura_ops import __version__, logs
-from aura_ops.errors import EXIT_CODES_HELP, AuraError, UsageError
+from aura_ops.errors import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    AuraError,
+    Interrupted,
+    UsageError,
+)
 from aura_ops.secrets import mask, mask_values
 
 
@@ -26,6 +34,7 @@ class State:
         self.config_path: str | None = None
         self.json = False
         self.verbosity = 0
+        self.emitted = False  # the command printed its document: the edge adds only the error line
 
     def load(self) -> Any:
         from aura_ops import config
@@ -83,6 +92,7 @@ def common(function: Callable[..., Any]) -> Callable[..., Any]:
 def emit(data: dict[str, Any], human: Callable[[dict[str, Any]], None]) -> None:
     state = click.get_current_context().ensure_object(State)
     data = mask_values(data)  # every registered secret, whatever the command put in its report
+    state.emitted = True
     if state.json:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
@@ -178,9 +188,11 @@ def _save_traceback() -> str:
     return str(path)
 
 
-def _fail(message: str, code: int, json_mode: bool) -> int:
+def _fail(message: str, code: int, json_mode: bool, state: State) -> int:
+    """The one error line on stderr; with --json, the error document too unless the command
+    already printed its own (stdout holds one JSON document)."""
     click.echo(f"aura-ops: error: {mask(message)}", err=True)
-    if json_mode:
+    if json_mode and not state.emitted:
         click.echo(json.dumps({"ok": False, "error": mask(message), "exit_code": code}))
     return code
 
@@ -192,21 +204,27 @@ def main(argv: list[str] | None = None) -> None:
     remember_user_umask(os.umask(0o077))  # aura's own files owner-only; the user's keep the user's umask
     json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
     logs.configure(None, "info", pretty=False if json_mode else None)
+    state = State()
     try:
-        result = cli.main(args=argv, prog_name="aura-ops", standalone_mode=False)
-        code = result if isinstance(result, int) else 0
+        cli.main(args=argv, prog_name="aura-ops", standalone_mode=False, obj=state)
+        code = EXIT_OK  # a command that fails raises: no command returns an exit code
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        code = 2
-    except click.exceptions.Abort:
-        code = _fail("aborted; nothing was changed", 1, json_mode)
+        code = EXIT_USAGE
+    except click.exceptions.Abort as exc:
+        cause = exc.__cause__  # click turns every KeyboardInterrupt into Abort, an Interrupted of ours too
+        if isinstance(cause, Interrupted):
+            code = _fail(str(cause), cause.exit_code, json_mode, state)
+        else:
+            code = _fail("aborted; nothing was changed", EXIT_FAILED, json_mode, state)
     except AuraError as exc:
-        code = _fail(str(exc), exc.exit_code, json_mode)
-    except KeyboardInterrupt:
-        code = _fail("interrupted", 1, json_mode)
+        code = _fail(str(exc), exc.exit_code, json_mode, state)
+    except KeyboardInterrupt:  # outside click's own handling
+        code = _fail("interrupted", EXIT_FAILED, json_mode, state)
     except Exception as exc:  # noqa: BLE001 - the edge: one line plus a saved traceback
         path = _save_traceback()
-        code = _fail(f"unexpected {type(exc).__name__}: {exc} (traceback saved to {path})", 1, json_mode)
+        message = f"unexpected {type(exc).__name__}: {exc} (traceback saved to {path})"
+        code = _fail(message, EXIT_FAILED, json_mode, state)
     sys.exit(code)

@@ -19,8 +19,10 @@ from aura_ops.cli.base import (
     confirm,
     emit,
 )
-from aura_ops.errors import EXIT_CODES_HELP, UsageError
-from aura_ops.secrets import mask
+from aura_ops.errors import (
+    EXIT_CODES_HELP,
+    UsageError,
+)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -29,7 +31,7 @@ from aura_ops.secrets import mask
 @click.option("--rollback-on-fail", is_flag=True, help="Undo everything (database included) if any step fails.")
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
 @common
-def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: bool) -> int:
+def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: bool) -> None:
     """Deploy a release as one transaction: snapshot, upload, stop, migrate, switch, start, checks."""
     from aura_ops import deploy as deployer
     from aura_ops.cli import announce
@@ -39,15 +41,13 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
     if dry_run:
         steps = deployer.plan(config, version, source)
         emit({"playbook": "deploy", "steps": steps}, _show_plan)
-        return 0
+        return
     if source is None:
         raise UsageError("--source is required (a release folder or tarball)")
     outcome, report = deployer.deploy(config, version, source.absolute(), rollback_on_fail)
-    if outcome is None:  # the version is live: nothing was run
-        emit({"ok": report["exit_code"] == 0, **report}, lambda d: click.echo(d["message"]))
-        if report["exit_code"]:
-            click.echo(f"aura-ops: {report['message']}", err=True)
-        return int(report["exit_code"])
+    if outcome is None:  # the version is live and healthy: nothing was run
+        emit({"ok": True, **report}, lambda d: click.echo(d["message"]))
+        return
     data = {**outcome.as_dict(), **report}
 
     def human(data: dict[str, Any]) -> None:
@@ -64,9 +64,8 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
             click.echo(f"time from failure detected to the old version healthy: {data['time_to_restore_seconds']:.1f}s")
 
     emit(data, human)
-    if outcome.exit_code or report.get("exit_code"):
-        click.echo(f"aura-ops: {mask(report.get('message') or outcome.message)}", err=True)
-    return int(report.get("exit_code", outcome.exit_code))
+    if outcome.error:
+        raise outcome.error
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -75,7 +74,7 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
 @click.option("--keep-data", is_flag=True, help="Roll back code and services only; leave the database alone.")
 @click.option("--yes", is_flag=True, help="Confirm restoring the database without asking.")
 @common
-def rollback(to_release: str | None, to_snapshot: str | None, keep_data: bool, yes: bool) -> int:
+def rollback(to_release: str | None, to_snapshot: str | None, keep_data: bool, yes: bool) -> None:
     """Undo a deploy that went live but is bad: release, database and services, then prove it healthy."""
     from aura_ops import deploy as deployer
     from aura_ops.cli import announce
@@ -99,6 +98,5 @@ def rollback(to_release: str | None, to_snapshot: str | None, keep_data: bool, y
             click.echo(f"rolled back to {target['release']} in {data['time_to_restore_seconds']:.1f}s")
 
     emit({**outcome.as_dict(), **report}, human)
-    if outcome.exit_code:
-        click.echo(f"aura-ops: {mask(outcome.message)}", err=True)
-    return int(outcome.exit_code)
+    if outcome.error:
+        raise outcome.error

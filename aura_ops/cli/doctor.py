@@ -7,12 +7,15 @@ from typing import Any
 import click
 
 from aura_ops.cli.base import State, _table, cli, common, emit
-from aura_ops.errors import EXIT_CODES_HELP
+from aura_ops.errors import (
+    EXIT_CODES_HELP,
+    ChecksFailed,
+)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @common
-def doctor() -> int:
+def doctor() -> None:
     """Check tools, versions, database reachability, repository and disk before changing anything."""
     from aura_ops.workflows import doctor as checks
 
@@ -25,4 +28,6 @@ def doctor() -> int:
         )
 
     emit({"ok": code == 0, "exit_code": code, "checks": results}, human)
-    return code
+    if code:
+        failed = [c["check"] for c in results if not c["ok"]]
+        raise ChecksFailed(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}", code)

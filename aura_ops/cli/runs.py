@@ -20,8 +20,10 @@ from aura_ops.cli.base import (
     confirm,
     emit,
 )
-from aura_ops.errors import EXIT_CODES_HELP, UsageError
-from aura_ops.secrets import mask
+from aura_ops.errors import (
+    EXIT_CODES_HELP,
+    UsageError,
+)
 
 # ---------------------------------------------------------------- playbooks and runs
 
@@ -36,11 +38,11 @@ def _extra_vars(values: tuple[str, ...]) -> dict[str, str]:
     return pairs
 
 
-def _finish(outcome: Any) -> int:
+def _finish(outcome: Any) -> None:
+    """Print a run's report; a run that failed then goes on to the edge as its error."""
     emit(outcome.as_dict(), _show_outcome)
-    if outcome.exit_code:
-        click.echo(f"aura-ops: {mask(outcome.message)}", err=True)
-    return int(outcome.exit_code)
+    if outcome.error:
+        raise outcome.error
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -48,7 +50,7 @@ def _finish(outcome: Any) -> int:
 @click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A playbook parameter (repeatable).")
 @click.option("--idempotency-key", metavar="KEY", help="A run with this key that succeeded makes this a no-op.")
 @common
-def run(playbook_ref: str, extra: tuple[str, ...], idempotency_key: str | None) -> int:
+def run(playbook_ref: str, extra: tuple[str, ...], idempotency_key: str | None) -> None:
     """Run a playbook as one transaction: it completes, or every applied step is undone."""
     from aura_ops import engine
     from aura_ops.engine import playbook
@@ -58,7 +60,7 @@ def run(playbook_ref: str, extra: tuple[str, ...], idempotency_key: str | None) 
     given = _extra_vars(extra)
     shown = "".join(f" {k}={'***' if k in book.secrets else v}" for k, v in given.items())
     _announce(config, f"running playbook {book.name} ({book.source}){shown}, journal {engine.state_dir(config)}")
-    return _finish(engine.Engine(config).run(book, given, idempotency_key))
+    _finish(engine.Engine(config).run(book, given, idempotency_key))
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -129,7 +131,7 @@ def runs_show(run_id: str) -> None:
 @click.argument("run_id", metavar="RUN")
 @click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A secret parameter, given again.")
 @common
-def runs_resume(run_id: str, extra: tuple[str, ...]) -> int:
+def runs_resume(run_id: str, extra: tuple[str, ...]) -> None:
     """Continue an interrupted run forward (a compensating run finishes its undo)."""
     from aura_ops import engine
 
@@ -137,7 +139,7 @@ def runs_resume(run_id: str, extra: tuple[str, ...]) -> int:
     runner = engine.Engine(config)
     record = runner.journal.run(run_id)
     _announce(config, f"resuming run {record.id} ({Path(record.playbook).stem}, {record.status}) of {runner.state}")
-    return _finish(runner.resume(record.id, _extra_vars(extra)))
+    _finish(runner.resume(record.id, _extra_vars(extra)))
 
 
 @runs.command("abort")
@@ -145,7 +147,7 @@ def runs_resume(run_id: str, extra: tuple[str, ...]) -> int:
 @click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A secret parameter, given again.")
 @click.option("--yes", is_flag=True, help="Confirm an undo that puts a database back from a snapshot.")
 @common
-def runs_abort(run_id: str, extra: tuple[str, ...], yes: bool) -> int:
+def runs_abort(run_id: str, extra: tuple[str, ...], yes: bool) -> None:
     """Undo every step an interrupted, failed or rollback_failed run applied, in reverse order.
     Exit 0 when everything was undone, 4 when an undo failed."""
     from aura_ops import engine
@@ -162,4 +164,4 @@ def runs_abort(run_id: str, extra: tuple[str, ...], yes: bool) -> int:
             "puts the database back as it was before the run: writes made since are discarded.",
             yes,
         )
-    return _finish(runner.abort(record.id, _extra_vars(extra)))
+    _finish(runner.abort(record.id, _extra_vars(extra)))

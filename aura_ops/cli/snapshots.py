@@ -19,7 +19,10 @@ from aura_ops.cli.base import (
     confirm,
     emit,
 )
-from aura_ops.errors import EXIT_CODES_HELP, UsageError
+from aura_ops.errors import (
+    EXIT_CODES_HELP,
+    UsageError,
+)
 from aura_ops.secrets import mask
 
 # ---------------------------------------------------------------- backup
@@ -154,7 +157,7 @@ def snapshots_show(snapshot_id: str) -> None:
 )
 @click.option("--component", "components", multiple=True, metavar="NAME")
 @common
-def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) -> int:
+def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) -> None:
     """Verify a snapshot's checksums; with --deep, prove it restores. Exit 3 on a mismatch."""
     from aura_ops.workflows import snapshots as engine
 
@@ -173,8 +176,7 @@ def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) 
     except engine.VerifyFailed as failed:
         # every problem, not only the first: listed on stdout (and in --json), one line on stderr
         emit({"ok": False, **failed.report, "error": mask(str(failed)), "exit_code": failed.exit_code}, _problems)
-        click.echo(f"aura-ops: error: {mask(str(failed))}", err=True)
-        return failed.exit_code
+        raise
 
     def human(data: dict[str, Any]) -> None:
         click.echo(f"snapshot {data['snapshot']} verified{' (deep)' if deep else ''}")
@@ -183,7 +185,6 @@ def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) 
             click.echo(f"  {name}: {details}")
 
     emit({"ok": True, **report}, human)
-    return 0
 
 
 def _problems(data: dict[str, Any]) -> None:

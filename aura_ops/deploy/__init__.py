@@ -18,7 +18,7 @@ from aura_ops.components import release
 from aura_ops.config import Config, ReleaseConfig
 from aura_ops.deploy import checks
 from aura_ops.engine import planner, playbook
-from aura_ops.errors import EXIT_FAILED, EXIT_ROLLBACK, AuraError, ConfigError, UsageError, first_line
+from aura_ops.errors import AuraError, ChecksFailed, ConfigError, RollbackError, UsageError, first_line
 from aura_ops.hosts.inventory import Inventory
 
 
@@ -72,8 +72,8 @@ def check_usage(config: Config, version: str, source: Path | None, hosts: Invent
 def already_live(config: Config, version: str, hosts: Inventory) -> dict[str, Any] | None:
     """What deploying ``version`` means now (idempotency is "this version is live"):
 
-    - it is the live release: the health checks run; a report with exit 0 (nothing to do) or
-      exit 1 (live but unhealthy: go back with ``aura-ops rollback``);
+    - it is the live release: the health checks run; a report (nothing to do), or CheckFailed
+      (exit 1: live but unhealthy, go back with ``aura-ops rollback``);
     - it was live before and has been replaced since (``verified`` but not current, or a deploy
       of it succeeded and it was not rolled back since): UsageError naming ``rollback --to-release``;
     - otherwise (new, failed, rolled back): None, deploy it."""
@@ -83,13 +83,10 @@ def already_live(config: Config, version: str, hosts: Inventory) -> dict[str, An
         try:
             results = checks.run_all(config.checks, config, hosts)
         except AuraError as exc:
-            return {
-                "version": version,
-                "live": True,
-                "exit_code": EXIT_FAILED,
-                "message": f"release {version} is live, but its health checks fail ({first_line(exc)}); "
-                "to go back to the previous release: `aura-ops rollback`",
-            }
+            raise checks.CheckFailed(
+                f"release {version} is live, but its health checks fail ({first_line(exc)}); "
+                "to go back to the previous release: `aura-ops rollback`"
+            ) from None
         return {
             "version": version,
             "live": True,
@@ -116,12 +113,8 @@ def already_live(config: Config, version: str, hosts: Inventory) -> dict[str, An
     return None
 
 
-class PreflightFailed(AuraError):
+class PreflightFailed(ChecksFailed):
     """A preflight check failed: nothing was changed, no run was started."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def preflight(config: Config) -> list[dict[str, Any]]:
@@ -179,13 +172,16 @@ def deploy(config: Config, version: str, source: Path, rollback: bool) -> tuple[
         succeeded_is_done=False,  # already_live decided: a succeeded run of a rolled-back version is history
     )
     if outcome.run.status == "rolled_back":
-        report.update(_verify_old_version(config, outcome, hosts))
+        try:
+            report.update(_verify_old_version(config, outcome, hosts))
+        except RollbackError as unhealthy:  # undone, but the old version fails its checks: exit 4
+            outcome = outcome.failed(unhealthy)
     return outcome, report
 
 
 def _verify_old_version(config: Config, outcome: engine.Outcome, hosts: Inventory) -> dict[str, Any]:
-    """After a rollback: the old version must pass the health checks again. How the database
-    was put back is what the migrate step's undo journaled."""
+    """After a rollback: the old version must pass the health checks again; RollbackError
+    when it does not. How the database was put back is what the migrate step's undo journaled."""
     failed_at = (outcome.run.result or {}).get("failure_detected")
     database = next((s.undo for s in outcome.steps if s.action == "migrate" and s.undo), None)
     component = _release_or_none(config, hosts)
@@ -195,7 +191,7 @@ def _verify_old_version(config: Config, outcome: engine.Outcome, hosts: Inventor
         results = checks.run_all(config.checks, config, hosts)
     except AuraError as exc:
         logs.get().error("deploy.rollback_unhealthy", reason=str(exc))
-        return {"exit_code": EXIT_ROLLBACK, "message": f"rolled back, but the old version is not healthy: {exc}"}
+        raise RollbackError(f"rolled back, but the old version is not healthy: {exc}") from None
     report: dict[str, Any] = {"old_version_checks": results}
     if database:
         report["database_restore"] = database

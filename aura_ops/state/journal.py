@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, playbook TEXT NOT NULL, params TEXT NOT NULL,
     idempotency_key TEXT, target TEXT NOT NULL, status TEXT NOT NULL, trigger TEXT,
     host TEXT, pid INTEGER, created TEXT NOT NULL, updated TEXT NOT NULL,
-    result TEXT, error TEXT, definition TEXT NOT NULL
+    result TEXT, error TEXT, definition TEXT NOT NULL, rollback INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS runs_by_key ON runs (idempotency_key);
 CREATE TABLE IF NOT EXISTS steps (
@@ -45,7 +45,10 @@ CREATE TABLE IF NOT EXISTS steps (
 # Columns added to ``steps`` after the first release, with their type: an older journal gains them.
 ADDED_STEP_COLUMNS = (("saved", "TEXT"), ("undo", "TEXT"))
 
-COLUMNS = "id, playbook, params, idempotency_key, target, status, trigger, host, pid, created, updated, result, error"
+COLUMNS = (
+    "id, playbook, params, idempotency_key, target, status, trigger, host, pid, created, updated, result, error,"
+    " rollback"
+)
 
 SELECT_RUNS = f"SELECT {COLUMNS} FROM runs"  # noqa: S608 - constants only, values are bound
 SELECT_UNFINISHED = SELECT_RUNS + " WHERE target = ? AND status NOT IN (?, ?, ?, ?) ORDER BY id"
@@ -91,6 +94,7 @@ class RunRecord:
     updated: str
     result: dict[str, Any] | None
     error: str | None
+    rollback: bool = True  # on a failure: compensate every step (else stop there, see Engine.run)
 
     @property
     def finished(self) -> bool:
@@ -115,8 +119,15 @@ class Journal:
         self._migrate()
 
     def _migrate(self) -> None:
-        """Add the ``steps`` columns an older journal lacks (its rows read them as NULL); checked
-        again inside the write transaction, as another process may have added them meanwhile."""
+        """Add the columns an older journal lacks: ``runs.rollback`` (default 1, what every run
+        before it did) and the ``steps`` columns (their rows read them as NULL); checked again
+        inside the write transaction, as another process may have added them meanwhile."""
+        if "rollback" not in {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}:  # an older journal
+            try:
+                self.db.execute("ALTER TABLE runs ADD COLUMN rollback INTEGER NOT NULL DEFAULT 1")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # else another process added it meanwhile
+                    raise
         if not self._missing_step_columns():
             return
         with self.db:
@@ -147,15 +158,29 @@ class Journal:
         host: str,
         steps: list[tuple[str, str]],
         definition: str,
+        rollback: bool = True,
     ) -> None:
         now = _now()
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(
                 "INSERT INTO runs (id, playbook, params, idempotency_key, target, status, trigger,"
-                " host, pid, created, updated, definition)"
-                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
-                (run_id, playbook, json.dumps(params), key, target, trigger, host, os.getpid(), now, now, definition),
+                " host, pid, created, updated, definition, rollback)"
+                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    playbook,
+                    json.dumps(params),
+                    key,
+                    target,
+                    trigger,
+                    host,
+                    os.getpid(),
+                    now,
+                    now,
+                    definition,
+                    int(rollback),
+                ),
             )
             self.db.executemany(
                 "INSERT INTO steps (run_id, idx, name, action, status) VALUES (?, ?, ?, ?, 'pending')",
@@ -276,4 +301,5 @@ class Journal:
             row[10],
             json.loads(row[11]) if row[11] else None,
             row[12],
+            bool(row[13]),
         )

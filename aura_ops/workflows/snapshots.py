@@ -24,15 +24,11 @@ from aura_ops.components import files, module_for, object_for, release
 from aura_ops.components.base import RestoreRequest, SnapshotTarget
 from aura_ops.components.files import restorer as files_restore
 from aura_ops.config import Config
-from aura_ops.errors import AuraError, UsageError, VerificationError
+from aura_ops.errors import AuraError, Interrupted, UsageError, VerificationError
 from aura_ops.hosts import Host, LocalHost, local_hostname
 from aura_ops.repository import FORMAT, MANIFEST, Repository, Snapshot, new_snapshot_id
 from aura_ops.state import temporaries
 from aura_ops.workflows import manifests, targets
-
-
-class Interrupted(AuraError):
-    """SIGTERM or SIGINT arrived; what was being done has been undone."""
 
 
 @contextmanager
@@ -55,6 +51,8 @@ def interruptible() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
+    except Interrupted:  # SIGTERM, from the handler above
+        raise
     except KeyboardInterrupt:
         raise Interrupted("interrupted by SIGINT; nothing was committed") from None
     finally:

@@ -1,0 +1,57 @@
+"""The ``sql`` action: SQL in one transaction on a configured postgres component."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from aura_ops.components import postgres
+from aura_ops.config import PostgresConfig
+from aura_ops.engine.actions.base import Action, Context, _Params
+from aura_ops.errors import ConfigError
+from aura_ops.secrets import mask
+
+
+class SqlParams(_Params):
+    component: str
+    sql: str
+    undo: str | None = None
+    check: str | None = None
+
+
+class SqlAction(Action):
+    """Run SQL in one transaction on a configured postgres component; ``undo`` SQL compensates;
+    ``check`` is a query whose first value is true when the change is already there."""
+
+    Params = SqlParams
+
+    def describe(self, p: SqlParams, ctx: Context) -> tuple[str, str]:
+        return f"[{p.component}] {mask(p.sql)}", f"[{p.component}] {mask(p.undo)}" if p.undo else (
+            "nothing (no undo given)"
+        )
+
+    def _connect(self, p: SqlParams, ctx: Context) -> Any:
+        cfg = ctx.config.component(p.component)
+        if not isinstance(cfg, PostgresConfig):
+            raise ConfigError(f"step {ctx.step}: component {p.component} is not postgres")
+        return postgres.connect(postgres.connection(p.component, cfg))
+
+    def _execute(self, p: SqlParams, ctx: Context, statement: str) -> list[Any]:
+        with contextlib.closing(self._connect(p, ctx)) as db:
+            cursor = db.execute(statement)
+            rows = cursor.fetchall() if cursor.description else []
+            db.commit()
+        return [list(r) for r in rows]
+
+    def check(self, p: SqlParams, ctx: Context) -> bool:
+        if not p.check:
+            return False
+        rows = self._execute(p, ctx, p.check)
+        return bool(rows and rows[0] and rows[0][0])
+
+    def apply(self, p: SqlParams, ctx: Context) -> dict[str, Any]:
+        return {"rows": self._execute(p, ctx, p.sql)[:100]}
+
+    def compensate(self, p: SqlParams, ctx: Context, outputs: dict[str, Any]) -> None:
+        if p.undo:
+            self._execute(p, ctx, p.undo)

@@ -21,12 +21,13 @@ from aura_ops.hosts.base import Host
 
 
 class Artifact(BaseModel):
-    """One file of a component's part of a snapshot: its size and SHA-256."""
+    """One file of a component's part of a snapshot: its size and content hash (``hash``, as
+    every manifest writes it; the manifest's ``checksum_algorithm`` names the algorithm)."""
 
     model_config = ConfigDict(extra="allow")
 
     size: int
-    sha256: str
+    hash: str
 
 
 class ComponentManifest(BaseModel):

@@ -7,6 +7,7 @@ import tempfile
 from typing import Any
 
 from aura_ops.components import module_for
+from aura_ops.components.files import FilesComponent
 from aura_ops.config import Config, FilesConfig
 from aura_ops.errors import AuraError
 from aura_ops.hosts import Command, LocalHost
@@ -82,7 +83,10 @@ def run(config: Config) -> tuple[list[dict[str, Any]], int]:
     if any(isinstance(c, FilesConfig) for c in config.components.values()):
         checks.append(_tool(host, "rsync"))
     for name, cfg in config.components.items():
-        checks.extend(module_for(cfg.type).doctor(LocalHost(cfg.host), name, cfg))
+        if isinstance(cfg, FilesConfig):
+            checks.extend(FilesComponent(name, cfg, LocalHost(cfg.host)).doctor())
+        else:
+            checks.extend(module_for(cfg.type).doctor(LocalHost(cfg.host), name, cfg))
     checks.extend(_repository(Repository(config.repository.path)))
     checks.extend(_temporaries(config))
     if os.geteuid() != 0:

@@ -12,6 +12,7 @@ import pytest
 from aura_ops.components import files
 from aura_ops.components.files import restorer as files_restore
 from aura_ops.errors import UsageError
+from aura_ops.hosts import LocalHost
 from aura_ops.state.temporaries import Temporary
 from aura_ops.workflows import targets
 
@@ -74,12 +75,12 @@ def _config(tmp_path: Path) -> SimpleNamespace:
 )
 def test_system_folders_are_refused_as_to_path(target: str, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="refused"):
-        targets.check(target, _config(tmp_path), to_path=True)
+        targets.check(LocalHost(), target, _config(tmp_path), to_path=True)
 
 
 @pytest.mark.parametrize("target", ["/srv/site-restored", "/var/www/app", "/home/alice/restore", "/opt/app/data"])
 def test_folders_below_the_common_data_folders_are_allowed(target: str, tmp_path: Path) -> None:
-    assert targets.check(target, _config(tmp_path), to_path=True) == Path(target)
+    assert targets.check(LocalHost(), target, _config(tmp_path), to_path=True) == Path(target)
 
 
 @pytest.mark.parametrize("where", ["repo", "repo/snapshots/x", ".", "state", "logs/deeper", "link"])
@@ -88,13 +89,13 @@ def test_the_repository_state_and_logs_and_what_holds_them_are_refused_in_place_
     (tmp_path / "link").symlink_to(tmp_path / "repo" / "snapshots", target_is_directory=True)
     for to_path in (True, False):
         with pytest.raises(UsageError, match="refused"):
-            targets.check(tmp_path / where, _config(tmp_path), to_path=to_path)
-    assert targets.check(tmp_path / "elsewhere", _config(tmp_path), to_path=True) == tmp_path / "elsewhere"
+            targets.check(LocalHost(), tmp_path / where, _config(tmp_path), to_path=to_path)
+    assert targets.check(LocalHost(), tmp_path / "elsewhere", _config(tmp_path), to_path=True) == tmp_path / "elsewhere"
 
 
 def test_mount_points_are_read_with_their_escapes() -> None:
     assert files_restore._unescape_mount(rb"/mnt/with\040space") == "/mnt/with space"
-    assert "/proc" in files_restore.mounts_at_or_under("/proc")
+    assert "/proc" in files_restore.mounts_at_or_under(LocalHost(), "/proc")
 
 
 def _record(target: Path, **details: object) -> Temporary:
@@ -113,7 +114,8 @@ def test_a_swap_killed_after_the_exchange_is_finished(tmp_path: Path) -> None:
     os.rename(target, tmp_path / "x")
     os.rename(staging, target)
     os.rename(tmp_path / "x", staging)  # as RENAME_EXCHANGE leaves them
-    note = files_restore.finish_or_undo(None, _record(target, staging=str(staging), staging_ino=new, target_ino=old))
+    record = _record(target, staging=str(staging), staging_ino=new, target_ino=old)
+    note = files_restore.finish_or_undo(None, record, LocalHost())
     assert note.startswith("finished")
     assert (target / "file").read_text() == "new"
     assert not staging.exists()
@@ -125,7 +127,7 @@ def test_a_swap_killed_before_the_exchange_is_undone_with_its_excluded_entries_m
     (staging / "cache").mkdir()
     (staging / "cache" / "kept").write_text("excluded")  # moved over from the target
     details = {"staging": str(staging), "staging_ino": new, "target_ino": old, "moves": ["cache"]}
-    note = files_restore.finish_or_undo(None, _record(target, **details))
+    note = files_restore.finish_or_undo(None, _record(target, **details), LocalHost())
     assert note.startswith("undone")
     assert (target / "file").read_text() == "old"
     assert (target / "cache" / "kept").read_text() == "excluded"
@@ -137,8 +139,8 @@ def test_a_two_rename_swap_killed_between_the_renames_puts_the_old_tree_back(tmp
     old, new = _tree(target, "old"), _tree(staging, "new")
     os.rename(target, aside)
     details = {"staging": str(staging), "old": str(aside), "staging_ino": new, "target_ino": old}
-    files_restore.finish_or_undo(None, _record(target, **details))
+    files_restore.finish_or_undo(None, _record(target, **details), LocalHost())
     assert (target / "file").read_text() == "old"
     assert not staging.exists() and not aside.exists()
-    files_restore.finish_or_undo(None, _record(target, **details))  # idempotent
+    files_restore.finish_or_undo(None, _record(target, **details), LocalHost())  # idempotent
     assert (target / "file").read_text() == "old"

@@ -1,8 +1,11 @@
-"""Pure logic of files snapshots and restores: index lines, refused targets, the swap handler."""
+"""Pure logic of files snapshots and restores (index lines, refused targets, the swap handler)
+and the Host's bulk operations for file trees on LocalHost."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +16,7 @@ from aura_ops.components import files
 from aura_ops.components.files import restorer as files_restore
 from aura_ops.errors import UsageError
 from aura_ops.hosts import LocalHost
+from aura_ops.hosts.base import compile_excludes
 from aura_ops.state.temporaries import Temporary
 from aura_ops.workflows import targets
 
@@ -144,3 +148,98 @@ def test_a_two_rename_swap_killed_between_the_renames_puts_the_old_tree_back(tmp
     assert not staging.exists() and not aside.exists()
     files_restore.finish_or_undo(None, _record(target, **details), LocalHost())  # idempotent
     assert (target / "file").read_text() == "old"
+
+
+# -- LocalHost's bulk operations for file trees (what snapshots and restores of files use)
+
+
+def test_a_walk_lists_parents_first_in_name_order_and_hands_over_what_the_excludes_match(tmp_path: Path) -> None:
+    for folder in ("b/inner", "a", "cache/deep"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in ("b/inner/z.txt", "b/y.tmp", "a/x.txt", "cache/deep/c", "top.txt"):
+        (tmp_path / name).write_text(name)
+    excluded: list[str] = []
+    walked = list(LocalHost().walk(str(tmp_path), compile_excludes(["cache/", "*.tmp"]), on_excluded=excluded.append))
+    # a folder's entries in name order, each before anything below it
+    assert [relative for relative, _ in walked] == ["a", "b", "top.txt", "a/x.txt", "b/inner", "b/inner/z.txt"]
+    assert excluded == ["cache", "b/y.tmp"]  # top-most only: nothing below an excluded folder is read
+    assert dict(walked)["a/x.txt"].st_size == len("a/x.txt")
+
+
+def test_a_walk_of_a_folder_that_is_gone_reports_it_as_vanished(tmp_path: Path) -> None:
+    vanished: list[str] = []
+    assert list(LocalHost().walk(str(tmp_path / "gone"), on_vanished=vanished.append)) == []
+    assert vanished == [str(tmp_path / "gone")]
+
+
+def test_a_fetched_file_is_copied_with_its_hash_and_xattrs_and_a_replaced_one_is_refused(tmp_path: Path) -> None:
+    host = LocalHost()
+    source = tmp_path / "source"
+    source.write_bytes(b"content" * 1000)
+    copied = host.fetch_hashed(str(source), str(tmp_path / "copy"), "sha256")
+    assert copied is not None
+    assert copied.digest == hashlib.sha256(b"content" * 1000).hexdigest() and copied.size == 7000
+    assert (tmp_path / "copy").read_bytes() == b"content" * 1000
+    assert stat.S_IMODE((tmp_path / "copy").stat().st_mode) == 0o600
+    assert copied.stat.st_ino == source.stat().st_ino
+    (tmp_path / "link").symlink_to(source)
+    os.mkfifo(tmp_path / "fifo")
+    assert host.fetch_hashed(str(tmp_path / "link"), str(tmp_path / "copy2"), "sha256") is None
+    assert host.fetch_hashed(str(tmp_path / "fifo"), str(tmp_path / "copy3"), "sha256") is None
+    with pytest.raises(FileNotFoundError):
+        host.fetch_hashed(str(tmp_path / "gone"), str(tmp_path / "copy4"), "sha256")
+    with pytest.raises(FileExistsError):  # never over what is there
+        host.fetch_hashed(str(source), str(tmp_path / "copy"), "sha256")
+
+
+def test_a_put_file_is_written_new_and_hashed(tmp_path: Path) -> None:
+    (tmp_path / "stored").write_bytes(b"stored bytes")
+    reader = os.open(tmp_path / "stored", os.O_RDONLY)
+    try:
+        digest, size = LocalHost().put_hashed(reader, str(tmp_path / "target"), "sha256")
+    finally:
+        os.close(reader)
+    assert (digest, size) == (hashlib.sha256(b"stored bytes").hexdigest(), 12)
+    assert (tmp_path / "target").read_bytes() == b"stored bytes"
+
+
+def test_a_target_file_is_linked_only_when_it_is_still_the_listed_file_with_the_expected_content(
+    tmp_path: Path,
+) -> None:
+    host = LocalHost()
+    current = tmp_path / "current"
+    current.write_bytes(b"same")
+    listed = os.lstat(current)
+
+    def link(new: str, digest: str) -> bool:
+        return host.link_if_unchanged(
+            str(current), str(tmp_path / new), listed=listed, digest=digest, xattrs={}, algorithm="sha256"
+        )
+
+    assert not link("a", "0" * 64)
+    assert not (tmp_path / "a").exists()
+    assert link("b", hashlib.sha256(b"same").hexdigest())
+    assert (tmp_path / "b").stat().st_ino == listed.st_ino
+    os.utime(current, ns=(1, 1))  # same content, but touched since it was listed
+    assert not link("c", hashlib.sha256(b"same").hexdigest())
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_rename_without_replacing_refuses_an_existing_target(tmp_path: Path) -> None:
+    (tmp_path / "new").mkdir()
+    (tmp_path / "there").mkdir()
+    with pytest.raises(FileExistsError):
+        LocalHost().rename_noreplace(str(tmp_path / "new"), str(tmp_path / "there"))
+    LocalHost().rename_noreplace(str(tmp_path / "new"), str(tmp_path / "free"))
+    assert (tmp_path / "free").is_dir() and (tmp_path / "there").is_dir() and not (tmp_path / "new").exists()
+
+
+def test_metadata_is_set_as_given_and_a_symlink_is_never_followed(tmp_path: Path) -> None:
+    host = LocalHost()
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    host.set_metadata(str(tmp_path / "file"), mode=0o640, times_ns=(1_000_000_000, 2_000_000_000))
+    host.set_metadata(str(tmp_path / "link"), times_ns=(3_000_000_000, 4_000_000_000))
+    st = os.lstat(tmp_path / "file")
+    assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_mtime_ns == 2_000_000_000
+    assert os.lstat(tmp_path / "link").st_mtime_ns == 4_000_000_000

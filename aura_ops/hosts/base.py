@@ -223,11 +223,12 @@ class Host(Protocol):
         on_vanished: Callable[[str], None] | None = None,
         on_excluded: Callable[[str], None] | None = None,
     ) -> Iterator[tuple[str, StatResult]]:
-        """Yield (relative path, lstat) for every entry below ``root``, parents first, names
-        sorted; symlinks are not followed. An entry the ``excludes`` match is not yielded (nor
-        what is below it) and is passed to ``on_excluded``. A folder or entry that vanishes while
-        it is read is passed (as its full path) to ``on_vanished`` and skipped; any other failure
-        to read a folder is ``AuraError`` naming it."""
+        """Yield (relative path, lstat) for every entry below ``root``: a folder's entries in name
+        order, all before anything below them (parents first); symlinks are not followed. An
+        entry the ``excludes`` match is not yielded (nor what is below it) and is passed to
+        ``on_excluded``. A folder or entry that vanishes while it is read is passed (as its full
+        path) to ``on_vanished`` and skipped; any other failure to read a folder is ``AuraError``
+        naming it."""
         ...
 
     def read_xattrs(self, path: str) -> dict[str, bytes]:

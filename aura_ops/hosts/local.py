@@ -360,10 +360,14 @@ class LocalHost:
         os.rmdir(path)
 
     def remove_tree(self, path: str) -> None:
-        if os.path.islink(path) or os.path.isfile(path):
-            os.unlink(path)
-        elif os.path.isdir(path):
+        try:
+            st = os.lstat(path)  # one stat; a symlink is removed, never followed
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(path)
+        else:
+            os.unlink(path)  # a file, a symlink, a fifo or a socket
 
     def symlink(self, target: str, path: str) -> None:
         os.symlink(target, path)
@@ -538,14 +542,7 @@ _AT_FDCWD = -100
 
 def _rename_exchange(a: str, b: str) -> None:
     """renameat2(a, b, RENAME_EXCHANGE): both names stay, their contents swap, in one step."""
-    libc_name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    function = getattr(libc, "renameat2", None)
-    if function is None:
-        raise OSError(errno.ENOSYS, "renameat2 is not available", a)
-    if function(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), a)
+    _renameat2(a, b, _RENAME_EXCHANGE)  # (libc loaded once: find_library ran ldconfig each call)
 
 
 def local_hostname() -> str:
@@ -567,7 +564,7 @@ def walk(
     on_excluded: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[str, os.stat_result]]:
     """``Host.walk`` on this machine: (relative path, lstat) for every entry under ``root``,
-    parents first, sorted (see the protocol)."""
+    parents first, each folder's entries in name order (see the protocol)."""
     stack = [""]
     while stack:
         relative_dir = stack.pop()
@@ -684,14 +681,19 @@ _libc_handle: Any = None
 
 
 def _libc() -> Any:
+    """This process's C library, loaded once."""
     global _libc_handle
     if _libc_handle is None:
         _libc_handle = ctypes.CDLL(None, use_errno=True)
-        _libc_handle.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     return _libc_handle
 
 
 def _renameat2(source: str, target: str, flags: int) -> None:
-    if _libc().renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags) != 0:
+    """renameat2(2) with ``flags`` (RENAME_NOREPLACE, RENAME_EXCHANGE); OSError ENOSYS without it."""
+    function = getattr(_libc(), "renameat2", None)
+    if function is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available", source)
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if function(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), source, None, target)

@@ -13,10 +13,15 @@ import orjson
 import pytest
 
 from aura_ops.components import files
+from aura_ops.components.base import RestoreRequest, SnapshotTarget
+from aura_ops.components.files import FilesComponent
 from aura_ops.components.files import restorer as files_restore
+from aura_ops.config import FilesConfig
 from aura_ops.errors import UsageError
 from aura_ops.hosts import LocalHost
 from aura_ops.hosts.base import compile_excludes
+from aura_ops.repository import Snapshot
+from aura_ops.state import temporaries
 from aura_ops.state.temporaries import Temporary
 from aura_ops.workflows import targets
 
@@ -243,3 +248,44 @@ def test_metadata_is_set_as_given_and_a_symlink_is_never_followed(tmp_path: Path
     st = os.lstat(tmp_path / "file")
     assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_mtime_ns == 2_000_000_000
     assert os.lstat(tmp_path / "link").st_mtime_ns == 4_000_000_000
+
+
+# -- FilesComponent through the Component protocol, on LocalHost and a folder as the snapshot
+
+
+def _taken(tmp_path: Path) -> tuple[FilesComponent, Snapshot]:
+    source = tmp_path / "source"
+    (source / "folder").mkdir(parents=True)
+    (source / "folder" / "file.txt").write_text("content")
+    (source / "link").symlink_to("folder/file.txt")
+    (source / "cache").mkdir()
+    (source / "cache" / "skipped").write_text("excluded")
+    config = FilesConfig(type="files", path=source, exclude=["cache/"])
+    component = FilesComponent("uploads", config, LocalHost())
+    (tmp_path / "snapshot" / "uploads").mkdir(parents=True)
+    manifest = component.snapshot(SnapshotTarget("s1", tmp_path / "snapshot" / "uploads"))
+    sections = {"uploads": manifest.model_dump()}
+    return component, Snapshot("s1", tmp_path / "snapshot", {"components": sections, "checksum_algorithm": "sha256"})
+
+
+def test_a_files_component_snapshots_verifies_and_restores_through_the_protocol(tmp_path: Path) -> None:
+    component, snapshot = _taken(tmp_path)
+    section = files.FilesManifest.model_validate(snapshot.manifest["components"]["uploads"])
+    assert (section.file_count, section.symlink_count, section.directory_count) == (1, 1, 1)
+    assert section.exclude == ["cache/"] and section.source == str(tmp_path / "source")
+    assert component.verify(snapshot)["problems"] == []
+
+    target = tmp_path / "restored"
+    request = RestoreRequest(to=str(target), replace=True, run_id="r1")
+    planned = component.restore_target(snapshot, request)
+    assert (planned.description, planned.replaces, planned.in_place) == (str(target), False, False)
+    with temporaries.bound(SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))):
+        report = component.restore(snapshot, request)
+    assert report["method"] == "swap" and report["copied_files"] == 1
+    assert (target / "folder" / "file.txt").read_text() == "content"
+    assert os.readlink(target / "link") == "folder/file.txt"
+    assert not (target / "cache").exists()
+    assert component.restore_target(snapshot, request).replaces  # it holds the tree now
+
+    (tmp_path / "snapshot" / "uploads" / files.TREE / "folder" / "file.txt").write_text("rotten!")
+    assert component.verify(snapshot)["problems"] == ["uploads: folder/file.txt: content changed (checksum mismatch)"]

@@ -141,11 +141,7 @@ def _remove_tree(host: Host, path: str, fault: bool = False) -> None:
         host.remove(path)  # a symlink (or file) put at the target meanwhile: never followed
         return
     for number, name in enumerate(host.listdir(path)):
-        item = f"{path}/{name}"
-        if _lstat(host, item).is_dir:
-            host.remove_tree(item)
-        else:
-            host.remove(item)
+        host.remove_tree(f"{path}/{name}")
         if fault and number == 0:
             _fault("old-partly-removed")
     host.rmdir(path)

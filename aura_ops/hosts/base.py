@@ -16,12 +16,13 @@ callers handle one set of conditions whatever the host.
 
 from __future__ import annotations
 
+import fnmatch
 import shlex
 import subprocess
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import IO, Protocol, runtime_checkable
+from typing import IO, NamedTuple, Protocol, runtime_checkable
 
 from aura_ops.secrets import mask
 
@@ -237,8 +238,9 @@ class Host(Protocol):
 
     # -- release additions ---------------------------------------------------------------------
     def fsync_dir(self, path: str) -> None:
-        """Make the entries of folder ``path`` durable (a rename or a new name in it survives a
-        crash from now on)."""
+        """Make the entries of folder ``path`` durable (a rename, link or removal made in it
+        survives a crash from now on)."""
+        ...
 
     # -- postgres/docker additions ---------------------------------------------------------------
     def temp_root(self) -> str:
@@ -252,3 +254,153 @@ class Host(Protocol):
         returned block as usual; on Linux its pipe buffer is enlarged to 1 MiB (fewer wake-ups
         for bulk data). ``OSError`` for anything but a missing reader."""
         ...
+
+    # -- bulk operations for file trees --------------------------------------------------------
+    # (files snapshots read a source tree through these, files restores write a target tree)
+    def walk(
+        self,
+        root: str,
+        excludes: Excludes = (),
+        *,
+        on_vanished: Callable[[str], None] | None = None,
+        on_excluded: Callable[[str], None] | None = None,
+    ) -> Iterator[tuple[str, StatResult]]:
+        """Yield (relative path, lstat) for every entry below ``root``: a folder's entries in name
+        order, all before anything below them (parents first); symlinks are not followed. An
+        entry the ``excludes`` match is not yielded (nor what is below it) and is passed to
+        ``on_excluded``. A folder or entry that vanishes while it is read is passed (as its full
+        path) to ``on_vanished`` and skipped; any other failure to read a folder is ``AuraError``
+        naming it."""
+        ...
+
+    def read_xattrs(self, path: str) -> dict[str, bytes]:
+        """Every extended attribute (ACLs included) of ``path`` (a symlink is not followed); one
+        that cannot be read is logged and left out, a path that has none gives ``{}``."""
+        ...
+
+    def set_metadata(
+        self,
+        path: str,
+        *,
+        owner: tuple[int, int] | None = None,
+        mode: int | None = None,
+        xattrs: Mapping[str, bytes] | None = None,
+        times_ns: tuple[int, int] | None = None,
+    ) -> None:
+        """Set what is given, in this order: owner (never following a symlink), permission bits
+        (``mode``; not for a symlink), xattrs (one that cannot be set is logged and skipped),
+        then (atime, mtime) in nanoseconds (never following a symlink)."""
+        ...
+
+    def fetch_hashed(self, path: str, local: str, algorithm: str) -> CopiedFile | None:
+        """Copy the regular file ``path`` of this host into the new local file ``local`` (on the
+        control machine, 0600, must not exist), hashing it as it is read; return its hash, size,
+        status as opened and xattrs. None when ``path`` is no longer a regular file (a symlink,
+        a socket, ... now); ``FileNotFoundError`` when it is gone."""
+        ...
+
+    def put_hashed(self, source: int, path: str, algorithm: str) -> tuple[str, int]:
+        """Copy what the local file descriptor ``source`` holds (on the control machine, open
+        for reading) into the new file ``path`` of this host (0600, must not exist), hashing it
+        as it is written; return (hash, bytes)."""
+        ...
+
+    def hash_file(self, path: str, algorithm: str) -> str | None:
+        """The content hash of the regular file ``path`` (None when it cannot be opened as one)."""
+        ...
+
+    def link_if_unchanged(
+        self, path: str, new: str, *, listed: StatResult, digest: str, xattrs: Mapping[str, bytes], algorithm: str
+    ) -> bool:
+        """Hard-link the file ``path`` as ``new`` when it is still the file ``listed`` (same
+        inode, and nothing wrote to it while it was read), its content hashes to ``digest`` and
+        its xattrs equal ``xattrs``; False, nothing left behind, otherwise."""
+        ...
+
+    def link(self, existing: str, new: str) -> None:
+        """A hard link ``new`` to ``existing`` (a symlink is linked itself, never followed)."""
+        ...
+
+    def rename_noreplace(self, source: str, target: str) -> None:
+        """Rename ``source`` to ``target`` only if nothing is there (``renameat2(RENAME_NOREPLACE)``):
+        ``FileExistsError`` when something is; ``OSError`` with ``EINVAL``/``ENOSYS`` where the
+        file system cannot."""
+        ...
+
+    def syncfs(self, path: str) -> None:
+        """Flush every dirty page of the file system holding ``path`` (one call, not one a file)."""
+        ...
+
+    def is_root(self) -> bool:
+        """Whether the user aura-ops acts as on this host is root (may give files to others)."""
+        ...
+
+
+# -- bulk operations for file trees: values and pure helpers -------------------------------------
+
+
+class StatResult(Protocol):
+    """What a tree walk tells about an entry: the fields of an ``os.stat_result`` aura-ops uses
+    (``LocalHost`` yields ``os.stat_result`` itself: no conversion on the hot path)."""
+
+    @property
+    def st_mode(self) -> int: ...
+    @property
+    def st_size(self) -> int: ...
+    @property
+    def st_uid(self) -> int: ...
+    @property
+    def st_gid(self) -> int: ...
+    @property
+    def st_atime_ns(self) -> int: ...
+    @property
+    def st_mtime_ns(self) -> int: ...
+    @property
+    def st_ctime_ns(self) -> int: ...
+    @property
+    def st_ino(self) -> int: ...
+    @property
+    def st_dev(self) -> int: ...
+    @property
+    def st_nlink(self) -> int: ...
+
+
+class CopiedFile(NamedTuple):
+    """A file ``Host.fetch_hashed`` copied: its content hash and size, its status as it was
+    opened (it may have been replaced since it was listed) and its xattrs."""
+
+    digest: str
+    size: int
+    stat: StatResult
+    xattrs: dict[str, bytes]
+
+
+# An rsync-like exclude pattern compiled: (glob, anchored at the root, folders only).
+Exclude = tuple[str, bool, bool]
+Excludes = Sequence[Exclude]
+
+
+def compile_excludes(patterns: Iterable[str]) -> list[Exclude]:
+    """(glob, anchored-to-root, directories-only) for each rsync-like pattern."""
+    compiled = []
+    for pattern in patterns:
+        directories_only = pattern.endswith("/")
+        body = pattern.rstrip("/")
+        anchored = "/" in body
+        compiled.append((body.lstrip("/"), anchored, directories_only))
+    return compiled
+
+
+def is_excluded(relative: str, is_dir: bool, excludes: Excludes) -> bool:
+    name = relative.rsplit("/", 1)[-1]
+    for glob, anchored, directories_only in excludes:
+        if directories_only and not is_dir:
+            continue
+        if fnmatch.fnmatchcase(relative if anchored else name, glob):
+            return True
+    return False
+
+
+def shown(path: str) -> str:
+    """A path as text anyone can print: bytes that are not UTF-8 appear as \\xNN escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -18,15 +18,27 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
-from aura_ops import logs
+from aura_ops import checksum, logs
 from aura_ops.errors import AuraError, CommandFailed, ToolMissing
-from aura_ops.hosts.base import DEVNULL, PIPE, Command, FileStat, Result
+from aura_ops.hosts.base import (
+    DEVNULL,
+    PIPE,
+    Command,
+    CopiedFile,
+    Excludes,
+    FileStat,
+    Result,
+    StatResult,
+    is_excluded,
+    shown,
+)
 from aura_ops.secrets import mask
 
 STDERR_TAIL_LINES = 20
@@ -374,10 +386,14 @@ class LocalHost:
         os.rmdir(path)
 
     def remove_tree(self, path: str) -> None:
-        if os.path.islink(path) or os.path.isfile(path):
-            os.unlink(path)
-        elif os.path.isdir(path):
+        try:
+            st = os.lstat(path)  # one stat; a symlink is removed, never followed
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(path)
+        else:
+            os.unlink(path)  # a file, a symlink, a fifo or a socket
 
     def symlink(self, target: str, path: str) -> None:
         os.symlink(target, path)
@@ -457,6 +473,109 @@ class LocalHost:
             os.close(fd)
             raise
 
+    # -- bulk operations for file trees ----------------------------------------------------------
+    # Each is the system calls themselves, in this process: the walker is the files component's
+    # own (scandir, one lstat an entry), copies hash as they go with a reused buffer per thread.
+    def walk(
+        self,
+        root: str,
+        excludes: Excludes = (),
+        *,
+        on_vanished: Callable[[str], None] | None = None,
+        on_excluded: Callable[[str], None] | None = None,
+    ) -> Iterator[tuple[str, os.stat_result]]:
+        return walk(root, excludes, on_vanished, on_excluded)
+
+    def read_xattrs(self, path: str) -> dict[str, bytes]:
+        return read_xattrs(path)
+
+    def set_metadata(
+        self,
+        path: str,
+        *,
+        owner: tuple[int, int] | None = None,
+        mode: int | None = None,
+        xattrs: Mapping[str, bytes] | None = None,
+        times_ns: tuple[int, int] | None = None,
+    ) -> None:
+        if owner is not None:
+            os.chown(path, owner[0], owner[1], follow_symlinks=False)
+        if mode is not None:
+            os.chmod(path, mode)
+        if xattrs:
+            set_xattrs(path, xattrs)
+        if times_ns is not None:
+            os.utime(path, ns=times_ns, follow_symlinks=False)
+
+    def fetch_hashed(self, path: str, local: str, algorithm: str) -> CopiedFile | None:
+        try:
+            reader = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENXIO):
+                raise  # FileNotFoundError included: it vanished
+            return None  # now a symlink or a socket
+        try:
+            opened = os.fstat(reader)
+            if not stat.S_ISREG(opened.st_mode):
+                return None
+            digest, size = copy_hashed(reader, local, algorithm)
+            return CopiedFile(digest, size, opened, read_xattrs(reader))
+        finally:
+            os.close(reader)
+
+    def put_hashed(self, source: int, path: str, algorithm: str) -> tuple[str, int]:
+        return copy_hashed(source, path, algorithm)
+
+    def hash_file(self, path: str, algorithm: str) -> str | None:
+        try:
+            reader = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            return hash_fd(reader, algorithm)
+        finally:
+            os.close(reader)
+
+    def link_if_unchanged(
+        self, path: str, new: str, *, listed: StatResult, digest: str, xattrs: Mapping[str, bytes], algorithm: str
+    ) -> bool:
+        try:
+            reader = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return False
+        try:
+            before = os.fstat(reader)
+            found = hash_fd(reader, algorithm)
+            after = os.fstat(reader)
+            if found != digest or not _same_file(before, after, listed) or read_xattrs(reader) != xattrs:
+                return False
+            os.link(path, new, follow_symlinks=False)
+        except OSError:
+            return False
+        finally:
+            os.close(reader)
+        if os.lstat(new).st_ino != before.st_ino:  # replaced between the hash and the link
+            os.unlink(new)
+            return False
+        return True
+
+    def link(self, existing: str, new: str) -> None:
+        os.link(existing, new, follow_symlinks=False)
+
+    def rename_noreplace(self, source: str, target: str) -> None:
+        _renameat2(source, target, _RENAME_NOREPLACE)
+
+    def syncfs(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if _libc().syncfs(fd) != 0:
+                os.sync()
+        finally:
+            os.close(fd)
+
+    def is_root(self) -> bool:
+        return _IS_ROOT
+
 
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -472,15 +591,158 @@ _AT_FDCWD = -100
 
 def _rename_exchange(a: str, b: str) -> None:
     """renameat2(a, b, RENAME_EXCHANGE): both names stay, their contents swap, in one step."""
-    libc_name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    function = getattr(libc, "renameat2", None)
-    if function is None:
-        raise OSError(errno.ENOSYS, "renameat2 is not available", a)
-    if function(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), a)
+    _renameat2(a, b, _RENAME_EXCHANGE)  # (libc loaded once: find_library ran ldconfig each call)
 
 
 def local_hostname() -> str:
     return socket.gethostname()
+
+
+# -- bulk operations for file trees: the local implementations ------------------------------------
+# Module functions, so that the repository's own trees (on this machine) are read and written
+# with the same code as a LocalHost's.
+
+_IS_ROOT = os.geteuid() == 0
+_RENAME_NOREPLACE = 1
+
+
+def walk(
+    root: str,
+    excludes: Excludes = (),
+    on_vanished: Callable[[str], None] | None = None,
+    on_excluded: Callable[[str], None] | None = None,
+) -> Iterator[tuple[str, os.stat_result]]:
+    """``Host.walk`` on this machine: (relative path, lstat) for every entry under ``root``,
+    parents first, each folder's entries in name order (see the protocol)."""
+    stack = [""]
+    while stack:
+        relative_dir = stack.pop()
+        directory = f"{root}/{relative_dir}" if relative_dir else root
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            if on_vanished is not None:
+                on_vanished(directory)
+            continue
+        except OSError as exc:
+            raise AuraError(f"cannot read {shown(directory)}: {exc.strerror}") from None
+        subdirs = []
+        for entry in entries:
+            relative = f"{relative_dir}/{entry.name}" if relative_dir else entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                if on_vanished is not None:
+                    on_vanished(entry.path)
+                continue
+            if excludes and is_excluded(relative, stat.S_ISDIR(st.st_mode), excludes):
+                if on_excluded is not None:
+                    on_excluded(relative)
+                continue
+            yield relative, st
+            if stat.S_ISDIR(st.st_mode):
+                subdirs.append(relative)
+        stack.extend(reversed(subdirs))
+
+
+def read_xattrs(target: str | int) -> dict[str, bytes]:
+    """Every extended attribute (ACLs included) of a path (not followed) or an open file."""
+    try:
+        names = os.listxattr(target) if isinstance(target, int) else os.listxattr(target, follow_symlinks=False)
+    except OSError:
+        return {}
+    found = {}
+    for attribute in names:
+        try:
+            if isinstance(target, int):
+                found[attribute] = os.getxattr(target, attribute)
+            else:
+                found[attribute] = os.getxattr(target, attribute, follow_symlinks=False)
+        except OSError as exc:
+            logs.get().debug("files.xattr_skipped", path=shown(str(target)), xattr=attribute, reason=exc.strerror)
+    return found
+
+
+def set_xattrs(target: str, xattrs: Mapping[str, bytes]) -> None:
+    for attribute, value in xattrs.items():
+        try:
+            os.setxattr(target, attribute, value, follow_symlinks=False)
+        except OSError as exc:
+            logs.get().debug("files.xattr_skipped", path=shown(target), xattr=attribute, reason=exc.strerror)
+
+
+_buffers = threading.local()
+
+
+def _buffer() -> tuple[bytearray, memoryview]:
+    if not hasattr(_buffers, "data"):
+        _buffers.data = bytearray(checksum.CHUNK)
+        _buffers.view = memoryview(_buffers.data)
+    return _buffers.data, _buffers.view
+
+
+def copy_hashed(reader: int, target: str, algorithm: str = checksum.ALGORITHM) -> tuple[str, int]:
+    """Copy an open file's content into a new file ``target`` (0600, must not exist), hashing it
+    as it is written; return (hash, bytes)."""
+    hasher = checksum.new(algorithm)
+    size = 0
+    buffer, view = _buffer()
+    writer = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        while count := os.readv(reader, [buffer]):
+            chunk = view[:count]
+            hasher.update(chunk)
+            write_all(writer, chunk)
+            size += count
+        if size >= checksum.CHUNK:
+            checksum.start_writeback(writer)
+    finally:
+        os.close(writer)
+    return hasher.hexdigest(), size
+
+
+def write_all(fd: int, data: memoryview) -> None:
+    """Write every byte: a write may be short (a full disk writes part, then fails with ENOSPC)."""
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def hash_fd(reader: int, algorithm: str) -> str:
+    """The hash of what an open file holds from its offset on."""
+    hasher = checksum.new(algorithm)
+    buffer, view = _buffer()
+    while count := os.readv(reader, [buffer]):
+        hasher.update(view[:count])
+    return str(hasher.hexdigest())
+
+
+def _same_file(before: os.stat_result, after: os.stat_result, listed: StatResult) -> bool:
+    """Nothing wrote to the file while it was hashed, and it is the one the scan listed."""
+    return (before.st_ino, before.st_dev) == (listed.st_ino, listed.st_dev) and (
+        after.st_size,
+        after.st_mtime_ns,
+        after.st_ctime_ns,
+    ) == (listed.st_size, listed.st_mtime_ns, listed.st_ctime_ns)
+
+
+_libc_handle: Any = None
+
+
+def _libc() -> Any:
+    """This process's C library, loaded once."""
+    global _libc_handle
+    if _libc_handle is None:
+        _libc_handle = ctypes.CDLL(None, use_errno=True)
+    return _libc_handle
+
+
+def _renameat2(source: str, target: str, flags: int) -> None:
+    """renameat2(2) with ``flags`` (RENAME_NOREPLACE, RENAME_EXCHANGE); OSError ENOSYS without it."""
+    function = getattr(_libc(), "renameat2", None)
+    if function is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available", source)
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if function(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), source, None, target)

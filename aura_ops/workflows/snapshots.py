@@ -22,8 +22,7 @@ from typing import Any
 from aura_ops import __version__, checksum, logs
 from aura_ops.components import files, module_for, object_for, release
 from aura_ops.components.base import RestoreRequest, SnapshotTarget
-from aura_ops.components.files import restorer as files_restore
-from aura_ops.config import Config
+from aura_ops.config import Config, FilesConfig
 from aura_ops.errors import AuraError, Interrupted, UsageError, VerificationError
 from aura_ops.hosts import Host, LocalHost, local_hostname
 from aura_ops.repository import FORMAT, MANIFEST, Repository, Snapshot, new_snapshot_id
@@ -291,7 +290,7 @@ def _verify_component(
     host = LocalHost()
     artifacts = {"artifacts_verified": len(entry.get("artifacts", {}))}
     if entry["type"] == "files":
-        return artifacts | files.verify(host, name, snapshot)
+        return artifacts | _files_component(config, name, entry, host).verify(snapshot, deep)
     cfg = config.components.get(name)
     component = object_for(config, name, host, entry["type"])
     if component is not None:
@@ -359,15 +358,16 @@ def files_targets(
     (``count``) how many entries it holds now, which a restore replaces. UsageError (exit 2)
     when a target is refused (see targets.py)."""
     found = []
+    host = LocalHost()  # the host files restores use (see _restore_component)
     for name in names:
         entry = snapshot.manifest["components"].get(name, {})
         if entry.get("type") != "files":
             continue
         if to_path is None:
-            target = targets.check_in_place(entry, config)
+            target = targets.check_in_place(host, entry, config)
         else:
-            target = targets.check(to_path, config, to_path=True)
-        entries = files_restore.count_entries(target, entry.get("exclude", [])) if count else 0
+            target = targets.check(host, to_path, config, to_path=True)
+        entries = targets.count_entries(host, target, entry.get("exclude", [])) if count else 0
         found.append({"component": name, "target": target, "in_place": to_path is None, "entries": entries})
     return found
 
@@ -416,7 +416,10 @@ def _restore_component(
     with logs.bind(component=name, host=host.name):
         started = time.monotonic()
         if entry["type"] == "files":
-            result = files.restore(host, name, snapshot, to_path, dry_run, run_id, files_replace)
+            request = RestoreRequest(
+                to=None if to_path is None else str(to_path), dry_run=dry_run, replace=files_replace, run_id=run_id
+            )
+            result = _files_component(config, name, entry, host).restore(snapshot, request)
         elif entry["type"] == "docker":
             return object_for(config, name, host, "docker").restore(snapshot, RestoreRequest())
         elif entry["type"] == "release":
@@ -441,6 +444,15 @@ def _restore_component(
         result["seconds"] = round(time.monotonic() - started, 3)
         logs.get().info("component.restored", seconds=result["seconds"], dry_run=dry_run)
         return result
+
+
+def _files_component(config: Config, name: str, entry: dict[str, Any], host: Host) -> files.FilesComponent:
+    """The files component ``name``: as configured, or as its manifest entry describes it when
+    the configuration no longer names it (a snapshot is verified and restored all the same)."""
+    cfg = config.components.get(name)
+    if not isinstance(cfg, FilesConfig):
+        cfg = FilesConfig(type="files", path=entry["source"], exclude=entry.get("exclude", []))
+    return files.FilesComponent(name, cfg, host)
 
 
 def delete(config: Config, reference: str, run_id: str | None = None) -> str:

@@ -1,14 +1,15 @@
 """Where a files restore may write: the one list of folders that are never a restore's target.
 
-A target is resolved first (``os.path.realpath``: symlinks anywhere in it followed), then refused
-(UsageError, exit 2) when it is
+A target is resolved first on the host it is on (``Host.realpath``: symlinks anywhere in it
+followed), then refused (UsageError, exit 2) when it is
 
 - ``/`` or one of the operating system's trees below (``SYSTEM_TREES``, e.g. ``/etc``,
   ``/usr/lib``, ``/proc/self``), or one of the ``SYSTEM_FOLDERS`` themselves (``/var``,
   ``/home``, ``/srv``, ...; a folder below those, such as ``/srv/site`` or ``/var/www/app``, is
   fine), or the invoking user's home folder itself; these apply to ``--to-path``;
 - the repository, the state folder or the log folder, or a folder inside one of them, or a
-  folder that holds one of them (in place too: a restore would otherwise delete them).
+  folder that holds one of them (in place too: a restore would otherwise delete them). These are
+  on the control machine and resolved there.
 
 An in-place restore goes only to the folder the backup read: the snapshot's source resolved now
 must be the folder recorded at backup time (``source_resolved``; the recorded ``source`` itself
@@ -22,7 +23,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from aura_ops.components.files import restorer
 from aura_ops.errors import UsageError
+from aura_ops.hosts.base import Host
 
 # Refused together with everything below them.
 SYSTEM_TREES = (
@@ -65,7 +68,13 @@ SYSTEM_FOLDERS = (
 )
 
 
-def resolve(path: str | os.PathLike[str]) -> Path:
+def resolve(host: Host, path: str | os.PathLike[str]) -> Path:
+    """``path`` on ``host`` with every symlink in it followed."""
+    return Path(host.realpath(os.path.expanduser(os.fspath(path))))
+
+
+def _resolve_here(path: str | os.PathLike[str]) -> Path:
+    """A path of the control machine (aura-ops' own folders) with every symlink followed."""
     return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
 
 
@@ -78,18 +87,18 @@ def protected(config: Any) -> dict[str, Path]:
     }
 
 
-def refusal(target: Path, own: dict[str, Path], system: bool) -> str | None:
-    """Why ``target`` (resolved) may not be restored into, or None."""
+def refusal(host: Host, target: Path, own: dict[str, Path], system: bool) -> str | None:
+    """Why ``target`` (resolved on ``host``) may not be restored into, or None."""
     if system:
         for tree in SYSTEM_TREES:
-            real = resolve(tree)
+            real = resolve(host, tree)
             if target == real or real in target.parents:
                 return f"{target} is {'the system folder' if target == real else 'inside the system folder'} {tree}"
         for folder in (*SYSTEM_FOLDERS, str(Path.home())):
-            if target == resolve(folder):
+            if target == resolve(host, folder):
                 return f"{target} is the system folder {folder}"
     for what, path in own.items():
-        real = resolve(path)
+        real = _resolve_here(path)
         if target == real:
             return f"{target} is {what}"
         if real in target.parents:
@@ -99,28 +108,33 @@ def refusal(target: Path, own: dict[str, Path], system: bool) -> str | None:
     return None
 
 
-def check(path: str | os.PathLike[str], config: Any, to_path: bool) -> Path:
-    """The resolved target of a files restore; UsageError (exit 2) when it is refused."""
-    target = resolve(path)
-    reason = refusal(target, protected(config), system=to_path)
+def check(host: Host, path: str | os.PathLike[str], config: Any, to_path: bool) -> Path:
+    """The resolved target on ``host`` of a files restore; UsageError (exit 2) when it is refused."""
+    target = resolve(host, path)
+    reason = refusal(host, target, protected(config), system=to_path)
     if reason:
         option = "--to-path" if to_path else "an in-place restore"
         raise UsageError(f"refused: {option} {path}: {reason}; nothing was changed")
-    if os.path.lexists(target) and not target.is_dir():
+    if host.exists(str(target)) and not host.is_dir(str(target)):
         raise UsageError(f"refused: {path} is not a folder; nothing was changed")
     return target
 
 
-def check_in_place(component: dict[str, Any], config: Any) -> Path:
+def count_entries(host: Host, target: Path, patterns: list[str]) -> int:
+    """How many entries (excludes left out) a restore into ``target`` on ``host`` would replace."""
+    return len(restorer.scan(host, str(target), patterns).entries)
+
+
+def check_in_place(host: Host, component: dict[str, Any], config: Any) -> Path:
     """The resolved target of an in-place files restore of a manifest's ``component`` entry;
     UsageError (exit 2) when the source now leads elsewhere than the folder the backup read,
     or the target is refused (see ``check``)."""
     source = component["source"]
     recorded = Path(os.path.normpath(component.get("source_resolved") or source))
-    target = resolve(source)
+    target = resolve(host, source)
     if target != recorded:
         raise UsageError(
             f"refused: an in-place restore of {source}: it now leads to {target}, not to {recorded} where the "
             "snapshot was read from; name the folder with --to-path if that is really meant; nothing was changed"
         )
-    return check(target, config, to_path=False)
+    return check(host, target, config, to_path=False)

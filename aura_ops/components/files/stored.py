@@ -1,0 +1,409 @@
+"""What a files snapshot stores, and reading and checking it: the repository side.
+
+A snapshot's part for a files component is a plain, browsable folder tree (``tree/``) and its
+index (``index.jsonl``), in the component's folder of the snapshot, on the control machine: this
+module reads and checks them with the local file system directly (a host's files are reached
+only through its ``Host``, in the snapshot and restore modules).
+
+The index records, one JSON line an entry, parents first, each path's type, mode, owner, mtime,
+xattrs, and for files size and SHA-256. A name that is not UTF-8 is stored byte-exact as base64
+(``pb``/``lb`` instead of ``p``/``l``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from aura_ops import checksum
+from aura_ops.components.base import ComponentManifest
+from aura_ops.errors import VerificationError
+from aura_ops.hosts.base import compile_excludes, shown
+from aura_ops.hosts.local import read_xattrs as read_local_xattrs
+from aura_ops.repository import Snapshot
+
+INDEX = "index.jsonl"
+INDEX_VERSION = 2  # 2: xattrs ("x") recorded in the index; names that are not UTF-8 as base64
+TREE = "tree"
+IS_ROOT = os.geteuid() == 0  # the stored trees keep owners only when aura-ops runs as root here
+KINDS = {"f", "d", "l", "h"}
+
+
+class FilesManifest(ComponentManifest):
+    """A files component's section of a snapshot's manifest.
+
+    Fields a snapshot made by an older aura-ops may lack have the defaults that older code
+    assumed (``index_version`` 1: no xattrs in the index; ``owners_kept`` False)."""
+
+    type: str = "files"
+    source: str  # the configured path
+    source_resolved: str | None = None  # the folder read: an in-place restore goes only there
+    root: dict[str, Any] | None = None  # the source folder's own m, u, g, mt (and x)
+    exclude: list[str] = []
+    index_version: int = 1
+    owners_kept: bool = False
+    file_count: int
+    directory_count: int = 0
+    symlink_count: int = 0
+    bytes: int
+    copied_files: int = 0
+    copied_bytes: int
+    linked_files: int = 0
+    skipped_special: list[str] = []
+    vanished_during_backup: list[str] = []
+    previous: str | None = None  # the snapshot whose unchanged files were hard-linked
+
+    @property
+    def xattrs_in_index(self) -> bool:
+        return self.index_version >= INDEX_VERSION
+
+
+def section(snapshot: Snapshot, name: str) -> FilesManifest:
+    """The typed manifest section of files component ``name``; VerificationError when it is not
+    one this code can read."""
+    try:
+        return FilesManifest.model_validate(snapshot.manifest["components"][name])
+    except (KeyError, ValidationError) as exc:
+        first = exc.errors()[0]["loc"] if isinstance(exc, ValidationError) else exc
+        raise VerificationError(
+            f"{name}: the manifest of snapshot {snapshot.id} has no usable files section ({first})"
+        ) from None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def rsync_excludes(patterns: list[str]) -> list[str]:
+    """The same excludes as rsync arguments (patterns with a slash are anchored at the root)."""
+    args = []
+    for glob, anchored, directories_only in compile_excludes(patterns):
+        rsync_pattern = ("/" if anchored else "") + glob + ("/" if directories_only else "")
+        args.append(f"--exclude={rsync_pattern}")
+    return args
+
+
+# ---------------------------------------------------------------- index
+
+
+def _safe_relative(path: Any) -> bool:
+    """A relative path that stays inside its root (a tampered index cannot name ../../etc)."""
+    return isinstance(path, str) and bool(path) and all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def decode_entry(entry: Any) -> dict[str, Any]:
+    """An index line's entry, names decoded to str (surrogate-escaped when not UTF-8); ValueError
+    (or KeyError, TypeError, binascii.Error) when it is not a valid entry."""
+    if not isinstance(entry, dict):
+        raise ValueError("not an object")
+    if "pb" in entry:
+        entry["p"] = os.fsdecode(base64.b64decode(entry["pb"], validate=True))
+    if "lb" in entry:
+        entry["l"] = os.fsdecode(base64.b64decode(entry["lb"], validate=True))
+    kind = entry["t"]
+    if kind not in KINDS or not _safe_relative(entry["p"]) or not isinstance(entry["m"], int):
+        raise ValueError("bad entry")
+    if kind == "f" and not (isinstance(entry["s"], int) and isinstance(entry["h"], str)):
+        raise ValueError("bad file entry")
+    if kind == "l" and not isinstance(entry["l"], str):
+        raise ValueError("bad symlink entry")
+    if kind == "h" and not _safe_relative(entry["l"]):
+        raise ValueError("bad hard link entry")
+    return entry
+
+
+def encode_line(entry: dict[str, Any]) -> bytes:
+    """One index line; a name that is not UTF-8 goes in ``pb``/``lb`` as base64 of its bytes."""
+    try:
+        return orjson.dumps(entry) + b"\n"
+    except orjson.JSONEncodeError:
+        fixed = dict(entry)
+        for key in ("p", "l"):
+            value = fixed.get(key)
+            if isinstance(value, str) and not _is_utf8(value):
+                del fixed[key]
+                fixed[key + "b"] = base64.b64encode(os.fsencode(value)).decode("ascii")
+        return orjson.dumps(fixed) + b"\n"
+
+
+@dataclass
+class Index:
+    """An index as read: entries by path (in file order, parents first), the file's checksum,
+    and the lines that could not be read."""
+
+    entries: dict[str, dict[str, Any]]
+    lines: dict[str, bytes]
+    digest: str
+    problems: list[str]
+
+
+def read_index(path: Path, algorithm: str = checksum.ALGORITHM) -> Index:
+    """Read an index, hashing it as it is read (FileNotFoundError when it is missing)."""
+    hasher = checksum.new(algorithm)
+    entries: dict[str, dict[str, Any]] = {}
+    lines: dict[str, bytes] = {}
+    problems = []
+    with open(path, "rb") as source:
+        for number, line in enumerate(source, 1):
+            hasher.update(line)
+            try:
+                entry = decode_entry(orjson.loads(line))
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                problems.append(f"{INDEX} line {number} is unreadable")
+                continue
+            misplaced = _misplaced(entry, entries)
+            if misplaced:
+                problems.append(f"{INDEX} line {number} is damaged: {shown(entry['p'])} {misplaced}")
+                continue
+            entries[entry["p"]] = entry
+            lines[entry["p"]] = line
+    return Index(entries, lines, hasher.hexdigest(), problems)
+
+
+def _misplaced(entry: dict[str, Any], earlier: dict[str, dict[str, Any]]) -> str | None:
+    """Why an entry cannot stand where it is in the index (parents first), or None: listed twice,
+    below something that is not a folder of the index (a symlink there would lead a restore
+    outside its target), or a hard link to a name that is not an earlier file."""
+    relative = entry["p"]
+    if relative in earlier:
+        return "is listed twice"
+    if "/" in relative:
+        parent = relative.rsplit("/", 1)[0]
+        if earlier.get(parent, {}).get("t") != "d":
+            return f"is below {shown(parent)}, which the index does not list as a folder before it"
+    if entry["t"] == "h" and earlier.get(entry["l"], {}).get("t") != "f":
+        return f"is a hard link to {shown(entry['l'])}, which the index does not list as a file before it"
+    return None
+
+
+def checked_index(snapshot: Snapshot, name: str) -> Index:
+    """The index of a files component, checked against the manifest: VerificationError (exit 3)
+    when it is missing, changed or holds an unreadable line."""
+    info = snapshot.manifest["components"][name].get("artifacts", {}).get(INDEX, {})
+    algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
+    try:
+        index = read_index(snapshot.component_dir(name) / INDEX, algorithm)
+    except FileNotFoundError:
+        raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} is missing") from None
+    if index.digest != info.get("hash"):
+        raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} changed (checksum mismatch)")
+    if index.problems:
+        raise VerificationError(f"{name}: {index.problems[0]} in snapshot {snapshot.id}")
+    return index
+
+
+def index_damage(snapshot: Snapshot, name: str, cache: VerifiedCache | None = None) -> str | None:
+    """Why this component's index cannot be trusted (missing, changed), or None."""
+    info = snapshot.manifest["components"][name].get("artifacts", {}).get(INDEX, {})
+    path = snapshot.component_dir(name) / INDEX
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{name}: {INDEX} is missing"
+    if cache is not None and cache.entries.get(VerifiedCache.key(st)) == info.get("hash"):
+        return None
+    digest, _ = checksum.file_digest(path, snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM))
+    if digest != info.get("hash"):
+        return f"{name}: {INDEX} changed since the snapshot was sealed (checksum mismatch)"
+    if cache is not None:
+        cache.entries[VerifiedCache.key(st)] = digest
+    return None
+
+
+# ---------------------------------------------------------------- xattrs and kinds
+
+
+def encode_xattrs(xattrs: dict[str, bytes]) -> dict[str, str]:
+    return {name: base64.b64encode(value).decode("ascii") for name, value in sorted(xattrs.items()) if _is_utf8(name)}
+
+
+def decode_xattrs(entry: dict[str, Any]) -> dict[str, bytes]:
+    return {name: base64.b64decode(value) for name, value in entry.get("x", {}).items()}
+
+
+def with_xattrs(entry: dict[str, Any], xattrs: dict[str, bytes]) -> dict[str, Any]:
+    if xattrs:
+        entry["x"] = encode_xattrs(xattrs)
+    return entry
+
+
+def kind_of(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "d"
+    if stat.S_ISLNK(mode):
+        return "l"
+    return "f" if stat.S_ISREG(mode) else "special"
+
+
+KIND_NAMES = {"d": "a folder", "l": "a symlink", "f": "a file", "h": "a file", "special": "a special file"}
+
+
+# ---------------------------------------------------------------- verify
+
+
+class VerifiedCache:
+    """Files indexes a verify hashed and found as sealed (key: device, inode, size, mtime, ctime
+    -> hash): lets ``snapshots list`` skip re-hashing an index nobody rewrote. Only a hint for
+    ``list``: ``verify`` re-hashes every artifact and file, and restores hash what they use. A
+    cache file that is unreadable or not a map of strings is ignored (and replaced by verify).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, str] = {}
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(loaded, dict):
+            self.entries = {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, str)}
+
+    @staticmethod
+    def key(st: os.stat_result) -> str:
+        return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+    def save(self) -> None:
+        from aura_ops.repository import write_json
+
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_json(self.path, self.entries)
+
+
+class _TreeChecker:
+    """Compares a stored tree with its index; collects every difference as a problem."""
+
+    def __init__(self, snapshot: Snapshot, name: str, manifest: FilesManifest, index: Index) -> None:
+        self.tree = str(snapshot.component_dir(name) / TREE)
+        self.index = index
+        self.algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
+        self.owners = manifest.owners_kept
+        self.xattrs = manifest.xattrs_in_index
+        self.root = manifest.root
+        self.problems: list[str] = []
+        self.seen: set[str] = set()
+        self.replaced: set[str] = set()  # folders of another type: what is under them is not missing
+        self.hashed = 0
+
+    def problem(self, relative: str, what: str) -> None:
+        self.problems.append(f"{shown(relative)}: {what}")
+
+    def run(self) -> None:
+        if not os.path.isdir(self.tree) or os.path.islink(self.tree):
+            self.problems.append(f"{TREE}: missing")
+            return
+        self.check_root()
+        self.walk("")
+        bad = set(self.replaced)
+        for relative in self.index.entries:
+            if relative in self.seen:
+                continue
+            bad.add(relative)
+            if "/" not in relative or relative.rsplit("/", 1)[0] not in bad:
+                self.problem(relative, "missing")  # (what is under a missing folder is not listed)
+
+    def check_root(self) -> None:
+        if not self.root:
+            return
+        st = os.lstat(self.tree)
+        self.check_mode_owner("(root)", st, self.root)
+
+    def walk(self, relative_dir: str) -> None:
+        directory = f"{self.tree}/{relative_dir}" if relative_dir else self.tree
+        for item in sorted(os.scandir(directory), key=lambda e: e.name):
+            relative = f"{relative_dir}/{item.name}" if relative_dir else item.name
+            st = item.stat(follow_symlinks=False)
+            entry = self.index.entries.get(relative)
+            if entry is None:
+                link = f" (a symlink to {shown(os.readlink(item.path))})" if stat.S_ISLNK(st.st_mode) else ""
+                self.problem(relative, f"not in the index{link}")
+                continue
+            self.seen.add(relative)
+            if self.check(relative, item.path, st, entry) and entry["t"] == "d":
+                self.walk(relative)
+
+    def check(self, relative: str, path: str, st: os.stat_result, entry: dict[str, Any]) -> bool:
+        """Check one entry; False when its type differs (its children are then not looked at)."""
+        expected = "f" if entry["t"] == "h" else entry["t"]
+        found = kind_of(st.st_mode)
+        if found != expected:
+            self.problem(relative, f"is {KIND_NAMES[found]}, the index says {KIND_NAMES[expected]}")
+            self.replaced.add(relative)
+            return False
+        if entry["t"] == "l":
+            link = os.readlink(path)
+            if link != entry["l"]:
+                self.problem(relative, f"symlink changed (to {shown(link)}; the index says {shown(entry['l'])})")
+            if self.owners and (st.st_uid, st.st_gid) != (entry["u"], entry["g"]):
+                self.problem(relative, f"owner {st.st_uid}:{st.st_gid}; the index says {entry['u']}:{entry['g']}")
+            return True
+        if entry["t"] == "h":
+            first = f"{self.tree}/{entry['l']}"
+            if not os.path.lexists(first) or os.lstat(first).st_ino != st.st_ino:
+                self.problem(relative, f"no longer a hard link to {shown(entry['l'])}")
+            return True
+        if entry["t"] == "f":
+            self.check_content(relative, path, st, entry)
+        self.check_mode_owner(relative, st, entry)
+        if self.xattrs and read_local_xattrs(path) != decode_xattrs(entry):
+            self.problem(relative, "xattrs or ACLs changed")
+        return True
+
+    def check_mode_owner(self, relative: str, st: os.stat_result, entry: dict[str, Any]) -> None:
+        if st.st_mode != entry["m"]:
+            self.problem(relative, f"mode {stat.filemode(st.st_mode)}; the index says {stat.filemode(entry['m'])}")
+        if self.owners and (st.st_uid, st.st_gid) != (entry["u"], entry["g"]):
+            self.problem(relative, f"owner {st.st_uid}:{st.st_gid}; the index says {entry['u']}:{entry['g']}")
+
+    def check_content(self, relative: str, path: str, st: os.stat_result, entry: dict[str, Any]) -> None:
+        if st.st_size != entry["s"]:
+            self.problem(relative, f"content changed ({st.st_size} bytes; the index says {entry['s']})")
+            return
+        digest, _ = checksum.file_digest(Path(path), self.algorithm)  # always: bit rot keeps the metadata
+        self.hashed += 1
+        if digest != entry["h"]:
+            self.problem(relative, "content changed (checksum mismatch)")
+
+
+def verify_tree(snapshot: Snapshot, name: str, manifest: FilesManifest) -> dict[str, Any]:
+    """Check the stored tree against the index: each file's content (every file hashed), every
+    entry's type, mode (and owner, when the snapshot kept owners), xattrs, symlink targets, hard
+    links, and what is in the tree but not in the index. Every problem found is returned in
+    ``problems``."""
+    algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
+    try:
+        index = read_index(snapshot.component_dir(name) / INDEX, algorithm)
+    except FileNotFoundError:
+        return {"problems": [f"{name}: {INDEX} is missing"]}
+    checker = _TreeChecker(snapshot, name, manifest, index)
+    checker.run()
+    problems = [f"{name}: {problem}" for problem in index.problems + checker.problems]
+    return {"files_hashed": checker.hashed, "problems": problems}
+
+
+def not_in_index(tree: str, index: Index) -> list[str]:
+    """Entries of the stored tree that the index does not list (top-most only): never restored."""
+    found = []
+    stack = [""]
+    while stack:
+        relative_dir = stack.pop()
+        for item in os.scandir(f"{tree}/{relative_dir}" if relative_dir else tree):
+            relative = f"{relative_dir}/{item.name}" if relative_dir else item.name
+            entry = index.entries.get(relative)
+            if entry is None:
+                found.append(relative)
+            elif entry["t"] == "d" and item.is_dir(follow_symlinks=False):
+                stack.append(relative)
+    return sorted(found)

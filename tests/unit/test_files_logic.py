@@ -264,7 +264,7 @@ def _taken(tmp_path: Path) -> tuple[FilesComponent, Snapshot]:
     component = FilesComponent("uploads", config, LocalHost())
     (tmp_path / "snapshot" / "uploads").mkdir(parents=True)
     manifest = component.snapshot(SnapshotTarget("s1", tmp_path / "snapshot" / "uploads"))
-    sections = {"uploads": manifest.model_dump()}
+    sections = {"uploads": manifest.section()}
     return component, Snapshot("s1", tmp_path / "snapshot", {"components": sections, "checksum_algorithm": "sha256"})
 
 

@@ -8,8 +8,10 @@ call ``LocalHost`` makes would raise. The contract suite (``tests/unit/test_host
 same checks against both hosts so that the two cannot drift. Permissions are enforced for a host
 built with a non-zero ``uid`` (search on folders, write on the folder of a created or removed
 entry, read on a read file or a listed folder, ownership for chmod/chown/utime); the sticky bit
-and ACLs are not modelled. Space: file contents count against ``capacity`` bytes; a write that
-would pass it raises ``OSError(ENOSPC)`` and changes nothing.
+and ACLs are not modelled. Extended attributes are, as the ``user.`` namespace behaves: on files
+and folders (a symlink takes none), set by root or by whoever may write the node. Space: file contents
+count against ``capacity`` bytes; a write that would pass it raises ``OSError(ENOSPC)`` and
+changes nothing.
 
 Programs: ``on(prefix, reply)`` scripts the answer to every argv that starts with ``prefix`` (the
 longest registered prefix wins): a canned ``Result`` or a handler called with the ``Call``. Every
@@ -34,14 +36,26 @@ import os
 import posixpath
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple, cast
 
-from aura_ops import logs
-from aura_ops.errors import CommandFailed, ToolMissing
-from aura_ops.hosts.base import DEVNULL, PIPE, Command, FileStat, Host, Result
-from aura_ops.hosts.local import STDERR_TAIL_LINES
+from aura_ops import checksum, logs
+from aura_ops.errors import AuraError, CommandFailed, ToolMissing
+from aura_ops.hosts.base import (
+    DEVNULL,
+    PIPE,
+    Command,
+    CopiedFile,
+    Excludes,
+    FileStat,
+    Host,
+    Result,
+    StatResult,
+    is_excluded,
+    shown,
+)
+from aura_ops.hosts.local import STDERR_TAIL_LINES, write_all
 from aura_ops.secrets import mask
 
 R_OK, W_OK, X_OK = os.R_OK, os.W_OK, os.X_OK
@@ -79,6 +93,7 @@ class _Node:
     data: bytes = b""
     target: str = ""
     entries: dict[str, _Node] = field(default_factory=dict)
+    xattrs: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def kind(self) -> int:
@@ -128,6 +143,22 @@ class Entry(NamedTuple):
     kind: str
     mode: int
     content: bytes | str | None = None
+
+
+class FakeStat(NamedTuple):
+    """What ``FakeHost.walk`` and ``fetch_hashed`` tell about an entry: the ``StatResult``
+    fields, as ``os.lstat`` gives them for the same node."""
+
+    st_mode: int
+    st_ino: int
+    st_dev: int
+    st_nlink: int
+    st_uid: int
+    st_gid: int
+    st_size: int
+    st_atime_ns: int
+    st_mtime_ns: int
+    st_ctime_ns: int
 
 
 _KIND_NAMES = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo"}
@@ -241,7 +272,8 @@ class FakeHost:
     ``uid``/``gid``/``groups`` are the identity aura-ops runs as (root by default: no permission
     is checked), ``umask`` the process's, ``user_umask`` the invoking user's; ``capacity`` is the
     size of the file system in bytes; ``clock`` gives the time in ns for new mtimes and ctimes;
-    ``exchange_supported=False`` makes ``exchange`` fail as on a file system without it.
+    ``exchange_supported=False`` makes ``exchange`` fail as on a file system without it, and
+    ``noreplace_supported=False`` does the same for ``rename_noreplace``.
     """
 
     def __init__(
@@ -256,6 +288,7 @@ class FakeHost:
         capacity: int = 1 << 40,
         clock: Callable[[], int] = time.time_ns,
         exchange_supported: bool = True,
+        noreplace_supported: bool = True,
         dev: int = 1,
     ) -> None:
         self.name = name
@@ -267,6 +300,7 @@ class FakeHost:
         self.capacity = capacity
         self.clock = clock
         self.exchange_supported = exchange_supported
+        self.noreplace_supported = noreplace_supported
         self.dev = dev
         self.cwd = "/"
         self.used = 0  # bytes of file content held
@@ -957,6 +991,202 @@ class FakeHost:
         self._require_owner(node, path)
         node.mtime_ns = mtime_ns
         node.ctime_ns = self.clock()
+
+    # == bulk operations for file trees =============================================================
+    # The host side is this fake's tree; the local side of ``fetch_hashed`` and ``put_hashed`` is
+    # the real file system of the control machine, as it is for any host.
+
+    def _lstat(self, node: _Node) -> FakeStat:
+        return FakeStat(
+            node.mode,
+            node.ino,
+            self.dev,
+            node.nlink,
+            node.uid,
+            node.gid,
+            node.size,
+            node.atime_ns or node.mtime_ns,
+            node.mtime_ns,
+            node.ctime_ns,
+        )
+
+    def walk(
+        self,
+        root: str,
+        excludes: Excludes = (),
+        *,
+        on_vanished: Callable[[str], None] | None = None,
+        on_excluded: Callable[[str], None] | None = None,
+    ) -> Iterator[tuple[str, StatResult]]:
+        """As ``LocalHost.walk``: a folder is listed when it is reached (one folder's entries
+        in name order, then the first subfolder's, ...), an entry is looked at when it is
+        yielded, so what a caller removes meanwhile is reported as vanished."""
+        stack = [""]
+        while stack:
+            relative_dir = stack.pop()
+            directory = f"{root}/{relative_dir}" if relative_dir else root
+            try:
+                names = self.listdir(directory)
+            except (FileNotFoundError, NotADirectoryError):
+                if on_vanished is not None:
+                    on_vanished(directory)
+                continue
+            except OSError as exc:
+                raise AuraError(f"cannot read {shown(directory)}: {exc.strerror}") from None
+            subdirs = []
+            for name in names:
+                relative = f"{relative_dir}/{name}" if relative_dir else name
+                node = self._lookup_quietly(f"{directory}/{name}", follow=False)
+                if node is None:
+                    if on_vanished is not None:
+                        on_vanished(f"{directory}/{name}")
+                    continue
+                if excludes and is_excluded(relative, node.is_dir, excludes):
+                    if on_excluded is not None:
+                        on_excluded(relative)
+                    continue
+                yield relative, self._lstat(node)
+                if node.is_dir:
+                    subdirs.append(relative)
+            stack.extend(reversed(subdirs))
+
+    def read_xattrs(self, path: str) -> dict[str, bytes]:
+        node = self._lookup_quietly(path, follow=False)
+        return {} if node is None else dict(node.xattrs)
+
+    def set_metadata(
+        self,
+        path: str,
+        *,
+        owner: tuple[int, int] | None = None,
+        mode: int | None = None,
+        xattrs: Mapping[str, bytes] | None = None,
+        times_ns: tuple[int, int] | None = None,
+    ) -> None:
+        if owner is not None:
+            self.chown(path, owner[0], owner[1], follow_symlinks=False)
+        if mode is not None:
+            self.chmod(path, mode)
+        if xattrs:
+            self._set_xattrs(path, xattrs)
+        if times_ns is not None:
+            node = self._existing(path, follow=False)
+            self._require_owner(node, path)
+            node.atime_ns, node.mtime_ns = times_ns
+            node.ctime_ns = self.clock()
+
+    def _set_xattrs(self, path: str, xattrs: Mapping[str, bytes]) -> None:
+        """As ``setxattr(2)`` in the user namespace: EPERM on a symlink, EACCES without write
+        permission; each failure is logged and skipped, as ``LocalHost`` does."""
+        node = self._existing(path, follow=False)
+        for attribute, value in xattrs.items():
+            if node.is_symlink or not self._permits(node, W_OK):
+                reason = os.strerror(errno.EPERM if node.is_symlink else errno.EACCES)
+                logs.get().debug("files.xattr_skipped", path=shown(path), xattr=attribute, reason=reason)
+                continue
+            node.xattrs[attribute] = bytes(value)
+            node.ctime_ns = self.clock()
+
+    def _opened(self, path: str) -> _Node | None:
+        """The node ``open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)`` reaches: None for a
+        symlink (ELOOP); ENOENT, EACCES ... as the open raises them."""
+        node = self._existing(path, follow=False)
+        if node.is_symlink:
+            return None
+        if not node.is_dir:
+            self._require(node, R_OK, path)
+        return node
+
+    def fetch_hashed(self, path: str, local: str, algorithm: str) -> CopiedFile | None:
+        node = self._opened(path)
+        if node is None or not node.is_file:
+            return None
+        opened = self._lstat(node)
+        data = node.data
+        hasher = checksum.new(algorithm)
+        hasher.update(data)
+        writer = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            write_all(writer, memoryview(data))
+        finally:
+            os.close(writer)
+        return CopiedFile(str(hasher.hexdigest()), len(data), opened, dict(node.xattrs))
+
+    def put_hashed(self, source: int, path: str, algorithm: str) -> tuple[str, int]:
+        node = self._create(path, stat.S_IFREG, 0o600 & ~self.umask)
+        hasher = checksum.new(algorithm)
+        chunks = []
+        while chunk := os.read(source, checksum.CHUNK):
+            hasher.update(chunk)
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        self._write(node, data)
+        return str(hasher.hexdigest()), len(data)
+
+    def hash_file(self, path: str, algorithm: str) -> str | None:
+        """As ``LocalHost``: None when the open fails; a folder opens but cannot be read
+        (EISDIR), a FIFO reads as empty (no writer)."""
+        try:
+            node = self._opened(path)
+        except OSError:
+            return None
+        if node is None:
+            return None
+        if node.is_dir:
+            raise _error(errno.EISDIR, path)
+        hasher = checksum.new(algorithm)
+        hasher.update(node.data)
+        return str(hasher.hexdigest())
+
+    def link_if_unchanged(
+        self, path: str, new: str, *, listed: StatResult, digest: str, xattrs: Mapping[str, bytes], algorithm: str
+    ) -> bool:
+        try:
+            node = self._opened(path)
+            if node is None or node.is_dir:
+                return False
+            before = self._lstat(node)
+            found = checksum.new(algorithm)
+            found.update(node.data)
+            same = (before.st_ino, before.st_dev, before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (
+                listed.st_ino,
+                listed.st_dev,
+                listed.st_size,
+                listed.st_mtime_ns,
+                listed.st_ctime_ns,
+            )
+            if found.hexdigest() != digest or not same or node.xattrs != dict(xattrs):
+                return False
+            self._link(path, new)
+        except OSError:
+            return False
+        return True
+
+    def link(self, existing: str, new: str) -> None:
+        self._link(existing, new)
+
+    def rename_noreplace(self, source: str, target: str) -> None:
+        """``renameat2(RENAME_NOREPLACE)``: ENOENT for a missing source before EEXIST for a
+        taken target; otherwise as ``rename``."""
+        if not self.noreplace_supported:
+            raise _error(errno.EINVAL, source, target)
+        try:
+            src = self._entry(source)
+            dst = self._entry(target)
+        except OSError as exc:
+            raise _error(exc.errno or errno.EIO, source, target) from None
+        if src.node is None:
+            raise _error(errno.ENOENT, source, target)
+        if dst.node is not None or not dst.name:
+            raise _error(errno.EEXIST, source, target)
+        self.rename(source, target)
+
+    def syncfs(self, path: str) -> None:
+        """Nothing to flush in memory; fails as ``open(O_DIRECTORY)`` of ``path`` would."""
+        self.fsync_dir(path)
+
+    def is_root(self) -> bool:
+        return self.uid == 0
 
     # == helpers for tests ==========================================================================
 

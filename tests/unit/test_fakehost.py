@@ -8,6 +8,7 @@ import errno
 import io
 import itertools
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -251,6 +252,32 @@ def test_stat_through_a_folder_without_search_permission_is_refused() -> None:
     with pytest.raises(PermissionError):
         fake.stat("/srv/private/f")
     assert not fake.exists("/srv/private/f")
+
+
+def test_an_ordinary_user_walks_fetches_and_tags_only_what_the_mode_bits_allow(tmp_path: Path) -> None:
+    fake = _user_host()
+    assert not fake.is_root() and FakeHost().is_root()
+    with pytest.raises(AuraError, match="/srv/private"):
+        list(fake.walk("/srv"))
+    with pytest.raises(PermissionError):
+        fake.fetch_hashed("/etc/shadow", str(tmp_path / "shadow"), "sha256")
+    assert not (tmp_path / "shadow").exists()
+    assert fake.hash_file("/etc/shadow", "sha256") is None
+    fake.set_metadata("/etc/shadow", xattrs={"user.k": b"v"})  # skipped (no write permission), as LocalHost logs
+    fake.add_file("/home/me/f", b"x")
+    fake.set_metadata("/home/me/f", xattrs={"user.k": b"v"})
+    assert fake.read_xattrs("/etc/shadow") == {} and fake.read_xattrs("/home/me/f") == {"user.k": b"v"}
+    with pytest.raises(PermissionError):
+        fake.set_metadata("/etc/shadow", times_ns=(1, 1))
+
+
+def test_rename_noreplace_where_the_file_system_cannot_is_einval_and_changes_nothing() -> None:
+    fake = FakeHost(noreplace_supported=False)
+    fake.add_dir("/srv/staging")
+    with pytest.raises(OSError) as info:
+        fake.rename_noreplace("/srv/staging", "/srv/restored")
+    assert info.value.errno == errno.EINVAL
+    assert fake.listdir("/srv") == ["staging"]
 
 
 # -- the node model ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ the host makes of an answer (captured output, the stderr tail, CommandFailed, To
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from aura_ops.errors import CommandFailed, ToolMissing
+from aura_ops.errors import AuraError, CommandFailed, ToolMissing
 from aura_ops.hosts import Command, Host, LocalHost, Result, user_umask
+from aura_ops.hosts.base import StatResult, compile_excludes
 from aura_ops.hosts.fake import FakeHost
 
 
@@ -791,3 +793,240 @@ def test_a_sequence_of_operations_leaves_the_same_tree(site: Site) -> None:
         "app/releases/2.0/copy.py": ("file", 0o755, b"print(2)\n"),
     }
     assert host.read_bytes(site.p("app", "current", "app.py")) == b"print(2)\n"
+
+
+# -- bulk operations for file trees --------------------------------------------------------------
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _listed(site: Site, relative: str) -> StatResult:
+    """The status ``walk`` gives for one entry below the site's root."""
+    return dict(site.host.walk(site.root))[relative]
+
+
+def test_walk_lists_each_folder_in_name_order_before_what_is_below_and_skips_the_excluded(site: Site) -> None:
+    for folder in ("a", "a/sub", "b"):
+        site.host.mkdir(site.p(folder))
+    for relative in ("a/x", "a/sub/y", "a/sub/also.log", "b/z", "c", "skip.log"):
+        site.write(relative, relative.encode())
+    site.host.symlink("a", site.p("l"))
+    excluded: list[str] = []
+    walked = list(site.host.walk(site.root, compile_excludes(["*.log", "b/", "a/x"]), on_excluded=excluded.append))
+    assert [relative for relative, _ in walked] == ["a", "c", "l", "a/sub", "a/sub/y"]
+    assert excluded == ["b", "skip.log", "a/x", "a/sub/also.log"]
+    found = dict(walked)
+    assert stat.S_ISLNK(found["l"].st_mode) and found["l"].st_size == 1  # the link itself, never followed
+    assert stat.S_ISDIR(found["a"].st_mode) and stat.S_ISREG(found["c"].st_mode) and found["c"].st_size == 1
+    c = site.host.stat(site.p("c"))
+    assert c is not None
+    st = found["c"]
+    assert (st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns) == (
+        c.ino,
+        c.dev,
+        c.nlink,
+        c.uid,
+        c.gid,
+        c.mtime_ns,
+        c.ctime_ns,
+    )
+
+
+def test_walk_reports_what_vanishes_while_it_reads_and_goes_on(site: Site) -> None:
+    for folder in ("a", "c"):
+        site.host.mkdir(site.p(folder))
+    site.write("a/inner")
+    site.write("b")
+    site.write("c/deep")
+    vanished: list[str] = []
+    seen = []
+    for relative, _ in site.host.walk(site.root, on_vanished=vanished.append):
+        seen.append(relative)
+        if relative == "a":  # its entries are not read yet, the root's next one not looked at
+            site.host.remove_tree(site.p("a"))
+            site.host.remove(site.p("b"))
+    assert seen == ["a", "c", "c/deep"]
+    assert vanished == [site.p("b"), site.p("a")]
+    missing: list[str] = []
+    assert list(site.host.walk(site.p("missing"), on_vanished=missing.append)) == []
+    assert missing == [site.p("missing")]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_walk_of_an_unreadable_folder_is_an_error_naming_it(site: Site) -> None:
+    site.host.mkdir(site.p("closed"))
+    site.host.chmod(site.p("closed"), 0o000)
+    try:
+        with pytest.raises(AuraError, match="closed"):
+            list(site.host.walk(site.root))
+    finally:
+        site.host.chmod(site.p("closed"), 0o700)
+
+
+def test_xattrs_are_set_and_read_back_on_files_and_folders_but_a_symlink_takes_none(site: Site) -> None:
+    path = site.write("f")
+    site.host.mkdir(site.p("d"))
+    site.host.symlink("f", site.p("l"))
+    for target in (path, site.p("d"), site.p("l")):
+        site.host.set_metadata(target, xattrs={"user.origin": b"aura", "user.empty": b""})
+    assert site.host.read_xattrs(path) == {"user.origin": b"aura", "user.empty": b""}
+    assert site.host.read_xattrs(site.p("d")) == {"user.origin": b"aura", "user.empty": b""}
+    assert site.host.read_xattrs(site.p("l")) == {}
+    assert site.host.read_xattrs(site.p("missing")) == {}
+    assert site.host.read_xattrs(site.write("plain")) == {}
+
+
+def test_set_metadata_sets_the_mode_and_the_times_of_a_symlink_itself(site: Site) -> None:
+    path = site.write("f")
+    site.host.symlink("f", site.p("l"))
+    before = site.host.stat(path)
+    site.host.set_metadata(path, owner=(os.geteuid(), os.getegid()), mode=0o640, times_ns=(1_000, 2_000_000_000))
+    site.host.set_metadata(site.p("l"), times_ns=(5_000, 7_000_000_000))
+    st, link = site.host.stat(path), site.host.stat(site.p("l"), follow_symlinks=False)
+    assert st is not None and link is not None and before is not None
+    assert (stat.S_IMODE(st.mode), st.atime_ns, st.mtime_ns, st.uid) == (0o640, 1_000, 2_000_000_000, os.geteuid())
+    assert (link.atime_ns, link.mtime_ns) == (5_000, 7_000_000_000)
+    assert st.ino == before.ino
+
+
+def test_fetch_hashed_copies_a_host_file_into_a_new_local_file(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    control = tmp_path_factory.mktemp("control")
+    data = b"content " * 1000
+    path = site.write("f", data, mode=0o640)
+    site.host.set_metadata(path, xattrs={"user.k": b"v"})
+    copied = site.host.fetch_hashed(path, str(control / "copy"), "sha256")
+    assert copied is not None
+    st = site.host.stat(path)
+    assert st is not None
+    assert (copied.digest, copied.size, copied.xattrs) == (_sha256(data), len(data), {"user.k": b"v"})
+    assert (copied.stat.st_ino, copied.stat.st_size, stat.S_IMODE(copied.stat.st_mode)) == (st.ino, len(data), 0o640)
+    assert (control / "copy").read_bytes() == data  # on the control machine, whatever the host
+    assert stat.S_IMODE((control / "copy").stat().st_mode) == 0o600 & ~_process_umask()
+    with pytest.raises(FileExistsError):
+        site.host.fetch_hashed(path, str(control / "copy"), "sha256")
+
+
+def test_fetch_hashed_of_what_is_no_longer_a_file_is_none_and_of_nothing_file_not_found(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    control = tmp_path_factory.mktemp("control")
+    site.write("f")
+    site.host.symlink("f", site.p("l"))
+    site.host.make_fifo(site.p("pipe"))
+    site.host.mkdir(site.p("d"))
+    for name in ("l", "pipe", "d"):
+        assert site.host.fetch_hashed(site.p(name), str(control / name), "sha256") is None
+    with pytest.raises(FileNotFoundError):
+        site.host.fetch_hashed(site.p("missing"), str(control / "missing"), "sha256")
+    assert sorted(os.listdir(control)) == []
+
+
+def test_put_hashed_writes_a_local_file_onto_the_host_once(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    local = tmp_path_factory.mktemp("control") / "source"
+    data = os.urandom(3 << 20)  # more than one chunk
+    local.write_bytes(data)
+    fd = os.open(local, os.O_RDONLY)
+    try:
+        assert site.host.put_hashed(fd, site.p("put"), "sha256") == (_sha256(data), len(data))
+        os.lseek(fd, 0, os.SEEK_SET)
+        with pytest.raises(FileExistsError):
+            site.host.put_hashed(fd, site.p("put"), "sha256")
+    finally:
+        os.close(fd)
+    assert site.host.read_bytes(site.p("put")) == data
+    st = site.host.stat(site.p("put"))
+    assert st is not None and stat.S_IMODE(st.mode) == 0o600 & ~_process_umask()
+
+
+def test_hash_file_hashes_a_file_and_is_none_for_nothing_or_a_symlink(site: Site) -> None:
+    path = site.write("f", b"hash me")
+    site.host.symlink("f", site.p("l"))
+    assert site.host.hash_file(path, "sha256") == _sha256(b"hash me")
+    assert site.host.hash_file(path, "md5") == hashlib.md5(b"hash me").hexdigest()  # noqa: S324
+    assert site.host.hash_file(site.p("missing"), "sha256") is None
+    assert site.host.hash_file(site.p("l"), "sha256") is None
+
+
+def test_link_if_unchanged_links_the_file_the_walk_listed(site: Site) -> None:
+    path = site.write("f", b"same")
+    site.host.set_metadata(path, xattrs={"user.k": b"v"})
+    listed = _listed(site, "f")
+    assert site.host.link_if_unchanged(
+        path, site.p("linked"), listed=listed, digest=_sha256(b"same"), xattrs={"user.k": b"v"}, algorithm="sha256"
+    )
+    st, linked = site.host.stat(path), site.host.stat(site.p("linked"))
+    assert st is not None and linked is not None and (linked.ino, linked.nlink) == (st.ino, 2)
+
+
+def test_link_if_unchanged_links_nothing_when_anything_changed(site: Site) -> None:
+    path = site.write("f", b"same")
+    listed = _listed(site, "f")
+    digest = _sha256(b"same")
+
+    def links(**changes: object) -> bool:
+        given: dict[str, object] = {"listed": listed, "digest": digest, "xattrs": {}, "algorithm": "sha256"}
+        given.update(changes)
+        return site.host.link_if_unchanged(path, site.p("new"), **given)  # type: ignore[arg-type]
+
+    assert not links(digest=_sha256(b"other"))
+    assert not links(xattrs={"user.k": b"v"})
+    site.host.set_metadata(path, times_ns=(1, 1_000_000_000))  # written (or touched) since it was listed
+    assert not links()
+    assert links(listed=_listed(site, "f"))
+    site.host.remove(site.p("new"))
+    site.write("f", b"same")  # replaced: another inode, same content
+    assert not links(listed=listed)
+    site.host.remove(path)
+    assert not links(listed=listed)
+    site.host.symlink("elsewhere", path)
+    assert not links(listed=listed)
+    assert site.host.listdir(site.root) == ["f"]  # nothing left behind
+
+
+def test_link_links_a_symlink_itself_and_refuses_a_taken_name(site: Site) -> None:
+    path = site.write("f")
+    site.host.symlink("f", site.p("l"))
+    site.host.link(site.p("l"), site.p("l2"))
+    l2 = site.host.stat(site.p("l2"), follow_symlinks=False)
+    assert l2 is not None and l2.is_symlink and l2.nlink == 2
+    with pytest.raises(FileExistsError):
+        site.host.link(path, site.p("l2"))
+    with pytest.raises(FileNotFoundError):
+        site.host.link(site.p("missing"), site.p("m"))
+
+
+def test_rename_noreplace_renames_onto_a_free_name_and_refuses_a_taken_one(site: Site) -> None:
+    site.host.mkdir(site.p("staging"))
+    site.write("staging/f", b"new")
+    site.write("taken", b"old")
+    site.host.mkdir(site.p("empty"))
+    before = site.host.stat(site.p("staging"))
+    for taken in ("taken", "empty"):
+        with pytest.raises(FileExistsError):
+            site.host.rename_noreplace(site.p("staging"), site.p(taken))
+    assert site.host.read_bytes(site.p("taken")) == b"old"
+    site.host.rename_noreplace(site.p("staging"), site.p("restored"))
+    after = site.host.stat(site.p("restored"))
+    assert before is not None and after is not None and after.ino == before.ino
+    assert site.host.read_bytes(site.p("restored", "f")) == b"new"
+    with pytest.raises(FileNotFoundError):
+        site.host.rename_noreplace(site.p("staging"), site.p("other"))
+    assert site.host.listdir(site.root) == ["empty", "restored", "taken"]
+
+
+def test_syncfs_takes_a_folder_and_fails_for_a_file_or_nothing(site: Site) -> None:
+    site.host.syncfs(site.root)
+    with pytest.raises(NotADirectoryError):
+        site.host.syncfs(site.write("f"))
+    with pytest.raises(FileNotFoundError):
+        site.host.syncfs(site.p("missing"))
+
+
+def test_is_root_is_whether_the_user_is_root(site: Site) -> None:
+    assert site.host.is_root() == (os.geteuid() == 0)

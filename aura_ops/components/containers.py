@@ -195,6 +195,7 @@ class DockerComponent:
 
     manifest_model: ClassVar[type[ComponentManifest]] = DockerManifest
     type: ClassVar[str] = "docker"
+    restore_to: ClassVar[str | None] = None
 
     def __init__(self, name: str, config: DockerConfig | None, host: Host) -> None:
         if config is not None and not isinstance(config, DockerConfig):
@@ -202,6 +203,11 @@ class DockerComponent:
         self.name = name
         self.config = config
         self.host = host
+
+    @classmethod
+    def unconfigured(cls, name: str, section: dict[str, Any], host: Host) -> DockerComponent:
+        """Without its configuration: what the snapshot recorded only (acting raises UsageError)."""
+        return cls(name, None, host)
 
     def configured(self) -> DockerConfig:
         """Its configuration; UsageError when it is not in the configuration."""

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from aura_ops import __version__, checksum, logs
-from aura_ops.components import files, module_for, object_for, release
-from aura_ops.components.base import RestoreRequest, SnapshotTarget
-from aura_ops.config import Config, FilesConfig
+from aura_ops import components as registry
+from aura_ops.components import files
+from aura_ops.components.base import Component, RestoreRequest, SnapshotTarget
+from aura_ops.config import Config
 from aura_ops.errors import AuraError, Interrupted, UsageError, VerificationError
-from aura_ops.hosts import Host, LocalHost, local_hostname
+from aura_ops.hosts import local_hostname
+from aura_ops.hosts.inventory import Inventory
 from aura_ops.repository import FORMAT, MANIFEST, Repository, Snapshot, new_snapshot_id
 from aura_ops.state import temporaries
 from aura_ops.workflows import manifests, targets
@@ -58,11 +60,6 @@ def interruptible() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def host_for(config: Config, name: str) -> Host:
-    """The Host a component runs on (only local hosts exist for now)."""
-    return LocalHost(config.component(name).host)
-
-
 def repository(config: Config) -> Repository:
     return Repository(config.repository.path, validate=manifests.section_problem)
 
@@ -89,10 +86,16 @@ def _check_artifacts(folder: Path, name: str, entry: dict[str, Any]) -> None:
 
 
 def backup(
-    config: Config, components: list[str] | None = None, tags: list[str] | None = None, run_id: str | None = None
+    config: Config,
+    components: list[str] | None = None,
+    tags: list[str] | None = None,
+    run_id: str | None = None,
+    hosts: Inventory | None = None,
 ) -> Snapshot:
-    """Snapshot the selected components into a new sealed snapshot; return it."""
+    """Snapshot the selected components (on their hosts from ``hosts``, by default the
+    configuration's inventory) into a new sealed snapshot; return it."""
     names = _selected(config, components)
+    hosts = hosts or Inventory(config)
     repo = repository(config)
     run_id = run_id or new_snapshot_id()
     log = logs.get()
@@ -122,7 +125,7 @@ def backup(
         log.info("backup.started", snapshot=snapshot_id, components=names)
         try:
             for name in names:
-                manifest["components"][name] = _snapshot_component(config, repo, name, partial)
+                manifest["components"][name] = _snapshot_component(registry.build(config, name, hosts), repo, partial)
             manifest["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             manifest["seconds"] = round(time.monotonic() - started, 3)
             manifest["size"] = _size_of(manifest)
@@ -139,19 +142,14 @@ def backup(
         return snapshot
 
 
-def _snapshot_component(config: Config, repo: Repository, name: str, partial: Path) -> Any:
-    cfg = config.component(name)
-    host = host_for(config, name)
-    with logs.bind(component=name, host=host.name):
+def _snapshot_component(component: Component, repo: Repository, partial: Path) -> Any:
+    name = component.name
+    with logs.bind(component=name, host=component.host.name):
         folder = partial / name
         folder.mkdir(mode=0o700)
         started = time.monotonic()
-        previous = repo.latest_with(name, cfg.type, _usable_previous(name, cfg.type))
-        component = object_for(config, name, host)
-        if component is not None:
-            entry = component.snapshot(SnapshotTarget(partial.stem, folder, previous)).section()
-        else:
-            entry = module_for(cfg.type).snapshot(host, name, cfg, folder, previous)
+        previous = repo.latest_with(name, component.type, _usable_previous(name, component.type))
+        entry = component.snapshot(SnapshotTarget(partial.stem, folder, previous)).section()
         entry["seconds"] = round(time.monotonic() - started, 3)
         _check_artifacts(folder, name, entry)
         logs.get().info("component.snapshotted", seconds=entry["seconds"])
@@ -207,12 +205,19 @@ class VerifyFailed(VerificationError):
         super().__init__(f"snapshot {report['snapshot']}: {count}: {shown}")
 
 
-def verify(config: Config, reference: str, deep: bool = False, components: list[str] | None = None) -> dict[str, Any]:
+def verify(
+    config: Config,
+    reference: str,
+    deep: bool = False,
+    components: list[str] | None = None,
+    hosts: Inventory | None = None,
+) -> dict[str, Any]:
     """Verify artifact checksums (and more, per component). Every problem found is collected;
     VerifyFailed (exit 3) carries the report listing them all. A damaged manifest is
     VerificationError at once."""
     repo = repository(config)
     snapshot = repo.get(reference)
+    hosts = hosts or Inventory(config)
     report: dict[str, Any] = {"snapshot": snapshot.id, "deep": deep, "components": {}, "problems": []}
     cache = files.VerifiedCache(repo.path / "cache" / "verified-files.json")
     with logs.bind(snapshot=snapshot.id), temporaries.bound(config):
@@ -224,7 +229,9 @@ def verify(config: Config, reference: str, deep: bool = False, components: list[
                 result: dict[str, Any] = {}
                 if not problems or entry["type"] == "files":  # files: report the tree's problems too
                     try:
-                        result = _verify_component(config, snapshot, name, entry, deep)
+                        component = registry.for_snapshot(config, name, entry, hosts)
+                        result = {"artifacts_verified": len(entry.get("artifacts", {}))}
+                        result |= component.verify(snapshot, deep)
                     except VerificationError as exc:
                         problems.append(str(exc))
                 problems.extend(result.pop("problems", []))
@@ -284,22 +291,6 @@ def _artifact_problems(snapshot: Snapshot, name: str, entry: dict[str, Any], cac
     return problems
 
 
-def _verify_component(
-    config: Config, snapshot: Snapshot, name: str, entry: dict[str, Any], deep: bool
-) -> dict[str, Any]:
-    host = LocalHost()
-    artifacts = {"artifacts_verified": len(entry.get("artifacts", {}))}
-    if entry["type"] == "files":
-        return artifacts | _files_component(config, name, entry, host).verify(snapshot, deep)
-    cfg = config.components.get(name)
-    component = object_for(config, name, host, entry["type"])
-    if component is not None:
-        result: dict[str, Any] = component.verify(snapshot, deep)
-        return artifacts | result
-    result = module_for(entry["type"]).verify(host, name, cfg, snapshot, deep)
-    return artifacts | result
-
-
 def restore(
     config: Config,
     reference: str,
@@ -312,21 +303,23 @@ def restore(
     replace: bool = True,
     globals_overwrite: bool = False,
     files_replace: list[str] | None = None,
+    hosts: Inventory | None = None,
 ) -> dict[str, Any]:
     """Put a snapshot back, in place or to a new database / path. ``replace`` False: a database
     restore that would replace data (the live database, a non-empty one) is refused, exit 2
-    (the caller did not get consent for it). ``files_replace``: the files components whose
-    folder may hold something when it is replaced (None: all); any other must still be empty
-    just before the swap, else exit 2 with nothing changed."""
+    (the caller did not get consent for it). ``files_replace``: the components restored to a
+    folder (``restore_to == "path"``) whose folder may hold something when it is replaced (None:
+    all); any other must still be empty just before the swap, else exit 2 with nothing changed."""
     repo = repository(config)
     snapshot = repo.get(reference)
+    hosts = hosts or Inventory(config)
     available = list(snapshot.manifest["components"])
     names = components or available
     for name in names:
         if name not in available:
             raise UsageError(f"snapshot {snapshot.id} has no component {name!r} (it has: {', '.join(available)})")
     _check_targets(snapshot, names, to_database, to_path)
-    paths = {t["component"]: t["target"] for t in files_targets(config, snapshot, names, to_path, count=False)}
+    paths = {t["component"]: t["target"] for t in files_targets(config, snapshot, names, to_path, False, hosts)}
     run_id = run_id or new_snapshot_id()
     report: dict[str, Any] = {"snapshot": snapshot.id, "dry_run": dry_run, "components": {}}
     with (
@@ -337,122 +330,90 @@ def restore(
     ):
         temporaries.sweep(config)
         for name in names:
-            report["components"][name] = _restore_component(
-                config,
-                snapshot,
-                name,
-                to_database,
-                paths.get(name),
-                dry_run,
-                (with_globals, globals_overwrite, replace),
-                run_id,
-                files_replace is None or name in files_replace,
+            component = registry.for_snapshot(config, name, snapshot.manifest["components"][name], hosts)
+            to = {"path": paths.get(name), "database": to_database}.get(component.restore_to or "")
+            consent = files_replace is None or name in files_replace if component.restore_to == "path" else replace
+            request = RestoreRequest(
+                to=None if to is None else str(to),
+                dry_run=dry_run,
+                replace=consent,
+                run_id=run_id,
+                with_globals=with_globals,
+                globals_overwrite=globals_overwrite,
             )
+            report["components"][name] = _restore_component(component, snapshot, request)
     return report
 
 
+def _takes(snapshot: Snapshot, name: str, option: str) -> bool:
+    """Whether the snapshot's component ``name`` is restored elsewhere by ``--to-<option>``."""
+    return registry.component_class(snapshot.manifest["components"][name]["type"]).restore_to == option
+
+
 def files_targets(
-    config: Config, snapshot: Snapshot, names: list[str], to_path: Path | None, count: bool = True
+    config: Config,
+    snapshot: Snapshot,
+    names: list[str],
+    to_path: Path | None,
+    count: bool = True,
+    hosts: Inventory | None = None,
 ) -> list[dict[str, Any]]:
-    """For each files component to restore: its resolved target, whether it is in place, and
-    (``count``) how many entries it holds now, which a restore replaces. UsageError (exit 2)
-    when a target is refused (see targets.py)."""
+    """For each component to restore into a folder (``restore_to == "path"``): its resolved
+    target, whether it is in place, and (``count``) how many entries it holds now, which a restore
+    replaces. UsageError (exit 2) when a target is refused (see targets.py)."""
+    hosts = hosts or Inventory(config)
     found = []
-    host = LocalHost()  # the host files restores use (see _restore_component)
     for name in names:
-        entry = snapshot.manifest["components"].get(name, {})
-        if entry.get("type") != "files":
+        entry = snapshot.manifest["components"].get(name)
+        if entry is None or not _takes(snapshot, name, "path"):
             continue
+        component = registry.for_snapshot(config, name, entry, hosts)
         if to_path is None:
-            target = targets.check_in_place(host, entry, config)
+            target = targets.check_in_place(component.host, entry, config)
         else:
-            target = targets.check(host, to_path, config, to_path=True)
-        entries = targets.count_entries(host, target, entry.get("exclude", [])) if count else 0
+            target = targets.check(component.host, to_path, config, to_path=True)
+        entries = 0
+        if count:
+            found_target = component.restore_target(snapshot, RestoreRequest(to=str(target)))
+            entries = found_target.details["entries"] if found_target else 0
         found.append({"component": name, "target": target, "in_place": to_path is None, "entries": entries})
     return found
 
 
 def database_targets(
-    config: Config, snapshot: Snapshot, names: list[str], to_database: str | None
+    config: Config, snapshot: Snapshot, names: list[str], to_database: str | None, hosts: Inventory | None = None
 ) -> list[tuple[str, Any]]:
-    """(component, ``RestoreTarget``) for each postgres component a restore of ``names``
-    would write: what is there now and whether it would be replaced (read-only). UsageError
-    for a target that must not be used (``pgdatabase.inspect_target``)."""
+    """(component, ``RestoreTarget``) for each component a restore of ``names`` would write into
+    a database (``restore_to == "database"``): what is there now and whether it would be replaced
+    (read-only). UsageError for a target that must not be used (``pgdatabase.inspect_target``)
+    or a component no longer configured."""
     _check_targets(snapshot, names, to_database, None)
+    hosts = hosts or Inventory(config)
     found = []
     for name in names:
-        if snapshot.manifest["components"][name]["type"] != "postgres":
+        if not _takes(snapshot, name, "database"):
             continue
-        if name not in config.components:
-            raise UsageError(f"component {name} is not in the configuration: no database to restore into")
-        component = object_for(config, name, host_for(config, name))
+        component = registry.for_snapshot(config, name, snapshot.manifest["components"][name], hosts)
         found.append((name, component.restore_target(snapshot, RestoreRequest(to=to_database))))
     return found
 
 
 def _check_targets(snapshot: Snapshot, names: list[str], to_database: str | None, to_path: Path | None) -> None:
-    kinds = [snapshot.manifest["components"][n]["type"] for n in names]
     if to_database is not None and not to_database.strip():
         raise UsageError("--to-database needs a database name; it was empty")
-    if to_database and kinds.count("postgres") != 1:
+    if to_database and sum(_takes(snapshot, n, "database") for n in names) != 1:
         raise UsageError("--to-database needs exactly one postgres component (use --component)")
-    if to_path and kinds.count("files") != 1:
+    if to_path and sum(_takes(snapshot, n, "path") for n in names) != 1:
         raise UsageError("--to-path needs exactly one files component (use --component)")
 
 
-def _restore_component(
-    config: Config,
-    snapshot: Snapshot,
-    name: str,
-    to_database: str | None,
-    to_path: Path | None,
-    dry_run: bool,
-    database_options: tuple[bool, bool, bool],
-    run_id: str = "",
-    files_replace: bool = True,
-) -> Any:
-    entry = snapshot.manifest["components"][name]
-    host = LocalHost()
-    with logs.bind(component=name, host=host.name):
+def _restore_component(component: Component, snapshot: Snapshot, request: RestoreRequest) -> dict[str, Any]:
+    with logs.bind(component=component.name, host=component.host.name):
         started = time.monotonic()
-        if entry["type"] == "files":
-            request = RestoreRequest(
-                to=None if to_path is None else str(to_path), dry_run=dry_run, replace=files_replace, run_id=run_id
-            )
-            result = _files_component(config, name, entry, host).restore(snapshot, request)
-        elif entry["type"] == "docker":
-            return object_for(config, name, host, "docker").restore(snapshot, RestoreRequest())
-        elif entry["type"] == "release":
-            cfg = config.component(name)
-            component = release.ReleaseComponent(name, cfg, host)  # type: ignore[arg-type]
-            result = component.restore(snapshot, RestoreRequest(dry_run=dry_run))
-        else:
-            if name not in config.components:
-                raise UsageError(f"component {name} is not in the configuration: no database to restore into")
-            with_globals, globals_overwrite, replace = database_options
-            request = RestoreRequest(
-                to=to_database,
-                dry_run=dry_run,
-                replace=replace,
-                run_id=run_id,
-                with_globals=with_globals,
-                globals_overwrite=globals_overwrite,
-            )
-            result = object_for(config, name, host, entry["type"]).restore(snapshot, request)
-            if dry_run:
-                return result
+        result = component.restore(snapshot, request)
         result["seconds"] = round(time.monotonic() - started, 3)
-        logs.get().info("component.restored", seconds=result["seconds"], dry_run=dry_run)
+        logs.get().info("component.restored", seconds=result["seconds"], dry_run=request.dry_run)
         return result
-
-
-def _files_component(config: Config, name: str, entry: dict[str, Any], host: Host) -> files.FilesComponent:
-    """The files component ``name``: as configured, or as its manifest entry describes it when
-    the configuration no longer names it (a snapshot is verified and restored all the same)."""
-    cfg = config.components.get(name)
-    if not isinstance(cfg, FilesConfig):
-        cfg = FilesConfig(type="files", path=entry["source"], exclude=entry.get("exclude", []))
-    return files.FilesComponent(name, cfg, host)
 
 
 def delete(config: Config, reference: str, run_id: str | None = None) -> str:

@@ -62,11 +62,17 @@ class FilesComponent:
 
     manifest_model: ClassVar[type[ComponentManifest]] = FilesManifest
     type: ClassVar[str] = "files"
+    restore_to: ClassVar[str | None] = "path"
 
     def __init__(self, name: str, config: FilesConfig, host: Host) -> None:
         self.name = name
         self.config = config
         self.host = host
+
+    @classmethod
+    def unconfigured(cls, name: str, section: dict[str, Any], host: Host) -> FilesComponent:
+        """The folder as the snapshot's section recorded it (its source and excludes)."""
+        return cls(name, FilesConfig(type="files", path=section["source"], exclude=section.get("exclude", [])), host)
 
     def describe(self) -> str:
         return f"{self.config.path} on {self.host.name}"

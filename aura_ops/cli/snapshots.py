@@ -263,7 +263,7 @@ def restore(
 ) -> None:
     """Put a snapshot back, in place or into a new database / folder."""
     from aura_ops.cli import announce
-    from aura_ops.components import component_class
+    from aura_ops.components import component_class, snapshotting
     from aura_ops.hosts.inventory import Inventory
     from aura_ops.workflows import snapshots as engine
 
@@ -278,7 +278,7 @@ def restore(
         _refuse_if_interrupted(config)
     files_replace = None
     if not dry_run:
-        found = engine.files_targets(config, snapshot, names, to_path, hosts=hosts)
+        found = snapshotting.files_targets(config, snapshot, names, to_path, hosts=hosts)
         files_replace = _confirm_files_restore(found, snapshot, yes)
     in_place = [
         n
@@ -291,7 +291,7 @@ def restore(
     # every database the restore would replace, however its name was spelled (read-only look)
     replaced = [
         f"{t.description} (component {n})"
-        for n, t in engine.database_targets(config, snapshot, known, to_database, hosts)
+        for n, t in snapshotting.database_targets(config, snapshot, known, to_database, hosts)
         if t.replaces
     ]
     if (in_place or replaced) and not dry_run:

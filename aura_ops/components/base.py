@@ -124,6 +124,12 @@ class Component(Protocol):
         the report's ``problems`` list is empty when all is well."""
         ...
 
+    def damage(self, snapshot: Any) -> str | None:
+        """Why its stored part of ``snapshot`` cannot be trusted beyond the manifest's checks
+        (cheap, read-only: e.g. a files index changed since it was sealed), or None. A damaged
+        part is never the base of an incremental snapshot."""
+        ...
+
     def restore_target(self, snapshot: Any, request: RestoreRequest) -> RestoreTarget | None:
         """What ``restore`` would write (read-only), or None when it writes nothing."""
         ...

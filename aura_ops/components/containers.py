@@ -322,6 +322,10 @@ class DockerComponent:
         """Nothing to check beyond the artifact's checksum (the workflow's): how many containers."""
         return {"containers": len(snapshot.manifest["components"][self.name].get("containers", []))}
 
+    def damage(self, snapshot: Snapshot) -> str | None:
+        """None: nothing beyond the manifest's checksums to distrust."""
+        return None
+
     def restore_target(self, snapshot: Snapshot, request: RestoreRequest) -> RestoreTarget | None:
         """None: a restore writes nothing (container images and states are recorded only)."""
         return None

@@ -243,6 +243,10 @@ class ReleaseComponent:
         """Whether the release the snapshot recorded as current is still installed."""
         return _verify_entry(snapshot.manifest["components"][self.name], self if self.configured else None)
 
+    def damage(self, snapshot: Snapshot) -> str | None:
+        """None: nothing beyond the manifest's checksums to distrust."""
+        return None
+
     def restore_target(self, snapshot: Snapshot, request: RestoreRequest) -> RestoreTarget | None:
         version = self._recorded(snapshot)
         now = self.current()

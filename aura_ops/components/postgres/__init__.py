@@ -1108,6 +1108,10 @@ class PostgresComponent:
 
     # -- restore ---------------------------------------------------------------------------------
 
+    def damage(self, snapshot: Snapshot) -> str | None:
+        """None: nothing beyond the manifest's checksums to distrust."""
+        return None
+
     @database_errors
     def restore_target(self, snapshot: Snapshot, request: RestoreRequest) -> RestoreTarget:
         """Where a restore would go (``request.to``, else the live database) and what is there

@@ -1,7 +1,7 @@
-"""What a snapshot's component section must hold: the ``validate`` hook the workflows hand the
-repository, which knows no component. Each section is checked by its type's manifest model
-(``components.manifest_model``); a section of an unknown type, or one its model refuses, marks the
-snapshot damaged.
+"""What a snapshot's component section must hold: the ``validate`` hook handed to the
+repository, which knows no component (``snapshotting.repository`` opens one with it). Each
+section is checked by its type's manifest model (``components.manifest_model``); a section of an
+unknown type, or one its model refuses, marks the snapshot damaged.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""``aura-ops doctor``: check everything a backup needs before anything is changed."""
+"""Doctor's checks: everything a backup needs, checked before anything is changed (each
+configured component's ``Component.doctor``, the repository, the temporaries left behind).
+
+Read-only and below the workflows: the ``doctor`` command and the engine's ``preflight`` action
+both run ``run``.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,12 @@ import tempfile
 from typing import Any
 
 from aura_ops import components
+from aura_ops.components import snapshotting
 from aura_ops.config import Config, FilesConfig
 from aura_ops.errors import AuraError
 from aura_ops.hosts import Command, Host
 from aura_ops.hosts.inventory import Inventory
 from aura_ops.repository import Repository
-from aura_ops.workflows import snapshots
 
 
 def _tool(host: Host, program: str) -> dict[str, Any]:
@@ -86,7 +91,7 @@ def run(config: Config, hosts: Inventory | None = None) -> tuple[list[dict[str, 
         checks.append(_tool(hosts.local(), "rsync"))
     for name in config.components:
         checks.extend(components.build(config, name, hosts).doctor())
-    checks.extend(_repository(snapshots.repository(config)))
+    checks.extend(_repository(snapshotting.repository(config)))
     checks.extend(_temporaries(config))
     if os.geteuid() != 0:
         checks.append(

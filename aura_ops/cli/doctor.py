@@ -17,10 +17,11 @@ from aura_ops.errors import (
 @common
 def doctor() -> None:
     """Check tools, versions, database reachability, repository and disk before changing anything."""
-    from aura_ops.workflows import doctor as checks
+    from aura_ops.components import doctor as checks
+    from aura_ops.hosts.inventory import Inventory
 
     config = click.get_current_context().ensure_object(State).load()
-    results, code = checks.run(config)
+    results, code = checks.run(config, Inventory(config))
 
     def human(data: dict[str, Any]) -> None:
         _table(

@@ -42,6 +42,7 @@ def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
     """Snapshot every configured component into the repository, verify, seal."""
     from aura_ops import engine
     from aura_ops.cli import announce
+    from aura_ops.hosts.inventory import Inventory
     from aura_ops.workflows import snapshots
 
     config = click.get_current_context().ensure_object(State).load()
@@ -50,7 +51,7 @@ def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
         config.component(name)  # an unknown name is a usage error before anything is announced
     _announce(config, announce.backup(config, names))
     engine.warn_if_interrupted(config)  # an unrelated interrupted run does not block a backup
-    snapshot = snapshots.backup(config, list(components) or None, list(tags))
+    snapshot = snapshots.backup(config, list(components) or None, list(tags), hosts=Inventory(config))
 
     def human(data: dict[str, Any]) -> None:
         click.echo(
@@ -159,6 +160,7 @@ def snapshots_show(snapshot_id: str) -> None:
 @common
 def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) -> None:
     """Verify a snapshot's checksums; with --deep, prove it restores. Exit 3 on a mismatch."""
+    from aura_ops.hosts.inventory import Inventory
     from aura_ops.workflows import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
@@ -172,7 +174,7 @@ def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) 
             )
         snapshot_id = snapshot.id
     try:
-        report = engine.verify(config, snapshot_id, deep, list(components) or None)
+        report = engine.verify(config, snapshot_id, deep, list(components) or None, Inventory(config))
     except engine.VerifyFailed as failed:
         # every problem, not only the first: listed on stdout (and in --json), one line on stderr
         emit({"ok": False, **failed.report, "error": mask(str(failed)), "exit_code": failed.exit_code}, _problems)
@@ -261,9 +263,12 @@ def restore(
 ) -> None:
     """Put a snapshot back, in place or into a new database / folder."""
     from aura_ops.cli import announce
+    from aura_ops.components import component_class, snapshotting
+    from aura_ops.hosts.inventory import Inventory
     from aura_ops.workflows import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
+    hosts = Inventory(config)  # one for the whole command: the targets looked at are the ones restored
     snapshot = engine.repository(config).get(snapshot_id)
     names = list(components) or list(snapshot.manifest["components"])
     entries = {n: e for n, e in snapshot.manifest["components"].items() if n in names}
@@ -273,18 +278,20 @@ def restore(
         _refuse_if_interrupted(config)
     files_replace = None
     if not dry_run:
-        files_replace = _confirm_files_restore(engine.files_targets(config, snapshot, names, to_path), snapshot, yes)
+        found = snapshotting.files_targets(config, snapshot, names, to_path, hosts=hosts)
+        files_replace = _confirm_files_restore(found, snapshot, yes)
     in_place = [
         n
         for n in names
         if n in snapshot.manifest["components"]
-        and snapshot.manifest["components"][n]["type"] not in ("files", "postgres")  # asked with their targets
+        # asked with their targets: those restored into a folder or a database
+        and component_class(snapshot.manifest["components"][n]["type"]).restore_to is None
     ]
     known = [n for n in names if n in snapshot.manifest["components"]]
     # every database the restore would replace, however its name was spelled (read-only look)
     replaced = [
         f"{t.description} (component {n})"
-        for n, t in engine.database_targets(config, snapshot, known, to_database)
+        for n, t in snapshotting.database_targets(config, snapshot, known, to_database, hosts)
         if t.replaces
     ]
     if (in_place or replaced) and not dry_run:
@@ -306,6 +313,7 @@ def restore(
         replace=bool(replaced),  # consent covers what was named; anything else that appears is refused
         globals_overwrite=globals_overwrite,
         files_replace=files_replace,  # a folder judged empty (no consent asked) must still be empty
+        hosts=hosts,
     )
 
     def human(data: dict[str, Any]) -> None:

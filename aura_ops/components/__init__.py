@@ -47,17 +47,11 @@ def build(config: Config, name: str, hosts: Inventory) -> Component:
     return component
 
 
-def module_for(type_name: str) -> Any:
-    """Transitional (removed once workflows call the protocol): the module of a component type."""
-    module_name = REGISTRY[type_name].partition(":")[0]
-    return importlib.import_module(module_name)
-
-
-def object_for(config: Config, name: str, host: Any, type_name: str | None = None) -> Any:
-    """Transitional (removed with ``module_for``): component ``name`` (of ``type_name``, else its
-    configured type) as an object of its registry class, built even when it is no longer
-    configured (config None); None while its type is still a module of functions."""
-    kind = type_name or config.component(name).type
-    module_name, _, class_name = REGISTRY[kind].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    return None if cls is None else cls(name, config.components.get(name), host)
+def for_snapshot(config: Config, name: str, section: dict[str, Any], hosts: Inventory) -> Component:
+    """Component ``name`` of a snapshot whose manifest ``section`` records it: as configured when
+    the configuration names it with the same type (``build``); otherwise (no longer configured)
+    its class's ``unconfigured`` from the section, on the local host."""
+    configured = config.components.get(name)
+    if configured is not None and configured.type == section["type"]:
+        return build(config, name, hosts)
+    return component_class(section["type"]).unconfigured(name, section, hosts.local())

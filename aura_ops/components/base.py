@@ -97,8 +97,19 @@ class Component(Protocol):
 
     manifest_model: ClassVar[type[ComponentManifest]]
     type: ClassVar[str]
+    # Which ``restore --to-...`` option names another target for it ("path": ``--to-path``,
+    # "database": ``--to-database``), or None: it is restored in place only. A restore with that
+    # option needs exactly one component taking it (``RestoreRequest.to`` is only ever its value).
+    restore_to: ClassVar[str | None]
     name: str
     host: Host
+
+    @classmethod
+    def unconfigured(cls, name: str, section: dict[str, Any], host: Host) -> Component:
+        """The component ``name`` of a snapshot whose configuration no longer names it (or names
+        another type), built from its manifest ``section`` so the snapshot can still be verified
+        and restored; what it cannot do without its configuration raises UsageError/ConfigError."""
+        ...
 
     def describe(self) -> str:
         """What it names on its host, for the first line of a command's output."""
@@ -111,6 +122,12 @@ class Component(Protocol):
     def verify(self, snapshot: Any, deep: bool) -> dict[str, Any]:
         """Check its stored part of ``snapshot`` (a ``repository.Snapshot``) against the manifest;
         the report's ``problems`` list is empty when all is well."""
+        ...
+
+    def damage(self, snapshot: Any) -> str | None:
+        """Why its stored part of ``snapshot`` cannot be trusted beyond the manifest's checks
+        (cheap, read-only: e.g. a files index changed since it was sealed), or None. A damaged
+        part is never the base of an incremental snapshot."""
         ...
 
     def restore_target(self, snapshot: Any, request: RestoreRequest) -> RestoreTarget | None:

@@ -195,6 +195,7 @@ class DockerComponent:
 
     manifest_model: ClassVar[type[ComponentManifest]] = DockerManifest
     type: ClassVar[str] = "docker"
+    restore_to: ClassVar[str | None] = None
 
     def __init__(self, name: str, config: DockerConfig | None, host: Host) -> None:
         if config is not None and not isinstance(config, DockerConfig):
@@ -202,6 +203,11 @@ class DockerComponent:
         self.name = name
         self.config = config
         self.host = host
+
+    @classmethod
+    def unconfigured(cls, name: str, section: dict[str, Any], host: Host) -> DockerComponent:
+        """Without its configuration: what the snapshot recorded only (acting raises UsageError)."""
+        return cls(name, None, host)
 
     def configured(self) -> DockerConfig:
         """Its configuration; UsageError when it is not in the configuration."""
@@ -315,6 +321,10 @@ class DockerComponent:
     def verify(self, snapshot: Snapshot, deep: bool) -> dict[str, Any]:
         """Nothing to check beyond the artifact's checksum (the workflow's): how many containers."""
         return {"containers": len(snapshot.manifest["components"][self.name].get("containers", []))}
+
+    def damage(self, snapshot: Snapshot) -> str | None:
+        """None: nothing beyond the manifest's checksums to distrust."""
+        return None
 
     def restore_target(self, snapshot: Snapshot, request: RestoreRequest) -> RestoreTarget | None:
         """None: a restore writes nothing (container images and states are recorded only)."""

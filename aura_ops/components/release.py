@@ -76,6 +76,7 @@ class ReleaseComponent:
 
     manifest_model: ClassVar[type[ComponentManifest]] = ReleaseManifest
     type: ClassVar[str] = "release"
+    restore_to: ClassVar[str | None] = None
 
     def __init__(self, name: str, config: ReleaseConfig, host: Host) -> None:
         self.name = name
@@ -83,6 +84,15 @@ class ReleaseComponent:
         self.host = host
         self.path = str(config.path)
         self.releases = f"{self.path}/releases"
+        self.configured = True
+
+    @classmethod
+    def unconfigured(cls, name: str, section: dict[str, Any], host: Host) -> ReleaseComponent:
+        """The releases at the path the snapshot recorded, read-only: verify reports the recorded
+        release only, restore raises UsageError (no configuration to switch by)."""
+        component = cls(name, ReleaseConfig.model_validate({"type": "release", "path": section["path"]}), host)
+        component.configured = False
+        return component
 
     def describe(self) -> str:
         return f"releases in {self.path} on {self.host.name}"
@@ -231,7 +241,11 @@ class ReleaseComponent:
 
     def verify(self, snapshot: Snapshot, deep: bool) -> dict[str, Any]:
         """Whether the release the snapshot recorded as current is still installed."""
-        return _verify_entry(snapshot.manifest["components"][self.name], self)
+        return _verify_entry(snapshot.manifest["components"][self.name], self if self.configured else None)
+
+    def damage(self, snapshot: Snapshot) -> str | None:
+        """None: nothing beyond the manifest's checksums to distrust."""
+        return None
 
     def restore_target(self, snapshot: Snapshot, request: RestoreRequest) -> RestoreTarget | None:
         version = self._recorded(snapshot)
@@ -246,6 +260,8 @@ class ReleaseComponent:
 
     def restore(self, snapshot: Snapshot, request: RestoreRequest) -> dict[str, Any]:
         """Switch ``current`` back to the release the snapshot recorded."""
+        if not self.configured:
+            raise UsageError(f"component {self.name} is not in the configuration: no releases to switch")
         version = self._recorded(snapshot)
         if request.dry_run:
             return {"dry_run": True, "changes": [f"switch {self.path}/current to {version} (now {self.current()})"]}
@@ -271,22 +287,3 @@ def _verify_entry(entry: dict[str, Any], component: ReleaseComponent | None) -> 
     if component is not None and entry.get("current"):
         report["still_installed"] = component.is_installed(entry["current"])
     return report
-
-
-# ------------------------------------------------------------ transitional (removed with module_for)
-# The snapshot workflows still reach components through ``components.module_for``; these adapt
-# its calls to the class until they call the Component protocol.
-
-
-def snapshot(host: Host, name: str, cfg: ReleaseConfig, dest: Path, previous: Snapshot | None) -> dict[str, Any]:
-    section = ReleaseComponent(name, cfg, host).snapshot(SnapshotTarget("", dest, previous))
-    return section.model_dump(by_alias=True)
-
-
-def verify(host: Host, name: str, cfg: ReleaseConfig | None, snapshot: Snapshot, deep: bool) -> dict[str, Any]:
-    component = ReleaseComponent(name, cfg, host) if cfg is not None else None
-    return _verify_entry(snapshot.manifest["components"][name], component)
-
-
-def doctor(host: Host, name: str, cfg: ReleaseConfig) -> list[dict[str, Any]]:
-    return ReleaseComponent(name, cfg, host).doctor()

@@ -122,11 +122,11 @@ def preflight(config: Config) -> list[dict[str, Any]]:
     for the snapshot) and whether the database can be cloned for a fast rollback (privileges,
     disk on its server). PreflightFailed naming every failed check; a clone that cannot be made
     fails it only with ``deploy.fast_rollback: required``."""
+    from aura_ops.components import doctor
     from aura_ops.components.postgres import PostgresComponent
     from aura_ops.components.postgres import clone as pgclone
     from aura_ops.config import PostgresConfig
     from aura_ops.hosts.inventory import Inventory
-    from aura_ops.workflows import doctor
 
     results, code = doctor.run(config)
     database = config.only("postgres", config.deploy.database, "database")

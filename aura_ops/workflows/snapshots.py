@@ -1,33 +1,32 @@
-"""Backup, verify, restore and delete: the snapshot engine across components.
+"""Backup, verify, restore and delete: the snapshot commands across components.
 
-A backup holds the repository lock, removes partial snapshots a killed run left behind, builds
-the new snapshot in ``<id>.partial/`` (one folder a component), checks that every recorded
-artifact is there with its size, and commits by rename. Anything that fails on the way discards
-the partial folder; a killed process leaves it for the next run to clean, never listed.
+A backup or a restore is ``components.snapshotting`` (build the snapshot in ``<id>.partial/``,
+check it, commit by rename; or put components back) run under the repository lock, with SIGTERM
+turned into an exception (so a partial snapshot is discarded) and what killed processes left
+swept first. Anything that fails on the way discards the partial folder; a killed process leaves
+it for the next run to clean, never listed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import errno
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aura_ops import __version__, checksum, logs
-from aura_ops.components import files, module_for, object_for, release
-from aura_ops.components.base import RestoreRequest, SnapshotTarget
-from aura_ops.config import Config, FilesConfig
-from aura_ops.errors import AuraError, Interrupted, UsageError, VerificationError
-from aura_ops.hosts import Host, LocalHost, local_hostname
-from aura_ops.repository import FORMAT, MANIFEST, Repository, Snapshot, new_snapshot_id
+from aura_ops import checksum, logs
+from aura_ops import components as registry
+from aura_ops.components import files, snapshotting
+from aura_ops.config import Config
+from aura_ops.errors import Interrupted, VerificationError
+from aura_ops.hosts import local_hostname
+from aura_ops.hosts.inventory import Inventory
+from aura_ops.repository import MANIFEST, Repository, Snapshot, new_snapshot_id
 from aura_ops.state import temporaries
-from aura_ops.workflows import manifests, targets
 
 
 @contextmanager
@@ -58,44 +57,24 @@ def interruptible() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def host_for(config: Config, name: str) -> Host:
-    """The Host a component runs on (only local hosts exist for now)."""
-    return LocalHost(config.component(name).host)
-
-
 def repository(config: Config) -> Repository:
-    return Repository(config.repository.path, validate=manifests.section_problem)
-
-
-def _selected(config: Config, components: list[str] | None) -> list[str]:
-    names = components or list(config.components)
-    for name in names:
-        config.component(name)
-    if not names:
-        raise UsageError("no components configured: add some under 'components' in the config")
-    return names
-
-
-def _check_artifacts(folder: Path, name: str, entry: dict[str, Any]) -> None:
-    """Before commit: every recorded artifact exists with its recorded size."""
-    for artifact, info in entry.get("artifacts", {}).items():
-        path = folder / artifact
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise VerificationError(f"{name}: artifact {artifact} is missing") from None
-        if size != info["size"]:
-            raise VerificationError(f"{name}: artifact {artifact} has {size} bytes, recorded {info['size']}")
+    """The configured repository (``snapshotting.repository``)."""
+    return snapshotting.repository(config)
 
 
 def backup(
-    config: Config, components: list[str] | None = None, tags: list[str] | None = None, run_id: str | None = None
+    config: Config,
+    components: list[str] | None = None,
+    tags: list[str] | None = None,
+    run_id: str | None = None,
+    hosts: Inventory | None = None,
 ) -> Snapshot:
-    """Snapshot the selected components into a new sealed snapshot; return it."""
-    names = _selected(config, components)
+    """Snapshot the selected components (on their hosts from ``hosts``, by default the
+    configuration's inventory) into a new sealed snapshot; return it (``snapshotting.take``,
+    under the repository lock, with SIGTERM turned into a discard)."""
+    chosen = snapshotting.build(config, components, hosts or Inventory(config))
     repo = repository(config)
     run_id = run_id or new_snapshot_id()
-    log = logs.get()
     with (
         logs.bind(run_id=run_id, host=local_hostname()),
         interruptible(),
@@ -103,73 +82,7 @@ def backup(
         temporaries.bound(config),
     ):
         temporaries.sweep(config)
-        repo.clean_partials()
-        ids = repo.ids()
-        snapshot_id = new_snapshot_id(after=ids[-1] if ids else None)
-        partial = repo.begin(snapshot_id)
-        started = time.monotonic()
-        manifest: dict[str, Any] = {
-            "format": FORMAT,
-            "id": snapshot_id,
-            "host": local_hostname(),
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "aura_version": __version__,
-            "tags": tags or [],
-            "parent": ids[-1] if ids else None,
-            "checksum_algorithm": checksum.ALGORITHM,
-            "components": {},
-        }
-        log.info("backup.started", snapshot=snapshot_id, components=names)
-        try:
-            for name in names:
-                manifest["components"][name] = _snapshot_component(config, repo, name, partial)
-            manifest["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            manifest["seconds"] = round(time.monotonic() - started, 3)
-            manifest["size"] = _size_of(manifest)
-            snapshot = repo.commit(snapshot_id, manifest)
-        except BaseException as exc:
-            repo.discard(snapshot_id)
-            log.error("backup.discarded", snapshot=snapshot_id)
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                raise AuraError(
-                    f"no space left on the device of {exc.filename or repo.path}; snapshot {snapshot_id} discarded"
-                ) from None
-            raise
-        log.info("backup.sealed", snapshot=snapshot_id, seconds=manifest["seconds"], bytes=manifest["size"])
-        return snapshot
-
-
-def _snapshot_component(config: Config, repo: Repository, name: str, partial: Path) -> Any:
-    cfg = config.component(name)
-    host = host_for(config, name)
-    with logs.bind(component=name, host=host.name):
-        folder = partial / name
-        folder.mkdir(mode=0o700)
-        started = time.monotonic()
-        previous = repo.latest_with(name, cfg.type, _usable_previous(name, cfg.type))
-        component = object_for(config, name, host)
-        if component is not None:
-            entry = component.snapshot(SnapshotTarget(partial.stem, folder, previous)).section()
-        else:
-            entry = module_for(cfg.type).snapshot(host, name, cfg, folder, previous)
-        entry["seconds"] = round(time.monotonic() - started, 3)
-        _check_artifacts(folder, name, entry)
-        logs.get().info("component.snapshotted", seconds=entry["seconds"])
-        return entry
-
-
-def _usable_previous(name: str, kind: str) -> Any:
-    """A previous files snapshot whose index is damaged is skipped (its lines are reused)."""
-    if kind != "files":
-        return None
-
-    def usable(snapshot: Snapshot) -> bool:
-        damage = files.index_damage(snapshot, name)
-        if damage:
-            logs.get().warning("snapshot.damaged_skipped", snapshot=snapshot.id, reason=damage)
-        return damage is None
-
-    return usable
+        return snapshotting.take(repo, chosen, tags)
 
 
 def listing(config: Config) -> list[Snapshot]:
@@ -187,15 +100,6 @@ def listing(config: Config) -> list[Snapshot]:
     return found
 
 
-def _size_of(manifest: dict[str, Any]) -> int:
-    total = 0
-    for entry in manifest["components"].values():
-        total += sum(info["size"] for info in entry.get("artifacts", {}).values())
-        if entry["type"] == "files":
-            total += entry["copied_bytes"]
-    return total
-
-
 class VerifyFailed(VerificationError):
     """Verification found problems; ``report`` lists every one (``report["problems"]``)."""
 
@@ -207,12 +111,19 @@ class VerifyFailed(VerificationError):
         super().__init__(f"snapshot {report['snapshot']}: {count}: {shown}")
 
 
-def verify(config: Config, reference: str, deep: bool = False, components: list[str] | None = None) -> dict[str, Any]:
+def verify(
+    config: Config,
+    reference: str,
+    deep: bool = False,
+    components: list[str] | None = None,
+    hosts: Inventory | None = None,
+) -> dict[str, Any]:
     """Verify artifact checksums (and more, per component). Every problem found is collected;
     VerifyFailed (exit 3) carries the report listing them all. A damaged manifest is
     VerificationError at once."""
     repo = repository(config)
     snapshot = repo.get(reference)
+    hosts = hosts or Inventory(config)
     report: dict[str, Any] = {"snapshot": snapshot.id, "deep": deep, "components": {}, "problems": []}
     cache = files.VerifiedCache(repo.path / "cache" / "verified-files.json")
     with logs.bind(snapshot=snapshot.id), temporaries.bound(config):
@@ -224,7 +135,9 @@ def verify(config: Config, reference: str, deep: bool = False, components: list[
                 result: dict[str, Any] = {}
                 if not problems or entry["type"] == "files":  # files: report the tree's problems too
                     try:
-                        result = _verify_component(config, snapshot, name, entry, deep)
+                        component = registry.for_snapshot(config, name, entry, hosts)
+                        result = {"artifacts_verified": len(entry.get("artifacts", {}))}
+                        result |= component.verify(snapshot, deep)
                     except VerificationError as exc:
                         problems.append(str(exc))
                 problems.extend(result.pop("problems", []))
@@ -284,22 +197,6 @@ def _artifact_problems(snapshot: Snapshot, name: str, entry: dict[str, Any], cac
     return problems
 
 
-def _verify_component(
-    config: Config, snapshot: Snapshot, name: str, entry: dict[str, Any], deep: bool
-) -> dict[str, Any]:
-    host = LocalHost()
-    artifacts = {"artifacts_verified": len(entry.get("artifacts", {}))}
-    if entry["type"] == "files":
-        return artifacts | _files_component(config, name, entry, host).verify(snapshot, deep)
-    cfg = config.components.get(name)
-    component = object_for(config, name, host, entry["type"])
-    if component is not None:
-        result: dict[str, Any] = component.verify(snapshot, deep)
-        return artifacts | result
-    result = module_for(entry["type"]).verify(host, name, cfg, snapshot, deep)
-    return artifacts | result
-
-
 def restore(
     config: Config,
     reference: str,
@@ -312,22 +209,31 @@ def restore(
     replace: bool = True,
     globals_overwrite: bool = False,
     files_replace: list[str] | None = None,
+    hosts: Inventory | None = None,
 ) -> dict[str, Any]:
     """Put a snapshot back, in place or to a new database / path. ``replace`` False: a database
     restore that would replace data (the live database, a non-empty one) is refused, exit 2
-    (the caller did not get consent for it). ``files_replace``: the files components whose
-    folder may hold something when it is replaced (None: all); any other must still be empty
-    just before the swap, else exit 2 with nothing changed."""
+    (the caller did not get consent for it). ``files_replace``: the components restored to a
+    folder (``restore_to == "path"``) whose folder may hold something when it is replaced (None:
+    all); any other must still be empty just before the swap, else exit 2 with nothing changed.
+    What is restored where is ``snapshotting.plan_restore`` (refusals before the lock is taken)."""
     repo = repository(config)
     snapshot = repo.get(reference)
-    available = list(snapshot.manifest["components"])
-    names = components or available
-    for name in names:
-        if name not in available:
-            raise UsageError(f"snapshot {snapshot.id} has no component {name!r} (it has: {', '.join(available)})")
-    _check_targets(snapshot, names, to_database, to_path)
-    paths = {t["component"]: t["target"] for t in files_targets(config, snapshot, names, to_path, count=False)}
     run_id = run_id or new_snapshot_id()
+    requests = snapshotting.plan_restore(
+        config,
+        snapshot,
+        hosts or Inventory(config),
+        components,
+        to_database,
+        to_path,
+        dry_run=dry_run,
+        run_id=run_id,
+        replace=replace,
+        with_globals=with_globals,
+        globals_overwrite=globals_overwrite,
+        files_replace=files_replace,
+    )
     report: dict[str, Any] = {"snapshot": snapshot.id, "dry_run": dry_run, "components": {}}
     with (
         logs.bind(run_id=run_id, snapshot=snapshot.id),
@@ -336,123 +242,8 @@ def restore(
         temporaries.bound(config),
     ):
         temporaries.sweep(config)
-        for name in names:
-            report["components"][name] = _restore_component(
-                config,
-                snapshot,
-                name,
-                to_database,
-                paths.get(name),
-                dry_run,
-                (with_globals, globals_overwrite, replace),
-                run_id,
-                files_replace is None or name in files_replace,
-            )
+        report["components"] = snapshotting.restore(snapshot, requests)
     return report
-
-
-def files_targets(
-    config: Config, snapshot: Snapshot, names: list[str], to_path: Path | None, count: bool = True
-) -> list[dict[str, Any]]:
-    """For each files component to restore: its resolved target, whether it is in place, and
-    (``count``) how many entries it holds now, which a restore replaces. UsageError (exit 2)
-    when a target is refused (see targets.py)."""
-    found = []
-    host = LocalHost()  # the host files restores use (see _restore_component)
-    for name in names:
-        entry = snapshot.manifest["components"].get(name, {})
-        if entry.get("type") != "files":
-            continue
-        if to_path is None:
-            target = targets.check_in_place(host, entry, config)
-        else:
-            target = targets.check(host, to_path, config, to_path=True)
-        entries = targets.count_entries(host, target, entry.get("exclude", [])) if count else 0
-        found.append({"component": name, "target": target, "in_place": to_path is None, "entries": entries})
-    return found
-
-
-def database_targets(
-    config: Config, snapshot: Snapshot, names: list[str], to_database: str | None
-) -> list[tuple[str, Any]]:
-    """(component, ``RestoreTarget``) for each postgres component a restore of ``names``
-    would write: what is there now and whether it would be replaced (read-only). UsageError
-    for a target that must not be used (``pgdatabase.inspect_target``)."""
-    _check_targets(snapshot, names, to_database, None)
-    found = []
-    for name in names:
-        if snapshot.manifest["components"][name]["type"] != "postgres":
-            continue
-        if name not in config.components:
-            raise UsageError(f"component {name} is not in the configuration: no database to restore into")
-        component = object_for(config, name, host_for(config, name))
-        found.append((name, component.restore_target(snapshot, RestoreRequest(to=to_database))))
-    return found
-
-
-def _check_targets(snapshot: Snapshot, names: list[str], to_database: str | None, to_path: Path | None) -> None:
-    kinds = [snapshot.manifest["components"][n]["type"] for n in names]
-    if to_database is not None and not to_database.strip():
-        raise UsageError("--to-database needs a database name; it was empty")
-    if to_database and kinds.count("postgres") != 1:
-        raise UsageError("--to-database needs exactly one postgres component (use --component)")
-    if to_path and kinds.count("files") != 1:
-        raise UsageError("--to-path needs exactly one files component (use --component)")
-
-
-def _restore_component(
-    config: Config,
-    snapshot: Snapshot,
-    name: str,
-    to_database: str | None,
-    to_path: Path | None,
-    dry_run: bool,
-    database_options: tuple[bool, bool, bool],
-    run_id: str = "",
-    files_replace: bool = True,
-) -> Any:
-    entry = snapshot.manifest["components"][name]
-    host = LocalHost()
-    with logs.bind(component=name, host=host.name):
-        started = time.monotonic()
-        if entry["type"] == "files":
-            request = RestoreRequest(
-                to=None if to_path is None else str(to_path), dry_run=dry_run, replace=files_replace, run_id=run_id
-            )
-            result = _files_component(config, name, entry, host).restore(snapshot, request)
-        elif entry["type"] == "docker":
-            return object_for(config, name, host, "docker").restore(snapshot, RestoreRequest())
-        elif entry["type"] == "release":
-            cfg = config.component(name)
-            component = release.ReleaseComponent(name, cfg, host)  # type: ignore[arg-type]
-            result = component.restore(snapshot, RestoreRequest(dry_run=dry_run))
-        else:
-            if name not in config.components:
-                raise UsageError(f"component {name} is not in the configuration: no database to restore into")
-            with_globals, globals_overwrite, replace = database_options
-            request = RestoreRequest(
-                to=to_database,
-                dry_run=dry_run,
-                replace=replace,
-                run_id=run_id,
-                with_globals=with_globals,
-                globals_overwrite=globals_overwrite,
-            )
-            result = object_for(config, name, host, entry["type"]).restore(snapshot, request)
-            if dry_run:
-                return result
-        result["seconds"] = round(time.monotonic() - started, 3)
-        logs.get().info("component.restored", seconds=result["seconds"], dry_run=dry_run)
-        return result
-
-
-def _files_component(config: Config, name: str, entry: dict[str, Any], host: Host) -> files.FilesComponent:
-    """The files component ``name``: as configured, or as its manifest entry describes it when
-    the configuration no longer names it (a snapshot is verified and restored all the same)."""
-    cfg = config.components.get(name)
-    if not isinstance(cfg, FilesConfig):
-        cfg = FilesConfig(type="files", path=entry["source"], exclude=entry.get("exclude", []))
-    return files.FilesComponent(name, cfg, host)
 
 
 def delete(config: Config, reference: str, run_id: str | None = None) -> str:

@@ -23,7 +23,7 @@ from aura_ops.hosts.base import compile_excludes
 from aura_ops.repository import Snapshot
 from aura_ops.state import temporaries
 from aura_ops.state.temporaries import Temporary
-from aura_ops.workflows import targets
+from aura_ops.components import targets
 
 
 def test_an_index_line_keeps_a_name_that_is_not_utf8_byte_exact_and_plain_names_as_they_were() -> None:

@@ -10,11 +10,11 @@ import structlog
 
 from aura_ops import logs, secrets
 from aura_ops.components import files, postgres
+from aura_ops.components.manifests import section_problem
 from aura_ops.config import PostgresConfig
 from aura_ops.errors import LockedError, first_line
 from aura_ops.repository import Repository, new_snapshot_id
 from aura_ops.state.lock import hold
-from aura_ops.workflows.manifests import section_problem
 
 
 def test_mask_hides_registered_values_and_credential_shapes() -> None:

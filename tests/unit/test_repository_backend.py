@@ -14,9 +14,9 @@ from typing import IO, Any
 
 import pytest
 
+from aura_ops.components.manifests import section_problem
 from aura_ops.errors import VerificationError
 from aura_ops.repository import Entry, LocalBackend, Repository
-from aura_ops.workflows.manifests import section_problem
 
 SNAPSHOT = "20250101-000000-000"
 

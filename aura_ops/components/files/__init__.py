@@ -62,11 +62,17 @@ class FilesComponent:
 
     manifest_model: ClassVar[type[ComponentManifest]] = FilesManifest
     type: ClassVar[str] = "files"
+    restore_to: ClassVar[str | None] = "path"
 
     def __init__(self, name: str, config: FilesConfig, host: Host) -> None:
         self.name = name
         self.config = config
         self.host = host
+
+    @classmethod
+    def unconfigured(cls, name: str, section: dict[str, Any], host: Host) -> FilesComponent:
+        """The folder as the snapshot's section recorded it (its source and excludes)."""
+        return cls(name, FilesConfig(type="files", path=section["source"], exclude=section.get("exclude", [])), host)
 
     def describe(self) -> str:
         return f"{self.config.path} on {self.host.name}"
@@ -85,10 +91,14 @@ class FilesComponent:
             return {"problems": [str(exc)]}
         return verify_tree(snapshot, self.name, manifest)
 
+    def damage(self, snapshot: Snapshot) -> str | None:
+        """Its index is missing or changed since the snapshot was sealed (hashed), or None."""
+        return index_damage(snapshot, self.name)
+
     def restore_target(self, snapshot: Snapshot, request: RestoreRequest) -> RestoreTarget:
         """The folder a restore would replace (``request.to``, else the snapshot's source
         resolved on the host) and how many entries it holds now (excludes left out), read-only.
-        Whether the folder may be written at all is the caller's policy (``workflows.targets``)."""
+        Whether the folder may be written at all is the caller's policy (``components.targets``)."""
         manifest = section(snapshot, self.name)
         destination = request.to if request.to is not None else self.host.realpath(manifest.source)
         entries = len(restorer.scan(self.host, destination, manifest.exclude).entries)

@@ -901,6 +901,7 @@ class PostgresComponent:
 
     manifest_model: ClassVar[type[ComponentManifest]] = PostgresManifest
     type: ClassVar[str] = "postgres"
+    restore_to: ClassVar[str | None] = "database"
 
     def __init__(self, name: str, config: PostgresConfig | None, host: Host) -> None:
         if config is not None and not isinstance(config, PostgresConfig):
@@ -909,6 +910,11 @@ class PostgresComponent:
         self.config = config
         self.host = host
         self._connection: Connection | None = None
+
+    @classmethod
+    def unconfigured(cls, name: str, section: dict[str, Any], host: Host) -> PostgresComponent:
+        """Without its configuration: what the snapshot recorded only (acting raises UsageError)."""
+        return cls(name, None, host)
 
     # -- what it is ------------------------------------------------------------------------------
 
@@ -1101,6 +1107,10 @@ class PostgresComponent:
         }
 
     # -- restore ---------------------------------------------------------------------------------
+
+    def damage(self, snapshot: Snapshot) -> str | None:
+        """None: nothing beyond the manifest's checksums to distrust."""
+        return None
 
     @database_errors
     def restore_target(self, snapshot: Snapshot, request: RestoreRequest) -> RestoreTarget:

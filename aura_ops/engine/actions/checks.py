@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from aura_ops.components import doctor
 from aura_ops.engine.actions.base import Action, Context, NoParams, _Params
 from aura_ops.errors import AuraError
-from aura_ops.workflows import doctor
 
 
 class ChecksParams(_Params):
@@ -39,7 +39,7 @@ class PreflightAction(Action):
         return "preflight: tools, reachability, disk space (aura-ops doctor)", "nothing"
 
     def apply(self, p: NoParams, ctx: Context) -> dict[str, Any]:
-        results, code = doctor.run(ctx.config)
+        results, code = doctor.run(ctx.config, ctx.hosts)
         failed = [f"{c['check']}: {c['detail']}" for c in results if not c["ok"]]
         if code:
             raise AuraError("preflight failed: " + "; ".join(failed))

@@ -8,16 +8,16 @@ import time
 from typing import Any
 
 from aura_ops import logs
-from aura_ops.components import postgres
+from aura_ops.components import postgres, snapshotting
 from aura_ops.components.postgres import PostgresComponent
 from aura_ops.components.postgres import clone as pgclone
 from aura_ops.config import PostgresConfig
 from aura_ops.engine.actions.base import Action, Context, NoParams, _Params
 from aura_ops.engine.actions.release import _release
+from aura_ops.engine.actions.snapshot import restore_snapshot, take_snapshot
 from aura_ops.hosts import Command
 from aura_ops.hosts.inventory import Inventory
 from aura_ops.secrets import mask
-from aura_ops.workflows import snapshots
 
 
 def _postgres(ctx: Context, name: str) -> Any:
@@ -74,10 +74,10 @@ class MigrateAction(Action):
         if done is None:
             # the deploy's playbook passes the snapshot its clone step took after the stop, when it
             # could make no clone; else (a clone that is gone) the snapshot taken before the stop
-            snapshot = snapshots.repository(ctx.config).get(p.snapshot)
+            snapshot = snapshotting.repository(ctx.config).get(p.snapshot)
             taken = AFTER_STOP if AFTER_STOP_TAG in snapshot.manifest.get("tags", []) else BEFORE_STOP
             logs.get().info("deploy.database_from_snapshot", snapshot=snapshot.id, taken=taken)
-            snapshots.restore(ctx.config, snapshot.id, [database], run_id=ctx.run_id)
+            restore_snapshot(ctx, snapshot.id, [database])
             done = {"path": "snapshot", "snapshot": snapshot.id, "taken": taken, "database": database}
         done["seconds"] = round(time.monotonic() - started, 3)
         ctx.record_undo(done)  # the deploy's report reads it from the journal (``database_restore``)
@@ -104,7 +104,7 @@ class DatabaseCloneAction(Action):
         if name is None:
             return {"clone": ""}
         logs.get().info("deploy.database_snapshot_after_stop", reason=reason)
-        snapshot = snapshots.backup(ctx.config, [name], [AFTER_STOP_TAG, "pre-migrate"], run_id=ctx.run_id)
+        snapshot = take_snapshot(ctx, [name], [AFTER_STOP_TAG, "pre-migrate"])
         return {"clone": "", "reason": reason, "snapshot_id": snapshot.id}
 
     def _database(self, ctx: Context) -> Any:

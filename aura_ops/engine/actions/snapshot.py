@@ -1,4 +1,6 @@
-"""The ``snapshot`` and ``restore`` actions: the snapshot workflows as playbook steps."""
+"""The ``snapshot`` and ``restore`` actions: ``components.snapshotting`` as playbook steps, under
+the repository lock (the engine already holds the run lock, handles signals and has swept what
+killed processes left)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ from typing import Any
 
 from pydantic import Field
 
+from aura_ops.components import snapshotting
 from aura_ops.engine.actions.base import Action, Context, _Params
-from aura_ops.workflows import snapshots
+from aura_ops.repository import Snapshot
 
 
 class SnapshotParams(_Params):
@@ -28,7 +31,7 @@ class SnapshotAction(Action):
         return f"snapshot {what}", "nothing (the snapshot is kept)"
 
     def apply(self, p: SnapshotParams, ctx: Context) -> dict[str, Any]:
-        snapshot = snapshots.backup(ctx.config, p.components, p.tags, run_id=ctx.run_id)
+        snapshot = take_snapshot(ctx, p.components, p.tags)
         return {"snapshot_id": snapshot.id, "size": snapshot.manifest.get("size", 0)}
 
 
@@ -48,11 +51,32 @@ class RestoreAction(Action):
         return f"restore snapshot {p.snapshot}", "nothing (take a snapshot step before it)"
 
     def apply(self, p: RestoreParams, ctx: Context) -> dict[str, Any]:
-        return snapshots.restore(
-            ctx.config,
-            p.snapshot,
-            p.components,
-            p.to_database,
-            Path(p.to_path) if p.to_path else None,
-            run_id=ctx.run_id,
-        )
+        return restore_snapshot(ctx, p.snapshot, p.components, p.to_database, Path(p.to_path) if p.to_path else None)
+
+
+def take_snapshot(ctx: Context, components: list[str] | None, tags: list[str]) -> Snapshot:
+    """A new sealed snapshot of ``components`` (None: all), taken under the repository lock."""
+    chosen = snapshotting.build(ctx.config, components, ctx.hosts)
+    repo = snapshotting.repository(ctx.config)
+    with repo.locked(ctx.run_id, "backup"):
+        return snapshotting.take(repo, chosen, tags)
+
+
+def restore_snapshot(
+    ctx: Context,
+    reference: str,
+    components: list[str] | None = None,
+    to_database: str | None = None,
+    to_path: Path | None = None,
+) -> dict[str, Any]:
+    """Restore ``components`` (None: all) of the snapshot ``reference`` under the repository
+    lock (no consent asked: a playbook step is the consent); the restore workflow's report."""
+    repo = snapshotting.repository(ctx.config)
+    snapshot = repo.get(reference)
+    requests = snapshotting.plan_restore(
+        ctx.config, snapshot, ctx.hosts, components, to_database, to_path, run_id=ctx.run_id
+    )
+    report: dict[str, Any] = {"snapshot": snapshot.id, "dry_run": False, "components": {}}
+    with repo.locked(ctx.run_id, "restore"):
+        report["components"] = snapshotting.restore(snapshot, requests)
+    return report

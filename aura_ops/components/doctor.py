@@ -1,4 +1,9 @@
-"""``aura-ops doctor``: check everything a backup needs before anything is changed."""
+"""Doctor's checks: everything a backup needs, checked before anything is changed (each
+configured component's ``Component.doctor``, the repository, the temporaries left behind).
+
+Read-only and below the workflows: the ``doctor`` command and the engine's ``preflight`` action
+both run ``run``.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,16 @@ import os
 import tempfile
 from typing import Any
 
-from aura_ops.components import module_for, object_for
+from aura_ops import components
+from aura_ops.components import snapshotting
 from aura_ops.config import Config, FilesConfig
 from aura_ops.errors import AuraError
-from aura_ops.hosts import Command, LocalHost
+from aura_ops.hosts import Command, Host
+from aura_ops.hosts.inventory import Inventory
 from aura_ops.repository import Repository
-from aura_ops.workflows import snapshots
 
 
-def _tool(host: LocalHost, program: str) -> dict[str, Any]:
+def _tool(host: Host, program: str) -> dict[str, Any]:
     try:
         first = host.run(Command((program, "--version"))).text.strip().splitlines()[0]
         return {"check": f"tool {program}", "ok": True, "detail": first}
@@ -76,16 +82,16 @@ def _temporaries(config: Config) -> list[dict[str, Any]]:
     return checks
 
 
-def run(config: Config) -> tuple[list[dict[str, Any]], int]:
-    """All checks (each: check, ok, detail) and the exit code they call for (0 when all ok)."""
-    host = LocalHost()
+def run(config: Config, hosts: Inventory | None = None) -> tuple[list[dict[str, Any]], int]:
+    """All checks (each: check, ok, detail) and the exit code they call for (0 when all ok);
+    components on their hosts from ``hosts`` (by default the configuration's inventory)."""
+    hosts = hosts or Inventory(config)
     checks: list[dict[str, Any]] = []
     if any(isinstance(c, FilesConfig) for c in config.components.values()):
-        checks.append(_tool(host, "rsync"))
-    for name, cfg in config.components.items():
-        component = object_for(config, name, LocalHost(cfg.host))
-        checks.extend(component.doctor() if component else module_for(cfg.type).doctor(LocalHost(cfg.host), name, cfg))
-    checks.extend(_repository(snapshots.repository(config)))
+        checks.append(_tool(hosts.local(), "rsync"))
+    for name in config.components:
+        checks.extend(components.build(config, name, hosts).doctor())
+    checks.extend(_repository(snapshotting.repository(config)))
     checks.extend(_temporaries(config))
     if os.geteuid() != 0:
         checks.append(

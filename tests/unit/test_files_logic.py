@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from aura_ops.components import files
+from aura_ops.components import files, targets
 from aura_ops.components.base import RestoreRequest, SnapshotTarget
 from aura_ops.components.files import FilesComponent
 from aura_ops.components.files import restorer as files_restore
@@ -23,7 +23,6 @@ from aura_ops.hosts.base import compile_excludes
 from aura_ops.repository import Snapshot
 from aura_ops.state import temporaries
 from aura_ops.state.temporaries import Temporary
-from aura_ops.components import targets
 
 
 def test_an_index_line_keeps_a_name_that_is_not_utf8_byte_exact_and_plain_names_as_they_were() -> None:

@@ -79,7 +79,7 @@ class FileAction(Action):
 
     def _record(self, p: FileParams, ctx: Context) -> dict[str, Any]:
         """What was at the path before this step first wrote it: recalled, or recorded now."""
-        recorded = ctx.remembered() or self._older_record(ctx)
+        recorded = _own(ctx.remembered()) or self._older_record(ctx)
         if recorded is not None:
             return recorded
         host, control = self._host(ctx), ctx.hosts.local()
@@ -100,7 +100,10 @@ class FileAction(Action):
         if original["kind"] == "file":
             mode, owner = original["mode"], (original["uid"], original["gid"])
         elif original["kind"] in ("symlink", "legacy"):
-            followed = host.stat(p.path)
+            try:
+                followed = host.stat(p.path)
+            except OSError:  # a symlink loop (ELOOP) or a link through a file: nothing to take a mode from
+                followed = None
             mode = followed.mode & 0o7777 if followed is not None else mode
         _write(host, p.path, p.content.encode(), p.mode if p.mode is not None else mode, owner)
         return {"path": str(Path(p.path)), "bytes": len(p.content.encode())}
@@ -111,7 +114,7 @@ class FileAction(Action):
 
     def compensate(self, p: FileParams, ctx: Context, outputs: dict[str, Any]) -> None:
         host, control = self._host(ctx), ctx.hosts.local()
-        original = ctx.remembered() or self._older_record(ctx)
+        original = _own(ctx.remembered()) or self._older_record(ctx)
         if original is None:
             return  # nothing recorded: this step never wrote the path
         owner = (original["uid"], original["gid"]) if "uid" in original else None
@@ -186,3 +189,10 @@ def _symlink(host: Host, path: str, link: str, owner: tuple[int, int] | None) ->
             host.chown(temporary, *owner, follow_symlinks=False)
     host.rename(temporary, path)
     host.fsync_dir(str(target.parent))
+
+
+def _own(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The step's journaled state if a file action recorded it (it has a ``kind``): a step whose
+    custom undo is a ``file`` action shares its journal slot with the step's own action (e.g. a
+    ``release_switch`` remembering ``previous``), whose record is not a file's."""
+    return state if state is not None and "kind" in state else None

@@ -66,7 +66,9 @@ class ReleaseSwitchAction(Action):
 
     def apply(self, p: ReleaseSwitchParams, ctx: Context) -> dict[str, Any]:
         component = _release(ctx)
-        if ctx.remembered() is None:  # journaled before the switch: a crash right after it loses no state
+        if "previous" not in (
+            ctx.remembered() or {}
+        ):  # journaled before the switch: a crash right after it loses no state
             ctx.remember({"previous": component.current()})
         return {"previous": component.switch(p.version)}
 
@@ -74,7 +76,7 @@ class ReleaseSwitchAction(Action):
         """The release that was current before this step: journaled, or in the run's folder
         (a run an older aura-ops began), or (last resort) the step's outputs."""
         recorded = ctx.remembered()
-        if recorded is not None:
+        if recorded is not None and "previous" in recorded:  # (a custom undo's record is not ours)
             return recorded.get("previous")
         control, older = ctx.hosts.local(), str(ctx.work_dir / f"{ctx.step}.previous")
         return control.read_text(older) if control.exists(older) else outputs.get("previous")

@@ -40,10 +40,11 @@ def manifest_model(type_name: str) -> type[ComponentManifest]:
 
 
 def build(config: Config, name: str, hosts: Inventory) -> Component:
-    """The configured component ``name``, on its host from the inventory."""
+    """The configured component ``name``, on its host from the inventory (its snapshot folders
+    on the inventory's local host, the control machine)."""
     section: Any = config.component(name)
     cls: Any = component_class(section.type)
-    component: Component = cls(name, section, hosts.for_component(name))
+    component: Component = cls(name, section, hosts.for_component(name), store=hosts.local())
     return component
 
 

@@ -103,6 +103,11 @@ class Component(Protocol):
     restore_to: ClassVar[str | None]
     name: str
     host: Host
+    # The control machine, where the repository's snapshot folders are: a component reads and
+    # writes its part of a snapshot (``SnapshotTarget.folder``, ``Snapshot.component_dir``) only
+    # through it. ``build`` passes the inventory's local host; a component made without one uses
+    # its own host, which is the control machine as long as every host is local.
+    store: Host
 
     @classmethod
     def unconfigured(cls, name: str, section: dict[str, Any], host: Host) -> Component:

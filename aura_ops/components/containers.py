@@ -197,12 +197,13 @@ class DockerComponent:
     type: ClassVar[str] = "docker"
     restore_to: ClassVar[str | None] = None
 
-    def __init__(self, name: str, config: DockerConfig | None, host: Host) -> None:
+    def __init__(self, name: str, config: DockerConfig | None, host: Host, store: Host | None = None) -> None:
         if config is not None and not isinstance(config, DockerConfig):
             raise ConfigError(f"component {name} is not a docker component")
         self.name = name
         self.config = config
         self.host = host
+        self.store = store if store is not None else host
 
     @classmethod
     def unconfigured(cls, name: str, section: dict[str, Any], host: Host) -> DockerComponent:

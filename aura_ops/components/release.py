@@ -78,10 +78,11 @@ class ReleaseComponent:
     type: ClassVar[str] = "release"
     restore_to: ClassVar[str | None] = None
 
-    def __init__(self, name: str, config: ReleaseConfig, host: Host) -> None:
+    def __init__(self, name: str, config: ReleaseConfig, host: Host, store: Host | None = None) -> None:
         self.name = name
         self.config = config
         self.host = host
+        self.store = store if store is not None else host
         self.path = str(config.path)
         self.releases = f"{self.path}/releases"
         self.configured = True

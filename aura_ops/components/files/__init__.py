@@ -64,10 +64,11 @@ class FilesComponent:
     type: ClassVar[str] = "files"
     restore_to: ClassVar[str | None] = "path"
 
-    def __init__(self, name: str, config: FilesConfig, host: Host) -> None:
+    def __init__(self, name: str, config: FilesConfig, host: Host, store: Host | None = None) -> None:
         self.name = name
         self.config = config
         self.host = host
+        self.store = store if store is not None else host
 
     @classmethod
     def unconfigured(cls, name: str, section: dict[str, Any], host: Host) -> FilesComponent:

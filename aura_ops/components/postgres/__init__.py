@@ -903,12 +903,13 @@ class PostgresComponent:
     type: ClassVar[str] = "postgres"
     restore_to: ClassVar[str | None] = "database"
 
-    def __init__(self, name: str, config: PostgresConfig | None, host: Host) -> None:
+    def __init__(self, name: str, config: PostgresConfig | None, host: Host, store: Host | None = None) -> None:
         if config is not None and not isinstance(config, PostgresConfig):
             raise ConfigError(f"component {name} is not a postgres component")
         self.name = name
         self.config = config
         self.host = host
+        self.store = store if store is not None else host
         self._connection: Connection | None = None
 
     @classmethod

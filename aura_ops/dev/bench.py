@@ -58,7 +58,7 @@ def measure(
         if prepare is not None:
             prepare()
         if output is not None and output.exists():
-            shutil.rmtree(output) if output.is_dir() else output.unlink()
+            _move_aside(output)
         os.sync()  # every run starts with nothing dirty to write back
         runs.append(_measure_once(label, argv, env, output, shell_pipe))
     runs.sort(key=lambda m: m.wall)
@@ -107,14 +107,31 @@ def _measure_once(
     return Measure(label, wall, cpu, rss, size)
 
 
+ASIDE = Path(".bench-aside")  # run() points it into its work folder (same file system)
+
+
+def _move_aside(path: Path, aside: Path | None = None) -> None:
+    """Move ``path`` out of the way, to be deleted after the timed runs: on this machine's
+    journal-less ext4, creating inodes is several times slower for a minute after a large
+    deletion, which would slow whichever tool runs next."""
+    folder = aside or ASIDE
+    folder.mkdir(exist_ok=True)
+    path.rename(folder / f"{len(list(folder.iterdir()))}-{path.name}")
+
+
 def _reset(repo: Path) -> None:
-    shutil.rmtree(repo, ignore_errors=True)
+    if repo.exists():
+        _move_aside(repo)
 
 
 def _keep_first_snapshot(repo: Path) -> None:
-    """Leave only the oldest snapshot, so each run is the same incremental one."""
-    for extra in sorted((repo / "snapshots").iterdir())[1:]:
-        shutil.rmtree(extra)
+    """Leave only the oldest snapshot (its folder and its checksum file), so each run is the
+    same incremental one; the others are moved aside (``_move_aside``)."""
+    snapshots = repo / "snapshots"
+    first = min(p.name for p in snapshots.iterdir() if p.is_dir())
+    for extra in snapshots.iterdir():
+        if extra.name != first and not extra.name.startswith(first + "."):
+            _move_aside(extra)
 
 
 def _size(path: Path) -> int:
@@ -176,8 +193,10 @@ def table(title: str, rows: list[Measure], baseline: Measure) -> None:
 
 
 def run(workdir: Path, scale: int, toast_mb: int) -> None:
+    global ASIDE
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
+    ASIDE = workdir / "aside"  # removed with the work folder at the end
     cluster = PostgresCluster()
     try:
         cluster.start()

@@ -19,17 +19,18 @@ import contextlib
 import functools
 import os
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from aura_ops import logs
+from aura_ops import checksum, logs
 from aura_ops.components.base import ComponentManifest, RestoreRequest, RestoreTarget, SnapshotTarget
 from aura_ops.config import DockerConfig
 from aura_ops.errors import AuraError, ConfigError, UnreachableError, UsageError, first_line
 from aura_ops.hosts import Host
-from aura_ops.repository import Snapshot, write_json
+from aura_ops.repository import Snapshot, json_bytes
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
@@ -38,17 +39,33 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def client(cfg: DockerConfig) -> Any:
-    """A Docker SDK client (imported lazily); UnreachableError when the engine does not answer."""
+def engine_url(cfg: DockerConfig) -> str:
+    """Where the engine's API is, as seen from the component's host."""
+    return cfg.url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+@contextlib.contextmanager
+def client(cfg: DockerConfig, host: Host) -> Iterator[Any]:
+    """A Docker SDK client (imported lazily) of the engine on ``host``, for the block; a TCP
+    endpoint is reached through ``host.tunnel`` (the same address on a local host). A socket
+    path is the control machine's own. UnreachableError when the engine does not answer."""
     import docker
 
-    url = cfg.url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    try:
-        engine = docker.DockerClient(base_url=url, timeout=int(cfg.timeout) + 10)
-        engine.ping()
-    except docker.errors.DockerException as exc:
-        raise UnreachableError(f"Docker engine at {url} unreachable: {exc}") from None
-    return engine
+    url = engine_url(cfg)
+    endpoint = urllib.parse.urlsplit(url)
+    with contextlib.ExitStack() as stack:
+        if endpoint.scheme in ("tcp", "http", "https") and endpoint.hostname:
+            default = 2376 if endpoint.scheme == "https" else 2375
+            address, port = stack.enter_context(host.tunnel(endpoint.hostname, endpoint.port or default))
+            netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+            url = urllib.parse.urlunsplit(endpoint._replace(netloc=netloc))
+        try:
+            engine = docker.DockerClient(base_url=url, timeout=int(cfg.timeout) + 10)
+            engine.ping()
+        except docker.errors.DockerException as exc:
+            raise UnreachableError(f"Docker engine at {engine_url(cfg)} unreachable: {exc}") from None
+        stack.callback(engine.close)
+        yield engine
 
 
 def select(cfg: DockerConfig, engine: Any) -> list[Any]:
@@ -230,50 +247,50 @@ class DockerComponent:
     def status(self) -> list[dict[str, Any]]:
         """Each chosen container: name, status, health (None without a healthcheck), image id, labels."""
         cfg = self.configured()
-        engine = client(cfg)
-        result = []
-        for container in select(cfg, engine):
-            state, health = _state(container)
-            result.append(
-                {
-                    "name": container.name,
-                    "status": state,
-                    "health": health,
-                    "image": container.attrs.get("Image", ""),
-                    "labels": dict(container.labels),
-                }
-            )
-        return result
+        with client(cfg, self.host) as engine:
+            result = []
+            for container in select(cfg, engine):
+                state, health = _state(container)
+                result.append(
+                    {
+                        "name": container.name,
+                        "status": state,
+                        "health": health,
+                        "image": container.attrs.get("Image", ""),
+                        "labels": dict(container.labels),
+                    }
+                )
+            return result
 
     @engine_errors
     def start(self, names: list[str] | None = None) -> list[str]:
         """Start the configured containers (or only ``names``) in order, each waited for
         (``wait_up``); return those started."""
         cfg = self.configured()
-        engine = client(cfg)
         started = []
-        for container in select(cfg, engine):
-            if names is not None and container.name not in names:
-                continue
-            container.start()
-            state = wait_up(container, cfg)
-            logs.get().info("container.started", container=container.name, state=state)
-            started.append(container.name)
+        with client(cfg, self.host) as engine:
+            for container in select(cfg, engine):
+                if names is not None and container.name not in names:
+                    continue
+                container.start()
+                state = wait_up(container, cfg)
+                logs.get().info("container.started", container=container.name, state=state)
+                started.append(container.name)
         return started
 
     @engine_errors
     def stop(self) -> list[str]:
         """Stop the running configured containers in reverse order; return the names stopped."""
         cfg = self.configured()
-        engine = client(cfg)
         stopped = []
-        for container in reversed(select(cfg, engine)):
-            status, _ = _state(container)
-            if status != "running":
-                continue
-            container.stop(timeout=int(cfg.timeout))
-            logs.get().info("container.stopped", container=container.name)
-            stopped.append(container.name)
+        with client(cfg, self.host) as engine:
+            for container in reversed(select(cfg, engine)):
+                status, _ = _state(container)
+                if status != "running":
+                    continue
+                container.stop(timeout=int(cfg.timeout))
+                logs.get().info("container.stopped", container=container.name)
+                stopped.append(container.name)
         return stopped
 
     @contextlib.contextmanager
@@ -305,17 +322,18 @@ class DockerComponent:
     # -- as a snapshot component ----------------------------------------------------------------
 
     def snapshot(self, target: SnapshotTarget) -> DockerManifest:
-        """Record each container's image id and state (what a rollback needs to know)."""
-        from aura_ops.checksum import file_digest
-
+        """Record each container's image id and state (what a rollback needs to know), written
+        into ``target.folder`` through the store host."""
         recorded = self.status()
-        write_json(target.folder / STATE, recorded)
-        digest, size = file_digest(target.folder / STATE)
+        data = json_bytes(recorded)
+        self.store.write_atomic(str(target.folder / STATE), data, mode=0o600)
+        digest = checksum.new()
+        digest.update(data)
         return DockerManifest.model_validate(
             {
                 "type": "docker",
                 "containers": [{k: c[k] for k in ("name", "status", "image")} for c in recorded],
-                "artifacts": {STATE: {"size": size, "hash": digest}},
+                "artifacts": {STATE: {"size": len(data), "hash": digest.hexdigest()}},
             }
         )
 

@@ -17,6 +17,7 @@ from aura_ops.components.base import RestoreRequest, SnapshotTarget
 from aura_ops.components.files import FilesComponent, FilesManifest
 from aura_ops.config import FilesConfig
 from aura_ops.errors import UsageError
+from aura_ops.hosts import LocalHost
 from aura_ops.hosts.fake import FakeHost
 from aura_ops.repository import Snapshot
 from aura_ops.state import temporaries
@@ -37,7 +38,7 @@ def _source() -> FakeHost:
 
 def _component(fake: FakeHost) -> FilesComponent:
     config = FilesConfig(type="files", path=Path(SOURCE), exclude=["cache/", "*.tmp"])
-    return FilesComponent("uploads", config, fake)
+    return FilesComponent("uploads", config, fake, LocalHost())
 
 
 def _take(component: FilesComponent, repository: Path, snapshot_id: str, previous: Snapshot | None) -> Snapshot:
@@ -53,7 +54,7 @@ def _section(snapshot: Snapshot) -> FilesManifest:
 
 
 def _index(snapshot: Snapshot) -> dict[str, dict[str, object]]:
-    return dict(files.read_index(snapshot.component_dir("uploads") / files.INDEX).entries)
+    return dict(files.read_index(LocalHost(), snapshot.component_dir("uploads") / files.INDEX).entries)
 
 
 def _stored(snapshot: Snapshot, relative: str) -> Path:

@@ -7,7 +7,6 @@ both run ``run``.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from typing import Any
 
@@ -93,7 +92,7 @@ def run(config: Config, hosts: Inventory | None = None) -> tuple[list[dict[str, 
         checks.extend(components.build(config, name, hosts).doctor())
     checks.extend(_repository(snapshotting.repository(config)))
     checks.extend(_temporaries(config))
-    if os.geteuid() != 0:
+    if not hosts.local().is_root():
         checks.append(
             {"check": "running as root", "ok": True, "detail": "no: file ownership is kept only for your own files"}
         )

@@ -335,6 +335,40 @@ class Host(Protocol):
         """Whether the user aura-ops acts as on this host is root (may give files to others)."""
         ...
 
+    # -- files store additions (the files component's part of a snapshot, read and written
+    # through the store host; streaming and bulk, no per-file round trip on LocalHost) ----------
+    def lstat(self, path: str) -> StatResult:
+        """The status of ``path`` itself (a symlink is not followed), with the raw ``st_*``
+        fields (``LocalHost``: ``os.lstat`` itself); ``OSError`` (``FileNotFoundError``, ...) as
+        the system call raises it."""
+        ...
+
+    def scandir(self, path: str) -> Sequence[DirEntry]:
+        """The entries of folder ``path``, in no particular order, as ``os.scandir`` gives them:
+        each with ``name``, ``path`` (``path/name``), ``is_dir(follow_symlinks=False)`` (no
+        system call where the file system tells the type) and ``stat(follow_symlinks=False)``.
+        ``OSError`` as the listing raises it."""
+        ...
+
+    def open_regular(self, path: str) -> IO[bytes] | None:
+        """The regular file ``path`` opened for reading, unbuffered (``LocalHost``: a real file,
+        whose ``fileno`` is a descriptor on this machine), never following a symlink and never
+        blocking on a FIFO: ``OSError`` as the open raises it (``FileNotFoundError``; ``ELOOP``
+        for a symlink), None when what is there opened but is no regular file (a folder, a
+        FIFO). The caller closes it."""
+        ...
+
+    def open_read(self, path: str) -> IO[bytes]:
+        """``path`` opened for reading (buffered; a symlink is followed); ``FileNotFoundError``
+        when it is absent. The caller closes it."""
+        ...
+
+    def open_write(self, path: str, *, mode: int = 0o600, exclusive: bool = True) -> IO[bytes]:
+        """A new file ``path`` opened for writing (buffered), created with ``mode`` exactly (not
+        reduced by the umask); ``FileExistsError`` when ``exclusive`` and something is there
+        (else what is there is truncated). The caller closes it."""
+        ...
+
 
 # -- bulk operations for file trees: values and pure helpers -------------------------------------
 
@@ -404,3 +438,14 @@ def is_excluded(relative: str, is_dir: bool, excludes: Excludes) -> bool:
 def shown(path: str) -> str:
     """A path as text anyone can print: bytes that are not UTF-8 appear as \\xNN escapes."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+class DirEntry(Protocol):
+    """One entry of ``Host.scandir`` (``LocalHost`` gives ``os.DirEntry`` itself)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool: ...
+    def stat(self, *, follow_symlinks: bool = True) -> StatResult: ...

@@ -1257,6 +1257,46 @@ class FakeHost:
             if node.is_dir:
                 yield from self._walk(node, relative + "/")
 
+    # == files store additions ======================================================================
+
+    def lstat(self, path: str) -> FakeStat:
+        return self._lstat(self._existing(path, follow=False))
+
+    def scandir(self, path: str) -> list[_FakeDirEntry]:
+        """As ``os.scandir``: the folder's entries (here in name order), each looked at when its
+        ``stat`` is called."""
+        node = self._existing(path)
+        if not node.is_dir:
+            raise _error(errno.ENOTDIR, path)
+        self._require(node, R_OK, path)
+        return [
+            _FakeDirEntry(self, name, posixpath.join(path, name), child) for name, child in sorted(node.entries.items())
+        ]
+
+    def open_regular(self, path: str) -> IO[bytes] | None:
+        node = self._existing(path, follow=False)
+        if node.is_symlink:
+            raise _error(errno.ELOOP, path)  # O_NOFOLLOW
+        if not node.is_dir:
+            self._require(node, R_OK, path)
+        return io.BytesIO(node.data) if node.is_file else None
+
+    def open_read(self, path: str) -> IO[bytes]:
+        return io.BytesIO(self.read_bytes(path))
+
+    def open_write(self, path: str, *, mode: int = 0o600, exclusive: bool = True) -> IO[bytes]:
+        """A file whose content is what was written up to the last ``flush`` (or ``close``)."""
+        node = None if exclusive else self._lookup_quietly(path, follow=True)
+        if node is None:
+            node = self._create(path, stat.S_IFREG, mode & 0o7777 & ~self.umask)
+        elif node.is_dir:
+            raise _error(errno.EISDIR, path)
+        else:
+            self._require(node, W_OK, path)
+            self._write(node, b"")
+        node.mode = stat.S_IFREG | (mode & 0o7777)  # exactly ``mode``, as the fchmod after the open
+        return _FakeFileWriter(self, node)
+
 
 def _privilege_bits(node: _Node) -> int:
     """The bits a chown or an unprivileged write takes from a file: setuid, and setgid when
@@ -1279,3 +1319,38 @@ def _deliver(data: bytes, stdout: IO[bytes] | int | None) -> bytes:
 def _is_a_host(host: FakeHost) -> Host:
     """Checked by mypy: a FakeHost is a Host."""
     return host
+
+
+class _FakeDirEntry:
+    """One entry of ``FakeHost.scandir``, as an ``os.DirEntry``."""
+
+    def __init__(self, host: FakeHost, name: str, path: str, node: _Node) -> None:
+        self._host, self.name, self.path, self._node = host, name, path, node
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        if follow_symlinks and self._node.is_symlink:
+            return self._host.is_dir(self.path)
+        return self._node.is_dir
+
+    def stat(self, *, follow_symlinks: bool = True) -> FakeStat:
+        if follow_symlinks and self._node.is_symlink:
+            return self._host._lstat(self._host._existing(self.path, follow=True))
+        return self._host._lstat(self._node)
+
+
+class _FakeFileWriter(io.BytesIO):
+    """What ``FakeHost.open_write`` returns: the file gets what was written at each flush."""
+
+    def __init__(self, host: FakeHost, node: _Node) -> None:
+        super().__init__()
+        self._host, self._node = host, node
+
+    def flush(self) -> None:
+        super().flush()
+        if not self.closed:
+            self._host._write(self._node, self.getvalue())
+
+    def close(self) -> None:
+        if not self.closed:
+            self.flush()
+        super().close()

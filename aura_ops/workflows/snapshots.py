@@ -90,12 +90,13 @@ def listing(config: Config) -> list[Snapshot]:
     files index cannot be trusted; one damaged snapshot does not stop the others."""
     repo = repository(config)
     cache = files.VerifiedCache(repo.path / "cache" / "verified-files.json")  # read, never saved here
+    store = Inventory(config).local()  # the control machine, where the snapshot folders are
     found = []
     for snapshot in repo.all_snapshots():
         damage = snapshot.damaged
         for name, entry in snapshot.manifest.get("components", {}).items():
             if damage is None and entry.get("type") == "files":
-                damage = files.index_damage(snapshot, name, cache)
+                damage = files.index_damage(store, snapshot, name, cache)
         found.append(dataclasses.replace(snapshot, damaged=damage))
     return found
 

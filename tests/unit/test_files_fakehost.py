@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import stat
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +18,8 @@ from aura_ops.components import files
 from aura_ops.components.base import RestoreRequest, SnapshotTarget
 from aura_ops.components.files import FilesComponent, FilesManifest
 from aura_ops.config import FilesConfig
-from aura_ops.errors import UsageError
+from aura_ops.errors import UsageError, VerificationError
+from aura_ops.hosts import LocalHost
 from aura_ops.hosts.fake import FakeHost
 from aura_ops.repository import Snapshot
 from aura_ops.state import temporaries
@@ -37,7 +40,7 @@ def _source() -> FakeHost:
 
 def _component(fake: FakeHost) -> FilesComponent:
     config = FilesConfig(type="files", path=Path(SOURCE), exclude=["cache/", "*.tmp"])
-    return FilesComponent("uploads", config, fake)
+    return FilesComponent("uploads", config, fake, LocalHost())
 
 
 def _take(component: FilesComponent, repository: Path, snapshot_id: str, previous: Snapshot | None) -> Snapshot:
@@ -53,7 +56,7 @@ def _section(snapshot: Snapshot) -> FilesManifest:
 
 
 def _index(snapshot: Snapshot) -> dict[str, dict[str, object]]:
-    return dict(files.read_index(snapshot.component_dir("uploads") / files.INDEX).entries)
+    return dict(files.read_index(LocalHost(), snapshot.component_dir("uploads") / files.INDEX).entries)
 
 
 def _stored(snapshot: Snapshot, relative: str) -> Path:
@@ -169,3 +172,63 @@ def test_a_restore_to_a_new_path_on_the_fake_gives_the_snapshot_tree(tmp_path: P
     assert fake.tree("/restore/uploads") == expected
     assert fake.listdir("/restore") == ["uploads"]  # the staging folder renamed into place
     assert component.restore_target(snapshot, request).replaces
+
+
+# -- the store (where the snapshot folders are) in memory too
+
+
+def _in_memory(snapshot: Snapshot) -> FakeHost:
+    """A FakeHost store holding the snapshot's folder (taken on the real file system) at the same
+    path, with the modes, owners and mtimes it has there."""
+    store = FakeHost("control")
+    for path in [snapshot.path, *sorted(snapshot.path.rglob("*"))]:  # parents first
+        st = path.lstat()
+        owner = (st.st_uid, st.st_gid)
+        if path.is_symlink():
+            store.add_symlink(os.readlink(path), str(path))
+        elif path.is_dir():
+            store.add_dir(str(path), mode=stat.S_IMODE(st.st_mode), owner=owner)
+        else:
+            store.add_file(str(path), path.read_bytes(), mode=stat.S_IMODE(st.st_mode), owner=owner)
+        store.set_metadata(str(path), times_ns=(st.st_atime_ns, st.st_mtime_ns))
+    return store
+
+
+def test_a_snapshot_in_an_in_memory_store_verifies_and_what_changes_there_is_reported(tmp_path: Path) -> None:
+    fake = _source()
+    snapshot = _take(_component(fake), tmp_path / "repo", "s1", None)
+    store = _in_memory(snapshot)
+    shutil.rmtree(tmp_path / "repo")  # from here on, only the store holds the snapshot
+    component = FilesComponent("uploads", _component(fake).config, fake, store)
+    assert component.verify(snapshot)["problems"] == []
+    assert component.damage(snapshot) is None
+    tree = f"{snapshot.component_dir('uploads')}/{files.TREE}"
+    store.write_atomic(f"{tree}/folder/file.txt", b"CONTENT", mode=0o644)  # same size, other bytes
+    store.symlink("top.txt", f"{tree}/planted")
+    assert component.verify(snapshot)["problems"] == [
+        "uploads: folder/file.txt: content changed (checksum mismatch)",
+        "uploads: planted: not in the index (a symlink to top.txt)",
+    ]
+    index = f"{snapshot.component_dir('uploads')}/{files.INDEX}"
+    store.write_atomic(index, store.read_bytes(index) + b"\n", mode=0o600)
+    assert (
+        component.damage(snapshot) == "uploads: index.jsonl changed since the snapshot was sealed (checksum mismatch)"
+    )
+
+
+def test_a_dry_run_restore_reads_the_stored_tree_from_an_in_memory_store(tmp_path: Path) -> None:
+    fake = _source()
+    snapshot = _take(_component(fake), tmp_path / "repo", "s1", None)
+    fake.write_atomic(f"{SOURCE}/top.txt", b"edited", mode=0o640)
+    fake.remove(f"{SOURCE}/folder/other.txt")
+    request = RestoreRequest(dry_run=True, replace=True)
+    expected = _component(fake).restore(snapshot, request)
+    store = _in_memory(snapshot)
+    shutil.rmtree(tmp_path / "repo")
+    component = FilesComponent("uploads", _component(fake).config, fake, store)
+    assert component.restore(snapshot, request) == expected
+    assert "creating folder/other.txt" in expected["changes"]
+    tree = f"{snapshot.component_dir('uploads')}/{files.TREE}"
+    store.write_atomic(f"{tree}/folder/other.txt", b"OTHER", mode=0o600)  # what the restore would copy
+    with pytest.raises(VerificationError, match="folder/other.txt does not match the index"):
+        component.restore(snapshot, request)

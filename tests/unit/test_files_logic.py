@@ -65,7 +65,7 @@ def test_an_index_whose_entries_are_not_below_folders_of_the_index_is_damaged(
 ) -> None:
     index = tmp_path / files.INDEX
     index.write_bytes(b"".join(orjson.dumps({"m": 0o40755, **line}) + b"\n" for line in lines))
-    problems = files.read_index(index).problems
+    problems = files.read_index(LocalHost(), index).problems
     assert len(problems) == 1 and problem in problems[0], problems
 
 

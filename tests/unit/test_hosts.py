@@ -1030,3 +1030,100 @@ def test_syncfs_takes_a_folder_and_fails_for_a_file_or_nothing(site: Site) -> No
 
 def test_is_root_is_whether_the_user_is_root(site: Site) -> None:
     assert site.host.is_root() == (os.geteuid() == 0)
+
+
+# -- files store additions: lstat, scandir, open_regular, open_read, open_write ------------------
+
+
+def test_lstat_gives_the_raw_fields_of_the_entry_itself_and_fails_for_nothing(site: Site) -> None:
+    path = site.write("f", b"four", mode=0o640)
+    site.host.symlink("f", site.p("l"))
+    st, listed = site.host.lstat(path), _listed(site, "f")
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640 and st.st_size == 4
+    assert (st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns) == (
+        listed.st_ino,
+        listed.st_dev,
+        listed.st_nlink,
+        listed.st_uid,
+        listed.st_gid,
+        listed.st_mtime_ns,
+        listed.st_ctime_ns,
+    )
+    link = site.host.lstat(site.p("l"))
+    assert stat.S_ISLNK(link.st_mode) and link.st_size == 1 and link.st_ino != st.st_ino  # never followed
+    with pytest.raises(FileNotFoundError):
+        site.host.lstat(site.p("missing"))
+    with pytest.raises(NotADirectoryError):
+        site.host.lstat(site.p("f", "below"))
+
+
+def test_scandir_lists_every_entry_with_its_type_and_status_never_following_a_link(site: Site) -> None:
+    site.host.mkdir(site.p("d"))
+    site.write("d/inner")
+    site.write("f", b"abc")
+    site.host.symlink("d", site.p("l"))
+    entries = {entry.name: entry for entry in site.host.scandir(site.root)}
+    assert sorted(entries) == ["d", "f", "l"]
+    assert entries["d"].path == site.p("d") and entries["f"].path == site.p("f")
+    assert [entries[name].is_dir(follow_symlinks=False) for name in ("d", "f", "l")] == [True, False, False]
+    assert entries["l"].is_dir()  # followed only when asked
+    assert stat.S_ISLNK(entries["l"].stat(follow_symlinks=False).st_mode)
+    assert entries["f"].stat(follow_symlinks=False).st_size == 3
+    assert entries["f"].stat(follow_symlinks=False).st_ino == site.host.lstat(site.p("f")).st_ino
+    assert [entry.name for entry in site.host.scandir(site.p("d"))] == ["inner"]
+    with pytest.raises(FileNotFoundError):
+        site.host.scandir(site.p("missing"))
+    with pytest.raises(NotADirectoryError):
+        site.host.scandir(site.p("f"))
+
+
+def test_open_regular_reads_a_file_and_refuses_a_symlink_a_fifo_a_folder_and_nothing(site: Site) -> None:
+    path = site.write("f", b"stored content")
+    reader = site.host.open_regular(path)
+    assert reader is not None
+    with reader:
+        assert reader.read() == b"stored content"
+    site.host.symlink("f", site.p("l"))
+    with pytest.raises(OSError) as info:
+        site.host.open_regular(site.p("l"))  # never followed
+    assert _errno(info) == errno.ELOOP
+    site.host.make_fifo(site.p("fifo"))
+    assert site.host.open_regular(site.p("fifo")) is None  # opened without waiting for a writer
+    site.host.mkdir(site.p("d"))
+    assert site.host.open_regular(site.p("d")) is None
+    with pytest.raises(FileNotFoundError):
+        site.host.open_regular(site.p("missing"))
+
+
+def test_open_read_streams_a_file_following_a_link_and_fails_for_nothing(site: Site) -> None:
+    site.write("f", b"line one\nline two\n")
+    site.host.symlink("f", site.p("l"))
+    with site.host.open_read(site.p("f")) as reader:
+        assert list(reader) == [b"line one\n", b"line two\n"]
+    with site.host.open_read(site.p("l")) as reader:
+        assert reader.read() == b"line one\nline two\n"
+    with pytest.raises(FileNotFoundError):
+        site.host.open_read(site.p("missing"))
+    site.host.mkdir(site.p("d"))
+    with pytest.raises(IsADirectoryError):
+        site.host.open_read(site.p("d"))
+
+
+def test_open_write_makes_a_new_file_with_its_mode_exactly_and_refuses_a_taken_name(site: Site) -> None:
+    path = site.p("index")
+    with site.host.open_write(path, mode=0o640) as writer:
+        writer.write(b"first ")
+        writer.write(b"second")
+    assert site.host.read_bytes(path) == b"first second"
+    st = site.host.stat(path)
+    assert st is not None and stat.S_IMODE(st.mode) == 0o640 and st.is_file
+    with pytest.raises(FileExistsError):
+        site.host.open_write(path)
+    assert site.host.read_bytes(path) == b"first second"  # untouched
+    with site.host.open_write(path, mode=0o600, exclusive=False) as writer:
+        writer.write(b"new")
+    assert site.host.read_bytes(path) == b"new"
+    st = site.host.stat(path)
+    assert st is not None and stat.S_IMODE(st.mode) == 0o600
+    with pytest.raises(FileNotFoundError):
+        site.host.open_write(site.p("missing", "index"))

@@ -5,7 +5,7 @@
 the previous snapshot, the rest copied and hashed), ``restorer`` (a verified staging tree on the
 host exchanged with the target in one rename) and ``stored`` (the stored tree, its index and
 the manifest section, read and checked on the control machine). The host's files are reached
-only through its ``Host``; the repository's own folders with the local file system.
+only through its ``Host``, the snapshot's folder only through ``store`` (the control machine).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class FilesComponent:
     def snapshot(self, target: SnapshotTarget) -> FilesManifest:
         """Snapshot the folder into ``target.folder`` (``tree/`` and ``index.jsonl``), hard-linking
         what is unchanged since ``target.previous``; UsageError when the folder is not one."""
-        return take(self.host, self.name, self.config, target.folder, target.previous)
+        return take(self.host, self.store, self.name, self.config, target.folder, target.previous)
 
     def verify(self, snapshot: Snapshot, deep: bool = False) -> dict[str, Any]:
         """Every stored file hashed and every entry compared with the index (``deep`` adds
@@ -90,11 +90,11 @@ class FilesComponent:
             manifest = section(snapshot, self.name)
         except VerificationError as exc:
             return {"problems": [str(exc)]}
-        return verify_tree(snapshot, self.name, manifest)
+        return verify_tree(self.store, snapshot, self.name, manifest)
 
     def damage(self, snapshot: Snapshot) -> str | None:
         """Its index is missing or changed since the snapshot was sealed (hashed), or None."""
-        return index_damage(snapshot, self.name)
+        return index_damage(self.store, snapshot, self.name)
 
     def restore_target(self, snapshot: Snapshot, request: RestoreRequest) -> RestoreTarget:
         """The folder a restore would replace (``request.to``, else the snapshot's source
@@ -117,7 +117,15 @@ class FilesComponent:
         just before the swap is replaced)."""
         manifest = section(snapshot, self.name)
         return restorer.restore(
-            self.host, self.name, snapshot, manifest, request.to, request.dry_run, request.run_id, request.replace
+            self.host,
+            self.store,
+            self.name,
+            snapshot,
+            manifest,
+            request.to,
+            request.dry_run,
+            request.run_id,
+            request.replace,
         )
 
     def doctor(self) -> list[dict[str, Any]]:

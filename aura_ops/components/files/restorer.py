@@ -1,6 +1,6 @@
 """Restoring a files snapshot: nothing unverified is written, and the target ends wholly old or
-wholly new. The target is reached only through its ``Host``; the snapshot's stored tree is read
-locally (it is in the repository, on the control machine).
+wholly new. The target is reached only through its ``Host``; the snapshot's stored tree through
+the store host (the control machine, where the repository is).
 
 The restored tree is built in a staging folder beside the target (``<target>.aura-staging-<run>``,
 on the same file system) from the index alone: every regular file is hashed as it is copied out
@@ -33,7 +33,7 @@ import stat
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from aura_ops import checksum, logs
 from aura_ops.components.files.snapshot import COPY_WORKERS, IN_FLIGHT
@@ -44,15 +44,15 @@ from aura_ops.components.files.stored import (
     Index,
     checked_index,
     decode_xattrs,
+    is_stored_folder,
     kind_of,
     not_in_index,
     rsync_excludes,
+    stream_digest,
 )
 from aura_ops.errors import AuraError, UsageError, VerificationError
 from aura_ops.hosts.base import Command, FileStat, Host, StatResult, compile_excludes, shown
 from aura_ops.hosts.inventory import LOCAL, Inventory
-from aura_ops.hosts.local import hash_fd as hash_local_fd
-from aura_ops.hosts.local import read_xattrs as read_local_xattrs
 from aura_ops.repository import Snapshot
 from aura_ops.state import temporaries
 
@@ -152,11 +152,12 @@ def _remove_tree(host: Host, path: str, fault: bool = False) -> None:
 
 class _Stager:
     """Writes the index's tree into ``staging`` on ``host`` (or, for a dry run, only checks and
-    compares). The snapshot's stored tree is read locally (it is in the repository)."""
+    compares). The snapshot's stored tree is read through ``store`` (the control machine)."""
 
     def __init__(
         self,
         host: Host,
+        store: Host,
         name: str,
         snapshot: Snapshot,
         manifest: FilesManifest,
@@ -166,6 +167,7 @@ class _Stager:
         staging: str | None,
     ) -> None:
         self.host = host
+        self.store = store
         self.name = name
         self.snapshot = snapshot
         self.manifest = manifest
@@ -187,11 +189,11 @@ class _Stager:
     def fail(self, relative: str, what: str) -> VerificationError:
         return VerificationError(f"{self.name}: {shown(relative)} {what} in snapshot {self.snapshot.id}")
 
-    # -- checks of the stored tree (local: the repository)
+    # -- checks of the stored tree (on the store: the repository)
 
     def stored_directory(self, relative: str) -> None:
         try:
-            st = os.lstat(f"{self.tree}/{relative}")
+            st = self.store.lstat(f"{self.tree}/{relative}")
         except FileNotFoundError:
             raise self.fail(relative, "is missing") from None
         if not stat.S_ISDIR(st.st_mode):
@@ -199,7 +201,7 @@ class _Stager:
 
     def stored_symlink(self, relative: str, entry: dict[str, Any]) -> None:
         try:
-            link = os.readlink(f"{self.tree}/{relative}")
+            link = self.store.readlink(f"{self.tree}/{relative}")
         except FileNotFoundError:
             raise self.fail(relative, "is missing") from None
         except OSError:
@@ -209,28 +211,28 @@ class _Stager:
 
     def stored_file_present(self, relative: str, entry: dict[str, Any]) -> None:
         try:
-            st = os.lstat(f"{self.tree}/{relative}")
+            st = self.store.lstat(f"{self.tree}/{relative}")
         except FileNotFoundError:
             raise self.fail(relative, "is missing") from None
         if not stat.S_ISREG(st.st_mode) or st.st_size != entry["s"]:
             raise self.fail(relative, "does not match the index (changed in the repository)")
 
-    def open_stored(self, relative: str) -> int:
+    def open_stored(self, relative: str) -> IO[bytes]:
+        """The stored file opened on the store (never a symlink, never blocking on a FIFO)."""
         try:
-            reader = os.open(f"{self.tree}/{relative}", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            reader = self.store.open_regular(f"{self.tree}/{relative}")
         except FileNotFoundError:
             raise self.fail(relative, "is missing") from None
         except OSError as exc:
             raise self.fail(relative, f"cannot be read as a file ({exc.strerror})") from None
-        if not stat.S_ISREG(os.fstat(reader).st_mode):
-            os.close(reader)
+        if reader is None:
             raise self.fail(relative, "is not a regular file, the index says one")
         return reader
 
-    def xattrs_of(self, entry: dict[str, Any], stored: str | int) -> dict[str, bytes]:
-        """The xattrs to restore: from the (checked) index; from the stored tree for snapshots
-        made before the index recorded them."""
-        return decode_xattrs(entry) if self.xattrs_in_index else read_local_xattrs(stored)
+    def xattrs_of(self, entry: dict[str, Any], stored: str) -> dict[str, bytes]:
+        """The xattrs to restore: from the (checked) index; from the stored tree (on the store)
+        for snapshots made before the index recorded them."""
+        return decode_xattrs(entry) if self.xattrs_in_index else self.store.read_xattrs(stored)
 
     # -- building (on the host)
 
@@ -312,12 +314,9 @@ class _Stager:
         if self.link_current(relative, entry, target):
             self.stored_file_present(relative, entry)  # unused, but a snapshot missing it is damaged
             return "linked", entry["s"]
-        reader = self.open_stored(relative)
-        try:
-            digest, size = self.host.put_hashed(reader, target, self.algorithm)
-            xattrs = self.xattrs_of(entry, reader)
-        finally:
-            os.close(reader)
+        with self.open_stored(relative) as reader:  # the store is the control machine: a local descriptor
+            digest, size = self.host.put_hashed(reader.fileno(), target, self.algorithm)
+            xattrs = self.xattrs_of(entry, f"{self.tree}/{relative}")
         if size != entry["s"] or digest != entry["h"]:
             raise self.fail(relative, "does not match the index (changed in the repository)")
         self.apply(target, entry, xattrs)
@@ -360,14 +359,14 @@ class _Stager:
 
     def root_entry(self) -> tuple[dict[str, Any], dict[str, bytes]]:
         root = self.manifest.root or {}
-        stored = os.lstat(self.tree)
+        stored = self.store.lstat(self.tree)
         entry = {
             "m": root.get("m", stored.st_mode),
             "u": root.get("u", stored.st_uid),
             "g": root.get("g", stored.st_gid),
             "mt": root.get("mt", stored.st_mtime_ns),
         }
-        xattrs = decode_xattrs(root) if self.xattrs_in_index else read_local_xattrs(self.tree)
+        xattrs = decode_xattrs(root) if self.xattrs_in_index else self.store.read_xattrs(self.tree)
         return entry, xattrs
 
     def apply_root(self) -> None:
@@ -411,12 +410,8 @@ class _Stager:
         elif entry["t"] == "l":
             self.stored_symlink(relative, entry)
         elif entry["t"] == "f":
-            reader = self.open_stored(relative)
-            try:
-                size = os.fstat(reader).st_size
-                digest = hash_local_fd(reader, self.algorithm)
-            finally:
-                os.close(reader)
+            with self.open_stored(relative) as reader:
+                digest, size = stream_digest(reader, self.algorithm)
             if size != entry["s"] or digest != entry["h"]:
                 raise self.fail(relative, "does not match the index (changed in the repository)")
 
@@ -540,6 +535,7 @@ def _staging_path(host: Host, snapshot: Snapshot, destination: str, run_id: str)
 
 def restore(
     host: Host,
+    store: Host,
     name: str,
     snapshot: Snapshot,
     manifest: FilesManifest,
@@ -549,25 +545,25 @@ def restore(
     replace: bool = True,
 ) -> dict[str, Any]:
     """Make ``target`` on ``host`` (default: the original path, resolved) exactly the snapshot's
-    tree, every artifact checked against the index first; VerificationError (exit 3) before the
-    target is touched when one does not match. ``replace`` False (nobody consented to replacing
-    what the target holds, it was empty): UsageError (exit 2), nothing changed, when it holds
-    something just before the swap."""
+    tree (read through ``store``, the control machine), every artifact checked against the index
+    first; VerificationError (exit 3) before the target is touched when one does not match.
+    ``replace`` False (nobody consented to replacing what the target holds, it was empty):
+    UsageError (exit 2), nothing changed, when it holds something just before the swap."""
     destination = target if target is not None else host.realpath(manifest.source)
     if host.exists(destination) and not host.is_dir(destination):
         raise UsageError(f"{destination} is not a folder")
-    index = checked_index(snapshot, name)
+    index = checked_index(store, snapshot, name)
     tree = str(snapshot.component_dir(name) / TREE)
-    if not os.path.isdir(tree) or os.path.islink(tree):
+    if not is_stored_folder(store, tree):
         raise VerificationError(f"{name}: the stored tree ({TREE}) of snapshot {snapshot.id} is missing")
     current = scan(host, destination, manifest.exclude)
-    unlisted = not_in_index(tree, index)
+    unlisted = not_in_index(store, tree, index)
     for relative in unlisted:
         logs.get().warning("files.not_in_index", path=shown(relative), snapshot=snapshot.id)
     report: dict[str, Any] = {"target": destination, "dry_run": dry_run}
     report["not_in_index"] = [shown(r) for r in unlisted[:SHOWN_LIMIT]]
     if dry_run:
-        stager = _Stager(host, name, snapshot, manifest, index, destination, current, None)
+        stager = _Stager(host, store, name, snapshot, manifest, index, destination, current, None)
         report["changes"] = stager.changes()
         return report
     run_id = run_id or str(os.getpid())
@@ -582,7 +578,7 @@ def restore(
         host.mkdir(os.path.dirname(staging), mode=0o700, parents=True, exist_ok=True)
         host.mkdir(staging, mode=0o700)
         temp.update(staging_ino=_inode(host, staging), target_ino=_inode(host, destination))
-        stager = _Stager(host, name, snapshot, manifest, index, destination, current, staging)
+        stager = _Stager(host, store, name, snapshot, manifest, index, destination, current, staging)
         _stage(stager, staging)
         _fault("staged")
         stager.current = _look_again(host, name, destination, manifest.exclude, replace)

@@ -8,15 +8,14 @@ and devices are skipped with a warning. A source that changes while it is read (
 that vanish, or are replaced) gives warnings, not a failed backup.
 
 The source is read only through its ``Host`` (one walk, then one call a copied file, a folder or
-a symlink); the stored tree and the index are written with the local file system (they are in
-the snapshot being written, on the control machine).
+a symlink); the stored tree and the index are written through the store host (the control
+machine, where the snapshot being written is): one call an entry, as the system calls were.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import errno
-import os
 import stat
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ from aura_ops.components.base import Artifact
 from aura_ops.components.files.stored import (
     INDEX,
     INDEX_VERSION,
-    IS_ROOT,
     TREE,
     FilesManifest,
     Index,
@@ -39,7 +37,6 @@ from aura_ops.components.files.stored import (
 from aura_ops.config import FilesConfig
 from aura_ops.errors import AuraError, UsageError, VerificationError
 from aura_ops.hosts.base import Host, StatResult, compile_excludes, shown
-from aura_ops.hosts.local import set_xattrs as set_local_xattrs
 from aura_ops.repository import Snapshot
 
 COPY_WORKERS = 3  # hashing and file I/O release the GIL: copies overlap on 2+ cores
@@ -67,15 +64,18 @@ class _Stats:
         logs.get().warning(f"files.{what}", path=shown(path))
 
 
-def _store_metadata(target: str, st: StatResult, xattrs: dict[str, bytes], symlink: bool = False) -> None:
-    """Give an entry of the stored tree (local) the source entry's owner (when aura-ops runs as
-    root), mode, xattrs and times."""
-    if IS_ROOT:
-        os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
-    if not symlink:
-        os.chmod(target, stat.S_IMODE(st.st_mode))
-    set_local_xattrs(target, xattrs)
-    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+def _store_metadata(
+    store: Host, owners: bool, target: str, st: StatResult, xattrs: dict[str, bytes], symlink: bool = False
+) -> None:
+    """Give an entry of the stored tree the source entry's owner (when ``owners``: aura-ops runs
+    as root on the store), mode, xattrs and times."""
+    store.set_metadata(
+        target,
+        owner=(st.st_uid, st.st_gid) if owners else None,
+        mode=None if symlink else stat.S_IMODE(st.st_mode),
+        xattrs=xattrs,
+        times_ns=(st.st_atime_ns, st.st_mtime_ns),
+    )
 
 
 def _unchanged(previous: dict[str, Any], st: StatResult) -> bool:
@@ -96,10 +96,16 @@ def _base(relative: str, st: StatResult) -> dict[str, Any]:
 
 
 class _Builder:
-    """Builds one stored tree from a source tree on ``host`` and the previous snapshot's index."""
+    """Builds one stored tree on ``store`` from a source tree on ``host`` and the previous
+    snapshot's index."""
 
-    def __init__(self, host: Host, source: str, tree: str, previous_tree: str | None, previous: Index | None) -> None:
+    def __init__(
+        self, host: Host, store: Host, source: str, tree: str, previous_tree: str | None, previous: Index | None
+    ) -> None:
         self.host = host
+        self.store = store
+        self.owners = store.is_root()  # the stored trees keep owners only when aura-ops runs as root there
+        self.link = store.link  # (bound once: the hot path of an incremental snapshot)
         self.source = source
         self.tree = tree
         self.previous_tree = previous_tree
@@ -117,7 +123,7 @@ class _Builder:
         if stat.S_ISREG(st.st_mode):
             return self.regular(relative, source, target, st)
         if stat.S_ISDIR(st.st_mode):
-            os.mkdir(target, 0o700)
+            self.store.mkdir(target, mode=0o700)
             xattrs = self.host.read_xattrs(source)
             self.directories.append((target, st, xattrs))
             self.stats.directories += 1
@@ -139,9 +145,9 @@ class _Builder:
                 raise
             self.stats.vanish(source, "changed_during_backup")  # no longer a symlink
             return None
-        os.symlink(link, target)
+        self.store.symlink(link, target)
         xattrs = self.host.read_xattrs(source)
-        _store_metadata(target, st, xattrs, symlink=True)
+        _store_metadata(self.store, self.owners, target, st, xattrs, symlink=True)
         self.stats.symlinks += 1
         return with_xattrs({**_base(relative, st), "t": "l", "l": link}, xattrs)
 
@@ -152,7 +158,7 @@ class _Builder:
             if first in self.copies:
                 self.copies[first].result()  # the first name must exist before linking to it
             try:
-                os.link(f"{self.tree}/{first}", target)
+                self.link(f"{self.tree}/{first}", target)
                 self.stats.hardlinks += 1
                 return {**_base(relative, st), "t": "h", "l": first, "s": st.st_size}
             except FileNotFoundError:
@@ -176,7 +182,7 @@ class _Builder:
         if previous is None or not _unchanged(previous, st):
             return None
         try:
-            os.link(f"{self.previous_tree}/{relative}", target)
+            self.link(f"{self.previous_tree}/{relative}", target)
         except OSError as exc:
             if exc.errno not in (errno.EMLINK, errno.EXDEV, errno.ENOENT):
                 raise
@@ -200,7 +206,7 @@ class _Builder:
         opened = copied.stat
         if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
             st = opened  # replaced since it was listed: the file that is there now
-        _store_metadata(target, st, copied.xattrs)
+        _store_metadata(self.store, self.owners, target, st, copied.xattrs)
         entry = {**_base(relative, st), "t": "f", "s": copied.size, "ct": st.st_ctime_ns, "i": st.st_ino}
         entry["h"] = copied.digest
         return with_xattrs(entry, copied.xattrs)
@@ -213,7 +219,7 @@ class _Builder:
     def finish_directories(self) -> None:
         """Directory modes and mtimes last, deepest first: adding children changes them."""
         for target, st, xattrs in reversed(self.directories):
-            _store_metadata(target, st, xattrs)
+            _store_metadata(self.store, self.owners, target, st, xattrs)
 
 
 def _write_ready(builder: _Builder, index: checksum.HashingWriter, pending: deque[Entry], wait: bool) -> None:
@@ -239,8 +245,11 @@ def _write_ready(builder: _Builder, index: checksum.HashingWriter, pending: dequ
         index.write(encode_line(entry))
 
 
-def _previous_index(previous: Snapshot | None, name: str, source: str) -> tuple[Index | None, str | None, bool]:
-    """The previous snapshot's index (checked), its tree, and whether its lines can be reused."""
+def _previous_index(
+    store: Host, previous: Snapshot | None, name: str, source: str
+) -> tuple[Index | None, str | None, bool]:
+    """The previous snapshot's index (checked, read through ``store``), its tree, and whether its
+    lines can be reused."""
     if (
         previous is None
         or previous.manifest["components"][name].get("source") != source
@@ -248,7 +257,7 @@ def _previous_index(previous: Snapshot | None, name: str, source: str) -> tuple[
     ):
         return None, None, False
     try:
-        index = checked_index(previous, name)
+        index = checked_index(store, previous, name)
     except VerificationError as exc:
         logs.get().warning("files.previous_unusable", snapshot=previous.id, reason=str(exc))
         return None, None, False
@@ -256,20 +265,21 @@ def _previous_index(previous: Snapshot | None, name: str, source: str) -> tuple[
     return index, str(previous.component_dir(name) / TREE), whole
 
 
-def take(host: Host, name: str, cfg: FilesConfig, dest: Path, previous: Snapshot | None) -> FilesManifest:
-    """Snapshot ``cfg.path`` on ``host`` into ``dest/tree`` plus ``dest/index.jsonl`` (local);
-    return the manifest section. UsageError when the source is not a folder."""
+def take(host: Host, store: Host, name: str, cfg: FilesConfig, dest: Path, previous: Snapshot | None) -> FilesManifest:
+    """Snapshot ``cfg.path`` on ``host`` into ``dest/tree`` plus ``dest/index.jsonl`` on ``store``
+    (the control machine, where the snapshot's folder is); return the manifest section.
+    UsageError when the source is not a folder."""
     source = str(cfg.path)
     if not host.is_dir(source):
         raise UsageError(f"component {name}: {source} is not a directory")
-    previous_index, previous_tree, whole = _previous_index(previous, name, source)
-    tree = dest / TREE
-    tree.mkdir(mode=0o700)
-    builder = _Builder(host, source, str(tree), previous_tree, previous_index)
+    previous_index, previous_tree, whole = _previous_index(store, previous, name, source)
+    tree = f"{dest}/{TREE}"
+    store.mkdir(tree, mode=0o700)
+    builder = _Builder(host, store, source, tree, previous_tree, previous_index)
     builder.previous_lines_whole = whole
     excludes = compile_excludes(cfg.exclude)
     try:
-        with open(dest / INDEX, "xb") as raw:
+        with store.open_write(f"{dest}/{INDEX}", mode=0o600, exclusive=True) as raw:
             index = checksum.HashingWriter(raw)
             pending: deque[Entry] = deque()
             for relative, st in host.walk(source, excludes, on_vanished=builder.stats.vanish):
@@ -282,8 +292,7 @@ def take(host: Host, name: str, cfg: FilesConfig, dest: Path, previous: Snapshot
             index.flush()
     finally:
         builder.pool.shutdown(wait=True, cancel_futures=True)
-    os.chmod(dest / INDEX, 0o600)
-    root = _store_root(host, source, str(tree))
+    root = _store_root(host, store, builder.owners, source, tree)
     builder.finish_directories()
     stats = builder.stats
     logs.get().info(
@@ -301,7 +310,7 @@ def take(host: Host, name: str, cfg: FilesConfig, dest: Path, previous: Snapshot
         root=root,
         exclude=cfg.exclude,
         index_version=INDEX_VERSION,
-        owners_kept=IS_ROOT,
+        owners_kept=builder.owners,
         file_count=stats.files + stats.hardlinks,
         directory_count=stats.directories,
         symlink_count=stats.symlinks,
@@ -316,15 +325,18 @@ def take(host: Host, name: str, cfg: FilesConfig, dest: Path, previous: Snapshot
     )
 
 
-def _store_root(host: Host, source: str, tree: str) -> dict[str, Any]:
-    """Give the stored tree's root the source folder's metadata; return its manifest entry."""
+def _store_root(host: Host, store: Host, owners: bool, source: str, tree: str) -> dict[str, Any]:
+    """Give the stored tree's root (on ``store``) the source folder's metadata; return its
+    manifest entry."""
     st = host.stat(source)
     if st is None or not st.is_dir:
         raise AuraError(f"{shown(source)} is no longer a directory (it changed during the backup)")
     xattrs = host.read_xattrs(source)
-    if IS_ROOT:
-        os.chown(tree, st.uid, st.gid, follow_symlinks=False)
-    os.chmod(tree, stat.S_IMODE(st.mode))
-    set_local_xattrs(tree, xattrs)
-    os.utime(tree, ns=(st.mtime_ns, st.mtime_ns), follow_symlinks=False)  # (no atime in FileStat)
+    store.set_metadata(
+        tree,
+        owner=(st.uid, st.gid) if owners else None,
+        mode=stat.S_IMODE(st.mode),
+        xattrs=xattrs,
+        times_ns=(st.mtime_ns, st.mtime_ns),  # (no atime in FileStat)
+    )
     return with_xattrs({"m": st.mode, "u": st.uid, "g": st.gid, "mt": st.mtime_ns}, xattrs)

@@ -2,8 +2,9 @@
 
 A snapshot's part for a files component is a plain, browsable folder tree (``tree/``) and its
 index (``index.jsonl``), in the component's folder of the snapshot, on the control machine: this
-module reads and checks them with the local file system directly (a host's files are reached
-only through its ``Host``, in the snapshot and restore modules).
+module reads and checks them through the store host (the component's ``store``, the control
+machine's host), as the snapshot and restore modules reach a source or a target through its
+``Host``.
 
 The index records, one JSON line an entry, parents first, each path's type, mode, owner, mtime,
 xattrs, and for files size and SHA-256. A name that is not UTF-8 is stored byte-exact as base64
@@ -17,9 +18,10 @@ import binascii
 import json
 import os
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from pydantic import ValidationError
@@ -27,14 +29,12 @@ from pydantic import ValidationError
 from aura_ops import checksum
 from aura_ops.components.base import ComponentManifest
 from aura_ops.errors import VerificationError
-from aura_ops.hosts.base import compile_excludes, shown
-from aura_ops.hosts.local import read_xattrs as read_local_xattrs
+from aura_ops.hosts.base import Host, StatResult, compile_excludes, shown
 from aura_ops.repository import Snapshot
 
 INDEX = "index.jsonl"
 INDEX_VERSION = 2  # 2: xattrs ("x") recorded in the index; names that are not UTF-8 as base64
 TREE = "tree"
-IS_ROOT = os.geteuid() == 0  # the stored trees keep owners only when aura-ops runs as root here
 KINDS = {"f", "d", "l", "h"}
 
 
@@ -150,13 +150,13 @@ class Index:
     problems: list[str]
 
 
-def read_index(path: Path, algorithm: str = checksum.ALGORITHM) -> Index:
-    """Read an index, hashing it as it is read (FileNotFoundError when it is missing)."""
+def read_index(store: Host, path: Path | str, algorithm: str = checksum.ALGORITHM) -> Index:
+    """Read an index on ``store``, hashing it as it is read (FileNotFoundError when it is missing)."""
     hasher = checksum.new(algorithm)
     entries: dict[str, dict[str, Any]] = {}
     lines: dict[str, bytes] = {}
     problems = []
-    with open(path, "rb") as source:
+    with store.open_read(str(path)) as source:
         for number, line in enumerate(source, 1):
             hasher.update(line)
             try:
@@ -189,13 +189,13 @@ def _misplaced(entry: dict[str, Any], earlier: dict[str, dict[str, Any]]) -> str
     return None
 
 
-def checked_index(snapshot: Snapshot, name: str) -> Index:
-    """The index of a files component, checked against the manifest: VerificationError (exit 3)
-    when it is missing, changed or holds an unreadable line."""
+def checked_index(store: Host, snapshot: Snapshot, name: str) -> Index:
+    """The index of a files component (read through ``store``), checked against the manifest:
+    VerificationError (exit 3) when it is missing, changed or holds an unreadable line."""
     info = snapshot.manifest["components"][name].get("artifacts", {}).get(INDEX, {})
     algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
     try:
-        index = read_index(snapshot.component_dir(name) / INDEX, algorithm)
+        index = read_index(store, snapshot.component_dir(name) / INDEX, algorithm)
     except FileNotFoundError:
         raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} is missing") from None
     if index.digest != info.get("hash"):
@@ -205,22 +205,44 @@ def checked_index(snapshot: Snapshot, name: str) -> Index:
     return index
 
 
-def index_damage(snapshot: Snapshot, name: str, cache: VerifiedCache | None = None) -> str | None:
-    """Why this component's index cannot be trusted (missing, changed), or None."""
+def index_damage(store: Host, snapshot: Snapshot, name: str, cache: VerifiedCache | None = None) -> str | None:
+    """Why this component's index (read through ``store``) cannot be trusted (missing, changed),
+    or None."""
     info = snapshot.manifest["components"][name].get("artifacts", {}).get(INDEX, {})
-    path = snapshot.component_dir(name) / INDEX
+    path = str(snapshot.component_dir(name) / INDEX)
     try:
-        st = os.stat(path)
+        st = store.stat(path)
     except OSError:
+        st = None
+    if st is None:
         return f"{name}: {INDEX} is missing"
-    if cache is not None and cache.entries.get(VerifiedCache.key(st)) == info.get("hash"):
+    key = VerifiedCache.key_of(st.dev, st.ino, st.size, st.mtime_ns, st.ctime_ns)
+    if cache is not None and cache.entries.get(key) == info.get("hash"):
         return None
-    digest, _ = checksum.file_digest(path, snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM))
+    with store.open_read(path) as source:
+        digest, _ = stream_digest(source, snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM))
     if digest != info.get("hash"):
         return f"{name}: {INDEX} changed since the snapshot was sealed (checksum mismatch)"
     if cache is not None:
-        cache.entries[VerifiedCache.key(st)] = digest
+        cache.entries[key] = digest
     return None
+
+
+_buffers = threading.local()
+
+
+def stream_digest(source: IO[bytes], algorithm: str) -> tuple[str, int]:
+    """(hash, bytes) of what an open stream holds from where it is on (read in checksum.CHUNK
+    parts into a buffer reused per thread)."""
+    if not hasattr(_buffers, "view"):
+        _buffers.view = memoryview(bytearray(checksum.CHUNK))
+    view: memoryview = _buffers.view
+    hasher = checksum.new(algorithm)
+    size = 0
+    while count := source.readinto(view):  # type: ignore[attr-defined]
+        hasher.update(view[:count])
+        size += count
+    return str(hasher.hexdigest()), size
 
 
 # ---------------------------------------------------------------- xattrs and kinds
@@ -272,8 +294,12 @@ class VerifiedCache:
             self.entries = {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, str)}
 
     @staticmethod
-    def key(st: os.stat_result) -> str:
-        return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+    def key(st: StatResult) -> str:
+        return VerifiedCache.key_of(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    @staticmethod
+    def key_of(dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
+        return f"{dev}:{ino}:{size}:{mtime_ns}:{ctime_ns}"
 
     def save(self) -> None:
         from aura_ops.repository import write_json
@@ -285,7 +311,8 @@ class VerifiedCache:
 class _TreeChecker:
     """Compares a stored tree with its index; collects every difference as a problem."""
 
-    def __init__(self, snapshot: Snapshot, name: str, manifest: FilesManifest, index: Index) -> None:
+    def __init__(self, store: Host, snapshot: Snapshot, name: str, manifest: FilesManifest, index: Index) -> None:
+        self.store = store
         self.tree = str(snapshot.component_dir(name) / TREE)
         self.index = index
         self.algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
@@ -301,7 +328,7 @@ class _TreeChecker:
         self.problems.append(f"{shown(relative)}: {what}")
 
     def run(self) -> None:
-        if not os.path.isdir(self.tree) or os.path.islink(self.tree):
+        if not is_stored_folder(self.store, self.tree):
             self.problems.append(f"{TREE}: missing")
             return
         self.check_root()
@@ -317,24 +344,24 @@ class _TreeChecker:
     def check_root(self) -> None:
         if not self.root:
             return
-        st = os.lstat(self.tree)
+        st = self.store.lstat(self.tree)
         self.check_mode_owner("(root)", st, self.root)
 
     def walk(self, relative_dir: str) -> None:
         directory = f"{self.tree}/{relative_dir}" if relative_dir else self.tree
-        for item in sorted(os.scandir(directory), key=lambda e: e.name):
+        for item in sorted(self.store.scandir(directory), key=lambda e: e.name):
             relative = f"{relative_dir}/{item.name}" if relative_dir else item.name
             st = item.stat(follow_symlinks=False)
             entry = self.index.entries.get(relative)
             if entry is None:
-                link = f" (a symlink to {shown(os.readlink(item.path))})" if stat.S_ISLNK(st.st_mode) else ""
+                link = f" (a symlink to {shown(self.store.readlink(item.path))})" if stat.S_ISLNK(st.st_mode) else ""
                 self.problem(relative, f"not in the index{link}")
                 continue
             self.seen.add(relative)
             if self.check(relative, item.path, st, entry) and entry["t"] == "d":
                 self.walk(relative)
 
-    def check(self, relative: str, path: str, st: os.stat_result, entry: dict[str, Any]) -> bool:
+    def check(self, relative: str, path: str, st: StatResult, entry: dict[str, Any]) -> bool:
         """Check one entry; False when its type differs (its children are then not looked at)."""
         expected = "f" if entry["t"] == "h" else entry["t"]
         found = kind_of(st.st_mode)
@@ -343,63 +370,76 @@ class _TreeChecker:
             self.replaced.add(relative)
             return False
         if entry["t"] == "l":
-            link = os.readlink(path)
+            link = self.store.readlink(path)
             if link != entry["l"]:
                 self.problem(relative, f"symlink changed (to {shown(link)}; the index says {shown(entry['l'])})")
             if self.owners and (st.st_uid, st.st_gid) != (entry["u"], entry["g"]):
                 self.problem(relative, f"owner {st.st_uid}:{st.st_gid}; the index says {entry['u']}:{entry['g']}")
             return True
         if entry["t"] == "h":
-            first = f"{self.tree}/{entry['l']}"
-            if not os.path.lexists(first) or os.lstat(first).st_ino != st.st_ino:
+            try:
+                linked = self.store.lstat(f"{self.tree}/{entry['l']}").st_ino == st.st_ino
+            except OSError:
+                linked = False
+            if not linked:
                 self.problem(relative, f"no longer a hard link to {shown(entry['l'])}")
             return True
         if entry["t"] == "f":
             self.check_content(relative, path, st, entry)
         self.check_mode_owner(relative, st, entry)
-        if self.xattrs and read_local_xattrs(path) != decode_xattrs(entry):
+        if self.xattrs and self.store.read_xattrs(path) != decode_xattrs(entry):
             self.problem(relative, "xattrs or ACLs changed")
         return True
 
-    def check_mode_owner(self, relative: str, st: os.stat_result, entry: dict[str, Any]) -> None:
+    def check_mode_owner(self, relative: str, st: StatResult, entry: dict[str, Any]) -> None:
         if st.st_mode != entry["m"]:
             self.problem(relative, f"mode {stat.filemode(st.st_mode)}; the index says {stat.filemode(entry['m'])}")
         if self.owners and (st.st_uid, st.st_gid) != (entry["u"], entry["g"]):
             self.problem(relative, f"owner {st.st_uid}:{st.st_gid}; the index says {entry['u']}:{entry['g']}")
 
-    def check_content(self, relative: str, path: str, st: os.stat_result, entry: dict[str, Any]) -> None:
+    def check_content(self, relative: str, path: str, st: StatResult, entry: dict[str, Any]) -> None:
         if st.st_size != entry["s"]:
             self.problem(relative, f"content changed ({st.st_size} bytes; the index says {entry['s']})")
             return
-        digest, _ = checksum.file_digest(Path(path), self.algorithm)  # always: bit rot keeps the metadata
+        digest = self.store.hash_file(path, self.algorithm)  # always: bit rot keeps the metadata
         self.hashed += 1
         if digest != entry["h"]:
             self.problem(relative, "content changed (checksum mismatch)")
 
 
-def verify_tree(snapshot: Snapshot, name: str, manifest: FilesManifest) -> dict[str, Any]:
-    """Check the stored tree against the index: each file's content (every file hashed), every
-    entry's type, mode (and owner, when the snapshot kept owners), xattrs, symlink targets, hard
-    links, and what is in the tree but not in the index. Every problem found is returned in
-    ``problems``."""
+def verify_tree(store: Host, snapshot: Snapshot, name: str, manifest: FilesManifest) -> dict[str, Any]:
+    """Check the stored tree (on ``store``) against the index: each file's content (every file
+    hashed), every entry's type, mode (and owner, when the snapshot kept owners), xattrs, symlink
+    targets, hard links, and what is in the tree but not in the index. Every problem found is
+    returned in ``problems``."""
     algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
     try:
-        index = read_index(snapshot.component_dir(name) / INDEX, algorithm)
+        index = read_index(store, snapshot.component_dir(name) / INDEX, algorithm)
     except FileNotFoundError:
         return {"problems": [f"{name}: {INDEX} is missing"]}
-    checker = _TreeChecker(snapshot, name, manifest, index)
+    checker = _TreeChecker(store, snapshot, name, manifest, index)
     checker.run()
     problems = [f"{name}: {problem}" for problem in index.problems + checker.problems]
     return {"files_hashed": checker.hashed, "problems": problems}
 
 
-def not_in_index(tree: str, index: Index) -> list[str]:
-    """Entries of the stored tree that the index does not list (top-most only): never restored."""
+def is_stored_folder(store: Host, path: str) -> bool:
+    """A real folder at ``path`` on ``store`` (not a symlink to one)."""
+    try:
+        st = store.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return st is not None and st.is_dir
+
+
+def not_in_index(store: Host, tree: str, index: Index) -> list[str]:
+    """Entries of the stored tree (on ``store``) that the index does not list (top-most only):
+    never restored."""
     found = []
     stack = [""]
     while stack:
         relative_dir = stack.pop()
-        for item in os.scandir(f"{tree}/{relative_dir}" if relative_dir else tree):
+        for item in store.scandir(f"{tree}/{relative_dir}" if relative_dir else tree):
             relative = f"{relative_dir}/{item.name}" if relative_dir else item.name
             entry = index.entries.get(relative)
             if entry is None:

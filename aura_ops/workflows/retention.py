@@ -356,3 +356,22 @@ def auto_prune(config: Config, after: str) -> dict[str, Any] | None:
     finally:
         if journal is not None:
             journal.close()
+
+
+def pin(config: Config, reference: str, pinned: bool = True) -> tuple[str, bool]:
+    """Pin (or unpin) the snapshot ``reference`` names (full id, unique prefix, ``latest``),
+    under the repository lock; (its id, whether that changed anything). UsageError when unknown."""
+    from aura_ops.components import snapshotting
+
+    repository = snapshotting.repository(config)
+    snapshot_id = repository.resolve(reference)
+    run_id = new_snapshot_id()
+    with logs.bind(run_id=run_id), repository.locked(run_id, "pin" if pinned else "unpin"):
+        snapshot_id = repository.resolve(snapshot_id)  # still there now that no one else can delete it
+        if pinned:
+            changed = snapshot_id not in repository.pinned()
+            repository.pin(snapshot_id)
+        else:
+            changed = repository.unpin(snapshot_id)
+    logs.get().info("snapshot.pinned" if pinned else "snapshot.unpinned", snapshot=snapshot_id, changed=changed)
+    return snapshot_id, changed

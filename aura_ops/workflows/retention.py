@@ -227,9 +227,28 @@ def _abortable(journal: Journal, run: RunRecord) -> bool:
     return True
 
 
+def _may_be_running(run: RunRecord) -> bool:
+    """Whether the process that drives ``run`` may still be at work (alive, or on another host);
+    a dead one's step in flight sealed nothing it will use (a resume takes its snapshot again)."""
+    import contextlib
+
+    from aura_ops.hosts import local_hostname
+    from aura_ops.state.lock import _pid_alive
+
+    if run.status in RUN_FINAL or not run.pid:
+        return False
+    if run.host and run.host != local_hostname():
+        return True
+    alive = _pid_alive(run.pid)
+    with contextlib.suppress(OSError):  # a pid the kernel has given to another program is not the run's
+        alive = alive and b"aura" in Path(f"/proc/{run.pid}/cmdline").read_bytes()
+    return alive
+
+
 def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> Protections:
     """What runs that are not finished (or failed and still abortable) need: every snapshot they
-    reference, and while one has a step in flight, every snapshot sealed since that step began."""
+    reference, and while one has a step in flight (its process alive), every snapshot sealed
+    since that step began."""
     from aura_ops.engine.session import state_dir
 
     target = str(state_dir(config))
@@ -242,7 +261,7 @@ def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> 
         what = f"run {run.id} ({Path(run.playbook).stem}, {state})"
         for snapshot_id in referenced(journal, run):
             found.setdefault(snapshot_id, []).append(f"needed by {what}")
-        for step in journal.steps(run.id):
+        for step in journal.steps(run.id) if _may_be_running(run) else []:
             if step.status == "applying" and step.started:
                 since = dt.datetime.fromisoformat(step.started)
                 for snapshot_id in ids:

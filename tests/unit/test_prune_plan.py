@@ -212,6 +212,19 @@ def test_a_step_in_flight_keeps_what_was_sealed_since_it_began(tmp_path: Path, r
     )
 
 
+def test_a_step_left_in_flight_by_a_dead_process_keeps_nothing_sealed_since(tmp_path: Path, repo: Repository) -> None:
+    from aura_ops.hosts import local_hostname
+
+    cfg = make_config(tmp_path)
+    journal = Journal(tmp_path / "state" / "journal.db")
+    journal_run(journal, cfg, "20261101-110000-000", "running", {}, applying=True)
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    journal.db.execute("UPDATE runs SET pid = ?, host = ?", (dead, local_hostname()))
+    hours = int((dt.datetime.now(dt.UTC) - BASE).total_seconds() // 3600) + 1
+    fresh = [seal(repo, hours), seal(repo, hours + 1)]
+    assert retention.plan(cfg, repo, journal).deleted == fresh[:1]
+
+
 def test_the_pre_deploy_snapshot_of_the_live_and_previous_release_is_kept(tmp_path: Path, repo: Repository) -> None:
     cfg = make_config(tmp_path, keep_last=1, components={"app": {"keep_last": 1}})
     live_release(tmp_path, "v2", {"v1": "verified", "v2": "verified"})

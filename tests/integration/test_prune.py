@@ -271,3 +271,26 @@ def test_auto_prune_after_each_backup(aura: Aura, files_site: Path) -> None:
         ids.append(aura.json("backup")["id"])
     assert listed(aura) == ids[-2:]
     assert json.loads(aura.log_text().splitlines()[-1])["event"] in ("prune.auto", "prune.done")
+
+
+def test_auto_prune_after_a_deploy_keeps_what_rollback_needs(
+    aura: Aura,
+    site: dict[str, Any],  # noqa: F811 - the fixture imported above
+) -> None:
+    set_retention(aura, keep_last=1, auto=True)
+    first = json.loads(deploy(aura, site, "v1", "--json").stdout)
+    release(site, "v2", migration="ALTER TABLE items ADD COLUMN price int;")
+    second = json.loads(deploy(aura, site, "v2", "--json").stdout)
+    # v1's deploy snapshot: the pre-deploy snapshot of the previous good release (v1), kept
+    assert first["auto_prune"] == {"deleted": [], "freed": 0} and second["auto_prune"]["deleted"] == []
+    taken = listed(aura)
+    before_v3 = content(site["dsn"])
+    release(site, "v3", migration="UPDATE items SET price = 7;")
+    third = json.loads(deploy(aura, site, "v3", "--json").stdout)
+    assert third["run"]["status"] == "succeeded"
+    assert third["auto_prune"]["deleted"] == taken[:1]  # no rollback reaches v1's deploy snapshot any more
+    kept = listed(aura)
+    assert kept[:1] == taken[1:] and len(kept) == 2
+    done = aura.json("rollback", "--yes")
+    assert done["target"]["release"] == "v2" and done["target"]["snapshot"] == kept[-1]
+    assert content(site["dsn"]) == before_v3

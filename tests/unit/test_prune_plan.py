@@ -246,11 +246,14 @@ def test_retention_auto_needs_a_policy(tmp_path: Path) -> None:
     assert make_config(tmp_path, auto=True, keep_daily=7).retention.auto
 
 
-def test_a_failing_auto_prune_is_a_warning_not_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_auto_prune_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    from aura_ops import logs
+
     cfg = make_config(tmp_path, auto=True, keep_last=1)
     (tmp_path / "repo").write_text("not a folder")  # the repository cannot be locked
+    logs.configure(tmp_path / "logs", "info", console=open(tmp_path / "console", "w"), pretty=False)  # noqa: SIM115
     result = retention.auto_prune(cfg, "backup")
     assert result is not None and "File exists" in result["error"]
-    warnings = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
-    assert [(w["event"], w["level"]) for w in warnings] == [("prune.auto_failed", "warning")]
+    lines = [json.loads(line) for line in next((tmp_path / "logs").glob("aura_*.log")).read_text().splitlines()]
+    assert [(e["event"], e["level"]) for e in lines] == [("prune.auto_failed", "warning")]
     assert retention.auto_prune(make_config(tmp_path, keep_last=1), "backup") is None  # auto is off

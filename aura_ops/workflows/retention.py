@@ -39,7 +39,7 @@ from typing import Any
 
 from aura_ops import faults, logs
 from aura_ops.config import Config
-from aura_ops.errors import Interrupted, UsageError, first_line
+from aura_ops.errors import ConfigError, Interrupted, UsageError, first_line
 from aura_ops.repository import Repository, Snapshot, is_snapshot_id, new_snapshot_id
 from aura_ops.retention import Decision, Plan, Reason, Rule, SnapshotInfo, decide
 from aura_ops.state.journal import RUN_FINAL, Journal, RunRecord
@@ -131,7 +131,10 @@ def _release(config: Config) -> Any:
     from aura_ops.config import ReleaseConfig
     from aura_ops.hosts.inventory import Inventory
 
-    name = config.only("release", config.deploy.release, "release")
+    try:
+        name = config.only("release", config.deploy.release, "release")
+    except ConfigError:  # several, none named in deploy.release: no deploy or rollback can run
+        return None
     if name is None:
         return None
     cfg = config.component(name)
@@ -156,7 +159,10 @@ def rollback_needs(config: Config, snapshots: list[Snapshot]) -> Protections:
     the release that one puts back, to the verified release before it) would restore; nothing
     when there is no release or no database component (a rollback then restores no snapshot)."""
     component = _release(config)
-    database = config.only("postgres", config.deploy.database, "database")
+    try:
+        database = config.only("postgres", config.deploy.database, "database")
+    except ConfigError:  # several, none named in deploy.database: no rollback can run
+        return {}
     if component is None or database is None:
         return {}
     states, live = component.states(), component.current()

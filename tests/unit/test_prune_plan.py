@@ -257,3 +257,17 @@ def test_a_failing_auto_prune_is_a_warning_not_an_error(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in next((tmp_path / "logs").glob("aura_*.log")).read_text().splitlines()]
     assert [(e["event"], e["level"]) for e in lines] == [("prune.auto_failed", "warning")]
     assert retention.auto_prune(make_config(tmp_path, keep_last=1), "backup") is None  # auto is off
+
+
+def test_two_release_components_and_no_deploy_section_protect_nothing_and_do_not_fail(tmp_path: Path) -> None:
+    raw = {
+        "repository": {"path": str(tmp_path / "repo")},
+        "components": {"a": {"type": "release", "path": str(tmp_path / "a")}, "b": {"type": "release", "path": "b"}},
+        "retention": {"keep_last": 1},
+    }
+    (tmp_path / "aura.yaml").write_text(yaml.safe_dump(raw))
+    cfg = configuration.load(tmp_path / "aura.yaml")
+    repo = Repository(tmp_path / "repo")
+    repo.ensure()
+    ids = [seal(repo, h, current="v1") for h in range(2)]
+    assert retention.plan(cfg, repo, None).deleted == ids[:1]

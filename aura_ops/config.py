@@ -255,6 +255,7 @@ class RetentionConfig(RetentionPolicyConfig):
 
     timezone: str = "UTC"
     components: dict[str, RetentionPolicyConfig] = Field(default_factory=dict)
+    auto: bool = False  # prune after each `backup` and each deploy
 
     @field_validator("timezone")
     @classmethod
@@ -339,6 +340,8 @@ def _cross_checks(config: Config) -> list[str]:
     for name in config.retention.components:
         if name not in config.components:
             problems.append(f"At 'retention.components.{name}': unknown component {name!r}")
+    if config.retention.auto and not config.retention.retention().configured:
+        problems.append("At 'retention.auto': needs a keep_* rule (here or under components); it would delete nothing")
     for section in ("checks", "smoke_checks"):
         for index, check in enumerate(getattr(config, section)):
             if isinstance(check, SqlCheck) and not isinstance(config.components.get(check.component), PostgresConfig):

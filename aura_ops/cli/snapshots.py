@@ -93,13 +93,16 @@ def snapshots_list() -> None:
 
     config = click.get_current_context().ensure_object(State).load()
     rows = [_summary(s) for s in engine.listing(config)]
+    pinned = engine.repository(config).pinned()  # a marker column: pinned snapshots are never pruned
+    for row in rows:
+        row["pinned"] = row["id"] in pinned
 
     def human(data: dict[str, Any]) -> None:
         if not data["snapshots"]:
             click.echo("no snapshots yet")
             return
         _table(
-            ["id", "created", "components", "size", "tags", "state"],
+            ["id", "created", "components", "size", "tags", "state", "pin"],
             [
                 [
                     r["id"],
@@ -108,6 +111,7 @@ def snapshots_list() -> None:
                     _human_size(r["size"]),
                     ", ".join(r["tags"]),
                     f"DAMAGED: {r['damaged'].replace(' of snapshot ' + r['id'], '')}" if r["damaged"] else "ok",
+                    "pinned" if r["pinned"] else "",
                 ]
                 for r in data["snapshots"]
             ],

@@ -176,6 +176,12 @@ def deploy(config: Config, version: str, source: Path, rollback: bool) -> tuple[
             report.update(_verify_old_version(config, outcome, hosts))
         except RollbackError as unhealthy:  # undone, but the old version fails its checks: exit 4
             outcome = outcome.failed(unhealthy)
+    if outcome.run.status in ("succeeded", "rolled_back"):  # recorded finished: its snapshots judged as such
+        from aura_ops.workflows import retention
+
+        pruned = retention.auto_prune(config, "deploy")  # retention.auto; a failure is a warning only
+        if pruned is not None:
+            report["auto_prune"] = pruned
     return outcome, report
 
 

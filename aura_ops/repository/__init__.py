@@ -7,6 +7,7 @@ Layout (keys in the backend; files under the root of a local repository)::
     snapshots/<id>/           a sealed snapshot: manifest.json plus one folder a component
     snapshots/<id>.sha256     the manifest's SHA-256, kept outside the snapshot's folder
     format.json               the first snapshot sealed with a checksum file (see below)
+    pins/<id>                 the snapshot is pinned: no prune deletes it (removed with it)
 
 A snapshot is built in ``<id>.partial/``, checked, synced to disk, then renamed: the rename is
 the commit (backend.py: how another backend commits). Folders are 0700 and files 0600. The

@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from aura_ops import faults
 from aura_ops.checksum import fsync_dir
 from aura_ops.state import lock
 
@@ -173,6 +174,7 @@ class LocalBackend:
             doomed = path.with_name(path.name + DELETING)
             os.rename(path, doomed)
             fsync_dir(path.parent)
+            faults.point("delete:renamed-aside")  # a test hook: a kill between the rename and the removal
             shutil.rmtree(doomed)
         else:
             path.unlink(missing_ok=True)

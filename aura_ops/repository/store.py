@@ -26,6 +26,7 @@ MANIFEST = "manifest.json"
 MANIFEST_SUM = ".sha256"  # snapshots/<id>.sha256, beside the snapshot's folder
 FORMAT = 2  # 2: the manifest's checksum is recorded outside the snapshot (required from then on)
 FORMAT_MARKER = "format.json"
+PINS = "pins"  # pins/<id>: the snapshot is pinned (never pruned); removed with the snapshot
 
 SectionCheck = Callable[[str, dict[str, Any]], str | None]
 """``validate(name, section)``: what makes a component's manifest section unusable, or None."""
@@ -226,7 +227,18 @@ class Repository:
                 sealed = self.backend.stat(f"{SNAPSHOTS}/{stem}")
                 if sealed is None or not sealed.is_folder:
                     self.backend.delete(f"{SNAPSHOTS}/{entry.name}")  # of a snapshot never committed, or deleted
+        self._clean_pins()
         return removed
+
+    def _clean_pins(self) -> None:
+        """Remove the pins of snapshots that are gone (a delete killed before it removed them)."""
+        sealed = set(self.ids())
+        for entry in self.backend.list(PINS):
+            if entry.is_folder:
+                continue
+            stem = entry.name.split(".", 1)[0]
+            if is_snapshot_id(stem) and (entry.name != stem or stem not in sealed):
+                self.backend.delete(f"{PINS}/{entry.name}")  # (``.tmp``: a pin killed while written)
 
     def begin(self, snapshot_id: str) -> Path:
         """The new, empty local folder the snapshot is written into (one folder a component)."""
@@ -252,6 +264,27 @@ class Repository:
         then its checksum file."""
         self.backend.delete(f"{SNAPSHOTS}/{snapshot_id}")
         self.backend.delete(_sum_key(snapshot_id))
+        self.backend.delete(_pin_key(snapshot_id))
+
+    def pin(self, snapshot_id: str, note: str = "") -> None:
+        """Pin a sealed snapshot: no prune deletes it (a small ``pins/<id>`` key; call with the
+        lock held). Pinning a pinned snapshot again changes nothing but its record."""
+        import datetime as dt
+
+        self.backend.ensure(PINS)
+        record = {"id": snapshot_id, "pinned": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "note": note}
+        self.backend.put(_pin_key(snapshot_id), json_bytes(record))
+
+    def unpin(self, snapshot_id: str) -> bool:
+        """Remove a snapshot's pin; whether it was pinned (call with the lock held)."""
+        was = self.backend.stat(_pin_key(snapshot_id)) is not None
+        self.backend.delete(_pin_key(snapshot_id))
+        return was
+
+    def pinned(self) -> set[str]:
+        """The ids of the pinned snapshots (a pin whose snapshot is gone is not counted)."""
+        found = {e.name for e in self.backend.list(PINS) if not e.is_folder and is_snapshot_id(e.name)}
+        return found & set(self.ids()) if found else found
 
     def free_bytes(self) -> int:
         return self.backend.free_bytes()
@@ -259,6 +292,10 @@ class Repository:
 
 def _partial_key(snapshot_id: str) -> str:
     return f"{SNAPSHOTS}/{snapshot_id}{PARTIAL}"
+
+
+def _pin_key(snapshot_id: str) -> str:
+    return f"{PINS}/{snapshot_id}"
 
 
 def _sum_key(snapshot_id: str) -> str:

@@ -82,7 +82,11 @@ def backup(
         temporaries.bound(config),
     ):
         temporaries.sweep(config)
-        return snapshotting.take(repo, chosen, tags)
+        snapshot = snapshotting.take(repo, chosen, tags)
+    from aura_ops.workflows import retention  # retention.auto: a failure there is a warning only
+
+    retention.auto_prune(config, "backup")
+    return snapshot
 
 
 def listing(config: Config) -> list[Snapshot]:

@@ -1,0 +1,402 @@
+"""Prune: the retention policy applied to the repository, never deleting what is still needed.
+
+:func:`plan` (read-only) turns the repository's snapshots into the inputs of
+:func:`aura_ops.retention.decide` and adds what the caller must protect, each with its reason:
+
+- pinned snapshots (``pins/<id>`` in the repository);
+- what a rollback can still need: the snapshot ``aura-ops rollback`` would restore now (the
+  newest intact snapshot holding the database from when the rollback's release was live, as
+  ``deploy.rollback_plan`` finds it), the one a second rollback would restore (to the release
+  before that), and the snapshots the deploys of the live release and of the previous good
+  release took (the journal's succeeded ``deploy:<version>`` runs);
+- every snapshot a run that is not finished references (running, interrupted, compensating),
+  or that a failed run whose undo ``runs abort`` may still run references; and, while such a
+  run has a step in flight, every snapshot sealed since that step began (it may be the step's
+  own, not journaled yet).
+
+A fast rollback's database clone lives on the database server, not in the repository, and is
+dropped when its deploy ends; while the deploy is unfinished, the snapshots its undo falls
+back on are protected by the rule above.
+
+A damaged snapshot (manifest or files index that cannot be trusted) takes no part in the policy
+(it is not counted in a bucket) and is never deleted by a prune: it is listed with its damage.
+
+:func:`prune` takes the repository lock (as a backup does: SIGTERM turned into an exception,
+what killed processes left swept, leftover ``*.partial`` folders removed), plans again under the
+lock, and deletes the doomed snapshots one at a time with ``Repository.delete`` (renamed aside,
+then removed: a kill leaves each snapshot fully there or fully gone; the next locked command
+removes the ``.deleting.partial`` left over).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from aura_ops import faults, logs
+from aura_ops.config import Config
+from aura_ops.errors import ConfigError, Interrupted, UsageError, first_line
+from aura_ops.repository import Repository, Snapshot, is_snapshot_id, new_snapshot_id
+from aura_ops.retention import Decision, Plan, Reason, Rule, SnapshotInfo, decide
+from aura_ops.state.journal import RUN_FINAL, Journal, RunRecord
+
+Protections = dict[str, list[str]]
+ABORTABLE = ("failed", "rollback_failed")  # ended, but `runs abort` may still undo them
+
+
+def snapshot_time(snapshot_id: str) -> dt.datetime:
+    """The UTC time an id records (``YYYYMMDD-HHMMSS-mmm``)."""
+    moment = dt.datetime.strptime(snapshot_id[:15], "%Y%m%d-%H%M%S").replace(tzinfo=dt.UTC)
+    return moment.replace(microsecond=int(snapshot_id[16:19]) * 1000)
+
+
+def snapshot_info(snapshot: Snapshot, pinned: bool) -> SnapshotInfo:
+    """What the policy needs of an intact snapshot: its components, tags, creation time (the
+    manifest's ``created``; a time without an offset is UTC; one that cannot be read, the id's)
+    and whether it is pinned. A sealed, intact snapshot is verified: every artifact was checked
+    against its recorded size and checksum before the rename that sealed it."""
+    manifest = snapshot.manifest
+    try:
+        created = dt.datetime.fromisoformat(str(manifest.get("created")))
+        if created.utcoffset() is None:
+            created = created.replace(tzinfo=dt.UTC)
+    except ValueError:
+        created = snapshot_time(snapshot.id)
+    tags = [t for t in manifest.get("tags") or [] if isinstance(t, str)]
+    return SnapshotInfo(
+        snapshot.id, created, frozenset(manifest.get("components", {})), frozenset(tags), pinned, verified=True
+    )
+
+
+def damaged_decision(snapshot: Snapshot, pinned: bool) -> Decision:
+    """A damaged snapshot, kept: prune never deletes one (``snapshots delete`` does, by hand)."""
+    info = SnapshotInfo(snapshot.id, snapshot_time(snapshot.id), frozenset(), frozenset(), pinned)
+    reason = f"damaged ({snapshot.damaged}): never deleted by prune; look at it, then `snapshots delete` it"
+    reasons = ((Reason(Rule.PINNED, "pinned"),) if pinned else ()) + (Reason(Rule.PROTECTED, reason),)
+    return Decision(info, reasons)
+
+
+def checked_snapshots(repository: Repository) -> list[Snapshot]:
+    """Every sealed snapshot, marked damaged when its manifest or a files index cannot be
+    trusted (as ``snapshots list`` marks them)."""
+    from aura_ops.components import files
+
+    cache = files.VerifiedCache(repository.path / "cache" / "verified-files.json")  # read, never saved here
+    found = []
+    for snapshot in repository.all_snapshots():
+        damage = snapshot.damaged
+        for name, entry in snapshot.manifest.get("components", {}).items():
+            if damage is None and entry.get("type") == "files":
+                damage = files.index_damage(snapshot, name, cache)
+        found.append(dataclasses.replace(snapshot, damaged=damage))
+    return found
+
+
+def plan(config: Config, repository: Repository, journal: Journal | None, now: dt.datetime | None = None) -> Plan:
+    """Every sealed snapshot's decision under ``config.retention``, with every protection above
+    (read-only; ``journal`` None: no runs recorded yet). Raises what reading the live release
+    raises (its host unreachable): a prune that cannot tell what a rollback needs deletes nothing."""
+    snapshots = checked_snapshots(repository)
+    pinned = repository.pinned()
+    intact = [s for s in snapshots if s.damaged is None]
+    protected: Protections = {}
+    _merge(protected, rollback_needs(config, repository.snapshots()))
+    if journal is not None:
+        _merge(protected, deploy_needs(config, journal))
+        _merge(protected, run_needs(config, journal, [s.id for s in snapshots]))
+    decided = decide((snapshot_info(s, s.id in pinned) for s in intact), config.retention.retention(), protected, now)
+    damaged = [damaged_decision(s, s.id in pinned) for s in snapshots if s.damaged is not None]
+    decisions = sorted((*decided.decisions, *damaged), key=lambda d: (d.snapshot.time, d.snapshot.id))
+    known = {s.id for s in snapshots}
+    missing = tuple(sorted(i for i in decided.missing_protected if i not in known))
+    return Plan(tuple(decisions), decided.policy, missing)
+
+
+def _merge(into: Protections, found: Protections) -> None:
+    for snapshot_id, reasons in found.items():
+        have = into.setdefault(snapshot_id, [])
+        have.extend(r for r in reasons if r not in have)
+
+
+# ---------------------------------------------------------------- what a rollback needs
+
+
+def _release(config: Config) -> Any:
+    """The deploy's release component on its host, or None when none is configured."""
+    from aura_ops.components import release
+    from aura_ops.config import ReleaseConfig
+    from aura_ops.hosts.inventory import Inventory
+
+    try:
+        name = config.only("release", config.deploy.release, "release")
+    except ConfigError:  # several, none named in deploy.release: no deploy or rollback can run
+        return None
+    if name is None:
+        return None
+    cfg = config.component(name)
+    assert isinstance(cfg, ReleaseConfig)
+    return release.ReleaseComponent(name, cfg, Inventory(config).for_component(name))
+
+
+def _rollback_snapshot(snapshots: list[Snapshot], release_name: str, database: str, target: str) -> str | None:
+    """The snapshot a rollback to ``target`` restores (``deploy.rollback_plan``'s rule): the
+    newest intact one holding ``database`` and recording ``target`` as the current release."""
+    candidates = [
+        s.id
+        for s in snapshots
+        if s.manifest["components"].get(release_name, {}).get("current") == target
+        and database in s.manifest["components"]
+    ]
+    return candidates[-1] if candidates else None
+
+
+def rollback_needs(config: Config, snapshots: list[Snapshot]) -> Protections:
+    """The snapshot ``aura-ops rollback`` would restore now, and the one a second rollback (from
+    the release that one puts back, to the verified release before it) would restore; nothing
+    when there is no release or no database component (a rollback then restores no snapshot)."""
+    component = _release(config)
+    try:
+        database = config.only("postgres", config.deploy.database, "database")
+    except ConfigError:  # several, none named in deploy.database: no rollback can run
+        return {}
+    if component is None or database is None:
+        return {}
+    states, live = component.states(), component.current()
+    verified = [v for v in component.installed() if v != live and states.get(v, {}).get("state") == "verified"]
+    found: Protections = {}
+    # `rollback` goes to the newest verified release that is not live; it then marks the live
+    # one rolled_back, so the next rollback goes to the verified release before that one
+    for depth, target in enumerate(reversed(verified[-2:])):
+        snapshot_id = _rollback_snapshot(snapshots, component.name, database, target)
+        if snapshot_id is not None:
+            how = "`aura-ops rollback`" if depth == 0 else "a second `aura-ops rollback`"
+            found.setdefault(snapshot_id, []).append(f"{how} to release {target} restores it")
+    return found
+
+
+def deploy_needs(config: Config, journal: Journal) -> Protections:
+    """The snapshots the last succeeded deploy of the live release, and of the previous good
+    release (where a rollback goes), took: the data from before each went live."""
+    component = _release(config)
+    if component is None:
+        return {}
+    states, live = component.states(), component.current()
+    verified = [v for v in component.installed() if v != live and states.get(v, {}).get("state") == "verified"]
+    found: Protections = {}
+    for label, version in (
+        ("the live release", live),
+        ("the previous good release", verified[-1] if verified else None),
+    ):
+        runs = [r for r in journal.by_key(f"deploy:{version}") if r.status == "succeeded"] if version else []
+        if not runs:
+            continue
+        for snapshot_id in referenced(journal, runs[-1]):
+            found.setdefault(snapshot_id, []).append(f"pre-deploy snapshot of {label} {version} (run {runs[-1].id})")
+    return found
+
+
+# ---------------------------------------------------------------- what runs need
+
+
+def referenced(journal: Journal, run: RunRecord) -> list[str]:
+    """Every snapshot id a run's parameters and journaled steps name (outputs, saved state, undo)."""
+    found: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
+        elif isinstance(value, str) and is_snapshot_id(value) and value not in found:
+            found.append(value)
+
+    collect({k: v for k, v in run.params.items() if "snapshot" in k})
+    for step in journal.steps(run.id):
+        collect([step.outputs, step.saved or {}, step.undo or {}])
+    return found
+
+
+def _abortable(journal: Journal, run: RunRecord) -> bool:
+    """A failed run that ``runs abort`` may still undo (no later run changed the system)."""
+    from aura_ops.engine import resume
+
+    try:
+        resume.refuse_if_overtaken(journal, run)
+    except UsageError:
+        return False
+    return True
+
+
+def _may_be_running(run: RunRecord) -> bool:
+    """Whether the process that drives ``run`` may still be at work (alive, or on another host);
+    a dead one's step in flight sealed nothing it will use (a resume takes its snapshot again)."""
+    import contextlib
+
+    from aura_ops.hosts import local_hostname
+    from aura_ops.state.lock import _pid_alive
+
+    if run.status in RUN_FINAL or not run.pid:
+        return False
+    if run.host and run.host != local_hostname():
+        return True
+    alive = _pid_alive(run.pid)
+    with contextlib.suppress(OSError):  # a pid the kernel has given to another program is not the run's
+        alive = alive and b"aura" in Path(f"/proc/{run.pid}/cmdline").read_bytes()
+    return alive
+
+
+def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> Protections:
+    """What runs that are not finished (or failed and still abortable) need: every snapshot they
+    reference, and while one has a step in flight (its process alive), every snapshot sealed
+    since that step began."""
+    from aura_ops.engine.session import state_dir
+
+    target = str(state_dir(config))
+    runs = journal.unfinished(target)
+    runs += [r for r in journal.runs(1000) if r.target == target and r.status in ABORTABLE and _abortable(journal, r)]
+    found: Protections = {}
+    ids = sorted(snapshot_ids)
+    for run in sorted(runs, key=lambda r: r.id):
+        state = "not finished" if run.status not in RUN_FINAL else f"{run.status}, `runs abort` may still undo it"
+        what = f"run {run.id} ({Path(run.playbook).stem}, {state})"
+        for snapshot_id in referenced(journal, run):
+            found.setdefault(snapshot_id, []).append(f"needed by {what}")
+        for step in journal.steps(run.id) if _may_be_running(run) else []:
+            if step.status == "applying" and step.started:
+                since = dt.datetime.fromisoformat(step.started)
+                for snapshot_id in ids:
+                    if snapshot_time(snapshot_id) >= since.replace(microsecond=since.microsecond // 1000 * 1000):
+                        found.setdefault(snapshot_id, []).append(f"sealed while step {step.name} of {what} was running")
+    return found
+
+
+# ---------------------------------------------------------------- prune
+
+
+def _own_bytes(folder: Path) -> int:
+    """The bytes deleting ``folder`` frees: files with no hard link outside it (link count 1)."""
+    total = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(parent, name))
+            except OSError:
+                continue
+            if st.st_nlink == 1:
+                total += st.st_blocks * 512
+    return total
+
+
+def report(plan_: Plan, dry_run: bool, configured: bool) -> dict[str, Any]:
+    """The prune's report (what ``--json`` prints): every snapshot's row, the policy applied."""
+    return {
+        "dry_run": dry_run,
+        "configured": configured,
+        "policy": list(plan_.policy),
+        "snapshots": plan_.rows(),
+        "keep": plan_.kept,
+        "delete": plan_.deleted,
+        "deleted": [],
+        "freed": 0,
+        "missing_protected": list(plan_.missing_protected),
+    }
+
+
+def open_journal_if_any(config: Config) -> Journal | None:
+    """The configuration's journal, or None when no run was ever recorded (nothing is created)."""
+    from aura_ops.engine.session import open_journal, state_dir
+
+    if not (state_dir(config) / "journal.db").exists():
+        return None
+    return open_journal(config)
+
+
+def prune(
+    config: Config,
+    repository: Repository,
+    journal: Journal | None,
+    dry_run: bool,
+    run_id: str | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Apply the retention policy: with ``dry_run`` the plan only (nothing is locked or
+    deleted); else, under the repository lock, plan again and delete each doomed snapshot (its
+    checksum file and pin too). Returns :func:`report` with ``deleted`` and ``freed`` (bytes).
+    LockedError (exit 5) when another command holds the repository; Interrupted (SIGTERM)
+    between or during deletions, naming what was deleted so far."""
+    from aura_ops.state import temporaries
+    from aura_ops.workflows.snapshots import interruptible
+
+    configured = config.retention.retention().configured
+    if dry_run:
+        return report(plan(config, repository, journal, now), True, configured)
+    run_id = run_id or new_snapshot_id()
+    log = logs.get()
+    with logs.bind(run_id=run_id), interruptible(), repository.locked(run_id, "prune"), temporaries.bound(config):
+        temporaries.sweep(config)
+        repository.clean_partials()
+        decided = plan(config, repository, journal, now)
+        result = report(decided, False, configured)
+        try:
+            for decision in decided.decisions:
+                if decision.keep:
+                    continue
+                snapshot_id = decision.snapshot.id
+                freed = _own_bytes(repository.backend.folder(f"snapshots/{snapshot_id}"))
+                faults.point("prune:before-delete")
+                repository.delete(snapshot_id)
+                result["deleted"].append(snapshot_id)
+                result["freed"] += freed
+                log.info("snapshot.pruned", snapshot=snapshot_id, freed=freed)
+        except Interrupted as exc:
+            done = ", ".join(result["deleted"]) or "none"
+            raise Interrupted(f"{first_line(exc).split(';')[0]}; prune stopped, deleted so far: {done}") from None
+    log.info("prune.done", deleted=len(result["deleted"]), freed=result["freed"])
+    return result
+
+
+def auto_prune(config: Config, after: str) -> dict[str, Any] | None:
+    """The prune ``retention.auto`` asks for after a backup or a deploy: None when it is off;
+    a failure is logged as a warning and returned as ``{"error": ...}``, never raised (the
+    backup or deploy it follows has succeeded)."""
+    if not config.retention.auto:
+        return None
+    from aura_ops.components import snapshotting
+
+    journal = None
+    try:
+        journal = open_journal_if_any(config)
+        done = prune(config, snapshotting.repository(config), journal, dry_run=False)
+        logs.get().info("prune.auto", after=after, deleted=done["deleted"], freed=done["freed"])
+        return {"deleted": done["deleted"], "freed": done["freed"]}
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the backup or deploy stands
+        logs.get().warning("prune.auto_failed", after=after, reason=first_line(exc))
+        return {"error": first_line(exc)}
+    finally:
+        if journal is not None:
+            journal.close()
+
+
+def pin(config: Config, reference: str, pinned: bool = True) -> tuple[str, bool]:
+    """Pin (or unpin) the snapshot ``reference`` names (full id, unique prefix, ``latest``),
+    under the repository lock; (its id, whether that changed anything). UsageError when unknown."""
+    from aura_ops.components import snapshotting
+
+    repository = snapshotting.repository(config)
+    snapshot_id = repository.resolve(reference)
+    run_id = new_snapshot_id()
+    with logs.bind(run_id=run_id), repository.locked(run_id, "pin" if pinned else "unpin"):
+        snapshot_id = repository.resolve(snapshot_id)  # still there now that no one else can delete it
+        if pinned:
+            changed = snapshot_id not in repository.pinned()
+            repository.pin(snapshot_id)
+        else:
+            changed = repository.unpin(snapshot_id)
+    logs.get().info("snapshot.pinned" if pinned else "snapshot.unpinned", snapshot=snapshot_id, changed=changed)
+    return snapshot_id, changed

@@ -1,0 +1,273 @@
+"""What ``workflows.retention.plan`` feeds the policy: a real local repository (manifests
+committed as the repository commits them), a real journal, a real release folder; no component
+runs. Each protection shows up with its reason, and a damaged snapshot is kept and not counted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from aura_ops import config as configuration
+from aura_ops.repository import Repository
+from aura_ops.state.journal import Journal
+from aura_ops.workflows import retention
+
+BASE = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def snapshot_id(hours: int) -> str:
+    moment = BASE + dt.timedelta(hours=hours)
+    return moment.strftime("%Y%m%d-%H%M%S-000")
+
+
+def make_config(root: Path, **retention_: Any) -> configuration.Config:
+    raw = {
+        "repository": {"path": str(root / "repo")},
+        "state": {"path": str(root / "state")},
+        "components": {
+            "db": {"type": "postgres", "dsn": "postgresql://u@127.0.0.1:1/x"},
+            "app": {"type": "release", "path": str(root / "app")},
+        },
+        "retention": retention_ or {"keep_last": 1},
+    }
+    (root / "aura.yaml").write_text(yaml.safe_dump(raw))
+    return configuration.load(root / "aura.yaml")
+
+
+def seal(repo: Repository, hours: int, current: str | None = None, tags: tuple[str, ...] = (), db: bool = True) -> str:
+    sid = snapshot_id(hours)
+    folder = repo.begin(sid)
+    components: dict[str, Any] = {}
+    if db:
+        (folder / "db").mkdir()
+        components["db"] = {"type": "postgres"}
+    if current is not None:
+        components["app"] = {"type": "release", "current": current}
+    created = (BASE + dt.timedelta(hours=hours)).isoformat(timespec="seconds")
+    repo.commit(sid, {"format": 2, "id": sid, "created": created, "tags": list(tags), "components": components})
+    return sid
+
+
+def live_release(root: Path, live: str, states: dict[str, str]) -> None:
+    app = root / "app"
+    for version in states:
+        (app / "releases" / version).mkdir(parents=True, exist_ok=True)
+    (app / ".aura").mkdir(parents=True, exist_ok=True)
+    deployed = {
+        v: {"state": s, "deployed": f"2026-11-0{i + 1}T00:00:00+00:00"} for i, (v, s) in enumerate(states.items())
+    }
+    (app / ".aura" / "releases.json").write_text(json.dumps(deployed))
+    os.symlink(app / "releases" / live, app / "current")
+
+
+def rows(plan: Any) -> dict[str, dict[str, Any]]:
+    return {row["id"]: row for row in plan.rows()}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    repository = Repository(tmp_path / "repo")
+    repository.ensure()
+    return repository
+
+
+def test_keep_last_one_deletes_the_older_ones_and_says_why_it_keeps_the_newest(
+    tmp_path: Path, repo: Repository
+) -> None:
+    cfg = make_config(tmp_path)
+    ids = [seal(repo, h) for h in range(3)]
+    plan = retention.plan(cfg, repo, None)
+    assert plan.deleted == ids[:2]
+    assert rows(plan)[ids[2]]["reasons"] == ["newest verified (db)", "last 1 (db)"]
+
+
+def test_a_pinned_snapshot_is_kept_with_its_reason_and_an_unpinned_one_is_not(tmp_path: Path, repo: Repository) -> None:
+    cfg = make_config(tmp_path)
+    ids = [seal(repo, h) for h in range(3)]
+    repo.pin(ids[0])
+    found = rows(retention.plan(cfg, repo, None))
+    assert found[ids[0]]["decision"] == "keep" and found[ids[0]]["pinned"] and "pinned" in found[ids[0]]["reasons"]
+    assert found[ids[1]]["decision"] == "delete"
+    assert repo.unpin(ids[0]) and not repo.unpin(ids[0])
+    assert retention.plan(cfg, repo, None).deleted == ids[:2]
+
+
+def test_a_deleted_snapshot_takes_its_pin_and_checksum_file_with_it(tmp_path: Path, repo: Repository) -> None:
+    first, second = seal(repo, 0), seal(repo, 1)
+    repo.pin(first)
+    repo.pin(second)
+    repo.delete(first)
+    assert repo.pinned() == {second}
+    assert not (repo.path / "pins" / first).exists() and not (repo.path / "snapshots" / f"{first}.sha256").exists()
+    (repo.path / "pins" / "20261101-000000-000").write_text("{}")  # a pin left by a killed delete
+    repo.clean_partials()
+    assert sorted(p.name for p in (repo.path / "pins").iterdir()) == [second]
+
+
+def test_a_damaged_snapshot_is_kept_with_its_damage_and_not_counted_by_the_policy(
+    tmp_path: Path, repo: Repository
+) -> None:
+    cfg = make_config(tmp_path)
+    older, newest = seal(repo, 0), seal(repo, 1)
+    manifest = repo.path / "snapshots" / newest / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"tags"', '"tags" ', 1))  # checksum mismatch
+    found = rows(retention.plan(cfg, repo, None))
+    assert found[newest]["decision"] == "keep" and "damaged" in found[newest]["reasons"][0]
+    assert found[newest]["components"] == []
+    assert found[older]["decision"] == "keep"  # the newest intact one: not displaced by the damaged one
+    assert "last 1 (db)" in found[older]["reasons"]
+
+
+def test_what_rollback_and_a_second_rollback_would_restore_is_kept(tmp_path: Path, repo: Repository) -> None:
+    cfg = make_config(tmp_path)
+    live_release(tmp_path, "v3", {"v1": "verified", "v2": "verified", "v3": "verified"})
+    old = seal(repo, 0, current=None)
+    before_v2 = seal(repo, 1, current="v1")  # the snapshot the deploy of v2 took
+    backup_v2 = seal(repo, 2, current="v2")
+    before_v3 = seal(repo, 3, current="v2")  # the deploy of v3: newest with v2 current
+    newest = seal(repo, 4, current="v3")
+    found = rows(retention.plan(cfg, repo, None))
+    assert found[before_v3]["reasons"] == ["`aura-ops rollback` to release v2 restores it"]
+    assert found[before_v2]["reasons"] == ["a second `aura-ops rollback` to release v1 restores it"]
+    assert [i for i, r in found.items() if r["decision"] == "delete"] == [old, backup_v2]
+    assert found[newest]["decision"] == "keep"
+
+
+def test_a_rolled_back_release_is_not_where_a_rollback_goes(tmp_path: Path, repo: Repository) -> None:
+    cfg = make_config(tmp_path)
+    live_release(tmp_path, "v3", {"v1": "verified", "v2": "rolled_back", "v3": "verified"})
+    before_v2 = seal(repo, 1, current="v1")
+    before_v3 = seal(repo, 3, current="v2")
+    seal(repo, 4, current="v3")
+    found = rows(retention.plan(cfg, repo, None))
+    assert found[before_v2]["reasons"] == ["`aura-ops rollback` to release v1 restores it"]
+    assert found[before_v3]["decision"] == "delete"
+
+
+def journal_run(
+    journal: Journal, cfg: configuration.Config, run_id: str, status: str, outputs: dict[str, Any], **extra: Any
+) -> None:
+    journal.create_run(
+        run_id,
+        extra.get("playbook", "deploy"),
+        extra.get("params", {}),
+        extra.get("key"),
+        str(cfg.state.path),
+        "deploy",
+        "here",
+        [("snapshot", "snapshot"), ("migrate", "migrate")],
+        "{}",
+    )
+    journal.step_finished(run_id, 0, "applied", outputs)
+    if extra.get("applying"):
+        journal.step_started(run_id, 1)
+    if status != "running":
+        journal.set_run(run_id, status)
+
+
+def test_snapshots_an_unfinished_run_references_are_kept(tmp_path: Path, repo: Repository) -> None:
+    cfg = make_config(tmp_path)
+    ids = [seal(repo, h) for h in range(4)]
+    journal = Journal(tmp_path / "state" / "journal.db")
+    journal_run(journal, cfg, "20261101-110000-000", "running", {"snapshot_id": ids[0]})
+    journal_run(journal, cfg, "20261101-110000-001", "compensating", {}, params={"snapshot": ids[1]})
+    journal_run(journal, cfg, "20261101-110000-002", "succeeded", {"snapshot_id": ids[2]})
+    found = rows(retention.plan(cfg, repo, journal))
+    assert found[ids[0]]["reasons"] == ["needed by run 20261101-110000-000 (deploy, not finished)"]
+    assert found[ids[1]]["reasons"] == ["needed by run 20261101-110000-001 (deploy, not finished)"]
+    assert found[ids[2]]["decision"] == "delete"
+
+
+def test_a_failed_run_keeps_its_snapshot_until_a_later_run_overtakes_it(tmp_path: Path, repo: Repository) -> None:
+    cfg = make_config(tmp_path)
+    ids = [seal(repo, h) for h in range(3)]
+    journal = Journal(tmp_path / "state" / "journal.db")
+    journal_run(journal, cfg, "20261101-110000-000", "failed", {"snapshot_id": ids[0]})
+    found = rows(retention.plan(cfg, repo, journal))
+    assert found[ids[0]]["reasons"] == [
+        "needed by run 20261101-110000-000 (deploy, failed, `runs abort` may still undo it)"
+    ]
+    journal_run(journal, cfg, "20261101-120000-000", "succeeded", {})
+    assert rows(retention.plan(cfg, repo, journal))[ids[0]]["decision"] == "delete"
+
+
+def test_a_step_in_flight_keeps_what_was_sealed_since_it_began(tmp_path: Path, repo: Repository) -> None:
+    cfg = make_config(tmp_path)
+    journal = Journal(tmp_path / "state" / "journal.db")
+    old = seal(repo, -30 * 24)  # long before the step began
+    journal_run(journal, cfg, "20261101-110000-000", "running", {}, applying=True)
+    hours = int((dt.datetime.now(dt.UTC) - BASE).total_seconds() // 3600) + 1
+    fresh = [seal(repo, hours), seal(repo, hours + 1)]  # after it began (now)
+    found = rows(retention.plan(cfg, repo, journal))
+    assert found[old]["decision"] == "delete"
+    assert (
+        "sealed while step migrate of run 20261101-110000-000 (deploy, not finished) was running"
+        in (found[fresh[0]]["reasons"])
+    )
+
+
+def test_a_step_left_in_flight_by_a_dead_process_keeps_nothing_sealed_since(tmp_path: Path, repo: Repository) -> None:
+    from aura_ops.hosts import local_hostname
+
+    cfg = make_config(tmp_path)
+    journal = Journal(tmp_path / "state" / "journal.db")
+    journal_run(journal, cfg, "20261101-110000-000", "running", {}, applying=True)
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    journal.db.execute("UPDATE runs SET pid = ?, host = ?", (dead, local_hostname()))
+    hours = int((dt.datetime.now(dt.UTC) - BASE).total_seconds() // 3600) + 1
+    fresh = [seal(repo, hours), seal(repo, hours + 1)]
+    assert retention.plan(cfg, repo, journal).deleted == fresh[:1]
+
+
+def test_the_pre_deploy_snapshot_of_the_live_and_previous_release_is_kept(tmp_path: Path, repo: Repository) -> None:
+    cfg = make_config(tmp_path, keep_last=1, components={"app": {"keep_last": 1}})
+    live_release(tmp_path, "v2", {"v1": "verified", "v2": "verified"})
+    journal = Journal(tmp_path / "state" / "journal.db")
+    took_v1, took_v2 = seal(repo, 0, db=False, current="v0"), seal(repo, 1, db=False, current="v1")
+    seal(repo, 2, current="v2")
+    journal_run(journal, cfg, "20261101-120000-000", "succeeded", {"snapshot_id": took_v1}, key="deploy:v1")
+    journal_run(journal, cfg, "20261101-130000-000", "succeeded", {"snapshot_id": took_v2}, key="deploy:v2")
+    found = rows(retention.plan(cfg, repo, journal))
+    assert found[took_v2]["reasons"] == ["pre-deploy snapshot of the live release v2 (run 20261101-130000-000)"]
+    assert found[took_v1]["reasons"] == [
+        "pre-deploy snapshot of the previous good release v1 (run 20261101-120000-000)"
+    ]
+
+
+def test_retention_auto_needs_a_policy(tmp_path: Path) -> None:
+    with pytest.raises(configuration.ConfigError, match="retention.auto"):
+        make_config(tmp_path, auto=True)
+    assert make_config(tmp_path, auto=True, keep_daily=7).retention.auto
+
+
+def test_a_failing_auto_prune_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    from aura_ops import logs
+
+    cfg = make_config(tmp_path, auto=True, keep_last=1)
+    (tmp_path / "repo").write_text("not a folder")  # the repository cannot be locked
+    logs.configure(tmp_path / "logs", "info", console=open(tmp_path / "console", "w"), pretty=False)  # noqa: SIM115
+    result = retention.auto_prune(cfg, "backup")
+    assert result is not None and "File exists" in result["error"]
+    lines = [json.loads(line) for line in next((tmp_path / "logs").glob("aura_*.log")).read_text().splitlines()]
+    assert [(e["event"], e["level"]) for e in lines] == [("prune.auto_failed", "warning")]
+    assert retention.auto_prune(make_config(tmp_path, keep_last=1), "backup") is None  # auto is off
+
+
+def test_two_release_components_and_no_deploy_section_protect_nothing_and_do_not_fail(tmp_path: Path) -> None:
+    raw = {
+        "repository": {"path": str(tmp_path / "repo")},
+        "components": {"a": {"type": "release", "path": str(tmp_path / "a")}, "b": {"type": "release", "path": "b"}},
+        "retention": {"keep_last": 1},
+    }
+    (tmp_path / "aura.yaml").write_text(yaml.safe_dump(raw))
+    cfg = configuration.load(tmp_path / "aura.yaml")
+    repo = Repository(tmp_path / "repo")
+    repo.ensure()
+    ids = [seal(repo, h, current="v1") for h in range(2)]
+    assert retention.plan(cfg, repo, None).deleted == ids[:1]

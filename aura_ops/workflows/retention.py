@@ -84,14 +84,16 @@ def checked_snapshots(repository: Repository) -> list[Snapshot]:
     """Every sealed snapshot, marked damaged when its manifest or a files index cannot be
     trusted (as ``snapshots list`` marks them)."""
     from aura_ops.components import files
+    from aura_ops.hosts.local import LocalHost
 
     cache = files.VerifiedCache(repository.path / "cache" / "verified-files.json")  # read, never saved here
+    store = LocalHost()  # TRANSITIONAL until the merge of the seams branch (Component.damage)
     found = []
     for snapshot in repository.all_snapshots():
         damage = snapshot.damaged
         for name, entry in snapshot.manifest.get("components", {}).items():
             if damage is None and entry.get("type") == "files":
-                damage = files.index_damage(snapshot, name, cache)
+                damage = files.index_damage(store, snapshot, name, cache)
         found.append(dataclasses.replace(snapshot, damaged=damage))
     return found
 

@@ -275,6 +275,13 @@ def database_errors(function: Callable[Concatenate[N, P], R]) -> Callable[Concat
     return wrapper
 
 
+def statement_error(name: str, exc: BaseException) -> AuraError:
+    """A driver error a statement raised, as ``as_aura_error`` makes it (a missing privilege exit
+    1, a lost connection exit 6, anything else exit 1), followed by the SQLSTATE the server gave."""
+    state = getattr(exc, "sqlstate", None)
+    return as_aura_error(name, exc, after=f"SQLSTATE {state}" if state else "")
+
+
 def as_aura_error(name: str, exc: BaseException, doing: str = "", after: str = "") -> AuraError:
     """A driver error as the one-line AuraError a user reads: a missing privilege (exit 1) names
     it, a lost connection is exit 6, anything else exit 1. ``doing`` / ``after`` frame the reason."""
@@ -983,6 +990,44 @@ class PostgresComponent:
             error = exc.errors()[0]
             where = ".".join(str(part) for part in error["loc"])
             raise VerificationError(f"{self.name}: its manifest section is damaged: {where}: {error['msg']}") from None
+
+    # -- SQL (the sql action, the deploy's sql checks) --------------------------------------------
+
+    def execute(self, statement: str) -> list[list[Any]]:
+        """Run ``statement`` (SQL, one or more statements) in one transaction on its database and
+        commit; return the rows the last one gave (none for a statement that gives none). A
+        connection failure is the AuraError ``connect`` raises; a statement the server refuses
+        is ``statement_error``'s one masked line, with nothing committed."""
+        with self._session() as db:
+            cursor = db.execute(statement)
+            rows = cursor.fetchall() if cursor.description else []
+            db.commit()
+        return [list(row) for row in rows]
+
+    def query(
+        self, statement: str, *, attempts: int | None = None, timeout: int | None = None
+    ) -> tuple[Any, ...] | None:
+        """The first row ``statement`` gives (None when it gives no row), in a transaction that is
+        rolled back: nothing it changes is kept. ``attempts`` and ``timeout`` (seconds) replace
+        the configured connection's (a health check tries once, briefly). Errors as ``execute``."""
+        with self._session(attempts, timeout) as db:
+            row = db.execute(statement).fetchone()
+        return None if row is None else tuple(row)
+
+    @contextlib.contextmanager
+    def _session(self, attempts: int | None = None, timeout: int | None = None) -> Iterator[Any]:
+        """A connection to its database (closed after the block, rolling back what was not
+        committed); a driver error in the block leaves it as ``statement_error``."""
+        import psycopg
+
+        conn = self.connection()
+        if attempts is not None or timeout is not None:
+            conn = Connection(conn.params, attempts or conn.attempts, timeout or conn.timeout)
+        with contextlib.closing(connect(conn)) as db:
+            try:
+                yield db
+            except psycopg.Error as exc:
+                raise statement_error(self.name, exc) from None
 
     # -- snapshot --------------------------------------------------------------------------------
 

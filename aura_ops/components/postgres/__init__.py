@@ -12,10 +12,13 @@ uncompressed copy on disk.
 
 ``PostgresComponent`` is the component (``base.Component``): one configured database on its
 host, whose programs (pg_dump, pg_restore, ...) and host-side files (the restore's staging
-folder and its pipes) are reached only through that ``Host``; its manifest section is a
-``PostgresManifest``. Driver errors become ``AuraError`` subclasses here (``as_aura_error``).
+folder and its pipes) are reached only through that ``Host``; its part of a snapshot (the dump
+folder, read and written as pg_dump finishes each file, and fed back to pg_restore) only through
+its ``store``, the control machine where the snapshot folders are. Its manifest section is a
+``PostgresManifest``. Driver errors become ``AuraError`` subclasses here (``as_aura_error``,
+``statement_error``): ``execute`` and ``query`` serve the sql action and the deploy's sql checks.
 The module's public functions (``connection``, ``connect``, the command builders, the facts)
-serve the other modules of the package (``database``, ``clone``) and the deploy's SQL checks.
+serve the other modules of the package (``database``, ``clone``).
 """
 
 from __future__ import annotations
@@ -925,7 +928,8 @@ class PostgresComponent:
     ``config`` may be None for a snapshot's component that is no longer configured: it can
     still be described and verified (not deeply); what needs the database says so
     (UsageError). Every operation that talks to the server turns a driver error into an
-    AuraError naming the component (``database_errors``)."""
+    AuraError naming the component (``database_errors``, ``statement_error``). ``store`` is the
+    host its snapshot folders are on (its own host when not given)."""
 
     manifest_model: ClassVar[type[ComponentManifest]] = PostgresManifest
     type: ClassVar[str] = "postgres"

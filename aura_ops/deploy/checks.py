@@ -5,7 +5,6 @@ when none is given, one made from the configuration)."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import time
 import urllib.error
@@ -81,15 +80,13 @@ def _command(check: CommandCheck, host: Host) -> str:
 
 
 def _sql(check: SqlCheck, config: Config) -> str:
-    from aura_ops.components import postgres
+    from aura_ops.components.postgres import PostgresComponent
 
     cfg = config.component(check.component)
     assert isinstance(cfg, PostgresConfig)
-    conn = postgres.connection(check.component, cfg)
-    quick = postgres.Connection(conn.params, attempts=1, timeout=max(1, int(check.timeout)))
+    database = PostgresComponent(check.component, cfg, Inventory(config).for_component(check.component))
     try:
-        with contextlib.closing(postgres.connect(quick)) as db:
-            row = db.execute(check.query).fetchone()
+        row = database.query(check.query, attempts=1, timeout=max(1, int(check.timeout)))
     except AuraError as exc:
         raise CheckFailed(str(exc)) from None
     value = None if row is None else str(row[0])

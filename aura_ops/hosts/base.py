@@ -179,6 +179,23 @@ class Host(Protocol):
         ``times`` (atime_ns, mtime_ns) when given."""
         ...
 
+    def open_read(self, path: str) -> IO[bytes]:
+        """``path`` opened for reading as a binary stream, for large reads (a file still being
+        written reads up to its current end, and on as it grows); the caller closes it.
+        ``FileNotFoundError`` when nothing is there, the system's other ``OSError`` otherwise."""
+        ...
+
+    def open_write(self, path: str, *, mode: int = 0o600, exclusive: bool = True) -> IO[bytes]:
+        """A new regular file ``path`` opened for writing as a binary stream, created with ``mode``
+        (less the umask, as ``open(2)``); ``FileExistsError`` when ``exclusive`` and something is
+        there (a symlink too), else a file there is emptied. The caller closes it; what it wrote
+        is durable only after the caller's fsync (or ``syncfs``)."""
+        ...
+
+    def cpu_count(self) -> int:
+        """How many CPUs this host has (at least 1): the default parallelism of tools run there."""
+        ...
+
     def listdir(self, path: str) -> list[str]:
         """The names in a folder, sorted."""
         ...

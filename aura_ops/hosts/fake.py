@@ -263,6 +263,22 @@ class _NodeWriter(io.RawIOBase):
         return len(chunk)
 
 
+class _NodeReader(io.RawIOBase):
+    """Reads a fake file's data from its start, as the data is at each read."""
+
+    def __init__(self, node: _Node) -> None:
+        self._node, self._at = node, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._node.data[self._at : self._at + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self._at += len(chunk)
+        return len(chunk)
+
+
 # -- the host ----------------------------------------------------------------------------------
 
 
@@ -756,6 +772,44 @@ class FakeHost:
             with contextlib.suppress(FileNotFoundError):
                 self.remove(temp)
             raise
+
+    def open_read(self, path: str) -> IO[bytes]:
+        """As ``LocalHost``: each read gives the file's content as it is then (a file being
+        written reads on as it grows); the errors of ``read_bytes`` at open."""
+        node = self._existing(path)
+        if node.is_dir:
+            raise _error(errno.EISDIR, path)
+        self._require(node, R_OK, path)
+        if node.kind == stat.S_IFIFO:  # a real open would wait for a writer forever
+            raise _error(errno.EAGAIN, path)
+        return cast(IO[bytes], _NodeReader(node))
+
+    def open_write(self, path: str, *, mode: int = 0o600, exclusive: bool = True) -> IO[bytes]:
+        """As ``LocalHost``; what is written reaches the file when the stream is flushed or
+        closed (or its buffer fills), ENOSPC then when it does not fit."""
+        perm = mode & 0o7777 & ~self.umask
+        if exclusive:
+            node = self._create(path, stat.S_IFREG, perm)
+        else:
+            where = self._locate(path, follow=True)  # O_CREAT follows a final symlink
+            if where.node is None and where.name:
+                self._require(where.parent, W_OK | X_OK, path)
+                node = self._new(stat.S_IFREG, perm, where.parent)
+                self._attach(where.parent, where.name, node)
+            elif where.node is None or where.node.is_dir:
+                raise _error(errno.EISDIR, path)
+            elif not where.node.is_file:
+                raise _error(errno.ENXIO, path)  # a FIFO: no reader
+            else:
+                node = where.node
+                self._require(node, W_OK, path)
+                self._write(node, b"")  # O_TRUNC
+        return cast(IO[bytes], io.BufferedWriter(_NodeWriter(self, node)))
+
+    cpus = 2  # what cpu_count answers (set it on an instance)
+
+    def cpu_count(self) -> int:
+        return self.cpus
 
     def _write(self, node: _Node, data: bytes) -> None:
         """Give a file new content: ENOSPC when it does not fit; written by anyone but root it

@@ -353,6 +353,22 @@ class LocalHost:
             raise
         _fsync_dir(folder)
 
+    def open_read(self, path: str) -> IO[bytes]:
+        # unbuffered: callers read in large chunks (checksum.CHUNK), one read(2) each
+        return open(path, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+
+    def open_write(self, path: str, *, mode: int = 0o600, exclusive: bool = True) -> IO[bytes]:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
+        fd = os.open(path, flags, mode)
+        try:
+            return os.fdopen(fd, "wb")  # buffered as open(path, "xb")
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def cpu_count(self) -> int:
+        return os.cpu_count() or 1
+
     def listdir(self, path: str) -> list[str]:
         return sorted(os.listdir(path))
 

@@ -249,6 +249,86 @@ def test_write_atomic_into_a_missing_folder_or_onto_a_folder_fails_and_leaves_no
     assert site.host.listdir(site.root) == ["d"] and site.host.listdir(site.p("d")) == []
 
 
+def test_open_write_makes_a_new_file_with_the_mode_less_the_umask_and_open_read_reads_it(site: Site) -> None:
+    with site.host.open_write(site.p("f")) as out:
+        out.write(b"first ")
+        out.write(b"second\n" * 1000)
+    with site.host.open_write(site.p("g"), mode=0o666) as out:
+        out.write(b"")
+    with site.host.open_read(site.p("f")) as reader:
+        chunks = []
+        while chunk := reader.read(4096):
+            chunks.append(chunk)
+    assert b"".join(chunks) == b"first " + b"second\n" * 1000
+    f, g = site.host.stat(site.p("f")), site.host.stat(site.p("g"))
+    assert f is not None and g is not None and f.is_file and g.is_file
+    assert (stat.S_IMODE(f.mode), f.size, f.uid, f.nlink) == (0o600, 7006, os.geteuid(), 1)
+    assert (stat.S_IMODE(g.mode), g.size) == (0o666 & ~_process_umask(), 0)
+
+
+def test_open_write_exclusive_refuses_a_file_or_a_symlink_there_and_changes_nothing(site: Site) -> None:
+    path = site.write("f", b"kept", mode=0o640)
+    site.host.symlink("nowhere", site.p("dangling"))
+    for taken in (path, site.p("dangling")):
+        with pytest.raises(FileExistsError) as refused:
+            site.host.open_write(taken)
+        assert _errno(refused) == errno.EEXIST
+    assert site.host.read_bytes(path) == b"kept" and not site.host.exists(site.p("nowhere"))
+    assert site.host.listdir(site.root) == ["dangling", "f"]
+
+
+def test_open_write_not_exclusive_empties_the_file_there_keeping_its_inode_and_mode(site: Site) -> None:
+    path = site.write("f", b"a long first version\n" * 10, mode=0o640)
+    before = site.host.stat(path)
+    with site.host.open_write(path, exclusive=False) as out:
+        out.write(b"short")
+    after = site.host.stat(path)
+    assert site.host.read_bytes(path) == b"short"
+    assert before is not None and after is not None
+    assert (after.ino, stat.S_IMODE(after.mode)) == (before.ino, 0o640)
+
+
+def test_open_read_and_open_write_fail_as_the_system_does(site: Site) -> None:
+    with pytest.raises(FileNotFoundError) as missing:
+        site.host.open_read(site.p("missing"))
+    assert _errno(missing) == errno.ENOENT
+    with pytest.raises(IsADirectoryError):
+        site.host.open_read(site.root)
+    with pytest.raises(FileNotFoundError):
+        site.host.open_write(site.p("missing", "f"))
+    site.host.mkdir(site.p("d"))
+    with pytest.raises(FileExistsError):
+        site.host.open_write(site.p("d"))
+    with pytest.raises(IsADirectoryError):
+        site.host.open_write(site.p("d"), exclusive=False)
+    assert site.host.listdir(site.root) == ["d"] and site.host.listdir(site.p("d")) == []
+
+
+def test_a_reader_reads_on_as_the_file_grows_and_sees_what_was_flushed(site: Site) -> None:
+    """The dump compressor follows a data file pg_dump is still writing."""
+    out = site.host.open_write(site.p("growing"))
+    try:
+        reader = site.host.open_read(site.p("growing"))
+        with reader:
+            assert reader.read(1 << 20) == b""
+            out.write(b"one\n")
+            out.flush()
+            assert reader.read(1 << 20) == b"one\n"
+            out.write(b"two\n" * 5000)
+            out.flush()
+            got = b""
+            while chunk := reader.read(1 << 20):
+                got += chunk
+            assert got == b"two\n" * 5000
+    finally:
+        out.close()
+
+
+def test_cpu_count_is_a_positive_number(site: Site) -> None:
+    count = site.host.cpu_count()
+    assert isinstance(count, int) and count >= 1
+
+
 def test_reading_a_missing_file_or_a_folder_fails_as_the_system_does(site: Site) -> None:
     with pytest.raises(FileNotFoundError) as missing:
         site.host.read_bytes(site.p("missing"))

@@ -168,9 +168,9 @@ def _snapshot(tmp_path: Path, section: dict[str, Any]) -> Snapshot:
     return Snapshot("s1", tmp_path, {"checksum_algorithm": "sha256", "components": {"db": section}})
 
 
-def _configured() -> PostgresComponent:
+def _configured(store: FakeHost | None = None) -> PostgresComponent:
     config = PostgresConfig(type="postgres", dsn="postgresql://app@127.0.0.1:5432/shop")
-    return PostgresComponent("db", config, FakeHost())
+    return PostgresComponent("db", config, FakeHost(), store)
 
 
 def test_a_component_no_longer_configured_refuses_to_plan_or_restore(tmp_path: Path) -> None:
@@ -194,12 +194,12 @@ def test_a_component_no_longer_configured_refuses_to_plan_or_restore(tmp_path: P
 def test_a_restore_with_a_missing_or_damaged_dump_is_refused_before_connecting(
     tmp_path: Path, artifacts: dict[str, Any], on_disk: bytes | None, problem: str
 ) -> None:
+    store = FakeHost("control")  # the snapshot's files are read through the store host
     if on_disk is not None:
-        (tmp_path / "db" / "dump").mkdir(parents=True)
-        (tmp_path / "db" / "dump" / "toc.dat").write_bytes(on_disk)
+        store.add_file(f"{tmp_path}/db/dump/toc.dat", on_disk)
     snapshot = _snapshot(tmp_path, {**SECTION, "artifacts": artifacts})
     with pytest.raises(VerificationError, match=problem):
-        _configured().restore(snapshot, RestoreRequest(replace=True))
+        _configured(store).restore(snapshot, RestoreRequest(replace=True))
 
 
 def test_a_restore_of_a_damaged_section_is_refused_before_connecting(tmp_path: Path) -> None:

@@ -158,7 +158,7 @@ def test_a_compressor_failure_stops_pg_dump_at_once_and_names_the_cause(tmp_path
     folder.mkdir()
     (folder / "7.dat.zst").write_bytes(b"in the way")
     stopped = threading.Event()
-    compressor = postgres._Compressor(folder, 1)
+    compressor = postgres._Compressor(LocalHost(), str(folder), 1)
     compressor.on_failure = stopped.set
     (folder / "7.dat").write_bytes(b"1\tone\n" * 1000)
     assert stopped.wait(10), "pg_dump was not stopped"

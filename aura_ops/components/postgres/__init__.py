@@ -12,10 +12,13 @@ uncompressed copy on disk.
 
 ``PostgresComponent`` is the component (``base.Component``): one configured database on its
 host, whose programs (pg_dump, pg_restore, ...) and host-side files (the restore's staging
-folder and its pipes) are reached only through that ``Host``; its manifest section is a
-``PostgresManifest``. Driver errors become ``AuraError`` subclasses here (``as_aura_error``).
+folder and its pipes) are reached only through that ``Host``; its part of a snapshot (the dump
+folder, read and written as pg_dump finishes each file, and fed back to pg_restore) only through
+its ``store``, the control machine where the snapshot folders are. Its manifest section is a
+``PostgresManifest``. Driver errors become ``AuraError`` subclasses here (``as_aura_error``,
+``statement_error``): ``execute`` and ``query`` serve the sql action and the deploy's sql checks.
 The module's public functions (``connection``, ``connect``, the command builders, the facts)
-serve the other modules of the package (``database``, ``clone``) and the deploy's SQL checks.
+serve the other modules of the package (``database``, ``clone``).
 """
 
 from __future__ import annotations
@@ -275,6 +278,13 @@ def database_errors(function: Callable[Concatenate[N, P], R]) -> Callable[Concat
     return wrapper
 
 
+def statement_error(name: str, exc: BaseException) -> AuraError:
+    """A driver error a statement raised, as ``as_aura_error`` makes it (a missing privilege exit
+    1, a lost connection exit 6, anything else exit 1), followed by the SQLSTATE the server gave."""
+    state = getattr(exc, "sqlstate", None)
+    return as_aura_error(name, exc, after=f"SQLSTATE {state}" if state else "")
+
+
 def as_aura_error(name: str, exc: BaseException, doing: str = "", after: str = "") -> AuraError:
     """A driver error as the one-line AuraError a user reads: a missing privilege (exit 1) names
     it, a lost connection is exit 6, anything else exit 1. ``doing`` / ``after`` frame the reason."""
@@ -345,8 +355,9 @@ def tool_major(host: Host, program: str) -> tuple[int, str]:
     return int(match.group(1)), text
 
 
-def default_jobs(cfg: PostgresConfig) -> int:
-    return cfg.jobs or os.cpu_count() or 2
+def default_jobs(cfg: PostgresConfig, host: Host) -> int:
+    """The configured jobs, else one per CPU of ``host`` (where pg_dump and pg_restore run)."""
+    return cfg.jobs or host.cpu_count()
 
 
 # ---------------------------------------------------------------- facts (row counts etc.)
@@ -513,11 +524,12 @@ class _Compressor:
     A watcher finds each new ``N.dat``; a follower thread compresses it as it grows (reading
     from the page cache what pg_dump just wrote) and finishes once pg_dump reports the item
     finished (or exits). The output is hashed as it is written; the plain file is then removed.
-    ``folder`` is the dump folder of the snapshot being written: the repository, on the control
-    machine, so it is read and written directly (not through a host).
+    ``folder`` is the dump folder of the snapshot being written, on ``store`` (the control
+    machine, where the repository is): every file of it is read and written through ``store``.
     """
 
-    def __init__(self, folder: Path, level: int) -> None:
+    def __init__(self, store: Host, folder: str, level: int) -> None:
+        self.store = store
         self.folder = folder
         self.level = level
         self.finished: set[str] = set()
@@ -545,7 +557,7 @@ class _Compressor:
 
     def _discover(self) -> None:
         try:
-            names = [e.name for e in os.scandir(self.folder) if DATA_FILE.match(e.name)]
+            names = [name for name in self.store.listdir(self.folder) if DATA_FILE.match(name)]
         except FileNotFoundError:  # pg_dump has not created the folder yet
             return
         for name in names:
@@ -561,10 +573,10 @@ class _Compressor:
     def _follow(self, name: str) -> None:
         import zstandard
 
-        source = self.folder / name
-        target = source.with_name(name + COMPRESSED)
+        source = f"{self.folder}/{name}"
+        target = source + COMPRESSED
         try:
-            with open(source, "rb", buffering=0) as reader, open(target, "xb") as raw:
+            with self.store.open_read(source) as reader, self.store.open_write(target) as raw:
                 writer = checksum.HashingWriter(raw)
                 compressor = zstandard.ZstdCompressor(level=self.level, write_checksum=True)
                 stream = compressor.stream_writer(cast(IO[bytes], writer), closefd=False)
@@ -580,7 +592,7 @@ class _Compressor:
                     else:
                         time.sleep(0.01)
                 stream.close()  # type: ignore[no-untyped-call]
-            os.unlink(source)
+            self.store.remove(source)
             with self.lock:
                 self.results[name + COMPRESSED] = {"size": writer.size, "hash": writer.hexdigest(), "raw_size": read}
         except BaseException as exc:  # noqa: BLE001 - reported by finish()
@@ -606,8 +618,19 @@ class _Compressor:
         return dict(self.results)
 
 
-def _hash_plain(path: Path) -> dict[str, Any]:
-    digest, size = checksum.file_digest(path)
+def _file_digest(store: Host, path: str, algorithm: str = checksum.ALGORITHM) -> tuple[str, int]:
+    """(hexdigest, size) of the file ``path`` on ``store``, read through it."""
+    hasher = checksum.new(algorithm)
+    size = 0
+    with store.open_read(path) as source:
+        while chunk := source.read(checksum.CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+    return hasher.hexdigest(), size
+
+
+def _hash_plain(store: Host, path: str) -> dict[str, Any]:
+    digest, size = _file_digest(store, path)
     return {"size": size, "hash": digest}
 
 
@@ -668,13 +691,15 @@ class _Feeder:
 
     def __init__(
         self,
-        pipes: dict[str, tuple[Path, str, str]],
+        pipes: dict[str, tuple[str, str, str]],
         workers: int,
         algorithm: str,
         open_writer: Callable[[str], IO[bytes] | None],
+        open_reader: Callable[[str], IO[bytes]],
     ) -> None:
         self.pending = dict(pipes)  # pipe -> (source, artifact name, expected hash)
         self.open_writer = open_writer  # Host.open_fifo_writer of the host pg_restore runs on
+        self.open_reader = open_reader  # Host.open_read of the store the snapshot is on
         self.algorithm = algorithm
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
         self.futures: list[concurrent.futures.Future[None]] = []
@@ -706,7 +731,7 @@ class _Feeder:
             callback()  # pg_restore first: the other feeds must not end their files cleanly before
         self.stop.set()
 
-    def _feed(self, out: IO[bytes], source: Path, artifact: str, expected: str) -> None:
+    def _feed(self, out: IO[bytes], source: str, artifact: str, expected: str) -> None:
         """Owns the pipe's write end ``out``: closed whatever happens."""
         try:
             problem = self._copy(source, out, expected)
@@ -721,13 +746,13 @@ class _Feeder:
             with contextlib.suppress(OSError):
                 out.close()
 
-    def _copy(self, source: Path, out: IO[bytes], expected: str) -> str | None:
-        """Decompress ``source`` (an artifact in the repository, on the control machine) into
+    def _copy(self, source: str, out: IO[bytes], expected: str) -> str | None:
+        """Decompress ``source`` (an artifact in the repository, read through the store) into
         ``out`` while hashing it; the problem found, else None."""
         import zstandard
 
         try:
-            raw = open(source, "rb")  # noqa: SIM115 - closed below
+            raw = self.open_reader(source)
         except FileNotFoundError:
             return "is missing"
         except OSError as exc:
@@ -781,12 +806,17 @@ def _dump_artifacts(name: str, recorded: PostgresManifest) -> dict[str, Artifact
 
 
 def check_inputs(
-    snapshot: Snapshot, name: str, recorded: PostgresManifest, full: bool = False, with_globals: bool = False
+    store: Host,
+    snapshot: Snapshot,
+    name: str,
+    recorded: PostgresManifest,
+    full: bool = False,
+    with_globals: bool = False,
 ) -> None:
     """Before a restore touches anything: every dump artifact the manifest lists is present with
     its recorded size, the table of contents (and the globals script) hash as recorded; with
     ``full``, every artifact is hashed (the clean mode's pre-pass). VerificationError naming the
-    artifact otherwise."""
+    artifact otherwise. The snapshot's files are read through ``store``."""
     folder = snapshot.component_dir(name)
     algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
     wanted: dict[str, Artifact | None] = {
@@ -797,25 +827,26 @@ def check_inputs(
     for artifact, info in wanted.items():
         if info is None:
             raise VerificationError(f"{name}: {artifact} is not in the manifest")
-        try:
-            size = (folder / artifact).stat().st_size
-        except FileNotFoundError:
-            raise VerificationError(f"{name}: {artifact} is missing") from None
+        path = f"{folder}/{artifact}"
+        found = store.stat(path)
+        if found is None:
+            raise VerificationError(f"{name}: {artifact} is missing")
+        size = found.size
         if size != info.size:
             raise VerificationError(f"{name}: {artifact}: checksum mismatch ({size} bytes, recorded {info.size})")
         hashed = full or not artifact.endswith(COMPRESSED)
-        if hashed and checksum.file_digest(folder / artifact, algorithm)[0] != info.sha256:
+        if hashed and _file_digest(store, path, algorithm)[0] != info.sha256:
             raise VerificationError(f"{name}: {artifact}: checksum mismatch")
 
 
-def verified_artifact(snapshot: Snapshot, name: str, recorded: PostgresManifest, artifact: str) -> bytes:
-    """A small artifact's content (the globals script), read once and checked against the
-    manifest before anyone uses it; VerificationError naming it otherwise."""
+def verified_artifact(store: Host, snapshot: Snapshot, name: str, recorded: PostgresManifest, artifact: str) -> bytes:
+    """A small artifact's content (the globals script), read once through ``store`` and checked
+    against the manifest before anyone uses it; VerificationError naming it otherwise."""
     info = recorded.artifacts.get(artifact)
     if info is None:
         raise VerificationError(f"{name}: {artifact} is not in the manifest")
     try:
-        data = (snapshot.component_dir(name) / artifact).read_bytes()
+        data = store.read_bytes(f"{snapshot.component_dir(name)}/{artifact}")
     except FileNotFoundError:
         raise VerificationError(f"{name}: {artifact} is missing") from None
     hasher = checksum.new(snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM))
@@ -825,11 +856,11 @@ def verified_artifact(snapshot: Snapshot, name: str, recorded: PostgresManifest,
     return data
 
 
-def _read_verified(source: Path, expected: str, algorithm: str) -> bytes | str:
-    """The content of a small dump file (the table of contents), or the problem found: "is
-    missing" or "checksum mismatch"."""
+def _read_verified(store: Host, source: str, expected: str, algorithm: str) -> bytes | str:
+    """The content of a small dump file (the table of contents) on ``store``, or the problem
+    found: "is missing" or "checksum mismatch"."""
     try:
-        data = source.read_bytes()
+        data = store.read_bytes(source)
     except FileNotFoundError:
         return "is missing"
     hasher = checksum.new(algorithm)
@@ -879,10 +910,10 @@ def compare_facts(name: str, recorded: PostgresManifest, actual: dict[str, Any])
 TOC_DATA_ENTRY = re.compile(r"^(\d+); \d+ \d+ (TABLE DATA|BLOBS) ")
 
 
-def _blob_files(blobs_toc: Path) -> list[str]:
-    """The data files a dump's blobs.toc names (``<oid> blob_<oid>.dat`` lines)."""
+def _blob_files(store: Host, blobs_toc: str) -> list[str]:
+    """The data files a dump's blobs.toc (on ``store``) names (``<oid> blob_<oid>.dat`` lines)."""
     try:
-        text = blobs_toc.read_text()
+        text = store.read_text(blobs_toc)
     except FileNotFoundError:
         return ["blobs.toc"]  # reported as named by the dump and missing from the manifest
     return [parts[1] for parts in (line.split() for line in text.splitlines()) if len(parts) == 2]
@@ -897,7 +928,8 @@ class PostgresComponent:
     ``config`` may be None for a snapshot's component that is no longer configured: it can
     still be described and verified (not deeply); what needs the database says so
     (UsageError). Every operation that talks to the server turns a driver error into an
-    AuraError naming the component (``database_errors``)."""
+    AuraError naming the component (``database_errors``, ``statement_error``). ``store`` is the
+    host its snapshot folders are on (its own host when not given)."""
 
     manifest_model: ClassVar[type[ComponentManifest]] = PostgresManifest
     type: ClassVar[str] = "postgres"
@@ -963,6 +995,44 @@ class PostgresComponent:
             where = ".".join(str(part) for part in error["loc"])
             raise VerificationError(f"{self.name}: its manifest section is damaged: {where}: {error['msg']}") from None
 
+    # -- SQL (the sql action, the deploy's sql checks) --------------------------------------------
+
+    def execute(self, statement: str) -> list[list[Any]]:
+        """Run ``statement`` (SQL, one or more statements) in one transaction on its database and
+        commit; return the rows the last one gave (none for a statement that gives none). A
+        connection failure is the AuraError ``connect`` raises; a statement the server refuses
+        is ``statement_error``'s one masked line, with nothing committed."""
+        with self._session() as db:
+            cursor = db.execute(statement)
+            rows = cursor.fetchall() if cursor.description else []
+            db.commit()
+        return [list(row) for row in rows]
+
+    def query(
+        self, statement: str, *, attempts: int | None = None, timeout: int | None = None
+    ) -> tuple[Any, ...] | None:
+        """The first row ``statement`` gives (None when it gives no row), in a transaction that is
+        rolled back: nothing it changes is kept. ``attempts`` and ``timeout`` (seconds) replace
+        the configured connection's (a health check tries once, briefly). Errors as ``execute``."""
+        with self._session(attempts, timeout) as db:
+            row = db.execute(statement).fetchone()
+        return None if row is None else tuple(row)
+
+    @contextlib.contextmanager
+    def _session(self, attempts: int | None = None, timeout: int | None = None) -> Iterator[Any]:
+        """A connection to its database (closed after the block, rolling back what was not
+        committed); a driver error in the block leaves it as ``statement_error``."""
+        import psycopg
+
+        conn = self.connection()
+        if attempts is not None or timeout is not None:
+            conn = Connection(conn.params, attempts or conn.attempts, timeout or conn.timeout)
+        with contextlib.closing(connect(conn)) as db:
+            try:
+                yield db
+            except psycopg.Error as exc:
+                raise statement_error(self.name, exc) from None
+
     # -- snapshot --------------------------------------------------------------------------------
 
     @database_errors
@@ -972,7 +1042,7 @@ class PostgresComponent:
 
         cfg, host, name = self.configured("nothing to back up"), self.host, self.name
         conn = self.connection()
-        jobs = default_jobs(cfg)
+        jobs = default_jobs(cfg, self.host)
         dest = target.folder
         dump_dir = dest / DUMP
         artifacts: dict[str, dict[str, Any]] = {}
@@ -989,8 +1059,8 @@ class PostgresComponent:
                 dumped = host.run(make_pg_dumpall_globals(cfg, conn, dest / GLOBALS, facts["superuser"]), check=False)
                 if dumped.returncode != 0:
                     raise tool_failure(name, "pg_dumpall", dumped)
-                artifacts[GLOBALS] = _hash_plain(dest / GLOBALS)
-            compressor = _Compressor(dump_dir, cfg.compression_level)
+                artifacts[GLOBALS] = _hash_plain(self.store, f"{dest}/{GLOBALS}")
+            compressor = _Compressor(self.store, str(dump_dir), cfg.compression_level)
             started = time.monotonic()
             succeeded = False
             try:
@@ -1015,8 +1085,8 @@ class PostgresComponent:
         finally:
             db.close()
         for plain in ("toc.dat", "blobs.toc"):
-            if (dump_dir / plain).exists():
-                artifacts[f"{DUMP}/{plain}"] = _hash_plain(dump_dir / plain)
+            if self.store.exists(f"{dump_dir}/{plain}"):
+                artifacts[f"{DUMP}/{plain}"] = _hash_plain(self.store, f"{dump_dir}/{plain}")
         artifacts.update({f"{DUMP}/{file}": info for file, info in data.items()})
         raw = sum(info.get("raw_size", info["size"]) for info in artifacts.values())
         logs.get().info(
@@ -1061,10 +1131,10 @@ class PostgresComponent:
         differs."""
         name = self.name
         recorded = self.recorded(snapshot)
-        check_inputs(snapshot, name, recorded)
+        check_inputs(self.store, snapshot, name, recorded)
         dump_dir = snapshot.component_dir(name) / DUMP
         listed = _dump_artifacts(name, recorded)
-        for extra in sorted({item.name for item in dump_dir.iterdir()} - set(listed)):
+        for extra in sorted(set(self.store.listdir(str(dump_dir))) - set(listed)):
             raise VerificationError(f"{name}: {DUMP}/{extra} is not in the manifest")
         listing = self.host.run(Command((tool(self.config, "pg_restore"), "--list", str(dump_dir))), check=False)
         if listing.returncode != 0:
@@ -1075,7 +1145,9 @@ class PostgresComponent:
             if match is None:
                 continue
             wanted = (
-                [f"{match.group(1)}.dat"] if match.group(2) == "TABLE DATA" else _blob_files(dump_dir / "blobs.toc")
+                [f"{match.group(1)}.dat"]
+                if match.group(2) == "TABLE DATA"
+                else _blob_files(self.store, f"{dump_dir}/blobs.toc")
             )
             for data in wanted:
                 if data + COMPRESSED not in listed:
@@ -1099,7 +1171,7 @@ class PostgresComponent:
         with self.admin() as admin, pgdatabase.temporary_database(admin, self.name, scratch):
             pgdatabase.create_database(admin, scratch, recorded)
             faults.point("verify:after-create")
-            seconds = self._run_restore(snapshot, recorded, conn.with_db(scratch), default_jobs(cfg))
+            seconds = self._run_restore(snapshot, recorded, conn.with_db(scratch), default_jobs(cfg, self.host))
             self._check_restored(conn.with_db(scratch), recorded)
         return {
             "restore_seconds": round(seconds, 2),
@@ -1143,13 +1215,20 @@ class PostgresComponent:
         recorded = self.recorded(snapshot)
         conn = self.connection()
         admin_conn = conn.with_db(cfg.maintenance_db)
-        jobs = default_jobs(cfg)
+        jobs = default_jobs(cfg, self.host)
         report: dict[str, Any] = {}
         # nothing is touched before every artifact it needs is present and the small ones hash as recorded;
         # globals change the server outside the target (roles), so with them every artifact is hashed first
         wants_globals = request.with_globals or request.globals_overwrite
         applies_globals = bool(wants_globals and recorded.globals)
-        check_inputs(snapshot, name, recorded, full=applies_globals and not request.dry_run, with_globals=wants_globals)
+        check_inputs(
+            self.store,
+            snapshot,
+            name,
+            recorded,
+            full=applies_globals and not request.dry_run,
+            with_globals=wants_globals,
+        )
         with contextlib.closing(connect(admin_conn, autocommit=True)) as admin:
             target = pgdatabase.inspect_target(admin, conn, cfg, request.to)
             pgdatabase.refuse_unsettled(name, target.database)  # a killed swap's conflict is the user's to settle
@@ -1159,7 +1238,7 @@ class PostgresComponent:
                     f"{name}: the restore would {target.describe()}, which was not confirmed; nothing changed"
                 )
             if applies_globals and recorded.globals:
-                script = verified_artifact(snapshot, name, recorded, recorded.globals).decode()
+                script = verified_artifact(self.store, snapshot, name, recorded, recorded.globals).decode()
                 report["globals"] = pgglobals.apply(
                     admin, script, overwrite=request.globals_overwrite, dry_run=request.dry_run
                 )
@@ -1230,23 +1309,23 @@ class PostgresComponent:
         name, host = self.name, self.host
         dump_dir = snapshot.component_dir(name) / DUMP
         algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
-        check_inputs(snapshot, name, recorded, full=verify_first)
+        check_inputs(self.store, snapshot, name, recorded, full=verify_first)
         staging = f"{host.temp_root().rstrip('/')}/aura-restore-{pysecrets.token_hex(6)}"
         with temporaries.track("path", staging) as temporary:
             host.mkdir(staging, mode=0o700)
             try:
-                pipes: dict[str, tuple[Path, str, str]] = {}
+                pipes: dict[str, tuple[str, str, str]] = {}
                 for file, info in _dump_artifacts(name, recorded).items():
                     if file.endswith(COMPRESSED):
                         pipe = f"{staging}/{file[: -len(COMPRESSED)]}"
                         host.make_fifo(pipe)
-                        pipes[pipe] = (dump_dir / file, f"{DUMP}/{file}", info.sha256)
+                        pipes[pipe] = (f"{dump_dir}/{file}", f"{DUMP}/{file}", info.sha256)
                         continue
-                    content = _read_verified(dump_dir / file, info.sha256, algorithm)
+                    content = _read_verified(self.store, f"{dump_dir}/{file}", info.sha256, algorithm)
                     if isinstance(content, str):
                         raise VerificationError(f"{name}: {DUMP}/{file}: {content}")
                     host.write_atomic(f"{staging}/{file}", content, mode=0o600)
-                with _Feeder(pipes, workers, algorithm, host.open_fifo_writer) as feeder:
+                with _Feeder(pipes, workers, algorithm, host.open_fifo_writer, self.store.open_read) as feeder:
                     yield staging, feeder
             finally:
                 host.remove_tree(staging)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
-from aura_ops.components import postgres
+from aura_ops.components.postgres import PostgresComponent
 from aura_ops.config import PostgresConfig
 from aura_ops.engine.actions.base import Action, Context, _Params
 from aura_ops.errors import ConfigError
@@ -30,18 +29,15 @@ class SqlAction(Action):
             "nothing (no undo given)"
         )
 
-    def _connect(self, p: SqlParams, ctx: Context) -> Any:
+    def _database(self, p: SqlParams, ctx: Context) -> PostgresComponent:
         cfg = ctx.config.component(p.component)
         if not isinstance(cfg, PostgresConfig):
             raise ConfigError(f"step {ctx.step}: component {p.component} is not postgres")
-        return postgres.connect(postgres.connection(p.component, cfg))
+        return PostgresComponent(p.component, cfg, ctx.hosts.for_component(p.component), store=ctx.hosts.local())
 
     def _execute(self, p: SqlParams, ctx: Context, statement: str) -> list[Any]:
-        with contextlib.closing(self._connect(p, ctx)) as db:
-            cursor = db.execute(statement)
-            rows = cursor.fetchall() if cursor.description else []
-            db.commit()
-        return [list(r) for r in rows]
+        """The statement's rows, committed; a failure is the component's one-line AuraError."""
+        return self._database(p, ctx).execute(statement)
 
     def check(self, p: SqlParams, ctx: Context) -> bool:
         if not p.check:

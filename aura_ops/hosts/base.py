@@ -180,16 +180,17 @@ class Host(Protocol):
         ...
 
     def open_read(self, path: str) -> IO[bytes]:
-        """``path`` opened for reading as a binary stream, for large reads (a file still being
-        written reads up to its current end, and on as it grows); the caller closes it.
+        """``path`` opened for reading as a binary stream (buffered: lines or large chunks; a
+        symlink is followed; a file still being written reads up to its current end, and on as it
+        grows); the caller closes it.
         ``FileNotFoundError`` when nothing is there, the system's other ``OSError`` otherwise."""
         ...
 
     def open_write(self, path: str, *, mode: int = 0o600, exclusive: bool = True) -> IO[bytes]:
-        """A new regular file ``path`` opened for writing as a binary stream, created with ``mode``
-        (less the umask, as ``open(2)``); ``FileExistsError`` when ``exclusive`` and something is
-        there (a symlink too), else a file there is emptied. The caller closes it; what it wrote
-        is durable only after the caller's fsync (or ``syncfs``)."""
+        """A new regular file ``path`` opened for writing as a binary stream (buffered), given
+        ``mode`` exactly (not reduced by the umask); ``FileExistsError`` when ``exclusive`` and
+        something is there (a symlink too), else a file there is emptied and given ``mode``. The
+        caller closes it; what it wrote is durable only after the caller's fsync (or ``syncfs``)."""
         ...
 
     def cpu_count(self) -> int:
@@ -373,17 +374,6 @@ class Host(Protocol):
         blocking on a FIFO: ``OSError`` as the open raises it (``FileNotFoundError``; ``ELOOP``
         for a symlink), None when what is there opened but is no regular file (a folder, a
         FIFO). The caller closes it."""
-        ...
-
-    def open_read(self, path: str) -> IO[bytes]:
-        """``path`` opened for reading (buffered; a symlink is followed); ``FileNotFoundError``
-        when it is absent. The caller closes it."""
-        ...
-
-    def open_write(self, path: str, *, mode: int = 0o600, exclusive: bool = True) -> IO[bytes]:
-        """A new file ``path`` opened for writing (buffered), created with ``mode`` exactly (not
-        reduced by the umask); ``FileExistsError`` when ``exclusive`` and something is there
-        (else what is there is truncated). The caller closes it."""
         ...
 
 

@@ -804,6 +804,7 @@ class FakeHost:
                 node = where.node
                 self._require(node, W_OK, path)
                 self._write(node, b"")  # O_TRUNC
+        node.mode = stat.S_IFREG | (mode & 0o7777)  # exactly ``mode``, as LocalHost's fchmod
         return cast(IO[bytes], io.BufferedWriter(_NodeWriter(self, node)))
 
     cpus = 2  # what cpu_count answers (set it on an instance)
@@ -1335,22 +1336,6 @@ class FakeHost:
             self._require(node, R_OK, path)
         return io.BytesIO(node.data) if node.is_file else None
 
-    def open_read(self, path: str) -> IO[bytes]:
-        return io.BytesIO(self.read_bytes(path))
-
-    def open_write(self, path: str, *, mode: int = 0o600, exclusive: bool = True) -> IO[bytes]:
-        """A file whose content is what was written up to the last ``flush`` (or ``close``)."""
-        node = None if exclusive else self._lookup_quietly(path, follow=True)
-        if node is None:
-            node = self._create(path, stat.S_IFREG, mode & 0o7777 & ~self.umask)
-        elif node.is_dir:
-            raise _error(errno.EISDIR, path)
-        else:
-            self._require(node, W_OK, path)
-            self._write(node, b"")
-        node.mode = stat.S_IFREG | (mode & 0o7777)  # exactly ``mode``, as the fchmod after the open
-        return _FakeFileWriter(self, node)
-
 
 def _privilege_bits(node: _Node) -> int:
     """The bits a chown or an unprivileged write takes from a file: setuid, and setgid when
@@ -1390,21 +1375,3 @@ class _FakeDirEntry:
         if follow_symlinks and self._node.is_symlink:
             return self._host._lstat(self._host._existing(self.path, follow=True))
         return self._host._lstat(self._node)
-
-
-class _FakeFileWriter(io.BytesIO):
-    """What ``FakeHost.open_write`` returns: the file gets what was written at each flush."""
-
-    def __init__(self, host: FakeHost, node: _Node) -> None:
-        super().__init__()
-        self._host, self._node = host, node
-
-    def flush(self) -> None:
-        super().flush()
-        if not self.closed:
-            self._host._write(self._node, self.getvalue())
-
-    def close(self) -> None:
-        if not self.closed:
-            self.flush()
-        super().close()

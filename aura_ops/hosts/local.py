@@ -354,13 +354,15 @@ class LocalHost:
         _fsync_dir(folder)
 
     def open_read(self, path: str) -> IO[bytes]:
-        # unbuffered: callers read in large chunks (checksum.CHUNK), one read(2) each
-        return open(path, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+        # buffered: an index is read by lines; a read larger than the buffer (checksum.CHUNK)
+        # goes straight to one read(2)
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
 
     def open_write(self, path: str, *, mode: int = 0o600, exclusive: bool = True) -> IO[bytes]:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
         fd = os.open(path, flags, mode)
         try:
+            os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask or the file's mode before
             return os.fdopen(fd, "wb")  # buffered as open(path, "xb")
         except BaseException:
             os.close(fd)
@@ -610,19 +612,6 @@ class LocalHost:
         except BaseException:
             with contextlib.suppress(OSError):
                 os.close(fd)
-            raise
-
-    def open_read(self, path: str) -> IO[bytes]:
-        return open(path, "rb")  # noqa: SIM115 (the caller closes it)
-
-    def open_write(self, path: str, *, mode: int = 0o600, exclusive: bool = True) -> IO[bytes]:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
-        fd = os.open(path, flags, mode)
-        try:
-            os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask
-            return os.fdopen(fd, "wb")
-        except BaseException:
-            os.close(fd)
             raise
 
 

@@ -215,12 +215,12 @@ def _snapshot_component(component: Component, repo: Repository, partial: Path) -
     name = component.name
     with logs.bind(component=name, host=component.host.name):
         folder = partial / name
-        folder.mkdir(mode=0o700)
+        component.store.mkdir(str(folder), mode=0o700)
         started = time.monotonic()
         previous = repo.latest_with(name, component.type, lambda snapshot: _usable(component, snapshot))
         entry = component.snapshot(SnapshotTarget(partial.stem, folder, previous)).section()
         entry["seconds"] = round(time.monotonic() - started, 3)
-        _check_artifacts(folder, name, entry)
+        _check_artifacts(component, folder, entry)
         logs.get().info("component.snapshotted", seconds=entry["seconds"])
         return entry
 
@@ -233,14 +233,14 @@ def _usable(component: Component, snapshot: Snapshot) -> bool:
     return damage is None
 
 
-def _check_artifacts(folder: Path, name: str, entry: dict[str, Any]) -> None:
-    """Before commit: every recorded artifact exists with its recorded size."""
+def _check_artifacts(component: Component, folder: Path, entry: dict[str, Any]) -> None:
+    """Before commit: every recorded artifact exists (on the store) with its recorded size."""
+    name = component.name
     for artifact, info in entry.get("artifacts", {}).items():
-        path = folder / artifact
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise VerificationError(f"{name}: artifact {artifact} is missing") from None
+        found = component.store.stat(str(folder / artifact), follow_symlinks=False)
+        if found is None:
+            raise VerificationError(f"{name}: artifact {artifact} is missing")
+        size = found.size
         if size != info["size"]:
             raise VerificationError(f"{name}: artifact {artifact} has {size} bytes, recorded {info['size']}")
 

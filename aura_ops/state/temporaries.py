@@ -52,6 +52,7 @@ HANDLERS: dict[str, str] = {
     "dir_swap": "aura_ops.components.files.restorer:finish_or_undo",
     "pg_database": "aura_ops.components.postgres.database:drop_recorded",  # staging, verify or half-built clone
     "pg_swap": "aura_ops.components.postgres.database:settle_recorded",  # a database put in place of another
+    "snapshot": "aura_ops.engine.discard:delete_recorded",  # the unused snapshot of a run that changed nothing
 }
 
 

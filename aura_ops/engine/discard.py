@@ -21,7 +21,7 @@ from typing import Any
 
 from aura_ops import logs
 from aura_ops.config import Config
-from aura_ops.engine.outcome import Outcome
+from aura_ops.engine.outcome import Outcome, reason
 from aura_ops.engine.session import Session, fault, open_journal
 from aura_ops.state import temporaries
 from aura_ops.state.journal import Journal, StepRecord
@@ -74,8 +74,13 @@ def discard_unused(config: Config, journal: Journal, run_id: str) -> list[str]:
 
 def settle(session: Session, outcome: Outcome) -> Outcome:
     """``outcome`` after the unused snapshots of its run were deleted (``discard_unused``): read
-    again from the journal when one was, so its steps show it."""
-    if not discard_unused(session.config, session.journal, session.run_id):
+    again from the journal when one was, so its steps show it. A failure here never changes how
+    the run ended: it is logged, and the snapshot stays (recorded, when it got that far)."""
+    try:
+        if not discard_unused(session.config, session.journal, session.run_id):
+            return outcome
+    except Exception as exc:  # noqa: BLE001 - the run's outcome stands; the snapshot is only kept
+        logs.get().warning("run.snapshot_not_deleted", reason=reason(exc))
         return outcome
     return Outcome(session.journal.run(session.run_id), session.records(), outcome.message, outcome.error)
 

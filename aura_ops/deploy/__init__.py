@@ -18,15 +18,7 @@ from aura_ops.components import release
 from aura_ops.config import Config, ReleaseConfig
 from aura_ops.deploy import checks
 from aura_ops.engine import planner, playbook
-from aura_ops.errors import (
-    AuraError,
-    ChecksFailed,
-    CommandFailed,
-    ConfigError,
-    RollbackError,
-    UsageError,
-    first_line,
-)
+from aura_ops.errors import AuraError, ChecksFailed, CommandFailed, ConfigError, RollbackError, UsageError, first_line
 from aura_ops.hosts import DEVNULL, Command, Host
 from aura_ops.hosts.inventory import Inventory
 

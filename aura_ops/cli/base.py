@@ -142,7 +142,24 @@ def _human_size(size: float) -> str:
     return f"{size:.1f} TB"
 
 
-@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+class _Interruption(Exception):  # noqa: N818 - a carrier, not an error of its own
+    """Carries a KeyboardInterrupt (SIGINT, or the ``Interrupted`` the signal handlers raise)
+    past click's ``main``, which would print a blank line and turn it into ``Abort``."""
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__(str(interrupt))
+        self.interrupt = interrupt
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as interrupt:
+            raise _Interruption(interrupt) from None
+
+
+@click.group(cls=_Group, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="aura-ops")
 @common
 def cli() -> None:
@@ -166,7 +183,8 @@ def _show_outcome(data: dict[str, Any]) -> None:
         error = f"  {step['error']}" if step.get("error") else ""
         took = f"{step['seconds']:7.2f}s" if step.get("seconds") is not None else " " * 8
         click.echo(f"  {step['index'] + 1:>2}. {step['name']:<14} {step['action']:<23} {took} {step['status']}{error}")
-    click.echo(data["message"])
+    if not data.get("exit_code"):  # a failed run's message is the error line the edge prints
+        click.echo(data["message"])
 
 
 def _show_plan(data: dict[str, Any]) -> None:
@@ -197,6 +215,17 @@ def _fail(message: str, code: int, json_mode: bool, state: State) -> int:
     return code
 
 
+def _interrupted(interrupt: KeyboardInterrupt, json_mode: bool, state: State) -> int:
+    """An interrupted command: its one-line reason (a new line first only to close a terminal's
+    ``^C`` echo, as click would)."""
+    is_sigint = not isinstance(interrupt, Interrupted) or "SIGINT" in str(interrupt)
+    if is_sigint and sys.stderr.isatty():
+        click.echo(err=True)
+    if isinstance(interrupt, Interrupted):
+        return _fail(str(interrupt), interrupt.exit_code, json_mode, state)
+    return _fail("aborted; nothing was changed", EXIT_FAILED, json_mode, state)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map every outcome to a documented exit code."""
     from aura_ops.hosts import remember_user_umask
@@ -213,8 +242,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         code = EXIT_USAGE
+    except _Interruption as carried:
+        code = _interrupted(carried.interrupt, json_mode, state)
     except click.exceptions.Abort as exc:
-        cause = exc.__cause__  # click turns every KeyboardInterrupt into Abort, an Interrupted of ours too
+        cause = exc.__cause__  # click turns a KeyboardInterrupt it meets into Abort (while parsing)
         if isinstance(cause, Interrupted):
             code = _fail(str(cause), cause.exit_code, json_mode, state)
         else:

@@ -18,7 +18,8 @@ from aura_ops.components import release
 from aura_ops.config import Config, ReleaseConfig
 from aura_ops.deploy import checks
 from aura_ops.engine import planner, playbook
-from aura_ops.errors import AuraError, ChecksFailed, ConfigError, RollbackError, UsageError, first_line
+from aura_ops.errors import AuraError, ChecksFailed, CommandFailed, ConfigError, RollbackError, UsageError, first_line
+from aura_ops.hosts import DEVNULL, Command, Host
 from aura_ops.hosts.inventory import Inventory
 
 
@@ -51,8 +52,9 @@ def _release(config: Config, hosts: Inventory) -> release.ReleaseComponent:
 def check_usage(config: Config, version: str, source: Path | None, hosts: Inventory) -> None:
     """Every mistake a deploy can find without touching anything (an invalid version, a source
     that is missing or neither a folder nor a tarball, a component named in ``deploy.*`` that
-    does not exist or has another type): UsageError / ConfigError (exit 2) before any lock,
-    snapshot or service stop. The source is on this machine (``hosts.local()``)."""
+    does not exist or has another type, a tarball that cannot be read to its end): UsageError /
+    ConfigError (exit 2) before any lock, snapshot or service stop. The source is on this
+    machine (``hosts.local()``)."""
     release.check_version(version)
     _release(config, hosts)
     config.only("docker", config.deploy.services, "services")
@@ -67,6 +69,19 @@ def check_usage(config: Config, version: str, source: Path | None, hosts: Invent
         raise UsageError(f"release source {source} is neither a folder nor a tarball ({', '.join(release.TARBALL)})")
     if not local.access(path, os.R_OK | (os.X_OK if is_dir else 0)):
         raise UsageError(f"release source {source} is not readable")
+    if not is_dir:
+        _check_tarball(local, path)
+
+
+def _check_tarball(host: Host, path: str) -> None:
+    """UsageError when ``tar`` cannot list the tarball to its end (truncated, corrupt, not the
+    format its name says): found now rather than by the upload, after the snapshot. Reads only."""
+    try:
+        host.run(Command(("tar", "-t", "-f", path)), stdout=DEVNULL)
+    except CommandFailed as exc:
+        lines = exc.stderr_tail.strip().splitlines()
+        why = lines[-1] if lines else f"tar exited {exc.returncode}"
+        raise UsageError(f"release source {path} is not a readable tarball: {why}") from None
 
 
 def already_live(config: Config, version: str, hosts: Inventory) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 
 from aura_ops import logs
 from aura_ops.config import Config
-from aura_ops.engine import compensation, resume, runner
+from aura_ops.engine import compensation, discard, resume, runner
 from aura_ops.engine.outcome import Outcome
 from aura_ops.engine.playbook import Playbook
 from aura_ops.engine.resume import describe_unfinished, refuse_if_interrupted, warn_if_interrupted
@@ -71,6 +71,7 @@ class Engine:
         and one that succeeded makes this a no-op unless ``succeeded_is_done`` is False (the
         caller has decided, e.g. a deploy of a version that was rolled back since)."""
         params = playbook.resolve_params(given)  # secret values are registered from here on
+        runner.check_usage(playbook, params)  # before the lock and the snapshot
         stored, withheld = playbook.stored_params(params)
         run_id = new_snapshot_id()
         with self._locked(run_id, f"run {playbook.name}"), guarded() as guard:
@@ -94,7 +95,8 @@ class Engine:
                 rollback,
             )
             fault("run", "start")
-            return runner.drive(Session(self.config, self.journal, run_id, playbook, params, guard, self.hosts))
+            session = Session(self.config, self.journal, run_id, playbook, params, guard, self.hosts)
+            return discard.settle(session, runner.drive(session))
 
     def resume(self, reference: str, given: dict[str, str] | None = None) -> Outcome:
         """Finish an unfinished run: forward, or a compensating one's undo."""
@@ -107,8 +109,8 @@ class Engine:
             self.journal.claim(run.id)
             session = Session(self.config, self.journal, run.id, playbook, params, guard, self.hosts)
             if run.status == "compensating":
-                return compensation.compensate(session, run.error or "resumed")
-            return runner.drive(session)  # a run that asked for no rollback stops again at a failure
+                return discard.settle(session, compensation.compensate(session, run.error or "resumed"))
+            return discard.settle(session, runner.drive(session))  # no rollback asked: it stops again at a failure
 
     def abort(self, reference: str, given: dict[str, str] | None = None) -> Outcome:
         """Undo every step an unfinished, failed or rollback_failed run applied: no error when
@@ -122,7 +124,7 @@ class Engine:
             params = resume.params_again(run, playbook, given or {}, "abort")
             self.journal.claim(run.id)
             session = Session(self.config, self.journal, run.id, playbook, params, guard, self.hosts)
-            return compensation.compensate(session, "aborted by the operator", aborted=True)
+            return discard.settle(session, compensation.compensate(session, "aborted by the operator", aborted=True))
 
     def undo_discards_data(self, reference: str) -> list[str]:
         """The steps of a run whose undo puts a database back from a snapshot (discarding what was

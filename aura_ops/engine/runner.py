@@ -12,15 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 import tenacity
+from pydantic import ValidationError
 
 from aura_ops import logs
 from aura_ops.engine import compensation
 from aura_ops.engine.actions import REGISTRY, Action, Context
 from aura_ops.engine.outcome import Outcome, reason
-from aura_ops.engine.playbook import Step, render
+from aura_ops.engine.playbook import Playbook, Step, environment, render
 from aura_ops.engine.session import Session, fault, params_of
-from aura_ops.errors import AuraError, Interrupted, LockedError, StepFailed
-from aura_ops.secrets import mask_values
+from aura_ops.errors import AuraError, Interrupted, LockedError, StepFailed, UsageError
+from aura_ops.secrets import mask, mask_values
 from aura_ops.state.journal import Journal, RunRecord
 
 # a step in these states is done and is not applied again on resume
@@ -45,6 +46,49 @@ def refuse_unfinished_key(journal: Journal, key: str) -> None:
                 f"(interrupted); `aura-ops runs resume {run.id}` or "
                 f"`aura-ops runs abort {run.id}`"
             )
+
+
+def check_usage(playbook: Playbook, params: dict[str, Any]) -> None:
+    """Before the run lock and the run's first step (its snapshot): UsageError (exit 2, nothing
+    run) naming the first step whose ``with`` is invalid, for every step whose ``with`` and
+    ``when`` depend on the playbook's parameters only. A step that uses an earlier step's outputs
+    or the run id is checked when it runs; a step its ``when`` skips is not checked. Pure: no
+    state is read, nothing is changed."""
+    env = environment()
+    context: dict[str, Any] = {"params": params, "steps": {}, "run_id": ""}
+    for index, step in enumerate(playbook.steps):
+        if not _depends_on_params_only(env, [step.with_, step.when]):
+            continue
+        where = f"{playbook.source or playbook.name}: step {index + 1} '{step.name}'"
+        try:
+            if step.when is not None and str(render(step.when, context, env)).strip().lower() in FALSY:
+                continue
+            params_of(REGISTRY[step.action], step.with_, context)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'with'}: {e['msg']}" for e in exc.errors())
+            raise UsageError(f"{where}: {mask(problems)}; nothing was run") from None
+        except Exception as exc:  # a template error: the run would fail at this step
+            raise UsageError(f"{where}: {reason(exc)}; nothing was run") from None
+
+
+def _depends_on_params_only(env: Any, values: list[Any]) -> bool:
+    """Whether every template string in ``values`` names no variable but ``params``."""
+    from jinja2 import TemplateError, meta
+
+    strings: list[str] = []
+    pending = list(values)
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str) and "{" in value:
+            strings.append(value)
+        elif isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    try:
+        return all(meta.find_undeclared_variables(env.parse(text)) <= {"params"} for text in strings)
+    except TemplateError:  # the playbook's own check reports it; the run fails at this step
+        return False
 
 
 def drive(session: Session) -> Outcome:

@@ -262,6 +262,17 @@ class Journal:
         """The playbook exactly as the run started it (resume never re-reads the file)."""
         return str(self.db.execute("SELECT definition FROM runs WHERE id = ?", (run_id,)).fetchone()[0])
 
+    def references(self, text: str, except_run: str | None = None) -> list[str]:
+        """The runs (other than ``except_run``) whose definition, parameters, result or step
+        outputs / saved state contain ``text`` (e.g. a snapshot id a run or a rollback acts on)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT r.id FROM runs r LEFT JOIN steps s ON s.run_id = r.id"
+            " WHERE r.id IS NOT ? AND (instr(r.params, ?) OR instr(r.definition, ?) OR instr(coalesce(r.result, ''), ?)"
+            " OR instr(coalesce(s.outputs, ''), ?) OR instr(coalesce(s.saved, ''), ?)) ORDER BY r.id",
+            (except_run, *([text] * 5)),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
     def steps(self, run_id: str) -> list[StepRecord]:
         rows = self.db.execute(
             "SELECT idx, name, action, status, attempts, outputs, error,"

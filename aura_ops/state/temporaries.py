@@ -28,6 +28,7 @@ import datetime as dt
 import importlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -52,6 +53,7 @@ HANDLERS: dict[str, str] = {
     "dir_swap": "aura_ops.components.files.restorer:finish_or_undo",
     "pg_database": "aura_ops.components.postgres.database:drop_recorded",  # staging, verify or half-built clone
     "pg_swap": "aura_ops.components.postgres.database:settle_recorded",  # a database put in place of another
+    "snapshot": "aura_ops.engine.discard:delete_recorded",  # the unused snapshot of a run that changed nothing
 }
 
 
@@ -257,16 +259,86 @@ def handler(kind: str) -> Callable[[Any, Temporary], str]:
 
 
 def sweep(config: Any) -> list[dict[str, Any]]:
-    """Put right what killed processes left (call with a lock held); return what was done."""
+    """Put right what killed processes left (call with a lock held); return what was done:
+    the recorded objects, then the per-process temporary names (``remove_stale_names``) in the
+    folders aura-ops writes into (``written_folders``)."""
     registry = Registry(config.state.path)
     done = []
     try:
         for record in registry.orphans():
             logs.get().warning("temporary.left_by_killed_process", kind=record.kind, name=record.name, pid=record.pid)
             done.append({"kind": record.kind, "name": record.name, "removed": cleanup(config, record)})
+        folders = written_folders(config, registry)
     finally:
         registry.close()
+    for folder in folders:
+        done += [{"kind": "name", "name": name, "removed": True} for name in remove_stale_names(folder)]
     return done
+
+
+# ---------------------------------------------------------------- per-process temporary names
+
+# What ``LocalHost.write_atomic`` / ``replace_symlink`` write before their rename:
+# ``.<name>.aura-<pid>.tmp`` / ``.link`` beside the target. A kill between the write and the
+# rename leaves one; the pid in the name says whose it is.
+STALE_NAME = re.compile(r"^\..+\.aura-([0-9]+)\.(?:tmp|link)$")
+
+
+def remove_stale_names(folder: str | Path) -> list[str]:
+    """Remove, in ``folder`` on this machine, the per-process temporary files and links whose
+    process no longer exists (never one of a live process: it may be writing it; a pid reused
+    since keeps its file until that process is gone too); the paths removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no such folder (yet), or not ours to read
+        return []
+    for entry in entries:
+        found = STALE_NAME.match(entry.name)
+        if found is None or entry.is_dir(follow_symlinks=False) or process_start(int(found.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+            removed.append(entry.path)
+            logs.get().warning("temporary.name_left_by_killed_process", path=entry.path, pid=int(found.group(1)))
+    return removed
+
+
+def written_folders(config: Any, registry: Registry) -> list[Path]:
+    """The folders on this machine that aura-ops writes into with per-process temporary names:
+    the state folder and the work folders of unfinished runs, each release component's folder
+    (``current``) and its ``.aura`` (release states), and the folders of the ``file`` steps of
+    unfinished runs whose path is written literally in the playbook. Components on other hosts
+    are left out (whether a pid there is alive is not judged from here)."""
+    state: Path = config.state.path
+    folders = [state]
+    for component in (getattr(config, "components", None) or {}).values():
+        if getattr(component, "type", None) == "release" and getattr(component, "host", "local") == "local":
+            folders += [Path(component.path), Path(component.path) / ".aura"]
+    for run_id, definition in _unfinished_runs(registry):
+        folders.append(state / "runs" / run_id)
+        for step in definition.get("steps", []):
+            path = (step.get("with") or {}).get("path") if step.get("action") == "file" else None
+            if isinstance(path, str) and "{" not in path:
+                folders.append(Path(path).parent)
+    return list(dict.fromkeys(folders))
+
+
+def _unfinished_runs(registry: Registry) -> list[tuple[str, dict[str, Any]]]:
+    """(id, playbook definition) of the journal's unfinished runs; [] before the first run."""
+    from aura_ops.state.journal import RUN_FINAL
+
+    if not registry.path.exists():
+        return []
+    marks = ", ".join("?" * len(RUN_FINAL))
+    try:
+        rows = registry._conn().execute(
+            f"SELECT id, definition FROM runs WHERE status NOT IN ({marks})",  # noqa: S608 - placeholders only
+            RUN_FINAL,
+        )
+        return [(str(row[0]), json.loads(row[1])) for row in rows]
+    except sqlite3.OperationalError:  # no runs table: no run was ever journaled here
+        return []
 
 
 def listing(config: Any) -> list[dict[str, Any]]:

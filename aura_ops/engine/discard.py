@@ -107,9 +107,17 @@ def delete_recorded(config: Any, record: temporaries.Temporary) -> str:
             logs.get().info("run.snapshot_kept", snapshot=snapshot_id, referenced_by=others)
             return f"kept: named by run {', '.join(others)}"
         repo = snapshotting.repository(config)
+        pinned = False
         if snapshot_id in repo.ids():
             with repo.locked(run_id or snapshot_id, "delete"):
-                repo.delete(snapshot_id)
+                pinned = snapshot_id in repo.pinned()  # (pins change under this lock only)
+                if not pinned:
+                    repo.delete(snapshot_id)
+        if pinned:
+            if run_id:
+                journal.step_undone(run_id, step, {"snapshot_kept": snapshot_id, "reason": "pinned"})
+            logs.get().info("run.snapshot_kept", snapshot=snapshot_id, reason="pinned")
+            return "kept: pinned"
         if run_id:
             journal.step_undone(run_id, step, {"snapshot_deleted": snapshot_id, "reason": REASON})
         logs.get().info("run.snapshot_deleted", snapshot=snapshot_id, reason=REASON)

@@ -54,3 +54,38 @@ def test_the_journal_names_the_other_runs_that_refer_to_a_snapshot(tmp_path: Pat
     assert journal.references(sid) == ["a", "b"]
     assert journal.references("20261201-070000-002") == []
     journal.close()
+
+
+def test_a_pinned_snapshot_is_never_deleted_by_a_failed_run_and_the_run_says_so(tmp_path: Path) -> None:
+    from aura_ops.config import Config
+    from aura_ops.engine.discard import delete_recorded
+    from aura_ops.repository import Repository
+    from aura_ops.state.temporaries import Temporary
+
+    config = Config.model_validate({"repository": {"path": str(tmp_path / "repo")}, "state": {"path": str(tmp_path)}})
+    repo = Repository(tmp_path / "repo")
+    repo.ensure()
+    ids = ["20261201-070000-000", "20261201-070000-001"]
+    for sid in ids:
+        repo.begin(sid)
+        repo.commit(sid, {"id": sid, "format": 2, "created": "2026-12-01T07:00:00+00:00", "components": {}})
+    repo.pin(ids[0])
+    journal = Journal(tmp_path / "journal.db")
+    for run, sid in zip("ab", ids, strict=True):
+        journal.create_run(run, "deploy", {}, None, "t", "cli", "h", [("snapshot", "snapshot")], "{}")
+        journal.step_finished(run, 0, "applied", {"snapshot_id": sid})
+    journal.close()
+
+    def record(run: str, sid: str) -> Temporary:
+        return Temporary(1, "snapshot", sid, {"step": "snapshot"}, run, 1, "", "h", "")
+
+    assert delete_recorded(config, record("a", ids[0])) == "kept: pinned"
+    assert delete_recorded(config, record("b", ids[1])) == "snapshot deleted"
+    assert repo.ids() == [ids[0]]
+    journal = Journal(tmp_path / "journal.db")
+    undone = {run: journal.steps(run)[0].undo for run in "ab"}
+    journal.close()
+    assert undone == {
+        "a": {"snapshot_kept": ids[0], "reason": "pinned"},
+        "b": {"snapshot_deleted": ids[1], "reason": undone["b"]["reason"]},
+    }

@@ -257,8 +257,11 @@ def test_a_refusal_says_when_the_unfinished_run_is_still_alive(aura: Aura, site:
     )
     slow = aura.popen("run", str(book))
     try:
-        assert wait_until(lambda: aura.json("runs", "list")["runs"], timeout=60)
-        run_id = aura.json("runs", "list")["runs"][0]["id"]
+        # the deploy's run is listed already: wait for the slow playbook's own run
+        assert wait_until(
+            lambda: any(Path(r["playbook"]).stem == "slow" for r in aura.json("runs", "list")["runs"]), timeout=60
+        )
+        run_id = next(r["id"] for r in aura.json("runs", "list")["runs"] if Path(r["playbook"]).stem == "slow")
         refused = aura("restore", "latest", "--yes", check=5)
         assert f"pid {slow.pid}" in refused.stderr and "is still alive" in refused.stderr
     finally:

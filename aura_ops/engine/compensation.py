@@ -117,6 +117,8 @@ def _undo(session: Session, step: Step, record: StepRecord, context: dict[str, A
     action_name, raw = (step.undo.action, step.undo.with_) if step.undo else (step.action, step.with_)
     action = REGISTRY[action_name]
     ctx = session.action_context(step)
+    if record.status == "failed" and record.attempts == 0:
+        return None  # it failed before it was journaled applying (its parameters or its check)
     try:
         try:
             own = params_of(own_action, step.with_, context)

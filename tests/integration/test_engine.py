@@ -173,6 +173,28 @@ def test_failing_compensation_exits_4_and_says_what_to_do(
     assert statuses["config"] == "compensated"
 
 
+def test_a_step_whose_check_cannot_run_failed_before_changing_anything_and_is_not_undone(
+    pg: PostgresCluster, database: str, aura: Aura, setup: Any
+) -> None:
+    """Its check (a missing program) fails before the step began applying: the run rolls back
+    what the steps before it did (exit 1), not `rollback_failed` (exit 4) for asking again."""
+    book, old = setup
+    data = yaml.safe_load(book.read_text())
+    data["steps"][3]["with"]["check"] = [str(aura.root / "no-such-check")]
+    book.write_text(yaml.safe_dump(data))
+    outcome = json.loads(aura("run", str(book), "--json", check=1).stdout)
+    assert outcome["run"]["status"] == "rolled_back"
+    statuses = {s["name"]: s["status"] for s in outcome["steps"]}
+    assert statuses == {
+        "snapshot": "compensated",
+        "schema": "compensated",
+        "config": "compensated",
+        "marker": "failed",
+        "gate": "pending",
+    }
+    assert world(pg, database, aura.root) == old
+
+
 def test_a_second_run_while_one_holds_the_target_exits_5(aura: Aura, setup: Any) -> None:
     book, _ = setup
     with hold(aura.root / "state" / "run.lock", "other-run", "run change"):

@@ -196,6 +196,12 @@ class Component(Protocol):
         on a section the repository accepted (a field an old snapshot lacks shows as ``?``)."""
         ...
 
+    def describe_restore(self, section: dict[str, Any], to: str | None) -> str:
+        """What a restore of its part of a snapshot (its manifest ``section``) would write, for the
+        line a command prints first: e.g. ``into database shop on 127.0.0.1:5432``; ``to`` is the
+        value of its ``restore_to`` option (None: in place). Never connects, never fails."""
+        ...
+
 
 @runtime_checkable
 class Service(Component, Protocol):

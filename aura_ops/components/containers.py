@@ -362,3 +362,7 @@ class DockerComponent:
             return "no containers recorded"
         each = [f"{c.name} {c.status} (image {c.image.removeprefix('sha256:')[:12] or '?'})" for c in recorded]
         return f"{len(recorded)} container{'s' if len(recorded) > 1 else ''}: {', '.join(each)}"
+
+    def describe_restore(self, section: dict[str, Any], to: str | None) -> str:
+        """Nothing is written: container images and states are recorded only."""
+        return "(recorded only, not restored)"

@@ -295,6 +295,10 @@ class ReleaseComponent:
         recorded = ReleaseManifest.model_validate(section)
         return f"{recorded.path}: current {recorded.current}"
 
+    def describe_restore(self, section: dict[str, Any], to: str | None) -> str:
+        """``into /srv/app (current -> v1.2)``: the release the snapshot recorded as current."""
+        return f"into {section.get('path')} (current -> {section.get('current')})"
+
 
 def _verify_entry(entry: dict[str, Any], component: ReleaseComponent | None) -> dict[str, Any]:
     report: dict[str, Any] = {"current": entry.get("current")}

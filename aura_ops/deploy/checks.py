@@ -12,13 +12,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from aura_ops import logs
+from aura_ops import components, logs
+from aura_ops.components.containers import DockerComponent
 from aura_ops.config import (
     CheckConfig,
     CommandCheck,
     Config,
     ContainerCheck,
-    DockerConfig,
     HttpCheck,
     PostgresConfig,
     SqlCheck,
@@ -98,15 +98,11 @@ def _sql(check: SqlCheck, config: Config) -> str:
     return f"returned {value!r}"
 
 
-def _container(check: ContainerCheck, config: Config) -> str:
+def _container(check: ContainerCheck, config: Config, hosts: Inventory) -> str:
     """Every chosen container is running and, if it has a Docker healthcheck, healthy."""
-    from aura_ops.components.containers import DockerComponent
-    from aura_ops.hosts.inventory import Inventory
-
-    cfg = config.component(check.component)
-    assert isinstance(cfg, DockerConfig)
+    containers = components.build_as(config, check.component, hosts, DockerComponent)
     try:
-        found = DockerComponent(check.component, cfg, Inventory(config).for_component(check.component)).status()
+        found = containers.status()
     except AuraError as exc:
         raise CheckFailed(str(exc)) from None
     if check.containers:
@@ -136,7 +132,7 @@ def probe(check: CheckConfig, config: Config, hosts: Inventory | None = None) ->
         except AuraError as exc:
             raise CheckFailed(str(exc)) from None
     if isinstance(check, ContainerCheck):
-        return _container(check, config)
+        return _container(check, config, hosts or Inventory(config))
     return _sql(check, config)
 
 

@@ -147,3 +147,7 @@ class FilesComponent:
             f"{recorded.source}: {recorded.file_count} files, {size(recorded.bytes)}; "
             f"copied {recorded.copied_files}, hard-linked {recorded.linked_files} unchanged"
         )
+
+    def describe_restore(self, section: dict[str, Any], to: str | None) -> str:
+        """``into /srv/uploads``: ``to`` (``--to-path``), else the folder the snapshot read."""
+        return f"into {to or section.get('source')}"

@@ -1313,3 +1313,7 @@ class PostgresComponent:
             f"{'?' if counts is None else len(counts)} tables, {'?' if counts is None else sum(counts.values())} "
             f"rows, {'?' if recorded.database_size is None else size(recorded.database_size)} on the server"
         )
+
+    def describe_restore(self, section: dict[str, Any], to: str | None) -> str:
+        """``into database shop on 127.0.0.1:5432``: ``to`` (``--to-database``), else its own."""
+        return f"into {self.describe(to)}"

@@ -98,7 +98,10 @@ def test_the_repository_state_and_logs_and_what_holds_them_are_refused_in_place_
     for to_path in (True, False):
         with pytest.raises(UsageError, match="refused"):
             targets.check(LocalHost(), tmp_path / where, _config(tmp_path), to_path=to_path, local=LocalHost())
-    assert targets.check(LocalHost(), tmp_path / "elsewhere", _config(tmp_path), to_path=True, local=LocalHost()) == tmp_path / "elsewhere"
+    assert (
+        targets.check(LocalHost(), tmp_path / "elsewhere", _config(tmp_path), to_path=True, local=LocalHost())
+        == tmp_path / "elsewhere"
+    )
 
 
 def test_mount_points_are_read_with_their_escapes() -> None:

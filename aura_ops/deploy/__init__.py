@@ -31,7 +31,7 @@ def _playbook() -> playbook.Playbook:
 
 def plan(config: Config, version: str, source: Path | None, hosts: Inventory) -> list[dict[str, Any]]:
     check_usage(config, version, source, hosts)
-    return planner.plan(config, _playbook(), {"version": version, "source": str(source or "<source>")})
+    return planner.plan(config, _playbook(), {"version": version, "source": str(source or "<source>")}, hosts)
 
 
 def _release_or_none(config: Config, hosts: Inventory) -> release.ReleaseComponent | None:

@@ -2,6 +2,9 @@
 what it is about to change, so that a restore meant for staging cannot silently run against
 production. Printed on stderr (``--json`` keeps stdout one document); resolving a target never
 connects anywhere and never fails: what cannot be resolved is said as such.
+
+Components are described through their protocol (``describe``, ``describe_restore``), on their
+hosts from the command's inventory (``hosts``).
 """
 
 from __future__ import annotations
@@ -9,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aura_ops.components import build
-from aura_ops.config import Config, DockerConfig, FilesConfig, PostgresConfig, ReleaseConfig
+from aura_ops.components import build, build_as, for_snapshot
+from aura_ops.components.release import ReleaseComponent
+from aura_ops.config import Config
+from aura_ops.errors import ConfigError
 from aura_ops.hosts.inventory import Inventory
 from aura_ops.secrets import mask
 
@@ -19,76 +24,66 @@ def line(config: Config, doing: str) -> str:
     return mask(f"aura-ops: config {config.source or 'given'}, {doing}")
 
 
-def database(config: Config, name: str, dbname: str | None = None) -> str:
-    """``database shop on 127.0.0.1:5432`` for a postgres component (``dbname`` instead of its own)."""
-    from aura_ops.components.postgres import PostgresComponent
-
-    cfg = config.components.get(name)
-    if not isinstance(cfg, PostgresConfig):
-        return f"database {dbname or name}"
-    return PostgresComponent(name, cfg, Inventory(config).for_component(name)).describe(dbname)
-
-
-def component(config: Config, name: str) -> str:
+def component(config: Config, name: str, hosts: Inventory) -> str:
     """What a component names on its host: a database, a folder, a release folder, containers."""
-    cfg = config.components.get(name)
-    if isinstance(cfg, PostgresConfig | DockerConfig):
-        return str(build(config, name, Inventory(config)).describe())
-    if isinstance(cfg, FilesConfig):
-        return f"files {cfg.path}"
-    if isinstance(cfg, ReleaseConfig):
-        return f"releases in {cfg.path}"
-    return "not in this configuration"
+    if name not in config.components:
+        return "not in this configuration"
+    return build(config, name, hosts).describe()
 
 
-def backup(config: Config, names: list[str]) -> str:
-    parts = [f"{n} ({component(config, n)})" for n in names]
+def backup(config: Config, names: list[str], hosts: Inventory) -> str:
+    parts = [f"{n} ({component(config, n, hosts)})" for n in names]
     return f"backing up {', '.join(parts)} into repository {config.repository.path}"
 
 
 def restore(
-    config: Config, snapshot_id: str, entries: dict[str, Any], to_database: str | None, to_path: Path | None
+    config: Config,
+    snapshot_id: str,
+    entries: dict[str, Any],
+    to_database: str | None,
+    to_path: Path | None,
+    hosts: Inventory,
 ) -> str:
     """``entries``: the snapshot manifest's components that will be restored."""
     parts = []
     for name, entry in entries.items():
-        kind = entry.get("type")
-        if kind == "postgres":
-            parts.append(f"{name} into {database(config, name, to_database)}")
-        elif kind == "files":
-            parts.append(f"{name} into {to_path or entry.get('source')}")
-        elif kind == "release":
-            parts.append(f"{name} into {entry.get('path')} (current -> {entry.get('current')})")
-        else:
-            parts.append(f"{name} (recorded only, not restored)")
+        restored = for_snapshot(config, name, entry, hosts)
+        to = {"database": to_database, "path": to_path}.get(restored.restore_to or "")
+        parts.append(f"{name} {restored.describe_restore(entry, None if to is None else str(to))}")
     return f"restoring snapshot {snapshot_id} from repository {config.repository.path}: {', '.join(parts)}"
 
 
-def _only(config: Config, kind: str, chosen: str | None) -> str | None:
-    names = [chosen] if chosen else [n for n, c in config.components.items() if c.type == kind]
-    return names[0] if len(names) == 1 and names[0] in config.components else None
+def _only(config: Config, kind: str, chosen: str | None, what: str) -> str | None:
+    """The deploy's component for ``what`` (``Config.only``), or None when there is none or the
+    configuration names a wrong one (the deploy itself then says why)."""
+    try:
+        return config.only(kind, chosen, what)
+    except ConfigError:
+        return None
 
 
-def deploy(config: Config, version: str, source: Path | None) -> str:
-    release_name = _only(config, "release", config.deploy.release)
-    cfg = config.components.get(release_name or "")
-    into = f"{cfg.path}/releases" if isinstance(cfg, ReleaseConfig) else "no release component"
+def _release(config: Config, hosts: Inventory) -> ReleaseComponent | None:
+    name = _only(config, "release", config.deploy.release, "release")
+    return None if name is None else build_as(config, name, hosts, ReleaseComponent)
+
+
+def deploy(config: Config, version: str, source: Path | None, hosts: Inventory) -> str:
+    release = _release(config, hosts)
+    into = release.releases if release is not None else "no release component"
     parts = [f"deploying release {version} from {source or '<source>'} into {into}"]
-    database_name = _only(config, "postgres", config.deploy.database)
-    if database_name:
-        parts.append(f"migrating {database(config, database_name)}")
-    services = _only(config, "docker", config.deploy.services)
+    database = _only(config, "postgres", config.deploy.database, "database")
+    if database:
+        parts.append(f"migrating {component(config, database, hosts)}")
+    services = _only(config, "docker", config.deploy.services, "services")
     if services:
-        parts.append(f"restarting {component(config, services)}")
+        parts.append(f"restarting {component(config, services, hosts)}")
     return ", ".join(parts)
 
 
-def rollback(config: Config, target: dict[str, Any]) -> str:
+def rollback(config: Config, target: dict[str, Any], hosts: Inventory) -> str:
     """``target``: deployer.rollback_plan's answer."""
-    release_name = _only(config, "release", config.deploy.release)
-    cfg = config.components.get(release_name or "")
-    where = cfg.path if isinstance(cfg, ReleaseConfig) else "the release"
-    text = f"rolling back {where} to release {target['release']}"
+    release = _release(config, hosts)
+    text = f"rolling back {release.path if release is not None else 'the release'} to release {target['release']}"
     if target.get("restore_data") == "yes":
-        return f"{text}, restoring {database(config, target['database'])} from snapshot {target['snapshot']}"
+        return f"{text}, restoring {component(config, target['database'], hosts)} from snapshot {target['snapshot']}"
     return f"{text}, database left as it is" if target.get("database") else text

@@ -35,16 +35,18 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
     """Deploy a release as one transaction: snapshot, upload, stop, migrate, switch, start, checks."""
     from aura_ops import deploy as deployer
     from aura_ops.cli import announce
+    from aura_ops.hosts.inventory import Inventory
 
     config = click.get_current_context().ensure_object(State).load()
-    _announce(config, ("dry run: " if dry_run else "") + announce.deploy(config, version, source))
+    hosts = Inventory(config)  # one for the whole command, passed down to every step
+    _announce(config, ("dry run: " if dry_run else "") + announce.deploy(config, version, source, hosts))
     if dry_run:
-        steps = deployer.plan(config, version, source)
+        steps = deployer.plan(config, version, source, hosts)
         emit({"playbook": "deploy", "steps": steps}, _show_plan)
         return
     if source is None:
         raise UsageError("--source is required (a release folder or tarball)")
-    outcome, report = deployer.deploy(config, version, source.absolute(), rollback_on_fail)
+    outcome, report = deployer.deploy(config, version, source.absolute(), rollback_on_fail, hosts)
     if outcome is None:  # the version is live and healthy: nothing was run
         emit({"ok": True, **report}, lambda d: click.echo(d["message"]))
         return
@@ -78,10 +80,12 @@ def rollback(to_release: str | None, to_snapshot: str | None, keep_data: bool, y
     """Undo a deploy that went live but is bad: release, database and services, then prove it healthy."""
     from aura_ops import deploy as deployer
     from aura_ops.cli import announce
+    from aura_ops.hosts.inventory import Inventory
 
     config = click.get_current_context().ensure_object(State).load()
-    target = deployer.rollback_plan(config, to_release, to_snapshot, keep_data)
-    _announce(config, announce.rollback(config, target))
+    hosts = Inventory(config)  # one for the whole command, passed down to every step
+    target = deployer.rollback_plan(config, to_release, to_snapshot, keep_data, hosts)
+    _announce(config, announce.rollback(config, target, hosts))
     _refuse_if_interrupted(config)
     if target["restore_data"] == "yes":
         confirm(
@@ -90,7 +94,7 @@ def rollback(to_release: str | None, to_snapshot: str | None, keep_data: bool, y
             "then are discarded (--keep-data rolls back code and services only).",
             yes,
         )
-    outcome, report = deployer.rollback(config, target)
+    outcome, report = deployer.rollback(config, target, hosts)
 
     def human(data: dict[str, Any]) -> None:
         _show_outcome(data)

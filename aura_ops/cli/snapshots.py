@@ -43,15 +43,17 @@ def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
     from aura_ops import engine
     from aura_ops.cli import announce
     from aura_ops.hosts.inventory import Inventory
-    from aura_ops.workflows import snapshots
+    from aura_ops.workflows import retention, snapshots
 
     config = click.get_current_context().ensure_object(State).load()
+    hosts = Inventory(config)
     names = list(components) or list(config.components)
     for name in names:
         config.component(name)  # an unknown name is a usage error before anything is announced
-    _announce(config, announce.backup(config, names))
+    _announce(config, announce.backup(config, names, hosts))
     engine.warn_if_interrupted(config)  # an unrelated interrupted run does not block a backup
-    snapshot = snapshots.backup(config, list(components) or None, list(tags), hosts=Inventory(config))
+    snapshot = snapshots.backup(config, list(components) or None, list(tags), hosts=hosts)
+    retention.auto_prune(config, "backup")  # retention.auto; a failure there is a warning only
 
     def human(data: dict[str, Any]) -> None:
         click.echo(
@@ -125,6 +127,7 @@ def snapshots_list() -> None:
 @common
 def snapshots_show(snapshot_id: str) -> None:
     """Show a snapshot's manifest (ID may be a unique prefix or 'latest')."""
+    from aura_ops.components import component_class
     from aura_ops.workflows import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
@@ -135,22 +138,8 @@ def snapshots_show(snapshot_id: str) -> None:
             f"snapshot {data['id']}  created {data['created']} on {data['host']}  "
             f"{_human_size(data.get('size', 0))}  tags: {', '.join(data['tags']) or '-'}"
         )
-        for name, entry in data["components"].items():
-            if entry["type"] == "release":
-                click.echo(f"  {name} (release) {entry['path']}: current {entry['current']}")
-            elif entry["type"] == "postgres":
-                click.echo(
-                    f"  {name} (postgres) {entry['database']} at {entry['where']}, "
-                    f"PostgreSQL {entry['server_version']}, {len(entry['row_counts'])} "
-                    f"tables, {sum(entry['row_counts'].values())} rows, "
-                    f"{_human_size(entry['database_size'])} on the server"
-                )
-            else:
-                click.echo(
-                    f"  {name} (files) {entry['source']}: {entry['file_count']} files, "
-                    f"{_human_size(entry['bytes'])}; copied {entry['copied_files']}, "
-                    f"hard-linked {entry['linked_files']} unchanged"
-                )
+        for name, entry in data["components"].items():  # each type says what it recorded
+            click.echo(f"  {name} ({entry['type']}) {component_class(entry['type']).summary(entry, _human_size)}")
 
     emit(manifest, human)
 
@@ -276,7 +265,7 @@ def restore(
     snapshot = engine.repository(config).get(snapshot_id)
     names = list(components) or list(snapshot.manifest["components"])
     entries = {n: e for n, e in snapshot.manifest["components"].items() if n in names}
-    doing = announce.restore(config, snapshot.id, entries, to_database, to_path)
+    doing = announce.restore(config, snapshot.id, entries, to_database, to_path, hosts)
     _announce(config, ("dry run: " if dry_run else "") + doing)
     if not dry_run:
         _refuse_if_interrupted(config)

@@ -8,12 +8,16 @@ component pulls in psycopg, the docker one the Docker SDK).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aura_ops.errors import ConfigError
 
 if TYPE_CHECKING:
     from aura_ops.components.base import Component, ComponentManifest
     from aura_ops.config import Config
     from aura_ops.hosts.inventory import Inventory
+
+C = TypeVar("C")
 
 REGISTRY: dict[str, str] = {
     "postgres": "aura_ops.components.postgres:PostgresComponent",
@@ -28,8 +32,6 @@ def component_class(type_name: str) -> type[Component]:
     try:
         module_name, _, class_name = REGISTRY[type_name].partition(":")
     except KeyError:
-        from aura_ops.errors import ConfigError
-
         raise ConfigError(f"unknown component type {type_name!r} (known: {', '.join(sorted(REGISTRY))})") from None
     cls: type[Component] = getattr(importlib.import_module(module_name), class_name)
     return cls
@@ -45,6 +47,16 @@ def build(config: Config, name: str, hosts: Inventory) -> Component:
     section: Any = config.component(name)
     cls: Any = component_class(section.type)
     component: Component = cls(name, section, hosts.for_component(name), store=hosts.local())
+    return component
+
+
+def build_as(config: Config, name: str, hosts: Inventory, cls: type[C]) -> C:
+    """``build``, for a caller that needs one component class (the deploy's release, services,
+    database): ConfigError (exit 2) when ``name`` is configured with another type."""
+    component = build(config, name, hosts)
+    if not isinstance(component, cls):
+        wanted = getattr(cls, "type", cls.__name__)
+        raise ConfigError(f"component {name} has type {config.component(name).type}; a {wanted} component is needed")
     return component
 
 

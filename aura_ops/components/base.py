@@ -11,6 +11,7 @@ types apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -18,6 +19,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from aura_ops.hosts.base import Host
+from aura_ops.repository.verified import VerifiedCache
 
 
 class Artifact(BaseModel):
@@ -108,6 +110,15 @@ class Component(Protocol):
     # through it. ``build`` passes the inventory's local host; a component made without one uses
     # its own host, which is the control machine as long as every host is local.
     store: Host
+    # Programs it runs on the control machine (``doctor`` checks each once), e.g. ``("rsync",)``.
+    local_tools: ClassVar[tuple[str, ...]]
+    # Names at the top of its folder in a snapshot besides its artifacts' (e.g. a stored tree
+    # that its own ``verify`` compares with an index); anything else there is a verify problem.
+    stored_entries: ClassVar[frozenset[str]]
+    # Whether ``verify`` still runs when one of its artifacts failed its checksum: True when its
+    # own checks find more than the artifact check (every file of a stored tree), so a verify
+    # lists every problem; False when they would only fail again on the same artifact.
+    verify_when_artifacts_fail: ClassVar[bool]
 
     @classmethod
     def unconfigured(cls, name: str, section: dict[str, Any], host: Host) -> Component:
@@ -129,10 +140,12 @@ class Component(Protocol):
         the report's ``problems`` list is empty when all is well."""
         ...
 
-    def damage(self, snapshot: Any) -> str | None:
+    def damage(self, snapshot: Any, verified: VerifiedCache | None = None) -> str | None:
         """Why its stored part of ``snapshot`` cannot be trusted beyond the manifest's checks
-        (cheap, read-only: e.g. a files index changed since it was sealed), or None. A damaged
-        part is never the base of an incremental snapshot."""
+        (cheap, read-only: e.g. an index changed since it was sealed), or None. A damaged part is
+        never the base of an incremental snapshot, and ``snapshots list`` shows it. ``verified``:
+        a stored file found there with its recorded hash is not hashed again; one hashed and found
+        sealed is added."""
         ...
 
     def restore_target(self, snapshot: Any, request: RestoreRequest) -> RestoreTarget | None:
@@ -145,6 +158,19 @@ class Component(Protocol):
 
     def doctor(self) -> list[dict[str, Any]]:
         """Checks of what it needs on its host (tools, access), each ``{"check", "ok", "detail"}``."""
+        ...
+
+    @classmethod
+    def summary(cls, section: dict[str, Any], size: Callable[[float], str]) -> str:
+        """One line on what its manifest ``section`` recorded, for ``snapshots show`` (after the
+        component's name and type); ``size`` writes a number of bytes. Needs no host, never fails
+        on a section the repository accepted (a field an old snapshot lacks shows as ``?``)."""
+        ...
+
+    def describe_restore(self, section: dict[str, Any], to: str | None) -> str:
+        """What a restore of its part of a snapshot (its manifest ``section``) would write, for the
+        line a command prints first: e.g. ``into database shop on 127.0.0.1:5432``; ``to`` is the
+        value of its ``restore_to`` option (None: in place). Never connects, never fails."""
         ...
 
 

@@ -341,7 +341,7 @@ class DockerComponent:
         """Nothing to check beyond the artifact's checksum (the workflow's): how many containers."""
         return {"containers": len(snapshot.manifest["components"][self.name].get("containers", []))}
 
-    def damage(self, snapshot: Snapshot) -> str | None:
+    def damage(self, snapshot: Snapshot, verified: object = None) -> str | None:
         """None: nothing beyond the manifest's checksums to distrust."""
         return None
 
@@ -364,3 +364,23 @@ class DockerComponent:
             return [{"check": f"{self.name}: containers", "ok": False, "detail": str(exc), "exit_code": exc.exit_code}]
         detail = ", ".join(f"{c['name']} {c['status']}" for c in found) or "none found"
         return [{"check": f"{self.name}: containers", "ok": bool(found), "detail": detail, "exit_code": 2}]
+
+    # -- what workflows and the CLI ask of its type (Component protocol) --------------------------
+
+    local_tools: ClassVar[tuple[str, ...]] = ()
+    stored_entries: ClassVar[frozenset[str]] = frozenset()
+    verify_when_artifacts_fail: ClassVar[bool] = False
+
+    @classmethod
+    def summary(cls, section: dict[str, Any], size: Callable[[float], str]) -> str:
+        """``2 containers: app-web running (image 0123456789ab), app-worker exited (image ...)``:
+        the states recorded (a restore puts none of them back)."""
+        recorded = DockerManifest.model_validate(section).containers
+        if not recorded:
+            return "no containers recorded"
+        each = [f"{c.name} {c.status} (image {c.image.removeprefix('sha256:')[:12] or '?'})" for c in recorded]
+        return f"{len(recorded)} container{'s' if len(recorded) > 1 else ''}: {', '.join(each)}"
+
+    def describe_restore(self, section: dict[str, Any], to: str | None) -> str:
+        """Nothing is written: container images and states are recorded only."""
+        return "(recorded only, not restored)"

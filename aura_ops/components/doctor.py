@@ -12,7 +12,7 @@ from typing import Any
 
 from aura_ops import components
 from aura_ops.components import snapshotting
-from aura_ops.config import Config, FilesConfig
+from aura_ops.config import Config
 from aura_ops.errors import AuraError
 from aura_ops.hosts import Command, Host
 from aura_ops.hosts.inventory import Inventory
@@ -86,8 +86,11 @@ def run(config: Config, hosts: Inventory | None = None) -> tuple[list[dict[str, 
     components on their hosts from ``hosts`` (by default the configuration's inventory)."""
     hosts = hosts or Inventory(config)
     checks: list[dict[str, Any]] = []
-    if any(isinstance(c, FilesConfig) for c in config.components.values()):
-        checks.append(_tool(hosts.local(), "rsync"))
+    # the tools components run on this machine (``Component.local_tools``), each checked once
+    needed = dict.fromkeys(
+        t for c in config.components.values() for t in components.component_class(c.type).local_tools
+    )
+    checks.extend(_tool(hosts.local(), tool) for tool in needed)
     for name in config.components:
         checks.extend(components.build(config, name, hosts).doctor())
     checks.extend(_repository(snapshotting.repository(config)))

@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -244,7 +245,7 @@ class ReleaseComponent:
         """Whether the release the snapshot recorded as current is still installed."""
         return _verify_entry(snapshot.manifest["components"][self.name], self if self.configured else None)
 
-    def damage(self, snapshot: Snapshot) -> str | None:
+    def damage(self, snapshot: Snapshot, verified: object = None) -> str | None:
         """None: nothing beyond the manifest's checksums to distrust."""
         return None
 
@@ -281,6 +282,22 @@ class ReleaseComponent:
         if ok:
             detail = f"current {self.current() or 'none'}, {len(self.installed())} releases"
         return [{"check": f"{self.name}: release path {self.path}", "ok": ok, "detail": detail, "exit_code": 2}]
+
+    # -- what workflows and the CLI ask of its type (Component protocol) --------------------------
+
+    local_tools: ClassVar[tuple[str, ...]] = ()
+    stored_entries: ClassVar[frozenset[str]] = frozenset()
+    verify_when_artifacts_fail: ClassVar[bool] = False
+
+    @classmethod
+    def summary(cls, section: dict[str, Any], size: Callable[[float], str]) -> str:
+        """``/srv/app: current v1.2``."""
+        recorded = ReleaseManifest.model_validate(section)
+        return f"{recorded.path}: current {recorded.current}"
+
+    def describe_restore(self, section: dict[str, Any], to: str | None) -> str:
+        """``into /srv/app (current -> v1.2)``: the release the snapshot recorded as current."""
+        return f"into {section.get('path')} (current -> {section.get('current')})"
 
 
 def _verify_entry(entry: dict[str, Any], component: ReleaseComponent | None) -> dict[str, Any]:

@@ -159,9 +159,9 @@ def files_targets(
             continue
         component = components.for_snapshot(config, name, entry, hosts)
         if to_path is None:
-            target = targets.check_in_place(component.host, entry, config)
+            target = targets.check_in_place(component.host, entry, config, local=hosts.local())
         else:
-            target = targets.check(component.host, to_path, config, to_path=True)
+            target = targets.check(component.host, to_path, config, to_path=True, local=hosts.local())
         entries = 0
         if count:
             found_target = component.restore_target(snapshot, RestoreRequest(to=str(target)))

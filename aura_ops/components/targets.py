@@ -9,7 +9,8 @@ followed), then refused (UsageError, exit 2) when it is
   fine), or the invoking user's home folder itself; these apply to ``--to-path``;
 - the repository, the state folder or the log folder, or a folder inside one of them, or a
   folder that holds one of them (in place too: a restore would otherwise delete them). These are
-  on the control machine and resolved there.
+  on the control machine and resolved there (``local``: the inventory's local host, given by the
+  caller).
 
 An in-place restore goes only to the folder the backup read: the snapshot's source resolved now
 must be the folder recorded at backup time (``source_resolved``; the recorded ``source`` itself
@@ -73,11 +74,6 @@ def resolve(host: Host, path: str | os.PathLike[str]) -> Path:
     return Path(host.realpath(os.path.expanduser(os.fspath(path))))
 
 
-def _resolve_here(path: str | os.PathLike[str]) -> Path:
-    """A path of the control machine (aura-ops' own folders) with every symlink followed."""
-    return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
-
-
 def protected(config: Any) -> dict[str, Path]:
     """aura-ops' own folders: no restore may write in, over or around them."""
     return {
@@ -87,8 +83,9 @@ def protected(config: Any) -> dict[str, Path]:
     }
 
 
-def refusal(host: Host, target: Path, own: dict[str, Path], system: bool) -> str | None:
-    """Why ``target`` (resolved on ``host``) may not be restored into, or None."""
+def refusal(host: Host, target: Path, own: dict[str, Path], system: bool, *, local: Host) -> str | None:
+    """Why ``target`` (resolved on ``host``) may not be restored into, or None; ``own`` are
+    folders of the control machine (``local``)."""
     if system:
         for tree in SYSTEM_TREES:
             real = resolve(host, tree)
@@ -98,7 +95,7 @@ def refusal(host: Host, target: Path, own: dict[str, Path], system: bool) -> str
             if target == resolve(host, folder):
                 return f"{target} is the system folder {folder}"
     for what, path in own.items():
-        real = _resolve_here(path)
+        real = resolve(local, path)
         if target == real:
             return f"{target} is {what}"
         if real in target.parents:
@@ -108,10 +105,11 @@ def refusal(host: Host, target: Path, own: dict[str, Path], system: bool) -> str
     return None
 
 
-def check(host: Host, path: str | os.PathLike[str], config: Any, to_path: bool) -> Path:
-    """The resolved target on ``host`` of a files restore; UsageError (exit 2) when it is refused."""
+def check(host: Host, path: str | os.PathLike[str], config: Any, to_path: bool, *, local: Host) -> Path:
+    """The resolved target on ``host`` of a files restore; UsageError (exit 2) when it is refused.
+    ``local``: the control machine, where aura-ops' own folders are."""
     target = resolve(host, path)
-    reason = refusal(host, target, protected(config), system=to_path)
+    reason = refusal(host, target, protected(config), system=to_path, local=local)
     if reason:
         option = "--to-path" if to_path else "an in-place restore"
         raise UsageError(f"refused: {option} {path}: {reason}; nothing was changed")
@@ -125,7 +123,7 @@ def count_entries(host: Host, target: Path, patterns: list[str]) -> int:
     return len(restorer.scan(host, str(target), patterns).entries)
 
 
-def check_in_place(host: Host, component: dict[str, Any], config: Any) -> Path:
+def check_in_place(host: Host, component: dict[str, Any], config: Any, *, local: Host) -> Path:
     """The resolved target of an in-place files restore of a manifest's ``component`` entry;
     UsageError (exit 2) when the source now leads elsewhere than the folder the backup read,
     or the target is refused (see ``check``)."""
@@ -137,4 +135,4 @@ def check_in_place(host: Host, component: dict[str, Any], config: Any) -> Path:
             f"refused: an in-place restore of {source}: it now leads to {target}, not to {recorded} where the "
             "snapshot was read from; name the folder with --to-path if that is really meant; nothing was changed"
         )
-    return check(host, target, config, to_path=False)
+    return check(host, target, config, to_path=False, local=local)

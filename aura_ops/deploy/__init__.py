@@ -13,23 +13,26 @@ import os
 from pathlib import Path
 from typing import Any
 
-from aura_ops import engine, logs
-from aura_ops.components import release
-from aura_ops.config import Config, ReleaseConfig
+from aura_ops import components, engine, logs
+from aura_ops.components import doctor, release
+from aura_ops.components.postgres import PostgresComponent
+from aura_ops.components.postgres import clone as pgclone
+from aura_ops.config import Config
 from aura_ops.deploy import checks
 from aura_ops.engine import planner, playbook
 from aura_ops.errors import AuraError, ChecksFailed, CommandFailed, ConfigError, RollbackError, UsageError, first_line
 from aura_ops.hosts import DEVNULL, Command, Host
 from aura_ops.hosts.inventory import Inventory
+from aura_ops.workflows import retention, snapshots
 
 
 def _playbook() -> playbook.Playbook:
     return playbook.load("deploy")
 
 
-def plan(config: Config, version: str, source: Path | None) -> list[dict[str, Any]]:
-    check_usage(config, version, source, Inventory(config))
-    return planner.plan(config, _playbook(), {"version": version, "source": str(source or "<source>")})
+def plan(config: Config, version: str, source: Path | None, hosts: Inventory) -> list[dict[str, Any]]:
+    check_usage(config, version, source, hosts)
+    return planner.plan(config, _playbook(), {"version": version, "source": str(source or "<source>")}, hosts)
 
 
 def _release_or_none(config: Config, hosts: Inventory) -> release.ReleaseComponent | None:
@@ -37,9 +40,7 @@ def _release_or_none(config: Config, hosts: Inventory) -> release.ReleaseCompone
     name = config.only("release", config.deploy.release, "release")
     if name is None:
         return None
-    cfg = config.component(name)
-    assert isinstance(cfg, ReleaseConfig)
-    return release.ReleaseComponent(name, cfg, hosts.for_component(name))
+    return components.build_as(config, name, hosts, release.ReleaseComponent)
 
 
 def _release(config: Config, hosts: Inventory) -> release.ReleaseComponent:
@@ -112,7 +113,8 @@ def already_live(config: Config, version: str, hosts: Inventory) -> dict[str, An
     state = component.states().get(version, {}).get("state")
     if state in ("rolled_back", "failed"):
         return None
-    succeeded = [r.id for r in engine.Engine(config).journal.by_key(f"deploy:{version}") if r.status == "succeeded"]
+    runs = engine.Engine(config, hosts).journal.by_key(f"deploy:{version}")
+    succeeded = [r.id for r in runs if r.status == "succeeded"]
     if state == "verified" or succeeded:
         installed = component.is_installed(version)
         how = (
@@ -132,23 +134,15 @@ class PreflightFailed(ChecksFailed):
     """A preflight check failed: nothing was changed, no run was started."""
 
 
-def preflight(config: Config) -> list[dict[str, Any]]:
+def preflight(config: Config, hosts: Inventory) -> list[dict[str, Any]]:
     """Before the run lock is taken: ``doctor``'s checks (tools, versions, reachability, disk
     for the snapshot) and whether the database can be cloned for a fast rollback (privileges,
     disk on its server). PreflightFailed naming every failed check; a clone that cannot be made
     fails it only with ``deploy.fast_rollback: required``."""
-    from aura_ops.components import doctor
-    from aura_ops.components.postgres import PostgresComponent
-    from aura_ops.components.postgres import clone as pgclone
-    from aura_ops.config import PostgresConfig
-    from aura_ops.hosts.inventory import Inventory
-
-    results, code = doctor.run(config)
+    results, code = doctor.run(config, hosts)
     database = config.only("postgres", config.deploy.database, "database")
     if database and config.deploy.fast_rollback != "off" and not code:
-        cfg = config.component(database)
-        assert isinstance(cfg, PostgresConfig)
-        can = pgclone.feasibility(PostgresComponent(database, cfg, Inventory(config).for_component(database)))
+        can = pgclone.feasibility(components.build_as(config, database, hosts, PostgresComponent))
         required = config.deploy.fast_rollback == "required"
         results.append(
             {
@@ -168,16 +162,18 @@ def preflight(config: Config) -> list[dict[str, Any]]:
     return results
 
 
-def deploy(config: Config, version: str, source: Path, rollback: bool) -> tuple[engine.Outcome | None, dict[str, Any]]:
-    """Deploy ``version`` from ``source``; (None, report) when there is nothing to do (it is live)."""
-    hosts = Inventory(config)
+def deploy(
+    config: Config, version: str, source: Path, rollback: bool, hosts: Inventory
+) -> tuple[engine.Outcome | None, dict[str, Any]]:
+    """Deploy ``version`` from ``source`` (components on their hosts from ``hosts``, shared with
+    the run); (None, report) when there is nothing to do (it is live)."""
     check_usage(config, version, source, hosts)
     engine.refuse_if_interrupted(config)
     done = already_live(config, version, hosts)
     if done is not None:
         return None, done
-    runner = engine.Engine(config)
-    report: dict[str, Any] = {"preflight": preflight(config)}
+    runner = engine.Engine(config, hosts)
+    report: dict[str, Any] = {"preflight": preflight(config, hosts)}
     outcome = runner.run(
         _playbook(),
         {"version": version, "source": str(source)},
@@ -192,8 +188,6 @@ def deploy(config: Config, version: str, source: Path, rollback: bool) -> tuple[
         except RollbackError as unhealthy:  # undone, but the old version fails its checks: exit 4
             outcome = outcome.failed(unhealthy)
     if outcome.run.status in ("succeeded", "rolled_back"):  # recorded finished: its snapshots judged as such
-        from aura_ops.workflows import retention
-
         pruned = retention.auto_prune(config, "deploy")  # retention.auto; a failure is a warning only
         if pruned is not None:
             report["auto_prune"] = pruned
@@ -223,12 +217,12 @@ def _verify_old_version(config: Config, outcome: engine.Outcome, hosts: Inventor
     return report
 
 
-def rollback_plan(config: Config, to_release: str | None, to_snapshot: str | None, keep_data: bool) -> dict[str, Any]:
+def rollback_plan(
+    config: Config, to_release: str | None, to_snapshot: str | None, keep_data: bool, hosts: Inventory
+) -> dict[str, Any]:
     """Resolve where a rollback goes: the release, and (unless data is kept) the snapshot whose
     database goes back with it. UsageError when there is nowhere to go."""
-    from aura_ops.workflows import snapshots
-
-    component = _release_or_none(config, Inventory(config))
+    component = _release_or_none(config, hosts)
     if component is None:
         raise UsageError("rollback needs a component of type release")
     name = component.name
@@ -277,10 +271,10 @@ def rollback_plan(config: Config, to_release: str | None, to_snapshot: str | Non
     }
 
 
-def rollback(config: Config, params: dict[str, Any]) -> tuple[engine.Outcome, dict[str, Any]]:
+def rollback(config: Config, params: dict[str, Any], hosts: Inventory) -> tuple[engine.Outcome, dict[str, Any]]:
     book = playbook.load("rollback")
     given = {k: str(params[k]) for k in ("release", "snapshot", "database", "restore_data")}
-    outcome = engine.Engine(config).run(book, given, trigger="rollback")
+    outcome = engine.Engine(config, hosts).run(book, given, trigger="rollback")
     report: dict[str, Any] = {"target": params}
     if outcome.run.status == "succeeded":
         started = dt.datetime.fromisoformat(outcome.run.created)

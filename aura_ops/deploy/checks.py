@@ -11,15 +11,14 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from aura_ops import logs
+from aura_ops import components, logs
+from aura_ops.components.containers import DockerComponent
 from aura_ops.config import (
     CheckConfig,
     CommandCheck,
     Config,
     ContainerCheck,
-    DockerConfig,
     HttpCheck,
-    PostgresConfig,
     SqlCheck,
     TcpCheck,
 )
@@ -79,12 +78,9 @@ def _command(check: CommandCheck, host: Host) -> str:
     return "exit 0"
 
 
-def _sql(check: SqlCheck, config: Config) -> str:
-    from aura_ops.components.postgres import PostgresComponent
-
-    cfg = config.component(check.component)
-    assert isinstance(cfg, PostgresConfig)
-    database = PostgresComponent(check.component, cfg, Inventory(config).for_component(check.component))
+def _sql(check: SqlCheck, config: Config, hosts: Inventory) -> str:
+    # the class through the registry: psycopg is imported only when a check needs it
+    database: Any = components.build_as(config, check.component, hosts, components.component_class("postgres"))
     try:
         row = database.query(check.query, attempts=1, timeout=max(1, int(check.timeout)))
     except AuraError as exc:
@@ -95,15 +91,11 @@ def _sql(check: SqlCheck, config: Config) -> str:
     return f"returned {value!r}"
 
 
-def _container(check: ContainerCheck, config: Config) -> str:
+def _container(check: ContainerCheck, config: Config, hosts: Inventory) -> str:
     """Every chosen container is running and, if it has a Docker healthcheck, healthy."""
-    from aura_ops.components.containers import DockerComponent
-    from aura_ops.hosts.inventory import Inventory
-
-    cfg = config.component(check.component)
-    assert isinstance(cfg, DockerConfig)
+    containers = components.build_as(config, check.component, hosts, DockerComponent)
     try:
-        found = DockerComponent(check.component, cfg, Inventory(config).for_component(check.component)).status()
+        found = containers.status()
     except AuraError as exc:
         raise CheckFailed(str(exc)) from None
     if check.containers:
@@ -133,8 +125,8 @@ def probe(check: CheckConfig, config: Config, hosts: Inventory | None = None) ->
         except AuraError as exc:
             raise CheckFailed(str(exc)) from None
     if isinstance(check, ContainerCheck):
-        return _container(check, config)
-    return _sql(check, config)
+        return _container(check, config, hosts or Inventory(config))
+    return _sql(check, config, hosts or Inventory(config))
 
 
 def wait_for(check: CheckConfig, config: Config, hosts: Inventory | None = None) -> dict[str, Any]:

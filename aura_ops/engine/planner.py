@@ -8,6 +8,7 @@ from typing import Any
 from aura_ops.config import Config
 from aura_ops.engine.actions import REGISTRY, Context
 from aura_ops.engine.playbook import Playbook, render
+from aura_ops.hosts.inventory import Inventory
 
 
 class _Later:
@@ -23,15 +24,18 @@ class _Later:
         return f"<{self.step}.{name}>"
 
 
-def plan(config: Config, playbook: Playbook, given: dict[str, str]) -> list[dict[str, Any]]:
+def plan(
+    config: Config, playbook: Playbook, given: dict[str, str], hosts: Inventory | None = None
+) -> list[dict[str, Any]]:
     params = playbook.resolve_params(given)
     context = {"params": params, "steps": {s.name: _Later(s.name) for s in playbook.steps}, "run_id": "<run>"}
     work_dir = config.state.path / "runs" / "plan"
+    hosts = hosts or Inventory(config)  # one for every step (the command's, when it passes one)
     result = []
     for step in playbook.steps:
         action = REGISTRY[step.action]
         p = action.Params.model_validate(render(step.with_, context))
-        ctx = Context(config, "<run>", step.name, work_dir, step.timeout)
+        ctx = Context(config, "<run>", step.name, work_dir, step.timeout, hosts)
         apply, undo = action.describe(p, ctx)
         if step.undo:
             undo_action = REGISTRY[step.undo.action]

@@ -11,12 +11,16 @@ in the journal (``runs resume`` / ``runs abort`` ask for them again).
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 from typing import Any, Literal
 
+from jinja2 import StrictUndefined, meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aura_ops import yamlfile
+from aura_ops.engine.actions import REGISTRY
 from aura_ops.errors import ConfigError
 from aura_ops.secrets import MASK, mask_values, register
 
@@ -25,8 +29,6 @@ def _shipped() -> Path:
     """The shipped playbooks: the package data ``aura_ops.playbooks`` (a wheel, or an editable
     install mapping it to the checkout's ``playbooks/``), else, in a source checkout run without
     installing, its ``playbooks/`` folder."""
-    import importlib.resources
-
     try:
         folder = importlib.resources.files("aura_ops.playbooks")
     except ModuleNotFoundError:
@@ -95,9 +97,6 @@ class Playbook(BaseModel):
 
 
 def environment() -> Any:
-    from jinja2 import StrictUndefined
-    from jinja2.sandbox import SandboxedEnvironment
-
     return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
@@ -125,8 +124,6 @@ def _strings(value: Any, key: str) -> list[tuple[str, str]]:
 
 def _references(env: Any, text: str) -> tuple[set[str], set[str], set[str]]:
     """(steps referenced, params referenced, other names) in one template."""
-    from jinja2 import meta, nodes
-
     tree = env.parse(text)
     steps: set[str] = set()
     params: set[str] = set()
@@ -142,8 +139,6 @@ def _references(env: Any, text: str) -> tuple[set[str], set[str], set[str]]:
 def _check_step(
     index: int, step: Step, earlier: list[str], declared: set[str], all_names: list[str], env: Any
 ) -> list[str]:
-    from aura_ops.engine.actions import REGISTRY
-
     where = f"step {index + 1} '{step.name}'"
     problems = []
     for action_name, params, label in [(step.action, step.with_, "with")] + (

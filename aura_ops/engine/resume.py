@@ -20,7 +20,7 @@ from aura_ops.errors import LockedError, UsageError
 from aura_ops.hosts import local_hostname
 from aura_ops.secrets import register
 from aura_ops.state.journal import Journal, RunRecord
-from aura_ops.state.lock import _pid_alive
+from aura_ops.state.lock import pid_alive
 
 
 def refuse_interrupted(journal: Journal, target: str) -> None:
@@ -67,7 +67,7 @@ def _process_state(run: RunRecord) -> str:
         return "its process is unknown"
     if run.host and run.host != local_hostname():
         return f"its process (pid {run.pid} on {run.host}) cannot be checked from this host"
-    alive = _pid_alive(run.pid)
+    alive = pid_alive(run.pid)
     with contextlib.suppress(OSError):  # a pid the kernel has given to another program is not the run's
         alive = alive and b"aura" in Path(f"/proc/{run.pid}/cmdline").read_bytes()
     if alive:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aura_ops.errors import UsageError
+from aura_ops.repository import check_prefix
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -231,8 +232,6 @@ class Journal:
     def run(self, reference: str) -> RunRecord:
         """The run with this id, or the one whose id starts with ``reference`` (at least 4
         characters, compared literally: ``%`` and ``_`` are not patterns); UsageError otherwise."""
-        from aura_ops.repository import check_prefix
-
         exact = self.db.execute(SELECT_RUNS + " WHERE id = ?", (reference,)).fetchone()
         if exact:
             return self._run(exact)

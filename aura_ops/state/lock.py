@@ -22,7 +22,8 @@ from aura_ops.errors import LockedError
 from aura_ops.hosts import local_hostname
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -64,7 +65,7 @@ def hold(path: Path, run_id: str, command: str) -> Iterator[dict[str, Any]]:
             raise LockedError(f"{path} is locked by {describe(holder)}") from None
         previous = read_holder(path)
         if previous:
-            state = "alive, lock released" if _pid_alive(int(previous.get("pid", 0))) else "dead"
+            state = "alive, lock released" if pid_alive(int(previous.get("pid", 0))) else "dead"
             logs.get().warning("lock.stale_taken_over", lock=str(path), holder=describe(previous), holder_process=state)
         record = {
             "owner": getpass.getuser(),

@@ -30,19 +30,28 @@ removes the ``.deleting.partial`` left over).
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import datetime as dt
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from aura_ops import faults, logs
+from aura_ops import components, faults, logs
+from aura_ops.components import snapshotting
+from aura_ops.components.release import ReleaseComponent
 from aura_ops.config import Config
+from aura_ops.engine import resume
+from aura_ops.engine.session import open_journal, state_dir
 from aura_ops.errors import ConfigError, Interrupted, UsageError, first_line
+from aura_ops.hosts import local_hostname
+from aura_ops.hosts.inventory import Inventory
 from aura_ops.repository import Repository, Snapshot, is_snapshot_id, new_snapshot_id
 from aura_ops.retention import Decision, Plan, Reason, Rule, SnapshotInfo, decide
+from aura_ops.state import temporaries
 from aura_ops.state.journal import RUN_FINAL, Journal, RunRecord
+from aura_ops.state.lock import pid_alive
+from aura_ops.workflows.snapshots import interruptible, listing
 
 Protections = dict[str, list[str]]
 ABORTABLE = ("failed", "rollback_failed")  # ended, but `runs abort` may still undo them
@@ -80,35 +89,24 @@ def damaged_decision(snapshot: Snapshot, pinned: bool) -> Decision:
     return Decision(info, reasons)
 
 
-def checked_snapshots(repository: Repository) -> list[Snapshot]:
-    """Every sealed snapshot, marked damaged when its manifest or a files index cannot be
-    trusted (as ``snapshots list`` marks them)."""
-    from aura_ops.components import files
-    from aura_ops.hosts.local import LocalHost
-
-    cache = files.VerifiedCache(repository.path / "cache" / "verified-files.json")  # read, never saved here
-    store = LocalHost()  # TRANSITIONAL until the merge of the seams branch (Component.damage)
-    found = []
-    for snapshot in repository.all_snapshots():
-        damage = snapshot.damaged
-        for name, entry in snapshot.manifest.get("components", {}).items():
-            if damage is None and entry.get("type") == "files":
-                damage = files.index_damage(store, snapshot, name, cache)
-        found.append(dataclasses.replace(snapshot, damaged=damage))
-    return found
-
-
-def plan(config: Config, repository: Repository, journal: Journal | None, now: dt.datetime | None = None) -> Plan:
+def plan(
+    config: Config,
+    repository: Repository,
+    journal: Journal | None,
+    now: dt.datetime | None = None,
+    hosts: Inventory | None = None,
+) -> Plan:
     """Every sealed snapshot's decision under ``config.retention``, with every protection above
     (read-only; ``journal`` None: no runs recorded yet). Raises what reading the live release
     raises (its host unreachable): a prune that cannot tell what a rollback needs deletes nothing."""
-    snapshots = checked_snapshots(repository)
+    hosts = hosts or Inventory(config)
+    snapshots = listing(config, hosts, repository)  # damaged: as `snapshots list` marks them
     pinned = repository.pinned()
     intact = [s for s in snapshots if s.damaged is None]
     protected: Protections = {}
-    _merge(protected, rollback_needs(config, repository.snapshots()))
+    _merge(protected, rollback_needs(config, repository.snapshots(), hosts))
     if journal is not None:
-        _merge(protected, deploy_needs(config, journal))
+        _merge(protected, deploy_needs(config, journal, hosts))
         _merge(protected, run_needs(config, journal, [s.id for s in snapshots]))
     decided = decide((snapshot_info(s, s.id in pinned) for s in intact), config.retention.retention(), protected, now)
     damaged = [damaged_decision(s, s.id in pinned) for s in snapshots if s.damaged is not None]
@@ -127,21 +125,15 @@ def _merge(into: Protections, found: Protections) -> None:
 # ---------------------------------------------------------------- what a rollback needs
 
 
-def _release(config: Config) -> Any:
+def _release(config: Config, hosts: Inventory) -> ReleaseComponent | None:
     """The deploy's release component on its host, or None when none is configured."""
-    from aura_ops.components import release
-    from aura_ops.config import ReleaseConfig
-    from aura_ops.hosts.inventory import Inventory
-
     try:
         name = config.only("release", config.deploy.release, "release")
     except ConfigError:  # several, none named in deploy.release: no deploy or rollback can run
         return None
     if name is None:
         return None
-    cfg = config.component(name)
-    assert isinstance(cfg, ReleaseConfig)
-    return release.ReleaseComponent(name, cfg, Inventory(config).for_component(name))
+    return components.build_as(config, name, hosts, ReleaseComponent)
 
 
 def _rollback_snapshot(snapshots: list[Snapshot], release_name: str, database: str, target: str) -> str | None:
@@ -156,11 +148,11 @@ def _rollback_snapshot(snapshots: list[Snapshot], release_name: str, database: s
     return candidates[-1] if candidates else None
 
 
-def rollback_needs(config: Config, snapshots: list[Snapshot]) -> Protections:
+def rollback_needs(config: Config, snapshots: list[Snapshot], hosts: Inventory) -> Protections:
     """The snapshot ``aura-ops rollback`` would restore now, and the one a second rollback (from
     the release that one puts back, to the verified release before it) would restore; nothing
     when there is no release or no database component (a rollback then restores no snapshot)."""
-    component = _release(config)
+    component = _release(config, hosts)
     try:
         database = config.only("postgres", config.deploy.database, "database")
     except ConfigError:  # several, none named in deploy.database: no rollback can run
@@ -180,10 +172,10 @@ def rollback_needs(config: Config, snapshots: list[Snapshot]) -> Protections:
     return found
 
 
-def deploy_needs(config: Config, journal: Journal) -> Protections:
+def deploy_needs(config: Config, journal: Journal, hosts: Inventory) -> Protections:
     """The snapshots the last succeeded deploy of the live release, and of the previous good
     release (where a rollback goes), took: the data from before each went live."""
-    component = _release(config)
+    component = _release(config, hosts)
     if component is None:
         return {}
     states, live = component.states(), component.current()
@@ -226,8 +218,6 @@ def referenced(journal: Journal, run: RunRecord) -> list[str]:
 
 def _abortable(journal: Journal, run: RunRecord) -> bool:
     """A failed run that ``runs abort`` may still undo (no later run changed the system)."""
-    from aura_ops.engine import resume
-
     try:
         resume.refuse_if_overtaken(journal, run)
     except UsageError:
@@ -238,16 +228,11 @@ def _abortable(journal: Journal, run: RunRecord) -> bool:
 def _may_be_running(run: RunRecord) -> bool:
     """Whether the process that drives ``run`` may still be at work (alive, or on another host);
     a dead one's step in flight sealed nothing it will use (a resume takes its snapshot again)."""
-    import contextlib
-
-    from aura_ops.hosts import local_hostname
-    from aura_ops.state.lock import _pid_alive
-
     if run.status in RUN_FINAL or not run.pid:
         return False
     if run.host and run.host != local_hostname():
         return True
-    alive = _pid_alive(run.pid)
+    alive = pid_alive(run.pid)
     with contextlib.suppress(OSError):  # a pid the kernel has given to another program is not the run's
         alive = alive and b"aura" in Path(f"/proc/{run.pid}/cmdline").read_bytes()
     return alive
@@ -257,8 +242,6 @@ def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> 
     """What runs that are not finished (or failed and still abortable) need: every snapshot they
     reference, and while one has a step in flight (its process alive), every snapshot sealed
     since that step began."""
-    from aura_ops.engine.session import state_dir
-
     target = str(state_dir(config))
     runs = journal.unfinished(target)
     runs += [r for r in journal.runs(1000) if r.target == target and r.status in ABORTABLE and _abortable(journal, r)]
@@ -312,8 +295,6 @@ def report(plan_: Plan, dry_run: bool, configured: bool) -> dict[str, Any]:
 
 def open_journal_if_any(config: Config) -> Journal | None:
     """The configuration's journal, or None when no run was ever recorded (nothing is created)."""
-    from aura_ops.engine.session import open_journal, state_dir
-
     if not (state_dir(config) / "journal.db").exists():
         return None
     return open_journal(config)
@@ -332,9 +313,6 @@ def prune(
     checksum file and pin too). Returns :func:`report` with ``deleted`` and ``freed`` (bytes).
     LockedError (exit 5) when another command holds the repository; Interrupted (SIGTERM)
     between or during deletions, naming what was deleted so far."""
-    from aura_ops.state import temporaries
-    from aura_ops.workflows.snapshots import interruptible
-
     configured = config.retention.retention().configured
     if dry_run:
         return report(plan(config, repository, journal, now), True, configured)
@@ -369,8 +347,6 @@ def auto_prune(config: Config, after: str) -> dict[str, Any] | None:
     backup or deploy it follows has succeeded)."""
     if not config.retention.auto:
         return None
-    from aura_ops.components import snapshotting
-
     journal = None
     try:
         journal = open_journal_if_any(config)
@@ -388,8 +364,6 @@ def auto_prune(config: Config, after: str) -> dict[str, Any] | None:
 def pin(config: Config, reference: str, pinned: bool = True) -> tuple[str, bool]:
     """Pin (or unpin) the snapshot ``reference`` names (full id, unique prefix, ``latest``),
     under the repository lock; (its id, whether that changed anything). UsageError when unknown."""
-    from aura_ops.components import snapshotting
-
     repository = snapshotting.repository(config)
     snapshot_id = repository.resolve(reference)
     run_id = new_snapshot_id()

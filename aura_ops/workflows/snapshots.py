@@ -20,12 +20,13 @@ from typing import Any
 
 from aura_ops import checksum, logs
 from aura_ops import components as registry
-from aura_ops.components import files, snapshotting
+from aura_ops.components import snapshotting
 from aura_ops.config import Config
 from aura_ops.errors import Interrupted, VerificationError
 from aura_ops.hosts import local_hostname
 from aura_ops.hosts.inventory import Inventory
 from aura_ops.repository import MANIFEST, Repository, Snapshot, new_snapshot_id
+from aura_ops.repository.verified import VerifiedCache
 from aura_ops.state import temporaries
 
 
@@ -82,25 +83,27 @@ def backup(
         temporaries.bound(config),
     ):
         temporaries.sweep(config)
-        snapshot = snapshotting.take(repo, chosen, tags)
-    from aura_ops.workflows import retention  # retention.auto: a failure there is a warning only
-
-    retention.auto_prune(config, "backup")
-    return snapshot
+        return snapshotting.take(repo, chosen, tags)
 
 
-def listing(config: Config) -> list[Snapshot]:
-    """Every sealed snapshot, each marked ``damaged`` (with the reason) when its manifest or a
-    files index cannot be trusted; one damaged snapshot does not stop the others."""
-    repo = repository(config)
-    cache = files.VerifiedCache(repo.path / "cache" / "verified-files.json")  # read, never saved here
-    store = Inventory(config).local()  # the control machine, where the snapshot folders are
+def _verified_cache(repo: Repository) -> VerifiedCache:
+    return VerifiedCache(repo.path / "cache" / "verified-files.json")
+
+
+def listing(config: Config, hosts: Inventory | None = None, repo: Repository | None = None) -> list[Snapshot]:
+    """Every sealed snapshot (of ``repo``, else the configured repository), each marked
+    ``damaged`` (with the reason) when its manifest or a component's stored part
+    (``Component.damage``, components on their hosts from ``hosts``) cannot be trusted; one
+    damaged snapshot does not stop the others."""
+    repo = repo or repository(config)
+    hosts = hosts or Inventory(config)
+    cache = _verified_cache(repo)  # read, never saved here
     found = []
     for snapshot in repo.all_snapshots():
         damage = snapshot.damaged
         for name, entry in snapshot.manifest.get("components", {}).items():
-            if damage is None and entry.get("type") == "files":
-                damage = files.index_damage(store, snapshot, name, cache)
+            if damage is None:
+                damage = registry.for_snapshot(config, name, entry, hosts).damage(snapshot, cache)
         found.append(dataclasses.replace(snapshot, damaged=damage))
     return found
 
@@ -125,28 +128,34 @@ def verify(
 ) -> dict[str, Any]:
     """Verify artifact checksums (and more, per component). Every problem found is collected;
     VerifyFailed (exit 3) carries the report listing them all. A damaged manifest is
-    VerificationError at once."""
+    VerificationError at once. A component's own ``verify`` runs when its artifacts pass (or
+    always, ``verify_when_artifacts_fail``); its ``damage`` check then records what it found
+    sealed in the repository's verified cache, for ``listing``."""
     repo = repository(config)
     snapshot = repo.get(reference)
     hosts = hosts or Inventory(config)
     report: dict[str, Any] = {"snapshot": snapshot.id, "deep": deep, "components": {}, "problems": []}
-    cache = files.VerifiedCache(repo.path / "cache" / "verified-files.json")
+    cache = _verified_cache(repo)
     with logs.bind(snapshot=snapshot.id), temporaries.bound(config):
         for name, entry in snapshot.manifest["components"].items():
             if components and name not in components:
                 continue
             with logs.bind(component=name):
-                problems = _artifact_problems(snapshot, name, entry, cache)
+                kind = registry.component_class(entry["type"])
+                problems = _artifact_problems(snapshot, name, entry)
                 result: dict[str, Any] = {}
-                if not problems or entry["type"] == "files":  # files: report the tree's problems too
+                if not problems or kind.verify_when_artifacts_fail:
                     try:
                         component = registry.for_snapshot(config, name, entry, hosts)
                         result = {"artifacts_verified": len(entry.get("artifacts", {}))}
                         result |= component.verify(snapshot, deep)
+                        damage = None if problems else component.damage(snapshot, cache)
                     except VerificationError as exc:
                         problems.append(str(exc))
+                    else:
+                        problems.extend([damage] if damage else [])
                 problems.extend(result.pop("problems", []))
-                problems.extend(_extra_in_component(snapshot, name, entry))
+                problems.extend(_extra_in_component(snapshot, name, entry, kind.stored_entries))
                 report["components"][name] = result
                 report["problems"].extend(problems)
         if not components:
@@ -169,15 +178,13 @@ def _extra_in_snapshot(snapshot: Snapshot) -> list[str]:
     ]
 
 
-def _extra_in_component(snapshot: Snapshot, name: str, entry: dict[str, Any]) -> list[str]:
-    """Names in a component's folder that the manifest does not record (top level; a files
-    component's tree is compared with its index by files.verify)."""
+def _extra_in_component(snapshot: Snapshot, name: str, entry: dict[str, Any], stored: frozenset[str]) -> list[str]:
+    """Names in a component's folder that the manifest does not record (top level: its artifacts'
+    and ``stored``, its type's ``stored_entries``, which its own verify checks)."""
     folder = snapshot.component_dir(name)
     if not folder.is_dir():
         return []
-    expected = {artifact.split("/", 1)[0] for artifact in entry.get("artifacts", {})}
-    if entry["type"] == "files":
-        expected.add(files.TREE)
+    expected = {artifact.split("/", 1)[0] for artifact in entry.get("artifacts", {})} | stored
     return [
         f"{name}: {extra}: in the component folder but not in the manifest"
         for extra in sorted(item.name for item in folder.iterdir())
@@ -185,7 +192,9 @@ def _extra_in_component(snapshot: Snapshot, name: str, entry: dict[str, Any]) ->
     ]
 
 
-def _artifact_problems(snapshot: Snapshot, name: str, entry: dict[str, Any], cache: files.VerifiedCache) -> list[str]:
+def _artifact_problems(snapshot: Snapshot, name: str, entry: dict[str, Any]) -> list[str]:
+    """Each artifact the manifest records for component ``name`` that is missing or whose
+    checksum differs (every one hashed)."""
     algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
     problems = []
     for artifact, info in entry.get("artifacts", {}).items():
@@ -193,12 +202,8 @@ def _artifact_problems(snapshot: Snapshot, name: str, entry: dict[str, Any], cac
         if not path.is_file():
             problems.append(f"{name}: {artifact}: missing")
             continue
-        st = path.stat()
-        digest = checksum.file_digest(path, algorithm)[0]
-        if digest != info["hash"]:
+        if checksum.file_digest(path, algorithm)[0] != info["hash"]:
             problems.append(f"{name}: {artifact}: checksum mismatch")
-        elif artifact == files.INDEX:
-            cache.entries[files.VerifiedCache.key(st)] = digest  # lets `snapshots list` skip it
     return problems
 
 

@@ -83,12 +83,12 @@ def _config(tmp_path: Path) -> SimpleNamespace:
 )
 def test_system_folders_are_refused_as_to_path(target: str, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="refused"):
-        targets.check(LocalHost(), target, _config(tmp_path), to_path=True)
+        targets.check(LocalHost(), target, _config(tmp_path), to_path=True, local=LocalHost())
 
 
 @pytest.mark.parametrize("target", ["/srv/site-restored", "/var/www/app", "/home/alice/restore", "/opt/app/data"])
 def test_folders_below_the_common_data_folders_are_allowed(target: str, tmp_path: Path) -> None:
-    assert targets.check(LocalHost(), target, _config(tmp_path), to_path=True) == Path(target)
+    assert targets.check(LocalHost(), target, _config(tmp_path), to_path=True, local=LocalHost()) == Path(target)
 
 
 @pytest.mark.parametrize("where", ["repo", "repo/snapshots/x", ".", "state", "logs/deeper", "link"])
@@ -97,8 +97,11 @@ def test_the_repository_state_and_logs_and_what_holds_them_are_refused_in_place_
     (tmp_path / "link").symlink_to(tmp_path / "repo" / "snapshots", target_is_directory=True)
     for to_path in (True, False):
         with pytest.raises(UsageError, match="refused"):
-            targets.check(LocalHost(), tmp_path / where, _config(tmp_path), to_path=to_path)
-    assert targets.check(LocalHost(), tmp_path / "elsewhere", _config(tmp_path), to_path=True) == tmp_path / "elsewhere"
+            targets.check(LocalHost(), tmp_path / where, _config(tmp_path), to_path=to_path, local=LocalHost())
+    assert (
+        targets.check(LocalHost(), tmp_path / "elsewhere", _config(tmp_path), to_path=True, local=LocalHost())
+        == tmp_path / "elsewhere"
+    )
 
 
 def test_mount_points_are_read_with_their_escapes() -> None:

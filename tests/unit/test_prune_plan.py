@@ -48,7 +48,7 @@ def seal(repo: Repository, hours: int, current: str | None = None, tags: tuple[s
         (folder / "db").mkdir()
         components["db"] = {"type": "postgres"}
     if current is not None:
-        components["app"] = {"type": "release", "current": current}
+        components["app"] = {"type": "release", "path": "/srv/app", "current": current}
     created = (BASE + dt.timedelta(hours=hours)).isoformat(timespec="seconds")
     repo.commit(sid, {"format": 2, "id": sid, "created": created, "tags": list(tags), "components": components})
     return sid

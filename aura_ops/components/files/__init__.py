@@ -11,6 +11,7 @@ only through its ``Host``, the snapshot's folder only through ``store`` (the con
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from aura_ops.components.base import ComponentManifest, RestoreRequest, RestoreTarget, SnapshotTarget
@@ -22,7 +23,6 @@ from aura_ops.components.files.stored import (
     TREE,
     FilesManifest,
     Index,
-    VerifiedCache,
     checked_index,
     decode_entry,
     encode_line,
@@ -36,6 +36,7 @@ from aura_ops.config import FilesConfig
 from aura_ops.errors import VerificationError
 from aura_ops.hosts.base import Host, compile_excludes, is_excluded, shown
 from aura_ops.repository import Snapshot
+from aura_ops.repository.verified import VerifiedCache
 
 __all__ = [
     "INDEX",
@@ -92,9 +93,10 @@ class FilesComponent:
             return {"problems": [str(exc)]}
         return verify_tree(self.store, snapshot, self.name, manifest)
 
-    def damage(self, snapshot: Snapshot) -> str | None:
-        """Its index is missing or changed since the snapshot was sealed (hashed), or None."""
-        return index_damage(self.store, snapshot, self.name)
+    def damage(self, snapshot: Snapshot, verified: VerifiedCache | None = None) -> str | None:
+        """Its index is missing or changed since the snapshot was sealed (hashed unless
+        ``verified`` found it sealed as it is), or None."""
+        return index_damage(self.store, snapshot, self.name, verified)
 
     def restore_target(self, snapshot: Snapshot, request: RestoreRequest) -> RestoreTarget:
         """The folder a restore would replace (``request.to``, else the snapshot's source
@@ -139,3 +141,22 @@ class FilesComponent:
                 "exit_code": 2,
             }
         ]
+
+    # -- what workflows and the CLI ask of its type (Component protocol) --------------------------
+
+    local_tools: ClassVar[tuple[str, ...]] = ("rsync",)
+    stored_entries: ClassVar[frozenset[str]] = frozenset({TREE})  # compared with the index by verify
+    verify_when_artifacts_fail: ClassVar[bool] = True  # the tree's own problems are listed too
+
+    @classmethod
+    def summary(cls, section: dict[str, Any], size: Callable[[float], str]) -> str:
+        """``/srv/uploads: 120 files, 3.2 MB; copied 4, hard-linked 116 unchanged``."""
+        recorded = FilesManifest.model_validate(section)
+        return (
+            f"{recorded.source}: {recorded.file_count} files, {size(recorded.bytes)}; "
+            f"copied {recorded.copied_files}, hard-linked {recorded.linked_files} unchanged"
+        )
+
+    def describe_restore(self, section: dict[str, Any], to: str | None) -> str:
+        """``into /srv/uploads``: ``to`` (``--to-path``), else the folder the snapshot read."""
+        return f"into {to or section.get('source')}"

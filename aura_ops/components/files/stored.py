@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 import stat
 import threading
@@ -31,6 +30,7 @@ from aura_ops.components.base import ComponentManifest
 from aura_ops.errors import VerificationError
 from aura_ops.hosts.base import Host, StatResult, compile_excludes, shown
 from aura_ops.repository import Snapshot
+from aura_ops.repository.verified import VerifiedCache
 
 INDEX = "index.jsonl"
 INDEX_VERSION = 2  # 2: xattrs ("x") recorded in the index; names that are not UTF-8 as base64
@@ -274,38 +274,6 @@ KIND_NAMES = {"d": "a folder", "l": "a symlink", "f": "a file", "h": "a file", "
 
 
 # ---------------------------------------------------------------- verify
-
-
-class VerifiedCache:
-    """Files indexes a verify hashed and found as sealed (key: device, inode, size, mtime, ctime
-    -> hash): lets ``snapshots list`` skip re-hashing an index nobody rewrote. Only a hint for
-    ``list``: ``verify`` re-hashes every artifact and file, and restores hash what they use. A
-    cache file that is unreadable or not a map of strings is ignored (and replaced by verify).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.entries: dict[str, str] = {}
-        try:
-            loaded = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        if isinstance(loaded, dict):
-            self.entries = {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, str)}
-
-    @staticmethod
-    def key(st: StatResult) -> str:
-        return VerifiedCache.key_of(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-    @staticmethod
-    def key_of(dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
-        return f"{dev}:{ino}:{size}:{mtime_ns}:{ctime_ns}"
-
-    def save(self) -> None:
-        from aura_ops.repository import write_json
-
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_json(self.path, self.entries)
 
 
 class _TreeChecker:

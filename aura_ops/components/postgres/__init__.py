@@ -1181,7 +1181,7 @@ class PostgresComponent:
 
     # -- restore ---------------------------------------------------------------------------------
 
-    def damage(self, snapshot: Snapshot) -> str | None:
+    def damage(self, snapshot: Snapshot, verified: object = None) -> str | None:
         """None: nothing beyond the manifest's checksums to distrust."""
         return None
 
@@ -1375,3 +1375,24 @@ class PostgresComponent:
     def _server_facts(self, conn: Connection) -> dict[str, Any]:
         with contextlib.closing(connect(conn)) as db:
             return server_facts(db)
+
+    # -- what workflows and the CLI ask of its type (Component protocol) --------------------------
+
+    local_tools: ClassVar[tuple[str, ...]] = ()
+    stored_entries: ClassVar[frozenset[str]] = frozenset()
+    verify_when_artifacts_fail: ClassVar[bool] = False
+
+    @classmethod
+    def summary(cls, section: dict[str, Any], size: Callable[[float], str]) -> str:
+        """``shop at 127.0.0.1:5432, PostgreSQL 15.4, 12 tables, 3400 rows, 8.1 MB on the server``."""
+        recorded = PostgresManifest.model_validate(section)
+        counts = recorded.row_counts
+        return (
+            f"{recorded.database} at {recorded.where or '?'}, PostgreSQL {recorded.server_version or '?'}, "
+            f"{'?' if counts is None else len(counts)} tables, {'?' if counts is None else sum(counts.values())} "
+            f"rows, {'?' if recorded.database_size is None else size(recorded.database_size)} on the server"
+        )
+
+    def describe_restore(self, section: dict[str, Any], to: str | None) -> str:
+        """``into database shop on 127.0.0.1:5432``: ``to`` (``--to-database``), else its own."""
+        return f"into {self.describe(to)}"

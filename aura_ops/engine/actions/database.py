@@ -8,23 +8,19 @@ import time
 from typing import Any
 
 from aura_ops import logs
-from aura_ops.components import postgres, snapshotting
+from aura_ops.components import build_as, snapshotting
 from aura_ops.components.postgres import PostgresComponent
 from aura_ops.components.postgres import clone as pgclone
-from aura_ops.config import PostgresConfig
 from aura_ops.engine.actions.base import Action, Context, NoParams, _Params
 from aura_ops.engine.actions.release import _release
 from aura_ops.engine.actions.snapshot import restore_snapshot, take_snapshot
 from aura_ops.hosts import Command
-from aura_ops.hosts.inventory import Inventory
 from aura_ops.secrets import mask
 
 
-def _postgres(ctx: Context, name: str) -> Any:
-    """The configured postgres component ``name`` on its host."""
-    cfg = ctx.config.component(name)
-    assert isinstance(cfg, PostgresConfig)
-    return PostgresComponent(name, cfg, Inventory(ctx.config).for_component(name))
+def _postgres(ctx: Context, name: str) -> PostgresComponent:
+    """The configured postgres component ``name`` on its host (from the run's inventory)."""
+    return build_as(ctx.config, name, ctx.hosts, PostgresComponent)
 
 
 class MigrateParams(_Params):
@@ -56,9 +52,7 @@ class MigrateAction(Action):
         env: dict[str, str] = {}
         database = self._database(ctx)
         if database:
-            cfg = ctx.config.component(database)
-            assert isinstance(cfg, PostgresConfig)
-            env = postgres.connection(database, cfg).env()
+            env = _postgres(ctx, database).connection().env()
         component = _release(ctx)  # the migration runs in the new release, on its host
         result = component.host.run(Command(tuple(argv), env, component.release_path(p.version)), timeout=ctx.timeout)
         return {"migrated": True, "stdout": mask(result.text)[-2000:].strip()}

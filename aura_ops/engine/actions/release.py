@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from aura_ops.components import build_as
 from aura_ops.components.release import ReleaseComponent
-from aura_ops.config import ReleaseConfig
 from aura_ops.engine.actions.base import Action, Context, NoParams, _Params
 from aura_ops.errors import ConfigError
 
@@ -17,9 +17,7 @@ def _release(ctx: Context) -> ReleaseComponent:
     name = ctx.config.only("release", ctx.config.deploy.release, "release")
     if name is None:
         raise ConfigError("a deploy needs a component of type release")
-    cfg = ctx.config.component(name)
-    assert isinstance(cfg, ReleaseConfig)
-    return ReleaseComponent(name, cfg, ctx.hosts.for_component(name))
+    return build_as(ctx.config, name, ctx.hosts, ReleaseComponent)
 
 
 class ReleaseUploadParams(_Params):

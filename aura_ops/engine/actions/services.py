@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from aura_ops.components import build_as
 from aura_ops.components.containers import DockerComponent
-from aura_ops.config import DockerConfig
 from aura_ops.engine.actions.base import Action, Context, NoParams
-from aura_ops.hosts.inventory import Inventory
 
 
-def _services(ctx: Context) -> Any:
+def _services(ctx: Context) -> DockerComponent | None:
+    """The deploy's docker component on its host (from the run's inventory), or None."""
     name = ctx.config.only("docker", ctx.config.deploy.services, "services")
     if name is None:
         return None
-    cfg = ctx.config.component(name)
-    assert isinstance(cfg, DockerConfig)
-    return DockerComponent(name, cfg, Inventory(ctx.config).for_component(name))
+    return build_as(ctx.config, name, ctx.hosts, DockerComponent)
 
 
 class ServicesStopAction(Action):

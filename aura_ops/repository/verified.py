@@ -1,0 +1,42 @@
+"""``VerifiedCache``: which stored files a check hashed and found as sealed, kept in the
+repository's ``cache/verified-files.json`` (a file of the control machine, like the rest of the
+repository's own files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aura_ops.repository.backend import write_json
+
+
+class VerifiedCache:
+    """Stored files of the repository that a check hashed and found as sealed (key: device,
+    inode, size, mtime, ctime -> hash): lets ``snapshots list`` skip re-hashing what nobody
+    rewrote since (``Component.damage``). Only a hint for ``list``: ``verify`` re-hashes every
+    artifact and file, and restores hash what they use. A cache file that is unreadable or not a
+    map of strings is ignored (and replaced by verify)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, str] = {}
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(loaded, dict):
+            self.entries = {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, str)}
+
+    @staticmethod
+    def key(st: Any) -> str:
+        """The key of a file from its ``os.stat_result`` (or any object with its st_* fields)."""
+        return VerifiedCache.key_of(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    @staticmethod
+    def key_of(dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
+        return f"{dev}:{ino}:{size}:{mtime_ns}:{ctime_ns}"
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_json(self.path, self.entries)

@@ -28,13 +28,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aura_ops.dev import bench_results
+from aura_ops.dev import bench_measure, bench_results
 from aura_ops.dev.bench_data import change_one_percent, make_database, make_many_tables, make_tree
 from aura_ops.dev.bench_measure import Measure, Task, move_aside, paired, size_of
 from aura_ops.dev.bench_peers import Borg, PgBackRest, Restic, version
+from aura_ops.dev.bench_scratch import Scratch
 from aura_ops.dev.sandbox import PostgresCluster, pg_bin_dir
 
 REPEAT = 3
+PART = "all"  # or "db" or "files" (--part, while working on one of them)
 AURA = [sys.executable, "-m", "aura_ops"]
 
 
@@ -47,11 +49,13 @@ class Plan:
     toast_mb: int
     tree: tuple[int, int, int]  # small files, large files, MB per large file
     trees: tuple[int, ...]  # file counts of the small-file trees of the scale table
+    tree_rounds: int  # rounds for those trees (at most --repeat): 200,000 files take minutes per tool
     tables: tuple[int, ...]  # table counts of the many-table databases
+    disk_gb: int  # size of the bench's own file system (a sparse image)
 
 
-FULL = Plan("full", 70, 200, (19_900, 100, 8), (200_000,), (100, 600))
-QUICK = Plan("quick", 3, 20, (1_990, 10, 2), (10_000,), (20, 100))
+FULL = Plan("full", 70, 200, (19_900, 100, 8), (200_000,), 1, (100, 600), 40)
+QUICK = Plan("quick", 3, 20, (990, 10, 2), (5_000,), 3, (100,), 8)
 
 # per table: the baseline its ratios are against
 BASELINES = {
@@ -181,7 +185,7 @@ def db_tables(
     return backed, restored
 
 
-def file_tables(tree: Path, work: Path, tag: str, scale: str, restic: Restic, borg: Borg) -> list[Measure]:
+def file_tables(tree: Path, work: Path, tag: str, scale: str, restic: Restic, borg: Borg, rounds: int) -> list[Measure]:
     """First snapshot, 1% incremental and restore of ``tree`` by rsync, aura-ops, restic and borg.
     Each round of the first snapshot starts from a new repository; the incremental rounds each
     change another 1% first and back up against the previous round's snapshot (rsync: its copy)."""
@@ -218,7 +222,7 @@ def file_tables(tree: Path, work: Path, tag: str, scale: str, restic: Restic, bo
             size=lambda _r: size_of(borg_repo),
         ),
     ]
-    figures = paired(first, REPEAT, "files-first", scale)
+    figures = paired(first, rounds, "files-first", scale)
 
     def rsync_copy(round_: int) -> Path:
         return out / ("rsync-first" if round_ < 0 else f"rsync-inc-{round_}")
@@ -244,8 +248,8 @@ def file_tables(tree: Path, work: Path, tag: str, scale: str, restic: Restic, bo
             "borg create", "borg", lambda r: Borg.create(borg_repo, f"inc-{r}"), borg.env, cwd=tree, report_size=False
         ),
     ]
-    figures += paired(incremental, REPEAT, "files-1%", scale, before_round=lambda r: change_one_percent(tree, r))
-    last = REPEAT - 1
+    figures += paired(incremental, rounds, "files-1%", scale, before_round=lambda r: change_one_percent(tree, r))
+    last = rounds - 1
     restore = [
         Task(
             "rsync -a (from the last copy)",
@@ -282,7 +286,7 @@ def file_tables(tree: Path, work: Path, tag: str, scale: str, restic: Restic, bo
             report_size=False,
         ),
     ]
-    figures += paired(restore, REPEAT, "files-restore", scale)
+    figures += paired(restore, rounds, "files-restore", scale)
     return figures
 
 
@@ -292,33 +296,48 @@ def _cluster(work: Path, name: str) -> tuple[PostgresCluster, PgBackRest]:
     return cluster, PgBackRest(work / f"pgbackrest-{name}", cluster, name)
 
 
-def run(workdir: Path, plan: Plan, results: Path) -> None:
+def run(workdir: Path, plan: Plan, results: Path, on_host: bool) -> None:
+    """Measure everything in ``workdir`` (its own file system unless ``on_host``), print the
+    tables, write the JSON results into ``results``; leave nothing behind."""
     started = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    if workdir.exists():  # a run that did not finish: moved aside now, deleted at the end
-        workdir.rename(workdir.with_name(f"{workdir.name}-old-{stamp}"))
-    workdir.mkdir(parents=True)
-    import aura_ops.dev.bench_measure as bench_measure
+    if on_host:
+        if workdir.exists():  # a run that did not finish: moved aside now, deleted at the end
+            workdir.rename(workdir.with_name(f"{workdir.name}-old-{stamp}"))
+        workdir.mkdir(parents=True)
+        _measure_all(workdir, plan, results, stamp, started)
+        return
+    with Scratch(workdir, plan.disk_gb):
+        bench_measure.CLEAR_ASIDE = True
+        _measure_all(workdir, plan, results, stamp, started)
+    workdir.rmdir()
 
+
+def _measure_all(workdir: Path, plan: Plan, results: Path, stamp: str, started: float) -> None:
     bench_measure.ASIDE = workdir / "aside"  # removed with the work folder at the end
     clusters: list[tuple[PostgresCluster, PgBackRest]] = []
     figures: list[Measure] = []
     try:
-        figures += database_part(workdir, plan, clusters)
-        figures += files_part(workdir, plan)
+        if PART in ("all", "db"):
+            figures += database_part(workdir, plan, clusters)
+        if PART in ("all", "files"):
+            figures += files_part(workdir, plan)
         duration = time.monotonic() - started
         versions = _versions()
         _print_all(figures, plan, versions, duration)
         meta = {"started": stamp, "mode": plan.mode, "repeat": REPEAT, "duration_s": round(duration, 1)}
         written = bench_results.write(figures, {**meta, "versions": versions, "plan": plan.__dict__}, results)
-        print(f"\nresults: {written} (compare with an earlier run: make bench-compare)")
+        print(f"\nresults: {written} (compare with an earlier run: make bench-compare)", flush=True)
     finally:
+        cleanup = time.monotonic()
         for cluster, pgbr in clusters:
             pgbr.stop_all()
-            cluster.remove()
-        shutil.rmtree(workdir, ignore_errors=True)
-        for old in workdir.parent.glob(f"{workdir.name}-old-*"):
-            shutil.rmtree(old, ignore_errors=True)
+            cluster.stop()
+        if not bench_measure.CLEAR_ASIDE:  # on the host: the file system of the work folder is not ours
+            shutil.rmtree(workdir, ignore_errors=True)
+            for old in workdir.parent.glob(f"{workdir.name}-old-*"):
+                shutil.rmtree(old, ignore_errors=True)
+        print(f"bench: cleaned up in {time.monotonic() - cleanup:.0f} s", file=sys.stderr)
 
 
 def database_part(work: Path, plan: Plan, clusters: list[tuple[PostgresCluster, PgBackRest]]) -> list[Measure]:
@@ -350,11 +369,12 @@ def files_part(work: Path, plan: Plan) -> list[Measure]:
     small, large, large_mb = plan.tree
     tree = work / "tree"
     make_tree(tree, small, large, large_mb)
-    figures = file_tables(tree, work, "files", f"{small + large:,} files", restic, borg)
+    figures = file_tables(tree, work, "files", f"{small + large:,} files", restic, borg, REPEAT)
     for count in plan.trees:
         tree = work / f"tree-{count}"
         make_tree(tree, count, max_small=4_000)
-        figures += file_tables(tree, work, f"files-{count}", f"{count:,} files", restic, borg)
+        rounds = min(REPEAT, plan.tree_rounds)
+        figures += file_tables(tree, work, f"files-{count}", f"{count:,} files", restic, borg, rounds)
     return figures
 
 
@@ -468,14 +488,14 @@ def cluster_scale(cluster: PostgresCluster) -> int:
 def _versions() -> dict[str, str]:
     bin_dir = pg_bin_dir() or Path("/usr/bin")
     return {
-        "cores": str(os.cpu_count()),
+        "cores": f"{os.cpu_count()} cores",
         "pg_dump": version([str(bin_dir / "pg_dump"), "--version"]),
         "rsync": version(["rsync", "--version"]),
         "restic": version(["restic", "version"]),
         "borg": version(["borg", "--version"]),
         "pgbackrest": version(["pgbackrest", "version"]),
         "zstd": version(["zstd", "--version"]),
-        "python": sys.version.split()[0],
+        "python": f"Python {sys.version.split()[0]}",
     }
 
 
@@ -497,16 +517,20 @@ def _print_all(figures: list[Measure], plan: Plan, versions: dict[str, str], dur
     }
     for name, title in titles.items():
         rows = pick(name, main if name.startswith("db") else tree)
+        if not rows:  # --part
+            continue
         table_title = f"{title}, vs {BASELINES[name]}"
         bench_results.table(table_title, rows, base(rows, name))
     scale_baselines = {"db-backup": "pg_dump -Fd -j2", "db-restore": BASELINES["db-restore"]}
     bench_results.scale_table("Scale: databases", figures, ["db-backup", "db-restore"], scale_baselines)
     files = {name: BASELINES[name] for name in ("files-first", "files-1%", "files-restore")}
     bench_results.scale_table("Scale: file trees", figures, list(files), files)
-    line = "; ".join(f"{name} {value}" for name, value in versions.items())
+    line = "; ".join(versions.values())
     print(
         f"\n{line}; peak RSS is the largest client process (GNU time's %M; {resource.getpagesize()} B pages)"
-        f"\n{plan.mode} run, {REPEAT} alternated rounds per table: {duration / 60:.1f} min"
+        f"\n{plan.mode} run, {REPEAT} alternated rounds per table "
+        f"({min(REPEAT, plan.tree_rounds)} for the trees of {', '.join(f'{n:,}' for n in plan.trees)} files): "
+        f"{duration / 60:.1f} min"
     )
 
 
@@ -523,17 +547,21 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(".bench"))
     parser.add_argument("--results", type=Path, default=bench_results.RESULTS, help="folder of the JSON results")
     parser.add_argument("--repeat", type=int, default=3, help="alternated rounds per table (median shown)")
+    parser.add_argument("--part", choices=("all", "db", "files"), default="all", help="measure only these tables")
+    parser.add_argument(
+        "--on-host", action="store_true", help="work in --dir on the host's file system, not on one of its own"
+    )
     args = parser.parse_args()
     if args.command == "compare":
         if (args.old is None) != (args.new is None):
             parser.error("compare takes no files (the two newest) or both OLD and NEW")
         sys.exit(bench_results.compare(args.old, args.new, args.results))
-    global REPEAT
-    REPEAT = max(1, args.repeat)
+    global REPEAT, PART
+    REPEAT, PART = max(1, args.repeat), args.part
     plan = QUICK if args.quick else FULL
     overrides = {"scale": args.scale, "toast_mb": args.toast_mb}
     plan = Plan(**{**plan.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
-    run(args.dir.absolute(), plan, args.results)
+    run(args.dir.absolute(), plan, args.results, args.on_host)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from a process of about 2 MB.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,9 @@ def paired(
         walls = ", ".join(f"{wall:.2f}" for wall in chosen.runs)
         print(f"  {task.label} [{scale}]: {walls} s -> median {chosen.wall:.2f}", file=sys.stderr, flush=True)
         results.append(chosen)
+    if CLEAR_ASIDE:
+        shutil.rmtree(ASIDE, ignore_errors=True)
+        os.sync()
     return results
 
 
@@ -140,6 +144,7 @@ def measure_once(
     stages = pipe or [argv]
     with tempfile.TemporaryDirectory(prefix="aura-bench-") as scratch:
         reports = [Path(scratch) / f"rss{index}" for index in range(len(stages))]
+        errors = [open(Path(scratch) / f"err{index}", "w+b") for index in range(len(stages))]  # noqa: SIM115
         before = os.times()
         started = time.monotonic()
         processes = []
@@ -151,13 +156,18 @@ def measure_once(
             else:
                 sink = subprocess.DEVNULL
             timed = [TIME, "--format=%M", f"--output={reports[index]}", "--", *stage]
-            processes.append(subprocess.Popen(timed, stdin=previous, stdout=sink, env=env, cwd=cwd))
+            processes.append(
+                subprocess.Popen(timed, stdin=previous, stdout=sink, stderr=errors[index], env=env, cwd=cwd)
+            )
             if previous is not None:
                 previous.close()
             previous = processes[-1].stdout
-        for process in processes:
+        for process, error in zip(processes, errors, strict=True):
             if process.wait() != 0:
-                raise SystemExit(f"bench: {label} failed (exit {process.returncode})")
+                error.seek(0)
+                tail = b"".join(error.readlines()[-20:]).decode(errors="replace")
+                raise SystemExit(f"bench: {label} failed (exit {process.returncode}):\n{tail}")
+            error.close()
         if finish is not None:
             finish(round_)
         wall = time.monotonic() - started
@@ -168,6 +178,7 @@ def measure_once(
 
 
 ASIDE = Path(".bench-aside")  # the bench points it into its work folder (same file system)
+CLEAR_ASIDE = False  # delete what was moved aside after each table (on the bench's own file system)
 
 
 def move_aside(path: Path, aside: Path | None = None) -> None:

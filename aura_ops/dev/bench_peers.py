@@ -37,7 +37,7 @@ def version(argv: list[str]) -> str:
     if shutil.which(argv[0]) is None:
         return "missing"
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    return (done.stdout or done.stderr).strip().splitlines()[0]
+    return (done.stdout or done.stderr).strip().splitlines()[0].strip("* ")
 
 
 class Restic:
@@ -74,7 +74,12 @@ class Borg:
     def init(self, repo: Path) -> None:
         if repo.exists():
             move_aside(repo)
-        subprocess.run(["borg", "init", f"--encryption={self.encryption}", str(repo)], env=self.env, check=True)
+        subprocess.run(
+            ["borg", "init", f"--encryption={self.encryption}", str(repo)],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
 
     @staticmethod
     def create(repo: Path, archive: str) -> list[str]:

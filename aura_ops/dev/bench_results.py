@@ -32,7 +32,7 @@ def scale_table(title: str, figures: list[Measure], tables: list[str], baselines
     scales = list(dict.fromkeys(f.scale for f in figures if f.table in tables))
     by_key = {(f.table, f.label, f.scale): f for f in figures}
     print(f"\n{title}")
-    print(f"  {'':<12} {'command':<36}" + "".join(f" {scale:>20}" for scale in scales))
+    print(f"  {'table':<14} {'command':<36}" + "".join(f" {scale:>20}" for scale in scales))
     for name in tables:
         labels = list(dict.fromkeys(f.label for f in figures if f.table == name))
         for label in labels:
@@ -45,7 +45,7 @@ def scale_table(title: str, figures: list[Measure], tables: list[str], baselines
                     continue
                 ratio = f"{figure.wall / base.wall:5.2f}x" if base and base.wall else "     -"
                 cells.append(f" {figure.wall:10.2f} s {ratio:>7}")
-            print(f"  {name:<12} {label:<36}" + "".join(cells))
+            print(f"  {name:<14} {label:<36}" + "".join(cells))
     named = "; ".join(f"{name}: x {base}" for name, base in baselines.items() if name in tables)
     print(f"  (wall time, and its ratio to the baseline at the same scale: {named})")
 

@@ -162,12 +162,19 @@ def measure_once(
             if previous is not None:
                 previous.close()
             previous = processes[-1].stdout
-        for process, error in zip(processes, errors, strict=True):
-            if process.wait() != 0:
-                error.seek(0)
-                tail = b"".join(error.readlines()[-20:]).decode(errors="replace")
-                raise SystemExit(f"bench: {label} failed (exit {process.returncode}):\n{tail}")
-            error.close()
+        try:
+            for process, error in zip(processes, errors, strict=True):
+                if process.wait() != 0:
+                    error.seek(0)
+                    tail = b"".join(error.readlines()[-20:]).decode(errors="replace")
+                    raise SystemExit(f"bench: {label} failed (exit {process.returncode}):\n{tail}")
+                error.close()
+        except BaseException:  # a failed stage or a signal: leave no process behind
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            raise
         if finish is not None:
             finish(round_)
         wall = time.monotonic() - started

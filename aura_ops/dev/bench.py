@@ -99,8 +99,8 @@ def _reset(path: Path) -> Callable[[int], None]:
 
 
 def db_tables(
-    cluster: PostgresCluster, pgbr: PgBackRest, work: Path, name: str, scale: str, full: bool
-) -> tuple[list[Measure], list[Measure]]:
+    cluster: PostgresCluster, pgbr: PgBackRest, work: Path, name: str, scale: str, full: bool, figures: list[Measure]
+) -> None:
     """Backup and restore of database ``name`` by pg_dump/pg_restore, aura-ops and pgBackRest
     (``full``: also ``-Fc`` and the zstd pipe). Restores go into new databases (pgBackRest: a new
     cluster on its own port)."""
@@ -150,7 +150,7 @@ def db_tables(
             ),
         )
     pgbr.archiving(True)
-    backed = paired(backups, REPEAT, "db-backup", scale)
+    figures += paired(backups, REPEAT, "db-backup", scale)
     pgbr.archiving(False)
     restores = [
         Task(
@@ -180,16 +180,18 @@ def db_tables(
             report_size=False,
         ),
     ]
-    restored = paired(restores, REPEAT, "db-restore", scale)
+    figures += paired(restores, REPEAT, "db-restore", scale)
     for copy in (f"{name}_r1", f"{name}_r3"):
         cluster.sql(f'DROP DATABASE IF EXISTS "{copy}"')
-    return backed, restored
 
 
-def file_tables(tree: Path, work: Path, tag: str, scale: str, restic: Restic, borg: Borg, rounds: int) -> list[Measure]:
+def file_tables(
+    tree: Path, work: Path, tag: str, scale: str, tools: tuple[Restic, Borg], rounds: int, figures: list[Measure]
+) -> None:
     """First snapshot, 1% incremental and restore of ``tree`` by rsync, aura-ops, restic and borg.
     Each round of the first snapshot starts from a new repository; the incremental rounds each
     change another 1% first and back up against the previous round's snapshot (rsync: its copy)."""
+    restic, borg = tools
     out = work / f"out-{tag}"
     out.mkdir()
     repo = work / f"repo-{tag}"
@@ -223,7 +225,7 @@ def file_tables(tree: Path, work: Path, tag: str, scale: str, restic: Restic, bo
             size=lambda _r: size_of(borg_repo),
         ),
     ]
-    figures = paired(first, rounds, "files-first", scale)
+    figures += paired(first, rounds, "files-first", scale)
 
     def rsync_copy(round_: int) -> Path:
         return out / ("rsync-first" if round_ < 0 else f"rsync-inc-{round_}")
@@ -288,7 +290,6 @@ def file_tables(tree: Path, work: Path, tag: str, scale: str, restic: Restic, bo
         ),
     ]
     figures += paired(restore, rounds, "files-restore", scale)
-    return figures
 
 
 def _cluster(work: Path, name: str) -> tuple[PostgresCluster, PgBackRest]:
@@ -315,21 +316,22 @@ def run(workdir: Path, plan: Plan, results: Path, on_host: bool) -> None:
 
 
 def _measure_all(workdir: Path, plan: Plan, results: Path, stamp: str, started: float) -> None:
+    """Measure, clean up, then print and write what was measured: after a failure or a stop too
+    (the results file then says ``partial``)."""
     bench_measure.ASIDE = workdir / "aside"  # removed with the work folder at the end
     clusters: list[tuple[PostgresCluster, PgBackRest]] = []
     figures: list[Measure] = []
+    partial = ""
     try:
         if PART in ("all", "db"):
-            figures += database_part(workdir, plan, clusters)
+            database_part(workdir, plan, clusters, figures)
         if PART in ("all", "files"):
-            figures += files_part(workdir, plan)
-        duration = time.monotonic() - started
-        versions = _versions()
-        _print_all(figures, plan, versions, duration)
-        meta = {"started": stamp, "mode": plan.mode, "repeat": REPEAT, "duration_s": round(duration, 1)}
-        written = bench_results.write(figures, {**meta, "versions": versions, "plan": plan.__dict__}, results)
-        print(f"\nresults: {written} (compare with an earlier run: make bench-compare)", flush=True)
+            files_part(workdir, plan, figures)
+    except BaseException as error:
+        partial = f"stopped: {type(error).__name__} {str(error)[:200]}".strip()
+        raise
     finally:
+        duration = time.monotonic() - started
         cleanup = time.monotonic()
         for cluster, pgbr in clusters:
             pgbr.stop_all()
@@ -339,9 +341,24 @@ def _measure_all(workdir: Path, plan: Plan, results: Path, stamp: str, started: 
             for old in workdir.parent.glob(f"{workdir.name}-old-*"):
                 shutil.rmtree(old, ignore_errors=True)
         print(f"bench: cleaned up in {time.monotonic() - cleanup:.0f} s", file=sys.stderr)
+        if figures:
+            _report(figures, plan, results, stamp, duration, partial)
 
 
-def database_part(work: Path, plan: Plan, clusters: list[tuple[PostgresCluster, PgBackRest]]) -> list[Measure]:
+def _report(figures: list[Measure], plan: Plan, results: Path, stamp: str, duration: float, partial: str) -> None:
+    versions = _versions()
+    _print_all(figures, plan, versions, duration)
+    meta: dict[str, object] = {"started": stamp, "mode": plan.mode, "repeat": REPEAT, "duration_s": round(duration, 1)}
+    if partial:
+        meta["partial"] = partial
+        print(f"\nPARTIAL RESULTS ({partial})")
+    written = bench_results.write(figures, {**meta, "versions": versions, "plan": plan.__dict__}, results)
+    print(f"\nresults: {written} (compare with an earlier run: make bench-compare)", flush=True)
+
+
+def database_part(
+    work: Path, plan: Plan, clusters: list[tuple[PostgresCluster, PgBackRest]], figures: list[Measure]
+) -> None:
     """The pgbench database (backup, restore, rollback paths), then the many-table databases
     (backup and restore), each in its own cluster with its own pgBackRest stanza."""
     cluster, pgbr = _cluster(work, "main")
@@ -349,8 +366,8 @@ def database_part(work: Path, plan: Plan, clusters: list[tuple[PostgresCluster, 
     make_database(cluster, plan.scale, plan.toast_mb)
     pgbr.setup()
     scale = f"pgbench s{plan.scale}"
-    backed, restored = db_tables(cluster, pgbr, work, "bench", scale, full=True)
-    figures = backed + restored + rollback_paths(cluster, pgbr, work, scale)
+    db_tables(cluster, pgbr, work, "bench", scale, True, figures)
+    figures += rollback_paths(cluster, pgbr, work, scale)
     cluster.stop()
     for count in plan.tables:
         name = f"t{count}"
@@ -358,25 +375,22 @@ def database_part(work: Path, plan: Plan, clusters: list[tuple[PostgresCluster, 
         clusters.append((cluster, pgbr))
         make_many_tables(cluster, name, count)
         pgbr.setup()
-        backed, restored = db_tables(cluster, pgbr, work, name, f"{count} tables", full=False)
-        figures += backed + restored
+        db_tables(cluster, pgbr, work, name, f"{count} tables", False, figures)
         cluster.stop()
-    return figures
 
 
-def files_part(work: Path, plan: Plan) -> list[Measure]:
+def files_part(work: Path, plan: Plan, figures: list[Measure]) -> None:
     restic = Restic(work / "restic", dict(os.environ))
     borg = Borg(work / "borg", dict(os.environ))
     small, large, large_mb = plan.tree
     tree = work / "tree"
     make_tree(tree, small, large, large_mb)
-    figures = file_tables(tree, work, "files", f"{small + large:,} files", restic, borg, REPEAT)
+    file_tables(tree, work, "files", f"{small + large:,} files", (restic, borg), REPEAT, figures)
     for count in plan.trees:
         tree = work / f"tree-{count}"
         make_tree(tree, count, max_small=4_000)
         rounds = min(REPEAT, plan.tree_rounds)
-        figures += file_tables(tree, work, f"files-{count}", f"{count:,} files", restic, borg, rounds)
-    return figures
+        file_tables(tree, work, f"files-{count}", f"{count:,} files", (restic, borg), rounds, figures)
 
 
 def _timed(action: Callable[[], object], prepare: Callable[[], object]) -> tuple[float, list[float]]:

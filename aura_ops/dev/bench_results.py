@@ -30,6 +30,8 @@ def scale_table(title: str, figures: list[Measure], tables: list[str], baselines
     """One row per (table, command), one column per scale: wall seconds and the ratio to the
     baseline command of that table at that scale."""
     scales = list(dict.fromkeys(f.scale for f in figures if f.table in tables))
+    if not scales:  # a partial run, or --part
+        return
     by_key = {(f.table, f.label, f.scale): f for f in figures}
     print(f"\n{title}")
     print(f"  {'table':<14} {'command':<36}" + "".join(f" {scale:>20}" for scale in scales))

@@ -32,7 +32,7 @@ from pathlib import Path
 from aura_ops.dev import bench_measure, bench_results
 from aura_ops.dev.bench_data import change_one_percent, make_database, make_many_tables, make_tree
 from aura_ops.dev.bench_measure import Measure, Task, move_aside, paired, size_of
-from aura_ops.dev.bench_peers import Borg, PgBackRest, Restic, version
+from aura_ops.dev.bench_peers import Borg, PgBackRest, Restic, borg_encryption, version
 from aura_ops.dev.bench_scratch import Scratch
 from aura_ops.dev.sandbox import PostgresCluster, pg_bin_dir
 
@@ -507,7 +507,7 @@ def _versions() -> dict[str, str]:
         "pg_dump": version([str(bin_dir / "pg_dump"), "--version"]),
         "rsync": version(["rsync", "--version"]),
         "restic": version(["restic", "version"]),
-        "borg": version(["borg", "--version"]),
+        "borg": f"{version(['borg', '--version'])} ({borg_encryption()})",
         "pgbackrest": version(["pgbackrest", "version"]),
         "zstd": version(["zstd", "--version"]),
         "python": f"Python {sys.version.split()[0]}",

@@ -69,7 +69,7 @@ class Borg:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.env = {**env, "BORG_PASSPHRASE": PASSWORD, "BORG_BASE_DIR": str(root / "home")}
-        self.encryption = "repokey" if _has_sha_instructions() else "repokey-blake2"
+        self.encryption = borg_encryption()
 
     def init(self, repo: Path) -> None:
         if repo.exists():
@@ -92,11 +92,13 @@ class Borg:
         return ["borg", "extract", f"{repo}::{archive}"]
 
 
-def _has_sha_instructions() -> bool:
+def borg_encryption() -> str:
+    """``repokey`` (SHA-256) when the CPU has SHA instructions, else ``repokey-blake2``."""
     try:
-        return " sha_ni" in Path("/proc/cpuinfo").read_text()
+        sha = " sha_ni" in Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        sha = False
+    return "repokey" if sha else "repokey-blake2"
 
 
 AS_POSTGRES = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []

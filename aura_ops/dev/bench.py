@@ -562,6 +562,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(".bench"))
     parser.add_argument("--results", type=Path, default=bench_results.RESULTS, help="folder of the JSON results")
     parser.add_argument("--repeat", type=int, default=3, help="alternated rounds per table (median shown)")
+    parser.add_argument("--tree-rounds", type=int, help="rounds for the scale table's trees (full: 1; quick: 1)")
     parser.add_argument("--part", choices=("all", "db", "files"), default="all", help="measure only these tables")
     parser.add_argument(
         "--on-host", action="store_true", help="work in --dir on the host's file system, not on one of its own"
@@ -576,7 +577,7 @@ def main() -> None:
     global REPEAT, PART
     REPEAT, PART = max(1, args.repeat), args.part
     plan = QUICK if args.quick else FULL
-    overrides = {"scale": args.scale, "toast_mb": args.toast_mb}
+    overrides = {"scale": args.scale, "toast_mb": args.toast_mb, "tree_rounds": args.tree_rounds}
     plan = Plan(**{**plan.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
     run(args.dir.absolute(), plan, args.results, args.on_host)
 

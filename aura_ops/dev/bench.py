@@ -3,15 +3,17 @@ same data in the same run, printed as ratios and written as JSON.
 
 Data: a pgbench database (``--scale``) plus a TOAST-heavy table; databases of 100 and 600 small
 tables (two indexes and a foreign key each); file trees of 20,000 files (1 GB) and 200,000 small
-files. Tools: pg_dump/pg_restore and pgBackRest for the databases, rsync, restic and borg for the
-file trees, and aura-ops (see ``bench_peers`` for how each peer is set up). Each figure is the
+files (``--tree-rounds``, default 1). Everything happens on a file system of the bench's own
+(``bench_scratch``), unless ``--on-host``. Tools: pg_dump/pg_restore and pgBackRest for the
+databases, rsync, restic and borg for the file trees, and aura-ops (see ``bench_peers`` for how
+each peer is set up). Each figure is the
 median of ``--repeat`` runs, the tools of a table alternating round after round (paired runs), on
 a warm page cache with ``sync`` before each run: wall time, CPU time of the client processes (the
 PostgreSQL server's own CPU is not counted, for any tool), output size and peak RSS of the
 largest client process. Nothing here is asserted: it prints numbers, and writes them to
 ``bench-results/<UTC time>.json`` for ``python -m aura_ops.dev.bench compare``.
 
-``--quick`` runs the same tables on small data (under 5 minutes).
+``--quick`` runs the same tables on small data (meant for under 5 minutes).
 """
 
 from __future__ import annotations

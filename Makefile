@@ -1,9 +1,9 @@
 # aura-ops: every target installs what it needs first (scripts/bootstrap.sh, idempotent).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SCALE ?= 70
+SCALE ?=
 
-.PHONY: bootstrap test unit integration demo bench lint clean
+.PHONY: bootstrap bootstrap-bench test unit integration demo bench bench-quick bench-compare lint clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -20,8 +20,20 @@ integration: bootstrap
 demo: bootstrap
 	$(PY) -m aura_ops.dev.demo
 
-bench: bootstrap
-	$(PY) -m aura_ops.dev.bench --scale $(SCALE)
+# The bench also needs the peers it measures (restic, borg, pgBackRest); the tests do not.
+bootstrap-bench: bootstrap
+	@bash scripts/bootstrap-bench.sh
+
+# make bench [QUICK=1] [SCALE=pgbench scale]; results in bench-results/<UTC time>.json
+bench: bootstrap-bench
+	$(PY) -m aura_ops.dev.bench $(if $(QUICK),--quick) $(if $(SCALE),--scale $(SCALE))
+
+bench-quick: bootstrap-bench
+	$(PY) -m aura_ops.dev.bench --quick $(if $(SCALE),--scale $(SCALE))
+
+# make bench-compare [OLD=file NEW=file]: each figure new/old (default: the two newest results)
+bench-compare: bootstrap
+	$(PY) -m aura_ops.dev.bench compare $(OLD) $(NEW)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check aura_ops tests
@@ -29,4 +41,4 @@ lint: bootstrap
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo .bench
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo .bench .bench.img

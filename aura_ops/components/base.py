@@ -119,6 +119,10 @@ class Component(Protocol):
     # own checks find more than the artifact check (every file of a stored tree), so a verify
     # lists every problem; False when they would only fail again on the same artifact.
     verify_when_artifacts_fail: ClassVar[bool]
+    # Folders, relative to its configured ``path``, where it writes files under per-process
+    # temporary names (``.name.aura-<pid>.tmp``) that a kill can leave: the next locked command
+    # removes those of dead processes there (``state.temporaries.remove_stale_names``).
+    temporary_name_folders: ClassVar[tuple[str, ...]]
 
     @classmethod
     def unconfigured(cls, name: str, section: dict[str, Any], host: Host) -> Component:

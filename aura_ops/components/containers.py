@@ -369,6 +369,7 @@ class DockerComponent:
 
     local_tools: ClassVar[tuple[str, ...]] = ()
     stored_entries: ClassVar[frozenset[str]] = frozenset()
+    temporary_name_folders: ClassVar[tuple[str, ...]] = ()
     verify_when_artifacts_fail: ClassVar[bool] = False
 
     @classmethod

@@ -287,6 +287,7 @@ class ReleaseComponent:
 
     local_tools: ClassVar[tuple[str, ...]] = ()
     stored_entries: ClassVar[frozenset[str]] = frozenset()
+    temporary_name_folders: ClassVar[tuple[str, ...]] = ("", ".aura")  # current, and the release states
     verify_when_artifacts_fail: ClassVar[bool] = False
 
     @classmethod

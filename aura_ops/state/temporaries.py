@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aura_ops import logs
+from aura_ops import components, logs
 from aura_ops.hosts import local_hostname
 
 SCHEMA = """
@@ -313,8 +313,9 @@ def written_folders(config: Any, registry: Registry) -> list[Path]:
     state: Path = config.state.path
     folders = [state]
     for component in (getattr(config, "components", None) or {}).values():
-        if getattr(component, "type", None) == "release" and getattr(component, "host", "local") == "local":
-            folders += [Path(component.path), Path(component.path) / ".aura"]
+        if getattr(component, "host", "local") == "local":
+            relative = components.component_class(component.type).temporary_name_folders
+            folders += [Path(component.path) / sub for sub in relative]
     for run_id, definition in _unfinished_runs(registry):
         folders.append(state / "runs" / run_id)
         for step in definition.get("steps", []):

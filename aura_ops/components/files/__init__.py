@@ -146,6 +146,7 @@ class FilesComponent:
 
     local_tools: ClassVar[tuple[str, ...]] = ("rsync",)
     stored_entries: ClassVar[frozenset[str]] = frozenset({TREE})  # compared with the index by verify
+    temporary_name_folders: ClassVar[tuple[str, ...]] = ()
     verify_when_artifacts_fail: ClassVar[bool] = True  # the tree's own problems are listed too
 
     @classmethod

@@ -1380,6 +1380,7 @@ class PostgresComponent:
 
     local_tools: ClassVar[tuple[str, ...]] = ()
     stored_entries: ClassVar[frozenset[str]] = frozenset()
+    temporary_name_folders: ClassVar[tuple[str, ...]] = ()
     verify_when_artifacts_fail: ClassVar[bool] = False
 
     @classmethod

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from aura_ops import components
 from aura_ops.components.postgres import PostgresComponent
-from aura_ops.config import PostgresConfig
 from aura_ops.engine.actions.base import Action, Context, _Params
-from aura_ops.errors import ConfigError
 from aura_ops.secrets import mask
 
 
@@ -30,10 +29,7 @@ class SqlAction(Action):
         )
 
     def _database(self, p: SqlParams, ctx: Context) -> PostgresComponent:
-        cfg = ctx.config.component(p.component)
-        if not isinstance(cfg, PostgresConfig):
-            raise ConfigError(f"step {ctx.step}: component {p.component} is not postgres")
-        return PostgresComponent(p.component, cfg, ctx.hosts.for_component(p.component), store=ctx.hosts.local())
+        return components.build_as(ctx.config, p.component, ctx.hosts, PostgresComponent)
 
     def _execute(self, p: SqlParams, ctx: Context, statement: str) -> list[Any]:
         """The statement's rows, committed; a failure is the component's one-line AuraError."""

@@ -90,22 +90,27 @@ def _summary(snapshot: Any) -> dict[str, Any]:
 def snapshots_list() -> None:
     """List sealed snapshots, oldest first (partial ones never appear; damaged ones say why)."""
     from aura_ops.workflows import snapshots as engine
+    from aura_ops.workflows import space
 
     config = click.get_current_context().ensure_object(State).load()
-    rows = [_summary(s) for s in engine.listing(config)]
+    found = engine.listing(config)
+    sizes = space.sizes(engine.repository(config), found)  # own: what deleting it frees
+    rows = [_summary(s) | {"own_bytes": sizes[s.id].own, "shared_bytes": sizes[s.id].shared} for s in found]
 
     def human(data: dict[str, Any]) -> None:
         if not data["snapshots"]:
             click.echo("no snapshots yet")
             return
         _table(
-            ["id", "created", "components", "size", "tags", "state"],
+            ["id", "created", "components", "size", "own", "shared", "tags", "state"],
             [
                 [
                     r["id"],
                     r["created"],
                     ", ".join(r["components"]),
                     _human_size(r["size"]),
+                    _human_size(r["own_bytes"]),
+                    _human_size(r["shared_bytes"]),
                     ", ".join(r["tags"]),
                     f"DAMAGED: {r['damaged'].replace(' of snapshot ' + r['id'], '')}" if r["damaged"] else "ok",
                 ]

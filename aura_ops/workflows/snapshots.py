@@ -27,6 +27,7 @@ from aura_ops.hosts import local_hostname
 from aura_ops.hosts.inventory import Inventory
 from aura_ops.repository import MANIFEST, Repository, Snapshot, new_snapshot_id
 from aura_ops.state import temporaries
+from aura_ops.workflows import space
 
 
 @contextmanager
@@ -82,7 +83,7 @@ def backup(
         temporaries.bound(config),
     ):
         temporaries.sweep(config)
-        return snapshotting.take(repo, chosen, tags)
+        return snapshotting.take(repo, chosen, tags, guard=space.guard(config, repo))
 
 
 def listing(config: Config) -> list[Snapshot]:

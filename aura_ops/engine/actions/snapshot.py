@@ -12,6 +12,7 @@ from pydantic import Field
 from aura_ops.components import snapshotting
 from aura_ops.engine.actions.base import Action, Context, _Params
 from aura_ops.repository import Snapshot
+from aura_ops.workflows import space
 
 
 class SnapshotParams(_Params):
@@ -59,7 +60,7 @@ def take_snapshot(ctx: Context, components: list[str] | None, tags: list[str]) -
     chosen = snapshotting.build(ctx.config, components, ctx.hosts)
     repo = snapshotting.repository(ctx.config)
     with repo.locked(ctx.run_id, "backup"):
-        return snapshotting.take(repo, chosen, tags)
+        return snapshotting.take(repo, chosen, tags, guard=space.guard(ctx.config, repo, ctx.journal))
 
 
 def restore_snapshot(

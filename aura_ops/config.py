@@ -27,13 +27,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-DEFAULT_RESERVE = "1GiB"
+DEFAULT_RESERVE = "5%"
 
 
 class RepositoryConfig(_Model):
     """Where snapshots are kept. ``reserve``: the free space a backup (or the snapshot a deploy or
     playbook takes) must leave on the repository's disk, else it is refused before anything is
-    written: a size (``1GiB``, ``500MB``; 0 turns the guard off) or a percentage of the disk (``5%``)."""
+    written: a size (``1GiB``, ``500MB``; 0: only the estimate must fit) or a percentage of the
+    disk's size (``5%``, the default: like ext4's blocks reserved for root, and on top of them)."""
 
     path: Path
     reserve: str | int = DEFAULT_RESERVE

@@ -165,9 +165,8 @@ def test_a_malformed_reserve_is_refused(text: Any) -> None:
 
 
 def test_the_reserve_in_the_config_is_checked_with_its_path(tmp_path: Path) -> None:
-    assert config_module.parse({"repository": {"path": "r"}}, tmp_path / "a.yaml").repository.reserve_setting() == (
-        space.Reserve(bytes=1 << 30)
-    )
+    default = config_module.parse({"repository": {"path": "r"}}, tmp_path / "a.yaml").repository.reserve_setting()
+    assert default == space.Reserve(percent=5.0)
     loaded = config_module.parse({"repository": {"path": "r", "reserve": "10%"}}, tmp_path / "a.yaml")
     assert loaded.repository.reserve_setting() == space.Reserve(percent=10.0)
     with pytest.raises(ConfigError) as raised:

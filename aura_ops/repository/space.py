@@ -193,13 +193,15 @@ def cache_keys(repo: Repository, snapshots: Sequence[Snapshot]) -> dict[str, str
     if any(s.damaged and not s.manifest.get("components") for s in snapshots):
         everywhere.append(ids)  # components unknown: any snapshot may share its files
     chains = _chains(snapshots)
+    places = {chain_key: {i: n for n, i in enumerate(chain)} for chain_key, (chain, _) in chains.items()}
+    identities = _identities(repo)
     keys = {}
     for snapshot in snapshots:
-        parts: list[Any] = [snapshot.id, _identity(repo, snapshot.id), everywhere]
+        parts: list[Any] = [snapshot.id, identities.get(snapshot.id), everywhere]
         for chain_key in sorted(_components(snapshot)):
             chain, regular = chains[chain_key]
             if regular:
-                index = chain.index(snapshot.id)
+                index = places[chain_key][snapshot.id]
                 neighbours = [chain[index - 1] if index else None, chain[index + 1] if index + 1 < len(chain) else None]
                 parts.append([*chain_key, neighbours])
             else:
@@ -227,13 +229,14 @@ def _chains(snapshots: Sequence[Snapshot]) -> dict[tuple[str, str], tuple[list[s
     return chains
 
 
-def _identity(repo: Repository, snapshot_id: str) -> list[int] | None:
-    """The snapshot folder's device and inode, where it is a local folder (None elsewhere)."""
+def _identities(repo: Repository) -> dict[str, list[int]]:
+    """Each local snapshot folder's device and inode by name (one scandir: inodes come free)."""
     try:
-        st = os.stat(repo.snapshots_dir / snapshot_id)
+        device = os.stat(repo.snapshots_dir).st_dev
+        with os.scandir(repo.snapshots_dir) as entries:
+            return {entry.name: [device, entry.inode()] for entry in entries}
     except OSError:
-        return None
-    return [st.st_dev, st.st_ino]
+        return {}  # not a local folder (a remote backend's cache): no identity to add
 
 
 # ---------------------------------------------------------------- the free-space guard

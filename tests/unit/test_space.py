@@ -226,3 +226,16 @@ def test_a_first_snapshot_needs_only_the_reserve_free(repo: Repository, monkeypa
     _guarded(repo, monkeypatch, free=1 << 20, capacity=None, reserve="1MiB")
     with pytest.raises(space.NoRoom, match="needs about 0 B"):
         _guarded(repo, monkeypatch, free=(1 << 20) - 1, capacity=None, reserve="1MiB")
+
+
+def test_a_repository_copied_without_its_hard_links_is_counted_again(repo: Repository, tmp_path: Path) -> None:
+    import shutil
+
+    first = _seal(repo, IDS[0], {"kept": os.urandom(10000)})
+    _seal(repo, IDS[1], {"kept": first / "kept"}, previous=IDS[0])
+    assert space.usage(repo, repo.all_snapshots())[IDS[0]].shared > 0  # and cached in <repo>/cache
+    shutil.copytree(repo.path, tmp_path / "copy")  # copies each link as its own file, the cache too
+    copy = Repository(tmp_path / "copy")
+    assert (copy.path / "cache" / space.CACHE).exists()
+    sizes = space.usage(copy, copy.all_snapshots())
+    assert sizes[IDS[0]].shared == sizes[IDS[1]].shared == 0

@@ -23,8 +23,9 @@ Counting walks the snapshot's files (an lstat each). The result is cached in
   was made against an older base than the snapshot before it, which skipped a damaged one), the
   key holds every snapshot of that component: any addition or deletion among them recomputes.
 - a folder in ``snapshots/`` that is not a sealed snapshot (one being written, one being
-  deleted) may hold links too: the names of those go into every key; a snapshot whose manifest
-  cannot be read has unknown components: every id goes into every key.
+  deleted) holds links as the snapshot of its id would: it counts as a neighbour in every
+  component's order (so a backup in progress makes only the newest snapshots count again); a
+  snapshot whose manifest cannot be read has unknown components: every id goes into every key.
 - the snapshot folder's own identity (device, inode) is in its key: a repository copied
   elsewhere (links broken or not) or a snapshot folder put back by hand is counted again.
 
@@ -184,15 +185,17 @@ def cache_keys(repo: Repository, snapshots: Sequence[Snapshot]) -> dict[str, str
     """Each snapshot's cache key (see the module docstring): it changes whenever the snapshot's
     own or shared size could have."""
     ids = [s.id for s in sorted(snapshots, key=lambda s: s.id)]
-    others = sorted(
+    # a folder being written or deleted (<id>.partial, <id>.deleting.partial) holds links as
+    # the snapshot <id> would: a member of every chain, at its id's place (ids are fixed-length)
+    unsealed = [
         e.name
         for e in repo.backend.list(SNAPSHOTS)
         if e.is_folder and not is_snapshot_id(e.name) and is_snapshot_id(e.name.split(".", 1)[0])
-    )
-    everywhere: list[Any] = [others]
+    ]
+    everywhere: list[Any] = []
     if any(s.damaged and not s.manifest.get("components") for s in snapshots):
         everywhere.append(ids)  # components unknown: any snapshot may share its files
-    chains = _chains(snapshots)
+    chains = {key: (sorted(chain + unsealed), regular) for key, (chain, regular) in _chains(snapshots).items()}
     places = {chain_key: {i: n for n, i in enumerate(chain)} for chain_key, (chain, _) in chains.items()}
     identities = _identities(repo)
     keys = {}

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aura_ops.config import Config
-from aura_ops.errors import AuraError, first_line
+from aura_ops.errors import first_line
 from aura_ops.repository import Repository, Snapshot, space
 
 if TYPE_CHECKING:
@@ -34,15 +34,15 @@ def prune_would_free(config: Config, repo: Repository, journal: Journal | None =
     unreachable, ...)."""
     if not config.retention.retention().configured:
         return {"configured": False, "snapshots": [], "bytes": 0}
-    from aura_ops.workflows import retention
-
     opened = None
     try:
+        from aura_ops.workflows import retention
+
         if journal is None:
             journal = opened = _journal_if_any(config)
         doomed = retention.plan(config, repo, journal).deleted
         return {"configured": True, "snapshots": doomed, "bytes": space.freed_by(repo.backend, doomed)}
-    except (AuraError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - advice only: never hides the refusal or the stats it goes with
         return {"configured": True, "snapshots": [], "bytes": 0, "error": first_line(exc)}
     finally:
         if opened is not None:

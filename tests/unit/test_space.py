@@ -239,3 +239,24 @@ def test_a_repository_copied_without_its_hard_links_is_counted_again(repo: Repos
     assert (copy.path / "cache" / space.CACHE).exists()
     sizes = space.usage(copy, copy.all_snapshots())
     assert sizes[IDS[0]].shared == sizes[IDS[1]].shared == 0
+
+
+def test_a_snapshot_being_written_counts_as_the_newest_ones_neighbour(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = _seal(repo, IDS[0], {"kept": os.urandom(10000)})
+    site = _seal(repo, IDS[1], {"kept": site / "kept", "new": os.urandom(10000)}, previous=IDS[0])
+    assert space.usage(repo, repo.all_snapshots())[IDS[1]].shared == _disk(site / "kept")
+    folder = repo.begin(IDS[2])  # a backup in progress: it links the newest snapshot's files
+    (folder / "site").mkdir()
+    os.link(site / "new", folder / "site" / "new")
+    measured: list[str] = []
+    real = space.measure
+    monkeypatch.setattr(space, "measure", lambda backend, i: measured.append(i) or real(backend, i))
+    sizes = space.usage(repo, repo.all_snapshots())
+    assert measured == [IDS[1]]
+    assert sizes[IDS[1]].shared == _disk(site / "kept") + _disk(site / "new")
+    repo.discard(IDS[2])
+    measured.clear()
+    assert space.usage(repo, repo.all_snapshots())[IDS[1]].shared == _disk(site / "kept")
+    assert measured == [IDS[1]]

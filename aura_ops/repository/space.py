@@ -221,15 +221,16 @@ def _components(snapshot: Snapshot) -> list[tuple[str, str]]:
 def _chains(snapshots: Sequence[Snapshot]) -> dict[tuple[str, str], tuple[list[str], bool]]:
     """For each (component, type): the ids holding it, oldest first, and whether they are
     consecutive (no damaged one, none made against a base older than the one before it)."""
-    ordered = sorted(snapshots, key=lambda s: s.id)
-    chains: dict[tuple[str, str], tuple[list[str], bool]] = {}
-    for snapshot in ordered:
+    chains: dict[tuple[str, str], list[str]] = {}
+    irregular: set[tuple[str, str]] = set()
+    for snapshot in sorted(snapshots, key=lambda s: s.id):
         for chain_key in _components(snapshot):
-            chain, regular = chains.get(chain_key, ([], True))
-            previous = (snapshot.manifest["components"][chain_key[0]] or {}).get("previous")
-            skipped = isinstance(previous, str) and bool(chain) and previous < chain[-1]
-            chains[chain_key] = ([*chain, snapshot.id], regular and not skipped and not snapshot.damaged)
-    return chains
+            chain = chains.setdefault(chain_key, [])
+            previous = snapshot.manifest["components"][chain_key[0]].get("previous")
+            if snapshot.damaged or (isinstance(previous, str) and chain and previous < chain[-1]):
+                irregular.add(chain_key)
+            chain.append(snapshot.id)
+    return {chain_key: (chain, chain_key not in irregular) for chain_key, chain in chains.items()}
 
 
 def _identities(repo: Repository) -> dict[str, list[int]]:

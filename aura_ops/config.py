@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aura_ops import yamlfile
 from aura_ops.errors import ConfigError
 from aura_ops.retention import policy as retention_policy
+
+if TYPE_CHECKING:
+    from aura_ops.repository.space import Reserve
 
 DEFAULT_CONFIG = "aura.yaml"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -24,8 +27,31 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEFAULT_RESERVE = "5%"
+
+
 class RepositoryConfig(_Model):
+    """Where snapshots are kept. ``reserve``: the free space a backup (or the snapshot a deploy or
+    playbook takes) must leave on the repository's disk, else it is refused before anything is
+    written: a size (``1GiB``, ``500MB``; 0: only the estimate must fit) or a percentage of the
+    disk's size (``5%``, the default: like ext4's blocks reserved for root, and on top of them)."""
+
     path: Path
+    reserve: str | int = DEFAULT_RESERVE
+
+    @field_validator("reserve", mode="before")
+    @classmethod
+    def _reserve(cls, value: Any) -> Any:
+        from aura_ops.repository import space
+
+        space.parse_reserve(value)
+        return value
+
+    def reserve_setting(self) -> Reserve:
+        """The reserve, parsed."""
+        from aura_ops.repository import space
+
+        return space.parse_reserve(self.reserve)
 
 
 class HostConfig(_Model):

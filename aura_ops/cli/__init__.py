@@ -4,7 +4,7 @@
 each other module registers one group of commands on it when imported here.
 """
 
-from aura_ops.cli import deploy, doctor, retention, runs, snapshots  # noqa: F401 - each registers its commands
+from aura_ops.cli import deploy, doctor, retention, runs, snapshots, space  # noqa: F401 - each registers its commands
 from aura_ops.cli.base import cli, main
 
 __all__ = ["cli", "main"]

@@ -43,7 +43,7 @@ def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
     from aura_ops import engine
     from aura_ops.cli import announce
     from aura_ops.hosts.inventory import Inventory
-    from aura_ops.workflows import retention, snapshots
+    from aura_ops.workflows import retention, snapshots, space
 
     config = click.get_current_context().ensure_object(State).load()
     hosts = Inventory(config)
@@ -52,7 +52,8 @@ def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
         config.component(name)  # an unknown name is a usage error before anything is announced
     _announce(config, announce.backup(config, names, hosts))
     engine.warn_if_interrupted(config)  # an unrelated interrupted run does not block a backup
-    snapshot = snapshots.backup(config, list(components) or None, list(tags), hosts=hosts)
+    guard = space.guard(config, snapshots.repository(config))  # the reserve; what prune would free
+    snapshot = snapshots.backup(config, list(components) or None, list(tags), hosts=hosts, guard=guard)
     retention.auto_prune(config, "backup")  # retention.auto; a failure there is a warning only
 
     def human(data: dict[str, Any]) -> None:
@@ -92,10 +93,14 @@ def _summary(snapshot: Any) -> dict[str, Any]:
 def snapshots_list() -> None:
     """List sealed snapshots, oldest first (partial ones never appear; damaged ones say why)."""
     from aura_ops.workflows import snapshots as engine
+    from aura_ops.workflows import space
 
     config = click.get_current_context().ensure_object(State).load()
-    rows = [_summary(s) for s in engine.listing(config)]
-    pinned = engine.repository(config).pinned()  # a marker column: pinned snapshots are never pruned
+    found = engine.listing(config)
+    repo = engine.repository(config)
+    sizes = space.sizes(repo, found)  # own: what deleting it frees
+    rows = [_summary(s) | {"own_bytes": sizes[s.id].own, "shared_bytes": sizes[s.id].shared} for s in found]
+    pinned = repo.pinned()  # a marker column: pinned snapshots are never pruned
     for row in rows:
         row["pinned"] = row["id"] in pinned
 
@@ -104,13 +109,15 @@ def snapshots_list() -> None:
             click.echo("no snapshots yet")
             return
         _table(
-            ["id", "created", "components", "size", "tags", "state", "pin"],
+            ["id", "created", "components", "size", "own", "shared", "tags", "state", "pin"],
             [
                 [
                     r["id"],
                     r["created"],
                     ", ".join(r["components"]),
                     _human_size(r["size"]),
+                    _human_size(r["own_bytes"]),
+                    _human_size(r["shared_bytes"]),
                     ", ".join(r["tags"]),
                     f"DAMAGED: {r['damaged'].replace(' of snapshot ' + r['id'], '')}" if r["damaged"] else "ok",
                     "pinned" if r["pinned"] else "",

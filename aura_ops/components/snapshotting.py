@@ -28,7 +28,7 @@ from aura_ops.config import Config
 from aura_ops.errors import AuraError, UsageError, VerificationError
 from aura_ops.hosts import local_hostname
 from aura_ops.hosts.inventory import Inventory
-from aura_ops.repository import FORMAT, Repository, Snapshot, new_snapshot_id
+from aura_ops.repository import FORMAT, Repository, Snapshot, new_snapshot_id, space
 
 
 def repository(config: Config) -> Repository:
@@ -45,13 +45,19 @@ def build(config: Config, names: list[str] | None, hosts: Inventory) -> list[Com
     return chosen
 
 
-def take(repo: Repository, components: list[Component], tags: list[str] | None = None) -> Snapshot:
+def take(
+    repo: Repository, components: list[Component], tags: list[str] | None = None, guard: space.Guard | None = None
+) -> Snapshot:
     """Remove the partial snapshots a killed run left, write a new snapshot of ``components``
     into ``<id>.partial/`` (one folder a component), check that every recorded artifact is there
     with its size, and commit it by rename; return it. Anything that fails on the way (an
-    interruption too) discards the partial folder and is raised again (a full disk as AuraError)."""
+    interruption too) discards the partial folder and is raised again (a full disk as AuraError).
+    ``guard``: first refuse (space.NoRoom, exit 1, nothing written) a snapshot that would leave
+    less than the reserve free (``space.check_room``)."""
     log = logs.get()
     repo.clean_partials()
+    if guard is not None:
+        space.check_room(repo, [(c.name, c.type) for c in components], guard)
     ids = repo.ids()
     snapshot_id = new_snapshot_id(after=ids[-1] if ids else None)
     partial = repo.begin(snapshot_id)

@@ -45,6 +45,18 @@ prefix) would implement it:
   prefix exists by its keys); check that the bucket answers.
 - ``free_bytes()``: room left for the next snapshot. Local: the file system's free space. S3:
   no limit (a quota, when one is configured).
+- ``capacity()``: the size of the storage ``free_bytes`` is part of, or None when it has none
+  (what a reserve given as a percentage is a percentage of). Local: the file system's size. S3:
+  None (or the quota, when one is configured).
+- ``links(key)``: every file stored under the folder ``key`` (or the object ``key``), one item a
+  name: ``(identity, links, size)``, where ``identity`` is the same for every name of one stored
+  file (hard links), ``links`` is how many names that file has in the whole store, and ``size``
+  the bytes it takes there; what a snapshot's own and shared sizes are counted from (space.py).
+  Nothing when ``key`` does not exist. Local: a walk with lstat: ``(st_dev, st_ino)``,
+  ``st_nlink``, ``st_blocks * 512`` (the bytes deleting the last link frees); each folder, the
+  top one included, as a file with one link (its own blocks). S3: a listing of
+  the prefix; a file tree's content-addressed blob is its key, its links the count of references
+  to it the repository's blob index keeps, its size the object's.
 
 ``root`` is the folder on this machine where the repository keeps its local files: the
 repository itself for ``LocalBackend``, the cache of a remote one.
@@ -58,7 +70,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -99,6 +111,8 @@ class Backend(Protocol):
     def folder(self, key: str) -> Path: ...
     def locked(self, run_id: str, command: str) -> contextlib.AbstractContextManager[Any]: ...
     def free_bytes(self) -> int: ...
+    def capacity(self) -> int | None: ...
+    def links(self, key: str) -> Iterator[tuple[Hashable, int, int]]: ...
 
 
 def syncfs(path: Path) -> None:
@@ -205,7 +219,34 @@ class LocalBackend:
             yield record
 
     def free_bytes(self) -> int:
+        return shutil.disk_usage(self._existing()).free
+
+    def capacity(self) -> int | None:
+        return shutil.disk_usage(self._existing()).total
+
+    def _existing(self) -> Path:
+        """The root, or its nearest existing parent (on the same disk, before the first snapshot)."""
         target = self.root if self.root.exists() else self.root.parent
         while not target.exists():
             target = target.parent
-        return shutil.disk_usage(target).free
+        return target
+
+    def links(self, key: str) -> Iterator[tuple[Hashable, int, int]]:
+        try:
+            top = os.lstat(self.root / key)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if not stat.S_ISDIR(top.st_mode):
+            yield (top.st_dev, top.st_ino), top.st_nlink, top.st_blocks * 512
+            return
+        yield (top.st_dev, top.st_ino), 1, top.st_blocks * 512  # a folder is never hard-linked
+        folders = [str(self.root / key)]
+        while folders:
+            with os.scandir(folders.pop()) as entries:
+                for entry in entries:
+                    st = entry.stat(follow_symlinks=False)
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+                        yield (st.st_dev, st.st_ino), 1, st.st_blocks * 512
+                    else:
+                        yield (st.st_dev, st.st_ino), st.st_nlink, st.st_blocks * 512

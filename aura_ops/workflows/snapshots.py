@@ -26,6 +26,7 @@ from aura_ops.errors import Interrupted, VerificationError
 from aura_ops.hosts import local_hostname
 from aura_ops.hosts.inventory import Inventory
 from aura_ops.repository import MANIFEST, Repository, Snapshot, new_snapshot_id
+from aura_ops.repository.space import Guard
 from aura_ops.repository.verified import VerifiedCache
 from aura_ops.state import temporaries
 
@@ -69,10 +70,12 @@ def backup(
     tags: list[str] | None = None,
     run_id: str | None = None,
     hosts: Inventory | None = None,
+    guard: Guard | None = None,
 ) -> Snapshot:
     """Snapshot the selected components (on their hosts from ``hosts``, by default the
     configuration's inventory) into a new sealed snapshot; return it (``snapshotting.take``,
-    under the repository lock, with SIGTERM turned into a discard)."""
+    under the repository lock, with SIGTERM turned into a discard). ``guard``: the free-space
+    guard (``workflows.space.guard``: the configured reserve); None checks nothing."""
     chosen = snapshotting.build(config, components, hosts or Inventory(config))
     repo = repository(config)
     run_id = run_id or new_snapshot_id()
@@ -83,7 +86,7 @@ def backup(
         temporaries.bound(config),
     ):
         temporaries.sweep(config)
-        return snapshotting.take(repo, chosen, tags)
+        return snapshotting.take(repo, chosen, tags, guard=guard)
 
 
 def _verified_cache(repo: Repository) -> VerifiedCache:

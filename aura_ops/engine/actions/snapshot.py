@@ -11,7 +11,7 @@ from pydantic import Field
 
 from aura_ops.components import snapshotting
 from aura_ops.engine.actions.base import Action, Context, _Params
-from aura_ops.repository import Snapshot
+from aura_ops.repository import Snapshot, space
 
 
 class SnapshotParams(_Params):
@@ -59,7 +59,15 @@ def take_snapshot(ctx: Context, components: list[str] | None, tags: list[str]) -
     chosen = snapshotting.build(ctx.config, components, ctx.hosts)
     repo = snapshotting.repository(ctx.config)
     with repo.locked(ctx.run_id, "backup"):
-        return snapshotting.take(repo, chosen, tags)
+        return snapshotting.take(
+            repo, chosen, tags, guard=space.Guard(ctx.config.repository.reserve_setting(), _advice)
+        )
+
+
+def _advice() -> str:
+    """What would make room, as a run's step can say it (an action uses no workflow: the
+    retention plan is the prune command's)."""
+    return "`aura-ops snapshots prune --dry-run` shows what a prune would free"
 
 
 def restore_snapshot(

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aura_ops import config as configuration
 from aura_ops.repository import Repository
@@ -271,3 +273,50 @@ def test_two_release_components_and_no_deploy_section_protect_nothing_and_do_not
     repo.ensure()
     ids = [seal(repo, h, current="v1") for h in range(2)]
     assert retention.plan(cfg, repo, None).deleted == ids[:1]
+
+
+UNFINISHED = ("running", "interrupted", "compensating")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.data(),
+    count=st.integers(1, 7),
+    keep_last=st.integers(1, 3),
+)
+def test_no_policy_deletes_a_snapshot_an_unfinished_run_references_or_a_pin(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, count: int, keep_last: int
+) -> None:
+    """Random timelines of snapshots, pins and runs (unfinished or succeeded, naming snapshots
+    in a step's outputs or in their parameters): the plan keeps every pinned snapshot, every one
+    an unfinished run names, and the newest; it deletes only what the policy leaves out."""
+    root = tmp_path_factory.mktemp("timeline")
+    cfg = make_config(root, keep_last=keep_last)
+    repository = Repository(root / "repo")
+    repository.ensure()
+    ids = [
+        seal(repository, hours)
+        for hours in sorted(data.draw(st.sets(st.integers(0, 500), min_size=count, max_size=count)))
+    ]
+    pinned = data.draw(st.sets(st.sampled_from(ids), max_size=2))
+    for sid in pinned:
+        repository.pin(sid)
+    journal = Journal(root / "state" / "journal.db")
+    runs = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from([*UNFINISHED, "succeeded"]), st.sampled_from(ids), st.booleans()), max_size=4
+        )
+    )
+    needed = set()
+    for index, (status, sid, in_params) in enumerate(runs):
+        run_id = f"20261101-0{index}0000-000"
+        outputs, params = ({}, {"snapshot": sid}) if in_params else ({"snapshot_id": sid}, {})
+        journal_run(journal, cfg, run_id, status, outputs, params=params)
+        if status != "succeeded":
+            journal.set_run(run_id, status)
+            needed.add(sid)
+    plan = retention.plan(cfg, repository, journal)
+    journal.close()
+    deleted = set(plan.deleted)
+    assert not deleted & (pinned | needed | {ids[-1]})
+    assert deleted <= set(ids[:-keep_last])

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,8 @@ from aura_ops.workflows.snapshots import interruptible, listing
 
 Protections = dict[str, list[str]]
 ABORTABLE = ("failed", "rollback_failed")  # ended, but `runs abort` may still undo them
+# how a unique prefix of a snapshot id (``YYYYMMDD-HHMMSS-mmm``, at least MIN_PREFIX characters) can start
+PREFIX = re.compile(r"\d{4,8}(-\d{0,6}(-\d{0,2})?)?")
 
 
 def snapshot_time(snapshot_id: str) -> dt.datetime:
@@ -196,21 +200,34 @@ def deploy_needs(config: Config, journal: Journal, hosts: Inventory) -> Protecti
 # ---------------------------------------------------------------- what runs need
 
 
-def referenced(journal: Journal, run: RunRecord) -> list[str]:
-    """Every snapshot id a run's parameters and journaled steps name (outputs, saved state, undo)."""
+def referenced(journal: Journal, run: RunRecord, known: Iterable[str] = ()) -> list[str]:
+    """Every snapshot id a run's parameters (whatever their name), its playbook as it started
+    (a user's playbook may name a snapshot in its file) and its journaled steps (outputs, saved
+    state, undo) name; with ``known`` (the repository's ids), also the one a unique id prefix in
+    its parameters or playbook names (the restore action resolves a prefix when it runs)."""
     found: list[str] = []
+    ids = sorted(known)
 
-    def collect(value: Any) -> None:
+    def collect(value: Any, prefixes: bool = False) -> None:
         if isinstance(value, dict):
             for item in value.values():
-                collect(item)
+                collect(item, prefixes)
         elif isinstance(value, list):
             for item in value:
-                collect(item)
-        elif isinstance(value, str) and is_snapshot_id(value) and value not in found:
-            found.append(value)
+                collect(item, prefixes)
+        elif isinstance(value, str):
+            if is_snapshot_id(value):
+                matches = [value]
+            elif prefixes and ids and PREFIX.fullmatch(value):
+                matches = [i for i in ids if i.startswith(value)]
+            else:
+                matches = []
+            if len(matches) == 1 and matches[0] not in found:
+                found.append(matches[0])
 
-    collect({k: v for k, v in run.params.items() if "snapshot" in k})
+    collect(run.params, prefixes=True)
+    with contextlib.suppress(ValueError):
+        collect(json.loads(journal.definition(run.id)), prefixes=True)
     for step in journal.steps(run.id):
         collect([step.outputs, step.saved or {}, step.undo or {}])
     return found
@@ -250,7 +267,7 @@ def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> 
     for run in sorted(runs, key=lambda r: r.id):
         state = "not finished" if run.status not in RUN_FINAL else f"{run.status}, `runs abort` may still undo it"
         what = f"run {run.id} ({Path(run.playbook).stem}, {state})"
-        for snapshot_id in referenced(journal, run):
+        for snapshot_id in referenced(journal, run, ids):
             found.setdefault(snapshot_id, []).append(f"needed by {what}")
         for step in journal.steps(run.id) if _may_be_running(run) else []:
             if step.status == "applying" and step.started:

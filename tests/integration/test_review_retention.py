@@ -1,0 +1,62 @@
+"""Review of retention (issue 11), adversarial cases found by review-a: each test failed on the
+code it was written against. Real CLI as a subprocess, real files, a real repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import Aura
+from tests.integration.test_prune import files_site, listed, set_retention, tree, write_files  # noqa: F401
+
+
+def putback_playbook(folder: Path, snapshot: str = "{{ params.source }}") -> Path:
+    """A user's playbook: a snapshot first (its undo point), then put the files back from the
+    snapshot it is given (a parameter that is not called ``snapshot``, or written in the file)."""
+    book = folder / "putback.yaml"
+    book.write_text(
+        yaml.safe_dump(
+            {
+                "name": "putback",
+                "params": {"source": ""},
+                "steps": [
+                    {"name": "pre", "action": "snapshot"},
+                    {"name": "put_back", "action": "restore", "with": {"snapshot": snapshot, "components": ["files"]}},
+                ],
+            }
+        )
+    )
+    return book
+
+
+@pytest.mark.parametrize("named_by", ["parameter", "prefix", "definition"])
+def test_a_snapshot_an_interrupted_run_restores_survives_a_prune_and_the_resume_restores_it(
+    aura: Aura,
+    files_site: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    named_by: str,
+) -> None:
+    write_files(files_site, 10, 0)
+    expected = tree(files_site)
+    source = aura.json("backup")["id"]
+    write_files(files_site, 10, 1)
+    if named_by in ("parameter", "prefix"):  # the CLI takes a unique id prefix everywhere
+        given = source if named_by == "parameter" else source[:-3]
+        book, extra = putback_playbook(tmp_path), ["-e", f"source={given}"]
+    else:
+        book, extra = putback_playbook(tmp_path, snapshot=source), []
+    aura("run", str(book), *extra, check=137, env={"AURA_FAULT": "put_back:before"})
+    killed = aura.json("runs", "list")["runs"][0]
+    assert killed["status"] == "running"
+    aura("backup")
+    set_retention(aura, keep_last=1)
+    plan = {row["id"]: row for row in aura.json("snapshots", "prune", "--dry-run")["snapshots"]}
+    assert plan[source]["decision"] == "keep", plan[source]
+    assert any(killed["id"] in reason for reason in plan[source]["reasons"])
+    pruned = aura.json("snapshots", "prune")
+    assert source not in pruned["deleted"] and source in listed(aura)
+    done = aura.json("runs", "resume", killed["id"])
+    assert done["run"]["status"] == "succeeded"
+    assert tree(files_site) == expected

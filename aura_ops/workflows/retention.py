@@ -51,7 +51,7 @@ from aura_ops.hosts.inventory import Inventory
 from aura_ops.repository import Repository, Snapshot, is_snapshot_id, new_snapshot_id
 from aura_ops.retention import Decision, Plan, Reason, Rule, SnapshotInfo, decide
 from aura_ops.state import temporaries
-from aura_ops.state.journal import RUN_FINAL, Journal, RunRecord
+from aura_ops.state.journal import RUN_FINAL, Journal, RunRecord, same_target
 from aura_ops.state.lock import pid_alive
 from aura_ops.workflows.snapshots import interruptible, listing
 
@@ -261,7 +261,11 @@ def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> 
     since that step began."""
     target = str(state_dir(config))
     runs = journal.unfinished(target)
-    runs += [r for r in journal.runs(1000) if r.target == target and r.status in ABORTABLE and _abortable(journal, r)]
+    runs += [
+        r
+        for r in journal.runs(1000)
+        if r.status in ABORTABLE and same_target(r.target, target) and _abortable(journal, r)
+    ]
     found: Protections = {}
     ids = sorted(snapshot_ids)
     for run in sorted(runs, key=lambda r: r.id):

@@ -60,3 +60,30 @@ def test_a_snapshot_an_interrupted_run_restores_survives_a_prune_and_the_resume_
     done = aura.json("runs", "resume", killed["id"])
     assert done["run"]["status"] == "succeeded"
     assert tree(files_site) == expected
+
+
+def test_an_interrupted_run_is_seen_through_another_path_to_the_same_config(
+    aura: Aura,
+    files_site: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """The config reached through a symlinked folder (cron names /etc/aura, a person /srv/aura):
+    the same state folder, so the same unfinished run: a prune keeps what it needs and a new
+    run refuses, as through the path the run was started by."""
+    write_files(files_site, 10, 0)
+    source = aura.json("backup")["id"]
+    write_files(files_site, 10, 1)
+    book = putback_playbook(tmp_path)
+    aura("run", str(book), "-e", f"source={source}", check=137, env={"AURA_FAULT": "put_back:before"})
+    killed = aura.json("runs", "list")["runs"][0]
+    assert killed["status"] == "running"
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+    other = Aura(tmp_path / "link", aura.env)
+    other("backup")
+    set_retention(aura, keep_last=1)
+    taken = listed(aura)
+    pruned = other.json("snapshots", "prune")
+    assert source not in pruned["deleted"] and taken[1] not in pruned["deleted"]  # its parameter, its own undo point
+    refused = other("run", str(book), "-e", f"source={source}", check=5)
+    assert killed["id"] in refused.stderr
+    assert other.json("runs", "resume", killed["id"])["run"]["status"] == "succeeded"

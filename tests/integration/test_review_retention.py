@@ -87,3 +87,19 @@ def test_an_interrupted_run_is_seen_through_another_path_to_the_same_config(
     refused = other("run", str(book), "-e", f"source={source}", check=5)
     assert killed["id"] in refused.stderr
     assert other.json("runs", "resume", killed["id"])["run"]["status"] == "succeeded"
+
+
+def test_a_pinned_snapshot_is_not_deleted_by_snapshots_delete_until_it_is_unpinned(
+    aura: Aura,
+    files_site: Path,  # noqa: F811 - the fixture imported above
+) -> None:
+    write_files(files_site, 5, 0)
+    kept = aura.json("backup")["id"]
+    aura("snapshots", "pin", kept)
+    refused = aura("snapshots", "delete", kept, "--yes", check=2)
+    assert refused.stderr.strip().splitlines()[-1].startswith("aura-ops: error: snapshot")
+    assert f"snapshots unpin {kept}" in refused.stderr and "nothing was deleted" in refused.stderr
+    assert listed(aura) == [kept] and aura.json("snapshots", "verify", kept)["ok"]
+    aura("snapshots", "unpin", kept)
+    assert aura.json("snapshots", "delete", kept, "--yes")["deleted"] == kept
+    assert listed(aura) == []

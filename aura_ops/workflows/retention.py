@@ -108,7 +108,9 @@ def plan(
     pinned = repository.pinned()
     intact = [s for s in snapshots if s.damaged is None]
     protected: Protections = {}
-    _merge(protected, rollback_needs(config, repository.snapshots(), hosts))
+    sealed = repository.snapshots()  # manifest intact: what `rollback` chooses from
+    _merge(protected, rollback_needs(config, sealed, hosts))
+    _merge(protected, recorded_rollback_needs(sealed, judged=judged_release(config, hosts)))
     if journal is not None:
         _merge(protected, deploy_needs(config, journal, hosts))
         _merge(protected, run_needs(config, journal, [s.id for s in snapshots]))
@@ -173,6 +175,49 @@ def rollback_needs(config: Config, snapshots: list[Snapshot], hosts: Inventory) 
         if snapshot_id is not None:
             how = "`aura-ops rollback`" if depth == 0 else "a second `aura-ops rollback`"
             found.setdefault(snapshot_id, []).append(f"{how} to release {target} restores it")
+    return found
+
+
+RECORDED_RELEASES = 3  # the live release may be newer than the newest record: the previous two and it
+
+
+def judged_release(config: Config, hosts: Inventory) -> str | None:
+    """The release component whose rollbacks ``rollback_needs`` judges from the live release
+    (this configuration deploys it, with a database), or None."""
+    try:
+        database = config.only("postgres", config.deploy.database, "database")
+    except ConfigError:
+        return None
+    component = _release(config, hosts) if database is not None else None
+    return component.name if component is not None else None
+
+
+def recorded_rollback_needs(snapshots: list[Snapshot], judged: str | None = None) -> Protections:
+    """What a rollback may need, read from the repository alone, for the release components
+    this configuration does not deploy (``judged`` aside: ``rollback_needs`` knows its live
+    release). Another configuration sharing the repository, say a backup-only one run by cron,
+    knows no release. For each release component the snapshots record, and each of the last
+    RECORDED_RELEASES releases they record as current, the newest snapshot from while it was
+    current that holds a database (the one ``deploy.rollback_plan`` restores for a rollback to
+    that release)."""
+    newest: dict[tuple[str, str], str] = {}  # (release component, release) -> snapshot id
+    for snapshot in sorted(snapshots, key=lambda s: s.id):
+        sections = snapshot.manifest["components"]
+        if not any(section.get("type") == "postgres" for section in sections.values()):
+            continue
+        for name, section in sections.items():
+            current = section.get("current")
+            if section.get("type") == "release" and name != judged and isinstance(current, str) and current:
+                newest.pop((name, current), None)  # (re-inserted last: ordered by when it was last current)
+                newest[(name, current)] = snapshot.id
+    found: Protections = {}
+    for name in sorted({component for component, _ in newest}):
+        recorded = [(version, i) for (component, version), i in newest.items() if component == name]
+        for version, snapshot_id in recorded[-RECORDED_RELEASES:]:
+            found.setdefault(snapshot_id, []).append(
+                f"newest snapshot with the database from while release {version} of {name} was current "
+                "(a rollback to it restores it; recorded in the repository)"
+            )
     return found
 
 

@@ -4,12 +4,14 @@ code it was written against. Real CLI as a subprocess, real files, a real reposi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import Aura
-from tests.integration.test_prune import files_site, listed, set_retention, tree, write_files  # noqa: F401
+from tests.conftest import Aura, db_component
+from tests.integration.test_deploy_semantics import deploy, live, release, site  # noqa: F401 - fixture
+from tests.integration.test_prune import content, files_site, listed, set_retention, tree, write_files  # noqa: F401
 
 
 def putback_playbook(folder: Path, snapshot: str = "{{ params.source }}") -> Path:
@@ -43,7 +45,7 @@ def test_a_snapshot_an_interrupted_run_restores_survives_a_prune_and_the_resume_
     source = aura.json("backup")["id"]
     write_files(files_site, 10, 1)
     if named_by in ("parameter", "prefix"):  # the CLI takes a unique id prefix everywhere
-        given = source if named_by == "parameter" else source[:-3]
+        given = source if named_by == "parameter" else source[:-1]
         book, extra = putback_playbook(tmp_path), ["-e", f"source={given}"]
     else:
         book, extra = putback_playbook(tmp_path, snapshot=source), []
@@ -103,3 +105,33 @@ def test_a_pinned_snapshot_is_not_deleted_by_snapshots_delete_until_it_is_unpinn
     aura("snapshots", "unpin", kept)
     assert aura.json("snapshots", "delete", kept, "--yes")["deleted"] == kept
     assert listed(aura) == []
+
+
+def test_a_backup_only_config_sharing_the_repository_keeps_what_the_deploy_configs_rollback_restores(
+    aura: Aura,
+    site: dict[str, Any],  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """A second configuration on the same repository (cron's backup of the database only, with
+    retention.auto) knows no release: its prune must still keep the snapshot a rollback of the
+    deploying configuration restores."""
+    deploy(aura, site, "v1")
+    before_v2 = content(site["dsn"])
+    release(site, "v2", migration="ALTER TABLE items ADD COLUMN price int;")
+    deploy(aura, site, "v2")
+    aura("backup")  # the newest snapshot of the release now records v2
+    (tmp_path / "cron").mkdir()
+    cron = Aura(tmp_path / "cron", aura.env)
+    cron.write_config(
+        {
+            "repository": {"path": str(aura.repo)},
+            "components": {"db": db_component()},
+            "retention": {"keep_last": 1, "auto": True},
+        }
+    )
+    before = listed(aura)
+    newest = cron.json("backup")["id"]
+    assert newest in listed(aura) and len(listed(aura)) < len(before) + 1  # the cron's prune deleted some
+    done = aura.json("rollback", "--yes")
+    assert done["run"]["status"] == "succeeded" and done["target"]["release"] == "v1"
+    assert content(site["dsn"]) == before_v2 and live(site) == "v1"

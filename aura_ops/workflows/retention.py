@@ -8,8 +8,11 @@
   newest intact snapshot holding the database from when the rollback's release was live, as
   ``deploy.rollback_plan`` finds it), the one a second rollback would restore (to the release
   before that), and the snapshots the deploys of the live release and of the previous good
-  release took (the journal's succeeded ``deploy:<version>`` runs);
-- every snapshot a run that is not finished references (running, interrupted, compensating),
+  release took (the journal's succeeded ``deploy:<version>`` runs); for a release component this
+  configuration does not deploy (another configuration on the repository does), what the
+  snapshots themselves record (``recorded_rollback_needs``);
+- every snapshot a run that is not finished references (running, interrupted, compensating) in
+  any parameter, its playbook or its steps (a full id, or a unique prefix),
   or that a failed run whose undo ``runs abort`` may still run references; and, while such a
   run has a step in flight, every snapshot sealed since that step began (it may be the step's
   own, not journaled yet).

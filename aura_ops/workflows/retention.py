@@ -44,6 +44,7 @@ from typing import Any
 
 from aura_ops import components, faults, logs
 from aura_ops.components import snapshotting
+from aura_ops.components.base import Component
 from aura_ops.components.release import ReleaseComponent
 from aura_ops.config import Config
 from aura_ops.engine import resume
@@ -184,6 +185,14 @@ def rollback_needs(config: Config, snapshots: list[Snapshot], hosts: Inventory) 
 RECORDED_RELEASES = 3  # the live release may be newer than the newest record: the previous two and it
 
 
+def _recorded_class(section: dict[str, Any]) -> type[Component] | None:
+    """The component class a manifest section records (None: a type this version does not know)."""
+    try:
+        return components.component_class(str(section.get("type")))
+    except ConfigError:
+        return None
+
+
 def judged_release(config: Config, hosts: Inventory) -> str | None:
     """The release component whose rollbacks ``rollback_needs`` judges from the live release
     (this configuration deploys it, with a database), or None."""
@@ -205,12 +214,14 @@ def recorded_rollback_needs(snapshots: list[Snapshot], judged: str | None = None
     that release)."""
     newest: dict[tuple[str, str], str] = {}  # (release component, release) -> snapshot id
     for snapshot in sorted(snapshots, key=lambda s: s.id):
-        sections = snapshot.manifest["components"]
-        if not any(section.get("type") == "postgres" for section in sections.values()):
+        classes = {name: _recorded_class(section) for name, section in snapshot.manifest["components"].items()}
+        if not any(cls is not None and cls.restore_to == "database" for cls in classes.values()):
             continue
-        for name, section in sections.items():
-            current = section.get("current")
-            if section.get("type") == "release" and name != judged and isinstance(current, str) and current:
+        for name, section in snapshot.manifest["components"].items():
+            current, cls = section.get("current"), classes[name]
+            if cls is None or not issubclass(cls, ReleaseComponent) or name == judged:
+                continue
+            if isinstance(current, str) and current:
                 newest.pop((name, current), None)  # (re-inserted last: ordered by when it was last current)
                 newest[(name, current)] = snapshot.id
     found: Protections = {}

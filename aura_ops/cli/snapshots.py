@@ -204,7 +204,9 @@ def snapshots_delete(snapshot_id: str, yes: bool) -> None:
     from aura_ops.workflows import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
-    resolved = engine.repository(config).resolve(snapshot_id)
+    repo = engine.repository(config)
+    resolved = repo.resolve(snapshot_id)
+    engine.refuse_if_pinned(repo, resolved)  # before asking (checked again under the lock)
     _announce(config, f"deleting snapshot {resolved} from repository {config.repository.path}")
     confirm(f"Delete snapshot {resolved}?", yes)
     engine.delete(config, resolved)

@@ -19,7 +19,7 @@ from aura_ops.engine.session import open_journal, state_dir
 from aura_ops.errors import LockedError, UsageError
 from aura_ops.hosts import local_hostname
 from aura_ops.secrets import register
-from aura_ops.state.journal import Journal, RunRecord
+from aura_ops.state.journal import Journal, RunRecord, same_target
 from aura_ops.state.lock import pid_alive
 
 
@@ -91,7 +91,7 @@ def refuse_if_overtaken(journal: Journal, run: RunRecord) -> None:
     later = [
         other
         for other in journal.runs(10_000)
-        if other.id > run.id and other.target == run.target and other.status != "rolled_back"
+        if other.id > run.id and same_target(other.target, run.target) and other.status != "rolled_back"
     ]
     if later:
         names = ", ".join(f"{r.id} ({Path(r.playbook).stem}, {r.status})" for r in sorted(later, key=lambda r: r.id))

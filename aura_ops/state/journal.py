@@ -52,13 +52,19 @@ COLUMNS = (
 )
 
 SELECT_RUNS = f"SELECT {COLUMNS} FROM runs"  # noqa: S608 - constants only, values are bound
-SELECT_UNFINISHED = SELECT_RUNS + " WHERE target = ? AND status NOT IN (?, ?, ?, ?) ORDER BY id"
+SELECT_UNFINISHED = SELECT_RUNS + " WHERE status NOT IN (?, ?, ?, ?) ORDER BY id"  # then by same_target
 
 # run: running -> succeeded | compensating -> rolled_back | rollback_failed; failed (no rollback)
 RUN_FINAL = ("succeeded", "rolled_back", "failed", "rollback_failed")
 # step: pending -> applying -> applied | failed; applied -> compensating -> compensated;
 # pending -> already_applied (its check found it done before this run touched it: an earlier
 # run's work, which this run's compensation never undoes)
+
+
+def same_target(a: str, b: str) -> bool:
+    """Whether two runs' targets (state folders) are one folder, however each path was spelled
+    (through a symlink, with ``..``): the same journal reached by two config paths is one target."""
+    return a == b or os.path.realpath(a) == os.path.realpath(b)
 
 
 def _now() -> str:
@@ -254,8 +260,8 @@ class Journal:
         return [self._run(row) for row in rows]
 
     def unfinished(self, target: str) -> list[RunRecord]:
-        rows = self.db.execute(SELECT_UNFINISHED, (target, *RUN_FINAL)).fetchall()
-        return [self._run(row) for row in rows]
+        rows = self.db.execute(SELECT_UNFINISHED, RUN_FINAL).fetchall()
+        return [run for run in map(self._run, rows) if same_target(run.target, target)]
 
     def definition(self, run_id: str) -> str:
         """The playbook exactly as the run started it (resume never re-reads the file)."""

@@ -8,8 +8,11 @@
   newest intact snapshot holding the database from when the rollback's release was live, as
   ``deploy.rollback_plan`` finds it), the one a second rollback would restore (to the release
   before that), and the snapshots the deploys of the live release and of the previous good
-  release took (the journal's succeeded ``deploy:<version>`` runs);
-- every snapshot a run that is not finished references (running, interrupted, compensating),
+  release took (the journal's succeeded ``deploy:<version>`` runs); for a release component this
+  configuration does not deploy (another configuration on the repository does), what the
+  snapshots themselves record (``recorded_rollback_needs``);
+- every snapshot a run that is not finished references (running, interrupted, compensating) in
+  any parameter, its playbook or its steps (a full id, or a unique prefix),
   or that a failed run whose undo ``runs abort`` may still run references; and, while such a
   run has a step in flight, every snapshot sealed since that step began (it may be the step's
   own, not journaled yet).
@@ -32,13 +35,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from aura_ops import components, faults, logs
 from aura_ops.components import snapshotting
+from aura_ops.components.base import Component
 from aura_ops.components.release import ReleaseComponent
 from aura_ops.config import Config
 from aura_ops.engine import resume
@@ -49,12 +55,14 @@ from aura_ops.hosts.inventory import Inventory
 from aura_ops.repository import Repository, Snapshot, is_snapshot_id, new_snapshot_id
 from aura_ops.retention import Decision, Plan, Reason, Rule, SnapshotInfo, decide
 from aura_ops.state import temporaries
-from aura_ops.state.journal import RUN_FINAL, Journal, RunRecord
+from aura_ops.state.journal import RUN_FINAL, Journal, RunRecord, same_target
 from aura_ops.state.lock import pid_alive
 from aura_ops.workflows.snapshots import interruptible, listing
 
 Protections = dict[str, list[str]]
 ABORTABLE = ("failed", "rollback_failed")  # ended, but `runs abort` may still undo them
+# how a unique prefix of a snapshot id (``YYYYMMDD-HHMMSS-mmm``, at least MIN_PREFIX characters) can start
+PREFIX = re.compile(r"\d{4,8}(-\d{0,6}(-\d{0,2})?)?")
 
 
 def snapshot_time(snapshot_id: str) -> dt.datetime:
@@ -104,7 +112,9 @@ def plan(
     pinned = repository.pinned()
     intact = [s for s in snapshots if s.damaged is None]
     protected: Protections = {}
-    _merge(protected, rollback_needs(config, repository.snapshots(), hosts))
+    sealed = repository.snapshots()  # manifest intact: what `rollback` chooses from
+    _merge(protected, rollback_needs(config, sealed, hosts))
+    _merge(protected, recorded_rollback_needs(sealed, judged=judged_release(config, hosts)))
     if journal is not None:
         _merge(protected, deploy_needs(config, journal, hosts))
         _merge(protected, run_needs(config, journal, [s.id for s in snapshots]))
@@ -172,6 +182,59 @@ def rollback_needs(config: Config, snapshots: list[Snapshot], hosts: Inventory) 
     return found
 
 
+RECORDED_RELEASES = 3  # the live release may be newer than the newest record: the previous two and it
+
+
+def _recorded_class(section: dict[str, Any]) -> type[Component] | None:
+    """The component class a manifest section records (None: a type this version does not know)."""
+    try:
+        return components.component_class(str(section.get("type")))
+    except ConfigError:
+        return None
+
+
+def judged_release(config: Config, hosts: Inventory) -> str | None:
+    """The release component whose rollbacks ``rollback_needs`` judges from the live release
+    (this configuration deploys it, with a database), or None."""
+    try:
+        database = config.only("postgres", config.deploy.database, "database")
+    except ConfigError:
+        return None
+    component = _release(config, hosts) if database is not None else None
+    return component.name if component is not None else None
+
+
+def recorded_rollback_needs(snapshots: list[Snapshot], judged: str | None = None) -> Protections:
+    """What a rollback may need, read from the repository alone, for the release components
+    this configuration does not deploy (``judged`` aside: ``rollback_needs`` knows its live
+    release). Another configuration sharing the repository, say a backup-only one run by cron,
+    knows no release. For each release component the snapshots record, and each of the last
+    RECORDED_RELEASES releases they record as current, the newest snapshot from while it was
+    current that holds a database (the one ``deploy.rollback_plan`` restores for a rollback to
+    that release)."""
+    newest: dict[tuple[str, str], str] = {}  # (release component, release) -> snapshot id
+    for snapshot in sorted(snapshots, key=lambda s: s.id):
+        classes = {name: _recorded_class(section) for name, section in snapshot.manifest["components"].items()}
+        if not any(cls is not None and cls.restore_to == "database" for cls in classes.values()):
+            continue
+        for name, section in snapshot.manifest["components"].items():
+            current, cls = section.get("current"), classes[name]
+            if cls is None or not issubclass(cls, ReleaseComponent) or name == judged:
+                continue
+            if isinstance(current, str) and current:
+                newest.pop((name, current), None)  # (re-inserted last: ordered by when it was last current)
+                newest[(name, current)] = snapshot.id
+    found: Protections = {}
+    for name in sorted({component for component, _ in newest}):
+        recorded = [(version, i) for (component, version), i in newest.items() if component == name]
+        for version, snapshot_id in recorded[-RECORDED_RELEASES:]:
+            found.setdefault(snapshot_id, []).append(
+                f"newest snapshot with the database from while release {version} of {name} was current "
+                "(a rollback to it restores it; recorded in the repository)"
+            )
+    return found
+
+
 def deploy_needs(config: Config, journal: Journal, hosts: Inventory) -> Protections:
     """The snapshots the last succeeded deploy of the live release, and of the previous good
     release (where a rollback goes), took: the data from before each went live."""
@@ -196,21 +259,34 @@ def deploy_needs(config: Config, journal: Journal, hosts: Inventory) -> Protecti
 # ---------------------------------------------------------------- what runs need
 
 
-def referenced(journal: Journal, run: RunRecord) -> list[str]:
-    """Every snapshot id a run's parameters and journaled steps name (outputs, saved state, undo)."""
+def referenced(journal: Journal, run: RunRecord, known: Iterable[str] = ()) -> list[str]:
+    """Every snapshot id a run's parameters (whatever their name), its playbook as it started
+    (a user's playbook may name a snapshot in its file) and its journaled steps (outputs, saved
+    state, undo) name; with ``known`` (the repository's ids), also the one a unique id prefix in
+    its parameters or playbook names (the restore action resolves a prefix when it runs)."""
     found: list[str] = []
+    ids = sorted(known)
 
-    def collect(value: Any) -> None:
+    def collect(value: Any, prefixes: bool = False) -> None:
         if isinstance(value, dict):
             for item in value.values():
-                collect(item)
+                collect(item, prefixes)
         elif isinstance(value, list):
             for item in value:
-                collect(item)
-        elif isinstance(value, str) and is_snapshot_id(value) and value not in found:
-            found.append(value)
+                collect(item, prefixes)
+        elif isinstance(value, str):
+            if is_snapshot_id(value):
+                matches = [value]
+            elif prefixes and ids and PREFIX.fullmatch(value):
+                matches = [i for i in ids if i.startswith(value)]
+            else:
+                matches = []
+            if len(matches) == 1 and matches[0] not in found:
+                found.append(matches[0])
 
-    collect({k: v for k, v in run.params.items() if "snapshot" in k})
+    collect(run.params, prefixes=True)
+    with contextlib.suppress(ValueError):
+        collect(json.loads(journal.definition(run.id)), prefixes=True)
     for step in journal.steps(run.id):
         collect([step.outputs, step.saved or {}, step.undo or {}])
     return found
@@ -244,13 +320,17 @@ def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> 
     since that step began."""
     target = str(state_dir(config))
     runs = journal.unfinished(target)
-    runs += [r for r in journal.runs(1000) if r.target == target and r.status in ABORTABLE and _abortable(journal, r)]
+    runs += [
+        r
+        for r in journal.runs(1000)
+        if r.status in ABORTABLE and same_target(r.target, target) and _abortable(journal, r)
+    ]
     found: Protections = {}
     ids = sorted(snapshot_ids)
     for run in sorted(runs, key=lambda r: r.id):
         state = "not finished" if run.status not in RUN_FINAL else f"{run.status}, `runs abort` may still undo it"
         what = f"run {run.id} ({Path(run.playbook).stem}, {state})"
-        for snapshot_id in referenced(journal, run):
+        for snapshot_id in referenced(journal, run, ids):
             found.setdefault(snapshot_id, []).append(f"needed by {what}")
         for step in journal.steps(run.id) if _may_be_running(run) else []:
             if step.status == "applying" and step.started:

@@ -22,7 +22,7 @@ from aura_ops import checksum, logs
 from aura_ops import components as registry
 from aura_ops.components import snapshotting
 from aura_ops.config import Config
-from aura_ops.errors import Interrupted, VerificationError
+from aura_ops.errors import Interrupted, UsageError, VerificationError
 from aura_ops.hosts import local_hostname
 from aura_ops.hosts.inventory import Inventory
 from aura_ops.repository import MANIFEST, Repository, Snapshot, new_snapshot_id
@@ -259,12 +259,23 @@ def restore(
     return report
 
 
+def refuse_if_pinned(repo: Repository, snapshot_id: str) -> None:
+    """UsageError (exit 2) when the snapshot is pinned: a pin is the user's "never delete this",
+    so a delete (even with ``--yes``, from a script) asks for the unpin first."""
+    if snapshot_id in repo.pinned():
+        raise UsageError(
+            f"snapshot {snapshot_id} is pinned; nothing was deleted (`aura-ops snapshots unpin {snapshot_id}` first)"
+        )
+
+
 def delete(config: Config, reference: str, run_id: str | None = None) -> str:
+    """Delete a sealed snapshot under the repository lock; UsageError when it is pinned."""
     repo = repository(config)
     snapshot_id = repo.resolve(reference)
     run_id = run_id or new_snapshot_id()
     with logs.bind(run_id=run_id), repo.locked(run_id, "delete"), temporaries.bound(config):
         temporaries.sweep(config)
+        refuse_if_pinned(repo, snapshot_id)  # (pins change under this lock only)
         repo.delete(snapshot_id)
     logs.get().info("snapshot.deleted", snapshot=snapshot_id)
     return snapshot_id

@@ -1,0 +1,137 @@
+"""Review of retention (issue 11), adversarial cases found by review-a: each test failed on the
+code it was written against. Real CLI as a subprocess, real files, a real repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import Aura, db_component
+from tests.integration.test_deploy_semantics import deploy, live, release, site  # noqa: F401 - fixture
+from tests.integration.test_prune import content, files_site, listed, set_retention, tree, write_files  # noqa: F401
+
+
+def putback_playbook(folder: Path, snapshot: str = "{{ params.source }}") -> Path:
+    """A user's playbook: a snapshot first (its undo point), then put the files back from the
+    snapshot it is given (a parameter that is not called ``snapshot``, or written in the file)."""
+    book = folder / "putback.yaml"
+    book.write_text(
+        yaml.safe_dump(
+            {
+                "name": "putback",
+                "params": {"source": ""},
+                "steps": [
+                    {"name": "pre", "action": "snapshot"},
+                    {"name": "put_back", "action": "restore", "with": {"snapshot": snapshot, "components": ["files"]}},
+                ],
+            }
+        )
+    )
+    return book
+
+
+@pytest.mark.parametrize("named_by", ["parameter", "prefix", "definition"])
+def test_a_snapshot_an_interrupted_run_restores_survives_a_prune_and_the_resume_restores_it(
+    aura: Aura,
+    files_site: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    named_by: str,
+) -> None:
+    write_files(files_site, 10, 0)
+    expected = tree(files_site)
+    source = aura.json("backup")["id"]
+    write_files(files_site, 10, 1)
+    if named_by in ("parameter", "prefix"):  # the CLI takes a unique id prefix everywhere
+        given = source if named_by == "parameter" else source[:-1]
+        book, extra = putback_playbook(tmp_path), ["-e", f"source={given}"]
+    else:
+        book, extra = putback_playbook(tmp_path, snapshot=source), []
+    aura("run", str(book), *extra, check=137, env={"AURA_FAULT": "put_back:before"})
+    killed = aura.json("runs", "list")["runs"][0]
+    assert killed["status"] == "running"
+    aura("backup")
+    set_retention(aura, keep_last=1)
+    plan = {row["id"]: row for row in aura.json("snapshots", "prune", "--dry-run")["snapshots"]}
+    assert plan[source]["decision"] == "keep", plan[source]
+    assert any(killed["id"] in reason for reason in plan[source]["reasons"])
+    pruned = aura.json("snapshots", "prune")
+    assert source not in pruned["deleted"] and source in listed(aura)
+    done = aura.json("runs", "resume", killed["id"])
+    assert done["run"]["status"] == "succeeded"
+    assert tree(files_site) == expected
+
+
+def test_an_interrupted_run_is_seen_through_another_path_to_the_same_config(
+    aura: Aura,
+    files_site: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """The config reached through a symlinked folder (cron names /etc/aura, a person /srv/aura):
+    the same state folder, so the same unfinished run: a prune keeps what it needs and a new
+    run refuses, as through the path the run was started by."""
+    write_files(files_site, 10, 0)
+    source = aura.json("backup")["id"]
+    write_files(files_site, 10, 1)
+    book = putback_playbook(tmp_path)
+    aura("run", str(book), "-e", f"source={source}", check=137, env={"AURA_FAULT": "put_back:before"})
+    killed = aura.json("runs", "list")["runs"][0]
+    assert killed["status"] == "running"
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+    other = Aura(tmp_path / "link", aura.env)
+    other("backup")
+    set_retention(aura, keep_last=1)
+    taken = listed(aura)
+    pruned = other.json("snapshots", "prune")
+    assert source not in pruned["deleted"] and taken[1] not in pruned["deleted"]  # its parameter, its own undo point
+    refused = other("run", str(book), "-e", f"source={source}", check=5)
+    assert killed["id"] in refused.stderr
+    assert other.json("runs", "resume", killed["id"])["run"]["status"] == "succeeded"
+
+
+def test_a_pinned_snapshot_is_not_deleted_by_snapshots_delete_until_it_is_unpinned(
+    aura: Aura,
+    files_site: Path,  # noqa: F811 - the fixture imported above
+) -> None:
+    write_files(files_site, 5, 0)
+    kept = aura.json("backup")["id"]
+    aura("snapshots", "pin", kept)
+    refused = aura("snapshots", "delete", kept, "--yes", check=2)
+    assert refused.stderr.strip().splitlines()[-1].startswith("aura-ops: error: snapshot")
+    assert f"snapshots unpin {kept}" in refused.stderr and "nothing was deleted" in refused.stderr
+    assert listed(aura) == [kept] and aura.json("snapshots", "verify", kept)["ok"]
+    aura("snapshots", "unpin", kept)
+    assert aura.json("snapshots", "delete", kept, "--yes")["deleted"] == kept
+    assert listed(aura) == []
+
+
+def test_a_backup_only_config_sharing_the_repository_keeps_what_the_deploy_configs_rollback_restores(
+    aura: Aura,
+    site: dict[str, Any],  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """A second configuration on the same repository (cron's backup of the database only, with
+    retention.auto) knows no release: its prune must still keep the snapshot a rollback of the
+    deploying configuration restores."""
+    deploy(aura, site, "v1")
+    before_v2 = content(site["dsn"])
+    release(site, "v2", migration="ALTER TABLE items ADD COLUMN price int;")
+    deploy(aura, site, "v2")
+    aura("backup")  # the newest snapshot of the release now records v2
+    (tmp_path / "cron").mkdir()
+    cron = Aura(tmp_path / "cron", aura.env)
+    cron.write_config(
+        {
+            "repository": {"path": str(aura.repo)},
+            "components": {"db": db_component()},
+            "retention": {"keep_last": 1, "auto": True},
+        }
+    )
+    before = listed(aura)
+    newest = cron.json("backup")["id"]
+    assert newest in listed(aura) and len(listed(aura)) < len(before) + 1  # the cron's prune deleted some
+    done = aura.json("rollback", "--yes")
+    assert done["run"]["status"] == "succeeded" and done["target"]["release"] == "v1"
+    assert content(site["dsn"]) == before_v2 and live(site) == "v1"

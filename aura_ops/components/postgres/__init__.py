@@ -630,6 +630,9 @@ def _file_digest(store: Host, path: str, algorithm: str = checksum.ALGORITHM) ->
 
 
 def _hash_plain(store: Host, path: str) -> dict[str, Any]:
+    """Size and hash of a file a tool wrote into the snapshot, made 0600 first (pg_dump and
+    pg_dumpall write with the user's umask; the repository's files are owner-only)."""
+    store.chmod(path, 0o600)
     digest, size = _file_digest(store, path)
     return {"size": size, "hash": digest}
 

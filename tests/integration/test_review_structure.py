@@ -1,0 +1,89 @@
+"""Reproductions from the adversarial review of the structure change (issue 10): the store
+host's reads of a snapshot folder and the modes of what a backup writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aura_ops.dev.sandbox import PostgresCluster
+from tests.conftest import Aura, base_config, db_component, require_tool
+
+
+def _json(aura: Aura, *args: str) -> Any:
+    """A command's JSON document, within a minute (a read that waits on a FIFO fails the test)."""
+    return json.loads(aura(*args, "--json", timeout=60).stdout)
+
+
+def _plant(path: Path, what: str) -> None:
+    """Replace the file ``path`` by a folder or a FIFO (no writer: a blocking open waits forever)."""
+    path.unlink()
+    if what == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+
+
+@pytest.mark.parametrize("what", ["folder", "fifo"])
+def test_an_index_that_is_not_a_file_is_damage_reported_at_once_by_list_verify_restore_and_backup(
+    aura: Aura, tmp_path: Path, what: str
+) -> None:
+    require_tool("rsync")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("first")
+    aura.write_config(base_config({"site": {"type": "files", "path": str(data)}}))
+    good = aura.json("backup")["id"]
+    bad = aura.json("backup")["id"]
+    _plant(aura.repo / "snapshots" / bad / "site" / "index.jsonl", what)
+
+    listed = {s["id"]: s for s in _json(aura, "snapshots", "list")["snapshots"]}
+    assert listed[good]["damaged"] is None
+    assert "index" in listed[bad]["damaged"]
+    result = aura("snapshots", "verify", bad, check=3, timeout=60)
+    assert "unexpected" not in result.stderr
+    target = tmp_path / "copy"
+    result = aura("restore", bad, "--to-path", str(target), check=3, timeout=60)
+    assert "index.jsonl" in result.stderr
+    assert not target.exists()
+    (data / "a.txt").write_text("second")
+    assert _json(aura, "backup")["components"]["site"]["previous"] == good
+
+
+@pytest.mark.parametrize("umask", [0, 0o022])
+def test_the_dump_files_pg_dump_writes_are_owner_only_whatever_the_users_umask(
+    pg: PostgresCluster, database: str, aura: Aura, umask: int
+) -> None:
+    pg.sql("CREATE TABLE t (x int)", database)
+    pg.sql("INSERT INTO t SELECT generate_series(1, 100)", database)
+    aura.env["AURA_DB_DSN"] = pg.dsn(database)
+    aura.write_config(base_config({"db": db_component(globals=True)}))
+
+    def as_user() -> None:
+        os.umask(umask)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "aura_ops", "--config", str(aura.config_path), "backup"],
+        env=aura.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=as_user,  # noqa: PLW1509 - the test plays a user's shell
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loose = []
+    for folder, folders, files in os.walk(aura.repo):
+        for name in folders + files:
+            path = os.path.join(folder, name)
+            want = 0o700 if name in folders else 0o600
+            if stat.S_IMODE(os.lstat(path).st_mode) != want:
+                loose.append(f"{os.path.relpath(path, aura.repo)} {oct(stat.S_IMODE(os.lstat(path).st_mode))}")
+    assert loose == []

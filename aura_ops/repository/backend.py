@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import shutil
@@ -151,7 +152,21 @@ class LocalBackend:
         write_bytes(self.root / key, data)
 
     def get(self, key: str) -> IO[bytes]:
-        return open(self.root / key, "rb")  # noqa: SIM115 - the caller closes it
+        # opened without blocking, then refused unless a regular file: a FIFO planted where a
+        # manifest should be would make every command that lists snapshots wait forever
+        path = self.root / key
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+            if not stat.S_ISREG(mode):
+                raise OSError(errno.EAGAIN, "not a regular file", str(path))
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def list(self, prefix: str) -> list[Entry]:
         try:

@@ -31,9 +31,12 @@ def _plant(path: Path, what: str) -> None:
         os.mkfifo(path)
 
 
-@pytest.mark.parametrize("what", ["folder", "fifo"])
-def test_an_index_that_is_not_a_file_is_damage_reported_at_once_by_list_verify_restore_and_backup(
-    aura: Aura, tmp_path: Path, what: str
+@pytest.mark.parametrize(
+    ("victim", "what"),
+    [("site/index.jsonl", "folder"), ("site/index.jsonl", "fifo"), ("manifest.json", "fifo")],
+)
+def test_an_index_or_manifest_that_is_not_a_file_is_damage_reported_at_once_by_list_verify_restore_and_backup(
+    aura: Aura, tmp_path: Path, victim: str, what: str
 ) -> None:
     require_tool("rsync")
     data = tmp_path / "data"
@@ -42,16 +45,16 @@ def test_an_index_that_is_not_a_file_is_damage_reported_at_once_by_list_verify_r
     aura.write_config(base_config({"site": {"type": "files", "path": str(data)}}))
     good = aura.json("backup")["id"]
     bad = aura.json("backup")["id"]
-    _plant(aura.repo / "snapshots" / bad / "site" / "index.jsonl", what)
+    _plant(aura.repo / "snapshots" / bad / victim, what)
 
     listed = {s["id"]: s for s in _json(aura, "snapshots", "list")["snapshots"]}
     assert listed[good]["damaged"] is None
-    assert "index" in listed[bad]["damaged"]
+    assert victim.split("/")[-1].split(".")[0] in listed[bad]["damaged"]
     result = aura("snapshots", "verify", bad, check=3, timeout=60)
     assert "unexpected" not in result.stderr
     target = tmp_path / "copy"
     result = aura("restore", bad, "--to-path", str(target), check=3, timeout=60)
-    assert "index.jsonl" in result.stderr
+    assert victim.split("/")[-1].split(".")[0] in result.stderr
     assert not target.exists()
     (data / "a.txt").write_text("second")
     assert _json(aura, "backup")["components"]["site"]["previous"] == good

@@ -90,3 +90,23 @@ def test_the_dump_files_pg_dump_writes_are_owner_only_whatever_the_users_umask(
             if stat.S_IMODE(os.lstat(path).st_mode) != want:
                 loose.append(f"{os.path.relpath(path, aura.repo)} {oct(stat.S_IMODE(os.lstat(path).st_mode))}")
     assert loose == []
+
+
+def test_a_statement_the_database_refuses_is_not_run_again_by_the_steps_retries(
+    pg: PostgresCluster, database: str, aura: Aura
+) -> None:
+    # before the SQL seam translated driver errors, a refused statement failed its step at once;
+    # retrying it is never useful (not transient) and, after a connection lost at its commit,
+    # may apply it twice
+    aura.env["AURA_DB_DSN"] = pg.dsn(database)
+    aura.write_config(base_config({"db": db_component()}))
+    pg.sql("CREATE TABLE n (x int)", database)
+    book = aura.root / "refused.yaml"
+    step = {"component": "db", "sql": "INSERT INTO n VALUES (1); SELECT 1/0"}
+    book.write_text(
+        json.dumps({"name": "refused", "steps": [{"name": "bad", "action": "sql", "retries": 2, "with": step}]})
+    )
+    result = aura("run", str(book), check=1)
+    assert "division by zero" in result.stderr
+    assert "step.retry" not in aura.log_text()
+    assert pg.sql("SELECT count(*) FROM n", database) == [(0,)]

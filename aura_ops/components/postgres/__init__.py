@@ -280,9 +280,12 @@ def database_errors(function: Callable[Concatenate[N, P], R]) -> Callable[Concat
 
 def statement_error(name: str, exc: BaseException) -> AuraError:
     """A driver error a statement raised, as ``as_aura_error`` makes it (a missing privilege exit
-    1, a lost connection exit 6, anything else exit 1), followed by the SQLSTATE the server gave."""
+    1, a lost connection exit 6, anything else exit 1), followed by the SQLSTATE the server gave;
+    not retryable (as before the translation, a step's retries do not run it again)."""
     state = getattr(exc, "sqlstate", None)
-    return as_aura_error(name, exc, after=f"SQLSTATE {state}" if state else "")
+    error = as_aura_error(name, exc, after=f"SQLSTATE {state}" if state else "")
+    error.retryable = False  # a step's retries never run a refused statement again
+    return error
 
 
 def as_aura_error(name: str, exc: BaseException, doing: str = "", after: str = "") -> AuraError:

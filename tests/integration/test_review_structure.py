@@ -60,6 +60,22 @@ def test_an_index_or_manifest_that_is_not_a_file_is_damage_reported_at_once_by_l
     assert _json(aura, "backup")["components"]["site"]["previous"] == good
 
 
+def test_a_fifo_in_place_of_the_verified_files_cache_is_ignored_not_waited_on(aura: Aura, tmp_path: Path) -> None:
+    require_tool("rsync")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("first")
+    aura.write_config(base_config({"site": {"type": "files", "path": str(data)}}))
+    snapshot = _json(aura, "backup")["id"]
+    cache = aura.repo / "cache" / "verified-files.json"
+    cache.parent.mkdir(exist_ok=True)
+    cache.unlink(missing_ok=True)
+    os.mkfifo(cache)
+
+    listed = {s["id"]: s for s in _json(aura, "snapshots", "list")["snapshots"]}
+    assert listed[snapshot]["damaged"] is None
+
+
 @pytest.mark.parametrize("umask", [0, 0o022])
 def test_the_dump_files_pg_dump_writes_are_owner_only_whatever_the_users_umask(
     pg: PostgresCluster, database: str, aura: Aura, umask: int

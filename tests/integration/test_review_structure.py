@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -126,3 +127,29 @@ def test_a_statement_the_database_refuses_is_not_run_again_by_the_steps_retries(
     assert "division by zero" in result.stderr
     assert "step.retry" not in aura.log_text()
     assert pg.sql("SELECT count(*) FROM n", database) == [(0,)]
+
+
+@pytest.mark.parametrize("damage", ["tree-is-a-file", "file-is-a-folder"])
+def test_a_damaged_stored_tree_in_the_previous_snapshot_never_stops_the_next_backup(
+    aura: Aura, tmp_path: Path, damage: str
+) -> None:
+    # the previous snapshot's index is intact (it is not listed as damaged), so the next backup
+    # links unchanged files against its tree: a link that cannot be made must become a copy
+    require_tool("rsync")
+    data = tmp_path / "data"
+    (data / "docs").mkdir(parents=True)
+    (data / "docs" / "a.txt").write_text("unchanged")
+    aura.write_config(base_config({"site": {"type": "files", "path": str(data)}}))
+    previous = _json(aura, "backup")["id"]
+    tree = aura.repo / "snapshots" / previous / "site" / "tree"
+    if damage == "tree-is-a-file":
+        shutil.rmtree(tree)
+        tree.write_text("not a folder")
+    else:
+        (tree / "docs" / "a.txt").unlink()
+        (tree / "docs" / "a.txt").mkdir()
+
+    snapshot = _json(aura, "backup")["id"]
+    aura("snapshots", "verify", snapshot, timeout=60)
+    aura("restore", snapshot, "--to-path", str(tmp_path / "copy"), timeout=60)
+    assert (tmp_path / "copy" / "docs" / "a.txt").read_text() == "unchanged"

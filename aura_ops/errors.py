@@ -40,9 +40,12 @@ def first_line(exc: BaseException) -> str:
 
 
 class AuraError(Exception):
-    """Root of every error aura-ops reports to a user."""
+    """Root of every error aura-ops reports to a user. ``retryable``: a step's ``retries`` may
+    try again after it (False for a statement the database refused: not transient, and a
+    connection lost at its commit may have committed it)."""
 
     exit_code = EXIT_FAILED
+    retryable = True
 
 
 class ConfigError(AuraError):

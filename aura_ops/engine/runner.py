@@ -157,7 +157,7 @@ def _step(session: Session, index: int, step: Step, context: dict[str, Any], sta
 
 
 def _apply(action: Action, params: Any, ctx: Context, step: Step, recheck: bool) -> dict[str, Any]:
-    """Apply and verify, retried on an AuraError; a step this run began before a crash
+    """Apply and verify, retried on a retryable AuraError; a step this run began before a crash
     (``recheck``) is first checked: applied then, by this run, its undo is ours."""
     if recheck and action.check(params, ctx):
         logs.get().info("step.found_applied")
@@ -165,7 +165,7 @@ def _apply(action: Action, params: Any, ctx: Context, step: Step, recheck: bool)
     for attempt in tenacity.Retrying(
         stop=tenacity.stop_after_attempt(step.retries + 1),
         wait=tenacity.wait_fixed(step.delay),
-        retry=tenacity.retry_if_exception_type(AuraError),
+        retry=tenacity.retry_if_exception(lambda exc: isinstance(exc, AuraError) and exc.retryable),
         reraise=True,
         before_sleep=lambda s: logs.get().warning("step.retry", attempt=f"{s.attempt_number}/{step.retries + 1}"),
     ):

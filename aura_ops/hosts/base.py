@@ -182,7 +182,8 @@ class Host(Protocol):
     def open_read(self, path: str) -> IO[bytes]:
         """``path`` opened for reading as a binary stream (buffered: lines or large chunks; a
         symlink is followed; a file still being written reads up to its current end, and on as it
-        grows); the caller closes it.
+        grows); the caller closes it. Never blocks: a folder is ``IsADirectoryError``, anything
+        else that is not a regular file (a FIFO, a device) ``OSError`` with ``EAGAIN``, at once.
         ``FileNotFoundError`` when nothing is there, the system's other ``OSError`` otherwise."""
         ...
 

@@ -354,9 +354,22 @@ class LocalHost:
         _fsync_dir(folder)
 
     def open_read(self, path: str) -> IO[bytes]:
-        # buffered: an index is read by lines; a read larger than the buffer (checksum.CHUNK)
-        # goes straight to one read(2)
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+        # opened without blocking (a FIFO planted in a repository would wait for a writer
+        # forever), then refused unless a regular file (a folder, a FIFO, a device); buffered:
+        # an index is read by lines, a read larger than the buffer (checksum.CHUNK) goes
+        # straight to one read(2)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            if not stat.S_ISREG(mode):
+                raise OSError(errno.EAGAIN, "not a regular file", path)  # as FakeHost's FIFO
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def open_write(self, path: str, *, mode: int = 0o600, exclusive: bool = True) -> IO[bytes]:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)

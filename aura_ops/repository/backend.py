@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import shutil
@@ -140,6 +141,25 @@ def write_bytes(path: Path, data: bytes | IO[bytes]) -> None:
     os.replace(temporary, path)
 
 
+def open_regular_file(path: Path) -> IO[bytes]:
+    """The regular file ``path`` opened for reading (buffered), without ever blocking: a FIFO
+    planted where a manifest or a cache should be would make every command that lists snapshots
+    wait forever. ``IsADirectoryError`` for a folder, ``OSError`` (EAGAIN) for anything else that
+    is not a regular file, the open's own errors otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EAGAIN, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def json_bytes(data: Any) -> bytes:
     """``data`` as the repository writes JSON: indented, keys sorted, one final newline."""
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
@@ -165,7 +185,7 @@ class LocalBackend:
         write_bytes(self.root / key, data)
 
     def get(self, key: str) -> IO[bytes]:
-        return open(self.root / key, "rb")  # noqa: SIM115 - the caller closes it
+        return open_regular_file(self.root / key)
 
     def list(self, prefix: str) -> list[Entry]:
         try:

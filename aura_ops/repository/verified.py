@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aura_ops.repository.backend import write_json
+from aura_ops.repository.backend import open_regular_file, write_json
 
 
 class VerifiedCache:
@@ -22,7 +22,8 @@ class VerifiedCache:
         self.path = path
         self.entries: dict[str, str] = {}
         try:
-            loaded = json.loads(path.read_text())
+            with open_regular_file(path) as source:
+                loaded = json.loads(source.read())
         except (OSError, ValueError):
             return
         if isinstance(loaded, dict):

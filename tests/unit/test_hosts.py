@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -1207,3 +1208,26 @@ def test_open_write_makes_a_new_file_with_its_mode_exactly_and_refuses_a_taken_n
     assert st is not None and stat.S_IMODE(st.mode) == 0o600
     with pytest.raises(FileNotFoundError):
         site.host.open_write(site.p("missing", "index"))
+
+
+def test_open_read_refuses_a_fifo_at_once_instead_of_waiting_for_a_writer(site: Site) -> None:
+    # a FIFO planted in a repository where an index or a dump file should be: verify, list and
+    # restore read those files through open_read, and must report them, not wait forever
+    site.host.make_fifo(site.p("fifo"))
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            site.host.open_read(site.p("fifo")).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # blocked in open(2): give it a writer so the thread ends
+        os.close(os.open(site.p("fifo"), os.O_WRONLY))
+        reader.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], OSError), "open_read of a FIFO blocked or succeeded"
+    assert outcome[0].errno == errno.EAGAIN

@@ -184,7 +184,7 @@ class _Builder:
         try:
             self.link(f"{self.previous_tree}/{relative}", target)
         except OSError as exc:
-            if exc.errno not in (errno.EMLINK, errno.EXDEV, errno.ENOENT):
+            if exc.errno not in _NOT_LINKABLE:
                 raise
             return None
         self.stats.linked += 1
@@ -243,6 +243,13 @@ def _write_ready(builder: _Builder, index: checksum.HashingWriter, pending: dequ
             continue
         builder.account(entry)
         index.write(encode_line(entry))
+
+
+# Why the previous snapshot's copy of a file could not be linked, the file then being copied:
+# too many links, another device, or a previous stored tree that is damaged (the copy gone, a
+# folder on its way replaced by a file, a folder in its place, a link the system refuses).
+# Anything else (ENOSPC, a read-only repository) fails the backup.
+_NOT_LINKABLE = (errno.EMLINK, errno.EXDEV, errno.ENOENT, errno.ENOTDIR, errno.EPERM, errno.EACCES)
 
 
 def _previous_index(

@@ -198,6 +198,8 @@ def checked_index(store: Host, snapshot: Snapshot, name: str) -> Index:
         index = read_index(store, snapshot.component_dir(name) / INDEX, algorithm)
     except FileNotFoundError:
         raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} is missing") from None
+    except OSError as exc:  # a folder, a FIFO or a device where the index should be
+        raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} cannot be read ({exc.strerror})") from None
     if index.digest != info.get("hash"):
         raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} changed (checksum mismatch)")
     if index.problems:
@@ -219,8 +221,11 @@ def index_damage(store: Host, snapshot: Snapshot, name: str, cache: VerifiedCach
     key = VerifiedCache.key_of(st.dev, st.ino, st.size, st.mtime_ns, st.ctime_ns)
     if cache is not None and cache.entries.get(key) == info.get("hash"):
         return None
-    with store.open_read(path) as source:
-        digest, _ = stream_digest(source, snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM))
+    try:
+        with store.open_read(path) as source:
+            digest, _ = stream_digest(source, snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM))
+    except OSError as exc:  # a folder, a FIFO or a device where the index should be
+        return f"{name}: {INDEX} cannot be read ({exc.strerror})"
     if digest != info.get("hash"):
         return f"{name}: {INDEX} changed since the snapshot was sealed (checksum mismatch)"
     if cache is not None:
@@ -385,6 +390,8 @@ def verify_tree(store: Host, snapshot: Snapshot, name: str, manifest: FilesManif
         index = read_index(store, snapshot.component_dir(name) / INDEX, algorithm)
     except FileNotFoundError:
         return {"problems": [f"{name}: {INDEX} is missing"]}
+    except OSError as exc:  # a folder, a FIFO or a device where the index should be
+        return {"problems": [f"{name}: {INDEX} cannot be read ({exc.strerror})"]}
     checker = _TreeChecker(store, snapshot, name, manifest, index)
     checker.run()
     problems = [f"{name}: {problem}" for problem in index.problems + checker.problems]

@@ -280,9 +280,12 @@ def database_errors(function: Callable[Concatenate[N, P], R]) -> Callable[Concat
 
 def statement_error(name: str, exc: BaseException) -> AuraError:
     """A driver error a statement raised, as ``as_aura_error`` makes it (a missing privilege exit
-    1, a lost connection exit 6, anything else exit 1), followed by the SQLSTATE the server gave."""
+    1, a lost connection exit 6, anything else exit 1), followed by the SQLSTATE the server gave;
+    not retryable (as before the translation, a step's retries do not run it again)."""
     state = getattr(exc, "sqlstate", None)
-    return as_aura_error(name, exc, after=f"SQLSTATE {state}" if state else "")
+    error = as_aura_error(name, exc, after=f"SQLSTATE {state}" if state else "")
+    error.retryable = False  # a step's retries never run a refused statement again
+    return error
 
 
 def as_aura_error(name: str, exc: BaseException, doing: str = "", after: str = "") -> AuraError:
@@ -630,6 +633,9 @@ def _file_digest(store: Host, path: str, algorithm: str = checksum.ALGORITHM) ->
 
 
 def _hash_plain(store: Host, path: str) -> dict[str, Any]:
+    """Size and hash of a file a tool wrote into the snapshot, made 0600 first (pg_dump and
+    pg_dumpall write with the user's umask; the repository's files are owner-only)."""
+    store.chmod(path, 0o600)
     digest, size = _file_digest(store, path)
     return {"size": size, "hash": digest}
 
@@ -662,6 +668,23 @@ def _cancel_if_failed(process: Process, db: Any) -> Iterator[threading.Event]:
     finally:
         done.set()
         watcher.join()
+
+
+def _facts_while_dumping(process: Process, db: Any, checksums: bool) -> dict[str, Any]:
+    """``database_facts`` of ``db`` while pg_dump (``process``) runs; {} when pg_dump failed
+    first (the query was cancelled for it: its failure, found by the caller's wait, is the reason
+    to report). Any other exception stops pg_dump and goes on, an interruption always: stopping
+    pg_dump here makes it fail too, which must not pass for the cause (a SIGTERM would be
+    reported as pg_dump's failure, and a step that may fail would let the run go on)."""
+    with _cancel_if_failed(process, db) as died:
+        try:
+            return database_facts(db, checksums)
+        except BaseException as exc:
+            dump_failed_first = died.is_set() and not isinstance(exc, KeyboardInterrupt)
+            process.terminate(STOP_GRACE)
+            if not dump_failed_first:
+                raise
+    return {}
 
 
 def _repeatable_read() -> Any:
@@ -1067,13 +1090,7 @@ class PostgresComponent:
                 process = host.start(make_pg_dump(cfg, conn, dump_dir, snapshot_id, jobs), stdout=None)
                 compressor.on_failure = lambda: process.terminate(STOP_GRACE)
                 process.drain_in_background(lambda line: _on_pg_dump_line(line, compressor))
-                with _cancel_if_failed(process, db) as died:
-                    try:
-                        facts.update(database_facts(db, cfg.checksums))
-                    except BaseException:
-                        process.terminate(STOP_GRACE)
-                        if not died.is_set():
-                            raise
+                facts.update(_facts_while_dumping(process, db, cfg.checksums))
                 result = process.wait(check=False)
                 if result.returncode != 0:
                     raise tool_failure(name, "pg_dump", result)

@@ -8,7 +8,7 @@ found) prints it first and lets the error go on to the edge. The one exception t
 ``Interrupted`` (see there); the edge maps it with the others.
 
 Children defined beside their seam also derive from ``AuraError``: ``CheckFailed``
-(deploy.checks), ``PreflightFailed`` (deploy), ``VerifyFailed`` (workflows.snapshots),
+(engine.checks), ``PreflightFailed`` (deploy), ``VerifyFailed`` (workflows.snapshots),
 ``SwapConflict`` (components.postgres.database), ``CloneError`` (components.postgres.clone).
 """
 

@@ -8,6 +8,7 @@ component pulls in psycopg, the docker one the Docker SDK).
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aura_ops.errors import ConfigError
@@ -68,3 +69,17 @@ def for_snapshot(config: Config, name: str, section: dict[str, Any], hosts: Inve
     if configured is not None and configured.type == section["type"]:
         return build(config, name, hosts)
     return component_class(section["type"]).unconfigured(name, section, hosts.local())
+
+
+def temporary_name_folders(config: Config) -> list[Path]:
+    """The folders on this machine where the configured components write files under
+    per-process temporary names (``Component.temporary_name_folders``, under each one's
+    ``path``): what ``state.temporaries.sweep`` is given to clean after a kill. Components on
+    other hosts are left out (whether a pid there is alive is not judged from here)."""
+    folders = []
+    for section in config.components.values():
+        relative = component_class(section.type).temporary_name_folders
+        if relative and section.host == "local":
+            where: Any = section  # a type that names such folders has a ``path``
+            folders += [Path(where.path) / sub for sub in relative]
+    return folders

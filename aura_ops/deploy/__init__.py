@@ -18,8 +18,7 @@ from aura_ops.components import doctor, release
 from aura_ops.components.postgres import PostgresComponent
 from aura_ops.components.postgres import clone as pgclone
 from aura_ops.config import Config
-from aura_ops.deploy import checks
-from aura_ops.engine import planner, playbook
+from aura_ops.engine import checks, planner, playbook
 from aura_ops.errors import AuraError, ChecksFailed, CommandFailed, ConfigError, RollbackError, UsageError, first_line
 from aura_ops.hosts import DEVNULL, Command, Host
 from aura_ops.hosts.inventory import Inventory

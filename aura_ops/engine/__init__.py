@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from aura_ops import logs
+from aura_ops import components, logs
 from aura_ops.config import Config
 from aura_ops.engine import compensation, discard, resume, runner
 from aura_ops.engine.outcome import Outcome
@@ -150,5 +150,5 @@ class Engine:
             lock.hold(self.state / "run.lock", run_id, command),
             temporaries.bound(self.config),
         ):
-            temporaries.sweep(self.config)  # what a killed process left: put right first
+            temporaries.sweep(self.config, components.temporary_name_folders(self.config))  # a kill's leftovers first
             yield

@@ -31,12 +31,12 @@ import os
 import re
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aura_ops import components, logs
+from aura_ops import logs
 from aura_ops.hosts import local_hostname
 
 SCHEMA = """
@@ -258,17 +258,18 @@ def handler(kind: str) -> Callable[[Any, Temporary], str]:
     return found
 
 
-def sweep(config: Any) -> list[dict[str, Any]]:
+def sweep(config: Any, folders: Iterable[Path] = ()) -> list[dict[str, Any]]:
     """Put right what killed processes left (call with a lock held); return what was done:
     the recorded objects, then the per-process temporary names (``remove_stale_names``) in the
-    folders aura-ops writes into (``written_folders``)."""
+    folders aura-ops writes into (``written_folders``) and in ``folders`` (the components'
+    own: ``components.temporary_name_folders``, from the caller: the state knows no component)."""
     registry = Registry(config.state.path)
     done = []
     try:
         for record in registry.orphans():
             logs.get().warning("temporary.left_by_killed_process", kind=record.kind, name=record.name, pid=record.pid)
             done.append({"kind": record.kind, "name": record.name, "removed": cleanup(config, record)})
-        folders = written_folders(config, registry)
+        folders = list(dict.fromkeys([*written_folders(config, registry), *folders]))
     finally:
         registry.close()
     for folder in folders:
@@ -305,17 +306,12 @@ def remove_stale_names(folder: str | Path) -> list[str]:
 
 
 def written_folders(config: Any, registry: Registry) -> list[Path]:
-    """The folders on this machine that aura-ops writes into with per-process temporary names:
-    the state folder and the work folders of unfinished runs, each release component's folder
-    (``current``) and its ``.aura`` (release states), and the folders of the ``file`` steps of
-    unfinished runs whose path is written literally in the playbook. Components on other hosts
-    are left out (whether a pid there is alive is not judged from here)."""
+    """The folders on this machine that the engine writes into with per-process temporary
+    names: the state folder and the work folders of unfinished runs, and the folders of the
+    ``file`` steps of unfinished runs whose path is written literally in the playbook (the
+    components' own folders come from the caller of ``sweep``)."""
     state: Path = config.state.path
     folders = [state]
-    for component in (getattr(config, "components", None) or {}).values():
-        if getattr(component, "host", "local") == "local":
-            relative = components.component_class(component.type).temporary_name_folders
-            folders += [Path(component.path) / sub for sub in relative]
     for run_id, definition in _unfinished_runs(registry):
         folders.append(state / "runs" / run_id)
         for step in definition.get("steps", []):

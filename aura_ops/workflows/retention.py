@@ -399,7 +399,7 @@ def prune(
     run_id = run_id or new_snapshot_id()
     log = logs.get()
     with logs.bind(run_id=run_id), interruptible(), repository.locked(run_id, "prune"), temporaries.bound(config):
-        temporaries.sweep(config)
+        temporaries.sweep(config, components.temporary_name_folders(config))
         repository.clean_partials()
         decided = plan(config, repository, journal, now)
         result = report(decided, False, configured)

@@ -85,7 +85,7 @@ def backup(
         repo.locked(run_id, "backup"),
         temporaries.bound(config),
     ):
-        temporaries.sweep(config)
+        temporaries.sweep(config, registry.temporary_name_folders(config))
         return snapshotting.take(repo, chosen, tags, guard=guard)
 
 
@@ -254,7 +254,7 @@ def restore(
         repo.locked(run_id, "restore"),
         temporaries.bound(config),
     ):
-        temporaries.sweep(config)
+        temporaries.sweep(config, registry.temporary_name_folders(config))
         report["components"] = snapshotting.restore(snapshot, requests)
     return report
 
@@ -274,7 +274,7 @@ def delete(config: Config, reference: str, run_id: str | None = None) -> str:
     snapshot_id = repo.resolve(reference)
     run_id = run_id or new_snapshot_id()
     with logs.bind(run_id=run_id), repo.locked(run_id, "delete"), temporaries.bound(config):
-        temporaries.sweep(config)
+        temporaries.sweep(config, registry.temporary_name_folders(config))
         refuse_if_pinned(repo, snapshot_id)  # (pins change under this lock only)
         repo.delete(snapshot_id)
     logs.get().info("snapshot.deleted", snapshot=snapshot_id)

@@ -129,7 +129,7 @@ def test_snapshot_records_image_ids(engine: Any, make: Any, aura: Aura) -> None:
 
 def test_container_check_passes_running_and_healthy_and_names_what_is_not(engine: Any, make: Any) -> None:
     from aura_ops.config import Config, ContainerCheck
-    from aura_ops.deploy import checks
+    from aura_ops.engine import checks
 
     healthy = make(
         "ok",

@@ -12,8 +12,8 @@ import pytest
 
 from aura_ops.components.release import ReleaseComponent
 from aura_ops.config import ReleaseConfig, parse
-from aura_ops.deploy import checks
 from aura_ops.dev.sandbox import PostgresCluster, free_port, wait_until
+from aura_ops.engine import checks
 from aura_ops.hosts import LocalHost
 from tests.conftest import Aura, base_config, db_component, require_tool
 

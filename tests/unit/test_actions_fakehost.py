@@ -24,8 +24,8 @@ import pytest
 
 from aura_ops import secrets
 from aura_ops.config import Config, parse
-from aura_ops.deploy.checks import CheckFailed
 from aura_ops.engine.actions import REGISTRY, Context
+from aura_ops.engine.checks import CheckFailed
 from aura_ops.errors import AuraError, CommandFailed, UsageError, VerificationError
 from aura_ops.hosts import Command, Result
 from aura_ops.hosts.fake import Call, Entry, FakeHost, result

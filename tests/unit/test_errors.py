@@ -14,7 +14,7 @@ from aura_ops import errors
 from aura_ops.components.postgres.clone import CloneError
 from aura_ops.components.postgres.database import SwapConflict
 from aura_ops.deploy import PreflightFailed
-from aura_ops.deploy.checks import CheckFailed
+from aura_ops.engine.checks import CheckFailed
 from aura_ops.engine.outcome import Outcome
 from aura_ops.engine.signals import Guard
 from aura_ops.state.journal import Journal

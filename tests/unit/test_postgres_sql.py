@@ -17,7 +17,7 @@ from aura_ops import secrets
 from aura_ops.components import postgres
 from aura_ops.components.postgres import Connection, PostgresComponent
 from aura_ops.config import Config, PostgresConfig, SqlCheck, parse
-from aura_ops.deploy import checks
+from aura_ops.engine import checks
 from aura_ops.engine.actions import REGISTRY, Context
 from aura_ops.errors import EXIT_FAILED, EXIT_UNREACHABLE, AuraError, PrivilegeError, UnreachableError
 from aura_ops.hosts.fake import FakeHost

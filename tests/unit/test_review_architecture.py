@@ -1,16 +1,11 @@
 """The direction of dependencies the README's "Architecture" map promises, checked on the
 source (every import, at module top or inside a function): ``cli -> workflows, deploy -> engine
--> components -> hosts``, with ``repository`` and ``state`` beside, knowing no component.
-
-The state and engine cases are known breaks of the map, kept as strict xfails for the lead (see
-the review report): a fix makes them pass, xfail(strict) then fails: remove the mark with it."""
+-> components -> hosts``, with ``repository`` and ``state`` beside, knowing no component."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
-
-import pytest
 
 import aura_ops
 
@@ -47,11 +42,9 @@ def test_the_repository_knows_no_component_and_nothing_above() -> None:
     assert _reaching("repository", ABOVE_STATE) == []
 
 
-@pytest.mark.xfail(strict=True, reason="state.temporaries imports aura_ops.components (stale-name sweep, 610506b)")
 def test_the_state_knows_no_component_and_nothing_above() -> None:
     assert _reaching("state", ABOVE_STATE) == []
 
 
-@pytest.mark.xfail(strict=True, reason="engine.actions.checks imports aura_ops.deploy.checks (before this session)")
 def test_the_engine_imports_nothing_of_deploy_workflows_or_cli() -> None:
     assert _reaching("engine", ("deploy", "workflows", "cli")) == []

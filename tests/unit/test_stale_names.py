@@ -10,10 +10,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 import aura_ops
+from aura_ops import components
 from aura_ops.engine.playbook import Playbook
 from aura_ops.hosts import LocalHost
 from aura_ops.state import temporaries
@@ -33,6 +35,11 @@ def _dead_pid() -> int:
     child = subprocess.Popen(["true"])
     child.wait()
     return child.pid
+
+
+def _sweep(config: Any) -> list[dict[str, Any]]:
+    """A sweep as the commands call it: with the components' own folders."""
+    return temporaries.sweep(config, components.temporary_name_folders(config))
 
 
 def _config(tmp_path: Path) -> SimpleNamespace:
@@ -57,13 +64,13 @@ def test_a_leftover_of_a_dead_process_is_removed_and_a_live_ones_file_is_kept(
     link.symlink_to("releases/v1")
     folder = aura / f".notes.aura-{_dead_pid()}.tmp"
     folder.mkdir()  # a folder is never aura-ops' temporary file
-    done = temporaries.sweep(config)
+    done = _sweep(config)
     assert not dead.exists() and not os.path.lexists(link)
     assert writing.exists() and mine.exists() and unrelated.exists() and folder.is_dir()
     assert sorted(d["name"] for d in done) == sorted([str(dead), str(link)])
     process.kill()
     process.wait()
-    temporaries.sweep(config)  # its process is gone now: the next sweep takes it
+    _sweep(config)  # its process is gone now: the next sweep takes it
     assert not writing.exists() and mine.exists()
 
 
@@ -82,7 +89,7 @@ def test_a_kill_between_write_and_rename_leaves_a_name_the_next_sweep_removes(tm
     assert killed.returncode == -9
     left = [p.name for p in target.parent.iterdir() if p.name != "releases.json"]
     assert len(left) == 1 and left[0].startswith(".releases.json.aura-")
-    temporaries.sweep(config)
+    _sweep(config)
     assert [p.name for p in target.parent.iterdir()] == ["releases.json"]
     assert target.read_bytes() == b"{}"
 
@@ -107,10 +114,10 @@ def test_the_folders_of_an_unfinished_runs_literal_file_steps_are_swept(tmp_path
     work = config.state.path / "runs" / "r1"
     work.mkdir(parents=True)
     (work / f".conf.content.aura-{_dead_pid()}.tmp").write_text("half")
-    temporaries.sweep(config)
+    _sweep(config)
     assert not left.exists() and list(work.iterdir()) == []
     journal.set_run("r1", "rolled_back")  # a finished run's folders are no longer looked at
     left.write_text("half")
-    temporaries.sweep(config)
+    _sweep(config)
     assert left.exists()
     journal.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aura_ops.components import doctor
+from aura_ops.engine import checks
 from aura_ops.engine.actions.base import Action, Context, NoParams, _Params
 from aura_ops.errors import AuraError
 
@@ -23,9 +24,6 @@ class ChecksAction(Action):
         return f"{len(found)} {p.kind} check(s)", "nothing"
 
     def apply(self, p: ChecksParams, ctx: Context) -> dict[str, Any]:
-        # here, not at the top: aura_ops.deploy imports the engine, which imports these actions (a cycle)
-        from aura_ops.deploy import checks
-
         found = ctx.config.checks if p.kind == "health" else ctx.config.smoke_checks
         return {"results": checks.run_all(found, ctx.config, ctx.hosts)}
 

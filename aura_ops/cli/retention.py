@@ -32,8 +32,8 @@ def snapshots_prune(dry_run: bool) -> None:
     try:
         if configured or dry_run:
             result = retention.prune(config, repository, journal, dry_run)
-        else:
-            result = {"dry_run": False, "configured": False, "snapshots": [], "deleted": [], "freed": 0}
+        else:  # nothing to delete: the plan (every snapshot kept), in the same shape as a prune's
+            result = retention.prune(config, repository, journal, dry_run=True) | {"dry_run": False}
     finally:
         if journal is not None:
             journal.close()

@@ -54,7 +54,7 @@ def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
     engine.warn_if_interrupted(config)  # an unrelated interrupted run does not block a backup
     guard = space.guard(config, snapshots.repository(config))  # the reserve; what prune would free
     snapshot = snapshots.backup(config, list(components) or None, list(tags), hosts=hosts, guard=guard)
-    retention.auto_prune(config, "backup")  # retention.auto; a failure there is a warning only
+    pruned = retention.auto_prune(config, "backup")  # retention.auto; a failure there is a warning only
 
     def human(data: dict[str, Any]) -> None:
         click.echo(
@@ -62,7 +62,7 @@ def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
             f"{_human_size(data['size'])} in {data['seconds']:.1f}s"
         )
 
-    emit(snapshot.manifest, human)
+    emit(snapshot.manifest | ({"auto_prune": pruned} if pruned is not None else {}), human)
 
 
 # ---------------------------------------------------------------- snapshots

@@ -211,6 +211,10 @@ def test_without_a_policy_prune_says_so_and_deletes_nothing(aura: Aura, files_si
     done = aura("snapshots", "prune")
     assert "no retention policy is configured" in done.stdout
     assert repository_listing(aura.repo) == before
+    shown = aura.json("snapshots", "prune")  # the same shape as a prune with a policy: every row kept
+    assert (shown["configured"], shown["dry_run"], shown["deleted"], shown["delete"]) == (False, False, [], [])
+    assert [row["decision"] for row in shown["snapshots"]] == ["keep", "keep"]
+    assert repository_listing(aura.repo) == before
 
 
 # ---------------------------------------------------------------- (e) pins
@@ -265,11 +269,14 @@ def test_a_snapshot_an_unfinished_run_references_survives_a_prune(
 
 def test_auto_prune_after_each_backup(aura: Aura, files_site: Path) -> None:
     set_retention(aura, keep_last=2, auto=True)
-    ids = []
+    ids, pruned = [], []
     for generation in range(4):
         write_files(files_site, 10, generation)
-        ids.append(aura.json("backup")["id"])
+        done = aura.json("backup")
+        ids.append(done["id"])
+        pruned.append(done["auto_prune"]["deleted"])  # --json says what the auto-prune did
     assert listed(aura) == ids[-2:]
+    assert pruned == [[], [], ids[:1], ids[1:2]]
     assert json.loads(aura.log_text().splitlines()[-1])["event"] in ("prune.auto", "prune.done")
 
 

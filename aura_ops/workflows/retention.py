@@ -456,3 +456,26 @@ def pin(config: Config, reference: str, pinned: bool = True) -> tuple[str, bool]
             changed = repository.unpin(snapshot_id)
     logs.get().info("snapshot.pinned" if pinned else "snapshot.unpinned", snapshot=snapshot_id, changed=changed)
     return snapshot_id, changed
+
+
+NEEDED_RULES = frozenset({Rule.PROTECTED, Rule.NEWEST_VERIFIED, Rule.LAST_OF_COMPONENT})
+
+
+def needed_by(config: Config, repository: Repository, snapshot_id: str) -> list[str]:
+    """Why ``snapshot_id`` is still needed (a rollback, an unfinished run, the newest verified
+    snapshot of a component), as a prune would protect it: what ``snapshots delete`` warns
+    about before it asks. Read-only; a reason that cannot be found out (the live release's host
+    unreachable, an unreadable journal) is returned as such, never raised: the user decides."""
+    journal = None
+    try:
+        journal = open_journal_if_any(config)
+        decided = plan(config, repository, journal)
+    except Exception as exc:  # noqa: BLE001 - a warning only; the delete still asks first
+        return [f"cannot tell whether a rollback or a run still needs it: {first_line(exc)}"]
+    finally:
+        if journal is not None:
+            journal.close()
+    for decision in decided.decisions:
+        if decision.snapshot.id == snapshot_id and decision.snapshot.verified:  # a damaged one is needed by none
+            return [str(reason) for reason in decision.reasons if reason.rule in NEEDED_RULES]
+    return []

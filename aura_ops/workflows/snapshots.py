@@ -119,7 +119,8 @@ def listing(
             if damage is None:
                 damage = _judge(config, name, entry, hosts, built).damage(snapshot, cache)
         found.append(snapshot if damage == snapshot.damaged else dataclasses.replace(snapshot, damaged=damage))
-    if len(cache.entries) != known:
+    trimmed = cache.keep_only_used()  # (every sealed snapshot was looked at: the rest are gone)
+    if trimmed or len(cache.entries) != known:
         with contextlib.suppress(OSError):  # a read-only repository is still listed, only hashed each time
             cache.save()
     return found

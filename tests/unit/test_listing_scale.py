@@ -200,3 +200,13 @@ def test_a_prune_after_a_backup_lists_once_and_reads_each_manifest_once(
         }
         found[count] = lists
     assert found[FEW] == found[MANY] and found[MANY]["snapshots"] <= 2
+
+
+def test_the_verified_cache_keeps_only_the_files_of_snapshots_still_there(tmp_path: Path) -> None:
+    config = config_module.load(_repository(tmp_path, FEW))
+    first = workflow.listing(config)
+    cache = tmp_path / "repo" / "cache" / "verified-files.json"
+    assert len(json.loads(cache.read_text())) == 2 * FEW  # one index a component a snapshot
+    workflow.repository(config).delete(first[0].id)
+    assert [s.id for s in workflow.listing(config)] == [s.id for s in first[1:]]
+    assert len(json.loads(cache.read_text())) == 2 * (FEW - 1)

@@ -97,7 +97,7 @@ def snapshots_list() -> None:
 
     config = click.get_current_context().ensure_object(State).load()
     repo = engine.repository(config)
-    found = engine.listing(config, repo=repo)  # the repository listed once, each manifest read once
+    found = engine.listing(config, repo=repo, remember=True)  # listed once, each manifest read once
     sizes = space.sizes(repo, found)  # own: what deleting it frees
     rows = [_summary(s) | {"own_bytes": sizes[s.id].own, "shared_bytes": sizes[s.id].shared} for s in found]
     pinned = repo.pinned(s.id for s in found)  # a marker column: pinned snapshots are never pruned

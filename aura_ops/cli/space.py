@@ -22,7 +22,7 @@ def snapshots_stats() -> None:
     config = click.get_current_context().ensure_object(State).load()
     repo = engine.repository(config)
     loaded = repo.all_snapshots()  # listed and read once: for the totals and for the prune's plan
-    emit(space.stats(config, engine.listing(config, repo=repo, loaded=loaded), repo, loaded), _show)
+    emit(space.stats(config, engine.listing(config, repo=repo, loaded=loaded, remember=True), repo, loaded), _show)
 
 
 def _show(data: dict[str, Any]) -> None:

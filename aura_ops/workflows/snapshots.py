@@ -100,13 +100,17 @@ def listing(
     hosts: Inventory | None = None,
     repo: Repository | None = None,
     loaded: Sequence[Snapshot] | None = None,
+    remember: bool = False,
 ) -> list[Snapshot]:
     """Every sealed snapshot (of ``repo``, else the configured repository; ``loaded``: its
     ``all_snapshots()`` already read), each marked ``damaged`` (with the reason) when its
     manifest or a component's stored part (``Component.damage``, components on their hosts from
     ``hosts``) cannot be trusted; one damaged snapshot does not stop the others. The repository
-    is listed once and each manifest read once; what a damage check hashes and finds sealed is
-    kept in the verified cache (a stored file is hashed again only when it changed)."""
+    is listed once and each manifest read once. ``remember`` (``snapshots list`` and ``stats``,
+    which keep their sizes cache in the repository too): what a damage check hashed and found
+    sealed is saved in the verified cache, and the entries of deleted snapshots dropped, so that
+    a stored file is hashed again only when it changed; otherwise nothing is written (a prune's
+    plan, a dry run, change nothing in the repository)."""
     repo = repo or repository(config)
     hosts = hosts or Inventory(config)
     cache = _verified_cache(repo)
@@ -119,6 +123,8 @@ def listing(
             if damage is None:
                 damage = _judge(config, name, entry, hosts, built).damage(snapshot, cache)
         found.append(snapshot if damage == snapshot.damaged else dataclasses.replace(snapshot, damaged=damage))
+    if not remember:
+        return found
     trimmed = cache.keep_only_used()  # (every sealed snapshot was looked at: the rest are gone)
     if trimmed or len(cache.entries) != known:
         with contextlib.suppress(OSError):  # a read-only repository is still listed, only hashed each time

@@ -146,12 +146,15 @@ def test_a_listing_after_the_first_hashes_no_index_and_measures_no_snapshot(
     real_digest, real_measure = stored.stream_digest, space.measure
     monkeypatch.setattr(stored, "stream_digest", lambda src, *a: hashed.append(src.name) or real_digest(src, *a))
     monkeypatch.setattr(space, "measure", lambda backend, i: measured.append(i) or real_measure(backend, i))
-    found = workflow.listing(config)
+    found = workflow.listing(config)  # (a prune's plan: nothing remembered, nothing written)
+    assert len(hashed) == 2 * MANY and not (tmp_path / "repo" / "cache" / "verified-files.json").exists()
+    hashed.clear()
+    found = workflow.listing(config, remember=True)  # (snapshots list)
     workflow_space.sizes(workflow.repository(config), found)
     assert len(hashed) == 2 * MANY and len(measured) == MANY  # (the first listing: every index, every snapshot)
     hashed.clear()
     measured.clear()
-    again = workflow.listing(config)
+    again = workflow.listing(config, remember=True)
     workflow_space.sizes(workflow.repository(config), again)
     assert hashed == [] and measured == []
     assert [s.id for s in again] == [s.id for s in found] and all(s.damaged is None for s in again)
@@ -159,7 +162,7 @@ def test_a_listing_after_the_first_hashes_no_index_and_measures_no_snapshot(
 
 def test_an_index_changed_after_a_listing_cached_it_is_still_found(tmp_path: Path) -> None:
     config = config_module.load(_repository(tmp_path, FEW))
-    first = workflow.listing(config)  # hashes each index, caches it
+    first = workflow.listing(config, remember=True)  # hashes each index, caches it
     victim = first[1].path / "site" / stored.INDEX
     victim.write_bytes(victim.read_bytes().replace(b'"p"', b'"q"', 1))  # same size, new content
     listed = {s.id: s.damaged for s in workflow.listing(config)}
@@ -204,9 +207,9 @@ def test_a_prune_after_a_backup_lists_once_and_reads_each_manifest_once(
 
 def test_the_verified_cache_keeps_only_the_files_of_snapshots_still_there(tmp_path: Path) -> None:
     config = config_module.load(_repository(tmp_path, FEW))
-    first = workflow.listing(config)
+    first = workflow.listing(config, remember=True)
     cache = tmp_path / "repo" / "cache" / "verified-files.json"
     assert len(json.loads(cache.read_text())) == 2 * FEW  # one index a component a snapshot
     workflow.repository(config).delete(first[0].id)
-    assert [s.id for s in workflow.listing(config)] == [s.id for s in first[1:]]
+    assert [s.id for s in workflow.listing(config, remember=True)] == [s.id for s in first[1:]]
     assert len(json.loads(cache.read_text())) == 2 * (FEW - 1)

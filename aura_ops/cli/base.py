@@ -111,14 +111,25 @@ def confirm(question: str, yes: bool) -> None:
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> None:
+    from aura_ops.cli import tables
+
+    cells = [[str(cell) for cell in row] for row in rows]
+    terminal = sys.stdout.isatty()
+    if not terminal and (drawn := tables.render(columns, cells, 1000)) is not None:
+        sys.stdout.write(drawn)  # what rich would print, without its per-cell layout (tables.py)
+        return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*columns, show_lines=False)
-    for row in rows:
-        table.add_row(*[str(cell) for cell in row])
     # off a terminal (cron, CI logs) ids are never cut to fit 80 columns: they are copied from there
-    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 1000).print(table)
+    console = Console(soft_wrap=True, width=None if terminal else 1000)
+    if terminal and (drawn := tables.render(columns, cells, console.width, console.color_system is not None)):
+        console.file.write(drawn)
+        return
+    table = Table(*columns, show_lines=False)
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
 
 
 def _refuse_if_interrupted(config: Any) -> None:

@@ -96,11 +96,11 @@ def snapshots_list() -> None:
     from aura_ops.workflows import space
 
     config = click.get_current_context().ensure_object(State).load()
-    found = engine.listing(config)
     repo = engine.repository(config)
+    found = engine.listing(config, repo=repo, remember=True)  # listed once, each manifest read once
     sizes = space.sizes(repo, found)  # own: what deleting it frees
     rows = [_summary(s) | {"own_bytes": sizes[s.id].own, "shared_bytes": sizes[s.id].shared} for s in found]
-    pinned = repo.pinned()  # a marker column: pinned snapshots are never pruned
+    pinned = repo.pinned(s.id for s in found)  # a marker column: pinned snapshots are never pruned
     for row in rows:
         row["pinned"] = row["id"] in pinned
 

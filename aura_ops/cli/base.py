@@ -197,14 +197,17 @@ class _Interruption(Exception):  # noqa: N818 - a carrier, not an error of its o
         self.interrupt = interrupt
 
 
+_user_umask: int | None = None  # the user's, when ``main`` tightened the process's umask
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
-        # a command is about to run (``--help`` and ``--version`` have exited while parsing,
-        # without the cost of importing the hosts): aura's own files owner-only from here on,
-        # the user's keep the user's umask
-        from aura_ops.hosts import remember_user_umask
+        if _user_umask is not None:  # a command is about to run: the hosts learn the user's umask
+            # (here, not in ``main``: ``--help`` and ``--version`` exit while parsing, without
+            # the cost of importing the hosts)
+            from aura_ops.hosts import remember_user_umask
 
-        remember_user_umask(os.umask(0o077))
+            remember_user_umask(_user_umask)
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as interrupt:
@@ -284,6 +287,8 @@ def _interrupted(interrupt: KeyboardInterrupt, json_mode: bool, state: State) ->
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map every outcome to a documented exit code."""
+    global _user_umask
+    _user_umask = os.umask(0o077)  # aura's own files owner-only; the user's keep the user's umask
     json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
     logs.configure(None, "info", pretty=False if json_mode else None)
     state = State()

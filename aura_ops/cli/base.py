@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -108,63 +107,15 @@ def confirm(question: str, yes: bool) -> None:
     raise UsageError(f"{question} Pass --yes to confirm; nothing was changed")
 
 
-_PLAIN_WIDTH = 1000  # off a terminal, a table is never cut to fit (rich's width there)
-_EMOJI = re.compile(r"(:(\S*?)(?:(?:\-)(emoji|text))?:)")  # rich's pattern for an emoji code (``:smile:``)
-
-
-def _emoji_code(cell: str) -> bool:
-    """Whether rich might read an emoji code in ``cell``: a ``:name:`` whose name has a letter
-    or an underscore, or is one of rich's four others (a time's ``:44:`` is none)."""
-    return ":" in cell and any(
-        re.search(r"[A-Za-z_]", code.group(2)) or code.group(2) in ("100", "1234", "+1", "-1")
-        for code in _EMOJI.finditer(cell)
-    )
-
-
-def _plain_table(columns: list[str], rows: list[list[str]]) -> str | None:
-    """The table exactly as rich draws it off a terminal (no colours, ``_PLAIN_WIDTH`` columns),
-    drawn here: rich measures every cell of every row, 0.3-0.5 ms a row (a list of 1,000
-    snapshots took longer to draw than to read). None when rich would draw something else: a
-    cell that is not plain printable ASCII (wide or combining characters, line breaks), a ``[``
-    (rich markup), or a table wider than ``_PLAIN_WIDTH``."""
-    every = [columns, *rows]
-    if any(
-        not cell.isascii() or not cell.isprintable() or "[" in cell or _emoji_code(cell)
-        for row in every
-        for cell in row
-    ):
-        return None
-    widths = [max(len(row[index]) for row in every) for index in range(len(columns))]
-    if sum(widths) + 3 * len(widths) + 1 > _PLAIN_WIDTH:
-        return None
-
-    def line(left: str, fill: str, middle: str, right: str) -> str:
-        return left + middle.join(fill * (width + 2) for width in widths) + right
-
-    def cells(row: list[str], bar: str) -> str:
-        return bar + bar.join(f" {cell:<{width}} " for cell, width in zip(row, widths, strict=True)) + bar
-
-    lines = [line("┏", "━", "┳", "┓"), cells(columns, "┃"), line("┡", "━", "╇", "┩")]
-    lines += [cells(row, "│") for row in rows]
-    lines.append(line("└", "─", "┴", "┘"))
-    return "\n".join(lines) + "\n"
-
-
 def _table(columns: list[str], rows: list[list[Any]]) -> None:
-    cells = [[str(cell) for cell in row] for row in rows]
-    # off a terminal (cron, CI logs) ids are never cut to fit 80 columns: they are copied from there
-    drawn = None if sys.stdout.isatty() else _plain_table(columns, cells)
-    if drawn is not None:
-        sys.stdout.write(drawn)
-        sys.stdout.flush()
-        return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(*columns, show_lines=False)
-    for row in cells:
-        table.add_row(*row)
-    Console(soft_wrap=True, width=None if sys.stdout.isatty() else _PLAIN_WIDTH).print(table)
+    for row in rows:
+        table.add_row(*[str(cell) for cell in row])
+    # off a terminal (cron, CI logs) ids are never cut to fit 80 columns: they are copied from there
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 1000).print(table)
 
 
 def _refuse_if_interrupted(config: Any) -> None:

@@ -40,11 +40,12 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aura_ops import components, faults, logs
 from aura_ops.components import snapshotting
 from aura_ops.components.base import Component
+from aura_ops.components.release import ReleaseComponent
 from aura_ops.config import Config
 from aura_ops.errors import ConfigError, Interrupted, UsageError, first_line
 from aura_ops.hosts import local_hostname
@@ -55,9 +56,6 @@ from aura_ops.state import temporaries
 from aura_ops.state.journal import RUN_FINAL, Journal, RunRecord, same_target
 from aura_ops.state.lock import pid_alive
 from aura_ops.workflows.snapshots import interruptible, listing
-
-if TYPE_CHECKING:  # imported where used: a backup's auto-prune check needs neither
-    from aura_ops.components.release import ReleaseComponent
 
 Protections = dict[str, list[str]]
 ABORTABLE = ("failed", "rollback_failed")  # ended, but `runs abort` may still undo them
@@ -137,8 +135,6 @@ def _merge(into: Protections, found: Protections) -> None:
 
 def _release(config: Config, hosts: Inventory) -> ReleaseComponent | None:
     """The deploy's release component on its host, or None when none is configured."""
-    from aura_ops.components.release import ReleaseComponent
-
     try:
         name = config.only("release", config.deploy.release, "release")
     except ConfigError:  # several, none named in deploy.release: no deploy or rollback can run
@@ -214,8 +210,6 @@ def recorded_rollback_needs(snapshots: list[Snapshot], judged: str | None = None
     RECORDED_RELEASES releases they record as current, the newest snapshot from while it was
     current that holds a database (the one ``deploy.rollback_plan`` restores for a rollback to
     that release)."""
-    from aura_ops.components.release import ReleaseComponent
-
     newest: dict[tuple[str, str], str] = {}  # (release component, release) -> snapshot id
     for snapshot in sorted(snapshots, key=lambda s: s.id):
         classes = {name: _recorded_class(section) for name, section in snapshot.manifest["components"].items()}
@@ -298,7 +292,7 @@ def referenced(journal: Journal, run: RunRecord, known: Iterable[str] = ()) -> l
 
 def _abortable(journal: Journal, run: RunRecord) -> bool:
     """A failed run that ``runs abort`` may still undo (no later run changed the system)."""
-    from aura_ops.engine import resume  # the engine's imports only when there is a journal
+    from aura_ops.engine import resume
 
     try:
         resume.refuse_if_overtaken(journal, run)
@@ -383,7 +377,7 @@ def report(plan_: Plan, dry_run: bool, configured: bool) -> dict[str, Any]:
 
 def open_journal_if_any(config: Config) -> Journal | None:
     """The configuration's journal, or None when no run was ever recorded (nothing is created)."""
-    from aura_ops.engine.session import open_journal, state_dir
+    from aura_ops.engine.session import open_journal, state_dir  # (the engine: only when a journal is looked for)
 
     if not (state_dir(config) / "journal.db").exists():
         return None

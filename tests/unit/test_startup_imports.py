@@ -17,11 +17,11 @@ import aura_ops
 
 # imported by no command that neither talks to PostgreSQL, Docker or S3 nor prints a table
 HEAVY = ("psycopg", "docker", "boto3", "botocore", "rich", "zstandard", "tenacity", "structlog", "jinja2", "fabric")
-# the components a files backup does not use, and the engine's actions (they import them all)
+# the components a files backup does not use (the release component, light, is imported by the
+# retention workflow), and the engine's actions (they import every component)
 UNUSED_BY_FILES = (
     "aura_ops.components.postgres",
     "aura_ops.components.containers",
-    "aura_ops.components.release",
     "aura_ops.engine.actions",
     "aura_ops.engine.runner",
 )

@@ -71,9 +71,11 @@ BASELINES = {
 
 
 def _aura_config(path: Path, repository: Path, component: str) -> dict[str, str]:
-    """Write an aura.yaml with one component and return the environment that selects it."""
+    """Write an aura.yaml with one component and return the environment that selects it, with
+    aura-ops' bytecode cached beside it (as an installed package has it), whatever
+    ``PYTHONDONTWRITEBYTECODE`` says here: each run would otherwise compile what it imports."""
     path.write_text(f"repository: {{path: {repository}}}\ncomponents:\n  {component}\n")
-    return {**os.environ, "AURA_CONFIG": str(path)}
+    return {**bench_startup.compiled_env(os.environ, path.parent / "pycache"), "AURA_CONFIG": str(path)}
 
 
 def _pg_config(work: Path, name: str, dsn: str) -> dict[str, str]:

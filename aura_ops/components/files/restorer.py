@@ -641,7 +641,8 @@ def restore(
     tree = str(snapshot.component_dir(name) / TREE)
     if not is_stored_folder(store, tree):
         raise VerificationError(f"{name}: the stored tree ({TREE}) of snapshot {snapshot.id} is missing")
-    current = look(host, destination, manifest.exclude)  # (its entries are read beside the index's)
+    st = host.stat(destination, follow_symlinks=False)
+    current = Current(exists=st is not None)  # (its entries are read beside the index's, as it is built)
     unlisted = not_in_index(store, tree, index)
     for relative in unlisted:
         logs.get().warning("files.not_in_index", path=shown(relative), snapshot=snapshot.id)

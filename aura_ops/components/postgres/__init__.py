@@ -23,7 +23,6 @@ serve the other modules of the package (``database``, ``clone``).
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import errno
 import functools
@@ -706,6 +705,12 @@ class _Feeder:
     """Feeds each named pipe of a staging folder with its decompressed file once a reader
     opens it, checking every compressed stream against its recorded hash as it goes.
 
+    One thread per pipe waits in a blocking open of its write end (no polling: pg_restore's
+    serial schema phase and the server get the CPU), then feeds it; at most ``workers`` feeds
+    run at once, each with bounded buffers (the decompressed data is written in chunks of
+    ``checksum.CHUNK``, whatever the compression ratio). ``finish`` releases the pipes no reader
+    opened (it opens their read end itself) and joins every thread.
+
     A source-side problem (missing, unreadable, corrupt or changed file) is recorded in
     ``errors`` and ``on_failure`` (which stops pg_restore) is called *before* that pipe is
     closed, so pg_restore never sees a clean end of a bad file. ``finish`` joins every feed:
@@ -717,34 +722,53 @@ class _Feeder:
         pipes: dict[str, tuple[str, str, str]],
         workers: int,
         algorithm: str,
-        open_writer: Callable[[str], IO[bytes] | None],
+        open_writer: Callable[[str], IO[bytes]],
+        release: Callable[[str], IO[bytes]],
         open_reader: Callable[[str], IO[bytes]],
     ) -> None:
-        self.pending = dict(pipes)  # pipe -> (source, artifact name, expected hash)
-        self.open_writer = open_writer  # Host.open_fifo_writer of the host pg_restore runs on
+        self.pipes = dict(pipes)  # pipe -> (source, artifact name, expected hash)
+        self.open_writer = open_writer  # Host.open_fifo_writer_waiting of the host pg_restore runs on
+        self.release = release  # Host.open_fifo_reader of that host: ends a writer's wait
         self.open_reader = open_reader  # Host.open_read of the store the snapshot is on
         self.algorithm = algorithm
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
-        self.futures: list[concurrent.futures.Future[None]] = []
+        self.slots = threading.Semaphore(workers)
+        self.waiting = set(self.pipes)  # pipes whose write end is not open yet
+        self.threads: list[threading.Thread] = []
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.errors: list[str] = []  # the snapshot's fault: the restore must not be trusted
         self.broken: list[str] = []  # pg_restore went away while being fed
         self.on_failure: Callable[[], None] | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.starter = threading.Thread(target=self._start_all, daemon=True)
 
-    def _run(self) -> None:
-        # polls each pending pipe with a non-blocking open (issue 12: a blocking open per pipe)
-        while self.pending and not self.stop.is_set():
-            for pipe in list(self.pending):
-                try:
-                    out = self.open_writer(pipe)
-                except OSError as exc:
-                    self._fail(f"{self.pending.pop(pipe)[1]}: cannot open its pipe: {exc.strerror}")
-                    continue
-                if out is not None:  # a reader has it open: feed it
-                    self.futures.append(self.pool.submit(self._feed, out, *self.pending.pop(pipe)))
-            self.stop.wait(0.005)
+    def _start_all(self) -> None:
+        # in the background: a reader that opens its pipe first simply waits for its writer
+        for pipe, (source, artifact, expected) in self.pipes.items():
+            if self.stop.is_set():
+                return
+            thread = threading.Thread(target=self._serve, args=(pipe, source, artifact, expected), daemon=True)
+            with self.lock:
+                self.threads.append(thread)
+            thread.start()
+
+    def _serve(self, pipe: str, source: str, artifact: str, expected: str) -> None:
+        """Wait for a reader of ``pipe``, then feed it (unless the restore is ending)."""
+        try:
+            out = self.open_writer(pipe)
+        except OSError as exc:
+            with self.lock:
+                self.waiting.discard(pipe)
+            self._fail(f"{artifact}: cannot open its pipe: {exc.strerror}")
+            return
+        with self.lock:
+            self.waiting.discard(pipe)
+            released = self.stop.is_set()
+        if released:  # finish() opened it to end the wait, or the restore is being stopped
+            with contextlib.suppress(OSError):
+                out.close()
+            return
+        with self.slots:
+            self._feed(out, source, artifact, expected)
 
     def _fail(self, message: str) -> None:
         with self.lock:
@@ -771,7 +795,7 @@ class _Feeder:
 
     def _copy(self, source: str, out: IO[bytes], expected: str) -> str | None:
         """Decompress ``source`` (an artifact in the repository, read through the store) into
-        ``out`` while hashing it; the problem found, else None."""
+        ``out`` in bounded chunks while hashing it; the problem found, else None."""
         import zstandard
 
         try:
@@ -780,43 +804,139 @@ class _Feeder:
             return "is missing"
         except OSError as exc:
             return f"cannot be read: {exc.strerror}"
-        hasher = checksum.new(self.algorithm)
-        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        compressed = _HashedFrame(raw, checksum.new(self.algorithm), self.stop)
         corrupt: str | None = None
         with raw:
-            while chunk := raw.read(checksum.CHUNK):
-                if self.stop.is_set():
-                    return None  # the restore is being stopped for another reason
-                hasher.update(chunk)
-                if corrupt is not None or decompressor.eof:
-                    continue  # keep hashing the whole file: the verdict is the hash's
-                try:
-                    data = decompressor.decompress(chunk)
-                except zstandard.ZstdError as exc:
-                    corrupt = str(exc)
-                    continue
-                if data:
-                    out.write(data)
-        if hasher.hexdigest() != expected:
+            try:
+                reader = zstandard.ZstdDecompressor().stream_reader(
+                    cast(IO[bytes], compressed), read_size=checksum.CHUNK, closefd=False
+                )
+                with reader:
+                    while data := reader.read(checksum.CHUNK):
+                        out.write(data)
+            except zstandard.ZstdError as exc:
+                corrupt = str(exc)
+            if self.stop.is_set():
+                return None  # the restore is being stopped for another reason
+            compressed.drain()  # the verdict is the whole file's hash
+        if compressed.hexdigest() != expected:
             return "checksum mismatch"
-        if corrupt is not None or not decompressor.eof:
+        if corrupt is not None or not compressed.frame.ended:
             return f"cannot be decompressed: {corrupt or 'truncated'}"
         out.flush()
         return None
 
     def finish(self) -> None:
-        """Stop polling, wait for every feed to end."""
-        self.stop.set()
-        if self.thread.is_alive():
-            self.thread.join()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        """Release every pipe no reader opened, wait for every feed to end."""
+        with self.lock:
+            self.stop.set()
+            waiting = sorted(self.waiting)
+        if self.starter.is_alive():
+            self.starter.join()
+        held: list[IO[bytes]] = []
+        try:
+            for pipe in waiting:  # held open until its writer is gone: a late open does not wait
+                with contextlib.suppress(OSError):
+                    held.append(self.release(pipe))
+            for thread in self.threads:
+                thread.join()
+        finally:
+            for reader in held:
+                with contextlib.suppress(OSError):
+                    reader.close()
 
     def __enter__(self) -> _Feeder:
-        self.thread.start()
+        self.starter.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.finish()
+
+
+class _HashedFrame:
+    """A compressed artifact as the decompressor reads it: every byte read is hashed, and only
+    the bytes of its first zstd frame are passed on (``frame`` follows its layout, so a frame
+    cut short is told from a whole one: the decompressor itself ends quietly at a truncation).
+    ``drain`` hashes the rest of the file. ``stop`` set: reads end early."""
+
+    def __init__(self, raw: IO[bytes], hasher: Any, stop: threading.Event) -> None:
+        self.raw, self.hasher, self.stop = raw, hasher, stop
+        self.frame = _ZstdFrame()
+
+    def read(self, size: int = -1) -> bytes:
+        if self.frame.ended or self.stop.is_set():
+            return b""
+        chunk = self.raw.read(size if size > 0 else checksum.CHUNK)
+        self.hasher.update(chunk)
+        used = self.frame.feed(chunk)
+        return chunk if used == len(chunk) else chunk[:used]
+
+    def drain(self) -> None:
+        while chunk := self.raw.read(checksum.CHUNK):
+            self.hasher.update(chunk)
+
+    def hexdigest(self) -> str:
+        return str(self.hasher.hexdigest())
+
+
+class _ZstdFrame:
+    """Follows one zstd frame's layout (RFC 8878: frame header, block headers, optional content
+    checksum) through its bytes as they are read. ``feed`` returns how many bytes of a chunk
+    belong to the frame; ``ended`` says whether its end has been seen. Bytes that are no zstd
+    frame all belong to it and never end it (the decompressor rejects them)."""
+
+    MAGIC = b"\x28\xb5\x2f\xfd"
+    ENDLESS = 1 << 62
+
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self.need = 5  # magic and frame header descriptor
+        self.state = "frame"
+        self.skip = 0  # bytes of a block's content (and the checksum after the last) to pass
+        self.last = False
+        self.checksum = 0
+        self.ended = False
+
+    def feed(self, chunk: bytes) -> int:
+        at, size = 0, len(chunk)
+        while at < size and not self.ended:
+            if self.skip:
+                step = min(self.skip, size - at)
+                at += step
+                self.skip -= step
+                self.ended = self.last and not self.skip
+                continue
+            take = min(self.need - len(self.head), size - at)
+            self.head += chunk[at : at + take]
+            at += take
+            if len(self.head) == self.need:
+                self._parse(bytes(self.head))
+                self.head.clear()
+        return at
+
+    def _parse(self, head: bytes) -> None:
+        if self.state == "frame":
+            if head[:4] != self.MAGIC:
+                self.skip = self.ENDLESS
+                return
+            descriptor = head[4]
+            single = descriptor >> 5 & 1
+            self.checksum = 4 if descriptor & 4 else 0
+            window = 0 if single else 1
+            dictionary = (0, 1, 2, 4)[descriptor & 3]
+            content_size = (single, 2, 4, 8)[descriptor >> 6]
+            self.state, self.need = "header", window + dictionary + content_size
+        elif self.state == "header":
+            self.state, self.need = "block", 3
+        else:
+            value = int.from_bytes(head, "little")
+            kind, length = value >> 1 & 3, value >> 3
+            if kind == 3:  # reserved: no frame
+                self.skip = self.ENDLESS
+                return
+            self.last = bool(value & 1)
+            self.skip = (1 if kind == 1 else length) + (self.checksum if self.last else 0)
+            self.ended = self.last and not self.skip
 
 
 def _dump_artifacts(name: str, recorded: PostgresManifest) -> dict[str, Artifact]:
@@ -1342,7 +1462,15 @@ class PostgresComponent:
                     if isinstance(content, str):
                         raise VerificationError(f"{name}: {DUMP}/{file}: {content}")
                     host.write_atomic(f"{staging}/{file}", content, mode=0o600)
-                with _Feeder(pipes, workers, algorithm, host.open_fifo_writer, self.store.open_read) as feeder:
+                feeder = _Feeder(
+                    pipes,
+                    workers,
+                    algorithm,
+                    host.open_fifo_writer_waiting,
+                    host.open_fifo_reader,
+                    self.store.open_read,
+                )
+                with feeder:
                     yield staging, feeder
             finally:
                 host.remove_tree(staging)

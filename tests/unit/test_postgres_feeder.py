@@ -224,8 +224,9 @@ def test_a_highly_compressed_file_is_fed_in_bounded_chunks(tmp_path: Path) -> No
     source = tmp_path / "1.dat.zst"
     source.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(plain))
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    host = LocalHost()
     feeder = postgres._Feeder(
-        {}, 1, "sha256", LocalHost().open_fifo_writer_waiting, LocalHost().open_fifo_reader, LocalHost().open_read
+        {}, 1, "sha256", host.open_fifo_writer_waiting, host.open_fifo_reader, host.open_read, host.open_fifo_writer
     )
     sink = _Sink()
     assert feeder._copy(str(source), sink, digest) is None  # type: ignore[arg-type]
@@ -248,3 +249,63 @@ def test_the_frame_follower_finds_the_end_of_a_frame_and_never_of_a_cut_one(opti
             assert follower.feed(frame[:cut]) == cut and not follower.ended
     follower = postgres._ZstdFrame()
     assert follower.feed(b"not a zstd frame at all") == 23 and not follower.ended
+
+
+class _Backwards(_Reader):
+    """Plays a pg_restore that opens the pipes in the reverse of the expected order."""
+
+    def _read_all(self) -> None:
+        for pipe in sorted((p for p in self.folder.iterdir() if p.is_fifo()), reverse=True):
+            with open(pipe, "rb") as stream:
+                self.read[pipe.name] = stream.read()
+
+
+def test_pipes_opened_in_another_order_than_expected_are_still_fed_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres._Feeder, "WINDOW", 1)  # one waiting thread: 3403 is past the window
+    host = _Host()
+    host.start = lambda command, **_: host.readers.append(_Backwards(command)) or host.readers[-1]  # type: ignore[method-assign]
+    host.run = lambda command, **_: Result(1, b"", "no listing", 0.0)  # type: ignore[method-assign]
+    snapshot = _snapshot(tmp_path, wrong_hash_for=None)
+    config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
+    done = threading.Event()
+
+    def restore() -> None:
+        with temporaries.bound(config):
+            _run_restore(host, snapshot, postgres.Connection({"dbname": "t"}))
+        done.set()
+
+    thread = threading.Thread(target=restore, daemon=True)
+    thread.start()
+    assert done.wait(60), "the restore hung on a pipe past the window"
+    reader = host.readers[0]
+    assert sorted(reader.read) == ["3401.dat", "3402.dat", "3403.dat"]
+    assert reader.read["3403.dat"] == (b"3403\t" + b"x" * 5000 + b"\n") * 50
+
+
+def test_pipes_are_expected_in_dump_id_order_in_parallel_and_in_toc_order_when_serial() -> None:
+    pipes = ["/s/blob_20.dat", "/s/1000.dat", "/s/999.dat", "/s/blob_3.dat", "/s/7.dat"]
+    listing = (
+        ";\n; Archive created at 2026-12-01\n"
+        "1000; 0 16390 TABLE DATA public accounts app\n"
+        "998; 0 0 BLOBS - BLOBS \n"
+        "7; 0 16400 TABLE DATA public zebras app\n"
+        "999; 0 16395 TABLE DATA public branches app\n"
+    )
+    by_id = ["/s/7.dat", "/s/999.dat", "/s/1000.dat", "/s/blob_3.dat", "/s/blob_20.dat"]
+    assert postgres._expected_order(pipes, None, serial=False) == by_id
+    assert postgres._expected_order(pipes, listing, serial=False) == [
+        "/s/7.dat",
+        "/s/blob_3.dat",
+        "/s/blob_20.dat",
+        "/s/999.dat",
+        "/s/1000.dat",
+    ]
+    assert postgres._expected_order(pipes, listing, serial=True) == [
+        "/s/1000.dat",
+        "/s/blob_3.dat",
+        "/s/blob_20.dat",
+        "/s/7.dat",
+        "/s/999.dat",
+    ]

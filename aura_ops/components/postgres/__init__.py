@@ -705,17 +705,25 @@ class _Feeder:
     """Feeds each named pipe of a staging folder with its decompressed file once a reader
     opens it, checking every compressed stream against its recorded hash as it goes.
 
-    One thread per pipe waits in a blocking open of its write end (no polling: pg_restore's
-    serial schema phase and the server get the CPU), then feeds it; at most ``workers`` feeds
+    No polling while pg_restore runs as expected: a thread waits in a blocking open of each
+    pipe's write end (``Host.open_fifo_writer_waiting``), for at most ``window`` pipes at once,
+    taken in the order of ``pipes`` (the order pg_restore is expected to open them in:
+    ``_expected_order``); a pipe whose writer opened makes room for the next. Should pg_restore
+    open a pipe past the window (another order), the coordinator finds it by a non-blocking open
+    of the pipes past the window, only after nothing opened for a while (50 ms, doubling to 1 s
+    while nothing is found): a wrong order costs speed, never a hang. At most ``workers`` feeds
     run at once, each with bounded buffers (the decompressed data is written in chunks of
-    ``checksum.CHUNK``, whatever the compression ratio). ``finish`` releases the pipes no reader
-    opened (it opens their read end itself) and joins every thread.
+    ``checksum.CHUNK``, whatever the compression ratio). ``finish`` releases the pipes no
+    reader opened (it opens their read end itself) and joins every thread.
 
     A source-side problem (missing, unreadable, corrupt or changed file) is recorded in
     ``errors`` and ``on_failure`` (which stops pg_restore) is called *before* that pipe is
     closed, so pg_restore never sees a clean end of a bad file. ``finish`` joins every feed:
     only after it are ``errors`` complete.
     """
+
+    WINDOW = 256  # threads waiting in open at once (about 16 KB of memory each)
+    STALL = (0.05, 1.0)  # seconds without an open before the pipes past the window are looked at
 
     def __init__(
         self,
@@ -725,50 +733,100 @@ class _Feeder:
         open_writer: Callable[[str], IO[bytes]],
         release: Callable[[str], IO[bytes]],
         open_reader: Callable[[str], IO[bytes]],
+        poll: Callable[[str], IO[bytes] | None],
+        window: int | None = None,
     ) -> None:
         self.pipes = dict(pipes)  # pipe -> (source, artifact name, expected hash)
         self.open_writer = open_writer  # Host.open_fifo_writer_waiting of the host pg_restore runs on
         self.release = release  # Host.open_fifo_reader of that host: ends a writer's wait
+        self.poll = poll  # Host.open_fifo_writer of that host: never waits
         self.open_reader = open_reader  # Host.open_read of the store the snapshot is on
         self.algorithm = algorithm
+        self.window = window or self.WINDOW
         self.slots = threading.Semaphore(workers)
-        self.waiting = set(self.pipes)  # pipes whose write end is not open yet
+        self.unassigned = list(self.pipes)  # pipes no thread has yet, in the order expected
+        self.waiting: set[str] = set()  # pipes whose thread waits for a reader
+        self.opened = 0  # pipes whose write end opened
         self.threads: list[threading.Thread] = []
         self.stop = threading.Event()
         self.lock = threading.Lock()
+        self.progress = threading.Condition(self.lock)
         self.errors: list[str] = []  # the snapshot's fault: the restore must not be trusted
         self.broken: list[str] = []  # pg_restore went away while being fed
         self.on_failure: Callable[[], None] | None = None
-        self.starter = threading.Thread(target=self._start_all, daemon=True)
+        self.coordinator = threading.Thread(target=self._coordinate, daemon=True)
 
-    def _start_all(self) -> None:
-        # in the background: a reader that opens its pipe first simply waits for its writer
-        for pipe, (source, artifact, expected) in self.pipes.items():
-            if self.stop.is_set():
-                return
-            thread = threading.Thread(target=self._serve, args=(pipe, source, artifact, expected), daemon=True)
-            with self.lock:
-                self.threads.append(thread)
-            thread.start()
+    def _coordinate(self) -> None:
+        stall = self.STALL[0]
+        while True:
+            with self.progress:
+                if self.stop.is_set():
+                    return
+                while self.unassigned and len(self.waiting) < self.window:
+                    self._start(self._serve, self.unassigned.pop(0))
+                if not self.unassigned:
+                    return  # every pipe has its thread: nothing left to look for
+                seen = self.opened
+                self.progress.wait(stall)
+                if self.stop.is_set():
+                    return
+                if self.opened != seen:
+                    stall = self.STALL[0]
+                    continue
+                beyond = list(self.unassigned)
+            found = self._look_beyond(beyond)
+            stall = self.STALL[0] if found else min(stall * 2, self.STALL[1])
 
-    def _serve(self, pipe: str, source: str, artifact: str, expected: str) -> None:
+    def _look_beyond(self, pipes: list[str]) -> bool:
+        """Feed any pipe past the window that a reader opened; whether one was."""
+        found = False
+        for pipe in pipes:
+            try:
+                out = self.poll(pipe)
+            except OSError as exc:
+                with self.lock:
+                    self.unassigned.remove(pipe)
+                self._fail(f"{self.pipes[pipe][1]}: cannot open its pipe: {exc.strerror}")
+                return True
+            if out is not None:
+                with self.lock:
+                    self.unassigned.remove(pipe)
+                    self.opened += 1
+                    self._start(self._serve_opened, pipe, out)
+                found = True
+        return found
+
+    def _start(self, target: Callable[..., None], *args: Any) -> None:
+        """A thread for a pipe (``self.lock`` held)."""
+        if target == self._serve:
+            self.waiting.add(args[0])
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def _serve(self, pipe: str) -> None:
         """Wait for a reader of ``pipe``, then feed it (unless the restore is ending)."""
         try:
             out = self.open_writer(pipe)
         except OSError as exc:
-            with self.lock:
+            with self.progress:
                 self.waiting.discard(pipe)
-            self._fail(f"{artifact}: cannot open its pipe: {exc.strerror}")
+                self.progress.notify_all()
+            self._fail(f"{self.pipes[pipe][1]}: cannot open its pipe: {exc.strerror}")
             return
-        with self.lock:
+        with self.progress:
             self.waiting.discard(pipe)
-            released = self.stop.is_set()
-        if released:  # finish() opened it to end the wait, or the restore is being stopped
+            self.opened += 1
+            self.progress.notify_all()
+        self._serve_opened(pipe, out)
+
+    def _serve_opened(self, pipe: str, out: IO[bytes]) -> None:
+        if self.stop.is_set():  # finish() opened it to end the wait, or the restore is being stopped
             with contextlib.suppress(OSError):
                 out.close()
             return
         with self.slots:
-            self._feed(out, source, artifact, expected)
+            self._feed(out, *self.pipes[pipe])
 
     def _fail(self, message: str) -> None:
         with self.lock:
@@ -828,17 +886,20 @@ class _Feeder:
 
     def finish(self) -> None:
         """Release every pipe no reader opened, wait for every feed to end."""
-        with self.lock:
+        with self.progress:
             self.stop.set()
+            self.progress.notify_all()
+        if self.coordinator.is_alive():
+            self.coordinator.join()
+        with self.lock:  # no thread starts now; a pipe only leaves ``waiting``
             waiting = sorted(self.waiting)
-        if self.starter.is_alive():
-            self.starter.join()
+            threads = list(self.threads)
         held: list[IO[bytes]] = []
         try:
             for pipe in waiting:  # held open until its writer is gone: a late open does not wait
                 with contextlib.suppress(OSError):
                     held.append(self.release(pipe))
-            for thread in self.threads:
+            for thread in threads:
                 thread.join()
         finally:
             for reader in held:
@@ -846,11 +907,36 @@ class _Feeder:
                     reader.close()
 
     def __enter__(self) -> _Feeder:
-        self.starter.start()
+        self.coordinator.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.finish()
+
+
+def _expected_order(pipes: list[str], listing: str | None, serial: bool) -> list[str]:
+    """``pipes`` in the order pg_restore is expected to open them. A serial restore follows its
+    table of contents (``listing``, as ``pg_restore --list`` writes it); pg_restore -j takes the
+    ready data items largest first, and a named pipe's size is 0, so by dump id. Large objects
+    are read in oid order by whoever restores the BLOBS entry: they go where it is. Without a
+    listing: by dump id, large objects last."""
+    position: dict[str, int] = {}
+    for line in (listing or "").splitlines():
+        match = TOC_DATA_ENTRY.match(line)
+        if match:
+            position["blob" if match.group(2) == "BLOBS" else match.group(1)] = int(match.group(1))
+    rank = {key: index for index, key in enumerate(position)} if serial else position
+
+    def key(pipe: str) -> tuple[int, int, str]:
+        name = pipe.rsplit("/", 1)[-1].removesuffix(".dat")
+        number = name.removeprefix("blob_")
+        if not number.isdigit():
+            return (1 << 62, 0, name)
+        if name.startswith("blob_"):
+            return (rank.get("blob", 1 << 61), int(number), name)
+        return (rank.get(number, int(number) if not serial else 1 << 60), int(number), name)
+
+    return sorted(pipes, key=key)
 
 
 class _HashedFrame:
@@ -1415,7 +1501,7 @@ class PostgresComponent:
         anything starts."""
         name = self.name
         started = time.monotonic()
-        with self._staging(snapshot, recorded, jobs + 2, verify_first=clean) as (staging, feeder):
+        with self._staging(snapshot, recorded, jobs + 2, verify_first=clean, serial=jobs == 1) as (staging, feeder):
             process = self.host.start(make_pg_restore(self.config, conn, staging, jobs, clean=clean), stdout=None)
             feeder.on_failure = lambda: process.terminate(STOP_GRACE)
             if feeder.errors:  # failed before it could stop pg_restore
@@ -1438,7 +1524,12 @@ class PostgresComponent:
 
     @contextlib.contextmanager
     def _staging(
-        self, snapshot: Snapshot, recorded: PostgresManifest, workers: int, verify_first: bool = False
+        self,
+        snapshot: Snapshot,
+        recorded: PostgresManifest,
+        workers: int,
+        verify_first: bool = False,
+        serial: bool = False,
     ) -> Iterator[tuple[str, _Feeder]]:
         """A folder on the host that pg_restore can read: the table of contents (checked as
         recorded), a named pipe per compressed data file, fed while pg_restore reads. Recorded as
@@ -1462,19 +1553,29 @@ class PostgresComponent:
                     if isinstance(content, str):
                         raise VerificationError(f"{name}: {DUMP}/{file}: {content}")
                     host.write_atomic(f"{staging}/{file}", content, mode=0o600)
+                listing = self._listing(staging) if len(pipes) > _Feeder.WINDOW else None
+                order = _expected_order(list(pipes), listing, serial)
                 feeder = _Feeder(
-                    pipes,
+                    {pipe: pipes[pipe] for pipe in order},
                     workers,
                     algorithm,
                     host.open_fifo_writer_waiting,
                     host.open_fifo_reader,
                     self.store.open_read,
+                    host.open_fifo_writer,
                 )
                 with feeder:
                     yield staging, feeder
             finally:
                 host.remove_tree(staging)
             temporary.release()
+
+    def _listing(self, staging: str) -> str | None:
+        """``pg_restore --list`` of the staging folder (its table of contents, in order): what
+        tells the order its data files will be read in; None when it cannot be had (the
+        restore itself then says why)."""
+        listing = self.host.run(Command((tool(self.config, "pg_restore"), "--list", staging)), check=False)
+        return listing.text if listing.returncode == 0 else None
 
     # -- doctor ----------------------------------------------------------------------------------
 

@@ -800,6 +800,8 @@ class _Feeder:
         """A thread for a pipe (``self.lock`` held)."""
         if target == self._serve:
             self.waiting.add(args[0])
+        if len(self.threads) > 4 * self.window:  # a thread a pipe, but not kept once it ended
+            self.threads = [thread for thread in self.threads if thread.is_alive()]
         thread = threading.Thread(target=target, args=args, daemon=True)
         self.threads.append(thread)
         thread.start()
@@ -1553,7 +1555,10 @@ class PostgresComponent:
                     if isinstance(content, str):
                         raise VerificationError(f"{name}: {DUMP}/{file}: {content}")
                     host.write_atomic(f"{staging}/{file}", content, mode=0o600)
-                listing = self._listing(staging) if len(pipes) > _Feeder.WINDOW else None
+                # the table of contents tells the order of a serial restore, and where large objects go
+                blobs = any(pipe.rsplit("/", 1)[-1].startswith("blob_") for pipe in pipes)
+                needed = len(pipes) > _Feeder.WINDOW and (serial or blobs)
+                listing = self._listing(staging) if needed else None
                 order = _expected_order(list(pipes), listing, serial)
                 feeder = _Feeder(
                     {pipe: pipes[pipe] for pipe in order},

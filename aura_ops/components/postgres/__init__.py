@@ -786,10 +786,19 @@ def _on_pg_dump_line(line: str, compressor: _Compressor) -> None:
         compressor.item_finished(match.group(1))
 
 
-def _catalog_while_dumping(db: Any) -> dict[str, Any]:
-    """``catalog_facts`` as one dict, the tables under ``tables`` (taken out by the caller)."""
-    facts, tables = catalog_facts(db)
-    return {**facts, "tables": tables}
+def _facts_of_snapshot(db: Any, checksums: bool) -> dict[str, Any]:
+    """What a backup records of the database, read in the dumped snapshot while pg_dump runs:
+    ``server_facts``, its properties, and ``database_facts`` with ``checksums``; without them,
+    ``catalog_facts`` and the tables to count (under ``tables``, taken out by the caller: their
+    rows are counted in the dump stream)."""
+    from aura_ops.components.postgres import database as pgdatabase
+
+    facts = server_facts(db)
+    facts["database_properties"] = pgdatabase.read_properties(db, facts["database"])
+    if checksums:
+        return {**facts, **database_facts(db, True)}
+    found, tables = catalog_facts(db)
+    return {**facts, **found, "tables": tables}
 
 
 def _in_background(function: Callable[[], R]) -> concurrent.futures.Future[R]:
@@ -1212,8 +1221,6 @@ class PostgresComponent:
         Without checksums, each table's rows are counted in the dump stream itself (the rows
         pg_dump dumped, from the same snapshot) instead of by a second scan on the server; a
         table whose stream cannot be counted so is counted by the server, in that snapshot."""
-        from aura_ops.components.postgres import database as pgdatabase
-
         cfg = self.configured("nothing to back up")
         conn = self.connection()
         jobs = default_jobs(cfg, self.host)
@@ -1222,13 +1229,12 @@ class PostgresComponent:
         version = _in_background(lambda: tool_major(self.host, tool(cfg, "pg_dump")))  # while connecting
         db = connect(conn)
         try:
-            facts = server_facts(db)
-            facts["database_properties"] = pgdatabase.read_properties(db, facts["database"])
-            db.rollback()
-            pg_dump_version = self._check_versions(facts["server_major"], version.result())
+            pg_dump_version = self._check_versions(db.info.server_version // 10000, version.result())
             db.isolation_level = _repeatable_read()
             db.read_only = True
             snapshot_id = db.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            # the other facts are read while pg_dump runs; pg_dumpall needs this one first
+            facts: dict[str, Any] = {"superuser": db.info.parameter_status("is_superuser") == "on"}
             started = time.monotonic()
             data, counted = self._dump(cfg, conn, db, dest, snapshot_id, jobs, facts)
             db.rollback()  # the exported snapshot may end now: pg_dump has finished with it
@@ -1284,7 +1290,7 @@ class PostgresComponent:
             process.drain_in_background(lambda line: _on_pg_dump_line(line, compressor))
             if cfg.globals:
                 globals_dump = self._dump_globals(cfg, conn, dest / GLOBALS, facts["superuser"], process)
-            facts_of = None if cfg.checksums else _catalog_while_dumping
+            facts_of = functools.partial(_facts_of_snapshot, checksums=cfg.checksums)
             if stream_counts:  # read as soon as pg_dump has written it, beside the data
                 listed = _in_background(lambda: _toc_when_written(compressor, host, cfg, dump_dir))
             facts.update(_facts_while_dumping(process, db, cfg.checksums, facts_of))

@@ -6,6 +6,7 @@ data, odd names, and rows committed while the dump runs (never counted)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from pathlib import Path
@@ -21,6 +22,7 @@ from aura_ops.components.base import SnapshotTarget
 from aura_ops.components.postgres import PostgresComponent
 from aura_ops.config import PostgresConfig
 from aura_ops.dev.sandbox import PostgresCluster, wait_until
+from aura_ops.errors import AuraError
 from aura_ops.hosts import LocalHost
 from tests.conftest import Aura, base_config, db_component
 
@@ -210,3 +212,49 @@ def test_a_table_the_stream_cannot_name_is_counted_by_the_server_in_the_same_sna
     logged = [json.loads(line) for line in console.read_text().splitlines()]
     stream = [event["counted_in_stream"] for event in logged if event["event"] == "postgres.snapshot"]
     assert stream == [0 if listed == "none" else len(expected) - 1]
+
+
+def test_a_backup_failing_beside_pg_dump_stops_it(pg: PostgresCluster, database: str, tmp_path: Path) -> None:
+    """pg_dumpall runs beside pg_dump now: when it cannot even start (missing from bin_dir), the
+    snapshot fails naming it and pg_dump (here waiting for a lock) is stopped at once, not left
+    running for as long as the process that started it lives."""
+    dsn = pg.dsn(database)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t AS SELECT generate_series(1, 10) AS n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for program in ("pg_dump", "pg_restore"):
+        (bin_dir / program).symlink_to(pg.bin / program)
+    config = PostgresConfig(type="postgres", dsn=dsn, jobs=2, bin_dir=bin_dir)
+    folder = tmp_path / "db"
+    folder.mkdir()
+    blocker = psycopg.connect(dsn)
+    try:
+        blocker.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")  # pg_dump would wait here forever
+        with open(tmp_path / "console.log", "w") as stream:
+            logs.configure(None, "info", console=stream, pretty=False)
+            with pytest.raises(AuraError, match="pg_dumpall"):
+                PostgresComponent("db", config, LocalHost()).snapshot(SnapshotTarget("s1", folder))
+        logs.configure()
+        assert _pg_dump_children() == [], "pg_dump was left running"
+        assert wait_until(lambda: _pg_dump_sessions(pg, database) == 0, 30)
+    finally:
+        blocker.close()
+
+
+def _pg_dump_children() -> list[int]:
+    """The pg_dump processes this test process started and has not reaped."""
+    found = []
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"--format=directory" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+    return found
+
+
+def _pg_dump_sessions(pg: PostgresCluster, database: str) -> int:
+    rows = pg.sql(
+        f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}' AND application_name = 'pg_dump'"
+    )
+    return int(rows[0][0])  # type: ignore[call-overload]

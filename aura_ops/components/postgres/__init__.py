@@ -1,10 +1,11 @@
 """PostgreSQL component: consistent, parallel, zstd-compressed dumps and streaming restores.
 
 Backup: a REPEATABLE READ transaction exports its snapshot; ``pg_dump -Fd -Z0 -j N
---snapshot=<id>`` dumps exactly that snapshot while the same transaction records per-table row
-counts (and, if asked, content checksums), so the manifest describes exactly the dumped data.
-Each table's data file is compressed with zstd as soon as pg_dump reports it finished, hashed as
-it is written. ``pg_dumpall --globals-only`` keeps roles and tablespaces.
+--snapshot=<id>`` dumps exactly that snapshot while the same transaction records the facts
+(with checksums, per-table row counts and content checksums too), so the manifest describes
+exactly the dumped data. Each table's data file is compressed with zstd while pg_dump writes it,
+hashed as it is written; without checksums its rows are counted there, in the COPY stream.
+``pg_dumpall --globals-only`` keeps roles and tablespaces.
 
 Restore: ``pg_restore -j N`` reads a staging folder of named pipes, one per data file, each fed
 by a decompressing thread when pg_restore opens it: parallel, streaming, and with no
@@ -1282,11 +1283,12 @@ class PostgresComponent:
         stream_counts = not cfg.checksums
         compressor = _Compressor(self.store, str(dump_dir), cfg.compression_level, count_rows=stream_counts)
         succeeded = False
+        process: Process | None = None
         globals_dump: tuple[Process, concurrent.futures.Future[Result]] | None = None
         listed: concurrent.futures.Future[dict[int, str]] | None = None
         try:
-            process = host.start(make_pg_dump(cfg, conn, dump_dir, snapshot_id, jobs), stdout=None)
-            compressor.on_failure = lambda: process.terminate(STOP_GRACE)
+            process = dump = host.start(make_pg_dump(cfg, conn, dump_dir, snapshot_id, jobs), stdout=None)
+            compressor.on_failure = lambda: dump.terminate(STOP_GRACE)
             process.drain_in_background(lambda line: _on_pg_dump_line(line, compressor))
             if cfg.globals:
                 globals_dump = self._dump_globals(cfg, conn, dest / GLOBALS, facts["superuser"], process)
@@ -1301,6 +1303,8 @@ class PostgresComponent:
                 raise tool_failure(name, "pg_dump", result)
             succeeded = True
         finally:
+            if not succeeded and process is not None:
+                process.terminate(STOP_GRACE)  # whatever stopped the backup (pg_dumpall missing too) stops pg_dump
             if globals_dump is not None and not globals_dump[1].done():
                 globals_dump[0].terminate(STOP_GRACE)  # the backup stops: so does pg_dumpall
                 concurrent.futures.wait([globals_dump[1]])

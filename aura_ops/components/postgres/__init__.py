@@ -1,10 +1,11 @@
 """PostgreSQL component: consistent, parallel, zstd-compressed dumps and streaming restores.
 
 Backup: a REPEATABLE READ transaction exports its snapshot; ``pg_dump -Fd -Z0 -j N
---snapshot=<id>`` dumps exactly that snapshot while the same transaction records per-table row
-counts (and, if asked, content checksums), so the manifest describes exactly the dumped data.
-Each table's data file is compressed with zstd as soon as pg_dump reports it finished, hashed as
-it is written. ``pg_dumpall --globals-only`` keeps roles and tablespaces.
+--snapshot=<id>`` dumps exactly that snapshot while the same transaction records the facts
+(with checksums, per-table row counts and content checksums too), so the manifest describes
+exactly the dumped data. Each table's data file is compressed with zstd while pg_dump writes it,
+hashed as it is written; without checksums its rows are counted there, in the COPY stream.
+``pg_dumpall --globals-only`` keeps roles and tablespaces.
 
 Restore: ``pg_restore -j N`` reads a staging folder of named pipes, one per data file, each fed
 by a decompressing thread when pg_restore opens it: parallel, streaming, and with no
@@ -24,6 +25,7 @@ serve the other modules of the package (``database``, ``clone``).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import functools
 import os
@@ -369,7 +371,8 @@ def default_jobs(cfg: PostgresConfig, host: Host) -> int:
 TABLES_SQL = """
 SELECT n.nspname, c.relname, c.relkind,
        ARRAY(SELECT a.attname::text FROM pg_attribute a
-             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       c.oid::bigint
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm')
@@ -396,6 +399,18 @@ FACT_SETTINGS = {
 }
 
 
+@dataclass(frozen=True)
+class _Table:
+    """A table (or materialized view, ``kind`` 'm') whose facts a snapshot records."""
+
+    oid: int
+    key: str  # schema.name, as the manifest names it
+    schema: str
+    name: str
+    kind: str
+    columns: tuple[str, ...]
+
+
 def _row_hash(columns: list[str], method: str) -> Any:
     """The expression hashing one row of ``t``: by default its columns in a fixed order (by
     name, so a child table created with another column order and attached to a parent later,
@@ -410,33 +425,18 @@ def _row_hash(columns: list[str], method: str) -> Any:
     return sql.SQL("hashtextextended(ROW({})::text, 0)").format(row)
 
 
-def database_facts(db: Any, with_checksums: bool, method: str = CHECKSUM_METHOD) -> dict[str, Any]:
-    """Per-table row counts (and content checksums), sequence values, large objects, and the
-    materialized views (never compared: pg_restore refreshes them, so their content is that of
-    the restore, not of the backup). Runs in ``db``'s current transaction, with the text
-    settings pinned there (``method`` other than the current one: as an old manifest did)."""
-    from psycopg import sql
-
+def catalog_facts(db: Any, method: str = CHECKSUM_METHOD) -> tuple[dict[str, Any], list[_Table]]:
+    """What ``database_facts`` records that the catalogs give at once (sequence values, the
+    number of large objects, the materialized views), and the tables whose rows it counts.
+    Runs in ``db``'s current transaction, with the text settings pinned there (``method``
+    other than the current one: as an old manifest did)."""
     if method == CHECKSUM_METHOD:
         for setting, value in FACT_SETTINGS.items():
             db.execute("SELECT set_config(%s, %s, true)", (setting, value))
-    counts: dict[str, int] = {}
-    sums: dict[str, str] = {}
-    matviews: list[str] = []
-    only = sql.SQL("ONLY ") if method == CHECKSUM_METHOD else sql.SQL("")
-    for schema, table, kind, columns in db.execute(TABLES_SQL).fetchall():
-        key = f"{schema}.{table}"
-        if kind == "m":
-            matviews.append(key)
-            continue
-        ident = sql.Identifier(schema, table)
-        if with_checksums:
-            query = sql.SQL("SELECT count(*), coalesce(sum({}::numeric), 0)::text FROM {}{} t").format(
-                _row_hash(list(columns), method), only, ident
-            )
-            counts[key], sums[key] = db.execute(query).fetchone()
-        else:
-            counts[key] = db.execute(sql.SQL("SELECT count(*) FROM {}{}").format(only, ident)).fetchone()[0]
+    tables = [
+        _Table(int(oid), f"{schema}.{name}", schema, name, kind, tuple(columns))
+        for schema, name, kind, columns, oid in db.execute(TABLES_SQL).fetchall()
+    ]
     sequences = {
         f"{s}.{n}": v
         for s, n, v in db.execute(
@@ -444,18 +444,61 @@ def database_facts(db: Any, with_checksums: bool, method: str = CHECKSUM_METHOD)
         ).fetchall()
     }
     facts: dict[str, Any] = {
-        "row_counts": counts,
         "sequences": sequences,
         "large_objects": db.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0],
-        "materialized_views": matviews,
+        "materialized_views": [table.key for table in tables if table.kind == "m"],
     }
-    if with_checksums:
-        facts["table_checksums"] = sums
-        facts["checksum_method"] = method
-        facts["large_object_checksum"] = db.execute(
-            "SELECT coalesce(sum(hashtextextended(oid::text || md5(lo_get(oid)), 0)::numeric),"
-            " 0)::text FROM pg_largeobject_metadata"
-        ).fetchone()[0]
+    return facts, tables
+
+
+def row_counts(
+    db: Any, tables: list[_Table], counted: dict[int, int] | None = None, method: str = CHECKSUM_METHOD
+) -> dict[str, int]:
+    """Rows of each table (materialized views left out): ``counted`` (by table oid: rows the
+    dump stream held, in the same snapshot), else ``count(*)`` in ``db``'s transaction."""
+    from psycopg import sql
+
+    only = sql.SQL("ONLY ") if method == CHECKSUM_METHOD else sql.SQL("")
+    known = counted or {}
+    counts: dict[str, int] = {}
+    for table in tables:
+        if table.kind == "m":
+            continue
+        rows = known.get(table.oid)
+        if rows is None:
+            ident = sql.Identifier(table.schema, table.name)
+            rows = db.execute(sql.SQL("SELECT count(*) FROM {}{}").format(only, ident)).fetchone()[0]
+        counts[table.key] = rows
+    return counts
+
+
+def database_facts(db: Any, with_checksums: bool, method: str = CHECKSUM_METHOD) -> dict[str, Any]:
+    """Per-table row counts (and content checksums), sequence values, large objects, and the
+    materialized views (never compared: pg_restore refreshes them, so their content is that of
+    the restore, not of the backup). Runs in ``db``'s current transaction, with the text
+    settings pinned there (``method`` other than the current one: as an old manifest did)."""
+    from psycopg import sql
+
+    facts, tables = catalog_facts(db, method)
+    if not with_checksums:
+        return {"row_counts": row_counts(db, tables, None, method), **facts}
+    counts: dict[str, int] = {}
+    sums: dict[str, str] = {}
+    only = sql.SQL("ONLY ") if method == CHECKSUM_METHOD else sql.SQL("")
+    for table in tables:
+        if table.kind == "m":
+            continue
+        query = sql.SQL("SELECT count(*), coalesce(sum({}::numeric), 0)::text FROM {}{} t").format(
+            _row_hash(list(table.columns), method), only, sql.Identifier(table.schema, table.name)
+        )
+        counts[table.key], sums[table.key] = db.execute(query).fetchone()
+    facts = {"row_counts": counts, **facts}
+    facts["table_checksums"] = sums
+    facts["checksum_method"] = method
+    facts["large_object_checksum"] = db.execute(
+        "SELECT coalesce(sum(hashtextextended(oid::text || md5(lo_get(oid)), 0)::numeric),"
+        " 0)::text FROM pg_largeobject_metadata"
+    ).fetchone()[0]
     return facts
 
 
@@ -518,6 +561,16 @@ class PostgresManifest(ComponentManifest):
 # ---------------------------------------------------------------- compression
 
 DATA_FILE = re.compile(r"^(\d+|blob_\d+)\.dat$")
+COPY_END = b"\\.\n\n\n"  # what pg_dump writes after the rows of a table's COPY
+_TAIL = len(COPY_END) + 1  # the end of a data file that tells whether its rows can be counted
+
+
+def _copy_rows(lines: int, tail: bytes) -> int | None:
+    """The rows of a table's data file holding ``lines`` newlines and ending with ``tail``
+    (its last ``_TAIL`` bytes): whole lines, then ``COPY_END``; None for any other end."""
+    if tail.endswith(COPY_END) and (tail == COPY_END or tail.startswith(b"\n")):
+        return lines - COPY_END.count(b"\n")
+    return None
 
 
 class _Compressor:
@@ -528,26 +581,40 @@ class _Compressor:
     finished (or exits). The output is hashed as it is written; the plain file is then removed.
     ``folder`` is the dump folder of the snapshot being written, on ``store`` (the control
     machine, where the repository is): every file of it is read and written through ``store``.
+    With ``count_rows``, each table's rows are counted in the stream (``rows``, see ``_follow``).
     """
 
-    def __init__(self, store: Host, folder: str, level: int) -> None:
+    def __init__(self, store: Host, folder: str, level: int, count_rows: bool = False) -> None:
         self.store = store
         self.folder = folder
         self.level = level
+        self.count_rows = count_rows
         self.finished: set[str] = set()
         self.exited = threading.Event()
         self.abort = threading.Event()
         self.results: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, int | None] = {}  # data file -> the COPY rows it held, None: not a COPY stream
         self.errors: list[BaseException] = []
         self.followers: dict[str, threading.Thread] = {}
+        self.wakers: dict[str, threading.Event] = {}  # set when a file's writer is done with it
+        self.toc_written = threading.Event()  # pg_dump writes the whole toc.dat before any data file
         self.on_failure: Callable[[], None] | None = None
         self.lock = threading.Lock()
         self.watcher = threading.Thread(target=self._watch, daemon=True)
         self.watcher.start()
 
-    def item_finished(self, dump_id: str) -> None:
+    def _waker(self, name: str) -> threading.Event:
         with self.lock:
-            self.finished.add(f"{dump_id}.dat")
+            event = self.wakers.get(name)
+            if event is None:
+                event = self.wakers[name] = threading.Event()
+            return event
+
+    def item_finished(self, dump_id: str) -> None:
+        name = f"{dump_id}.dat"
+        with self.lock:
+            self.finished.add(name)
+        self._waker(name).set()  # its follower, waiting at the end of the file, finishes now
 
     def _watch(self) -> None:
         while not self.abort.is_set():
@@ -562,6 +629,8 @@ class _Compressor:
             names = [name for name in self.store.listdir(self.folder) if DATA_FILE.match(name)]
         except FileNotFoundError:  # pg_dump has not created the folder yet
             return
+        if names:
+            self.toc_written.set()
         for name in names:
             if name not in self.followers:
                 thread = threading.Thread(target=self._follow, args=(name,), daemon=True)
@@ -573,10 +642,16 @@ class _Compressor:
             return name in self.finished or self.exited.is_set()
 
     def _follow(self, name: str) -> None:
+        """Compress ``name`` as it grows. Counting rows: a table's data file holds its COPY text
+        rows, one line each (a newline in a value is written as ``\\n``), then ``\\.`` and two
+        empty lines; a file that does not end so is not counted (None)."""
         import zstandard
 
         source = f"{self.folder}/{name}"
         target = source + COMPRESSED
+        waker = self._waker(name)
+        counting = self.count_rows and name[0].isdigit()  # not a large object's blob_N.dat
+        lines, tail = 0, b""
         try:
             with self.store.open_read(source) as reader, self.store.open_write(target) as raw:
                 writer = checksum.HashingWriter(raw)
@@ -589,14 +664,19 @@ class _Compressor:
                     if chunk:
                         stream.write(chunk)
                         read += len(chunk)
+                        if counting:
+                            lines += chunk.count(b"\n")
+                            tail = (tail + chunk[-_TAIL:])[-_TAIL:]
                     elif done:
                         break
                     else:
-                        time.sleep(0.01)
+                        waker.wait(0.01)  # pg_dump writes on: read again soon, at once when it is done
                 stream.close()  # type: ignore[no-untyped-call]
             self.store.remove(source)
             with self.lock:
                 self.results[name + COMPRESSED] = {"size": writer.size, "hash": writer.hexdigest(), "raw_size": read}
+                if counting:
+                    self.rows[name] = _copy_rows(lines, tail)
         except BaseException as exc:  # noqa: BLE001 - reported by finish()
             with self.lock:
                 self.errors.append(exc)
@@ -609,6 +689,11 @@ class _Compressor:
         if not succeeded:
             self.abort.set()
         self.exited.set()
+        self.toc_written.set()  # or never will be: its readers go on
+        with self.lock:
+            waiting = list(self.wakers.values())
+        for event in waiting:
+            event.set()
         self.watcher.join()
         for thread in list(self.followers.values()):
             thread.join()
@@ -669,15 +754,18 @@ def _cancel_if_failed(process: Process, db: Any) -> Iterator[threading.Event]:
         watcher.join()
 
 
-def _facts_while_dumping(process: Process, db: Any, checksums: bool) -> dict[str, Any]:
-    """``database_facts`` of ``db`` while pg_dump (``process``) runs; {} when pg_dump failed
-    first (the query was cancelled for it: its failure, found by the caller's wait, is the reason
-    to report). Any other exception stops pg_dump and goes on, an interruption always: stopping
-    pg_dump here makes it fail too, which must not pass for the cause (a SIGTERM would be
-    reported as pg_dump's failure, and a step that may fail would let the run go on)."""
+def _facts_while_dumping(
+    process: Process, db: Any, checksums: bool, facts_of: Callable[[Any], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """``database_facts`` of ``db`` (or ``facts_of(db)``) while pg_dump (``process``) runs; {}
+    when pg_dump failed first (the query was cancelled for it: its failure, found by the caller's
+    wait, is the reason to report). Any other exception stops pg_dump and goes on, an
+    interruption always: stopping pg_dump here makes it fail too, which must not pass for the
+    cause (a SIGTERM would be reported as pg_dump's failure, and a step that may fail would let
+    the run go on)."""
     with _cancel_if_failed(process, db) as died:
         try:
-            return database_facts(db, checksums)
+            return database_facts(db, checksums) if facts_of is None else facts_of(db)
         except BaseException as exc:
             dump_failed_first = died.is_set() and not isinstance(exc, KeyboardInterrupt)
             process.terminate(STOP_GRACE)
@@ -696,6 +784,76 @@ def _on_pg_dump_line(line: str, compressor: _Compressor) -> None:
     match = FINISHED_ITEM.search(line)
     if match:
         compressor.item_finished(match.group(1))
+
+
+def _facts_of_snapshot(db: Any, checksums: bool) -> dict[str, Any]:
+    """What a backup records of the database, read in the dumped snapshot while pg_dump runs:
+    ``server_facts``, its properties, and ``database_facts`` with ``checksums``; without them,
+    ``catalog_facts`` and the tables to count (under ``tables``, taken out by the caller: their
+    rows are counted in the dump stream)."""
+    from aura_ops.components.postgres import database as pgdatabase
+
+    facts = server_facts(db)
+    facts["database_properties"] = pgdatabase.read_properties(db, facts["database"])
+    if checksums:
+        return {**facts, **database_facts(db, True)}
+    found, tables = catalog_facts(db)
+    return {**facts, **found, "tables": tables}
+
+
+def _in_background(function: Callable[[], R]) -> concurrent.futures.Future[R]:
+    """``function()`` in a thread of its own, with this thread's log context; its result (or
+    exception) in the future returned."""
+    future: concurrent.futures.Future[R] = concurrent.futures.Future()
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            future.set_result(context.run(function))
+        except BaseException as exc:  # noqa: BLE001 - the caller's result() raises it
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
+
+
+TOC_TABLE_DATA = re.compile(r"^(\d+); 0 (\d+) TABLE DATA ")
+
+
+def _data_files_by_table(host: Host, cfg: PostgresConfig, dump_dir: Path) -> dict[int, str]:
+    """The data file of each table (by oid) a dump's table of contents lists (``pg_restore
+    --list``: a TABLE DATA entry carries the table's oid); {} when it cannot be listed."""
+    listing = host.run(Command((tool(cfg, "pg_restore"), "--list", str(dump_dir))), check=False)
+    if listing.returncode != 0:
+        lines = [line.strip() for line in listing.stderr.splitlines() if line.strip()]
+        logs.get().warning("postgres.toc_unlisted", reason=lines[0] if lines else f"exit {listing.returncode}")
+        return {}
+    files: dict[int, str] = {}
+    for line in listing.text.splitlines():
+        match = TOC_TABLE_DATA.match(line)
+        if match:
+            files[int(match.group(2))] = f"{match.group(1)}.dat"
+    return files
+
+
+def _toc_when_written(compressor: _Compressor, host: Host, cfg: PostgresConfig, dump_dir: Path) -> dict[int, str]:
+    """``_data_files_by_table`` once pg_dump has written its table of contents; {} when the
+    dump stopped first."""
+    compressor.toc_written.wait()
+    if compressor.abort.is_set():
+        return {}
+    return _data_files_by_table(host, cfg, dump_dir)
+
+
+def _stream_counts(files: dict[int, str], rows: dict[str, int | None]) -> dict[int, int]:
+    """Rows by table oid, as counted in the dump stream (``_Compressor.rows``) of each table's
+    data file (``files``); a table whose file was not counted is left out."""
+    counted: dict[int, int] = {}
+    for oid, file in files.items():
+        found = rows.get(file)
+        if found is not None:
+            counted[oid] = found
+    return counted
 
 
 # ---------------------------------------------------------------- restore (streaming)
@@ -1268,47 +1426,33 @@ class PostgresComponent:
 
     @database_errors
     def snapshot(self, target: SnapshotTarget) -> PostgresManifest:
-        """Dump the database into ``target.folder``; return its section (facts and artifacts)."""
-        from aura_ops.components.postgres import database as pgdatabase
-
-        cfg, host, name = self.configured("nothing to back up"), self.host, self.name
+        """Dump the database into ``target.folder``; return its section (facts and artifacts).
+        Without checksums, each table's rows are counted in the dump stream itself (the rows
+        pg_dump dumped, from the same snapshot) instead of by a second scan on the server; a
+        table whose stream cannot be counted so is counted by the server, in that snapshot."""
+        cfg = self.configured("nothing to back up")
         conn = self.connection()
         jobs = default_jobs(cfg, self.host)
         dest = target.folder
         dump_dir = dest / DUMP
-        artifacts: dict[str, dict[str, Any]] = {}
+        version = _in_background(lambda: tool_major(self.host, tool(cfg, "pg_dump")))  # while connecting
         db = connect(conn)
         try:
-            facts = server_facts(db)
-            facts["database_properties"] = pgdatabase.read_properties(db, facts["database"])
-            db.rollback()
-            pg_dump_version = self._check_versions(facts["server_major"])
+            pg_dump_version = self._check_versions(db.info.server_version // 10000, version.result())
             db.isolation_level = _repeatable_read()
             db.read_only = True
             snapshot_id = db.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            if cfg.globals:
-                dumped = host.run(make_pg_dumpall_globals(cfg, conn, dest / GLOBALS, facts["superuser"]), check=False)
-                if dumped.returncode != 0:
-                    raise tool_failure(name, "pg_dumpall", dumped)
-                artifacts[GLOBALS] = _hash_plain(self.store, f"{dest}/{GLOBALS}")
-            compressor = _Compressor(self.store, str(dump_dir), cfg.compression_level)
+            # the other facts are read while pg_dump runs; pg_dumpall needs this one first
+            facts: dict[str, Any] = {"superuser": db.info.parameter_status("is_superuser") == "on"}
             started = time.monotonic()
-            succeeded = False
-            try:
-                process = host.start(make_pg_dump(cfg, conn, dump_dir, snapshot_id, jobs), stdout=None)
-                compressor.on_failure = lambda: process.terminate(STOP_GRACE)
-                process.drain_in_background(lambda line: _on_pg_dump_line(line, compressor))
-                facts.update(_facts_while_dumping(process, db, cfg.checksums))
-                result = process.wait(check=False)
-                if result.returncode != 0:
-                    raise tool_failure(name, "pg_dump", result)
-                succeeded = True
-            finally:
-                data = compressor.finish(succeeded)
+            data, counted = self._dump(cfg, conn, db, dest, snapshot_id, jobs, facts)
             db.rollback()  # the exported snapshot may end now: pg_dump has finished with it
             dump_seconds = time.monotonic() - started
         finally:
             db.close()
+        artifacts: dict[str, dict[str, Any]] = {}
+        if cfg.globals:
+            artifacts[GLOBALS] = _hash_plain(self.store, f"{dest}/{GLOBALS}")
         for plain in ("toc.dat", "blobs.toc"):
             if self.store.exists(f"{dump_dir}/{plain}"):
                 artifacts[f"{DUMP}/{plain}"] = _hash_plain(self.store, f"{dump_dir}/{plain}")
@@ -1319,6 +1463,7 @@ class PostgresComponent:
             database=facts["database"],
             seconds=round(dump_seconds, 2),
             tables=len(facts["row_counts"]),
+            counted_in_stream=counted,
             raw_bytes=raw,
         )
         return PostgresManifest.model_validate(
@@ -1335,8 +1480,73 @@ class PostgresComponent:
             }
         )
 
-    def _check_versions(self, server_major: int) -> str:
-        major, version = tool_major(self.host, tool(self.config, "pg_dump"))
+    def _dump(
+        self, cfg: PostgresConfig, conn: Connection, db: Any, dest: Path, snapshot_id: str, jobs: int, facts: Any
+    ) -> tuple[dict[str, dict[str, Any]], int]:
+        """pg_dump (and pg_dumpall's globals beside it) into ``dest`` while ``db``, in the
+        dumped snapshot, records the facts into ``facts``; returns the compressed data files
+        (``_Compressor.finish``) and how many tables were counted in the stream."""
+        name, host = self.name, self.host
+        dump_dir = dest / DUMP
+        stream_counts = not cfg.checksums
+        compressor = _Compressor(self.store, str(dump_dir), cfg.compression_level, count_rows=stream_counts)
+        succeeded = False
+        process: Process | None = None
+        globals_dump: tuple[Process, concurrent.futures.Future[Result]] | None = None
+        listed: concurrent.futures.Future[dict[int, str]] | None = None
+        try:
+            process = dump = host.start(make_pg_dump(cfg, conn, dump_dir, snapshot_id, jobs), stdout=None)
+            compressor.on_failure = lambda: dump.terminate(STOP_GRACE)
+            process.drain_in_background(lambda line: _on_pg_dump_line(line, compressor))
+            if cfg.globals:
+                globals_dump = self._dump_globals(cfg, conn, dest / GLOBALS, facts["superuser"], process)
+            facts_of = functools.partial(_facts_of_snapshot, checksums=cfg.checksums)
+            if stream_counts:  # read as soon as pg_dump has written it, beside the data
+                listed = _in_background(lambda: _toc_when_written(compressor, host, cfg, dump_dir))
+            facts.update(_facts_while_dumping(process, db, cfg.checksums, facts_of))
+            result = process.wait(check=False)
+            if globals_dump is not None and (dumped := globals_dump[1].result()).returncode != 0:
+                raise tool_failure(name, "pg_dumpall", dumped)
+            if result.returncode != 0:
+                raise tool_failure(name, "pg_dump", result)
+            succeeded = True
+        finally:
+            if not succeeded and process is not None:
+                process.terminate(STOP_GRACE)  # whatever stopped the backup (pg_dumpall missing too) stops pg_dump
+            if globals_dump is not None and not globals_dump[1].done():
+                globals_dump[0].terminate(STOP_GRACE)  # the backup stops: so does pg_dumpall
+                concurrent.futures.wait([globals_dump[1]])
+            data = compressor.finish(succeeded)
+        counted: dict[int, int] = {}
+        if listed is not None:
+            counted = _stream_counts(listed.result(), compressor.rows)
+            facts["row_counts"] = row_counts(db, facts.pop("tables"), counted)
+            facts["checksum_method"] = CHECKSUM_METHOD  # each table counted ONLY: a verify counts so too
+        return data, len(counted)
+
+    def _dump_globals(
+        self, cfg: PostgresConfig, conn: Connection, out_file: Path, superuser: bool, dump: Process
+    ) -> tuple[Process, concurrent.futures.Future[Result]]:
+        """Start pg_dumpall --globals-only beside pg_dump (``dump``), which is stopped at once
+        if it fails; the process, and its result in a future."""
+        process = self.host.start(make_pg_dumpall_globals(cfg, conn, out_file, superuser), stdout=None)
+
+        def wait() -> Result:
+            try:
+                result = process.wait(check=False)
+            except BaseException:
+                dump.terminate(STOP_GRACE)
+                raise
+            if result.returncode != 0:
+                dump.terminate(STOP_GRACE)  # the backup fails for it: pg_dump's work would be lost
+            return result
+
+        return process, _in_background(wait)
+
+    def _check_versions(self, server_major: int, known: tuple[int, str] | None = None) -> str:
+        """pg_dump's version line (``known``: as ``tool_major`` already read it); ToolMissing
+        when it is older than the server."""
+        major, version = known or tool_major(self.host, tool(self.config, "pg_dump"))
         if major < server_major:
             raise ToolMissing(
                 f"pg_dump {major} is older than the server ({server_major}); install "

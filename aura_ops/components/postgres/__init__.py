@@ -24,6 +24,7 @@ serve the other modules of the package (``database``, ``clone``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import contextvars
 import errno
@@ -1700,7 +1701,9 @@ class PostgresComponent:
 
     def _check_restored(self, conn: Connection, recorded: PostgresManifest) -> None:
         with contextlib.closing(connect(conn)) as db:
-            method = recorded.checksum_method or "text"
+            # no method recorded: checksums by the first method ("text"); without checksums the
+            # counts were taken table by table, ONLY, as the current method does
+            method = recorded.checksum_method or ("text" if recorded.table_checksums is not None else CHECKSUM_METHOD)
             compare_facts(self.name, recorded, database_facts(db, recorded.table_checksums is not None, method))
 
     def _run_restore(

@@ -18,6 +18,7 @@ import binascii
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -422,3 +423,86 @@ def not_in_index(store: Host, tree: str, index: Index) -> list[str]:
             elif entry["t"] == "d" and item.is_dir(follow_symlinks=False):
                 stack.append(relative)
     return sorted(found)
+
+
+# ---------------------------------------------------------------- streamed beside a walk
+
+
+FileLines = dict[str, tuple[dict[str, Any], bytes]]
+
+
+class FolderLines:
+    """An index read as a stream beside a walk of the source (an incremental snapshot): the file
+    entries of one folder at a time, in the index's order, which is ``Host.walk``'s (a folder's
+    entries, then what is below its first subfolder, ...), every byte hashed as it is read, in
+    ``checksum.CHUNK`` blocks. Memory: one folder's lines. A line that cannot be read is left
+    out; ``finish`` gives the hash of the whole file, to be compared with the recorded one
+    before anything taken from it is kept."""
+
+    def __init__(self, source: IO[bytes], algorithm: str) -> None:
+        self.source = source
+        self.hasher = checksum.new(algorithm)
+        self.size = 0
+        self.lines = self._lines()
+        self.head: tuple[str, str, dict[str, Any], bytes] | None = None  # the next line, read
+        self.ended = False
+
+    def _lines(self) -> Iterator[bytes]:
+        rest = b""
+        while chunk := self.source.read(checksum.CHUNK):
+            self.hasher.update(chunk)
+            self.size += len(chunk)
+            lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+            rest = lines.pop()
+            yield from lines
+        if rest:
+            yield rest
+
+    def _next(self) -> tuple[str, str, dict[str, Any], bytes] | None:
+        """The next readable line as (its folder, its name, its entry, the line)."""
+        for line in self.lines:
+            try:
+                entry = orjson.loads(line)
+                path = os.fsdecode(base64.b64decode(entry["pb"], validate=True)) if "pb" in entry else entry["p"]
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                continue
+            if isinstance(path, str) and isinstance(entry, dict):
+                folder, _, name = path.rpartition("/")
+                return folder, name, entry, line + b"\n"
+        self.ended = True
+        return None
+
+    def files_in(self, folder: str) -> FileLines:
+        """The file entries (``"t": "f"``) directly in ``folder`` (``""``: the root) by name,
+        each with its line (newline included); empty when the index lists none there. Folders
+        must be asked for in walk order: the lines of the folders before ``folder`` are passed
+        over, and a folder asked for after one the index lists later gets nothing."""
+        found: FileLines = {}
+        wanted = _folder_key(folder)
+        while not self.ended:
+            if self.head is None:
+                self.head = self._next()
+                continue
+            current = self.head[0]
+            if current != folder and _folder_key(current) > wanted:
+                return found  # the index has nothing in ``folder``: it is new
+            while self.head is not None and self.head[0] == current:
+                if current == folder and self.head[2].get("t") == "f":
+                    found[self.head[1]] = (self.head[2], self.head[3])
+                self.head = self._next()
+            if current == folder:
+                return found
+        return found
+
+    def finish(self) -> str:
+        """Read what is left; return the hash of the whole index."""
+        for _line in self.lines:
+            pass
+        self.ended = True
+        return str(self.hasher.hexdigest())
+
+
+def _folder_key(folder: str) -> tuple[str, ...]:
+    """Where a folder's lines stand in an index: folders are listed depth first in name order,
+    which is the order of their paths as tuples of names."""
+    return tuple(folder.split("/")) if folder else ()

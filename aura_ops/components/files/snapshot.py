@@ -42,7 +42,6 @@ from aura_ops.repository import Snapshot
 
 COPY_WORKERS = 3  # hashing and file I/O release the GIL: copies overlap on 2+ cores
 IN_FLIGHT = 512  # copies queued ahead of the index writer (bounds memory)
-Entry = dict[str, Any] | bytes | concurrent.futures.Future[dict[str, Any] | None]
 # The hot path works on str paths: pathlib objects cost more than the system calls here.
 
 
@@ -100,6 +99,10 @@ class _PreviousChanged(Exception):
     """The previous index did not hash to its recorded hash: nothing read from it can be kept."""
 
 
+# what stands in the queue of index lines: a line, an entry, a copy under way
+Entry = dict[str, Any] | bytes | concurrent.futures.Future[dict[str, Any] | None]
+
+
 class _Builder:
     """Builds one stored tree on ``store`` from a source tree on ``host``, a folder at a time,
     beside the previous snapshot's index (streamed: a merge of two walks in the same order)."""
@@ -119,6 +122,8 @@ class _Builder:
         self.directories: list[tuple[str, StatResult, dict[str, bytes]]] = []
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=COPY_WORKERS)
         self.copies: dict[str, concurrent.futures.Future[dict[str, Any] | None]] = {}
+        self.unwritten: list[bytes] = []  # index lines ready, written (and hashed) in blocks
+        self.unwritten_size = 0
 
     def against(self, previous: _Previous) -> None:
         """Link unchanged files against ``previous`` (its index opened here, read as the walk goes)."""
@@ -135,7 +140,7 @@ class _Builder:
         if (
             self.previous is not None
             and self.previous_lines is not None
-            and self.previous_lines.finish() != (self.previous.digest)
+            and self.previous_lines.finish() != self.previous.digest
         ):
             raise _PreviousChanged(f"{INDEX} of snapshot {self.previous.snapshot.id} changed (checksum mismatch)")
 
@@ -147,6 +152,7 @@ class _Builder:
             _write_ready(self, index, pending, wait=len(pending) > IN_FLIGHT)
         while pending:
             _write_ready(self, index, pending, wait=True)
+        index.write(b"".join(self.unwritten))
 
     def folder(self, relative_dir: str, entries: Sequence[tuple[str, StatResult]]) -> list[Entry]:
         """The entries of one folder; its unchanged files hard-linked in one ``link_names``."""
@@ -156,11 +162,22 @@ class _Builder:
         known = self.previous_lines.files_in(relative_dir) if self.previous_lines is not None else {}
         out: list[Entry] = []
         linking: list[tuple[str, int, StatResult]] = []  # (name, where in ``out``, lstat)
+        verbatim = self.previous is not None and self.previous.lines_whole and not self.ignore_ctime
+        unchanged = self.unchanged
         for name, st in entries:
             if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
                 self.stats.files += 1
                 previous = known.get(name)
-                reused = None if previous is None else self.reuse(prefix + name, f"{source_dir}/{name}", st, previous)
+                reused: bytes | dict[str, Any] | None = None
+                if previous is None:
+                    pass
+                elif verbatim:  # the common case, kept short: the previous line as it is
+                    reused = previous[1] if unchanged(previous[0], st) else None
+                    if reused is not None:
+                        self.stats.linked += 1
+                        self.stats.bytes += st.st_size
+                else:
+                    reused = self.reuse(prefix + name, f"{source_dir}/{name}", st, previous)
                 if reused is not None:
                     linking.append((name, len(out), st))
                     out.append(reused)
@@ -173,20 +190,22 @@ class _Builder:
             if entry is not None:
                 out.append(entry)
         if linking:
-            self.link_folder(prefix, source_dir, target_dir, linking, out)
+            self.link_folder(relative_dir, prefix, source_dir, target_dir, linking, out)
         return out
 
     def link_folder(
         self,
+        relative_dir: str,
         prefix: str,
         source_dir: str,
         target_dir: str,
         linking: list[tuple[str, int, StatResult]],
         out: list[Entry],
     ) -> None:
-        """Hard-link the unchanged files of a folder; one that cannot be linked is copied."""
+        """Hard-link a folder's unchanged files to their previous copies (one ``link_names``);
+        one that cannot be linked is copied instead (its place in ``out`` taken by the copy)."""
         assert self.previous is not None
-        previous_dir = f"{self.previous.tree}/{prefix[:-1]}" if prefix else self.previous.tree
+        previous_dir = f"{self.previous.tree}/{relative_dir}" if relative_dir else self.previous.tree
         failed = self.store.link_names(previous_dir, target_dir, [name for name, _, _ in linking])
         if not failed:
             return
@@ -197,16 +216,15 @@ class _Builder:
             position, st = where[name]
             self.stats.linked -= 1
             self.stats.bytes -= st.st_size
-            out[position] = self.pool.submit(
-                self.copy, prefix + name, f"{source_dir}/{name}", f"{target_dir}/{name}", st
-            )
+            source, target = f"{source_dir}/{name}", f"{target_dir}/{name}"
+            out[position] = self.pool.submit(self.copy, prefix + name, source, target, st)
 
     def unchanged(self, previous: dict[str, Any], st: StatResult) -> bool:
         """Same size, mtime, ctime (unless ``ignore_ctime``), inode, mode and owner as recorded."""
         try:
             return bool(
-                previous["s"] == st.st_size
-                and previous["mt"] == st.st_mtime_ns
+                previous["mt"] == st.st_mtime_ns
+                and previous["s"] == st.st_size
                 and (self.ignore_ctime or previous["ct"] == st.st_ctime_ns)
                 and previous["i"] == st.st_ino
                 and previous["m"] == st.st_mode
@@ -338,19 +356,20 @@ class _Builder:
 
 
 def _write_ready(builder: _Builder, index: checksum.HashingWriter, pending: deque[Entry], wait: bool) -> None:
-    """Write index lines in walk order for every entry at the head that is ready (one write, one
-    hash update for all of them)."""
-    ready: list[bytes] = []
+    """Take the index lines of every entry at the head that is ready, in walk order; write them
+    (one write, one hash update) once they make a block of ``checksum.CHUNK``."""
+    ready = builder.unwritten
+    before = len(ready)
     while pending:
         head = pending[0]
-        if type(head) is bytes:  # an unchanged file: its previous line, verbatim
-            ready.append(pending.popleft())  # type: ignore[arg-type]
+        if isinstance(head, bytes):  # an unchanged file: its previous line, verbatim
+            pending.popleft()
+            ready.append(head)
             continue
         if isinstance(head, dict):
             pending.popleft()
             ready.append(encode_line(head))
             continue
-        assert isinstance(head, concurrent.futures.Future)
         if not wait and not head.done():
             break
         entry = head.result()
@@ -360,8 +379,11 @@ def _write_ready(builder: _Builder, index: checksum.HashingWriter, pending: dequ
             continue
         builder.account(entry)
         ready.append(encode_line(entry))
-    if ready:
+    builder.unwritten_size += sum(map(len, ready[before:]))
+    if builder.unwritten_size >= checksum.CHUNK:
         index.write(b"".join(ready))
+        ready.clear()
+        builder.unwritten_size = 0
 
 
 # Why the previous snapshot's copy of a file could not be linked, the file then being copied:

@@ -442,63 +442,67 @@ class FolderLines:
     def __init__(self, source: IO[bytes], algorithm: str) -> None:
         self.source = source
         self.hasher = checksum.new(algorithm)
-        self.size = 0
-        self.lines = self._lines()
-        self.head: tuple[str, str, dict[str, Any], bytes] | None = None  # the next line, read
-        self.ended = False
+        self.groups = self._groups()
+        self.head: tuple[str, FileLines] | None = None  # the next folder's lines, read
 
     def _lines(self) -> Iterator[bytes]:
+        """Every line, newline included (orjson writes none inside a line)."""
         rest = b""
-        while chunk := self.source.read(checksum.CHUNK):
-            self.hasher.update(chunk)
-            self.size += len(chunk)
-            lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
-            rest = lines.pop()
+        read, update = self.source.read, self.hasher.update
+        while chunk := read(checksum.CHUNK):
+            update(chunk)
+            lines = (rest + chunk if rest else chunk).splitlines(keepends=True)
+            rest = b"" if lines[-1].endswith(b"\n") else lines.pop()
             yield from lines
         if rest:
-            yield rest
+            yield rest + b"\n"
 
-    def _next(self) -> tuple[str, str, dict[str, Any], bytes] | None:
-        """The next readable line as (its folder, its name, its entry, the line)."""
-        for line in self.lines:
+    def _groups(self) -> Iterator[tuple[str, FileLines]]:
+        """(folder, its file entries by name) for each run of lines of one folder."""
+        folder: str | None = None
+        files: FileLines = {}
+        loads = orjson.loads
+        for line in self._lines():
             try:
-                entry = orjson.loads(line)
-                path = os.fsdecode(base64.b64decode(entry["pb"], validate=True)) if "pb" in entry else entry["p"]
-            except (ValueError, KeyError, TypeError, binascii.Error):
+                entry = loads(line)
+                path = entry["p"] if "pb" not in entry else os.fsdecode(base64.b64decode(entry["pb"], validate=True))
+                parent, _, name = path.rpartition("/")
+                kind = entry.get("t")
+            except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
                 continue
-            if isinstance(path, str) and isinstance(entry, dict):
-                folder, _, name = path.rpartition("/")
-                return folder, name, entry, line + b"\n"
-        self.ended = True
-        return None
+            if parent != folder:
+                if folder is not None:
+                    yield folder, files
+                folder, files = parent, {}
+            if kind == "f":
+                files[name] = (entry, line)
+        if folder is not None:
+            yield folder, files
 
     def files_in(self, folder: str) -> FileLines:
         """The file entries (``"t": "f"``) directly in ``folder`` (``""``: the root) by name,
         each with its line (newline included); empty when the index lists none there. Folders
         must be asked for in walk order: the lines of the folders before ``folder`` are passed
         over, and a folder asked for after one the index lists later gets nothing."""
-        found: FileLines = {}
-        wanted = _folder_key(folder)
-        while not self.ended:
+        wanted = None
+        while True:
             if self.head is None:
-                self.head = self._next()
-                continue
-            current = self.head[0]
-            if current != folder and _folder_key(current) > wanted:
-                return found  # the index has nothing in ``folder``: it is new
-            while self.head is not None and self.head[0] == current:
-                if current == folder and self.head[2].get("t") == "f":
-                    found[self.head[1]] = (self.head[2], self.head[3])
-                self.head = self._next()
+                self.head = next(self.groups, None)
+                if self.head is None:
+                    return {}
+            current, files = self.head
             if current == folder:
-                return found
-        return found
+                self.head = None
+                return files
+            wanted = wanted or _folder_key(folder)
+            if _folder_key(current) > wanted:
+                return {}  # the index has nothing in ``folder``: it is new
+            self.head = None  # a folder gone since the index was written
 
     def finish(self) -> str:
-        """Read what is left; return the hash of the whole index."""
-        for _line in self.lines:
-            pass
-        self.ended = True
+        """Read what is left (undecoded); return the hash of the whole index."""
+        while chunk := self.source.read(checksum.CHUNK):
+            self.hasher.update(chunk)
         return str(self.hasher.hexdigest())
 
 

@@ -826,9 +826,30 @@ def walk_folders(
     on_vanished: Callable[[str], None] | None = None,
     on_excluded: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[str, list[tuple[str, os.stat_result]]]]:
-    """``Host.walk_folders`` on this machine: each folder opened once (never through a symlink in
-    its place), its names sorted as str (no key function), each entry one ``fstatat`` relative to
-    the open folder."""
+    """``Host.walk_folders`` on this machine: the root opened once (a symlink there is followed),
+    each folder below it opened relative to it (never through a symlink in its place), its names
+    sorted as str (no key function), each entry one ``fstatat`` relative to the open folder."""
+    try:
+        top = os.open(root, _ROOT)
+    except OSError as exc:
+        if exc.errno not in _GONE:
+            raise AuraError(f"cannot read {shown(root)}: {exc.strerror}") from None
+        if on_vanished is not None:
+            on_vanished(root)
+        return
+    try:
+        yield from _walk_below(top, root, excludes, on_vanished, on_excluded)
+    finally:
+        os.close(top)
+
+
+def _walk_below(
+    top: int,
+    root: str,
+    excludes: Excludes,
+    on_vanished: Callable[[str], None] | None,
+    on_excluded: Callable[[str], None] | None,
+) -> Iterator[tuple[str, list[tuple[str, os.stat_result]]]]:
     lstat = os.stat
     is_dir = stat.S_ISDIR
     stack = [""]
@@ -836,7 +857,7 @@ def walk_folders(
         relative_dir = stack.pop()
         directory = f"{root}/{relative_dir}" if relative_dir else root
         try:
-            fd = os.open(directory, _FOLDER if relative_dir else _ROOT)  # (the root may be a symlink)
+            fd = os.open(relative_dir, _FOLDER, dir_fd=top) if relative_dir else os.dup(top)
         except OSError as exc:
             if exc.errno not in _GONE:
                 raise AuraError(f"cannot read {shown(directory)}: {exc.strerror}") from None

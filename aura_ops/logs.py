@@ -3,11 +3,18 @@ daily JSON file ``<dir>/aura_YYYYMMDD.log``. Every line passes the redaction pro
 
 Context (``run_id``, ``component``, ``host``, ``step``) is bound with ``bind`` and rides on
 every line of the code that runs inside it.
+
+A line is an event dict built as structlog builds it (the call's keys, ``event``, the bound
+context, ``level``, ``timestamp``), rendered here: JSON, or on a terminal the columns of
+structlog's console renderer (time, level, event, then the other keys sorted). Not structlog
+itself: importing it costs about 0.1 s of CPU (it imports its console renderer, rich and
+asyncio), more than the rest of a backup with nothing to copy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import json
 import os
@@ -19,13 +26,11 @@ from typing import Any, TextIO
 
 from aura_ops.secrets import MASK, mask
 
-# structlog (and rich, which it imports) costs ~200 ms: it is imported and configured on the
-# first log call, so `aura-ops --help` and commands that never log stay fast.
-_settings: tuple[Path | None, str, TextIO | None, bool | None] = (None, "info", None, None)
-_applied = False
-
 _SECRET_KEYS = {"password", "passwd", "secret", "token", "pgpassword", "api_key"}
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+# the bound context: one immutable dict per context (threads start with none, as with structlog)
+_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("aura_log_context", default={})  # noqa: B039 - never mutated
 
 
 def _redact_value(key: str, value: Any) -> Any:
@@ -41,7 +46,7 @@ def _redact_value(key: str, value: Any) -> Any:
 
 
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: mask secrets in every value of the event."""
+    """Processor (structlog's signature): mask secrets in every value of the event."""
     for key in list(event_dict):
         event_dict[key] = _redact_value(key, event_dict[key])
     return event_dict
@@ -76,27 +81,63 @@ class _DailyFile:
         self._day = day
 
 
-class _TeeLogger:
+# the console renderer's colours (structlog.dev's defaults)
+_RESET, _BRIGHT, _DIM = "\x1b[0m", "\x1b[1m", "\x1b[2m"
+_KEY, _VALUE = "\x1b[36m", "\x1b[35m"
+_RED, _YELLOW, _GREEN = "\x1b[31m", "\x1b[33m", "\x1b[32m"
+_LEVEL_COLOURS = {"critical": _RED, "error": _RED, "warning": _YELLOW, "info": _GREEN, "debug": _GREEN}
+_LEVEL_WIDTH = len("exception")  # structlog pads to its longest level name
+_EVENT_WIDTH = 30
+
+
+def _console_value(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value) if set(value) & {" ", "\t", "=", "\r", "\n", '"', "'"} else value
+    return repr(value)
+
+
+def render_console(event: dict[str, Any]) -> str:
+    """One coloured line for a terminal: time, level, event, then the other keys sorted
+    (the layout of structlog's ``ConsoleRenderer(colors=True)``); an exception's text below it."""
+    event = dict(event)
+    exception = event.pop("exception", None)
+    columns = []
+    if "timestamp" in event:
+        columns.append(f"{_DIM}{event.pop('timestamp')}{_RESET}")
+    if "level" in event:
+        level = str(event.pop("level"))
+        colour = _LEVEL_COLOURS.get(level, _RED)
+        columns.append(f"[{colour}{_BRIGHT}{level:<{_LEVEL_WIDTH}}{_RESET}]")
+    if "event" in event:
+        columns.append(f"{_BRIGHT}{str(event.pop('event')):<{_EVENT_WIDTH}}{_RESET}")
+    columns += [f"{_KEY}{key}{_RESET}={_VALUE}{_console_value(event[key])}{_RESET}" for key in sorted(event)]
+    line = " ".join(columns).rstrip(" ")
+    return line if exception is None else f"{line}\n{exception}"
+
+
+class _Sink:
     """Receives the finished event dict; writes it to the console and the daily file."""
 
-    def __init__(self, console: TextIO, pretty: bool, daily: _DailyFile | None) -> None:
-        import structlog
-
+    def __init__(self, console: TextIO, pretty: bool, daily: _DailyFile | None, level: int) -> None:
         self._console = console
         self._daily = daily
-        self._pretty = structlog.dev.ConsoleRenderer(colors=True) if pretty else None
+        self._pretty = pretty
+        self.level = level
         self._lock = threading.Lock()
 
-    def msg(self, **event: Any) -> None:
+    def write(self, event: dict[str, Any]) -> None:
         line = json.dumps(event, default=str, ensure_ascii=False)
         if self._daily is not None:
             self._daily.write(line)
-        text = self._pretty(None, "", dict(event)) if self._pretty else line
+        text = render_console(event) if self._pretty else line
         with self._lock:  # one write a line: lines from worker threads never interleave
             self._console.write(text + "\n")
             self._console.flush()
 
-    debug = info = warning = error = critical = exception = log = msg
+
+_settings: tuple[Path | None, str, TextIO | None, bool | None] = (None, "info", None, None)
+_sink: _Sink | None = None
+_sink_lock = threading.Lock()
 
 
 def configure(
@@ -106,52 +147,86 @@ def configure(
     pretty: bool | None = None,
 ) -> None:
     """Set logging for the whole process (applied on the first log call; later call wins)."""
-    global _settings, _applied
-    _settings = (log_dir, level, console, pretty)
-    _applied = False
+    global _settings, _sink
+    with _sink_lock:
+        _settings = (log_dir, level, console, pretty)
+        _sink = None
 
 
-def _apply() -> None:
-    global _applied
-    import structlog
-
-    log_dir, level, console, pretty = _settings
-    _applied = True
-    stream = console or sys.stderr
-    if pretty is None:
-        pretty = stream.isatty()
-    daily = _DailyFile(log_dir) if log_dir is not None else None
-    tee = _TeeLogger(stream, pretty, daily)
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact,
-            lambda _, __, event: event,  # hand the dict itself to _TeeLogger.msg
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, 20)),
-        logger_factory=lambda *_: tee,
-        cache_logger_on_first_use=False,
-    )
+def _current_sink() -> _Sink:
+    global _sink
+    with _sink_lock:
+        if _sink is None:
+            log_dir, level, console, pretty = _settings
+            stream = console or sys.stderr
+            if pretty is None:
+                pretty = stream.isatty()
+            daily = _DailyFile(log_dir) if log_dir is not None else None
+            _sink = _Sink(stream, pretty, daily, _LEVELS.get(level, 20))
+        return _sink
 
 
-def get(name: str = "aura") -> Any:
-    """Return a bound logger."""
-    import structlog
+def _timestamp() -> str:
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
 
-    if not _applied:
-        _apply()
-    return structlog.get_logger(name)
+
+class Logger:
+    """``log.info("event.name", key=value, ...)``; the same for debug, warning, error, critical
+    (``exception``: an error line with the traceback being handled)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _log(self, level: str, event: str, values: dict[str, Any]) -> None:
+        sink = _current_sink()
+        if _LEVELS[level] < sink.level:
+            return
+        line: dict[str, Any] = dict(values)
+        line["event"] = event
+        for key, value in _context.get().items():
+            line.setdefault(key, value)
+        line["level"] = level
+        line["timestamp"] = _timestamp()
+        exc_info = line.pop("exc_info", None)
+        if exc_info:
+            import traceback
+
+            error = sys.exc_info() if exc_info is True else exc_info
+            if isinstance(error, BaseException):
+                error = (type(error), error, error.__traceback__)
+            if error[0] is not None:
+                line["exception"] = "".join(traceback.format_exception(*error))
+        sink.write(dict(redact(None, level, line)))
+
+    def debug(self, event: str, **values: Any) -> None:
+        self._log("debug", event, values)
+
+    def info(self, event: str, **values: Any) -> None:
+        self._log("info", event, values)
+
+    def warning(self, event: str, **values: Any) -> None:
+        self._log("warning", event, values)
+
+    def error(self, event: str, **values: Any) -> None:
+        self._log("error", event, values)
+
+    def critical(self, event: str, **values: Any) -> None:
+        self._log("critical", event, values)
+
+    def exception(self, event: str, **values: Any) -> None:
+        self._log("error", event, {"exc_info": True, **values})
+
+
+def get(name: str = "aura") -> Logger:
+    """Return a logger (it follows ``configure`` calls made after this one)."""
+    return Logger(name)
 
 
 @contextlib.contextmanager
 def bind(**context: Any) -> Iterator[None]:
     """Bind context keys (run_id, component, host, step) for the code inside the block."""
-    import structlog
-
-    if not _applied:
-        _apply()
-    with structlog.contextvars.bound_contextvars(**context):
+    token = _context.set({**_context.get(), **context})
+    try:
         yield
+    finally:
+        _context.reset(token)

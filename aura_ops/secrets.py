@@ -92,14 +92,19 @@ def mask(text: str) -> str:
     return text
 
 
-def mask_values(value: Any) -> Any:
-    """``value`` with every string inside it (dict keys and values, list items) masked."""
+def mask_values(value: Any, _seen: dict[str, str] | None = None) -> Any:
+    """``value`` with every string inside it (dict keys and values, list items) masked (each
+    distinct string once: a report's rows repeat their keys and many of their values)."""
+    seen = {} if _seen is None else _seen
     if isinstance(value, str):
-        return mask(value)
+        found = seen.get(value)
+        if found is None:
+            found = seen[value] = mask(value)
+        return found
     if isinstance(value, dict):
-        return {mask_values(k): mask_values(v) for k, v in value.items()}
+        return {mask_values(k, seen): mask_values(v, seen) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [mask_values(v) for v in value]
+        return [mask_values(v, seen) for v in value]
     return value
 
 

@@ -10,14 +10,16 @@ hosts from the command's inventory (``hosts``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aura_ops.components import build, build_as, for_snapshot
-from aura_ops.components.release import ReleaseComponent
 from aura_ops.config import Config
 from aura_ops.errors import ConfigError
 from aura_ops.hosts.inventory import Inventory
 from aura_ops.secrets import mask
+
+if TYPE_CHECKING:
+    from aura_ops.components.release import ReleaseComponent
 
 
 def line(config: Config, doing: str) -> str:
@@ -63,6 +65,8 @@ def _only(config: Config, kind: str, chosen: str | None, what: str) -> str | Non
 
 
 def _release(config: Config, hosts: Inventory) -> ReleaseComponent | None:
+    from aura_ops.components.release import ReleaseComponent  # only a deploy or rollback needs it
+
     name = _only(config, "release", config.deploy.release, "release")
     return None if name is None else build_as(config, name, hosts, ReleaseComponent)
 

@@ -3,12 +3,9 @@ the edge: errors become one masked line and a documented exit code here, and onl
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import sys
-import tempfile
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -111,14 +108,25 @@ def confirm(question: str, yes: bool) -> None:
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> None:
+    from aura_ops.cli import tables
+
+    cells = [[str(cell) for cell in row] for row in rows]
+    terminal = sys.stdout.isatty()
+    if not terminal and (drawn := tables.render(columns, cells, 1000)) is not None:
+        sys.stdout.write(drawn)  # what rich would print, without its per-cell layout (tables.py)
+        return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*columns, show_lines=False)
-    for row in rows:
-        table.add_row(*[str(cell) for cell in row])
     # off a terminal (cron, CI logs) ids are never cut to fit 80 columns: they are copied from there
-    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 1000).print(table)
+    console = Console(soft_wrap=True, width=None if terminal else 1000)
+    if terminal and (drawn := tables.render(columns, cells, console.width, console.color_system is not None)):
+        console.file.write(drawn)
+        return
+    table = Table(*columns, show_lines=False)
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
 
 
 def _refuse_if_interrupted(config: Any) -> None:
@@ -151,8 +159,17 @@ class _Interruption(Exception):  # noqa: N818 - a carrier, not an error of its o
         self.interrupt = interrupt
 
 
+_user_umask: int | None = None  # the user's, when ``main`` tightened the process's umask
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
+        if _user_umask is not None:  # a command is about to run: the hosts learn the user's umask
+            # (here, not in ``main``: ``--help`` and ``--version`` exit while parsing, without
+            # the cost of importing the hosts)
+            from aura_ops.hosts import remember_user_umask
+
+            remember_user_umask(_user_umask)
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as interrupt:
@@ -199,6 +216,10 @@ def _show_plan(data: dict[str, Any]) -> None:
 
 
 def _save_traceback() -> str:
+    import datetime as dt
+    import tempfile
+    import traceback
+
     # a new file of our own (mkstemp: O_EXCL, 0600), never one a planted symlink points at
     fd, path = tempfile.mkstemp(prefix=f"aura-ops-crash-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-", suffix=".txt")
     with os.fdopen(fd, "w") as out:
@@ -228,9 +249,8 @@ def _interrupted(interrupt: KeyboardInterrupt, json_mode: bool, state: State) ->
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map every outcome to a documented exit code."""
-    from aura_ops.hosts import remember_user_umask
-
-    remember_user_umask(os.umask(0o077))  # aura's own files owner-only; the user's keep the user's umask
+    global _user_umask
+    _user_umask = os.umask(0o077)  # aura's own files owner-only; the user's keep the user's umask
     json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
     logs.configure(None, "info", pretty=False if json_mode else None)
     state = State()

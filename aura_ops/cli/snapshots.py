@@ -96,11 +96,11 @@ def snapshots_list() -> None:
     from aura_ops.workflows import space
 
     config = click.get_current_context().ensure_object(State).load()
-    found = engine.listing(config)
     repo = engine.repository(config)
+    found = engine.listing(config, repo=repo, remember=True)  # listed once, each manifest read once
     sizes = space.sizes(repo, found)  # own: what deleting it frees
     rows = [_summary(s) | {"own_bytes": sizes[s.id].own, "shared_bytes": sizes[s.id].shared} for s in found]
-    pinned = repo.pinned()  # a marker column: pinned snapshots are never pruned
+    pinned = repo.pinned(s.id for s in found)  # a marker column: pinned snapshots are never pruned
     for row in rows:
         row["pinned"] = row["id"] in pinned
 
@@ -201,6 +201,8 @@ def _problems(data: dict[str, Any]) -> None:
 @common
 def snapshots_delete(snapshot_id: str, yes: bool) -> None:
     """Delete a sealed snapshot."""
+    from aura_ops import logs
+    from aura_ops.workflows import retention
     from aura_ops.workflows import snapshots as engine
 
     config = click.get_current_context().ensure_object(State).load()
@@ -208,9 +210,17 @@ def snapshots_delete(snapshot_id: str, yes: bool) -> None:
     resolved = repo.resolve(snapshot_id)
     engine.refuse_if_pinned(repo, resolved)  # before asking (checked again under the lock)
     _announce(config, f"deleting snapshot {resolved} from repository {config.repository.path}")
-    confirm(f"Delete snapshot {resolved}?", yes)
+    needed = retention.needed_by(config, repo, resolved)  # what a prune would never delete, and why
+    if needed:
+        logs.get().warning("snapshot.still_needed", snapshot=resolved, reasons=needed)
+        confirm(f"Snapshot {resolved} is still needed: {'; '.join(needed)}. Delete it anyway?", yes)
+    else:
+        confirm(f"Delete snapshot {resolved}?", yes)
     engine.delete(config, resolved)
-    emit({"deleted": resolved}, lambda d: click.echo(f"snapshot {d['deleted']} deleted"))
+    emit(
+        {"deleted": resolved, "was_needed": needed},
+        lambda d: click.echo(f"snapshot {d['deleted']} deleted"),
+    )
 
 
 # ---------------------------------------------------------------- restore

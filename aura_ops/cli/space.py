@@ -20,7 +20,9 @@ def snapshots_stats() -> None:
     from aura_ops.workflows import space
 
     config = click.get_current_context().ensure_object(State).load()
-    emit(space.stats(config, engine.listing(config)), _show)
+    repo = engine.repository(config)
+    loaded = repo.all_snapshots()  # listed and read once: for the totals and for the prune's plan
+    emit(space.stats(config, engine.listing(config, repo=repo, loaded=loaded, remember=True), repo, loaded), _show)
 
 
 def _show(data: dict[str, Any]) -> None:

@@ -78,8 +78,10 @@ def temporary_name_folders(config: Config) -> list[Path]:
     other hosts are left out (whether a pid there is alive is not judged from here)."""
     folders = []
     for section in config.components.values():
-        relative = component_class(section.type).temporary_name_folders
-        if relative and section.host == "local":
-            where: Any = section  # a type that names such folders has a ``path``
-            folders += [Path(where.path) / sub for sub in relative]
+        where: Any = section
+        # such folders are under the component's ``path``: a type without one (a database,
+        # containers) names none, and its module (psycopg's users, the Docker SDK's) stays unimported
+        if section.host != "local" or getattr(where, "path", None) is None:
+            continue
+        folders += [Path(where.path) / sub for sub in component_class(section.type).temporary_name_folders]
     return folders

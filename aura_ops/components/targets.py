@@ -120,7 +120,7 @@ def check(host: Host, path: str | os.PathLike[str], config: Any, to_path: bool, 
 
 def count_entries(host: Host, target: Path, patterns: list[str]) -> int:
     """How many entries (excludes left out) a restore into ``target`` on ``host`` would replace."""
-    return len(restorer.scan(host, str(target), patterns).entries)
+    return restorer.count(host, str(target), patterns)
 
 
 def check_in_place(host: Host, component: dict[str, Any], config: Any, *, local: Host) -> Path:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aura_ops.dev import bench_measure, bench_results
+from aura_ops.dev import bench_measure, bench_results, bench_startup
 from aura_ops.dev.bench_data import change_one_percent, make_database, make_many_tables, make_tree
 from aura_ops.dev.bench_measure import Measure, Task, move_aside, paired, size_of
 from aura_ops.dev.bench_peers import Borg, PgBackRest, Restic, borg_encryption, version
@@ -39,7 +39,7 @@ from aura_ops.dev.bench_scratch import Scratch
 from aura_ops.dev.sandbox import PostgresCluster, pg_bin_dir
 
 REPEAT = 3
-PART = "all"  # or "db" or "files" (--part, while working on one of them)
+PART = "all"  # or "db", "files" or "startup" (--part, while working on one of them)
 AURA = [sys.executable, "-m", "aura_ops"]
 
 
@@ -71,9 +71,11 @@ BASELINES = {
 
 
 def _aura_config(path: Path, repository: Path, component: str) -> dict[str, str]:
-    """Write an aura.yaml with one component and return the environment that selects it."""
+    """Write an aura.yaml with one component and return the environment that selects it, with
+    aura-ops' bytecode cached beside it (as an installed package has it), whatever
+    ``PYTHONDONTWRITEBYTECODE`` says here: each run would otherwise compile what it imports."""
     path.write_text(f"repository: {{path: {repository}}}\ncomponents:\n  {component}\n")
-    return {**os.environ, "AURA_CONFIG": str(path)}
+    return {**bench_startup.compiled_env(os.environ, path.parent / "pycache"), "AURA_CONFIG": str(path)}
 
 
 def _pg_config(work: Path, name: str, dsn: str) -> dict[str, str]:
@@ -305,7 +307,7 @@ def run(workdir: Path, plan: Plan, results: Path, on_host: bool) -> None:
     tables, write the JSON results into ``results``; leave nothing behind."""
     started = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    if on_host:
+    if on_host or PART == "startup":  # the start-up table alone needs no file system of its own
         if workdir.exists():  # a run that did not finish: moved aside now, deleted at the end
             workdir.rename(workdir.with_name(f"{workdir.name}-old-{stamp}"))
         workdir.mkdir(parents=True)
@@ -325,6 +327,8 @@ def _measure_all(workdir: Path, plan: Plan, results: Path, stamp: str, started: 
     figures: list[Measure] = []
     partial = ""
     try:
+        if PART in ("all", "startup"):
+            figures += bench_startup.measure(workdir / "startup", plan.mode == "quick", REPEAT)
         if PART in ("all", "db"):
             database_part(workdir, plan, clusters, figures)
         if PART in ("all", "files"):
@@ -532,6 +536,7 @@ def _print_all(figures: list[Measure], plan: Plan, versions: dict[str, str], dur
         "files-1%": f"Files, 1% of them changed ({tree})",
         "files-restore": f"Files, restore ({tree})",
     }
+    bench_startup.print_table(figures)
     for name, title in titles.items():
         rows = pick(name, main if name.startswith("db") else tree)
         if not rows:  # --part
@@ -565,7 +570,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=bench_results.RESULTS, help="folder of the JSON results")
     parser.add_argument("--repeat", type=int, default=3, help="alternated rounds per table (median shown)")
     parser.add_argument("--tree-rounds", type=int, help="rounds for the scale table's trees (full: 1; quick: 1)")
-    parser.add_argument("--part", choices=("all", "db", "files"), default="all", help="measure only these tables")
+    parts = ("all", "db", "files", "startup")
+    parser.add_argument("--part", choices=parts, default="all", help="measure only these tables")
     parser.add_argument(
         "--on-host", action="store_true", help="work in --dir on the host's file system, not on one of its own"
     )

@@ -34,7 +34,7 @@ def scale_table(title: str, figures: list[Measure], tables: list[str], baselines
         return
     by_key = {(f.table, f.label, f.scale): f for f in figures}
     print(f"\n{title}")
-    print(f"  {'table':<14} {'command':<36}" + "".join(f" {scale:>20}" for scale in scales))
+    print(f"  {'table':<14} {'command':<36}" + "".join(f" {scale:>28}" for scale in scales))
     for name in tables:
         labels = list(dict.fromkeys(f.label for f in figures if f.table == name))
         for label in labels:
@@ -43,13 +43,13 @@ def scale_table(title: str, figures: list[Measure], tables: list[str], baselines
                 figure = by_key.get((name, label, scale))
                 base = by_key.get((name, baselines[name], scale))
                 if figure is None:
-                    cells.append(f" {'-':>20}")
+                    cells.append(f" {'-':>28}")
                     continue
                 ratio = f"{figure.wall / base.wall:5.2f}x" if base and base.wall else "     -"
-                cells.append(f" {figure.wall:10.2f} s {ratio:>7}")
+                cells.append(f" {figure.wall:10.2f} s {ratio:>7} {figure.rss_mb:5.0f} MB")
             print(f"  {name:<14} {label:<36}" + "".join(cells))
     named = "; ".join(f"{name}: x {base}" for name, base in baselines.items() if name in tables)
-    print(f"  (wall time, and its ratio to the baseline at the same scale: {named})")
+    print(f"  (wall time, its ratio to the baseline at the same scale ({named}), and peak RSS)")
 
 
 def write(figures: list[Measure], meta: dict[str, Any], folder: Path = RESULTS) -> Path:

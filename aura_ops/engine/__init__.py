@@ -23,19 +23,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-from aura_ops import components, logs
-from aura_ops.config import Config
-from aura_ops.engine import compensation, discard, resume, runner
-from aura_ops.engine.outcome import Outcome
-from aura_ops.engine.playbook import Playbook
-from aura_ops.engine.resume import describe_unfinished, refuse_if_interrupted, warn_if_interrupted
-from aura_ops.engine.session import Session, fault, open_journal, state_dir
-from aura_ops.engine.signals import guarded
-from aura_ops.hosts import local_hostname
-from aura_ops.hosts.inventory import Inventory
-from aura_ops.repository import new_snapshot_id
-from aura_ops.state import lock, temporaries
+# Imported when used, not here: ``from aura_ops import engine`` (or any of its modules) must stay
+# cheap for the commands that only look for an interrupted run (a backup), since the runner
+# imports every action, hence every component and the playbook templates (about 0.3 s).
+if TYPE_CHECKING:
+    from aura_ops.config import Config
+    from aura_ops.engine.outcome import Outcome
+    from aura_ops.engine.playbook import Playbook
+    from aura_ops.engine.resume import describe_unfinished
+    from aura_ops.engine.session import state_dir
+    from aura_ops.hosts.inventory import Inventory
 
 __all__ = [
     "Engine",
@@ -46,12 +45,52 @@ __all__ = [
     "warn_if_interrupted",
 ]
 
+_LAZY = {
+    "Outcome": "aura_ops.engine.outcome",
+    "describe_unfinished": "aura_ops.engine.resume",
+    "state_dir": "aura_ops.engine.session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _journal_exists(config: Config) -> bool:
+    """Whether the configuration's state folder holds a journal (a stat: no run was ever
+    journaled there otherwise, so none can be unfinished)."""
+    return (config.state.path / "journal.db").exists()
+
+
+def refuse_if_interrupted(config: Config) -> None:
+    """LockedError when a run on this configuration was interrupted and not yet resolved."""
+    if _journal_exists(config):
+        from aura_ops.engine import resume
+
+        resume.refuse_if_interrupted(config)
+
+
+def warn_if_interrupted(config: Config) -> list[str]:
+    """Log a warning for each unfinished run on this configuration (a backup goes on); their ids."""
+    if not _journal_exists(config):
+        return []
+    from aura_ops.engine import resume
+
+    return resume.warn_if_interrupted(config)
+
 
 class Engine:
     """Runs, resumes and aborts playbook runs on one configuration's state folder (the run
     lock's scope), each under the run lock with the engine's signal handling."""
 
     def __init__(self, config: Config, hosts: Inventory | None = None) -> None:
+        from aura_ops.engine.session import open_journal, state_dir
+        from aura_ops.hosts.inventory import Inventory
+
         self.config = config
         self.state = state_dir(config)
         self.journal = open_journal(config)
@@ -70,6 +109,12 @@ class Engine:
         """Run ``playbook``. With ``key``: a run with that key that is unfinished refuses (exit 5),
         and one that succeeded makes this a no-op unless ``succeeded_is_done`` is False (the
         caller has decided, e.g. a deploy of a version that was rolled back since)."""
+        from aura_ops.engine import discard, resume, runner
+        from aura_ops.engine.session import Session, fault
+        from aura_ops.engine.signals import guarded
+        from aura_ops.hosts import local_hostname
+        from aura_ops.repository import new_snapshot_id
+
         params = playbook.resolve_params(given)  # secret values are registered from here on
         runner.check_usage(playbook, params)  # before the lock and the snapshot
         stored, withheld = playbook.stored_params(params)
@@ -100,6 +145,11 @@ class Engine:
 
     def resume(self, reference: str, given: dict[str, str] | None = None) -> Outcome:
         """Finish an unfinished run: forward, or a compensating one's undo."""
+        from aura_ops.engine import compensation, discard, resume, runner
+        from aura_ops.engine.playbook import Playbook
+        from aura_ops.engine.session import Session
+        from aura_ops.engine.signals import guarded
+
         run_id = self.journal.run(reference).id
         with self._locked(run_id, f"resume {run_id}"), guarded() as guard:
             run = self.journal.run(run_id)  # read again now that no one else can change it
@@ -115,6 +165,11 @@ class Engine:
     def abort(self, reference: str, given: dict[str, str] | None = None) -> Outcome:
         """Undo every step an unfinished, failed or rollback_failed run applied: no error when
         the undo brought everything back, RollbackError (exit 4) when a step's undo failed."""
+        from aura_ops.engine import compensation, discard, resume
+        from aura_ops.engine.playbook import Playbook
+        from aura_ops.engine.session import Session
+        from aura_ops.engine.signals import guarded
+
         run_id = self.journal.run(reference).id
         with self._locked(run_id, f"abort {run_id}"), guarded() as guard:
             run = self.journal.run(run_id)
@@ -129,6 +184,9 @@ class Engine:
     def undo_discards_data(self, reference: str) -> list[str]:
         """The steps of a run whose undo puts a database back from a snapshot (discarding what was
         written since): what ``runs abort`` asks consent for. Read only."""
+        from aura_ops.engine import compensation
+        from aura_ops.engine.playbook import Playbook
+
         run = self.journal.run(reference)
         playbook = Playbook.model_validate_json(self.journal.definition(run.id))
         return compensation.discards_data(playbook, self.journal.steps(run.id))
@@ -136,6 +194,9 @@ class Engine:
     def succeeded(self, key: str) -> Outcome | None:
         """The no-op outcome when a run with ``key`` already succeeded (read only, no lock: a
         caller can skip its preflight; ``run`` checks again under the lock)."""
+        from aura_ops.engine import runner
+        from aura_ops.engine.outcome import Outcome
+
         run = runner.succeeded(self.journal, key)
         if run is None:
             return None
@@ -145,6 +206,10 @@ class Engine:
 
     @contextmanager
     def _locked(self, run_id: str, command: str) -> Iterator[None]:
+        from aura_ops import components, logs
+        from aura_ops.hosts import local_hostname
+        from aura_ops.state import lock, temporaries
+
         with (
             logs.bind(run_id=run_id, host=local_hostname()),
             lock.hold(self.state / "run.lock", run_id, command),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,9 +213,12 @@ class Repository:
 
     def clean_partials(self) -> list[str]:
         """Remove leftover ``*.partial`` folders (a killed backup or delete) and checksum files of
-        snapshots that are not there; call with the lock held."""
+        snapshots that are not there; call with the lock held. (One listing: whether a checksum
+        file's snapshot is there, and which pins are of gone snapshots, are read from it.)"""
         removed = []
-        for entry in self.backend.list(SNAPSHOTS):
+        entries = self.backend.list(SNAPSHOTS)
+        sealed = {e.name for e in entries if e.is_folder and is_snapshot_id(e.name)}
+        for entry in entries:
             stem = entry.name.split(".", 1)[0]
             if not is_snapshot_id(stem):
                 continue  # not aura-ops' own: left alone
@@ -223,16 +226,13 @@ class Repository:
                 self.backend.discard(f"{SNAPSHOTS}/{entry.name}")
                 removed.append(entry.name)
                 logs.get().warning("snapshot.partial_removed", path=str(self.snapshots_dir / entry.name))
-            elif entry.name.endswith((MANIFEST_SUM, MANIFEST_SUM + ".tmp")):
-                sealed = self.backend.stat(f"{SNAPSHOTS}/{stem}")
-                if sealed is None or not sealed.is_folder:
-                    self.backend.delete(f"{SNAPSHOTS}/{entry.name}")  # of a snapshot never committed, or deleted
-        self._clean_pins()
+            elif entry.name.endswith((MANIFEST_SUM, MANIFEST_SUM + ".tmp")) and stem not in sealed:
+                self.backend.delete(f"{SNAPSHOTS}/{entry.name}")  # of a snapshot never committed, or deleted
+        self._clean_pins(sealed)
         return removed
 
-    def _clean_pins(self) -> None:
+    def _clean_pins(self, sealed: set[str]) -> None:
         """Remove the pins of snapshots that are gone (a delete killed before it removed them)."""
-        sealed = set(self.ids())
         for entry in self.backend.list(PINS):
             if entry.is_folder:
                 continue
@@ -281,10 +281,13 @@ class Repository:
         self.backend.delete(_pin_key(snapshot_id))
         return was
 
-    def pinned(self) -> set[str]:
-        """The ids of the pinned snapshots (a pin whose snapshot is gone is not counted)."""
+    def pinned(self, sealed: Iterable[str] | None = None) -> set[str]:
+        """The ids of the pinned snapshots (a pin whose snapshot is gone is not counted);
+        ``sealed``: the sealed ids, when the caller has just listed them."""
         found = {e.name for e in self.backend.list(PINS) if not e.is_folder and is_snapshot_id(e.name)}
-        return found & set(self.ids()) if found else found
+        if not found:
+            return found
+        return found & set(self.ids() if sealed is None else sealed)
 
     def free_bytes(self) -> int:
         return self.backend.free_bytes()

@@ -11,6 +11,22 @@ from typing import Any
 from aura_ops.repository.backend import open_regular_file, write_json
 
 
+class _Entries(dict[str, str]):
+    """The cache's map, remembering which keys were looked up or set (``used``)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.used: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.used.add(key)
+        return super().get(key, default)
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.used.add(key)
+        super().__setitem__(key, value)
+
+
 class VerifiedCache:
     """Stored files of the repository that a check hashed and found as sealed (key: device,
     inode, size, mtime, ctime -> hash): lets ``snapshots list`` skip re-hashing what nobody
@@ -20,14 +36,25 @@ class VerifiedCache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.entries: dict[str, str] = {}
+        self.entries: dict[str, str] = _Entries()
         try:
             with open_regular_file(path) as source:
                 loaded = json.loads(source.read())
         except (OSError, ValueError):
             return
         if isinstance(loaded, dict):
-            self.entries = {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, str)}
+            self.entries = _Entries((k, v) for k, v in loaded.items() if isinstance(k, str) and isinstance(v, str))
+
+    def keep_only_used(self) -> bool:
+        """Drop the entries nobody looked up or set since this cache was read (files of deleted
+        snapshots: a caller that looked at every snapshot's files calls it); whether any went."""
+        used = getattr(self.entries, "used", None)
+        if used is None or len(used) >= len(self.entries):
+            return False
+        kept = _Entries((k, v) for k, v in self.entries.items() if k in used)
+        kept.used = set(used)
+        self.entries = kept
+        return True
 
     @staticmethod
     def key(st: Any) -> str:

@@ -47,8 +47,6 @@ from aura_ops.components import snapshotting
 from aura_ops.components.base import Component
 from aura_ops.components.release import ReleaseComponent
 from aura_ops.config import Config
-from aura_ops.engine import resume
-from aura_ops.engine.session import open_journal, state_dir
 from aura_ops.errors import ConfigError, Interrupted, UsageError, first_line
 from aura_ops.hosts import local_hostname
 from aura_ops.hosts.inventory import Inventory
@@ -103,16 +101,20 @@ def plan(
     journal: Journal | None,
     now: dt.datetime | None = None,
     hosts: Inventory | None = None,
+    loaded: list[Snapshot] | None = None,
 ) -> Plan:
     """Every sealed snapshot's decision under ``config.retention``, with every protection above
-    (read-only; ``journal`` None: no runs recorded yet). Raises what reading the live release
-    raises (its host unreachable): a prune that cannot tell what a rollback needs deletes nothing."""
+    (read-only; ``journal`` None: no runs recorded yet; ``loaded``: ``repository.all_snapshots()``
+    when the caller has just read it). Raises what reading the live release raises (its host
+    unreachable): a prune that cannot tell what a rollback needs deletes nothing. The repository
+    is listed once and each manifest read once, whatever the number of snapshots."""
     hosts = hosts or Inventory(config)
-    snapshots = listing(config, hosts, repository)  # damaged: as `snapshots list` marks them
-    pinned = repository.pinned()
+    loaded = repository.all_snapshots() if loaded is None else loaded
+    snapshots = listing(config, hosts, repository, loaded)  # damaged: as `snapshots list` marks them
+    pinned = repository.pinned(s.id for s in loaded)
     intact = [s for s in snapshots if s.damaged is None]
     protected: Protections = {}
-    sealed = repository.snapshots()  # manifest intact: what `rollback` chooses from
+    sealed = [s for s in loaded if s.damaged is None]  # manifest intact: what `rollback` chooses from
     _merge(protected, rollback_needs(config, sealed, hosts))
     _merge(protected, recorded_rollback_needs(sealed, judged=judged_release(config, hosts)))
     if journal is not None:
@@ -294,6 +296,8 @@ def referenced(journal: Journal, run: RunRecord, known: Iterable[str] = ()) -> l
 
 def _abortable(journal: Journal, run: RunRecord) -> bool:
     """A failed run that ``runs abort`` may still undo (no later run changed the system)."""
+    from aura_ops.engine import resume
+
     try:
         resume.refuse_if_overtaken(journal, run)
     except UsageError:
@@ -318,6 +322,8 @@ def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> 
     """What runs that are not finished (or failed and still abortable) need: every snapshot they
     reference, and while one has a step in flight (its process alive), every snapshot sealed
     since that step began."""
+    from aura_ops.engine.session import state_dir
+
     target = str(state_dir(config))
     runs = journal.unfinished(target)
     runs += [
@@ -375,6 +381,8 @@ def report(plan_: Plan, dry_run: bool, configured: bool) -> dict[str, Any]:
 
 def open_journal_if_any(config: Config) -> Journal | None:
     """The configuration's journal, or None when no run was ever recorded (nothing is created)."""
+    from aura_ops.engine.session import open_journal, state_dir  # (the engine: only when a journal is looked for)
+
     if not (state_dir(config) / "journal.db").exists():
         return None
     return open_journal(config)
@@ -456,3 +464,26 @@ def pin(config: Config, reference: str, pinned: bool = True) -> tuple[str, bool]
             changed = repository.unpin(snapshot_id)
     logs.get().info("snapshot.pinned" if pinned else "snapshot.unpinned", snapshot=snapshot_id, changed=changed)
     return snapshot_id, changed
+
+
+NEEDED_RULES = frozenset({Rule.PROTECTED, Rule.NEWEST_VERIFIED, Rule.LAST_OF_COMPONENT})
+
+
+def needed_by(config: Config, repository: Repository, snapshot_id: str) -> list[str]:
+    """Why ``snapshot_id`` is still needed (a rollback, an unfinished run, the newest verified
+    snapshot of a component), as a prune would protect it: what ``snapshots delete`` warns
+    about before it asks. Read-only; a reason that cannot be found out (the live release's host
+    unreachable, an unreadable journal) is returned as such, never raised: the user decides."""
+    journal = None
+    try:
+        journal = open_journal_if_any(config)
+        decided = plan(config, repository, journal)
+    except Exception as exc:  # noqa: BLE001 - a warning only; the delete still asks first
+        return [f"cannot tell whether a rollback or a run still needs it: {first_line(exc)}"]
+    finally:
+        if journal is not None:
+            journal.close()
+    for decision in decided.decisions:
+        if decision.snapshot.id == snapshot_id and decision.snapshot.verified:  # a damaged one is needed by none
+            return [str(reason) for reason in decision.reasons if reason.rule in NEEDED_RULES]
+    return []

@@ -9,11 +9,12 @@ it for the next run to clean, never listed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from aura_ops import checksum, logs
 from aura_ops import components as registry
 from aura_ops.components import snapshotting
+from aura_ops.components.base import Component
 from aura_ops.config import Config
 from aura_ops.errors import Interrupted, UsageError, VerificationError
 from aura_ops.hosts import local_hostname
@@ -93,22 +95,54 @@ def _verified_cache(repo: Repository) -> VerifiedCache:
     return VerifiedCache(repo.path / "cache" / "verified-files.json")
 
 
-def listing(config: Config, hosts: Inventory | None = None, repo: Repository | None = None) -> list[Snapshot]:
-    """Every sealed snapshot (of ``repo``, else the configured repository), each marked
-    ``damaged`` (with the reason) when its manifest or a component's stored part
-    (``Component.damage``, components on their hosts from ``hosts``) cannot be trusted; one
-    damaged snapshot does not stop the others."""
+def listing(
+    config: Config,
+    hosts: Inventory | None = None,
+    repo: Repository | None = None,
+    loaded: Sequence[Snapshot] | None = None,
+    remember: bool = False,
+) -> list[Snapshot]:
+    """Every sealed snapshot (of ``repo``, else the configured repository; ``loaded``: its
+    ``all_snapshots()`` already read), each marked ``damaged`` (with the reason) when its
+    manifest or a component's stored part (``Component.damage``, components on their hosts from
+    ``hosts``) cannot be trusted; one damaged snapshot does not stop the others. The repository
+    is listed once and each manifest read once. ``remember`` (``snapshots list`` and ``stats``,
+    which keep their sizes cache in the repository too): what a damage check hashed and found
+    sealed is saved in the verified cache, and the entries of deleted snapshots dropped, so that
+    a stored file is hashed again only when it changed; otherwise nothing is written (a prune's
+    plan, a dry run, change nothing in the repository)."""
     repo = repo or repository(config)
     hosts = hosts or Inventory(config)
-    cache = _verified_cache(repo)  # read, never saved here
+    cache = _verified_cache(repo)
+    known = len(cache.entries)
+    built: dict[str, Component] = {}  # one configured component a name, not one a snapshot
     found = []
-    for snapshot in repo.all_snapshots():
+    for snapshot in repo.all_snapshots() if loaded is None else loaded:
         damage = snapshot.damaged
         for name, entry in snapshot.manifest.get("components", {}).items():
             if damage is None:
-                damage = registry.for_snapshot(config, name, entry, hosts).damage(snapshot, cache)
-        found.append(dataclasses.replace(snapshot, damaged=damage))
+                damage = _judge(config, name, entry, hosts, built).damage(snapshot, cache)
+        found.append(snapshot if damage == snapshot.damaged else dataclasses.replace(snapshot, damaged=damage))
+    if not remember:
+        return found
+    trimmed = cache.keep_only_used()  # (every sealed snapshot was looked at: the rest are gone)
+    if trimmed or len(cache.entries) != known:
+        with contextlib.suppress(OSError):  # a read-only repository is still listed, only hashed each time
+            cache.save()
     return found
+
+
+def _judge(
+    config: Config, name: str, entry: dict[str, Any], hosts: Inventory, built: dict[str, Component]
+) -> Component:
+    """``registry.for_snapshot``, built once a name while the configuration has it with the
+    section's type (then the section plays no part in it)."""
+    configured = config.components.get(name)
+    if configured is None or configured.type != entry.get("type"):
+        return registry.for_snapshot(config, name, entry, hosts)
+    if name not in built:
+        built[name] = registry.for_snapshot(config, name, entry, hosts)
+    return built[name]
 
 
 class VerifyFailed(VerificationError):

@@ -9,14 +9,15 @@ The counting is ``repository.space``; what a prune would delete is the retention
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aura_ops.components import snapshotting
 from aura_ops.config import Config
 from aura_ops.errors import first_line
 from aura_ops.repository import Repository, Snapshot, space
-from aura_ops.state.journal import Journal
-from aura_ops.workflows import retention
+
+if TYPE_CHECKING:
+    from aura_ops.state.journal import Journal
 
 NO_RETENTION = (
     "no retention configured: set `retention:` in the config or delete snapshots (`aura-ops snapshots delete ID`)"
@@ -28,17 +29,21 @@ def sizes(repo: Repository, snapshots: Sequence[Snapshot]) -> dict[str, space.Us
     return space.usage(repo, snapshots)
 
 
-def prune_would_free(config: Config, repo: Repository, journal: Journal | None = None) -> dict[str, Any]:
+def prune_would_free(
+    config: Config, repo: Repository, journal: Journal | None = None, loaded: list[Snapshot] | None = None
+) -> dict[str, Any]:
     """What ``snapshots prune`` would delete now and the bytes that frees: ``configured``,
     ``snapshots`` (ids) and ``bytes``; ``error`` when the plan cannot be made (a release host
-    unreachable, ...)."""
+    unreachable, ...). ``loaded``: ``repo.all_snapshots()``, when the caller has just read it."""
     if not config.retention.retention().configured:
         return {"configured": False, "snapshots": [], "bytes": 0}
+    from aura_ops.workflows import retention  # (the engine and the journal: only when a policy is set)
+
     opened = None
     try:
         if journal is None:
             journal = opened = retention.open_journal_if_any(config)
-        doomed = retention.plan(config, repo, journal).deleted
+        doomed = retention.plan(config, repo, journal, loaded=loaded).deleted
         return {"configured": True, "snapshots": doomed, "bytes": space.freed_by(repo.backend, doomed)}
     except Exception as exc:  # noqa: BLE001 - advice only: never hides the refusal or the stats it goes with
         return {"configured": True, "snapshots": [], "bytes": 0, "error": first_line(exc)}
@@ -68,10 +73,17 @@ def guard(config: Config, repo: Repository, journal: Journal | None = None) -> s
     return space.Guard(config.repository.reserve_setting(), lambda: making_room(config, repo, journal))
 
 
-def stats(config: Config, snapshots: Sequence[Snapshot]) -> dict[str, Any]:
+def stats(
+    config: Config,
+    snapshots: Sequence[Snapshot],
+    repo: Repository | None = None,
+    loaded: list[Snapshot] | None = None,
+) -> dict[str, Any]:
     """Totals per component (snapshots, own bytes, bytes on disk), the snapshots' total on disk
-    (each file once), what a prune would free, the disk's free space and the reserve."""
-    repo = snapshotting.repository(config)
+    (each file once), what a prune would free, the disk's free space and the reserve.
+    ``snapshots``: the listing of ``repo`` (the configured repository by default); ``loaded``: its
+    ``all_snapshots()`` that listing was made from (the prune's plan then reads nothing again)."""
+    repo = repo or snapshotting.repository(config)
     usage = sizes(repo, snapshots)
     components: dict[str, dict[str, Any]] = {}
     for snapshot in snapshots:
@@ -90,7 +102,7 @@ def stats(config: Config, snapshots: Sequence[Snapshot]) -> dict[str, Any]:
         "snapshots": len(snapshots),
         "components": components,
         "on_disk": sum(u.portion for u in usage.values()),
-        "prune": prune_would_free(config, repo),
+        "prune": prune_would_free(config, repo, loaded=loaded),
         "free": repo.free_bytes(),
         "capacity": capacity,
         "reserve": {"setting": str(config.repository.reserve), "bytes": reserve.of(capacity)},

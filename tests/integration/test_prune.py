@@ -301,3 +301,39 @@ def test_auto_prune_after_a_deploy_keeps_what_rollback_needs(
     done = aura.json("rollback", "--yes")
     assert done["target"]["release"] == "v2" and done["target"]["snapshot"] == kept[-1]
     assert content(site["dsn"]) == before_v3
+
+
+# ---------------------------------------------------------------- snapshots delete warns
+
+
+def test_deleting_a_snapshot_a_rollback_needs_names_why_and_needs_consent(
+    aura: Aura,
+    site: dict[str, Any],  # noqa: F811 - the fixture imported above
+) -> None:
+    deploy(aura, site, "v1")
+    release(site, "v2", migration="ALTER TABLE items ADD COLUMN price int;")
+    deploy(aura, site, "v2")
+    aura("backup")
+    plan = aura.json("snapshots", "prune", "--dry-run")
+    needed = [r["id"] for r in plan["snapshots"] if any("rollback` to release v1" in x for x in r["reasons"])]
+    assert len(needed) == 1
+    refused = aura("snapshots", "delete", needed[0], check=2)
+    assert "still needed" in refused.stderr and "rollback` to release v1" in refused.stderr
+    assert "--yes" in refused.stderr and needed[0] in listed(aura)  # nothing changed
+    done = aura.json("snapshots", "delete", needed[0], "--yes")
+    assert done["deleted"] == needed[0] and any("rollback` to release v1" in r for r in done["was_needed"])
+    assert needed[0] not in listed(aura)
+    assert "snapshot.still_needed" in aura.log_text()
+
+
+def test_deleting_an_unneeded_snapshot_asks_plainly(aura: Aura, files_site: Path) -> None:
+    ids = []
+    for generation in range(2):
+        write_files(files_site, 5, generation)
+        ids.append(aura.json("backup")["id"])
+    newest = aura("snapshots", "delete", ids[1], check=2).stderr
+    assert "still needed" in newest and "newest verified" in newest  # the only intact copy of files now
+    plain = aura("snapshots", "delete", ids[0], check=2).stderr
+    assert "still needed" not in plain and f"Delete snapshot {ids[0]}?" in plain
+    assert aura.json("snapshots", "delete", ids[0], "--yes")["was_needed"] == []
+    assert listed(aura) == [ids[1]]

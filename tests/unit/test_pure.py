@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import structlog
 
 from aura_ops import logs, secrets
 from aura_ops.components import files, postgres
@@ -43,7 +42,7 @@ def test_log_lines_are_redacted(tmp_path: Path) -> None:
     assert "very-secret-value" not in line["detail"]
     assert line["nested"]["token"] == "***"
     assert "p4ss" not in line["nested"]["dsn"]
-    structlog.reset_defaults()
+    logs.configure()  # back to the defaults: stderr, no daily file
 
 
 def test_pg_dump_command_keeps_the_password_out_of_argv() -> None:

@@ -104,7 +104,7 @@ class FilesComponent:
         Whether the folder may be written at all is the caller's policy (``components.targets``)."""
         manifest = section(snapshot, self.name)
         destination = request.to if request.to is not None else self.host.realpath(manifest.source)
-        entries = len(restorer.scan(self.host, destination, manifest.exclude).entries)
+        entries = restorer.count(self.host, destination, manifest.exclude)
         return RestoreTarget(
             component=self.name,
             description=destination,

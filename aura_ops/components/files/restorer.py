@@ -32,6 +32,7 @@ import re
 import stat
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -41,14 +42,15 @@ from aura_ops.components.files.stored import (
     KIND_NAMES,
     TREE,
     FilesManifest,
-    Index,
-    checked_index,
+    Outline,
+    checked_outline,
     decode_xattrs,
     is_stored_folder,
     kind_of,
     not_in_index,
     rsync_excludes,
     stream_digest,
+    walk_before,
 )
 from aura_ops.errors import AuraError, UsageError, VerificationError
 from aura_ops.hosts.base import Command, FileStat, Host, StatResult, compile_excludes, shown
@@ -81,11 +83,14 @@ def _lstat(host: Host, path: str) -> FileStat:
 @dataclass
 class Current:
     """What the target holds now: entries by relative path (excludes left out), and the top-most
-    entries the excludes match (they are carried into the new tree)."""
+    entries the excludes match (they are carried into the new tree). ``first``: an entry it holds
+    (None: it holds none), also when the entries were only counted (``entries`` left empty)."""
 
     exists: bool
     entries: dict[str, StatResult] = field(default_factory=dict)
     excluded: list[str] = field(default_factory=list)
+    first: str | None = None
+    count: int = 0
 
 
 def scan(host: Host, target: str, patterns: list[str]) -> Current:
@@ -98,7 +103,70 @@ def scan(host: Host, target: str, patterns: list[str]) -> Current:
     entries = current.entries
     for relative, entry in host.walk(target, compile_excludes(patterns), on_excluded=current.excluded.append):
         entries[relative] = entry
+    current.first = next(iter(entries), None)
+    current.count = len(entries)
     return current
+
+
+def look(host: Host, target: str, patterns: list[str]) -> Current:
+    """``scan`` without keeping the entries: how many there are, the first, the excluded ones
+    (memory bounded by what the excludes match, not by the tree)."""
+    st = host.stat(target, follow_symlinks=False)
+    if st is None or not st.is_dir:
+        return Current(exists=st is not None)
+    current = Current(exists=True)
+    for relative, _ in host.walk(target, compile_excludes(patterns), on_excluded=current.excluded.append):
+        if current.first is None:
+            current.first = relative
+        current.count += 1
+    return current
+
+
+class _Beside:
+    """The target's entries read beside an index in walk order (both in ``walk_before`` order):
+    ``take`` gives the target's entry at the index's next path, or None; nothing is kept but the
+    walk's own state. ``passed`` gets every entry of the target the index does not hold."""
+
+    def __init__(self, host: Host, target: str, patterns: list[str], exists: bool) -> None:
+        self.walk: Iterator[tuple[str, StatResult]] = (
+            host.walk(target, compile_excludes(patterns)) if exists else iter(())
+        )
+        self.next: tuple[str, StatResult] | None = next(self.walk, None)
+        self.passed: list[str] | None = None  # (collected only when asked: a dry run)
+
+    def take(self, relative: str) -> StatResult | None:
+        found = self.next
+        while found is not None and found[0] != relative and walk_before(found[0], relative):
+            if self.passed is not None:
+                self.passed.append(found[0])
+            found = next(self.walk, None)
+        if found is not None and found[0] == relative:
+            self.next = next(self.walk, None)
+            return found[1]
+        self.next = found
+        return None
+
+    def rest(self) -> list[str]:
+        """What is left of the target's entries after the index's last."""
+        rest = [] if self.next is None else [self.next[0]]
+        rest += [relative for relative, _ in self.walk]
+        self.next = None
+        return rest
+
+
+class _Listed:
+    """The target's entries as ``scan`` read them (for an index not in walk order)."""
+
+    def __init__(self, current: Current) -> None:
+        self.current = current
+
+    def take(self, relative: str) -> StatResult | None:
+        return self.current.entries.get(relative)
+
+
+def count(host: Host, target: str, patterns: list[str]) -> int:
+    """How many entries (excludes left out) ``target`` on ``host`` holds (none kept in memory)."""
+    return look(host, target, patterns).count
 
 
 def _unescape_mount(field_: bytes) -> str:
@@ -161,7 +229,7 @@ class _Stager:
         name: str,
         snapshot: Snapshot,
         manifest: FilesManifest,
-        index: Index,
+        index: Outline,
         destination: str,
         current: Current,
         staging: str | None,
@@ -179,9 +247,10 @@ class _Stager:
         self.algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
         self.xattrs_in_index = manifest.xattrs_in_index
         self.owners = host.is_root()  # owners are given back only where the host's user may
-        self.firsts = {e["l"] for e in index.entries.values() if e["t"] == "h"}
+        self.firsts = index.firsts
         self.first_copies: dict[str, concurrent.futures.Future[tuple[str, int]]] = {}
         self.linked = self.copied = self.copied_bytes = 0
+        self.patterns = manifest.exclude
         self.now = time.time_ns()
         self.device = _lstat(host, staging).dev if staging else -1
         self.parents_checked: set[str] = set()
@@ -241,9 +310,11 @@ class _Stager:
         artifact that does not match (the staging folder is then the caller's to remove)."""
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=COPY_WORKERS)
         pending: deque[concurrent.futures.Future[tuple[str, int]]] = deque()
+        listing = self.listing()
         try:
-            for relative, entry in self.index.entries.items():
+            for relative, entry in self.index.entries(self.store):
                 kind = entry["t"]
+                current = listing.take(relative)
                 self.check_parent(relative)
                 if kind == "d":
                     self.stored_directory(relative)
@@ -253,7 +324,7 @@ class _Stager:
                 elif kind == "h":
                     self.hardlink(relative, entry)
                 else:
-                    future = pool.submit(self.file, relative, entry)
+                    future = pool.submit(self.file, relative, entry, current)
                     if relative in self.firsts:
                         self.first_copies[relative] = future
                     pending.append(future)
@@ -264,12 +335,19 @@ class _Stager:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def listing(self) -> _Beside | _Listed:
+        """The target's entries, looked up in the index's order: read beside it when it is in
+        walk order, else as ``scan`` read them (all in memory)."""
+        if not self.index.ordered:
+            return _Listed(self.current if self.current.entries else scan(self.host, self.destination, self.patterns))
+        return _Beside(self.host, self.destination, self.patterns, self.current.exists)
+
     def check_parent(self, relative: str) -> None:
         """Every name is made below a folder this stager made itself (never through a symlink:
         read_index refuses such an index, and this holds whatever built the index)."""
         if "/" in relative:
             parent = relative.rsplit("/", 1)[0]
-            if self.index.entries.get(parent, {}).get("t") != "d":
+            if self.index.kinds.get(parent) != "d":
                 raise self.fail(relative, f"is below {shown(parent)}, which the index does not hold as a folder")
             if parent not in self.parents_checked:
                 if not _lstat(self.host, f"{self.staging}/{parent}").is_dir:
@@ -300,18 +378,18 @@ class _Stager:
         self.apply(path, entry, self.xattrs_of(entry, f"{self.tree}/{relative}"), symlink=True)
 
     def hardlink(self, relative: str, entry: dict[str, Any]) -> None:
-        first = self.index.entries.get(entry["l"])
-        if first is None or first["t"] != "f":
+        if entry["l"] not in self.first_copies:  # (every file hard links name, as it is read)
             raise self.fail(relative, f"is a hard link to {shown(entry['l'])}, which the index does not hold")
         if entry["l"] in self.first_copies:
             self.first_copies[entry["l"]].result()
         self.host.link(f"{self.staging}/{entry['l']}", f"{self.staging}/{relative}")
 
-    def file(self, relative: str, entry: dict[str, Any]) -> tuple[str, int]:
+    def file(self, relative: str, entry: dict[str, Any], current: StatResult | None) -> tuple[str, int]:
         """One regular file into the staging tree: linked from the target when it already holds
-        exactly this file, else copied from the snapshot and checked against the index."""
+        exactly this file (``current``: the target's entry there), else copied from the snapshot
+        and checked against the index."""
         target = f"{self.staging}/{relative}"
-        if self.link_current(relative, entry, target):
+        if self.link_current(relative, entry, target, current):
             self.stored_file_present(relative, entry)  # unused, but a snapshot missing it is damaged
             return "linked", entry["s"]
         with self.open_stored(relative) as reader:  # the store is the control machine: a local descriptor
@@ -333,10 +411,9 @@ class _Stager:
             and (current.st_uid, current.st_gid) == (entry["u"], entry["g"])
         )
 
-    def link_current(self, relative: str, entry: dict[str, Any], target: str) -> bool:
-        """Hard-link the target's own file when the scan listed it as this file (``reusable``),
+    def link_current(self, relative: str, entry: dict[str, Any], target: str, current: StatResult | None) -> bool:
+        """Hard-link the target's own file when its walk listed it as this file (``reusable``),
         its content hashes to the index's and its xattrs match; False (nothing done) otherwise."""
-        current = self.current.entries.get(relative)
         if current is None or not self.reusable(current, entry):
             return False
         return self.host.link_if_unchanged(
@@ -351,10 +428,9 @@ class _Stager:
     def finish(self) -> None:
         """Folder metadata last, deepest first (adding entries changes a folder's mtime), then the
         root's."""
-        for relative, entry in reversed(self.index.entries.items()):
-            if entry["t"] == "d":
-                path = f"{self.staging}/{relative}"
-                self.apply(path, entry, self.xattrs_of(entry, f"{self.tree}/{relative}"))
+        for relative, entry in self.index.folders_deepest_first():
+            path = f"{self.staging}/{relative}"
+            self.apply(path, entry, self.xattrs_of(entry, f"{self.tree}/{relative}"))
         self.apply_root()
 
     def root_entry(self) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -378,18 +454,27 @@ class _Stager:
     def changes(self) -> list[str]:
         """What a restore would change, each artifact it would use checked; writes nothing."""
         lines = []
-        for relative, entry in self.index.entries.items():
-            line = self.change(relative, entry)
+        files: set[str] = set()  # the files hard links name, as they are read
+        listing = self.listing()
+        if isinstance(listing, _Beside):
+            listing.passed = []
+        for relative, entry in self.index.entries(self.store):
+            if entry["t"] == "f" and relative in self.firsts:
+                files.add(relative)
+            elif entry["t"] == "h" and entry["l"] not in files:
+                raise self.fail(relative, f"is a hard link to {shown(entry['l'])}, which the index does not hold")
+            line = self.change(relative, entry, listing.take(relative))
             if line:
                 lines.append(line)
-        for relative in self.current.entries:
-            if relative not in self.index.entries:
-                lines.append(f"deleting {shown(relative)}")
+        if isinstance(listing, _Beside):
+            deleted = [*(listing.passed or []), *listing.rest()]
+        else:
+            deleted = [relative for relative in listing.current.entries if relative not in self.index.kinds]
+        lines += [f"deleting {shown(relative)}" for relative in deleted]
         return lines
 
-    def change(self, relative: str, entry: dict[str, Any]) -> str | None:
+    def change(self, relative: str, entry: dict[str, Any], current: StatResult | None) -> str | None:
         kind = entry["t"]
-        current = self.current.entries.get(relative)
         expected = "f" if kind == "h" else kind
         if current is None or kind_of(current.st_mode) != expected:
             self.check_stored(relative, entry)
@@ -486,7 +571,7 @@ def _reset_mtimes(stager: _Stager, staging: str, moves: list[str]) -> None:
     """Moving entries in changed their folders' mtimes: put back the snapshot's (or the target's)."""
     parents = {relative.rsplit("/", 1)[0] if "/" in relative else "" for relative in moves}
     for parent in sorted(parents, key=len, reverse=True):
-        entry = stager.index.entries.get(parent) if parent else stager.root_entry()[0]
+        entry = stager.index.folder(parent) if parent else stager.root_entry()[0]
         mtime = entry["mt"] if entry is not None else _lstat(stager.host, f"{stager.destination}/{parent}").mtime_ns
         stager.host.set_metadata(f"{staging}/{parent}" if parent else staging, times_ns=(stager.now, mtime))
 
@@ -552,11 +637,12 @@ def restore(
     destination = target if target is not None else host.realpath(manifest.source)
     if host.exists(destination) and not host.is_dir(destination):
         raise UsageError(f"{destination} is not a folder")
-    index = checked_index(store, snapshot, name)
+    index = checked_outline(store, snapshot, name)
     tree = str(snapshot.component_dir(name) / TREE)
     if not is_stored_folder(store, tree):
         raise VerificationError(f"{name}: the stored tree ({TREE}) of snapshot {snapshot.id} is missing")
-    current = scan(host, destination, manifest.exclude)
+    st = host.stat(destination, follow_symlinks=False)
+    current = Current(exists=st is not None)  # (its entries are read beside the index's, as it is built)
     unlisted = not_in_index(store, tree, index)
     for relative in unlisted:
         logs.get().warning("files.not_in_index", path=shown(relative), snapshot=snapshot.id)
@@ -632,15 +718,14 @@ def _look_again(host: Host, name: str, destination: str, patterns: list[str], re
     """What the target holds just before it is replaced (the lock is held): its excluded entries,
     those made during the restore included, are carried over. UsageError when nobody consented
     to replacing what it holds (it was empty) and it now holds something."""
-    now = scan(host, destination, patterns)
+    now = look(host, destination, patterns)
     st = host.stat(destination, follow_symlinks=False)
     if now.exists and (st is None or not st.is_dir):
         raise UsageError(f"{name}: {destination} is no longer a folder; it was not replaced; nothing was changed")
-    unexpected = list(now.entries)[:1]
-    if not replace and unexpected:
+    if not replace and now.first is not None:
         raise UsageError(
             f"{name}: {destination} was empty when the restore began and now holds something "
-            f"({shown(unexpected[0])}, ...); it was not replaced without consent. Restore again "
+            f"({shown(now.first)}, ...); it was not replaced without consent. Restore again "
             "(confirm, or pass --yes, to replace it); nothing was changed"
         )
     return now

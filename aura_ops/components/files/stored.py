@@ -18,7 +18,7 @@ import binascii
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from aura_ops import checksum
 from aura_ops.components.base import ComponentManifest
 from aura_ops.errors import VerificationError
-from aura_ops.hosts.base import Host, StatResult, compile_excludes, shown
+from aura_ops.hosts.base import DirEntry, Host, StatResult, compile_excludes, shown
 from aura_ops.repository import Snapshot
 from aura_ops.repository.verified import VerifiedCache
 
@@ -208,6 +208,304 @@ def checked_index(store: Host, snapshot: Snapshot, name: str) -> Index:
     return index
 
 
+def walk_before(first: str, second: str) -> bool:
+    """Whether ``first`` comes before ``second`` in a ``Host.walk`` (folders depth first in name
+    order, each folder's entries together in name order): the order an index is written in."""
+    head, _, name = first.rpartition("/")
+    other_head, _, other_name = second.rpartition("/")
+    if head == other_head:
+        return name < other_name
+    return (head.split("/") if head else []) < (other_head.split("/") if other_head else [])
+
+
+_KIND_OF = {kind: kind for kind in KINDS}  # one str object per kind, shared by every entry
+
+
+class _Unordered(Exception):
+    """The index is not in walk order: it must be read keeping every path's type."""
+
+
+class _LineReader:
+    """Reads an index line by line, hashing it, each entry decoded and checked where it stands
+    (``_misplaced``). ``bounded`` (an index in walk order, as aura-ops writes it): only the
+    folders' paths are kept, a path listed twice breaks the order (``_Unordered``: read it
+    again unbounded, keeping every path's type), and a hard link is checked against ``firsts``
+    (the files hard links name, read first: ``hard_link_names``), or, when None, only for
+    coming after its file (its reader then checks it is one: ``Outline.firsts``)."""
+
+    def __init__(self, algorithm: str, bounded: bool = False, firsts: set[str] | None = None) -> None:
+        self.hasher = checksum.new(algorithm)
+        self.kinds: dict[str, str] = {}  # bounded: folders only
+        self.problems: list[str] = []
+        self.bounded = bounded
+        self.firsts = firsts
+        self.named: set[str] = set()  # the files hard links name
+        self.seen: set[str] = set()  # bounded: files of ``firsts`` read so far
+        self.count = 0
+        self._last = ""
+
+    def read(self, source: Iterable[bytes]) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """(line, entry) of every valid line; the others are listed in ``problems``."""
+        kinds = self.kinds
+        bounded = self.bounded
+        for number, line in enumerate(source, 1):
+            self.hasher.update(line)
+            self.count = number
+            try:
+                entry = decode_entry(orjson.loads(line))
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                self.problems.append(f"{INDEX} line {number} is unreadable")
+                continue
+            relative = entry["p"]
+            kind = entry["t"]
+            if bounded:
+                if self._last and not walk_before(self._last, relative):
+                    raise _Unordered
+                self._last = relative
+                misplaced = self._misplaced(entry)
+            else:
+                misplaced = _misplaced_among(entry, kinds)
+            if misplaced:
+                self.problems.append(f"{INDEX} line {number} is damaged: {shown(relative)} {misplaced}")
+                continue
+            if kind == "h":
+                self.named.add(entry["l"])
+            if not bounded:
+                kinds[relative] = _KIND_OF[kind]
+            elif kind == "d":
+                kinds[relative] = "d"
+            elif kind == "f" and self.firsts is not None and relative in self.firsts:
+                self.seen.add(relative)
+            yield line, entry
+
+    def _misplaced(self, entry: dict[str, Any]) -> str | None:
+        """``_misplaced_among`` for an index in walk order (a repeat is out of order)."""
+        relative = entry["p"]
+        if "/" in relative:
+            parent = relative.rsplit("/", 1)[0]
+            if parent not in self.kinds:
+                return f"is below {shown(parent)}, which the index does not list as a folder before it"
+        if entry["t"] == "h":
+            target = entry["l"]
+            if target not in self.seen if self.firsts is not None else not walk_before(target, relative):
+                return f"is a hard link to {shown(target)}, which the index does not list as a file before it"
+        return None
+
+
+def hard_link_names(store: Host, path: str) -> set[str]:
+    """The names the hard links of an index (on ``store``) point to: lines written as aura-ops
+    writes them (``"t":"h"``) are parsed; a hard link written otherwise is then not found, and
+    reported as damaged (never taken for sound)."""
+    names: set[str] = set()
+    with store.open_read(path) as source:
+        for line in source:
+            if b'"t":"h"' not in line:
+                continue
+            try:
+                entry = decode_entry(orjson.loads(line))
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                continue
+            if entry["t"] == "h":
+                names.add(entry["l"])
+    return names
+
+
+class _Unlisted:
+    """What a stored tree holds that its index does not list (top-most only: never below
+    something unlisted), found folder by folder as the index is read. ``kinds`` None (an index
+    in walk order): the entries of one folder come together, so only their names are kept till
+    the next folder's; else every path's type, and the folders are listed at the end."""
+
+    def __init__(self, store: Host, tree: str, kinds: dict[str, str] | None) -> None:
+        self.store = store
+        self.tree = tree
+        self.kinds = kinds
+        self.sound: set[str] = {""}  # the index's folders found as folders (their parents too)
+        self.pending: set[str] = {""}  # of those, the ones not listed yet
+        self.group: str | None = None
+        self.names: set[str] = set()
+        self.found: list[tuple[str, DirEntry]] = []
+
+    def entry(self, relative: str) -> None:
+        """Each entry the index holds (valid ones), in the index's order."""
+        if self.kinds is not None:
+            return
+        head, _, name = relative.rpartition("/")
+        if head != self.group:
+            self._close()
+            self.group = head
+            self.names = set()
+        self.names.add(name)
+
+    def parent_sound(self, relative: str) -> bool:
+        return relative.rpartition("/")[0] in self.sound
+
+    def folder(self, relative: str) -> None:
+        """A folder of the index found as a folder in the tree, below such folders."""
+        self.sound.add(relative)
+        self.pending.add(relative)
+
+    def _close(self) -> None:
+        if self.group is not None and self.group in self.pending:
+            self.pending.remove(self.group)
+            self._list(self.group, self.names)
+
+    def finish(self) -> list[tuple[str, DirEntry]]:
+        """(path, entry) of everything unlisted, in the order found."""
+        self._close()
+        self.group = None
+        for relative_dir in sorted(self.pending, key=lambda path: path.split("/") if path else []):
+            self._list(relative_dir, set())
+        self.pending = set()
+        return self.found
+
+    def _list(self, relative_dir: str, names: set[str]) -> None:
+        directory = f"{self.tree}/{relative_dir}" if relative_dir else self.tree
+        for item in self.store.scandir(directory):
+            relative = f"{relative_dir}/{item.name}" if relative_dir else item.name
+            if (relative not in self.kinds) if self.kinds is not None else (item.name not in names):
+                self.found.append((relative, item))
+
+
+def _misplaced_among(entry: dict[str, Any], kinds: dict[str, str]) -> str | None:
+    """``_misplaced`` against the types of the entries before it."""
+    relative = entry["p"]
+    if relative in kinds:
+        return "is listed twice"
+    if "/" in relative:
+        parent = relative.rsplit("/", 1)[0]
+        if kinds.get(parent) != "d":
+            return f"is below {shown(parent)}, which the index does not list as a folder before it"
+    if entry["t"] == "h" and kinds.get(entry["l"]) != "f":
+        return f"is a hard link to {shown(entry['l'])}, which the index does not list as a file before it"
+    return None
+
+
+@dataclass
+class Outline:
+    """What a restore keeps of an index in memory: the folders' lines (their metadata is applied
+    last), the files hard links name, the file's checksum, the lines that could not be read, and
+    what the stored tree holds that the index does not list; the entries themselves are read
+    again, in order, by ``entries``. An index in walk order (``ordered``, as aura-ops writes it)
+    costs memory by its folders only; another one also by every path's type (``kinds``)."""
+
+    path: str
+    algorithm: str
+    kinds: dict[str, str]  # ordered: the folders only
+    folders: dict[str, bytes]
+    firsts: set[str]
+    digest: str
+    problems: list[str]
+    ordered: bool  # in walk order (``walk_before``): a target's walk can be read beside it
+    count: int  # lines
+    unlisted: list[str] | None = None  # in the stored tree, not in the index (top-most only)
+    label: str = INDEX
+
+    def folder(self, relative: str) -> dict[str, Any] | None:
+        """The index's entry of folder ``relative`` (None: it lists no such folder)."""
+        line = self.folders.get(relative)
+        return None if line is None else decode_entry(orjson.loads(line))
+
+    def folders_deepest_first(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(path, entry) of every folder, in the reverse of the index's order (children first)."""
+        for relative, line in reversed(self.folders.items()):
+            yield relative, decode_entry(orjson.loads(line))
+
+    def entries(self, store: Host) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The entries again, in file order, hashed as they are read: VerificationError at the
+        first line that is not what was read the first time, or at the end when the file's
+        checksum differs (the index changed meanwhile: what was built from it must be dropped).
+        A hard link is not checked here to name a file: its reader does (``firsts``)."""
+        hasher = checksum.new(self.algorithm)
+        kinds = self.kinds
+        seen: set[str] = set()  # (only for an index not in walk order: else the order rules out repeats)
+        last = ""
+        count = 0
+        with store.open_read(self.path) as source:
+            for line in source:
+                hasher.update(line)
+                count += 1
+                try:
+                    entry = decode_entry(orjson.loads(line))
+                except (ValueError, KeyError, TypeError, binascii.Error):
+                    break
+                relative = entry["p"]
+                if self.ordered:
+                    if (last and not walk_before(last, relative)) or ((entry["t"] == "d") != (relative in kinds)):
+                        break
+                    last = relative
+                elif kinds.get(relative) != entry["t"] or relative in seen:
+                    break
+                else:
+                    seen.add(relative)
+                yield relative, entry
+            else:
+                if count == self.count and hasher.hexdigest() == self.digest:
+                    return
+        raise VerificationError(f"{self.label} changed while it was read")
+
+
+def read_outline(
+    store: Host, path: Path | str, algorithm: str = checksum.ALGORITHM, tree: str | None = None
+) -> Outline:
+    """An index's ``Outline`` (read through ``store``, hashed as it is read; FileNotFoundError
+    when it is missing); with ``tree`` (a stored tree on ``store``), what it holds that the index
+    does not list, found as the index is read."""
+    try:
+        return _read_outline(store, str(path), algorithm, tree, bounded=True)
+    except _Unordered:
+        return _read_outline(store, str(path), algorithm, tree, bounded=False)
+
+
+def _read_outline(store: Host, path: str, algorithm: str, tree: str | None, bounded: bool) -> Outline:
+    reader = _LineReader(algorithm, bounded=bounded)
+    unlisted = _Unlisted(store, tree, None if bounded else reader.kinds) if tree is not None else None
+    folders: dict[str, bytes] = {}
+    with store.open_read(path) as source:
+        for line, entry in reader.read(source):
+            relative = entry["p"]
+            if entry["t"] == "d":
+                folders[relative] = line
+            if unlisted is None:
+                continue
+            unlisted.entry(relative)
+            if entry["t"] == "d" and unlisted.parent_sound(relative) and is_stored_folder(store, f"{tree}/{relative}"):
+                unlisted.folder(relative)
+    return Outline(
+        path,
+        algorithm,
+        reader.kinds,
+        folders,
+        reader.named,
+        reader.hasher.hexdigest(),
+        reader.problems,
+        bounded,
+        reader.count,
+        sorted(relative for relative, _ in unlisted.finish()) if unlisted is not None else None,
+    )
+
+
+def checked_outline(store: Host, snapshot: Snapshot, name: str) -> Outline:
+    """``checked_index`` as an ``Outline``: VerificationError (exit 3) when the index is missing,
+    changed or holds an unreadable line (and, from ``Outline.entries``, when it changes later)."""
+    info = snapshot.manifest["components"][name].get("artifacts", {}).get(INDEX, {})
+    algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
+    try:
+        tree = snapshot.component_dir(name) / TREE
+        stored = str(tree) if is_stored_folder(store, str(tree)) else None
+        outline = read_outline(store, snapshot.component_dir(name) / INDEX, algorithm, stored)
+    except FileNotFoundError:
+        raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} is missing") from None
+    except OSError as exc:  # a folder, a FIFO or a device where the index should be
+        raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} cannot be read ({exc.strerror})") from None
+    if outline.digest != info.get("hash"):
+        raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} changed (checksum mismatch)")
+    if outline.problems:
+        raise VerificationError(f"{name}: {outline.problems[0]} in snapshot {snapshot.id}")
+    outline.label = f"{name}: {INDEX} of snapshot {snapshot.id}"
+    return outline
+
+
 def index_damage(store: Host, snapshot: Snapshot, name: str, cache: VerifiedCache | None = None) -> str | None:
     """Why this component's index (read through ``store``) cannot be trusted (missing, changed),
     or None."""
@@ -282,58 +580,74 @@ KIND_NAMES = {"d": "a folder", "l": "a symlink", "f": "a file", "h": "a file", "
 # ---------------------------------------------------------------- verify
 
 
-class _TreeChecker:
-    """Compares a stored tree with its index; collects every difference as a problem."""
+_ROOT = "(root)"
 
-    def __init__(self, store: Host, snapshot: Snapshot, name: str, manifest: FilesManifest, index: Index) -> None:
+
+class _TreeChecker:
+    """Compares a stored tree with its index, entry by entry as the index is read (parents
+    first), then lists the folders found as the index says for what the index does not hold;
+    collects every difference as a problem, in the tree's order (depth first, by name), the
+    entries missing from the tree last (in the index's order)."""
+
+    def __init__(self, store: Host, snapshot: Snapshot, name: str, manifest: FilesManifest) -> None:
         self.store = store
         self.tree = str(snapshot.component_dir(name) / TREE)
-        self.index = index
         self.algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
         self.owners = manifest.owners_kept
         self.xattrs = manifest.xattrs_in_index
         self.root = manifest.root
-        self.problems: list[str] = []
-        self.seen: set[str] = set()
-        self.replaced: set[str] = set()  # folders of another type: what is under them is not missing
+        self.found: list[tuple[list[str], int, str]] = []  # (path's parts, order, problem)
+        self.missing: list[str] = []
+        self.bad: set[str] = set()  # folders missing or of another type: what is under them is not looked at
         self.hashed = 0
 
-    def problem(self, relative: str, what: str) -> None:
-        self.problems.append(f"{shown(relative)}: {what}")
+    @property
+    def problems(self) -> list[str]:
+        return [problem for _, _, problem in sorted(self.found)] + self.missing
 
-    def run(self) -> None:
+    def problem(self, relative: str, what: str) -> None:
+        parts = relative.split("/") if relative != _ROOT else []  # (the root first)
+        self.found.append((parts, len(self.found), f"{shown(relative)}: {what}"))
+
+    def run(self, entries: Iterator[tuple[bytes, dict[str, Any]]], unlisted: _Unlisted) -> None:
         if not is_stored_folder(self.store, self.tree):
-            self.problems.append(f"{TREE}: missing")
+            self.missing.append(f"{TREE}: missing")
+            for _ in entries:  # (the index's own problems are still listed)
+                pass
             return
         self.check_root()
-        self.walk("")
-        bad = set(self.replaced)
-        for relative in self.index.entries:
-            if relative in self.seen:
-                continue
-            bad.add(relative)
-            if "/" not in relative or relative.rsplit("/", 1)[0] not in bad:
-                self.problem(relative, "missing")  # (what is under a missing folder is not listed)
+        for _, entry in entries:
+            unlisted.entry(entry["p"])
+            if self.visit(entry):
+                unlisted.folder(entry["p"])
+        for relative, item in unlisted.finish():
+            st = item.stat(follow_symlinks=False)
+            link = f" (a symlink to {shown(self.store.readlink(item.path))})" if stat.S_ISLNK(st.st_mode) else ""
+            self.problem(relative, f"not in the index{link}")
 
     def check_root(self) -> None:
         if not self.root:
             return
         st = self.store.lstat(self.tree)
-        self.check_mode_owner("(root)", st, self.root)
+        self.check_mode_owner(_ROOT, st, self.root)
 
-    def walk(self, relative_dir: str) -> None:
-        directory = f"{self.tree}/{relative_dir}" if relative_dir else self.tree
-        for item in sorted(self.store.scandir(directory), key=lambda e: e.name):
-            relative = f"{relative_dir}/{item.name}" if relative_dir else item.name
-            st = item.stat(follow_symlinks=False)
-            entry = self.index.entries.get(relative)
-            if entry is None:
-                link = f" (a symlink to {shown(self.store.readlink(item.path))})" if stat.S_ISLNK(st.st_mode) else ""
-                self.problem(relative, f"not in the index{link}")
-                continue
-            self.seen.add(relative)
-            if self.check(relative, item.path, st, entry) and entry["t"] == "d":
-                self.walk(relative)
+    def visit(self, entry: dict[str, Any]) -> bool:
+        """Check an entry (unless below something missing or of another type); True for a
+        folder found as one (what it holds is looked at)."""
+        relative = entry["p"]
+        if relative.rpartition("/")[0] in self.bad:
+            if entry["t"] == "d":
+                self.bad.add(relative)  # (what is under a missing folder is not listed)
+            return False
+        path = f"{self.tree}/{relative}"
+        try:
+            st = self.store.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            if entry["t"] == "d":
+                self.bad.add(relative)
+            self.missing.append(f"{shown(relative)}: missing")
+            return False
+        return self.check(relative, path, st, entry) and entry["t"] == "d"
 
     def check(self, relative: str, path: str, st: StatResult, entry: dict[str, Any]) -> bool:
         """Check one entry; False when its type differs (its children are then not looked at)."""
@@ -341,7 +655,8 @@ class _TreeChecker:
         found = kind_of(st.st_mode)
         if found != expected:
             self.problem(relative, f"is {KIND_NAMES[found]}, the index says {KIND_NAMES[expected]}")
-            self.replaced.add(relative)
+            if entry["t"] == "d":
+                self.bad.add(relative)
             return False
         if entry["t"] == "l":
             link = self.store.readlink(path)
@@ -385,18 +700,56 @@ def verify_tree(store: Host, snapshot: Snapshot, name: str, manifest: FilesManif
     """Check the stored tree (on ``store``) against the index: each file's content (every file
     hashed), every entry's type, mode (and owner, when the snapshot kept owners), xattrs, symlink
     targets, hard links, and what is in the tree but not in the index. Every problem found is
-    returned in ``problems``."""
-    algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
+    returned in ``problems``. Each entry is checked as the index is read: in memory, only the
+    folders' paths and the names hard links point to (every path's type for an index that is not
+    in walk order)."""
+    path = str(snapshot.component_dir(name) / INDEX)
     try:
-        index = read_index(store, snapshot.component_dir(name) / INDEX, algorithm)
+        firsts = hard_link_names(store, path)
     except FileNotFoundError:
         return {"problems": [f"{name}: {INDEX} is missing"]}
     except OSError as exc:  # a folder, a FIFO or a device where the index should be
         return {"problems": [f"{name}: {INDEX} cannot be read ({exc.strerror})"]}
-    checker = _TreeChecker(store, snapshot, name, manifest, index)
-    checker.run()
-    problems = [f"{name}: {problem}" for problem in index.problems + checker.problems]
+    try:
+        reader, checker, failed = _check_tree(store, snapshot, name, manifest, path, bounded=True, firsts=firsts)
+    except _Unordered:
+        reader, checker, failed = _check_tree(store, snapshot, name, manifest, path, bounded=False, firsts=None)
+    if failed:
+        return {"problems": [f"{name}: {INDEX} cannot be read ({failed[0].strerror})"]}
+    problems = [f"{name}: {problem}" for problem in reader.problems + checker.problems]
     return {"files_hashed": checker.hashed, "problems": problems}
+
+
+def _check_tree(
+    store: Host,
+    snapshot: Snapshot,
+    name: str,
+    manifest: FilesManifest,
+    path: str,
+    bounded: bool,
+    firsts: set[str] | None,
+) -> tuple[_LineReader, _TreeChecker, list[OSError]]:
+    """One reading of the index beside the stored tree (``_Unordered`` when ``bounded`` and the
+    index is not in walk order: the tree was only read so far)."""
+    reader = _LineReader(snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM), bounded, firsts)
+    checker = _TreeChecker(store, snapshot, name, manifest)
+    unlisted = _Unlisted(store, checker.tree, None if bounded else reader.kinds)
+    failed: list[OSError] = []
+    try:
+        source = store.open_read(path)
+    except OSError as exc:
+        return reader, checker, [exc]
+    with source:
+        checker.run(reader.read(_guarded(source, failed)), unlisted)
+    return reader, checker, failed
+
+
+def _guarded(source: IO[bytes], failed: list[OSError]) -> Iterator[bytes]:
+    """The lines of ``source``; an error while reading ends them and is put in ``failed``."""
+    try:
+        yield from source
+    except OSError as exc:
+        failed.append(exc)
 
 
 def is_stored_folder(store: Host, path: str) -> bool:
@@ -408,19 +761,24 @@ def is_stored_folder(store: Host, path: str) -> bool:
     return st is not None and st.is_dir
 
 
-def not_in_index(store: Host, tree: str, index: Index) -> list[str]:
+def not_in_index(store: Host, tree: str, index: Index | Outline) -> list[str]:
     """Entries of the stored tree (on ``store``) that the index does not list (top-most only):
-    never restored."""
+    never restored. (An ``Outline`` read with its tree found them as it was read.)"""
+    if isinstance(index, Outline):
+        if index.unlisted is None:  # (read without its tree)
+            index.unlisted = read_outline(store, index.path, index.algorithm, tree).unlisted or []
+        return index.unlisted
+    kinds = {p: e["t"] for p, e in index.entries.items()}
     found = []
     stack = [""]
     while stack:
         relative_dir = stack.pop()
         for item in store.scandir(f"{tree}/{relative_dir}" if relative_dir else tree):
             relative = f"{relative_dir}/{item.name}" if relative_dir else item.name
-            entry = index.entries.get(relative)
-            if entry is None:
+            kind = kinds.get(relative)
+            if kind is None:
                 found.append(relative)
-            elif entry["t"] == "d" and item.is_dir(follow_symlinks=False):
+            elif kind == "d" and item.is_dir(follow_symlinks=False):
                 stack.append(relative)
     return sorted(found)
 

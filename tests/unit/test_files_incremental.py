@@ -6,6 +6,8 @@ checks which stored files are hard links to the previous snapshot's copies."""
 from __future__ import annotations
 
 import errno
+import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -13,8 +15,8 @@ from typing import Any
 
 import orjson
 import pytest
-from structlog.testing import capture_logs
 
+from aura_ops import logs
 from aura_ops.components import files
 from aura_ops.components.base import SnapshotTarget
 from aura_ops.components.files import FilesComponent, FilesManifest
@@ -180,9 +182,14 @@ def test_a_previous_index_that_does_not_hash_as_recorded_is_not_trusted_and_ever
         tampered.append(line)
     index.write_bytes(b"".join(tampered))  # the manifest still records the hash of the original
 
-    with capture_logs() as logs:
+    console = io.StringIO()
+    logs.configure(console=console, pretty=False)
+    try:
         second = _take(component, repository, "s2", first)
-    assert any(log["event"] == "files.previous_unusable" for log in logs)
+    finally:
+        logs.configure()
+    events = [json.loads(line) for line in console.getvalue().splitlines()]
+    assert any(event["event"] == "files.previous_unusable" for event in events)
     assert (_section(second).copied_files, _section(second).linked_files, _section(second).previous) == (22, 0, None)
     assert _stored(second, "a/f0.txt").read_bytes() == b"a 0 CHANGED"
     _same_as_a_full_reread(component, repository, second)

@@ -1,3 +1,3 @@
-from aura_ops.cli import main
+from aura_ops.cli import run
 
-main()
+run()

@@ -5,6 +5,6 @@ each other module registers one group of commands on it when imported here.
 """
 
 from aura_ops.cli import deploy, doctor, retention, runs, snapshots, space  # noqa: F401 - each registers its commands
-from aura_ops.cli.base import cli, main
+from aura_ops.cli.base import cli, main, run
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "run"]

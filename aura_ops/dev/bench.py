@@ -78,9 +78,13 @@ def _aura_config(path: Path, repository: Path, component: str) -> dict[str, str]
     return {**bench_startup.compiled_env(os.environ, path.parent / "pycache"), "AURA_CONFIG": str(path)}
 
 
-def _pg_config(work: Path, name: str, dsn: str) -> dict[str, str]:
+def _pg_config(work: Path, name: str, dsn: str, bin_dir: Path) -> dict[str, str]:
+    """aura-ops' config for database ``name``, running the same PostgreSQL binaries as the raw
+    tools it is compared with (Debian's /usr/bin/pg_dump is a Perl wrapper: 0.1 s a call)."""
     env = _aura_config(
-        work / f"aura-{name}.yaml", work / f"repo-{name}", "db: {type: postgres, dsn_env: AURA_DB_DSN, jobs: 2}"
+        work / f"aura-{name}.yaml",
+        work / f"repo-{name}",
+        f"db: {{type: postgres, dsn_env: AURA_DB_DSN, jobs: 2, bin_dir: {bin_dir}}}",
     )
     return {**env, "AURA_DB_DSN": dsn}
 
@@ -109,7 +113,7 @@ def db_tables(
     (``full``: also ``-Fc`` and the zstd pipe). Restores go into new databases (pgBackRest: a new
     cluster on its own port)."""
     dsn = cluster.dsn(name)
-    env = _pg_config(work, name, dsn)
+    env = _pg_config(work, name, dsn, cluster.bin)
     pg = cluster.bin
     out = work / f"out-{name}"
     out.mkdir()

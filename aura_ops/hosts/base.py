@@ -400,6 +400,19 @@ class Host(Protocol):
         neither folder is reached through a symlink in its place); return the names that could
         not be linked, each with its errno (every name, when ``existing`` cannot be opened).
         ``OSError`` when the folder ``new`` cannot be opened."""
+
+    # -- postgres restore additions (issue 12: no polling of named pipes) -----------------------
+    def open_fifo_writer_waiting(self, path: str) -> IO[bytes]:
+        """The named pipe ``path`` opened for writing, waiting (in the calling thread, without
+        polling) until a reader opens it; ``open_fifo_reader`` on the same path ends the wait
+        where no real reader will come. Its pipe buffer as ``open_fifo_writer`` makes it.
+        ``OSError`` as the open raises it (a missing path, a folder)."""
+        ...
+
+    def open_fifo_reader(self, path: str) -> IO[bytes]:
+        """The named pipe ``path`` opened for reading without waiting for a writer (its reads
+        never block): a writer waiting in ``open_fifo_writer_waiting`` goes on, and while this
+        stays open a later one does not wait. ``OSError`` as the open raises it."""
         ...
 
 

@@ -35,6 +35,7 @@ import itertools
 import os
 import posixpath
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1401,6 +1402,86 @@ class FakeHost:
         if node is None:
             return errno.ENOENT
         return None if node.is_dir else errno.ENOTDIR
+
+    # -- postgres restore additions ----------------------------------------------------------------
+    def _fifo(self, path: str) -> tuple[_Node, _FakeFifo]:
+        """The FIFO node at ``path`` and its pipe state (made on first use); ``OSError`` as an
+        open of a missing path or a folder raises it."""
+        node = self._existing(path, follow=True)
+        if node.is_dir:
+            raise _error(errno.EISDIR, path)
+        with _FIFO_LOCK:
+            pipes: dict[int, _FakeFifo] = self.__dict__.setdefault("_fifos", {})
+            return node, pipes.setdefault(node.ino, _FakeFifo())
+
+    def open_fifo_writer_waiting(self, path: str) -> IO[bytes]:
+        """As the real open: waits until a reader opens the pipe (``open_fifo_reader``, the
+        only reader a fake pipe has); a regular file opens at once, written from its start."""
+        node, pipe = self._fifo(path)
+        if node.is_file:
+            return cast(IO[bytes], io.BufferedWriter(_NodeWriter(self, node)))
+        with pipe.changed:
+            opened = pipe.reader_opens
+            pipe.changed.wait_for(lambda: pipe.readers > 0 or pipe.reader_opens != opened)
+        return cast(IO[bytes], _FakeFifoEnd(pipe, writing=True))
+
+    def open_fifo_reader(self, path: str) -> IO[bytes]:
+        node, pipe = self._fifo(path)
+        if node.is_file:
+            return io.BytesIO(node.data)
+        with pipe.changed:
+            pipe.readers += 1
+            pipe.reader_opens += 1
+            pipe.changed.notify_all()
+        return cast(IO[bytes], _FakeFifoEnd(pipe, writing=False))
+
+
+_FIFO_LOCK = threading.Lock()
+
+
+class _FakeFifo:
+    """A fake named pipe's state: readers open, reader opens so far (a waiting writer goes on
+    when it changes, as in the kernel), and the bytes written but not yet read."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.readers = 0
+        self.reader_opens = 0
+        self.buffer = bytearray()
+
+
+class _FakeFifoEnd(io.RawIOBase):
+    """One end of a fake pipe. Writing with no reader open is ``BrokenPipeError``; reading
+    takes what was written (nothing: b"", it never waits)."""
+
+    def __init__(self, pipe: _FakeFifo, writing: bool) -> None:
+        self._pipe, self._writing = pipe, writing
+
+    def writable(self) -> bool:
+        return self._writing
+
+    def readable(self) -> bool:
+        return not self._writing
+
+    def write(self, data: Any) -> int:
+        with self._pipe.changed:
+            if not self._pipe.readers:
+                raise _error(errno.EPIPE)
+            self._pipe.buffer += bytes(data)
+        return len(data)
+
+    def readinto(self, buffer: Any) -> int:
+        with self._pipe.changed:
+            chunk = self._pipe.buffer[: len(buffer)]
+            del self._pipe.buffer[: len(chunk)]
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        if not self.closed and not self._writing:
+            with self._pipe.changed:
+                self._pipe.readers -= 1
+        super().close()
 
 
 def _privilege_bits(node: _Node) -> int:

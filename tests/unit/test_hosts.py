@@ -9,6 +9,7 @@ the host makes of an answer (captured output, the stderr tail, CommandFailed, To
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -1317,3 +1318,51 @@ def test_link_names_never_goes_through_a_symlink_in_place_of_a_folder(site: Site
         site.host.link_names(site.p("real"), site.p("new-link"), ["f"])
     assert _errno(info) == errno.ENOTDIR  # (O_DIRECTORY | O_NOFOLLOW on a symlink)
     assert not site.host.exists(site.p("new", "f"))
+
+
+def test_a_waiting_fifo_writer_opens_when_a_reader_comes_and_feeds_it(site: Site) -> None:
+    site.host.make_fifo(site.p("pipe"))
+    opened: list[object] = []
+    writer = threading.Thread(target=lambda: opened.append(site.host.open_fifo_writer_waiting(site.p("pipe"))))
+    writer.start()
+    writer.join(0.2)
+    assert writer.is_alive() and not opened  # no reader yet: it waits (in open, not polling)
+    reader = site.host.open_fifo_reader(site.p("pipe"))  # never waits, and releases the writer
+    writer.join(10)
+    assert not writer.is_alive() and len(opened) == 1
+    stream = opened[0]
+    assert hasattr(stream, "write") and hasattr(stream, "close")
+    stream.write(b"row 1\n")
+    stream.flush()
+    assert reader.read(100) == b"row 1\n"
+    late = site.host.open_fifo_writer_waiting(site.p("pipe"))  # a reader is open: no wait
+    reader.close()
+    with pytest.raises(BrokenPipeError):
+        late.write(b"x" * (1 << 17))
+        late.flush()
+    for end in (stream, late):
+        with contextlib.suppress(BrokenPipeError):
+            end.close()  # type: ignore[attr-defined]
+
+
+def test_a_waiting_fifo_writer_is_released_by_a_reader_that_opened_and_closed(site: Site) -> None:
+    site.host.make_fifo(site.p("pipe"))
+    opened: list[object] = []
+    writer = threading.Thread(target=lambda: opened.append(site.host.open_fifo_writer_waiting(site.p("pipe"))))
+    writer.start()
+    writer.join(0.2)
+    assert writer.is_alive()
+    site.host.open_fifo_reader(site.p("pipe")).close()
+    writer.join(10)
+    assert not writer.is_alive() and len(opened) == 1
+    opened[0].close()  # type: ignore[attr-defined]
+
+
+def test_fifo_opens_fail_as_the_system_call_does(site: Site) -> None:
+    with pytest.raises(FileNotFoundError):
+        site.host.open_fifo_writer_waiting(site.p("missing"))
+    with pytest.raises(FileNotFoundError):
+        site.host.open_fifo_reader(site.p("missing"))
+    site.host.mkdir(site.p("folder"))
+    with pytest.raises(IsADirectoryError):
+        site.host.open_fifo_writer_waiting(site.p("folder"))

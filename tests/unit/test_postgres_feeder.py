@@ -164,3 +164,148 @@ def test_a_compressor_failure_stops_pg_dump_at_once_and_names_the_cause(tmp_path
     assert stopped.wait(10), "pg_dump was not stopped"
     with pytest.raises(AuraError, match=r"compressing the dump in .*: \[Errno 17\] File exists"):
         compressor.finish(False)
+
+
+class _Partial(_Reader):
+    """Plays a pg_restore that reads only the first pipe and exits: the others are never opened."""
+
+    def _read_all(self) -> None:
+        first = sorted(p for p in self.folder.iterdir() if p.is_fifo())[0]
+        with open(first, "rb") as stream:
+            self.read[first.name] = stream.read()
+
+
+def test_pipes_pg_restore_never_opens_do_not_hang_the_restore(tmp_path: Path) -> None:
+    host = _Host()
+    host.start = lambda command, **_: host.readers.append(_Partial(command)) or host.readers[-1]  # type: ignore[method-assign]
+    snapshot = _snapshot(tmp_path, wrong_hash_for=None)
+    config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
+    done = threading.Event()
+
+    def restore() -> None:
+        with temporaries.bound(config):
+            _run_restore(host, snapshot, postgres.Connection({"dbname": "t"}))
+        done.set()
+
+    thread = threading.Thread(target=restore, daemon=True)
+    thread.start()
+    assert done.wait(30), "the restore hung on pipes no reader opened"
+    assert list(host.readers[0].read) == ["3401.dat"]
+    assert not host.readers[0].folder.exists()
+
+
+def test_a_truncated_frame_whose_hash_was_recorded_is_refused(tmp_path: Path) -> None:
+    snapshot = _snapshot(tmp_path, wrong_hash_for=None)
+    dump = tmp_path / "snap" / "db" / "dump"
+    cut = (dump / "3402.dat.zst").read_bytes()[:-9]
+    (dump / "3402.dat.zst").write_bytes(cut)
+    artifacts = snapshot.manifest["components"]["db"]["artifacts"]
+    artifacts["dump/3402.dat.zst"] = {"size": len(cut), "hash": hashlib.sha256(cut).hexdigest()}
+    with pytest.raises(VerificationError, match=r"^db: dump/3402.dat.zst: cannot be decompressed: truncated$"):
+        _restore(tmp_path, snapshot)
+
+
+class _Sink:
+    """A pipe's write end that keeps only the sizes written."""
+
+    def __init__(self) -> None:
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> int:
+        self.writes.append(len(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_highly_compressed_file_is_fed_in_bounded_chunks(tmp_path: Path) -> None:
+    plain = b"\0" * (64 << 20)  # 64 MiB of zeros: a few KiB compressed, one frame
+    source = tmp_path / "1.dat.zst"
+    source.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(plain))
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    host = LocalHost()
+    feeder = postgres._Feeder(
+        {}, 1, "sha256", host.open_fifo_writer_waiting, host.open_fifo_reader, host.open_read, host.open_fifo_writer
+    )
+    sink = _Sink()
+    assert feeder._copy(str(source), sink, digest) is None  # type: ignore[arg-type]
+    assert sum(sink.writes) == len(plain)
+    assert max(sink.writes) <= checksum.CHUNK
+
+
+@pytest.mark.parametrize("options", [{}, {"write_checksum": True}, {"write_content_size": False}, {"level": 19}])
+def test_the_frame_follower_finds_the_end_of_a_frame_and_never_of_a_cut_one(options: dict[str, Any]) -> None:
+    rows = b"".join(f"{n}\t{n * 7919 % 1000}\tsome text\n".encode() for n in range(20000))
+    for plain in (b"", b"x", rows, os.urandom(300_000)):
+        frame = zstandard.ZstdCompressor(**options).compress(plain)
+        for step in (1, 3, 4096, len(frame) + 10):
+            follower = postgres._ZstdFrame()
+            data = frame + b"trailing bytes"
+            used = sum(follower.feed(data[at : at + step]) for at in range(0, len(data), step))
+            assert follower.ended and used == len(frame)
+        for cut in sorted({1, 4, 5, 6, len(frame) // 2, len(frame) - 4, len(frame) - 1}):
+            follower = postgres._ZstdFrame()
+            assert follower.feed(frame[:cut]) == cut and not follower.ended
+    follower = postgres._ZstdFrame()
+    assert follower.feed(b"not a zstd frame at all") == 23 and not follower.ended
+
+
+class _Backwards(_Reader):
+    """Plays a pg_restore that opens the pipes in the reverse of the expected order."""
+
+    def _read_all(self) -> None:
+        for pipe in sorted((p for p in self.folder.iterdir() if p.is_fifo()), reverse=True):
+            with open(pipe, "rb") as stream:
+                self.read[pipe.name] = stream.read()
+
+
+def test_pipes_opened_in_another_order_than_expected_are_still_fed_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres._Feeder, "WINDOW", 1)  # one waiting thread: 3403 is past the window
+    host = _Host()
+    host.start = lambda command, **_: host.readers.append(_Backwards(command)) or host.readers[-1]  # type: ignore[method-assign]
+    host.run = lambda command, **_: Result(1, b"", "no listing", 0.0)  # type: ignore[method-assign]
+    snapshot = _snapshot(tmp_path, wrong_hash_for=None)
+    config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
+    done = threading.Event()
+
+    def restore() -> None:
+        with temporaries.bound(config):
+            _run_restore(host, snapshot, postgres.Connection({"dbname": "t"}))
+        done.set()
+
+    thread = threading.Thread(target=restore, daemon=True)
+    thread.start()
+    assert done.wait(60), "the restore hung on a pipe past the window"
+    reader = host.readers[0]
+    assert sorted(reader.read) == ["3401.dat", "3402.dat", "3403.dat"]
+    assert reader.read["3403.dat"] == (b"3403\t" + b"x" * 5000 + b"\n") * 50
+
+
+def test_pipes_are_expected_in_dump_id_order_in_parallel_and_in_toc_order_when_serial() -> None:
+    pipes = ["/s/blob_20.dat", "/s/1000.dat", "/s/999.dat", "/s/blob_3.dat", "/s/7.dat"]
+    listing = (
+        ";\n; Archive created at 2026-12-01\n"
+        "1000; 0 16390 TABLE DATA public accounts app\n"
+        "998; 0 0 BLOBS - BLOBS \n"
+        "7; 0 16400 TABLE DATA public zebras app\n"
+        "999; 0 16395 TABLE DATA public branches app\n"
+    )
+    by_id = ["/s/7.dat", "/s/999.dat", "/s/1000.dat", "/s/blob_3.dat", "/s/blob_20.dat"]
+    assert postgres._expected_order(pipes, None, serial=False) == by_id
+    assert postgres._expected_order(pipes, listing, serial=False) == [
+        "/s/7.dat",
+        "/s/blob_3.dat",
+        "/s/blob_20.dat",
+        "/s/999.dat",
+        "/s/1000.dat",
+    ]
+    assert postgres._expected_order(pipes, listing, serial=True) == [
+        "/s/1000.dat",
+        "/s/blob_3.dat",
+        "/s/blob_20.dat",
+        "/s/7.dat",
+        "/s/999.dat",
+    ]

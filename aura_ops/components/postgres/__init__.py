@@ -23,7 +23,6 @@ serve the other modules of the package (``database``, ``clone``).
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import errno
 import functools
@@ -706,45 +705,130 @@ class _Feeder:
     """Feeds each named pipe of a staging folder with its decompressed file once a reader
     opens it, checking every compressed stream against its recorded hash as it goes.
 
+    No polling while pg_restore runs as expected: a thread waits in a blocking open of each
+    pipe's write end (``Host.open_fifo_writer_waiting``), for at most ``window`` pipes at once,
+    taken in the order of ``pipes`` (the order pg_restore is expected to open them in:
+    ``_expected_order``); a pipe whose writer opened makes room for the next. Should pg_restore
+    open a pipe past the window (another order), the coordinator finds it by a non-blocking open
+    of the pipes past the window, only after nothing opened for a while (50 ms, doubling to 1 s
+    while nothing is found): a wrong order costs speed, never a hang. At most ``workers`` feeds
+    run at once, each with bounded buffers (the decompressed data is written in chunks of
+    ``checksum.CHUNK``, whatever the compression ratio). ``finish`` releases the pipes no
+    reader opened (it opens their read end itself) and joins every thread.
+
     A source-side problem (missing, unreadable, corrupt or changed file) is recorded in
     ``errors`` and ``on_failure`` (which stops pg_restore) is called *before* that pipe is
     closed, so pg_restore never sees a clean end of a bad file. ``finish`` joins every feed:
     only after it are ``errors`` complete.
     """
 
+    WINDOW = 256  # threads waiting in open at once (about 16 KB of memory each)
+    STALL = (0.05, 1.0)  # seconds without an open before the pipes past the window are looked at
+
     def __init__(
         self,
         pipes: dict[str, tuple[str, str, str]],
         workers: int,
         algorithm: str,
-        open_writer: Callable[[str], IO[bytes] | None],
+        open_writer: Callable[[str], IO[bytes]],
+        release: Callable[[str], IO[bytes]],
         open_reader: Callable[[str], IO[bytes]],
+        poll: Callable[[str], IO[bytes] | None],
+        window: int | None = None,
     ) -> None:
-        self.pending = dict(pipes)  # pipe -> (source, artifact name, expected hash)
-        self.open_writer = open_writer  # Host.open_fifo_writer of the host pg_restore runs on
+        self.pipes = dict(pipes)  # pipe -> (source, artifact name, expected hash)
+        self.open_writer = open_writer  # Host.open_fifo_writer_waiting of the host pg_restore runs on
+        self.release = release  # Host.open_fifo_reader of that host: ends a writer's wait
+        self.poll = poll  # Host.open_fifo_writer of that host: never waits
         self.open_reader = open_reader  # Host.open_read of the store the snapshot is on
         self.algorithm = algorithm
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
-        self.futures: list[concurrent.futures.Future[None]] = []
+        self.window = window or self.WINDOW
+        self.slots = threading.Semaphore(workers)
+        self.unassigned = list(self.pipes)  # pipes no thread has yet, in the order expected
+        self.waiting: set[str] = set()  # pipes whose thread waits for a reader
+        self.opened = 0  # pipes whose write end opened
+        self.threads: list[threading.Thread] = []
         self.stop = threading.Event()
         self.lock = threading.Lock()
+        self.progress = threading.Condition(self.lock)
         self.errors: list[str] = []  # the snapshot's fault: the restore must not be trusted
         self.broken: list[str] = []  # pg_restore went away while being fed
         self.on_failure: Callable[[], None] | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.coordinator = threading.Thread(target=self._coordinate, daemon=True)
 
-    def _run(self) -> None:
-        # polls each pending pipe with a non-blocking open (issue 12: a blocking open per pipe)
-        while self.pending and not self.stop.is_set():
-            for pipe in list(self.pending):
-                try:
-                    out = self.open_writer(pipe)
-                except OSError as exc:
-                    self._fail(f"{self.pending.pop(pipe)[1]}: cannot open its pipe: {exc.strerror}")
+    def _coordinate(self) -> None:
+        stall = self.STALL[0]
+        while True:
+            with self.progress:
+                if self.stop.is_set():
+                    return
+                while self.unassigned and len(self.waiting) < self.window:
+                    self._start(self._serve, self.unassigned.pop(0))
+                if not self.unassigned:
+                    return  # every pipe has its thread: nothing left to look for
+                seen = self.opened
+                self.progress.wait(stall)
+                if self.stop.is_set():
+                    return
+                if self.opened != seen:
+                    stall = self.STALL[0]
                     continue
-                if out is not None:  # a reader has it open: feed it
-                    self.futures.append(self.pool.submit(self._feed, out, *self.pending.pop(pipe)))
-            self.stop.wait(0.005)
+                beyond = list(self.unassigned)
+            found = self._look_beyond(beyond)
+            stall = self.STALL[0] if found else min(stall * 2, self.STALL[1])
+
+    def _look_beyond(self, pipes: list[str]) -> bool:
+        """Feed any pipe past the window that a reader opened; whether one was."""
+        found = False
+        for pipe in pipes:
+            try:
+                out = self.poll(pipe)
+            except OSError as exc:
+                with self.lock:
+                    self.unassigned.remove(pipe)
+                self._fail(f"{self.pipes[pipe][1]}: cannot open its pipe: {exc.strerror}")
+                return True
+            if out is not None:
+                with self.lock:
+                    self.unassigned.remove(pipe)
+                    self.opened += 1
+                    self._start(self._serve_opened, pipe, out)
+                found = True
+        return found
+
+    def _start(self, target: Callable[..., None], *args: Any) -> None:
+        """A thread for a pipe (``self.lock`` held)."""
+        if target == self._serve:
+            self.waiting.add(args[0])
+        if len(self.threads) > 4 * self.window:  # a thread a pipe, but not kept once it ended
+            self.threads = [thread for thread in self.threads if thread.is_alive()]
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def _serve(self, pipe: str) -> None:
+        """Wait for a reader of ``pipe``, then feed it (unless the restore is ending)."""
+        try:
+            out = self.open_writer(pipe)
+        except OSError as exc:
+            with self.progress:
+                self.waiting.discard(pipe)
+                self.progress.notify_all()
+            self._fail(f"{self.pipes[pipe][1]}: cannot open its pipe: {exc.strerror}")
+            return
+        with self.progress:
+            self.waiting.discard(pipe)
+            self.opened += 1
+            self.progress.notify_all()
+        self._serve_opened(pipe, out)
+
+    def _serve_opened(self, pipe: str, out: IO[bytes]) -> None:
+        if self.stop.is_set():  # finish() opened it to end the wait, or the restore is being stopped
+            with contextlib.suppress(OSError):
+                out.close()
+            return
+        with self.slots:
+            self._feed(out, *self.pipes[pipe])
 
     def _fail(self, message: str) -> None:
         with self.lock:
@@ -771,7 +855,7 @@ class _Feeder:
 
     def _copy(self, source: str, out: IO[bytes], expected: str) -> str | None:
         """Decompress ``source`` (an artifact in the repository, read through the store) into
-        ``out`` while hashing it; the problem found, else None."""
+        ``out`` in bounded chunks while hashing it; the problem found, else None."""
         import zstandard
 
         try:
@@ -780,43 +864,167 @@ class _Feeder:
             return "is missing"
         except OSError as exc:
             return f"cannot be read: {exc.strerror}"
-        hasher = checksum.new(self.algorithm)
-        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        compressed = _HashedFrame(raw, checksum.new(self.algorithm), self.stop)
         corrupt: str | None = None
         with raw:
-            while chunk := raw.read(checksum.CHUNK):
-                if self.stop.is_set():
-                    return None  # the restore is being stopped for another reason
-                hasher.update(chunk)
-                if corrupt is not None or decompressor.eof:
-                    continue  # keep hashing the whole file: the verdict is the hash's
-                try:
-                    data = decompressor.decompress(chunk)
-                except zstandard.ZstdError as exc:
-                    corrupt = str(exc)
-                    continue
-                if data:
-                    out.write(data)
-        if hasher.hexdigest() != expected:
+            try:
+                reader = zstandard.ZstdDecompressor().stream_reader(
+                    cast(IO[bytes], compressed), read_size=checksum.CHUNK, closefd=False
+                )
+                with reader:
+                    while data := reader.read(checksum.CHUNK):
+                        out.write(data)
+            except zstandard.ZstdError as exc:
+                corrupt = str(exc)
+            if self.stop.is_set():
+                return None  # the restore is being stopped for another reason
+            compressed.drain()  # the verdict is the whole file's hash
+        if compressed.hexdigest() != expected:
             return "checksum mismatch"
-        if corrupt is not None or not decompressor.eof:
+        if corrupt is not None or not compressed.frame.ended:
             return f"cannot be decompressed: {corrupt or 'truncated'}"
         out.flush()
         return None
 
     def finish(self) -> None:
-        """Stop polling, wait for every feed to end."""
-        self.stop.set()
-        if self.thread.is_alive():
-            self.thread.join()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        """Release every pipe no reader opened, wait for every feed to end."""
+        with self.progress:
+            self.stop.set()
+            self.progress.notify_all()
+        if self.coordinator.is_alive():
+            self.coordinator.join()
+        with self.lock:  # no thread starts now; a pipe only leaves ``waiting``
+            waiting = sorted(self.waiting)
+            threads = list(self.threads)
+        held: list[IO[bytes]] = []
+        try:
+            for pipe in waiting:  # held open until its writer is gone: a late open does not wait
+                with contextlib.suppress(OSError):
+                    held.append(self.release(pipe))
+            for thread in threads:
+                thread.join()
+        finally:
+            for reader in held:
+                with contextlib.suppress(OSError):
+                    reader.close()
 
     def __enter__(self) -> _Feeder:
-        self.thread.start()
+        self.coordinator.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.finish()
+
+
+def _expected_order(pipes: list[str], listing: str | None, serial: bool) -> list[str]:
+    """``pipes`` in the order pg_restore is expected to open them. A serial restore follows its
+    table of contents (``listing``, as ``pg_restore --list`` writes it); pg_restore -j takes the
+    ready data items largest first, and a named pipe's size is 0, so by dump id. Large objects
+    are read in oid order by whoever restores the BLOBS entry: they go where it is. Without a
+    listing: by dump id, large objects last."""
+    position: dict[str, int] = {}
+    for line in (listing or "").splitlines():
+        match = TOC_DATA_ENTRY.match(line)
+        if match:
+            position["blob" if match.group(2) == "BLOBS" else match.group(1)] = int(match.group(1))
+    rank = {key: index for index, key in enumerate(position)} if serial else position
+
+    def key(pipe: str) -> tuple[int, int, str]:
+        name = pipe.rsplit("/", 1)[-1].removesuffix(".dat")
+        number = name.removeprefix("blob_")
+        if not number.isdigit():
+            return (1 << 62, 0, name)
+        if name.startswith("blob_"):
+            return (rank.get("blob", 1 << 61), int(number), name)
+        return (rank.get(number, int(number) if not serial else 1 << 60), int(number), name)
+
+    return sorted(pipes, key=key)
+
+
+class _HashedFrame:
+    """A compressed artifact as the decompressor reads it: every byte read is hashed, and only
+    the bytes of its first zstd frame are passed on (``frame`` follows its layout, so a frame
+    cut short is told from a whole one: the decompressor itself ends quietly at a truncation).
+    ``drain`` hashes the rest of the file. ``stop`` set: reads end early."""
+
+    def __init__(self, raw: IO[bytes], hasher: Any, stop: threading.Event) -> None:
+        self.raw, self.hasher, self.stop = raw, hasher, stop
+        self.frame = _ZstdFrame()
+
+    def read(self, size: int = -1) -> bytes:
+        if self.frame.ended or self.stop.is_set():
+            return b""
+        chunk = self.raw.read(size if size > 0 else checksum.CHUNK)
+        self.hasher.update(chunk)
+        used = self.frame.feed(chunk)
+        return chunk if used == len(chunk) else chunk[:used]
+
+    def drain(self) -> None:
+        while chunk := self.raw.read(checksum.CHUNK):
+            self.hasher.update(chunk)
+
+    def hexdigest(self) -> str:
+        return str(self.hasher.hexdigest())
+
+
+class _ZstdFrame:
+    """Follows one zstd frame's layout (RFC 8878: frame header, block headers, optional content
+    checksum) through its bytes as they are read. ``feed`` returns how many bytes of a chunk
+    belong to the frame; ``ended`` says whether its end has been seen. Bytes that are no zstd
+    frame all belong to it and never end it (the decompressor rejects them)."""
+
+    MAGIC = b"\x28\xb5\x2f\xfd"
+    ENDLESS = 1 << 62
+
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self.need = 5  # magic and frame header descriptor
+        self.state = "frame"
+        self.skip = 0  # bytes of a block's content (and the checksum after the last) to pass
+        self.last = False
+        self.checksum = 0
+        self.ended = False
+
+    def feed(self, chunk: bytes) -> int:
+        at, size = 0, len(chunk)
+        while at < size and not self.ended:
+            if self.skip:
+                step = min(self.skip, size - at)
+                at += step
+                self.skip -= step
+                self.ended = self.last and not self.skip
+                continue
+            take = min(self.need - len(self.head), size - at)
+            self.head += chunk[at : at + take]
+            at += take
+            if len(self.head) == self.need:
+                self._parse(bytes(self.head))
+                self.head.clear()
+        return at
+
+    def _parse(self, head: bytes) -> None:
+        if self.state == "frame":
+            if head[:4] != self.MAGIC:
+                self.skip = self.ENDLESS
+                return
+            descriptor = head[4]
+            single = descriptor >> 5 & 1
+            self.checksum = 4 if descriptor & 4 else 0
+            window = 0 if single else 1
+            dictionary = (0, 1, 2, 4)[descriptor & 3]
+            content_size = (single, 2, 4, 8)[descriptor >> 6]
+            self.state, self.need = "header", window + dictionary + content_size
+        elif self.state == "header":
+            self.state, self.need = "block", 3
+        else:
+            value = int.from_bytes(head, "little")
+            kind, length = value >> 1 & 3, value >> 3
+            if kind == 3:  # reserved: no frame
+                self.skip = self.ENDLESS
+                return
+            self.last = bool(value & 1)
+            self.skip = (1 if kind == 1 else length) + (self.checksum if self.last else 0)
+            self.ended = self.last and not self.skip
 
 
 def _dump_artifacts(name: str, recorded: PostgresManifest) -> dict[str, Artifact]:
@@ -1295,7 +1503,7 @@ class PostgresComponent:
         anything starts."""
         name = self.name
         started = time.monotonic()
-        with self._staging(snapshot, recorded, jobs + 2, verify_first=clean) as (staging, feeder):
+        with self._staging(snapshot, recorded, jobs + 2, verify_first=clean, serial=jobs == 1) as (staging, feeder):
             process = self.host.start(make_pg_restore(self.config, conn, staging, jobs, clean=clean), stdout=None)
             feeder.on_failure = lambda: process.terminate(STOP_GRACE)
             if feeder.errors:  # failed before it could stop pg_restore
@@ -1318,7 +1526,12 @@ class PostgresComponent:
 
     @contextlib.contextmanager
     def _staging(
-        self, snapshot: Snapshot, recorded: PostgresManifest, workers: int, verify_first: bool = False
+        self,
+        snapshot: Snapshot,
+        recorded: PostgresManifest,
+        workers: int,
+        verify_first: bool = False,
+        serial: bool = False,
     ) -> Iterator[tuple[str, _Feeder]]:
         """A folder on the host that pg_restore can read: the table of contents (checked as
         recorded), a named pipe per compressed data file, fed while pg_restore reads. Recorded as
@@ -1342,11 +1555,32 @@ class PostgresComponent:
                     if isinstance(content, str):
                         raise VerificationError(f"{name}: {DUMP}/{file}: {content}")
                     host.write_atomic(f"{staging}/{file}", content, mode=0o600)
-                with _Feeder(pipes, workers, algorithm, host.open_fifo_writer, self.store.open_read) as feeder:
+                # the table of contents tells the order of a serial restore, and where large objects go
+                blobs = any(pipe.rsplit("/", 1)[-1].startswith("blob_") for pipe in pipes)
+                needed = len(pipes) > _Feeder.WINDOW and (serial or blobs)
+                listing = self._listing(staging) if needed else None
+                order = _expected_order(list(pipes), listing, serial)
+                feeder = _Feeder(
+                    {pipe: pipes[pipe] for pipe in order},
+                    workers,
+                    algorithm,
+                    host.open_fifo_writer_waiting,
+                    host.open_fifo_reader,
+                    self.store.open_read,
+                    host.open_fifo_writer,
+                )
+                with feeder:
                     yield staging, feeder
             finally:
                 host.remove_tree(staging)
             temporary.release()
+
+    def _listing(self, staging: str) -> str | None:
+        """``pg_restore --list`` of the staging folder (its table of contents, in order): what
+        tells the order its data files will be read in; None when it cannot be had (the
+        restore itself then says why)."""
+        listing = self.host.run(Command((tool(self.config, "pg_restore"), "--list", staging)), check=False)
+        return listing.text if listing.returncode == 0 else None
 
     # -- doctor ----------------------------------------------------------------------------------
 

@@ -99,6 +99,7 @@ class FilesConfig(_Model):
     host: str = "local"
     path: Path
     exclude: list[str] = Field(default_factory=list)
+    ignore_ctime: bool = False  # unchanged: same size, mtime, inode, mode, owner, xattrs (restic's --ignore-ctime)
 
 
 class ReleaseConfig(_Model):

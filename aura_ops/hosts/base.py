@@ -377,6 +377,30 @@ class Host(Protocol):
         FIFO). The caller closes it."""
         ...
 
+    # -- incremental files snapshots (bulk: one call a folder, no per-file round trip) ----------
+    def walk_folders(
+        self,
+        root: str,
+        excludes: Excludes = (),
+        *,
+        on_vanished: Callable[[str], None] | None = None,
+        on_excluded: Callable[[str], None] | None = None,
+    ) -> Iterator[tuple[str, Sequence[tuple[str, StatResult]]]]:
+        """``walk`` a folder at a time: yield (relative folder, its entries) for every folder
+        reached (the root as ``""``), each entry (name, lstat), in name order (names compared as
+        str), in the order ``walk`` lists them (a folder's entries before anything below them;
+        its subfolders then, in name order, depth first). Every entry of a folder is looked at
+        before the folder is yielded; an entry that is a folder then is descended into after the
+        caller resumes. Excludes, ``on_excluded``, ``on_vanished`` and errors as ``walk`` (a
+        folder replaced by a symlink is vanished, never followed; the root may be a symlink)."""
+        ...
+
+    def link_names(self, existing: str, new: str, names: Sequence[str]) -> list[tuple[str, int]]:
+        """Hard-link ``existing/NAME`` as ``new/NAME`` for each name (a symlink is linked itself;
+        neither folder is reached through a symlink in its place); return the names that could
+        not be linked, each with its errno (every name, when ``existing`` cannot be opened).
+        ``OSError`` when the folder ``new`` cannot be opened."""
+
     # -- postgres restore additions (issue 12: no polling of named pipes) -----------------------
     def open_fifo_writer_waiting(self, path: str) -> IO[bytes]:
         """The named pipe ``path`` opened for writing, waiting (in the calling thread, without

@@ -1337,6 +1337,72 @@ class FakeHost:
             self._require(node, R_OK, path)
         return io.BytesIO(node.data) if node.is_file else None
 
+    # == incremental files snapshots ===============================================================
+
+    def walk_folders(
+        self,
+        root: str,
+        excludes: Excludes = (),
+        *,
+        on_vanished: Callable[[str], None] | None = None,
+        on_excluded: Callable[[str], None] | None = None,
+    ) -> Iterator[tuple[str, Sequence[tuple[str, StatResult]]]]:
+        """As ``LocalHost.walk_folders``: a folder's entries are all looked at when it is listed;
+        a folder replaced by a symlink (below the root) is vanished."""
+        stack = [""]
+        while stack:
+            relative_dir = stack.pop()
+            directory = f"{root}/{relative_dir}" if relative_dir else root
+            try:
+                folder = self._existing(directory, follow=not relative_dir)
+                if not folder.is_dir:  # (a symlink too: O_DIRECTORY | O_NOFOLLOW)
+                    raise _error(errno.ENOTDIR, directory)
+                names = self.listdir(directory)
+            except (FileNotFoundError, NotADirectoryError):
+                if on_vanished is not None:
+                    on_vanished(directory)
+                continue
+            except OSError as exc:
+                raise AuraError(f"cannot read {shown(directory)}: {exc.strerror}") from None
+            prefix = f"{relative_dir}/" if relative_dir else ""
+            entries: list[tuple[str, StatResult]] = []
+            for name in names:
+                node = folder.entries.get(name)
+                if node is None:
+                    continue
+                if excludes and is_excluded(prefix + name, node.is_dir, excludes):
+                    if on_excluded is not None:
+                        on_excluded(prefix + name)
+                    continue
+                entries.append((name, self._lstat(node)))
+            yield relative_dir, entries
+            stack.extend(reversed([prefix + name for name, st in entries if stat.S_ISDIR(st.st_mode)]))
+
+    def link_names(self, existing: str, new: str, names: Sequence[str]) -> list[tuple[str, int]]:
+        """As ``LocalHost.link_names``: both folders looked up without following a symlink in
+        their place."""
+        target = self._folder_error(new)
+        if target is not None:
+            raise _error(target, new)
+        source = self._folder_error(existing)
+        if source is not None:
+            return [(name, source) for name in names]
+        failed: list[tuple[str, int]] = []
+        for name in names:
+            try:
+                self._link(f"{existing}/{name}", f"{new}/{name}")
+            except OSError as exc:
+                failed.append((name, exc.errno or errno.EIO))
+        return failed
+
+    def _folder_error(self, path: str) -> int | None:
+        """Why ``open(path, O_DIRECTORY | O_NOFOLLOW)`` would fail, or None (ENOTDIR for a
+        symlink, as Linux says)."""
+        node = self._lookup_quietly(path, follow=False)
+        if node is None:
+            return errno.ENOENT
+        return None if node.is_dir else errno.ENOTDIR
+
     # -- postgres restore additions ----------------------------------------------------------------
     def _fifo(self, path: str) -> tuple[_Node, _FakeFifo]:
         """The FIFO node at ``path`` and its pipe state (made on first use); ``OSError`` as an

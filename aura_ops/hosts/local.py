@@ -22,7 +22,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
 from aura_ops import checksum, logs
@@ -627,6 +627,20 @@ class LocalHost:
                 os.close(fd)
             raise
 
+    # -- incremental files snapshots (bulk: one call a folder) -----------------------------------
+    def walk_folders(
+        self,
+        root: str,
+        excludes: Excludes = (),
+        *,
+        on_vanished: Callable[[str], None] | None = None,
+        on_excluded: Callable[[str], None] | None = None,
+    ) -> Iterator[tuple[str, list[tuple[str, os.stat_result]]]]:
+        return walk_folders(root, excludes, on_vanished, on_excluded)
+
+    def link_names(self, existing: str, new: str, names: Sequence[str]) -> list[tuple[str, int]]:
+        return link_names(existing, new, names)
+
     # -- postgres restore additions --------------------------------------------------------------
     def open_fifo_writer_waiting(self, path: str) -> IO[bytes]:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # blocks until a reader opens the pipe
@@ -816,3 +830,116 @@ def _renameat2(source: str, target: str, flags: int) -> None:
     if function(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), source, None, target)
+
+
+# -- incremental files snapshots: the local implementations ---------------------------------------
+
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ROOT = _FOLDER & ~os.O_NOFOLLOW
+_GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # a folder removed, or replaced by a file or a symlink
+
+
+def walk_folders(
+    root: str,
+    excludes: Excludes = (),
+    on_vanished: Callable[[str], None] | None = None,
+    on_excluded: Callable[[str], None] | None = None,
+) -> Iterator[tuple[str, list[tuple[str, os.stat_result]]]]:
+    """``Host.walk_folders`` on this machine: the root opened once (a symlink there is followed),
+    each folder below it opened relative to it (never through a symlink in its place), its names
+    sorted as str (no key function), each entry one ``fstatat`` relative to the open folder."""
+    try:
+        top = os.open(root, _ROOT)
+    except OSError as exc:
+        if exc.errno not in _GONE:
+            raise AuraError(f"cannot read {shown(root)}: {exc.strerror}") from None
+        if on_vanished is not None:
+            on_vanished(root)
+        return
+    try:
+        yield from _walk_below(top, root, excludes, on_vanished, on_excluded)
+    finally:
+        os.close(top)
+
+
+def _walk_below(
+    top: int,
+    root: str,
+    excludes: Excludes,
+    on_vanished: Callable[[str], None] | None,
+    on_excluded: Callable[[str], None] | None,
+) -> Iterator[tuple[str, list[tuple[str, os.stat_result]]]]:
+    lstat = os.stat
+    is_dir = stat.S_ISDIR
+    stack = [""]
+    while stack:
+        relative_dir = stack.pop()
+        directory = f"{root}/{relative_dir}" if relative_dir else root
+        try:
+            fd = os.open(relative_dir, _FOLDER, dir_fd=top) if relative_dir else os.dup(top)
+        except OSError as exc:
+            if exc.errno not in _GONE:
+                raise AuraError(f"cannot read {shown(directory)}: {exc.strerror}") from None
+            if on_vanished is not None:
+                on_vanished(directory)
+            continue
+        entries = []
+        try:
+            try:
+                names = os.listdir(fd)
+            except OSError as exc:
+                raise AuraError(f"cannot read {shown(directory)}: {exc.strerror}") from None
+            names.sort()
+            for name in names:
+                try:
+                    entries.append((name, lstat(name, dir_fd=fd, follow_symlinks=False)))
+                except FileNotFoundError:
+                    if on_vanished is not None:
+                        on_vanished(f"{directory}/{name}")
+        finally:
+            os.close(fd)
+        prefix = f"{relative_dir}/" if relative_dir else ""
+        if excludes:
+            entries = _not_excluded(prefix, entries, excludes, on_excluded)
+        yield relative_dir, entries
+        stack.extend(reversed([prefix + name for name, st in entries if is_dir(st.st_mode)]))
+
+
+def _not_excluded(
+    prefix: str,
+    entries: list[tuple[str, os.stat_result]],
+    excludes: Excludes,
+    on_excluded: Callable[[str], None] | None,
+) -> list[tuple[str, os.stat_result]]:
+    kept = []
+    for name, st in entries:
+        if is_excluded(prefix + name, stat.S_ISDIR(st.st_mode), excludes):
+            if on_excluded is not None:
+                on_excluded(prefix + name)
+        else:
+            kept.append((name, st))
+    return kept
+
+
+def link_names(existing: str, new: str, names: Sequence[str]) -> list[tuple[str, int]]:
+    """``Host.link_names`` on this machine: both folders opened once, then one ``linkat`` a name
+    relative to them."""
+    try:
+        source = os.open(existing, _FOLDER)
+    except OSError as exc:
+        return [(name, exc.errno or errno.EIO) for name in names]
+    failed = []
+    try:
+        target = os.open(new, _FOLDER)
+        try:
+            link = os.link
+            for name in names:
+                try:
+                    link(name, name, src_dir_fd=source, dst_dir_fd=target, follow_symlinks=False)
+                except OSError as exc:
+                    failed.append((name, exc.errno or errno.EIO))
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+    return failed

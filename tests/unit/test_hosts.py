@@ -1234,6 +1234,92 @@ def test_open_read_refuses_a_fifo_at_once_instead_of_waiting_for_a_writer(site: 
     assert outcome[0].errno == errno.EAGAIN
 
 
+# -- incremental files snapshots: a folder at a time ------------------------------------------------
+
+
+def test_walk_folders_gives_each_folder_with_its_entries_in_walk_order_and_skips_the_excluded(site: Site) -> None:
+    for folder in ("a", "a/sub", "a-b", "b"):
+        site.host.mkdir(site.p(folder))
+    for relative in ("a/x", "a/sub/y", "a/sub/also.log", "a-b/w", "b/z", "c", "skip.log"):
+        site.write(relative, relative.encode())
+    site.host.symlink("a", site.p("l"))
+    excluded: list[str] = []
+    folders = list(
+        site.host.walk_folders(site.root, compile_excludes(["*.log", "b/", "a/x"]), on_excluded=excluded.append)
+    )
+    assert [(folder, [name for name, _ in entries]) for folder, entries in folders] == [
+        ("", ["a", "a-b", "c", "l"]),
+        ("a", ["sub"]),
+        ("a/sub", ["y"]),
+        ("a-b", ["w"]),
+    ]
+    assert excluded == ["b", "skip.log", "a/x", "a/sub/also.log"]
+    flat = [
+        (f"{folder}/{name}" if folder else name, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        for folder, entries in folders
+        for name, st in entries
+    ]
+    walked = [
+        (relative, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        for relative, st in site.host.walk(site.root, compile_excludes(["*.log", "b/", "a/x"]))
+    ]
+    assert flat == walked  # the same entries, statuses and order as walk
+
+
+def test_walk_folders_reports_a_folder_gone_or_replaced_by_a_symlink_as_vanished_never_following_it(
+    site: Site,
+) -> None:
+    for folder in ("top", "top/a", "top/c", "top/outside"):
+        site.host.mkdir(site.p(folder))
+    site.write("top/a/inner")
+    site.write("top/c/deep")
+    site.write("top/outside/secret")
+    site.host.symlink("top", site.p("via"))  # the root itself may be a symlink: it is followed
+    vanished: list[str] = []
+    seen = []
+    for folder, entries in site.host.walk_folders(site.p("via"), on_vanished=vanished.append):
+        seen.append((folder, [name for name, _ in entries]))
+        if folder == "":  # listed, not yet descended into: one folder goes, one becomes a symlink
+            site.host.remove_tree(site.p("top", "a"))
+            site.host.remove_tree(site.p("top", "c"))
+            site.host.symlink("outside", site.p("top", "c"))
+    assert seen == [("", ["a", "c", "outside"]), ("outside", ["secret"])]
+    assert vanished == [site.p("via", "a"), site.p("via", "c")]
+    missing: list[str] = []
+    assert list(site.host.walk_folders(site.p("missing"), on_vanished=missing.append)) == []
+    assert missing == [site.p("missing")]
+
+
+def test_link_names_links_each_name_and_returns_those_it_could_not_with_their_errno(site: Site) -> None:
+    site.host.mkdir(site.p("old"))
+    site.host.mkdir(site.p("new"))
+    for name in ("f", "g", "taken"):
+        site.write(f"old/{name}", name.encode())
+    site.host.symlink("f", site.p("old", "l"))
+    site.write("new/taken", b"already there")
+    failed = site.host.link_names(site.p("old"), site.p("new"), ["f", "missing", "taken", "g", "l"])
+    assert failed == [("missing", errno.ENOENT), ("taken", errno.EEXIST)]
+    for name in ("f", "g"):
+        assert site.host.lstat(site.p("new", name)).st_ino == site.host.lstat(site.p("old", name)).st_ino
+    assert site.host.lstat(site.p("new", "l")).st_ino == site.host.lstat(site.p("old", "l")).st_ino  # the link itself
+    assert site.host.read_bytes(site.p("new", "taken")) == b"already there"
+
+
+def test_link_names_never_goes_through_a_symlink_in_place_of_a_folder(site: Site) -> None:
+    site.host.mkdir(site.p("real"))
+    site.host.mkdir(site.p("new"))
+    site.write("real/f", b"f")
+    site.host.symlink("real", site.p("old"))
+    assert site.host.link_names(site.p("old"), site.p("new"), ["f"]) == [("f", errno.ENOTDIR)]
+    assert site.host.link_names(site.p("gone"), site.p("new"), ["f", "g"]) == [("f", errno.ENOENT), ("g", errno.ENOENT)]
+    assert not site.host.exists(site.p("new", "f"))
+    site.host.symlink("new", site.p("new-link"))
+    with pytest.raises(OSError) as info:
+        site.host.link_names(site.p("real"), site.p("new-link"), ["f"])
+    assert _errno(info) == errno.ENOTDIR  # (O_DIRECTORY | O_NOFOLLOW on a symlink)
+    assert not site.host.exists(site.p("new", "f"))
+
+
 def test_a_waiting_fifo_writer_opens_when_a_reader_comes_and_feeds_it(site: Site) -> None:
     site.host.make_fifo(site.p("pipe"))
     opened: list[object] = []

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
+import os
 import stat
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,19 +31,17 @@ from aura_ops.components.files.stored import (
     INDEX_VERSION,
     TREE,
     FilesManifest,
-    Index,
-    checked_index,
+    FolderLines,
     encode_line,
     with_xattrs,
 )
 from aura_ops.config import FilesConfig
-from aura_ops.errors import AuraError, UsageError, VerificationError
-from aura_ops.hosts.base import Host, StatResult, compile_excludes, shown
+from aura_ops.errors import AuraError, UsageError
+from aura_ops.hosts.base import Excludes, Host, StatResult, compile_excludes, shown
 from aura_ops.repository import Snapshot
 
 COPY_WORKERS = 3  # hashing and file I/O release the GIL: copies overlap on 2+ cores
 IN_FLIGHT = 512  # copies queued ahead of the index writer (bounds memory)
-Entry = dict[str, Any] | bytes | concurrent.futures.Future[dict[str, Any] | None]
 # The hot path works on str paths: pathlib objects cost more than the system calls here.
 
 
@@ -78,50 +78,191 @@ def _store_metadata(
     )
 
 
-def _unchanged(previous: dict[str, Any], st: StatResult) -> bool:
-    return bool(
-        previous["t"] == "f"
-        and previous["s"] == st.st_size
-        and previous["mt"] == st.st_mtime_ns
-        and previous["ct"] == st.st_ctime_ns
-        and previous["i"] == st.st_ino
-        and previous["m"] == st.st_mode
-        and previous["u"] == st.st_uid
-        and previous["g"] == st.st_gid
-    )
-
-
 def _base(relative: str, st: StatResult) -> dict[str, Any]:
     return {"p": relative, "m": st.st_mode, "u": st.st_uid, "g": st.st_gid, "mt": st.st_mtime_ns}
 
 
-class _Builder:
-    """Builds one stored tree on ``store`` from a source tree on ``host`` and the previous
-    snapshot's index."""
+@dataclass(frozen=True)
+class _Previous:
+    """The previous snapshot an incremental one links against: its stored tree, its index and
+    the index's recorded hash."""
 
-    def __init__(
-        self, host: Host, store: Host, source: str, tree: str, previous_tree: str | None, previous: Index | None
-    ) -> None:
+    snapshot: Snapshot
+    tree: str
+    index: str
+    digest: str
+    algorithm: str
+    lines_whole: bool  # its lines can be reused verbatim (an index from before xattrs cannot)
+
+
+class _PreviousChanged(Exception):
+    """The previous index did not hash to its recorded hash: nothing read from it can be kept."""
+
+
+# what stands in the queue of index lines: a line, an entry, a copy under way
+Entry = dict[str, Any] | bytes | concurrent.futures.Future[dict[str, Any] | None]
+
+
+class _Builder:
+    """Builds one stored tree on ``store`` from a source tree on ``host``, a folder at a time,
+    beside the previous snapshot's index (streamed: a merge of two walks in the same order)."""
+
+    def __init__(self, host: Host, store: Host, source: str, tree: str, ignore_ctime: bool = False) -> None:
         self.host = host
         self.store = store
         self.owners = store.is_root()  # the stored trees keep owners only when aura-ops runs as root there
         self.link = store.link  # (bound once: the hot path of an incremental snapshot)
         self.source = source
         self.tree = tree
-        self.previous_tree = previous_tree
-        self.previous = previous
-        # an index from before xattrs were recorded: its lines cannot be reused verbatim
-        self.previous_lines_whole = False
+        self.ignore_ctime = ignore_ctime
+        self.previous: _Previous | None = None
+        self.previous_lines: FolderLines | None = None
         self.stats = _Stats()
         self.seen_inodes: dict[tuple[int, int], str] = {}
         self.directories: list[tuple[str, StatResult, dict[str, bytes]]] = []
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=COPY_WORKERS)
         self.copies: dict[str, concurrent.futures.Future[dict[str, Any] | None]] = {}
+        self.unwritten: list[bytes] = []  # index lines ready, written (and hashed) in blocks
+        self.unwritten_size = 0
 
-    def entry(self, relative: str, st: StatResult) -> Entry | None:
-        source, target = f"{self.source}/{relative}", f"{self.tree}/{relative}"
+    def against(self, previous: _Previous) -> None:
+        """Link unchanged files against ``previous`` (its index opened here, read as the walk goes)."""
+        self.previous_lines = FolderLines(self.store.open_read(previous.index), previous.algorithm)
+        self.previous = previous
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.previous_lines is not None:
+            self.previous_lines.source.close()
+
+    def check_previous(self) -> None:
+        """_PreviousChanged when the previous index read is not the one its snapshot recorded."""
+        if (
+            self.previous is not None
+            and self.previous_lines is not None
+            and self.previous_lines.finish() != self.previous.digest
+        ):
+            raise _PreviousChanged(f"{INDEX} of snapshot {self.previous.snapshot.id} changed (checksum mismatch)")
+
+    def build(self, index: checksum.HashingWriter, excludes: Excludes) -> None:
+        """Walk the source a folder at a time; write the index lines in walk order."""
+        pending: deque[Entry] = deque()
+        for relative_dir, entries in self.host.walk_folders(self.source, excludes, on_vanished=self.stats.vanish):
+            pending.extend(self.folder(relative_dir, entries))
+            _write_ready(self, index, pending, wait=len(pending) > IN_FLIGHT)
+        while pending:
+            _write_ready(self, index, pending, wait=True)
+        index.write(b"".join(self.unwritten))
+
+    def folder(self, relative_dir: str, entries: Sequence[tuple[str, StatResult]]) -> list[Entry]:
+        """The entries of one folder; its unchanged files hard-linked in one ``link_names``."""
+        prefix = f"{relative_dir}/" if relative_dir else ""
+        source_dir = f"{self.source}/{relative_dir}" if relative_dir else self.source
+        target_dir = f"{self.tree}/{relative_dir}" if relative_dir else self.tree
+        known = self.previous_lines.files_in(relative_dir) if self.previous_lines is not None else {}
+        out: list[Entry] = []
+        linking: list[tuple[str, int, StatResult]] = []  # (name, where in ``out``, lstat)
+        verbatim = self.previous is not None and self.previous.lines_whole and not self.ignore_ctime
+        unchanged = self.unchanged
+        for name, st in entries:
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                self.stats.files += 1
+                previous = known.get(name)
+                reused: bytes | dict[str, Any] | None = None
+                if previous is None:
+                    pass
+                elif verbatim:  # the common case, kept short: the previous line as it is
+                    reused = previous[1] if unchanged(previous[0], st) else None
+                    if reused is not None:
+                        self.stats.linked += 1
+                        self.stats.bytes += st.st_size
+                else:
+                    reused = self.reuse(prefix + name, f"{source_dir}/{name}", st, previous)
+                if reused is not None:
+                    linking.append((name, len(out), st))
+                    out.append(reused)
+                    continue
+                out.append(
+                    self.pool.submit(self.copy, prefix + name, f"{source_dir}/{name}", f"{target_dir}/{name}", st)
+                )
+                continue
+            entry = self.entry(prefix + name, f"{source_dir}/{name}", f"{target_dir}/{name}", st, known.get(name))
+            if entry is not None:
+                out.append(entry)
+        if linking:
+            self.link_folder(relative_dir, prefix, source_dir, target_dir, linking, out)
+        return out
+
+    def link_folder(
+        self,
+        relative_dir: str,
+        prefix: str,
+        source_dir: str,
+        target_dir: str,
+        linking: list[tuple[str, int, StatResult]],
+        out: list[Entry],
+    ) -> None:
+        """Hard-link a folder's unchanged files to their previous copies (one ``link_names``);
+        one that cannot be linked is copied instead (its place in ``out`` taken by the copy)."""
+        assert self.previous is not None
+        previous_dir = f"{self.previous.tree}/{relative_dir}" if relative_dir else self.previous.tree
+        failed = self.store.link_names(previous_dir, target_dir, [name for name, _, _ in linking])
+        if not failed:
+            return
+        where = {name: (position, st) for name, position, st in linking}
+        for name, code in failed:
+            if code not in _NOT_LINKABLE:
+                raise OSError(code, os.strerror(code), f"{previous_dir}/{name}")
+            position, st = where[name]
+            self.stats.linked -= 1
+            self.stats.bytes -= st.st_size
+            source, target = f"{source_dir}/{name}", f"{target_dir}/{name}"
+            out[position] = self.pool.submit(self.copy, prefix + name, source, target, st)
+
+    def unchanged(self, previous: dict[str, Any], st: StatResult) -> bool:
+        """Same size, mtime, ctime (unless ``ignore_ctime``), inode, mode and owner as recorded."""
+        try:
+            return bool(
+                previous["mt"] == st.st_mtime_ns
+                and previous["s"] == st.st_size
+                and (self.ignore_ctime or previous["ct"] == st.st_ctime_ns)
+                and previous["i"] == st.st_ino
+                and previous["m"] == st.st_mode
+                and previous["u"] == st.st_uid
+                and previous["g"] == st.st_gid
+            )
+        except KeyError:
+            return False
+
+    def reuse(
+        self, relative: str, source: str, st: StatResult, previous: tuple[dict[str, Any], bytes]
+    ) -> bytes | dict[str, Any] | None:
+        """The index line of an unchanged file (None when it changed): the previous line verbatim,
+        or (an old index, or a ctime ignored that moved) the entry rebuilt from it. Counted as
+        linked: the caller links it."""
+        entry, line = previous
+        if not self.unchanged(entry, st):
+            return None
+        assert self.previous is not None
+        if self.ignore_ctime:
+            xattrs = self.host.read_xattrs(source)  # (a change of them moves only the ctime)
+            if with_xattrs({}, xattrs).get("x") != entry.get("x"):
+                return None
+        self.stats.linked += 1
+        self.stats.bytes += st.st_size
+        if self.previous.lines_whole and entry.get("ct") == st.st_ctime_ns:
+            return line
+        rebuilt = {"p": relative, **{k: v for k, v in entry.items() if k not in ("p", "pb", "lb", "x")}}
+        rebuilt["ct"] = st.st_ctime_ns
+        if self.ignore_ctime:
+            return with_xattrs(rebuilt, xattrs)
+        return with_xattrs(rebuilt, self.host.read_xattrs(source))
+
+    def entry(
+        self, relative: str, source: str, target: str, st: StatResult, previous: tuple[dict[str, Any], bytes] | None
+    ) -> Entry | None:
         if stat.S_ISREG(st.st_mode):
-            return self.regular(relative, source, target, st)
+            return self.regular(relative, source, target, st, previous)
         if stat.S_ISDIR(st.st_mode):
             self.store.mkdir(target, mode=0o700)
             xattrs = self.host.read_xattrs(source)
@@ -151,7 +292,11 @@ class _Builder:
         self.stats.symlinks += 1
         return with_xattrs({**_base(relative, st), "t": "l", "l": link}, xattrs)
 
-    def regular(self, relative: str, source: str, target: str, st: StatResult) -> Entry:
+    def regular(
+        self, relative: str, source: str, target: str, st: StatResult, previous: tuple[dict[str, Any], bytes] | None
+    ) -> Entry:
+        """A file with more than one name in the source (its other names stored as hard links to
+        the first): linked to the previous copy (one call) when unchanged, else copied."""
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in self.seen_inodes:
             first = self.seen_inodes[key]
@@ -166,33 +311,21 @@ class _Builder:
         if st.st_nlink > 1:
             self.seen_inodes[key] = relative
         self.stats.files += 1
-        reused = self.reuse_previous(relative, source, target, st)
-        if reused is not None:
-            return reused
+        if previous is not None and self.previous is not None:
+            reused = self.reuse(relative, source, st, previous)
+            if reused is not None:
+                try:
+                    self.link(f"{self.previous.tree}/{relative}", target)
+                    return reused
+                except OSError as exc:
+                    if exc.errno not in _NOT_LINKABLE:
+                        raise
+                    self.stats.linked -= 1
+                    self.stats.bytes -= st.st_size
         future = self.pool.submit(self.copy, relative, source, target, st)
         if st.st_nlink > 1:
             self.copies[relative] = future
         return future
-
-    def reuse_previous(self, relative: str, source: str, target: str, st: StatResult) -> Entry | None:
-        """An unchanged file: hard-linked to the previous snapshot's copy, its line reused."""
-        if self.previous is None:
-            return None
-        previous = self.previous.entries.get(relative)
-        if previous is None or not _unchanged(previous, st):
-            return None
-        try:
-            self.link(f"{self.previous_tree}/{relative}", target)
-        except OSError as exc:
-            if exc.errno not in _NOT_LINKABLE:
-                raise
-            return None
-        self.stats.linked += 1
-        self.stats.bytes += st.st_size
-        if self.previous_lines_whole:
-            return self.previous.lines[relative]
-        entry = {k: v for k, v in previous.items() if k not in ("pb", "lb", "x")}
-        return with_xattrs(entry, self.host.read_xattrs(source))
 
     def copy(self, relative: str, source: str, target: str, st: StatResult) -> dict[str, Any] | None:
         try:
@@ -223,82 +356,109 @@ class _Builder:
 
 
 def _write_ready(builder: _Builder, index: checksum.HashingWriter, pending: deque[Entry], wait: bool) -> None:
-    """Write index lines in walk order for every entry at the head that is ready."""
+    """Take the index lines of every entry at the head that is ready, in walk order; write them
+    (one write, one hash update) once they make a block of ``checksum.CHUNK``."""
+    ready = builder.unwritten
+    before = len(ready)
     while pending:
         head = pending[0]
         if isinstance(head, bytes):  # an unchanged file: its previous line, verbatim
             pending.popleft()
-            index.write(head)
+            ready.append(head)
             continue
         if isinstance(head, dict):
             pending.popleft()
-            index.write(encode_line(head))
+            ready.append(encode_line(head))
             continue
         if not wait and not head.done():
-            return
+            break
         entry = head.result()
         pending.popleft()
         wait = False
         if entry is None:  # vanished while it was being copied
             continue
         builder.account(entry)
-        index.write(encode_line(entry))
+        ready.append(encode_line(entry))
+    builder.unwritten_size += sum(map(len, ready[before:]))
+    if builder.unwritten_size >= checksum.CHUNK:
+        index.write(b"".join(ready))
+        ready.clear()
+        builder.unwritten_size = 0
 
 
 # Why the previous snapshot's copy of a file could not be linked, the file then being copied:
 # too many links, another device, or a previous stored tree that is damaged (the copy gone, a
-# folder on its way replaced by a file, a folder in its place, a link the system refuses).
-# Anything else (ENOSPC, a read-only repository) fails the backup.
-_NOT_LINKABLE = (errno.EMLINK, errno.EXDEV, errno.ENOENT, errno.ENOTDIR, errno.EPERM, errno.EACCES)
+# folder on its way replaced by a file or a symlink, a folder in its place, a link the system
+# refuses). Anything else (ENOSPC, a read-only repository) fails the backup.
+_NOT_LINKABLE = (errno.EMLINK, errno.EXDEV, errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EPERM, errno.EACCES)
 
 
-def _previous_index(
-    store: Host, previous: Snapshot | None, name: str, source: str
-) -> tuple[Index | None, str | None, bool]:
-    """The previous snapshot's index (checked, read through ``store``), its tree, and whether its
-    lines can be reused."""
+def _previous(previous: Snapshot | None, name: str, source: str) -> _Previous | None:
+    """What an incremental snapshot of ``source`` can link against in ``previous``: None when it
+    read another folder or hashed with another algorithm."""
     if (
         previous is None
         or previous.manifest["components"][name].get("source") != source
         or previous.manifest.get("checksum_algorithm") != checksum.ALGORITHM
     ):
-        return None, None, False
-    try:
-        index = checked_index(store, previous, name)
-    except VerificationError as exc:
-        logs.get().warning("files.previous_unusable", snapshot=previous.id, reason=str(exc))
-        return None, None, False
-    whole = previous.manifest["components"][name].get("index_version", 1) >= INDEX_VERSION
-    return index, str(previous.component_dir(name) / TREE), whole
+        return None
+    section = previous.manifest["components"][name]
+    recorded = section.get("artifacts", {}).get(INDEX, {}).get("hash")
+    if not isinstance(recorded, str):
+        logs.get().warning("files.previous_unusable", snapshot=previous.id, reason=f"{INDEX} has no recorded hash")
+        return None
+    return _Previous(
+        snapshot=previous,
+        tree=str(previous.component_dir(name) / TREE),
+        index=str(previous.component_dir(name) / INDEX),
+        digest=recorded,
+        algorithm=checksum.ALGORITHM,
+        lines_whole=section.get("index_version", 1) >= INDEX_VERSION,
+    )
 
 
 def take(host: Host, store: Host, name: str, cfg: FilesConfig, dest: Path, previous: Snapshot | None) -> FilesManifest:
     """Snapshot ``cfg.path`` on ``host`` into ``dest/tree`` plus ``dest/index.jsonl`` on ``store``
     (the control machine, where the snapshot's folder is); return the manifest section.
-    UsageError when the source is not a folder."""
+    UsageError when the source is not a folder.
+
+    Unchanged files are hard-linked against ``previous``, whose index is read as the walk goes
+    and hashed: when it turns out not to be the index its snapshot recorded, everything made is
+    removed and the snapshot is taken again without it (every file copied)."""
     source = str(cfg.path)
     if not host.is_dir(source):
         raise UsageError(f"component {name}: {source} is not a directory")
-    previous_index, previous_tree, whole = _previous_index(store, previous, name, source)
+    base = _previous(previous, name, source)
+    try:
+        return _take(host, store, cfg, dest, base)
+    except _PreviousChanged as exc:
+        assert base is not None
+        logs.get().warning("files.previous_unusable", snapshot=base.snapshot.id, reason=f"{name}: {exc}")
+        store.remove_tree(f"{dest}/{TREE}")
+        store.remove(f"{dest}/{INDEX}", missing_ok=True)
+        return _take(host, store, cfg, dest, None)
+
+
+def _take(host: Host, store: Host, cfg: FilesConfig, dest: Path, base: _Previous | None) -> FilesManifest:
+    source = str(cfg.path)
     tree = f"{dest}/{TREE}"
     store.mkdir(tree, mode=0o700)
-    builder = _Builder(host, store, source, tree, previous_tree, previous_index)
-    builder.previous_lines_whole = whole
-    excludes = compile_excludes(cfg.exclude)
+    builder = _Builder(host, store, source, tree, cfg.ignore_ctime)
     try:
+        if base is not None:
+            try:
+                builder.against(base)
+            except OSError as exc:  # missing, or a folder or a FIFO in its place
+                reason = f"{INDEX}: {exc.strerror}"
+                logs.get().warning("files.previous_unusable", snapshot=base.snapshot.id, reason=reason)
+                base = None
         with store.open_write(f"{dest}/{INDEX}", mode=0o600, exclusive=True) as raw:
             index = checksum.HashingWriter(raw)
-            pending: deque[Entry] = deque()
-            for relative, st in host.walk(source, excludes, on_vanished=builder.stats.vanish):
-                entry = builder.entry(relative, st)
-                if entry is not None:
-                    pending.append(entry)
-                _write_ready(builder, index, pending, wait=len(pending) > IN_FLIGHT)
-            while pending:
-                _write_ready(builder, index, pending, wait=True)
+            builder.build(index, compile_excludes(cfg.exclude))
             index.flush()
+        builder.check_previous()
     finally:
-        builder.pool.shutdown(wait=True, cancel_futures=True)
+        builder.close()
     root = _store_root(host, store, builder.owners, source, tree)
     builder.finish_directories()
     stats = builder.stats
@@ -327,7 +487,7 @@ def take(host: Host, store: Host, name: str, cfg: FilesConfig, dest: Path, previ
         linked_files=stats.linked,
         skipped_special=stats.skipped,
         vanished_during_backup=stats.vanished[:1000],
-        previous=previous.id if previous is not None and previous_tree else None,
+        previous=base.snapshot.id if base is not None else None,
         artifacts={INDEX: Artifact(size=index.size, hash=index.hexdigest())},
     )
 

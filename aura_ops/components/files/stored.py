@@ -781,3 +781,90 @@ def not_in_index(store: Host, tree: str, index: Index | Outline) -> list[str]:
             elif kind == "d" and item.is_dir(follow_symlinks=False):
                 stack.append(relative)
     return sorted(found)
+
+
+# ---------------------------------------------------------------- streamed beside a walk
+
+
+FileLines = dict[str, tuple[dict[str, Any], bytes]]
+
+
+class FolderLines:
+    """An index read as a stream beside a walk of the source (an incremental snapshot): the file
+    entries of one folder at a time, in the index's order, which is ``Host.walk``'s (a folder's
+    entries, then what is below its first subfolder, ...), every byte hashed as it is read, in
+    ``checksum.CHUNK`` blocks. Memory: one folder's lines. A line that cannot be read is left
+    out; ``finish`` gives the hash of the whole file, to be compared with the recorded one
+    before anything taken from it is kept."""
+
+    def __init__(self, source: IO[bytes], algorithm: str) -> None:
+        self.source = source
+        self.hasher = checksum.new(algorithm)
+        self.groups = self._groups()
+        self.head: tuple[str, FileLines] | None = None  # the next folder's lines, read
+
+    def _lines(self) -> Iterator[bytes]:
+        """Every line, newline included (orjson writes none inside a line)."""
+        rest = b""
+        read, update = self.source.read, self.hasher.update
+        while chunk := read(checksum.CHUNK):
+            update(chunk)
+            lines = (rest + chunk if rest else chunk).splitlines(keepends=True)
+            rest = b"" if lines[-1].endswith(b"\n") else lines.pop()
+            yield from lines
+        if rest:
+            yield rest + b"\n"
+
+    def _groups(self) -> Iterator[tuple[str, FileLines]]:
+        """(folder, its file entries by name) for each run of lines of one folder."""
+        folder: str | None = None
+        files: FileLines = {}
+        loads = orjson.loads
+        for line in self._lines():
+            try:
+                entry = loads(line)
+                path = entry["p"] if "pb" not in entry else os.fsdecode(base64.b64decode(entry["pb"], validate=True))
+                parent, _, name = path.rpartition("/")
+                kind = entry.get("t")
+            except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+                continue
+            if parent != folder:
+                if folder is not None:
+                    yield folder, files
+                folder, files = parent, {}
+            if kind == "f":
+                files[name] = (entry, line)
+        if folder is not None:
+            yield folder, files
+
+    def files_in(self, folder: str) -> FileLines:
+        """The file entries (``"t": "f"``) directly in ``folder`` (``""``: the root) by name,
+        each with its line (newline included); empty when the index lists none there. Folders
+        must be asked for in walk order: the lines of the folders before ``folder`` are passed
+        over, and a folder asked for after one the index lists later gets nothing."""
+        wanted = None
+        while True:
+            if self.head is None:
+                self.head = next(self.groups, None)
+                if self.head is None:
+                    return {}
+            current, files = self.head
+            if current == folder:
+                self.head = None
+                return files
+            wanted = wanted or _folder_key(folder)
+            if _folder_key(current) > wanted:
+                return {}  # the index has nothing in ``folder``: it is new
+            self.head = None  # a folder gone since the index was written
+
+    def finish(self) -> str:
+        """Read what is left (undecoded); return the hash of the whole index."""
+        while chunk := self.source.read(checksum.CHUNK):
+            self.hasher.update(chunk)
+        return str(self.hasher.hexdigest())
+
+
+def _folder_key(folder: str) -> tuple[str, ...]:
+    """Where a folder's lines stand in an index: folders are listed depth first in name order,
+    which is the order of their paths as tuples of names."""
+    return tuple(folder.split("/")) if folder else ()

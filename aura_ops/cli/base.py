@@ -114,7 +114,11 @@ def _table(columns: list[str], rows: list[list[Any]]) -> None:
 
     cells = [[str(cell) for cell in row] for row in rows]
     terminal = sys.stdout.isatty()
-    if not terminal and (drawn := tables.render(columns, cells, 1000)) is not None:
+    # rich draws ASCII boxes on a stream that is not UTF-8, and styles the header of a terminal
+    # forced by the environment: then it draws (as it would, whatever the table)
+    utf8 = (getattr(sys.stdout, "encoding", None) or "utf-8").lower().startswith("utf")
+    forced = os.environ.get("TTY_COMPATIBLE") == "1" or bool(os.environ.get("FORCE_COLOR"))
+    if not terminal and utf8 and not forced and (drawn := tables.render(columns, cells, 1000)) is not None:
         sys.stdout.write(drawn)  # what rich would print, without its per-cell layout (tables.py)
         return
     from rich.console import Console
@@ -122,7 +126,7 @@ def _table(columns: list[str], rows: list[list[Any]]) -> None:
 
     # off a terminal (cron, CI logs) ids are never cut to fit 80 columns: they are copied from there
     console = Console(soft_wrap=True, width=None if terminal else 1000)
-    if terminal and (drawn := tables.render(columns, cells, console.width, console.color_system is not None)):
+    if terminal and utf8 and (drawn := tables.render(columns, cells, console.width, console.color_system is not None)):
         console.file.write(drawn)
         return
     table = Table(*columns, show_lines=False)

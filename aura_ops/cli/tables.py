@@ -12,7 +12,6 @@ lets rich draw it.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 
 # what rich would not print as written: markup (``[bold]``), an emoji code (``:smile:``; a
@@ -25,6 +24,8 @@ def plain(cell: str) -> bool:
     """Whether rich prints ``cell`` exactly as written (no markup, emoji code or control code)."""
     if "[" in cell or not cell.isprintable():
         return False
+    if not cell.isascii() and not all(_cells(char) for char in cell):
+        return False  # a character rich may measure otherwise (see ``_cells``)
     if ":" in cell:
         for match in _EMOJI.finditer(cell):
             name = match.group(1)
@@ -33,16 +34,37 @@ def plain(cell: str) -> bool:
     return True
 
 
+# Characters whose width rich's tables give alike in every Unicode version it knows (its
+# ``UNICODE_VERSION``): the ranges it takes as one column, and wide letters (kana, CJK
+# ideographs, Hangul syllables, full-width forms). Any other character (a mark of combining class
+# 0, Hangul jamo, a symbol made wide in a later Unicode, an emoji modifier) leaves the table to rich.
+_NARROW = ((0xA0, 0xAC), (0xAE, 0x2FF), (0x370, 0x482), (0x2500, 0x25FC), (0x2800, 0x28FF))
+_WIDE = (
+    (0x3041, 0x3096),
+    (0x309B, 0x30FF),
+    (0x3400, 0x4DB5),
+    (0x4E00, 0x9FBB),
+    (0xAC00, 0xD7A3),
+    (0xFF01, 0xFF60),
+    (0xFFE0, 0xFFE6),
+)
+
+
+def _cells(char: str) -> int:
+    """The columns rich gives ``char`` (not ASCII), or 0 when it is not one of the above."""
+    code = ord(char)
+    if any(low <= code <= high for low, high in _NARROW):
+        return 1
+    if any(low <= code <= high for low, high in _WIDE):
+        return 2
+    return 0
+
+
 def width(cell: str) -> int:
-    """The columns ``cell`` takes on a terminal (wide East Asian characters two, combining none)."""
+    """The columns ``cell`` takes on a terminal, for a cell that is ``plain``."""
     if cell.isascii():
         return len(cell)
-    total = 0
-    for char in cell:
-        if unicodedata.combining(char):
-            continue
-        total += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
-    return total
+    return sum(_cells(char) for char in cell)
 
 
 def render(columns: Sequence[str], rows: Sequence[Sequence[str]], room: int, bold: bool = False) -> str | None:

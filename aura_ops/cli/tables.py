@@ -51,9 +51,9 @@ _WIDE = (
 
 
 def _cells(char: str) -> int:
-    """The columns rich gives ``char`` (not ASCII), or 0 when it is not one of the above."""
+    """The columns rich gives ``char`` (printable), or 0 when it is not one of the above."""
     code = ord(char)
-    if any(low <= code <= high for low, high in _NARROW):
+    if code < 0x80 or any(low <= code <= high for low, high in _NARROW):
         return 1
     if any(low <= code <= high for low, high in _WIDE):
         return 2

@@ -45,6 +45,13 @@ def test_a_table_written_directly_is_what_rich_prints(cell: str) -> None:
     assert drawn is None or drawn == _rich(columns, rows)
 
 
+def test_letters_every_rich_cell_table_measures_alike_keep_the_fast_path() -> None:
+    columns = ["id", "tags"]
+    rows = [["20261201-103639-231", "caf\u00e9 \u65e5\u672c \u30ab\u30ca \ud55c\uad6d\uc5b4 \u0394\u0436"]]
+    drawn = tables.render(columns, rows, 1000)
+    assert drawn is not None and drawn == _rich(columns, rows)
+
+
 def test_every_character_the_fast_path_keeps_is_measured_as_rich_measures_it() -> None:
     for code in range(0xA0, 0x10000):
         char = chr(code)

@@ -149,7 +149,9 @@ class _Builder:
         pending: deque[Entry] = deque()
         for relative_dir, entries in self.host.walk_folders(self.source, excludes, on_vanished=self.stats.vanish):
             pending.extend(self.folder(relative_dir, entries))
-            _write_ready(self, index, pending, wait=len(pending) > IN_FLIGHT)
+            _write_ready(self, index, pending, wait=False)
+            while len(pending) > IN_FLIGHT:  # copies behind the walk: wait for them, memory stays bounded
+                _write_ready(self, index, pending, wait=True)
         while pending:
             _write_ready(self, index, pending, wait=True)
         index.write(b"".join(self.unwritten))

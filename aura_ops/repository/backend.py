@@ -170,6 +170,27 @@ def write_json(path: Path, data: Any) -> None:
     write_bytes(path, json_bytes(data))
 
 
+def write_cache(path: Path, data: Any) -> None:
+    """Write a cache file as JSON atomically, under a temporary name of its own (mkstemp: new,
+    0600) renamed over it: caches are written without the repository lock (``snapshots list``
+    and ``stats`` beside a verify or a backup), so two writers never share a temporary file,
+    and nothing planted at a fixed name (a FIFO, a symlink) is waited on or written through."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(json_bytes(data))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 class LocalBackend:
     """A folder on the control machine: folders 0700, files 0600 (see the module docstring)."""
 

@@ -36,6 +36,7 @@ nothing written, when it would leave less than the configured reserve free.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from aura_ops.errors import AuraError
-from aura_ops.repository.backend import Backend, write_json
+from aura_ops.repository.backend import Backend, write_cache
 from aura_ops.repository.ids import is_snapshot_id
 from aura_ops.repository.store import MANIFEST, MANIFEST_SUM, SNAPSHOTS, Repository, Snapshot
 
@@ -158,11 +159,8 @@ def usage(repo: Repository, snapshots: Sequence[Snapshot]) -> dict[str, Usage]:
         parts = {name: [p.own, p.shared, p.portion] for name, p in measured.parts.items()}
         fresh[snapshot.id] = {"key": keys[snapshot.id], "parts": parts}
     if fresh != cached:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_json(path, {"version": CACHE_VERSION, "snapshots": fresh})
-        except OSError:
-            pass  # a read-only repository is still listed, only measured each time
+        with contextlib.suppress(OSError):  # a read-only repository is still listed, measured each time
+            write_cache(path, {"version": CACHE_VERSION, "snapshots": fresh})  # (no lock: a name of its own)
     return result
 
 

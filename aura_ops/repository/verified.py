@@ -4,13 +4,11 @@ repository's own files)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from aura_ops.repository.backend import json_bytes, open_regular_file
+from aura_ops.repository.backend import open_regular_file, write_cache
 
 
 class _Entries(dict[str, str]):
@@ -68,21 +66,6 @@ class VerifiedCache:
         return f"{dev}:{ino}:{size}:{mtime_ns}:{ctime_ns}"
 
     def save(self) -> None:
-        """Write the cache atomically under a temporary name of its own (mkstemp: new, 0600),
-        renamed over the cache: ``snapshots list`` and ``stats`` save it without the repository
-        lock, beside a verify, and nothing planted at a fixed name (a FIFO, a symlink) is
-        waited on or written through."""
-        import tempfile
-
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f"{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(json_bytes(self.entries))
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        """Write the cache atomically under a temporary name of its own (``write_cache``):
+        ``snapshots list`` and ``stats`` save it without the repository lock, beside a verify."""
+        write_cache(self.path, self.entries)

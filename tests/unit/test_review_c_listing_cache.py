@@ -83,3 +83,36 @@ def test_two_saves_at_once_both_succeed_and_leave_a_whole_cache(
     assert nested["done"]
     assert json.loads(verify.path.read_text()) == {"1:1:1:1:1": "aa", "2:2:2:2:2": "bb"}  # the last rename's
     assert sorted(p.name for p in verify.path.parent.iterdir()) == ["verified-files.json"]  # no temporary left
+
+
+def test_the_space_cache_is_saved_the_same_way(tmp_path: Path) -> None:
+    """``cache/space.json`` (own and shared sizes), also written by ``snapshots list`` without
+    the lock: a symlink at its old fixed temporary name is not written through, and a FIFO
+    there is not waited on (write_cache, as the verified cache)."""
+    from aura_ops.repository.backend import write_cache
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not the cache's\n")
+    path = tmp_path / "repo" / "cache" / "space.json"
+    path.parent.mkdir(parents=True)
+    path.with_name(path.name + ".tmp").symlink_to(victim)
+    write_cache(path, {"version": 1, "snapshots": {}})
+    assert victim.read_text() == "not the cache's\n"
+    assert json.loads(path.read_text()) == {"version": 1, "snapshots": {}}
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+    path.with_name(path.name + ".tmp").unlink()
+    os.mkfifo(path.with_name(path.name + ".tmp"))
+    done = threading.Event()
+    threading.Thread(target=lambda: (write_cache(path, {"v": 2}), done.set()), daemon=True).start()
+    assert done.wait(20), "saving the space cache waited on a FIFO at a fixed temporary name"
+    assert json.loads(path.read_text()) == {"v": 2}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["space.json", "space.json.tmp"]  # the FIFO, left alone
+
+
+def test_the_space_module_writes_its_cache_through_write_cache() -> None:
+    import inspect
+
+    from aura_ops.repository import space
+
+    source = inspect.getsource(space)
+    assert "write_cache(" in source and "write_json(" not in source

@@ -912,10 +912,22 @@ class _Feeder:
         self.progress = threading.Condition(self.lock)
         self.errors: list[str] = []  # the snapshot's fault: the restore must not be trusted
         self.broken: list[str] = []  # pg_restore went away while being fed
+        self.failed: list[str] = []  # the feeder's own failure (no thread for a pipe): not the snapshot's
         self.on_failure: Callable[[], None] | None = None
         self.coordinator = threading.Thread(target=self._coordinate, daemon=True)
 
     def _coordinate(self) -> None:
+        try:
+            self._assign()
+        except BaseException as exc:  # noqa: BLE001 - a pipe left without its thread would hang pg_restore
+            with self.lock:
+                self.failed.append(f"cannot feed pg_restore: {first_line(exc)}")
+            callback = self.on_failure
+            if callback is not None:
+                callback()
+            self.stop.set()
+
+    def _assign(self) -> None:
         stall = self.STALL[0]
         while True:
             with self.progress:
@@ -951,7 +963,11 @@ class _Feeder:
                 with self.lock:
                     self.unassigned.remove(pipe)
                     self.opened += 1
-                    self._start(self._serve_opened, pipe, out)
+                    try:
+                        self._start(self._serve_opened, pipe, out)
+                    except BaseException:
+                        out.close()
+                        raise
                 found = True
         return found
 
@@ -962,8 +978,8 @@ class _Feeder:
         if len(self.threads) > 4 * self.window:  # a thread a pipe, but not kept once it ended
             self.threads = [thread for thread in self.threads if thread.is_alive()]
         thread = threading.Thread(target=target, args=args, daemon=True)
-        self.threads.append(thread)
         thread.start()
+        self.threads.append(thread)  # (once started: finish() joins it)
 
     def _serve(self, pipe: str) -> None:
         """Wait for a reader of ``pipe``, then feed it (unless the restore is ending)."""
@@ -1719,7 +1735,7 @@ class PostgresComponent:
         with self._staging(snapshot, recorded, jobs + 2, verify_first=clean, serial=jobs == 1) as (staging, feeder):
             process = self.host.start(make_pg_restore(self.config, conn, staging, jobs, clean=clean), stdout=None)
             feeder.on_failure = lambda: process.terminate(STOP_GRACE)
-            if feeder.errors:  # failed before it could stop pg_restore
+            if feeder.errors or feeder.failed:  # failed before it could stop pg_restore
                 process.terminate(STOP_GRACE)
             process.drain_in_background()
             try:
@@ -1731,6 +1747,8 @@ class PostgresComponent:
                 feeder.finish()
         if feeder.errors:
             raise VerificationError(f"{name}: {feeder.errors[0]}")
+        if feeder.failed:
+            raise AuraError(f"{name}: {feeder.failed[0]}")
         if result.returncode != 0:
             raise tool_failure(name, "pg_restore", result)
         if feeder.broken:

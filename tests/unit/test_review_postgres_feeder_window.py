@@ -1,0 +1,88 @@
+"""Review of the restore feeder's window of waiting threads (issue 12): whatever goes wrong in
+the thread that hands the pipes out, the restore ends within seconds with that cause, never a
+hang of pg_restore in the open of a pipe no thread will ever feed.
+
+pg_restore is played by a real process (``sh``) that reads every pipe of the staging folder in
+turn: a SIGTERM ends it as it ends pg_restore.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from aura_ops.components import postgres
+from aura_ops.components.postgres import PostgresComponent
+from aura_ops.errors import AuraError, VerificationError
+from aura_ops.hosts import Command, LocalHost
+from aura_ops.state import temporaries
+from tests.unit.test_postgres_feeder import _snapshot
+
+READ_EVERY_PIPE = 'for p in "$1"/*.dat; do cat "$p" > /dev/null || exit 1; done'
+
+
+class _ShellRestore(LocalHost):
+    """This machine; pg_restore is a shell that reads each pipe of the staging folder in order."""
+
+    def __init__(self) -> None:
+        super().__init__("local")
+        self.processes: list[Any] = []
+
+    def start(self, command: Command, **options: Any) -> Any:
+        process = super().start(Command(("sh", "-c", READ_EVERY_PIPE, "sh", command.argv[-1])), **options)
+        self.processes.append(process)
+        return process
+
+
+_REAL_THREAD = threading.Thread
+
+
+class _NoSecondWaiter(_REAL_THREAD):
+    """A thread that cannot be started for the second pipe handed to a waiting thread, as when
+    the process reaches its limit of threads (RuntimeError: can't start new thread)."""
+
+    waiters = 0
+
+    def start(self) -> None:
+        target = getattr(self, "_target", None)
+        if getattr(target, "__name__", "") == "_serve":
+            type(self).waiters += 1
+            if type(self).waiters == 2:
+                raise RuntimeError("can't start new thread")
+        super().start()
+
+
+def test_a_thread_that_cannot_be_started_for_a_pipe_ends_the_restore_with_that_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot = _snapshot(tmp_path, wrong_hash_for=None)
+    host = _ShellRestore()
+    config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+    monkeypatch.setattr(threading, "Thread", _NoSecondWaiter)
+
+    def restore() -> None:
+        try:
+            with temporaries.bound(config):
+                component = PostgresComponent("db", None, host)
+                component._run_restore(snapshot, component.recorded(snapshot), postgres.Connection({"dbname": "t"}), 1)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            outcome.append(exc)
+        done.set()
+
+    _REAL_THREAD(target=restore, daemon=True).start()
+    try:
+        assert done.wait(30), "pg_restore hung in the open of a pipe no thread feeds"
+    finally:
+        for process in host.processes:
+            process.terminate(1)
+    error = outcome[0]
+    assert isinstance(error, AuraError) and not isinstance(error, VerificationError)
+    assert str(error) == "db: cannot feed pg_restore: can't start new thread"
+

@@ -8,12 +8,14 @@ turn: a SIGTERM ends it as it ends pg_restore.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import zstandard
 
 from aura_ops.components import postgres
 from aura_ops.components.postgres import PostgresComponent
@@ -86,3 +88,40 @@ def test_a_thread_that_cannot_be_started_for_a_pipe_ends_the_restore_with_that_c
     assert isinstance(error, AuraError) and not isinstance(error, VerificationError)
     assert str(error) == "db: cannot feed pg_restore: can't start new thread"
 
+
+class _Sink:
+    """A pipe's write end that keeps what is written."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "after", [zstandard.ZstdCompressor(write_checksum=True).compress(b"2\tsecond frame\n"), b"\0", b"garbage"]
+)
+def test_an_artifact_with_bytes_after_its_frame_is_refused_not_restored_short(tmp_path: Path, after: bytes) -> None:
+    """aura-ops writes each data file as one zstd frame and nothing after it: a file with more (a
+    second frame, as ``zstd -d`` would decompress too, or any other bytes) is not what the backup
+    wrote, even with its hash recorded; restoring its first frame alone would restore a part."""
+    first = zstandard.ZstdCompressor(write_checksum=True).compress(b"1\tfirst frame\n")
+    source = tmp_path / "1.dat.zst"
+    source.write_bytes(first + after)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    host = LocalHost()
+    feeder = postgres._Feeder(
+        {}, 1, "sha256", host.open_fifo_writer_waiting, host.open_fifo_reader, host.open_read, host.open_fifo_writer
+    )
+    problem = feeder._copy(str(source), _Sink(), digest)  # type: ignore[arg-type]
+    assert problem == "cannot be decompressed: data after the end of its frame"
+    whole = tmp_path / "2.dat.zst"
+    whole.write_bytes(first)
+    sink = _Sink()
+    assert feeder._copy(str(whole), sink, hashlib.sha256(first).hexdigest()) is None  # type: ignore[arg-type]
+    assert bytes(sink.data) == b"1\tfirst frame\n"

@@ -1058,6 +1058,8 @@ class _Feeder:
             return "checksum mismatch"
         if corrupt is not None or not compressed.frame.ended:
             return f"cannot be decompressed: {corrupt or 'truncated'}"
+        if compressed.beyond:  # a backup writes one frame and nothing after it: only a part was fed
+            return "cannot be decompressed: data after the end of its frame"
         out.flush()
         return None
 
@@ -1125,6 +1127,7 @@ class _HashedFrame:
     def __init__(self, raw: IO[bytes], hasher: Any, stop: threading.Event) -> None:
         self.raw, self.hasher, self.stop = raw, hasher, stop
         self.frame = _ZstdFrame()
+        self.beyond = 0  # bytes read past the end of the frame
 
     def read(self, size: int = -1) -> bytes:
         if self.frame.ended or self.stop.is_set():
@@ -1132,11 +1135,13 @@ class _HashedFrame:
         chunk = self.raw.read(size if size > 0 else checksum.CHUNK)
         self.hasher.update(chunk)
         used = self.frame.feed(chunk)
+        self.beyond += len(chunk) - used
         return chunk if used == len(chunk) else chunk[:used]
 
     def drain(self) -> None:
         while chunk := self.raw.read(checksum.CHUNK):
             self.hasher.update(chunk)
+            self.beyond += len(chunk)
 
     def hexdigest(self) -> str:
         return str(self.hasher.hexdigest())

@@ -1463,6 +1463,9 @@ class PostgresComponent:
             pg_dump_version = self._check_versions(db.info.server_version // 10000, version.result())
             db.isolation_level = _repeatable_read()
             db.read_only = True
+            # idle for most of the dump (rows are counted in its stream): a server's timeout must not
+            # end it, its snapshot is pg_dump's (pg_dump exempts its own sessions the same way)
+            db.execute("SELECT set_config('idle_in_transaction_session_timeout', '0', true)")
             snapshot_id = db.execute("SELECT pg_export_snapshot()").fetchone()[0]
             # the other facts are read while pg_dump runs; pg_dumpall needs this one first
             facts: dict[str, Any] = {"superuser": db.info.parameter_status("is_superuser") == "on"}

@@ -824,7 +824,11 @@ TOC_TABLE_DATA = re.compile(r"^(\d+); 0 (\d+) TABLE DATA ")
 def _data_files_by_table(host: Host, cfg: PostgresConfig, dump_dir: Path) -> dict[int, str]:
     """The data file of each table (by oid) a dump's table of contents lists (``pg_restore
     --list``: a TABLE DATA entry carries the table's oid); {} when it cannot be listed."""
-    listing = host.run(Command((tool(cfg, "pg_restore"), "--list", str(dump_dir))), check=False)
+    try:
+        listing = host.run(Command((tool(cfg, "pg_restore"), "--list", str(dump_dir))), check=False)
+    except ToolMissing as exc:  # the backup itself needs only pg_dump (and pg_dumpall)
+        logs.get().warning("postgres.toc_unlisted", reason=str(exc))
+        return {}
     if listing.returncode != 0:
         lines = [line.strip() for line in listing.stderr.splitlines() if line.strip()]
         logs.get().warning("postgres.toc_unlisted", reason=lines[0] if lines else f"exit {listing.returncode}")

@@ -2,13 +2,14 @@
 the thread that hands the pipes out, the restore ends within seconds with that cause, never a
 hang of pg_restore in the open of a pipe no thread will ever feed.
 
-pg_restore is played by a real process (``sh``) that reads every pipe of the staging folder in
-turn: a SIGTERM ends it as it ends pg_restore.
+pg_restore is played by a real process (python) that reads every pipe of the staging folder in
+turn: a SIGTERM ends it as it ends pg_restore, even while it waits in the open of a pipe.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,18 +25,20 @@ from aura_ops.hosts import Command, LocalHost
 from aura_ops.state import temporaries
 from tests.unit.test_postgres_feeder import _snapshot
 
-READ_EVERY_PIPE = 'for p in "$1"/*.dat; do cat "$p" > /dev/null || exit 1; done'
+READ_EVERY_PIPE = (
+    "import pathlib, sys\nfor pipe in sorted(pathlib.Path(sys.argv[1]).glob('*.dat')):\n    pipe.read_bytes()"
+)
 
 
-class _ShellRestore(LocalHost):
-    """This machine; pg_restore is a shell that reads each pipe of the staging folder in order."""
+class _ProcessRestore(LocalHost):
+    """This machine; pg_restore is a process that reads each pipe of the staging folder in order."""
 
     def __init__(self) -> None:
         super().__init__("local")
         self.processes: list[Any] = []
 
     def start(self, command: Command, **options: Any) -> Any:
-        process = super().start(Command(("sh", "-c", READ_EVERY_PIPE, "sh", command.argv[-1])), **options)
+        process = super().start(Command((sys.executable, "-c", READ_EVERY_PIPE, command.argv[-1])), **options)
         self.processes.append(process)
         return process
 
@@ -62,7 +65,7 @@ def test_a_thread_that_cannot_be_started_for_a_pipe_ends_the_restore_with_that_c
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     snapshot = _snapshot(tmp_path, wrong_hash_for=None)
-    host = _ShellRestore()
+    host = _ProcessRestore()
     config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
     outcome: list[BaseException | None] = []
     done = threading.Event()

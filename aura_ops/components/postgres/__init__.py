@@ -824,7 +824,11 @@ TOC_TABLE_DATA = re.compile(r"^(\d+); 0 (\d+) TABLE DATA ")
 def _data_files_by_table(host: Host, cfg: PostgresConfig, dump_dir: Path) -> dict[int, str]:
     """The data file of each table (by oid) a dump's table of contents lists (``pg_restore
     --list``: a TABLE DATA entry carries the table's oid); {} when it cannot be listed."""
-    listing = host.run(Command((tool(cfg, "pg_restore"), "--list", str(dump_dir))), check=False)
+    try:
+        listing = host.run(Command((tool(cfg, "pg_restore"), "--list", str(dump_dir))), check=False)
+    except ToolMissing as exc:  # the backup itself needs only pg_dump (and pg_dumpall)
+        logs.get().warning("postgres.toc_unlisted", reason=str(exc))
+        return {}
     if listing.returncode != 0:
         lines = [line.strip() for line in listing.stderr.splitlines() if line.strip()]
         logs.get().warning("postgres.toc_unlisted", reason=lines[0] if lines else f"exit {listing.returncode}")
@@ -912,10 +916,22 @@ class _Feeder:
         self.progress = threading.Condition(self.lock)
         self.errors: list[str] = []  # the snapshot's fault: the restore must not be trusted
         self.broken: list[str] = []  # pg_restore went away while being fed
+        self.failed: list[str] = []  # the feeder's own failure (no thread for a pipe): not the snapshot's
         self.on_failure: Callable[[], None] | None = None
         self.coordinator = threading.Thread(target=self._coordinate, daemon=True)
 
     def _coordinate(self) -> None:
+        try:
+            self._assign()
+        except BaseException as exc:  # noqa: BLE001 - a pipe left without its thread would hang pg_restore
+            with self.lock:
+                self.failed.append(f"cannot feed pg_restore: {first_line(exc)}")
+            callback = self.on_failure
+            if callback is not None:
+                callback()
+            self.stop.set()
+
+    def _assign(self) -> None:
         stall = self.STALL[0]
         while True:
             with self.progress:
@@ -951,7 +967,11 @@ class _Feeder:
                 with self.lock:
                     self.unassigned.remove(pipe)
                     self.opened += 1
-                    self._start(self._serve_opened, pipe, out)
+                    try:
+                        self._start(self._serve_opened, pipe, out)
+                    except BaseException:
+                        out.close()
+                        raise
                 found = True
         return found
 
@@ -962,8 +982,8 @@ class _Feeder:
         if len(self.threads) > 4 * self.window:  # a thread a pipe, but not kept once it ended
             self.threads = [thread for thread in self.threads if thread.is_alive()]
         thread = threading.Thread(target=target, args=args, daemon=True)
-        self.threads.append(thread)
         thread.start()
+        self.threads.append(thread)  # (once started: finish() joins it)
 
     def _serve(self, pipe: str) -> None:
         """Wait for a reader of ``pipe``, then feed it (unless the restore is ending)."""
@@ -1042,6 +1062,8 @@ class _Feeder:
             return "checksum mismatch"
         if corrupt is not None or not compressed.frame.ended:
             return f"cannot be decompressed: {corrupt or 'truncated'}"
+        if compressed.beyond:  # a backup writes one frame and nothing after it: only a part was fed
+            return "cannot be decompressed: data after the end of its frame"
         out.flush()
         return None
 
@@ -1109,6 +1131,7 @@ class _HashedFrame:
     def __init__(self, raw: IO[bytes], hasher: Any, stop: threading.Event) -> None:
         self.raw, self.hasher, self.stop = raw, hasher, stop
         self.frame = _ZstdFrame()
+        self.beyond = 0  # bytes read past the end of the frame
 
     def read(self, size: int = -1) -> bytes:
         if self.frame.ended or self.stop.is_set():
@@ -1116,11 +1139,13 @@ class _HashedFrame:
         chunk = self.raw.read(size if size > 0 else checksum.CHUNK)
         self.hasher.update(chunk)
         used = self.frame.feed(chunk)
+        self.beyond += len(chunk) - used
         return chunk if used == len(chunk) else chunk[:used]
 
     def drain(self) -> None:
         while chunk := self.raw.read(checksum.CHUNK):
             self.hasher.update(chunk)
+            self.beyond += len(chunk)
 
     def hexdigest(self) -> str:
         return str(self.hasher.hexdigest())
@@ -1442,6 +1467,9 @@ class PostgresComponent:
             pg_dump_version = self._check_versions(db.info.server_version // 10000, version.result())
             db.isolation_level = _repeatable_read()
             db.read_only = True
+            # idle for most of the dump (rows are counted in its stream): a server's timeout must not
+            # end it, its snapshot is pg_dump's (pg_dump exempts its own sessions the same way)
+            db.execute("SELECT set_config('idle_in_transaction_session_timeout', '0', true)")
             snapshot_id = db.execute("SELECT pg_export_snapshot()").fetchone()[0]
             # the other facts are read while pg_dump runs; pg_dumpall needs this one first
             facts: dict[str, Any] = {"superuser": db.info.parameter_status("is_superuser") == "on"}
@@ -1719,7 +1747,7 @@ class PostgresComponent:
         with self._staging(snapshot, recorded, jobs + 2, verify_first=clean, serial=jobs == 1) as (staging, feeder):
             process = self.host.start(make_pg_restore(self.config, conn, staging, jobs, clean=clean), stdout=None)
             feeder.on_failure = lambda: process.terminate(STOP_GRACE)
-            if feeder.errors:  # failed before it could stop pg_restore
+            if feeder.errors or feeder.failed:  # failed before it could stop pg_restore
                 process.terminate(STOP_GRACE)
             process.drain_in_background()
             try:
@@ -1731,6 +1759,8 @@ class PostgresComponent:
                 feeder.finish()
         if feeder.errors:
             raise VerificationError(f"{name}: {feeder.errors[0]}")
+        if feeder.failed:
+            raise AuraError(f"{name}: {feeder.failed[0]}")
         if result.returncode != 0:
             raise tool_failure(name, "pg_restore", result)
         if feeder.broken:

@@ -1357,6 +1357,11 @@ class FakeHost:
                 folder = self._existing(directory, follow=not relative_dir)
                 if not folder.is_dir:  # (a symlink too: O_DIRECTORY | O_NOFOLLOW)
                     raise _error(errno.ENOTDIR, directory)
+                parts = relative_dir.split("/")
+                for depth in range(1, len(parts)):  # nor one on its way (as LocalHost, a name at a time)
+                    above = self._lookup_quietly(f"{root}/{'/'.join(parts[:depth])}", follow=False)
+                    if above is None or not above.is_dir:
+                        raise _error(errno.ENOTDIR, directory)
                 names = self.listdir(directory)
             except (FileNotFoundError, NotADirectoryError):
                 if on_vanished is not None:

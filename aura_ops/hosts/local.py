@@ -871,12 +871,16 @@ def _walk_below(
 ) -> Iterator[tuple[str, list[tuple[str, os.stat_result]]]]:
     lstat = os.stat
     is_dir = stat.S_ISDIR
-    stack = [""]
+    stack: list[tuple[str, tuple[int, int] | None]] = [("", None)]  # (folder, its (dev, ino) as listed)
     while stack:
-        relative_dir = stack.pop()
+        relative_dir, listed = stack.pop()
         directory = f"{root}/{relative_dir}" if relative_dir else root
         try:
             fd = os.open(relative_dir, _FOLDER, dir_fd=top) if relative_dir else os.dup(top)
+            if listed is not None:
+                opened = os.fstat(fd)
+                if (opened.st_dev, opened.st_ino) != listed:  # (O_NOFOLLOW covers the last name only)
+                    fd = _reopened_by_name(top, relative_dir, fd)
         except OSError as exc:
             if exc.errno not in _GONE:
                 raise AuraError(f"cannot read {shown(directory)}: {exc.strerror}") from None
@@ -902,7 +906,21 @@ def _walk_below(
         if excludes:
             entries = _not_excluded(prefix, entries, excludes, on_excluded)
         yield relative_dir, entries
-        stack.extend(reversed([prefix + name for name, st in entries if is_dir(st.st_mode)]))
+        stack.extend(reversed([(prefix + name, (st.st_dev, st.st_ino)) for name, st in entries if is_dir(st.st_mode)]))
+
+
+def _reopened_by_name(top: int, relative_dir: str, fd: int) -> int:
+    """``relative_dir`` (below ``top``) opened a name at a time, none followed, ``fd`` closed: it
+    was not the folder listed there, and a folder on its way may now be a symlink (ELOOP)."""
+    os.close(fd)
+    fd = os.dup(top)
+    for name in relative_dir.split("/"):
+        try:
+            below = os.open(name, _FOLDER, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = below
+    return fd
 
 
 def _not_excluded(

@@ -1290,6 +1290,25 @@ def test_walk_folders_reports_a_folder_gone_or_replaced_by_a_symlink_as_vanished
     assert missing == [site.p("missing")]
 
 
+def test_walk_folders_never_follows_a_folder_above_the_one_it_opens_replaced_by_a_symlink(site: Site) -> None:
+    """A folder listed, then replaced by a symlink before what is below it is read: what is
+    below is vanished, never read through the symlink (O_NOFOLLOW covers only a path's last
+    name: opening ``a/b`` would follow a symlink at ``a``)."""
+    for folder in ("top", "top/a", "top/a/b", "elsewhere", "elsewhere/b"):
+        site.host.mkdir(site.p(folder))
+    site.write("top/a/b/inner")
+    site.write("elsewhere/b/secret")
+    vanished: list[str] = []
+    seen = []
+    for folder, entries in site.host.walk_folders(site.p("top"), on_vanished=vanished.append):
+        seen.append((folder, [name for name, _ in entries]))
+        if folder == "a":  # listed (b in it), b not yet read: a becomes a symlink to elsewhere
+            site.host.remove_tree(site.p("top", "a"))
+            site.host.symlink(site.p("elsewhere"), site.p("top", "a"))
+    assert seen == [("", ["a"]), ("a", ["b"])]
+    assert vanished == [site.p("top", "a", "b")]
+
+
 def test_link_names_links_each_name_and_returns_those_it_could_not_with_their_errno(site: Site) -> None:
     site.host.mkdir(site.p("old"))
     site.host.mkdir(site.p("new"))

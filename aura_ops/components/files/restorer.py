@@ -340,7 +340,8 @@ class _Stager:
         walk order, else as ``scan`` read them (all in memory)."""
         if not self.index.ordered:
             return _Listed(self.current if self.current.entries else scan(self.host, self.destination, self.patterns))
-        return _Beside(self.host, self.destination, self.patterns, self.current.exists)
+        st = self.host.stat(self.destination, follow_symlinks=False)  # (as scan: never through a symlink there)
+        return _Beside(self.host, self.destination, self.patterns, st is not None and st.is_dir)
 
     def check_parent(self, relative: str) -> None:
         """Every name is made below a folder this stager made itself (never through a symlink:

@@ -117,6 +117,7 @@ class _Builder:
         self.ignore_ctime = ignore_ctime
         self.previous: _Previous | None = None
         self.previous_lines: FolderLines | None = None
+        self.previous_folders: set[str] = set()  # of the previous tree: found as real folders
         self.stats = _Stats()
         self.seen_inodes: dict[tuple[int, int], str] = {}
         self.directories: list[tuple[str, StatResult, dict[str, bytes]]] = []
@@ -162,6 +163,8 @@ class _Builder:
         source_dir = f"{self.source}/{relative_dir}" if relative_dir else self.source
         target_dir = f"{self.tree}/{relative_dir}" if relative_dir else self.tree
         known = self.previous_lines.files_in(relative_dir) if self.previous_lines is not None else {}
+        if known and not self.previous_reached(relative_dir):
+            known = {}  # (its previous copies are not linked: copied)
         out: list[Entry] = []
         linking: list[tuple[str, int, StatResult]] = []  # (name, where in ``out``, lstat)
         verbatim = self.previous is not None and self.previous.lines_whole and not self.ignore_ctime
@@ -194,6 +197,21 @@ class _Builder:
         if linking:
             self.link_folder(relative_dir, prefix, source_dir, target_dir, linking, out)
         return out
+
+    def previous_reached(self, relative_dir: str) -> bool:
+        """The previous tree's folder ``relative_dir`` and every one on its way are real folders:
+        a link by path would follow a symlink there (a damaged previous tree: files from outside
+        it linked as unchanged)."""
+        assert self.previous is not None
+        parts = relative_dir.split("/") if relative_dir else []
+        for depth in range(1, len(parts) + 1):
+            above = "/".join(parts[:depth])
+            if above not in self.previous_folders:
+                st = self.store.stat(f"{self.previous.tree}/{above}", follow_symlinks=False)
+                if st is None or not st.is_dir:
+                    return False
+                self.previous_folders.add(above)  # (its own way checked just before)
+        return True
 
     def link_folder(
         self,

@@ -295,10 +295,10 @@ def test_pipes_are_expected_in_dump_id_order_in_parallel_and_in_toc_order_when_s
     )
     by_id = ["/s/7.dat", "/s/999.dat", "/s/1000.dat", "/s/blob_3.dat", "/s/blob_20.dat"]
     assert postgres._expected_order(pipes, None, serial=False) == by_id
-    assert postgres._expected_order(pipes, listing, serial=False) == [
-        "/s/7.dat",
+    assert postgres._expected_order(pipes, listing, serial=False) == [  # the BLOBS entry looks largest to -j
         "/s/blob_3.dat",
         "/s/blob_20.dat",
+        "/s/7.dat",
         "/s/999.dat",
         "/s/1000.dat",
     ]

@@ -1100,15 +1100,18 @@ class _Feeder:
 def _expected_order(pipes: list[str], listing: str | None, serial: bool) -> list[str]:
     """``pipes`` in the order pg_restore is expected to open them. A serial restore follows its
     table of contents (``listing``, as ``pg_restore --list`` writes it); pg_restore -j takes the
-    ready data items largest first, and a named pipe's size is 0, so by dump id. Large objects
-    are read in oid order by whoever restores the BLOBS entry: they go where it is. Without a
-    listing: by dump id, large objects last."""
+    ready data items largest first, and a named pipe's size is 0, so by dump id; it sizes the
+    BLOBS entry as 1024 times its blobs.toc, so that one first. Large objects are read in oid
+    order by whoever restores the BLOBS entry: they go where it is. Without a listing: by dump
+    id, large objects last."""
     position: dict[str, int] = {}
     for line in (listing or "").splitlines():
         match = TOC_DATA_ENTRY.match(line)
         if match:
             position["blob" if match.group(2) == "BLOBS" else match.group(1)] = int(match.group(1))
     rank = {key: index for index, key in enumerate(position)} if serial else position
+    if not serial and "blob" in rank:  # pg_restore -j sizes the BLOBS entry as blobs.toc x 1024: it goes first
+        rank["blob"] = -1
 
     def key(pipe: str) -> tuple[int, int, str]:
         name = pipe.rsplit("/", 1)[-1].removesuffix(".dat")

@@ -18,10 +18,10 @@ import binascii
 import os
 import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -193,19 +193,29 @@ def _misplaced(entry: dict[str, Any], earlier: dict[str, dict[str, Any]]) -> str
 def checked_index(store: Host, snapshot: Snapshot, name: str) -> Index:
     """The index of a files component (read through ``store``), checked against the manifest:
     VerificationError (exit 3) when it is missing, changed or holds an unreadable line."""
+    return _checked(snapshot, name, lambda path, algorithm: read_index(store, path, algorithm))
+
+
+_Read = TypeVar("_Read", "Index", "Outline")
+
+
+def _checked(snapshot: Snapshot, name: str, read: Callable[[Path, str], _Read]) -> _Read:
+    """What ``read`` makes of the component's index (its path, the snapshot's checksum
+    algorithm), checked against the manifest: VerificationError (exit 3) when the index is
+    missing, unreadable, changed (its digest) or holds an unreadable line (its problems)."""
     info = snapshot.manifest["components"][name].get("artifacts", {}).get(INDEX, {})
     algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
     try:
-        index = read_index(store, snapshot.component_dir(name) / INDEX, algorithm)
+        read_ = read(snapshot.component_dir(name) / INDEX, algorithm)
     except FileNotFoundError:
         raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} is missing") from None
     except OSError as exc:  # a folder, a FIFO or a device where the index should be
         raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} cannot be read ({exc.strerror})") from None
-    if index.digest != info.get("hash"):
+    if read_.digest != info.get("hash"):
         raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} changed (checksum mismatch)")
-    if index.problems:
-        raise VerificationError(f"{name}: {index.problems[0]} in snapshot {snapshot.id}")
-    return index
+    if read_.problems:
+        raise VerificationError(f"{name}: {read_.problems[0]} in snapshot {snapshot.id}")
+    return read_
 
 
 def walk_before(first: str, second: str) -> bool:
@@ -488,20 +498,13 @@ def _read_outline(store: Host, path: str, algorithm: str, tree: str | None, boun
 def checked_outline(store: Host, snapshot: Snapshot, name: str) -> Outline:
     """``checked_index`` as an ``Outline``: VerificationError (exit 3) when the index is missing,
     changed or holds an unreadable line (and, from ``Outline.entries``, when it changes later)."""
-    info = snapshot.manifest["components"][name].get("artifacts", {}).get(INDEX, {})
-    algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
-    try:
-        tree = snapshot.component_dir(name) / TREE
+    tree = snapshot.component_dir(name) / TREE
+
+    def read(path: Path, algorithm: str) -> Outline:
         stored = str(tree) if is_stored_folder(store, str(tree)) else None
-        outline = read_outline(store, snapshot.component_dir(name) / INDEX, algorithm, stored)
-    except FileNotFoundError:
-        raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} is missing") from None
-    except OSError as exc:  # a folder, a FIFO or a device where the index should be
-        raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} cannot be read ({exc.strerror})") from None
-    if outline.digest != info.get("hash"):
-        raise VerificationError(f"{name}: {INDEX} of snapshot {snapshot.id} changed (checksum mismatch)")
-    if outline.problems:
-        raise VerificationError(f"{name}: {outline.problems[0]} in snapshot {snapshot.id}")
+        return read_outline(store, path, algorithm, stored)
+
+    outline = _checked(snapshot, name, read)
     outline.label = f"{name}: {INDEX} of snapshot {snapshot.id}"
     return outline
 

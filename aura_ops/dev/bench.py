@@ -63,7 +63,7 @@ QUICK = Plan("quick", 3, 20, (990, 10, 2), (5_000,), 1, (100,), 8)
 # per table: the baseline its ratios are against
 BASELINES = {
     "db-backup": "pg_dump -Fc",
-    "db-restore": "pg_restore -j2 (from -Fd)",
+    "db-restore": "createdb + pg_restore -j2 (from -Fd)",
     "files-first": "rsync -a",
     "files-1%": "rsync -a --delete --link-dest",
     "files-restore": "rsync -a (from the last copy)",
@@ -89,13 +89,22 @@ def _pg_config(work: Path, name: str, dsn: str, bin_dir: Path) -> dict[str, str]
     return {**env, "AURA_DB_DSN": dsn}
 
 
-def _fresh_database(cluster: PostgresCluster, name: str, create: bool) -> Callable[[int], None]:
+def _no_database(cluster: PostgresCluster, name: str) -> Callable[[int], None]:
     def prepare(_round: int) -> None:
         cluster.sql(f'DROP DATABASE IF EXISTS "{name}"')
-        if create:
-            cluster.sql(f'CREATE DATABASE "{name}"')
 
     return prepare
+
+
+def _createdb(cluster: PostgresCluster, name: str) -> Callable[[int], None]:
+    """``createdb name`` with the cluster's own binary: what a user restoring into a new
+    database runs before pg_restore, and what aura-ops does inside its restore."""
+
+    def begin(_round: int) -> None:
+        argv = [str(cluster.bin / "createdb"), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", name]
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+
+    return begin
 
 
 def _reset(path: Path) -> Callable[[int], None]:
@@ -162,11 +171,12 @@ def db_tables(
     pgbr.archiving(False)
     restores = [
         Task(
-            "pg_restore -j2 (from -Fd)",
+            BASELINES["db-restore"],
             "pg_restore",
             [str(pg / "pg_restore"), "-j2", "-d", cluster.dsn(f"{name}_r1"), str(out / "d.dump")],
             env,
-            prepare=_fresh_database(cluster, f"{name}_r1", create=True),
+            prepare=_no_database(cluster, f"{name}_r1"),
+            begin=_createdb(cluster, f"{name}_r1"),
             report_size=False,
         ),
         Task(
@@ -174,7 +184,7 @@ def db_tables(
             "aura-ops",
             [*AURA, "restore", "latest", "--component", "db", "--to-database", f"{name}_r3"],
             env,
-            prepare=_fresh_database(cluster, f"{name}_r3", create=False),
+            prepare=_no_database(cluster, f"{name}_r3"),
             report_size=False,
         ),
         Task(

@@ -46,7 +46,8 @@ Argv = list[str] | Callable[[int], list[str]]
 class Task:
     """How to measure one tool. ``argv`` may depend on the round (e.g. ``--link-dest`` of the
     previous round's output). ``prepare`` and ``after`` run untimed before and after each run;
-    ``finish`` runs inside the timed window after the command exits (e.g. start the restored
+    ``begin`` runs inside the timed window before the command (e.g. ``createdb``, which aura-ops
+    does inside its own run); ``finish`` runs inside the timed window after the command exits (e.g. start the restored
     server and wait until it answers). ``size`` reports the output size after a run when it is
     not ``output``'s."""
 
@@ -60,6 +61,7 @@ class Task:
     prepare: Callable[[int], object] | None = None
     finish: Callable[[int], object] | None = None
     after: Callable[[int], object] | None = None
+    begin: Callable[[int], object] | None = None
     size: Callable[[int], int] | None = None
     report_size: bool = True
 
@@ -118,7 +120,7 @@ def _run_task(task: Task, round_: int) -> Measure:
     argv = _at(task.argv, round_)
     cwd = _at(task.cwd, round_)
     assert isinstance(argv, list) and (cwd is None or isinstance(cwd, Path))
-    measure = measure_once(task.label, argv, task.env, output, task.pipe, cwd, task.finish, round_)
+    measure = measure_once(task.label, argv, task.env, output, task.pipe, cwd, task.finish, round_, task.begin)
     if task.size is not None:
         measure.size = task.size(round_)
     elif task.report_size and output is not None and output.exists():
@@ -137,16 +139,19 @@ def measure_once(
     cwd: Path | None = None,
     finish: Callable[[int], object] | None = None,
     round_: int = 0,
+    begin: Callable[[int], object] | None = None,
 ) -> Measure:
-    """Run ``argv`` (or the pipeline ``pipe``, whose last stage writes ``output``) under GNU time;
-    then ``finish`` inside the timed window. CPU is the client processes' (a server started by
-    ``finish`` is not counted). Raises SystemExit when a stage fails."""
+    """Run ``begin``, then ``argv`` (or the pipeline ``pipe``, whose last stage writes ``output``)
+    under GNU time, then ``finish``, all inside the timed window. CPU is the client processes'
+    (a server started by ``finish`` is not counted). Raises SystemExit when a stage fails."""
     stages = pipe or [argv]
     with tempfile.TemporaryDirectory(prefix="aura-bench-") as scratch:
         reports = [Path(scratch) / f"rss{index}" for index in range(len(stages))]
         errors = [open(Path(scratch) / f"err{index}", "w+b") for index in range(len(stages))]  # noqa: SIM115
         before = os.times()
         started = time.monotonic()
+        if begin is not None:
+            begin(round_)
         processes = []
         previous = None
         for index, stage in enumerate(stages):

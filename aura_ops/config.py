@@ -73,7 +73,7 @@ class PostgresConfig(_Model):
     password_env: str | None = None
     password_file: Path | None = None
     jobs: int | None = Field(None, ge=1, le=64)
-    compression_level: int = Field(2, ge=1, le=19)
+    compression_level: int = Field(1, ge=1, le=19)
     checksums: bool = False
     globals: bool = True
     bin_dir: Path | None = None

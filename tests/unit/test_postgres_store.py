@@ -49,6 +49,26 @@ def test_a_compressed_file_already_on_the_store_fails_the_compressor_naming_it()
     assert store.read_bytes(f"{DUMP}/7.dat.zst") == b"in the way"
 
 
+def test_the_configured_level_reaches_zstd_and_level_1_is_the_default() -> None:
+    """Level 1 by default (issue 12: the cheapest level, as small as level 2 on COPY text); a
+    configured level is the one each data file is compressed at."""
+    import random
+
+    words = [f"word{n}" for n in range(400)]
+    rng = random.Random(12)
+    plain = b"".join(f"{n}\t{' '.join(rng.choices(words, k=12))}\n".encode() for n in range(20000))
+    sizes = {}
+    for level in (PostgresConfig(type="postgres", dsn_env="X").compression_level, 19):
+        store = FakeHost("control")
+        store.add_file(f"{DUMP}/7.dat", plain)
+        compressor = postgres._Compressor(store, DUMP, level)
+        compressor.item_finished("7")
+        sizes[level] = compressor.finish(True)["7.dat.zst"]["size"]
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(store.read_bytes(f"{DUMP}/7.dat.zst")) == plain
+    assert list(sizes) == [1, 19]
+    assert sizes[19] < sizes[1] * 0.9
+
+
 def _stored_snapshot(store: FakeHost, files: dict[str, bytes]) -> Snapshot:
     artifacts: dict[str, Any] = {}
     for name, data in files.items():

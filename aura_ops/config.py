@@ -14,10 +14,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from aura_ops import yamlfile
 from aura_ops.errors import ConfigError
-from aura_ops.retention import policy as retention_policy
 
 if TYPE_CHECKING:
     from aura_ops.repository.space import Reserve
+    from aura_ops.retention import policy as retention_policy
 
 DEFAULT_CONFIG = "aura.yaml"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -25,6 +25,18 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _no_items() -> list[Any]:
+    """An empty list, the default of a list field. (A function of ours, not ``list``: pydantic
+    reads a default factory's signature, and a builtin's is parsed from its text signature
+    with tokenize and ast, about 1-2 ms each at every start.)"""
+    return []
+
+
+def _no_entries() -> dict[str, Any]:
+    """An empty mapping, the default of a mapping field (see ``_no_items``)."""
+    return {}
 
 
 DEFAULT_RESERVE = "5%"
@@ -98,7 +110,7 @@ class FilesConfig(_Model):
     type: Literal["files"]
     host: str = "local"
     path: Path
-    exclude: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=_no_items)
     ignore_ctime: bool = False  # unchanged: same size, mtime, inode, mode, owner, xattrs (restic's --ignore-ctime)
 
 
@@ -117,10 +129,10 @@ class DockerConfig(_Model):
     type: Literal["docker"]
     host: str = "local"
     url: str | None = None
-    containers: list[str] = Field(default_factory=list)
+    containers: list[str] = Field(default_factory=_no_items)
     label: str | None = None
     compose_project: str | None = None
-    compose_services: list[str] = Field(default_factory=list)
+    compose_services: list[str] = Field(default_factory=_no_items)
     timeout: float = Field(60, gt=0)
     settle: float = Field(1.0, ge=0)
     log_lines: int = Field(20, ge=0, le=1000)
@@ -182,7 +194,7 @@ class ContainerCheck(_Check):
 
     type: Literal["container"]
     component: str
-    containers: list[str] = Field(default_factory=list)
+    containers: list[str] = Field(default_factory=_no_items)
 
 
 CheckConfig = Annotated[HttpCheck | TcpCheck | CommandCheck | SqlCheck | ContainerCheck, Field(discriminator="type")]
@@ -197,7 +209,7 @@ class DeployConfig(_Model):
     release: str | None = None
     services: str | None = None
     database: str | None = None
-    migrate: list[str] = Field(default_factory=list)
+    migrate: list[str] = Field(default_factory=_no_items)
     # a same-server clone of the database kept while services are stopped, swapped back in
     # seconds on a rollback within the run; "required" fails the deploy when it cannot be made
     fast_rollback: Literal["auto", "required", "off"] = "auto"
@@ -220,6 +232,8 @@ class LoggingConfig(_Model):
 
 
 def _keep_count(value: Any) -> Any:
+    from aura_ops.retention import policy as retention_policy  # (imported when used: a restore never is)
+
     if value == "unlimited":
         return retention_policy.UNLIMITED
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -242,11 +256,13 @@ class RetentionPolicyConfig(_Model):
     keep_monthly: KeepCount = 0
     keep_yearly: KeepCount = 0
     keep_within: str | None = None
-    keep_tags: list[str | list[str]] = Field(default_factory=list)
+    keep_tags: list[str | list[str]] = Field(default_factory=_no_items)
 
     @field_validator("keep_within", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
+        from aura_ops.retention import policy as retention_policy
+
         if value is None:
             return None
         return str(retention_policy.parse_duration(value if isinstance(value, str) else repr(value)))
@@ -263,6 +279,8 @@ class RetentionPolicyConfig(_Model):
         return value
 
     def policy(self) -> retention_policy.Policy:
+        from aura_ops.retention import policy as retention_policy
+
         return retention_policy.Policy(
             last=self.keep_last,
             hourly=self.keep_hourly,
@@ -281,29 +299,33 @@ class RetentionConfig(RetentionPolicyConfig):
     calendar of ``timezone`` (an IANA name)."""
 
     timezone: str = "UTC"
-    components: dict[str, RetentionPolicyConfig] = Field(default_factory=dict)
+    components: dict[str, RetentionPolicyConfig] = Field(default_factory=_no_entries)
     auto: bool = False  # prune after each `backup` and each deploy
 
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
+        from aura_ops.retention import policy as retention_policy
+
         retention_policy.time_zone(value)
         return value
 
     def retention(self) -> retention_policy.Retention:
+        from aura_ops.retention import policy as retention_policy
+
         components = {name: entry.policy() for name, entry in self.components.items()}
         return retention_policy.Retention(self.policy(), components, retention_policy.time_zone(self.timezone))
 
 
 class Config(_Model):
     repository: RepositoryConfig
-    hosts: dict[str, HostConfig] = Field(default_factory=dict)
+    hosts: dict[str, HostConfig] = Field(default_factory=_no_entries)
     components: dict[Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)], ComponentConfig] = Field(
-        default_factory=dict
+        default_factory=_no_entries
     )
     deploy: DeployConfig = DeployConfig()
-    checks: list[CheckConfig] = Field(default_factory=list)
-    smoke_checks: list[CheckConfig] = Field(default_factory=list)
+    checks: list[CheckConfig] = Field(default_factory=_no_items)
+    smoke_checks: list[CheckConfig] = Field(default_factory=_no_items)
     logging: LoggingConfig = LoggingConfig()
     state: StateConfig = StateConfig()
     retention: RetentionConfig = RetentionConfig()

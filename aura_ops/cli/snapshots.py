@@ -43,7 +43,7 @@ def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
     from aura_ops import engine
     from aura_ops.cli import announce
     from aura_ops.hosts.inventory import Inventory
-    from aura_ops.workflows import retention, snapshots, space
+    from aura_ops.workflows import snapshots, space
 
     config = click.get_current_context().ensure_object(State).load()
     hosts = Inventory(config)
@@ -54,7 +54,11 @@ def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
     engine.warn_if_interrupted(config)  # an unrelated interrupted run does not block a backup
     guard = space.guard(config, snapshots.repository(config))  # the reserve; what prune would free
     snapshot = snapshots.backup(config, list(components) or None, list(tags), hosts=hosts, guard=guard)
-    pruned = retention.auto_prune(config, "backup")  # retention.auto; a failure there is a warning only
+    pruned = None
+    if config.retention.auto:  # (the retention workflow is imported only for it, after the backup)
+        from aura_ops.workflows import retention
+
+        pruned = retention.auto_prune(config, "backup")  # a failure there is a warning only
 
     def human(data: dict[str, Any]) -> None:
         click.echo(
@@ -316,7 +320,7 @@ def restore(
         )
     report = engine.restore(
         config,
-        snapshot.id,
+        snapshot,  # read once: the manifest is not read and checked again
         list(components) or None,
         to_database,
         to_path.absolute() if to_path else None,

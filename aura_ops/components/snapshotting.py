@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from aura_ops import __version__, checksum, components, logs
-from aura_ops.components import targets
 from aura_ops.components.base import Component, RestoreRequest, SnapshotTarget
 from aura_ops.components.manifests import section_problem
 from aura_ops.config import Config
@@ -163,6 +162,8 @@ def files_targets(
         entry = snapshot.manifest["components"].get(name)
         if entry is None or not _takes(snapshot, name, "path"):
             continue
+        from aura_ops.components import targets  # (the files component's: not for a database's restore)
+
         component = components.for_snapshot(config, name, entry, hosts)
         if to_path is None:
             target = targets.check_in_place(component.host, entry, config, local=hosts.local())

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aura_ops import logs
-from aura_ops.config import Config
-from aura_ops.engine.playbook import Playbook
 from aura_ops.engine.session import open_journal, state_dir
 from aura_ops.errors import LockedError, UsageError
 from aura_ops.hosts import local_hostname
 from aura_ops.secrets import register
 from aura_ops.state.journal import Journal, RunRecord, same_target
 from aura_ops.state.lock import pid_alive
+
+if TYPE_CHECKING:  # (the playbook imports jinja2 and every action: not for a look at the journal)
+    from aura_ops.config import Config
+    from aura_ops.engine.playbook import Playbook
 
 
 def refuse_interrupted(journal: Journal, target: str) -> None:

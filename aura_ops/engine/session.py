@@ -13,17 +13,24 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aura_ops import faults
-from aura_ops.config import Config
-from aura_ops.engine.actions import Action, Context
-from aura_ops.engine.outcome import Outcome
-from aura_ops.engine.playbook import Playbook, Step, render
-from aura_ops.engine.signals import Guard
-from aura_ops.errors import AuraError, StateError, first_line
-from aura_ops.hosts.inventory import Inventory
-from aura_ops.state.journal import Journal, StepRecord
+from aura_ops.errors import StateError, first_line
+from aura_ops.state.journal import Journal
+
+# Imported where used: ``state_dir`` and ``open_journal`` serve the commands that only look for
+# an interrupted run (a backup, a restore: ``resume.refuse_if_interrupted``), which must not pay
+# for the actions (every component), the playbook templates (jinja2) and the runner.
+if TYPE_CHECKING:
+    from aura_ops.config import Config
+    from aura_ops.engine.actions import Action, Context
+    from aura_ops.engine.outcome import Outcome
+    from aura_ops.engine.playbook import Playbook, Step
+    from aura_ops.engine.signals import Guard
+    from aura_ops.errors import AuraError
+    from aura_ops.hosts.inventory import Inventory
+    from aura_ops.state.journal import StepRecord
 
 # a step in these states is done: its outputs are there for later steps' templates
 REFERABLE = ("applied", "already_applied", "compensating", "compensated")
@@ -50,6 +57,8 @@ def fault(step: str, point: str) -> None:
 
 def params_of(action: Action, raw: dict[str, Any], context: dict[str, Any]) -> Any:
     """A step's ``with`` block rendered against ``context`` and validated by its action."""
+    from aura_ops.engine.playbook import render
+
     return action.Params.model_validate(render(raw, context))
 
 
@@ -78,8 +87,12 @@ class Session:
         return {"params": self.params, "steps": outputs, "run_id": self.run_id}
 
     def action_context(self, step: Step) -> Context:
+        from aura_ops.engine.actions import Context
+
         work_dir = state_dir(self.config) / "runs" / self.run_id
         return Context(self.config, self.run_id, step.name, work_dir, step.timeout, self.hosts, self.journal)
 
     def ended(self, result: str | AuraError) -> Outcome:
+        from aura_ops.engine.outcome import Outcome
+
         return Outcome.read(self.journal, self.run_id, result)

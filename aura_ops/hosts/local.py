@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -90,8 +89,9 @@ def make_user_dirs(path: str | os.PathLike[str]) -> None:
 def _parent_death_signal() -> Any:
     """Return a preexec function that gives the child the user's umask and makes it die with us
     (Linux)."""
-    libc_name = ctypes.util.find_library("c")
-    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl if libc_name else None
+    # this process's own C library (dlopen(NULL)): find_library("c") ran ``ldconfig -p``, a
+    # process and 10-25 ms at every start
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
     pr_set_pdeathsig = 1
 
     def preexec() -> None:

@@ -246,7 +246,7 @@ def _artifact_problems(snapshot: Snapshot, name: str, entry: dict[str, Any]) -> 
 
 def restore(
     config: Config,
-    reference: str,
+    reference: str | Snapshot,
     components: list[str] | None = None,
     to_database: str | None = None,
     to_path: Path | None = None,
@@ -263,9 +263,10 @@ def restore(
     (the caller did not get consent for it). ``files_replace``: the components restored to a
     folder (``restore_to == "path"``) whose folder may hold something when it is replaced (None:
     all); any other must still be empty just before the swap, else exit 2 with nothing changed.
-    What is restored where is ``snapshotting.plan_restore`` (refusals before the lock is taken)."""
+    What is restored where is ``snapshotting.plan_restore`` (refusals before the lock is taken).
+    ``reference``: an id, a prefix or ``latest``, or the snapshot the caller has already read."""
     repo = repository(config)
-    snapshot = repo.get(reference)
+    snapshot = reference if isinstance(reference, Snapshot) else repo.get(reference)
     run_id = run_id or new_snapshot_id()
     requests = snapshotting.plan_restore(
         config,

@@ -24,6 +24,7 @@ UNUSED_BY_FILES = (
     "aura_ops.components.containers",
     "aura_ops.engine.actions",
     "aura_ops.engine.runner",
+    "aura_ops.engine.playbook",
 )
 
 _REPORT = """
@@ -63,8 +64,15 @@ def test_help_imports_no_heavy_library_no_config_and_no_component(tmp_path: Path
 
 
 @pytest.mark.parametrize("runs", [1, 2])
-def test_a_files_backup_imports_only_what_it_uses(tmp_path: Path, runs: int) -> None:
-    """The first backup of a tree and one with nothing changed (linked to the first)."""
+@pytest.mark.parametrize("journal", [False, True])
+def test_a_files_backup_imports_only_what_it_uses(tmp_path: Path, runs: int, journal: bool) -> None:
+    """The first backup of a tree and one with nothing changed (linked to the first); with a
+    journal in the state folder too (looked at for interrupted runs: no playbook, no action)."""
+    if journal:
+        from aura_ops.state.journal import Journal
+
+        (tmp_path / "state").mkdir()
+        Journal(tmp_path / "state" / "journal.db").close()
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a").write_text("a\n")
     config = {

@@ -195,6 +195,13 @@ class Repository:
             raise VerificationError(snapshot.damaged)
         return snapshot
 
+    def require_sealed(self, snapshot_id: str) -> None:
+        """UsageError (exit 2, ``resolve``'s message) when the sealed snapshot ``snapshot_id`` is
+        gone: deleted (``snapshots delete``, a prune) since the caller read it. One stat of its
+        manifest; with the lock held, no delete can follow it."""
+        if self.backend.stat(f"{SNAPSHOTS}/{snapshot_id}/{MANIFEST}") is None:
+            raise UsageError(f"unknown snapshot {snapshot_id!r} in {self.path}")
+
     def latest_with(
         self, component: str, kind: str, usable: Callable[[Snapshot], bool] | None = None
     ) -> Snapshot | None:

@@ -267,6 +267,11 @@ def restore(
     ``reference``: an id, a prefix or ``latest``, or the snapshot the caller has already read."""
     repo = repository(config)
     snapshot = reference if isinstance(reference, Snapshot) else repo.get(reference)
+    if snapshot.damaged:  # (a Snapshot read by ``load``, which does not raise): refused as ``get`` does
+        raise VerificationError(snapshot.damaged)
+    # a snapshot read before a prompt may have been deleted while it waited: refused as unknown,
+    # as a second read found it before, not half-restored as a missing artifact (exit 3)
+    repo.require_sealed(snapshot.id)
     run_id = run_id or new_snapshot_id()
     requests = snapshotting.plan_restore(
         config,
@@ -289,6 +294,7 @@ def restore(
         repo.locked(run_id, "restore"),
         temporaries.bound(config),
     ):
+        repo.require_sealed(snapshot.id)  # (and not deleted since: under the lock, no delete follows)
         temporaries.sweep(config, registry.temporary_name_folders(config))
         report["components"] = snapshotting.restore(snapshot, requests)
     return report

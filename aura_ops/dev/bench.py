@@ -102,7 +102,9 @@ def _createdb(cluster: PostgresCluster, name: str) -> Callable[[int], None]:
 
     def begin(_round: int) -> None:
         argv = [str(cluster.bin / "createdb"), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", name]
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"bench: createdb {name} failed (exit {done.returncode}):\n{done.stderr.strip()}")
 
     return begin
 

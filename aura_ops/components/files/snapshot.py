@@ -7,9 +7,10 @@ written. Permissions, ownership, symlinks, hard links, xattrs and ACLs are kept;
 and devices are skipped with a warning. A source that changes while it is read (files or folders
 that vanish, or are replaced) gives warnings, not a failed backup.
 
-The source is read only through its ``Host`` (one walk, then one call a copied file, a folder or
-a symlink); the stored tree and the index are written through the store host (the control
-machine, where the snapshot being written is): one call an entry, as the system calls were.
+The source is read only through its ``Host`` (one walk; then one ``fetch_files`` a folder for its
+small files, copied by the walking thread, one a large file, copied by a pool, one call a folder
+or a symlink); the stored tree and the index are written through the store host (the control
+machine, where the snapshot being written is).
 """
 
 from __future__ import annotations

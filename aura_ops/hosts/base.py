@@ -401,6 +401,26 @@ class Host(Protocol):
         not be linked, each with its errno (every name, when ``existing`` cannot be opened).
         ``OSError`` when the folder ``new`` cannot be opened."""
 
+    def fetch_files(
+        self,
+        folder: str,
+        local_folder: str,
+        files: Sequence[tuple[str, StatResult]],
+        algorithm: str,
+        *,
+        owners: bool,
+    ) -> list[CopiedFile | int]:
+        """Copy each named regular file of ``folder`` on this host (each with its status as
+        listed) into a new file of the same name in ``local_folder`` (on the control machine;
+        must not exist), hashing it as it is read, and give the copy the file's metadata: owner
+        (when ``owners``), permission bits, xattrs, atime and mtime, taken from the status listed
+        (from the file opened when it is another one now). Per name, in order: its
+        ``CopiedFile``, ``errno.ENOENT`` when it (or ``folder``) is gone, ``errno.EINVAL`` when
+        it is no longer a regular file. ``folder`` is opened once, each name relative to it,
+        never through a symlink in its place. ``OSError`` when ``local_folder`` cannot be opened
+        or a copy cannot be written."""
+        ...
+
     # -- postgres restore additions (issue 12: no polling of named pipes) -----------------------
     def open_fifo_writer_waiting(self, path: str) -> IO[bytes]:
         """The named pipe ``path`` opened for writing, waiting (in the calling thread, without

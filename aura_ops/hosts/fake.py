@@ -1400,6 +1400,53 @@ class FakeHost:
                 failed.append((name, exc.errno or errno.EIO))
         return failed
 
+    def fetch_files(
+        self,
+        folder: str,
+        local_folder: str,
+        files: Sequence[tuple[str, StatResult]],
+        algorithm: str,
+        *,
+        owners: bool,
+    ) -> list[CopiedFile | int]:
+        """As ``LocalHost.fetch_files``: the host side in this fake's tree (the folder looked up
+        without following a symlink in its place), the copies real files of the control machine."""
+        target = os.open(local_folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        os.close(target)
+        if self._folder_error(folder) is not None:
+            return [errno.ENOENT] * len(files)
+        found: list[CopiedFile | int] = []
+        for name, listed in files:
+            try:
+                node = self._opened(f"{folder}/{name}")
+            except FileNotFoundError:
+                found.append(errno.ENOENT)
+                continue
+            if node is None or not node.is_file:
+                found.append(errno.EINVAL)
+                continue
+            found.append(self._fetch_node(node, f"{local_folder}/{name}", listed, algorithm, owners))
+        return found
+
+    def _fetch_node(self, node: _Node, local: str, listed: StatResult, algorithm: str, owners: bool) -> CopiedFile:
+        opened = self._lstat(node)
+        st = listed if (opened.st_ino, opened.st_dev) == (listed.st_ino, listed.st_dev) else opened
+        hasher = checksum.new(algorithm)
+        hasher.update(node.data)
+        writer = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            write_all(writer, memoryview(node.data))
+            if owners:
+                os.fchown(writer, st.st_uid, st.st_gid)
+            os.fchmod(writer, stat.S_IMODE(st.st_mode))
+            for attribute, value in node.xattrs.items():
+                with contextlib.suppress(OSError):
+                    os.setxattr(writer, attribute, value)
+            os.utime(writer, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(writer)
+        return CopiedFile(str(hasher.hexdigest()), len(node.data), opened, dict(node.xattrs))
+
     def _folder_error(self, path: str) -> int | None:
         """Why ``open(path, O_DIRECTORY | O_NOFOLLOW)`` would fail, or None (ENOTDIR for a
         symlink, as Linux says)."""

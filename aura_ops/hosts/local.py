@@ -641,6 +641,17 @@ class LocalHost:
     def link_names(self, existing: str, new: str, names: Sequence[str]) -> list[tuple[str, int]]:
         return link_names(existing, new, names)
 
+    def fetch_files(
+        self,
+        folder: str,
+        local_folder: str,
+        files: Sequence[tuple[str, StatResult]],
+        algorithm: str,
+        *,
+        owners: bool,
+    ) -> list[CopiedFile | int]:
+        return fetch_files(folder, local_folder, files, algorithm, owners)
+
     # -- postgres restore additions --------------------------------------------------------------
     def open_fifo_writer_waiting(self, path: str) -> IO[bytes]:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # blocks until a reader opens the pipe
@@ -747,12 +758,18 @@ def read_xattrs(target: str | int) -> dict[str, bytes]:
     return found
 
 
-def set_xattrs(target: str, xattrs: Mapping[str, bytes]) -> None:
+def set_xattrs(target: str | int, xattrs: Mapping[str, bytes], shown_as: str = "") -> None:
+    """Set each xattr of a path (not followed) or an open file; one that cannot be set is logged
+    (as ``shown_as``, else the path) and skipped."""
     for attribute, value in xattrs.items():
         try:
-            os.setxattr(target, attribute, value, follow_symlinks=False)
+            if isinstance(target, int):
+                os.setxattr(target, attribute, value)
+            else:
+                os.setxattr(target, attribute, value, follow_symlinks=False)
         except OSError as exc:
-            logs.get().debug("files.xattr_skipped", path=shown(target), xattr=attribute, reason=exc.strerror)
+            where = shown_as or str(target)
+            logs.get().debug("files.xattr_skipped", path=shown(where), xattr=attribute, reason=exc.strerror)
 
 
 _buffers = threading.local()
@@ -961,3 +978,83 @@ def link_names(existing: str, new: str, names: Sequence[str]) -> list[tuple[str,
     finally:
         os.close(source)
     return failed
+
+
+# -- first files snapshots: a folder's files copied with one open of each folder -------------------
+
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def fetch_files(
+    folder: str, local_folder: str, files: Sequence[tuple[str, StatResult]], algorithm: str, owners: bool
+) -> list[CopiedFile | int]:
+    """``Host.fetch_files`` on this machine: both folders opened once; each file opened, copied,
+    and given its metadata through its descriptors (no path looked up again per file)."""
+    try:
+        source = os.open(folder, _FOLDER)
+    except OSError as exc:
+        if exc.errno not in _GONE:
+            raise
+        return [errno.ENOENT] * len(files)
+    try:
+        target = os.open(local_folder, _FOLDER)
+        try:
+            return [_fetch_one(source, target, name, listed, algorithm, owners, folder) for name, listed in files]
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+
+
+def _fetch_one(
+    source: int, target: int, name: str, listed: StatResult, algorithm: str, owners: bool, folder: str
+) -> CopiedFile | int:
+    try:
+        reader = os.open(name, _READ, dir_fd=source)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return errno.ENOENT
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            return errno.EINVAL  # now a symlink or a socket
+        raise
+    try:
+        opened = os.fstat(reader)
+        if not stat.S_ISREG(opened.st_mode):
+            return errno.EINVAL
+        xattrs = read_xattrs(reader)
+        same = (opened.st_ino, opened.st_dev) == (listed.st_ino, listed.st_dev)
+        st = listed if same else opened  # replaced since it was listed: the file that is there now
+        writer = os.open(name, _NEW, 0o600, dir_fd=target)
+        try:
+            digest, size = _copy_open(reader, writer, algorithm, opened.st_size)
+            if owners:
+                os.fchown(writer, st.st_uid, st.st_gid)
+            os.fchmod(writer, stat.S_IMODE(st.st_mode))
+            if xattrs:
+                set_xattrs(writer, xattrs, f"{folder}/{name}")
+            os.utime(writer, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(writer)
+        return CopiedFile(digest, size, opened, xattrs)
+    finally:
+        os.close(reader)
+
+
+def _copy_open(reader: int, writer: int, algorithm: str, expected: int) -> tuple[str, int]:
+    """Copy what ``reader`` holds into ``writer``, hashing it; (hash, bytes). A short read that
+    reaches the size the file had when opened is its end: no second read to find it."""
+    hasher = checksum.new(algorithm)
+    size = 0
+    buffer, view = _buffer()
+    room = len(buffer)
+    while count := os.readv(reader, [buffer]):
+        chunk = view[:count]
+        hasher.update(chunk)
+        write_all(writer, chunk)
+        size += count
+        if count < room and size == expected:
+            break
+    if size >= checksum.CHUNK:
+        checksum.start_writeback(writer)
+    return str(hasher.hexdigest()), size

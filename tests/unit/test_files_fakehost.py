@@ -232,3 +232,39 @@ def test_a_dry_run_restore_reads_the_stored_tree_from_an_in_memory_store(tmp_pat
     store.write_atomic(f"{tree}/folder/other.txt", b"OTHER", mode=0o600)  # what the restore would copy
     with pytest.raises(VerificationError, match="folder/other.txt does not match the index"):
         component.restore(snapshot, request)
+
+
+def test_files_gone_or_replaced_between_the_walk_and_their_copy_are_warnings_left_out_of_the_snapshot(
+    tmp_path: Path,
+) -> None:
+    """Small files (copied a folder at a time by the walking thread) and a large one (by the
+    pool) that vanish, or stop being files, after their folder was listed: warned about, neither
+    in the index nor in the stored tree; the rest copied whole with its mode."""
+    fake = _source()
+    large = os.urandom(files.snapshot.INLINE_BELOW + 1)
+    fake.add_file(f"{SOURCE}/folder/large.bin", large)
+    fake.add_file(f"{SOURCE}/folder/large-kept.bin", large, mode=0o604)
+    walk_folders = fake.walk_folders
+
+    def listed_then_changed(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        for folder, entries in walk_folders(*args, **kwargs):  # type: ignore[arg-type]
+            if folder == "folder":
+                fake.remove(f"{SOURCE}/folder/file.txt")
+                fake.remove(f"{SOURCE}/folder/large.bin")
+                fake.remove(f"{SOURCE}/folder/other.txt")
+                fake.symlink("elsewhere", f"{SOURCE}/folder/other.txt")
+            yield folder, entries
+
+    fake.walk_folders = listed_then_changed  # type: ignore[method-assign]
+    snapshot = _take(_component(fake), tmp_path / "repo", "s1", None)
+    section = _section(snapshot)
+    gone = [f"{SOURCE}/folder/{name}" for name in ("file.txt", "large.bin", "other.txt")]
+    assert sorted(section.vanished_during_backup) == gone
+    index = _index(snapshot)
+    assert sorted(index) == ["folder", "folder/large-kept.bin", "link", "top.txt"]
+    assert index["folder/large-kept.bin"]["h"] == hashlib.sha256(large).hexdigest()
+    assert _stored(snapshot, "folder/large-kept.bin").read_bytes() == large
+    assert stat.S_IMODE(_stored(snapshot, "folder/large-kept.bin").stat().st_mode) == 0o604
+    assert sorted(os.listdir(_stored(snapshot, "folder"))) == ["large-kept.bin"]
+    assert (section.copied_files, section.copied_bytes) == (2, len(large) + len(b"top"))
+    assert _component(fake).verify(snapshot)["problems"] == []

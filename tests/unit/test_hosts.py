@@ -1339,6 +1339,74 @@ def test_link_names_never_goes_through_a_symlink_in_place_of_a_folder(site: Site
     assert not site.host.exists(site.p("new", "f"))
 
 
+def _folder_listing(site: Site, relative_dir: str) -> dict[str, StatResult]:
+    """The entries ``walk_folders`` gives for one folder below the site's root."""
+    return dict(dict(site.host.walk_folders(site.root))[relative_dir])
+
+
+def test_fetch_files_copies_a_folders_files_into_new_local_files_with_their_metadata(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    control = tmp_path_factory.mktemp("control")
+    site.host.mkdir(site.p("src"))
+    contents = {"empty": b"", "small": b"tiny", "chunk": b"c" * (1 << 20), "above": os.urandom((1 << 20) + 1)}
+    for name, data in contents.items():
+        site.write(f"src/{name}", data, mode=0o640)
+    site.host.set_metadata(site.p("src", "small"), mode=0o751, xattrs={"user.k": b"v"}, times_ns=(5_000, 7_000_000_000))
+    listed = _folder_listing(site, "src")
+    names = ["above", "chunk", "empty", "small"]
+    found = site.host.fetch_files(
+        site.p("src"), str(control), [(name, listed[name]) for name in names], "sha256", owners=True
+    )
+    for name, copied in zip(names, found, strict=True):
+        assert not isinstance(copied, int)
+        data, st, local = contents[name], listed[name], os.stat(control / name)
+        assert (copied.digest, copied.size, copied.stat.st_ino) == (_sha256(data), len(data), st.st_ino)
+        assert (control / name).read_bytes() == data  # whole, past one buffer and at its edge
+        assert stat.S_IMODE(local.st_mode) == stat.S_IMODE(st.st_mode)
+        assert (local.st_atime_ns, local.st_mtime_ns, local.st_uid) == (st.st_atime_ns, st.st_mtime_ns, st.st_uid)
+    assert stat.S_IMODE(os.stat(control / "small").st_mode) == 0o751
+    assert os.stat(control / "small").st_mtime_ns == 7_000_000_000
+    assert found[3].xattrs == {"user.k": b"v"}  # type: ignore[union-attr]
+    assert os.getxattr(control / "small", "user.k") == b"v"
+    with pytest.raises(FileExistsError):
+        site.host.fetch_files(site.p("src"), str(control), [("small", listed["small"])], "sha256", owners=False)
+
+
+def test_fetch_files_reports_what_is_gone_or_no_longer_a_file_and_takes_a_replaced_file_as_it_is_now(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    control = tmp_path_factory.mktemp("control")
+    site.host.mkdir(site.p("src"))
+    for name in ("f", "gone", "l", "pipe", "d", "swapped"):
+        site.write(f"src/{name}", name.encode())
+    listed = _folder_listing(site, "src")
+    site.host.remove(site.p("src", "gone"))
+    for name in ("l", "pipe", "d", "swapped"):
+        site.host.remove(site.p("src", name))
+    site.host.symlink("f", site.p("src", "l"))
+    site.host.make_fifo(site.p("src", "pipe"))
+    site.host.mkdir(site.p("src", "d"))
+    site.write("src/swapped", b"another file", mode=0o604)  # a new inode since it was listed
+    names = ["f", "gone", "l", "pipe", "d", "swapped"]
+    found = site.host.fetch_files(
+        site.p("src"), str(control), [(name, listed[name]) for name in names], "sha256", owners=False
+    )
+    assert found[1:5] == [errno.ENOENT, errno.EINVAL, errno.EINVAL, errno.EINVAL]
+    assert sorted(os.listdir(control)) == ["f", "swapped"]
+    swapped = found[5]
+    assert not isinstance(swapped, int) and swapped.stat.st_ino != listed["swapped"].st_ino
+    assert (control / "swapped").read_bytes() == b"another file"
+    assert stat.S_IMODE(os.stat(control / "swapped").st_mode) == 0o604  # the metadata of the file copied
+    site.host.symlink(site.p("src"), site.p("via"))
+    for folder in ("via", "missing"):  # never through a symlink in the folder's place
+        assert site.host.fetch_files(site.p(folder), str(control), [("f", listed["f"])], "sha256", owners=False) == [
+            errno.ENOENT
+        ]
+    with pytest.raises(FileNotFoundError):
+        site.host.fetch_files(site.p("src"), str(control / "nowhere"), [("f", listed["f"])], "sha256", owners=False)
+
+
 def test_a_waiting_fifo_writer_opens_when_a_reader_comes_and_feeds_it(site: Site) -> None:
     site.host.make_fifo(site.p("pipe"))
     opened: list[object] = []

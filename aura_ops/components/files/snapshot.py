@@ -7,9 +7,10 @@ written. Permissions, ownership, symlinks, hard links, xattrs and ACLs are kept;
 and devices are skipped with a warning. A source that changes while it is read (files or folders
 that vanish, or are replaced) gives warnings, not a failed backup.
 
-The source is read only through its ``Host`` (one walk, then one call a copied file, a folder or
-a symlink); the stored tree and the index are written through the store host (the control
-machine, where the snapshot being written is): one call an entry, as the system calls were.
+The source is read only through its ``Host`` (one walk; then one ``fetch_files`` a folder for its
+small files, copied by the walking thread, one a large file, copied by a pool, one call a folder
+or a symlink); the stored tree and the index are written through the store host (the control
+machine, where the snapshot being written is).
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ from aura_ops.components.files.stored import (
 )
 from aura_ops.config import FilesConfig
 from aura_ops.errors import AuraError, UsageError
-from aura_ops.hosts.base import Excludes, Host, StatResult, compile_excludes, shown
+from aura_ops.hosts.base import CopiedFile, Excludes, Host, StatResult, compile_excludes, shown
 from aura_ops.repository import Snapshot
 
 COPY_WORKERS = 3  # hashing and file I/O release the GIL: copies overlap on 2+ cores
 IN_FLIGHT = 512  # copies queued ahead of the index writer (bounds memory)
+# A file smaller than this is copied by the walking thread with the rest of its folder (one
+# ``fetch_files``); a larger one by the pool. Small copies are a dozen short system calls each:
+# handed to threads, they cost more in GIL hand-offs and futures than the copy itself.
+INLINE_BELOW = checksum.CHUNK
 # The hot path works on str paths: pathlib objects cost more than the system calls here.
 
 
@@ -165,8 +170,10 @@ class _Builder:
         known = self.previous_lines.files_in(relative_dir) if self.previous_lines is not None else {}
         if known and not self.previous_reached(relative_dir):
             known = {}  # (its previous copies are not linked: copied)
-        out: list[Entry] = []
+        out: list[Entry | None] = []
         linking: list[tuple[str, int, StatResult]] = []  # (name, where in ``out``, lstat)
+        copying: list[tuple[str, StatResult]] = []  # small files, copied here in one call
+        copied_at: list[int] = []  # (where each goes in ``out``)
         verbatim = self.previous is not None and self.previous.lines_whole and not self.ignore_ctime
         unchanged = self.unchanged
         for name, st in entries:
@@ -187,6 +194,11 @@ class _Builder:
                     linking.append((name, len(out), st))
                     out.append(reused)
                     continue
+                if st.st_size < INLINE_BELOW:
+                    copying.append((name, st))
+                    copied_at.append(len(out))
+                    out.append(None)
+                    continue
                 out.append(
                     self.pool.submit(self.copy, prefix + name, f"{source_dir}/{name}", f"{target_dir}/{name}", st)
                 )
@@ -196,7 +208,14 @@ class _Builder:
                 out.append(entry)
         if linking:
             self.link_folder(relative_dir, prefix, source_dir, target_dir, linking, out)
-        return out
+        if copying:
+            fetched = self.host.fetch_files(source_dir, target_dir, copying, checksum.ALGORITHM, owners=self.owners)
+            for (name, st), position, result in zip(copying, copied_at, fetched, strict=True):
+                entry = self.copied(prefix + name, f"{source_dir}/{name}", st, result)
+                if entry is not None:
+                    self.account(entry)
+                out[position] = entry
+        return [entry for entry in out if entry is not None]  # (None: a copy that vanished)
 
     def previous_reached(self, relative_dir: str) -> bool:
         """The previous tree's folder ``relative_dir`` and every one on its way are real folders:
@@ -220,7 +239,7 @@ class _Builder:
         source_dir: str,
         target_dir: str,
         linking: list[tuple[str, int, StatResult]],
-        out: list[Entry],
+        out: list[Entry | None],
     ) -> None:
         """Hard-link a folder's unchanged files to their previous copies (one ``link_names``);
         one that cannot be linked is copied instead (its place in ``out`` taken by the copy)."""
@@ -348,21 +367,27 @@ class _Builder:
         return future
 
     def copy(self, relative: str, source: str, target: str, st: StatResult) -> dict[str, Any] | None:
-        try:
-            copied = self.host.fetch_hashed(source, target, checksum.ALGORITHM)
-        except FileNotFoundError:
-            self.stats.vanish(source)
+        """One file copied (in the pool) with its metadata; its index entry, None when it vanished."""
+        source_dir, name = source.rsplit("/", 1)
+        target_dir = target.rsplit("/", 1)[0]
+        (result,) = self.host.fetch_files(source_dir, target_dir, [(name, st)], checksum.ALGORITHM, owners=self.owners)
+        return self.copied(relative, source, st, result)
+
+    def copied(self, relative: str, source: str, st: StatResult, result: CopiedFile | int) -> dict[str, Any] | None:
+        """The index entry of a file ``fetch_files`` copied (None, with its warning, when it had
+        vanished or was no longer a regular file)."""
+        if not isinstance(result, CopiedFile):
+            if result == errno.ENOENT:
+                self.stats.vanish(source)
+            else:
+                self.stats.vanish(source, "changed_during_backup")  # now a symlink, a socket, ...
             return None
-        if copied is None:
-            self.stats.vanish(source, "changed_during_backup")  # now a symlink, a socket, ...
-            return None
-        opened = copied.stat
+        opened = result.stat
         if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
             st = opened  # replaced since it was listed: the file that is there now
-        _store_metadata(self.store, self.owners, target, st, copied.xattrs)
-        entry = {**_base(relative, st), "t": "f", "s": copied.size, "ct": st.st_ctime_ns, "i": st.st_ino}
-        entry["h"] = copied.digest
-        return with_xattrs(entry, copied.xattrs)
+        entry = {**_base(relative, st), "t": "f", "s": result.size, "ct": st.st_ctime_ns, "i": st.st_ino}
+        entry["h"] = result.digest
+        return with_xattrs(entry, result.xattrs)
 
     def account(self, entry: dict[str, Any]) -> None:
         self.stats.copied += 1

@@ -64,6 +64,10 @@ FINISHED_ITEM = re.compile(r"finished item (\d+) ")
 P = ParamSpec("P")
 R = TypeVar("R")
 STOP_GRACE = 5.0  # seconds a tool gets to stop on SIGTERM before it is killed
+# a restore writes small data files out whole (checked first) instead of feeding them through pipes:
+SMALL_COMPRESSED = 1 << 20  # a data file is tried when its artifact is at most this size,
+SMALL_PLAIN = 2 << 20  # kept when it decompresses to at most this (else a pipe after all),
+SMALL_TOTAL = 64 << 20  # while all of them together stay under this (and a quarter of the free space)
 
 # conninfo keyword -> libpq environment variable: the credentials reach tools via env, not argv.
 LIBPQ_ENV = {
@@ -1286,6 +1290,53 @@ def _read_verified(store: Host, source: str, expected: str, algorithm: str) -> b
     return data if hasher.hexdigest() == expected else "checksum mismatch"
 
 
+def _materialize(
+    store: Host, source: str, host: Host, target: str, expected: str, algorithm: str, cap: int
+) -> int | str:
+    """Write the small compressed artifact ``source`` (on ``store``) decompressed into the new
+    regular file ``target`` on ``host``, once its bytes hash as ``expected`` and hold exactly
+    one whole zstd frame (nothing unchecked is ever written there). Returns the bytes written;
+    -1 when it decompresses to more than ``cap`` (nothing is left at ``target``: the caller
+    feeds it through a pipe instead); or the problem found (as ``_Feeder`` words it)."""
+    import zstandard
+
+    try:
+        data = store.read_bytes(source)
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    hasher = checksum.new(algorithm)
+    hasher.update(data)
+    if hasher.hexdigest() != expected:
+        return "checksum mismatch"
+    frame = _ZstdFrame()
+    used = frame.feed(data)
+    if not frame.ended:
+        return "cannot be decompressed: truncated"
+    if used != len(data):
+        return "cannot be decompressed: data after the end of its frame"
+    written = 0
+    try:
+        decompressor = zstandard.ZstdDecompressor()
+        with host.open_write(target, mode=0o600) as out, decompressor.stream_reader(data) as reader:
+            while chunk := reader.read(checksum.CHUNK):
+                written += len(chunk)
+                if written > cap:
+                    break
+                out.write(chunk)
+    except zstandard.ZstdError as exc:
+        host.remove(target, missing_ok=True)
+        return f"cannot be decompressed: {exc}"
+    except BaseException:
+        host.remove(target, missing_ok=True)
+        raise
+    if written > cap:
+        host.remove(target)
+        return -1
+    return written
+
+
 def tool_failure(name: str, program: str, result: Result) -> AuraError:
     """A PostgreSQL client tool's failure as one line: its own first ``error:`` line (not the
     ``Command was:`` or progress lines that follow it), or the signal that killed it."""
@@ -1724,7 +1775,7 @@ class PostgresComponent:
                 name,
                 target,
                 recorded,
-                lambda built: self._run_restore(snapshot, recorded, conn.with_db(built), jobs),
+                lambda built: self._run_restore(snapshot, recorded, conn.with_db(built), jobs, checked=True),
                 check,
             )
         mode = "swap" if target.exists else ("created" if target.live else "new")
@@ -1738,16 +1789,23 @@ class PostgresComponent:
             compare_facts(self.name, recorded, database_facts(db, recorded.table_checksums is not None, method))
 
     def _run_restore(
-        self, snapshot: Snapshot, recorded: PostgresManifest, conn: Connection, jobs: int, clean: bool = False
+        self,
+        snapshot: Snapshot,
+        recorded: PostgresManifest,
+        conn: Connection,
+        jobs: int,
+        clean: bool = False,
+        checked: bool = False,
     ) -> float:
         """pg_restore from a staging folder; returns the seconds it took. Success is reported
         only after pg_restore and every feed have ended and been checked: a bad artifact stops
         pg_restore at once (VerificationError naming it), pg_restore's own failure names its
         error line. ``clean`` (restoring into the live database) hashes every artifact before
-        anything starts."""
+        anything starts; ``checked``: the caller ran ``check_inputs`` already."""
         name = self.name
         started = time.monotonic()
-        with self._staging(snapshot, recorded, jobs + 2, verify_first=clean, serial=jobs == 1) as (staging, feeder):
+        staged = self._staging(snapshot, recorded, jobs + 2, verify_first=clean, serial=jobs == 1, checked=checked)
+        with staged as (staging, feeder):
             process = self.host.start(make_pg_restore(self.config, conn, staging, jobs, clean=clean), stdout=None)
             feeder.on_failure = lambda: process.terminate(STOP_GRACE)
             if feeder.errors or feeder.failed:  # failed before it could stop pg_restore
@@ -1778,29 +1836,44 @@ class PostgresComponent:
         workers: int,
         verify_first: bool = False,
         serial: bool = False,
+        checked: bool = False,
     ) -> Iterator[tuple[str, _Feeder]]:
-        """A folder on the host that pg_restore can read: the table of contents (checked as
-        recorded), a named pipe per compressed data file, fed while pg_restore reads. Recorded as
-        a temporary before it is created, removed after."""
+        """A folder on the host that pg_restore can read (on a memory file system when the host
+        has one with room: ``Host.fast_temp_root``): the table of contents (checked as recorded);
+        each small data file written out whole, checked before pg_restore starts
+        (``_materialize``, within ``SMALL_*``); a named pipe for each other one, fed while
+        pg_restore reads. Recorded as a temporary before it is created, removed after.
+        ``checked``: the caller ran ``check_inputs`` already."""
         name, host = self.name, self.host
         dump_dir = snapshot.component_dir(name) / DUMP
         algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
-        check_inputs(self.store, snapshot, name, recorded, full=verify_first)
-        staging = f"{host.temp_root().rstrip('/')}/aura-restore-{pysecrets.token_hex(6)}"
+        if not checked:
+            check_inputs(self.store, snapshot, name, recorded, full=verify_first)
+        staging = f"{host.fast_temp_root(SMALL_TOTAL).rstrip('/')}/aura-restore-{pysecrets.token_hex(6)}"
         with temporaries.track("path", staging) as temporary:
             host.mkdir(staging, mode=0o700)
             try:
                 pipes: dict[str, tuple[str, str, str]] = {}
+                room = min(SMALL_TOTAL, host.disk_usage(staging)[0] // 4)
                 for file, info in _dump_artifacts(name, recorded).items():
                     if file.endswith(COMPRESSED):
-                        pipe = f"{staging}/{file[: -len(COMPRESSED)]}"
-                        host.make_fifo(pipe)
-                        pipes[pipe] = (f"{dump_dir}/{file}", f"{DUMP}/{file}", info.sha256)
+                        plain, source = f"{staging}/{file[: -len(COMPRESSED)]}", f"{dump_dir}/{file}"
+                        if info.size <= SMALL_COMPRESSED and room > 0:
+                            cap = min(SMALL_PLAIN, room)
+                            written = _materialize(self.store, source, host, plain, info.sha256, algorithm, cap)
+                            if isinstance(written, str):
+                                raise VerificationError(f"{name}: {DUMP}/{file}: {written}")
+                            if written >= 0:
+                                room -= written
+                                continue
+                        host.make_fifo(plain)
+                        pipes[plain] = (source, f"{DUMP}/{file}", info.sha256)
                         continue
                     content = _read_verified(self.store, f"{dump_dir}/{file}", info.sha256, algorithm)
                     if isinstance(content, str):
                         raise VerificationError(f"{name}: {DUMP}/{file}: {content}")
-                    host.write_atomic(f"{staging}/{file}", content, mode=0o600)
+                    with host.open_write(f"{staging}/{file}", mode=0o600) as out:  # read soon, never kept
+                        out.write(content)
                 # the table of contents tells the order of a serial restore, and where large objects go
                 blobs = any(pipe.rsplit("/", 1)[-1].startswith("blob_") for pipe in pipes)
                 needed = len(pipes) > _Feeder.WINDOW and (serial or blobs)

@@ -1291,13 +1291,14 @@ def _read_verified(store: Host, source: str, expected: str, algorithm: str) -> b
 
 
 def _materialize(
-    store: Host, source: str, host: Host, target: str, expected: str, algorithm: str, cap: int
+    store: Host, source: str, host: Host, target: str, expected: str, algorithm: str, cap: int, decompressor: Any = None
 ) -> int | str:
     """Write the small compressed artifact ``source`` (on ``store``) decompressed into the new
     regular file ``target`` on ``host``, once its bytes hash as ``expected`` and hold exactly
     one whole zstd frame (nothing unchecked is ever written there). Returns the bytes written;
     -1 when it decompresses to more than ``cap`` (nothing is left at ``target``: the caller
-    feeds it through a pipe instead); or the problem found (as ``_Feeder`` words it)."""
+    feeds it through a pipe instead); or the problem found (as ``_Feeder`` words it).
+    ``decompressor``: a ``zstandard.ZstdDecompressor`` to reuse (one call at a time)."""
     import zstandard
 
     try:
@@ -1318,7 +1319,7 @@ def _materialize(
         return "cannot be decompressed: data after the end of its frame"
     written = 0
     try:
-        decompressor = zstandard.ZstdDecompressor()
+        decompressor = decompressor or zstandard.ZstdDecompressor()
         with host.open_write(target, mode=0o600) as out, decompressor.stream_reader(data) as reader:
             while chunk := reader.read(checksum.CHUNK):
                 written += len(chunk)
@@ -1844,6 +1845,8 @@ class PostgresComponent:
         (``_materialize``, within ``SMALL_*``); a named pipe for each other one, fed while
         pg_restore reads. Recorded as a temporary before it is created, removed after.
         ``checked``: the caller ran ``check_inputs`` already."""
+        import zstandard
+
         name, host = self.name, self.host
         dump_dir = snapshot.component_dir(name) / DUMP
         algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
@@ -1855,12 +1858,15 @@ class PostgresComponent:
             try:
                 pipes: dict[str, tuple[str, str, str]] = {}
                 room = min(SMALL_TOTAL, host.disk_usage(staging)[0] // 4)
+                decompressor = zstandard.ZstdDecompressor()  # one for every small file: made once
                 for file, info in _dump_artifacts(name, recorded).items():
                     if file.endswith(COMPRESSED):
                         plain, source = f"{staging}/{file[: -len(COMPRESSED)]}", f"{dump_dir}/{file}"
                         if info.size <= SMALL_COMPRESSED and room > 0:
                             cap = min(SMALL_PLAIN, room)
-                            written = _materialize(self.store, source, host, plain, info.sha256, algorithm, cap)
+                            written = _materialize(
+                                self.store, source, host, plain, info.sha256, algorithm, cap, decompressor
+                            )
                             if isinstance(written, str):
                                 raise VerificationError(f"{name}: {DUMP}/{file}: {written}")
                             if written >= 0:

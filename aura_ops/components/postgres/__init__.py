@@ -36,6 +36,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar, Concatenate, ParamSpec, Protocol, TypeVar, cast
@@ -1218,6 +1219,19 @@ class _ZstdFrame:
             self.ended = self.last and not self.skip
 
 
+class _Ready(contextlib.AbstractContextManager["tuple[str, _Feeder]"]):
+    """A staging folder being made elsewhere: entered, waits for it (``_staging_in_background``)."""
+
+    def __init__(self, future: concurrent.futures.Future[tuple[str, _Feeder]]) -> None:
+        self.future = future
+
+    def __enter__(self) -> tuple[str, _Feeder]:
+        return self.future.result()
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 def _dump_artifacts(name: str, recorded: PostgresManifest) -> dict[str, Artifact]:
     """The dump's artifacts by file name; VerificationError when the table of contents is not
     among them (nothing could be checked)."""
@@ -1770,15 +1784,17 @@ class PostgresComponent:
             check = None
             if target.live or target.exists:  # what takes a name in use (or the live one) is checked first
                 check = lambda built: self._check_restored(conn.with_db(built), recorded)  # noqa: E731
-            seconds = pgdatabase.put_in_place(
-                admin_conn,
-                admin,
-                name,
-                target,
-                recorded,
-                lambda built: self._run_restore(snapshot, recorded, conn.with_db(built), jobs, checked=True),
-                check,
-            )
+            # the staging folder is made while the server creates the database (put_in_place)
+            with self._staging_in_background(snapshot, recorded, jobs) as staged:
+                seconds = pgdatabase.put_in_place(
+                    admin_conn,
+                    admin,
+                    name,
+                    target,
+                    recorded,
+                    lambda built: self._run_restore(snapshot, recorded, conn.with_db(built), jobs, staged=staged),
+                    check,
+                )
         mode = "swap" if target.exists else ("created" if target.live else "new")
         return {**report, "mode": mode, "restore_seconds": round(seconds, 2)}
 
@@ -1796,16 +1812,16 @@ class PostgresComponent:
         conn: Connection,
         jobs: int,
         clean: bool = False,
-        checked: bool = False,
+        staged: AbstractContextManager[tuple[str, _Feeder]] | None = None,
     ) -> float:
         """pg_restore from a staging folder; returns the seconds it took. Success is reported
         only after pg_restore and every feed have ended and been checked: a bad artifact stops
         pg_restore at once (VerificationError naming it), pg_restore's own failure names its
         error line. ``clean`` (restoring into the live database) hashes every artifact before
-        anything starts; ``checked``: the caller ran ``check_inputs`` already."""
+        anything starts. ``staged``: the staging folder, made already (``_staging_in_background``)."""
         name = self.name
         started = time.monotonic()
-        staged = self._staging(snapshot, recorded, jobs + 2, verify_first=clean, serial=jobs == 1, checked=checked)
+        staged = staged or self._staging(snapshot, recorded, jobs + 2, verify_first=clean, serial=jobs == 1)
         with staged as (staging, feeder):
             process = self.host.start(make_pg_restore(self.config, conn, staging, jobs, clean=clean), stdout=None)
             feeder.on_failure = lambda: process.terminate(STOP_GRACE)
@@ -1838,13 +1854,15 @@ class PostgresComponent:
         verify_first: bool = False,
         serial: bool = False,
         checked: bool = False,
+        folder: str | None = None,
     ) -> Iterator[tuple[str, _Feeder]]:
         """A folder on the host that pg_restore can read (on a memory file system when the host
         has one with room: ``Host.fast_temp_root``): the table of contents (checked as recorded);
         each small data file written out whole, checked before pg_restore starts
         (``_materialize``, within ``SMALL_*``); a named pipe for each other one, fed while
         pg_restore reads. Recorded as a temporary before it is created, removed after.
-        ``checked``: the caller ran ``check_inputs`` already."""
+        ``checked``: the caller ran ``check_inputs`` already; ``folder``: its path, recorded as a
+        temporary by the caller (which removes it after a failed removal here)."""
         import zstandard
 
         name, host = self.name, self.host
@@ -1852,8 +1870,8 @@ class PostgresComponent:
         algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
         if not checked:
             check_inputs(self.store, snapshot, name, recorded, full=verify_first)
-        staging = f"{host.fast_temp_root(SMALL_TOTAL).rstrip('/')}/aura-restore-{pysecrets.token_hex(6)}"
-        with temporaries.track("path", staging) as temporary:
+        staging = folder or self._staging_name()
+        with contextlib.nullcontext(None) if folder else temporaries.track("path", staging) as temporary:
             host.mkdir(staging, mode=0o700)
             try:
                 pipes: dict[str, tuple[str, str, str]] = {}
@@ -1898,6 +1916,45 @@ class PostgresComponent:
                     yield staging, feeder
             finally:
                 host.remove_tree(staging)
+            if temporary is not None:
+                temporary.release()
+
+    def _staging_name(self) -> str:
+        return f"{self.host.fast_temp_root(SMALL_TOTAL).rstrip('/')}/aura-restore-{pysecrets.token_hex(6)}"
+
+    @contextlib.contextmanager
+    def _staging_in_background(
+        self, snapshot: Snapshot, recorded: PostgresManifest, jobs: int
+    ) -> Iterator[AbstractContextManager[tuple[str, _Feeder]]]:
+        """``_staging`` (of inputs already checked) made in a thread of its own while the block
+        runs; what is yielded, entered, waits until it is ready and gives it (or raises what
+        made it fail). On exit the folder is removed (after the preparation ended, whatever
+        happened) and a failure to remove it raised."""
+        ready: concurrent.futures.Future[tuple[str, _Feeder]] = concurrent.futures.Future()
+        done = threading.Event()
+        ended: list[BaseException] = []
+        staging = self._staging_name()
+
+        def hold() -> None:
+            try:
+                preparing = self._staging(snapshot, recorded, jobs + 2, serial=jobs == 1, checked=True, folder=staging)
+                with preparing as prepared:
+                    ready.set_result(prepared)
+                    done.wait()
+            except BaseException as exc:  # noqa: BLE001 - handed to the restore's thread
+                (ended.append if ready.done() else ready.set_exception)(exc)
+
+        # recorded here, not in the thread: the journal's connection is not written from two threads at once
+        with temporaries.track("path", staging) as temporary:
+            thread = threading.Thread(target=contextvars.copy_context().run, args=(hold,), daemon=True)
+            thread.start()
+            try:
+                yield _Ready(ready)
+            finally:
+                done.set()
+                thread.join()
+            if ended:
+                raise ended[0]
             temporary.release()
 
     def _listing(self, staging: str) -> str | None:

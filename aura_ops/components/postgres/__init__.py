@@ -1220,16 +1220,43 @@ class _ZstdFrame:
 
 
 class _Ready(contextlib.AbstractContextManager["tuple[str, _Feeder]"]):
-    """A staging folder being made elsewhere: entered, waits for it (``_staging_in_background``)."""
+    """A staging folder being made by ``thread`` (``_staging_in_background``): entered, waits
+    for it and gives it (or raises what made it fail); left, or ``close``, lets the thread
+    remove it and forgets its record once it is gone."""
 
-    def __init__(self, future: concurrent.futures.Future[tuple[str, _Feeder]]) -> None:
-        self.future = future
+    def __init__(
+        self,
+        ready: concurrent.futures.Future[tuple[str, _Feeder]],
+        done: threading.Event,
+        thread: threading.Thread,
+        ended: list[BaseException],
+        temporary: temporaries.Temporary,
+    ) -> None:
+        self.ready, self.done, self.thread, self.ended, self.temporary = ready, done, thread, ended, temporary
+        self.closed = False
 
     def __enter__(self) -> tuple[str, _Feeder]:
-        return self.future.result()
+        return self.ready.result()
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is None:
+            self.close()
+            return
+        with contextlib.suppress(Exception):  # the restore's own failure is the one to report
+            self.close()
+
+    def close(self) -> None:
+        """Remove the folder (once it is made): what the removal raised, else the record is
+        forgotten (the caller's ``temporaries.track`` retries a failed one)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.done.set()
+        self.thread.join()
+        if self.ended:
+            raise self.ended[0]
+        if self.ready.exception() is None:  # else its record's handler makes sure (the caller's track)
+            self.temporary.release()
 
 
 def _dump_artifacts(name: str, recorded: PostgresManifest) -> dict[str, Artifact]:
@@ -1927,9 +1954,9 @@ class PostgresComponent:
         self, snapshot: Snapshot, recorded: PostgresManifest, jobs: int
     ) -> Iterator[AbstractContextManager[tuple[str, _Feeder]]]:
         """``_staging`` (of inputs already checked) made in a thread of its own while the block
-        runs; what is yielded, entered, waits until it is ready and gives it (or raises what
-        made it fail). On exit the folder is removed (after the preparation ended, whatever
-        happened) and a failure to remove it raised."""
+        runs; what is yielded (``_Ready``), entered, waits until it is ready and gives it (or
+        raises what made it fail), and removes it when left. On exit the folder is removed
+        if it is still there (after the preparation ended, whatever happened)."""
         ready: concurrent.futures.Future[tuple[str, _Feeder]] = concurrent.futures.Future()
         done = threading.Event()
         ended: list[BaseException] = []
@@ -1948,14 +1975,14 @@ class PostgresComponent:
         with temporaries.track("path", staging) as temporary:
             thread = threading.Thread(target=contextvars.copy_context().run, args=(hold,), daemon=True)
             thread.start()
+            staged = _Ready(ready, done, thread, ended, temporary)
             try:
-                yield _Ready(ready)
-            finally:
-                done.set()
-                thread.join()
-            if ended:
-                raise ended[0]
-            temporary.release()
+                yield staged  # _run_restore removes it as soon as pg_restore is done (before a swap)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the block's own failure is the one to report
+                    staged.close()
+                raise
+            staged.close()
 
     def _listing(self, staging: str) -> str | None:
         """``pg_restore --list`` of the staging folder (its table of contents, in order): what

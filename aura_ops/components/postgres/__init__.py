@@ -1105,7 +1105,8 @@ class _Feeder:
 def _expected_order(pipes: list[str], listing: str | None, serial: bool) -> list[str]:
     """``pipes`` in the order pg_restore is expected to open them. A serial restore follows its
     table of contents (``listing``, as ``pg_restore --list`` writes it); pg_restore -j takes the
-    ready data items largest first, and a named pipe's size is 0, so by dump id; it sizes the
+    ready data items largest first (it sizes each by a stat of its file: the small files written
+    out whole come first, then the pipes), and a named pipe's size is 0, so by dump id; it sizes the
     BLOBS entry as 1024 times its blobs.toc, so that one first. Large objects are read in oid
     order by whoever restores the BLOBS entry: they go where it is. Without a listing: by dump
     id, large objects last."""

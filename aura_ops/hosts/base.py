@@ -435,6 +435,13 @@ class Host(Protocol):
         stays open a later one does not wait. ``OSError`` as the open raises it."""
         ...
 
+    def fast_temp_root(self, need: int) -> str:
+        """A folder for short-lived files read soon after they are written (a restore's staging
+        folder): a memory file system (a writable tmpfs at ``/dev/shm``) when ``$TMPDIR`` does not
+        choose another place and it has ``need`` bytes free four times over, else ``temp_root``.
+        The caller names its own folder in it, records it as a temporary object, then creates it."""
+        ...
+
 
 # -- bulk operations for file trees: values and pure helpers -------------------------------------
 

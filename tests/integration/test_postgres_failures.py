@@ -125,6 +125,31 @@ def test_corrupt_data_file_stops_the_restore_exit_3_and_drops_what_was_built(
     assert _databases(pg, f"{database}_") == []
 
 
+def test_a_corrupt_small_data_file_is_refused_exit_3_before_pg_restore_reads_it_and_nothing_is_left(
+    pg: PostgresCluster, database: str, rich: str, aura: Aura, tmp_path: Path
+) -> None:
+    """A small data file is decompressed into the staging folder before pg_restore starts
+    (postgres.SMALL_COMPRESSED): its hash is checked first, so a changed byte (same size) stops
+    the restore with exit 3 naming it; the new database is never left behind, nor the folder."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    manifest = aura.json("backup")
+    entry = manifest["components"]["db"]
+    data = [a for a in entry["artifacts"] if a.endswith(".dat.zst") and entry["artifacts"][a]["size"] > 64]
+    smallest = min(data, key=lambda a: entry["artifacts"][a]["size"])
+    victim = aura.repo / "snapshots" / str(manifest["id"]) / "db" / smallest
+    content = bytearray(victim.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    victim.write_bytes(bytes(content))
+    result = aura("restore", manifest["id"], "--to-database", f"{database}_new", check=3, env={"TMPDIR": str(temp)})
+    assert f"db: {smallest}: checksum mismatch" in _error_line(result.stderr)
+    assert _databases(pg, f"{database}_") == []
+    assert list(temp.iterdir()) == []
+    before = fingerprint(rich)
+    aura("restore", manifest["id"], "--yes", check=3)
+    assert fingerprint(rich) == before
+
+
 # ---------------------------------------------------------------- a tool killed mid-way
 
 
@@ -231,23 +256,43 @@ def test_pg_restore_error_line_is_the_reason_given(pg: PostgresCluster, database
     assert _databases(pg, f"{database}_copy") == []
 
 
+@pytest.mark.parametrize("tmpdir", [True, False], ids=["TMPDIR", "default place"])
 def test_staging_folder_of_a_killed_restore_is_listed_then_removed_by_the_next_command(
-    pg: PostgresCluster, database: str, big: str, aura: Aura, tmp_path: Path
+    pg: PostgresCluster, database: str, big: str, aura: Aura, tmp_path: Path, tmpdir: bool
 ) -> None:
+    """Wherever the staging folder is (TMPDIR, else a memory file system when there is one),
+    holding a small table's file written out whole and the big table's pipe."""
     temp = tmp_path / "tmp"
     temp.mkdir()
+    env = {"TMPDIR": str(temp)} if tmpdir else {}
+    aura.env.pop("TMPDIR", None)
     snapshot = aura.json("backup")["id"]
-    process = aura.popen("restore", snapshot, "--to-database", f"{database}_copy", env={"TMPDIR": str(temp)})
-    _tool_pid(process, "pg_restore")
-    staged = [p for p in temp.iterdir() if p.name.startswith("aura-restore-")]
-    assert len(staged) == 1
+    process = aura.popen("restore", snapshot, "--to-database", f"{database}_copy", env=env)
+    restoring = _tool_pid(process, "pg_restore")
+    staging = Path(Path(f"/proc/{restoring}/cmdline").read_bytes().split(b"\0")[-2].decode())  # its last argument
+    if tmpdir:
+        assert staging.parent == temp
+    kinds = {p.name: "pipe" if p.is_fifo() else "file" for p in staging.iterdir()}
+    assert "pipe" in kinds.values() and list(kinds.values()).count("file") >= 2, kinds  # toc.dat, small's data
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
-    assert staged[0].exists()
+    assert staging.exists()
     listed = aura.json("doctor", check=None)
-    assert any(check["check"] == f"temporary path {staged[0]}" for check in listed["checks"]), listed
-    aura("backup", env={"TMPDIR": str(temp)})
-    assert not staged[0].exists()
+    assert any(check["check"] == f"temporary path {staging}" for check in listed["checks"]), listed
+    aura("backup", env=env)
+    assert not staging.exists()
+
+
+def test_a_restore_of_small_files_written_out_whole_and_a_big_one_piped_gives_the_same_content(
+    pg: PostgresCluster, database: str, big: str, aura: Aura
+) -> None:
+    with psycopg.connect(big, autocommit=True) as conn:
+        conn.execute("CREATE TABLE empty_one (n int)")
+        conn.execute("CREATE TABLE medium AS SELECT g AS n, repeat('x', 300) AS pad FROM generate_series(1, 20000) g")
+    before = fingerprint(big)
+    snapshot = aura.json("backup")["id"]
+    aura("restore", snapshot, "--to-database", f"{database}_copy")
+    assert fingerprint(pg.dsn(f"{database}_copy")) == before
 
 
 # ---------------------------------------------------------------- connections and privileges

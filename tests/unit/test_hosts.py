@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -1453,3 +1454,27 @@ def test_fifo_opens_fail_as_the_system_call_does(site: Site) -> None:
     site.host.mkdir(site.p("folder"))
     with pytest.raises(IsADirectoryError):
         site.host.open_fifo_writer_waiting(site.p("folder"))
+
+
+def test_fast_temp_root_is_a_writable_folder_and_the_temp_root_when_no_memory_file_system_has_room(
+    site: Site,
+) -> None:
+    if isinstance(site.host, FakeHost):
+        site.host.add_dir("/dev")
+        site.host.add_dir("/dev/shm", mode=0o1777)
+    fast = site.host.fast_temp_root(1 << 20)
+    if fast != site.host.temp_root():
+        assert site.host.is_dir(fast) and site.host.access(fast, os.W_OK | os.X_OK)
+        folder = site.host.temp_dir(fast, "aura-test-")
+        site.host.write_atomic(f"{folder}/x", b"x")
+        assert site.host.read_bytes(f"{folder}/x") == b"x"
+        site.host.remove_tree(folder)
+    if isinstance(site.host, FakeHost):
+        assert fast == "/dev/shm"
+    assert site.host.fast_temp_root(1 << 62) == site.host.temp_root()  # no room anywhere: the usual place
+
+
+def test_local_fast_temp_root_leaves_a_chosen_tmpdir_in_charge(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir reads TMPDIR again
+    assert LocalHost().fast_temp_root(1) == str(tmp_path)

@@ -28,6 +28,13 @@ from aura_ops.repository import Snapshot
 from aura_ops.state import temporaries
 
 
+@pytest.fixture(autouse=True)
+def _pipes_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every data file through a pipe unless a test says otherwise (the feeder is what these
+    tests drive; the small files written out whole have tests of their own at the end)."""
+    monkeypatch.setattr(postgres, "SMALL_TOTAL", 0)
+
+
 class _Reader:
     """Plays pg_restore: opens each pipe of the staging folder in turn and reads it to the end."""
 
@@ -309,3 +316,131 @@ def test_pipes_are_expected_in_dump_id_order_in_parallel_and_in_toc_order_when_s
         "/s/7.dat",
         "/s/999.dat",
     ]
+
+
+# -- small data files written out whole before pg_restore starts ----------------------------------
+
+
+class _EveryFile(_Reader):
+    """Plays pg_restore: reads every data file of the staging folder, regular file or pipe, in
+    name order, noting which was which."""
+
+    def _read_all(self) -> None:
+        self.kinds: dict[str, str] = {}
+        for path in sorted(p for p in self.folder.iterdir() if p.name[0].isdigit()):
+            self.kinds[path.name] = "pipe" if path.is_fifo() else "file"
+            with open(path, "rb") as stream:
+                self.read[path.name] = stream.read()
+
+
+def _mixed_snapshot(tmp_path: Path) -> tuple[Snapshot, dict[str, bytes]]:
+    """3401: small; 3402: small compressed but large once decompressed; 3403: large compressed."""
+    plain = {
+        "3401.dat": b"3401\tsmall\n" * 100,
+        "3402.dat": b"3402\t" + b"z" * 600_000 + b"\n",
+        "3403.dat": os.urandom(300_000).hex().encode() + b"\n",
+    }
+    dump = tmp_path / "snap" / "db" / "dump"
+    dump.mkdir(parents=True)
+    (dump / "toc.dat").write_bytes(b"PGDMP not really")
+    for file, data in plain.items():
+        (dump / f"{file}.zst").write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(data))
+    artifacts = {
+        f"dump/{file}": {
+            "size": (dump / file).stat().st_size,
+            "hash": hashlib.sha256((dump / file).read_bytes()).hexdigest(),
+        }
+        for file in sorted(os.listdir(dump))
+    }
+    manifest = {
+        "checksum_algorithm": "sha256",
+        "components": {"db": {"type": "postgres", "database": "app", "artifacts": artifacts}},
+    }
+    return Snapshot("s1", tmp_path / "snap", manifest), plain
+
+
+def _small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres, "SMALL_TOTAL", 64 << 20)
+    monkeypatch.setattr(postgres, "SMALL_COMPRESSED", 100_000)  # 3403 (600 KB of hex) is past it
+    monkeypatch.setattr(postgres, "SMALL_PLAIN", 500_000)  # 3402 grows past it while decompressing
+
+
+def _restore_every_file(tmp_path: Path, snapshot: Snapshot) -> _Host:
+    host = _Host()
+    host.start = lambda command, **_: host.readers.append(_EveryFile(command)) or host.readers[-1]  # type: ignore[method-assign]
+    config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
+    with temporaries.bound(config):
+        _run_restore(host, snapshot, postgres.Connection({"dbname": "t"}))
+    return host
+
+
+def test_small_files_are_written_out_whole_and_large_ones_piped_each_read_as_backed_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _small_limits(monkeypatch)
+    snapshot, plain = _mixed_snapshot(tmp_path)
+    host = _restore_every_file(tmp_path, snapshot)
+    reader = host.readers[0]
+    assert reader.kinds == {"3401.dat": "file", "3402.dat": "pipe", "3403.dat": "pipe"}  # type: ignore[attr-defined]
+    assert reader.read == plain
+    assert reader.folder.parent == Path(host.fast_temp_root(postgres.SMALL_TOTAL))
+    assert not reader.folder.exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda data: data[:5] + bytes([data[5] ^ 1]) + data[6:], "checksum mismatch"),
+        (lambda data: data[:-3], "cannot be decompressed: truncated"),
+        (lambda data: data + b"more", "cannot be decompressed: data after the end of its frame"),
+    ],
+)
+def test_a_bad_small_file_is_refused_before_pg_restore_starts_and_nothing_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: Any, problem: str
+) -> None:
+    """A changed file (its recorded hash kept), or one recorded whole but cut or followed by more
+    bytes (its hash recorded as it is): never written where pg_restore could read it."""
+    _small_limits(monkeypatch)
+    snapshot, _ = _mixed_snapshot(tmp_path)
+    victim = tmp_path / "snap" / "db" / "dump" / "3401.dat.zst"
+    victim.write_bytes(damage(victim.read_bytes()))
+    if problem != "checksum mismatch":
+        artifacts = snapshot.manifest["components"]["db"]["artifacts"]
+        artifacts["dump/3401.dat.zst"] = {
+            "size": victim.stat().st_size,
+            "hash": hashlib.sha256(victim.read_bytes()).hexdigest(),
+        }
+    host = _Host()
+    root = Path(host.fast_temp_root(postgres.SMALL_TOTAL))
+    before = {p.name for p in root.iterdir()}
+    config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
+    with temporaries.bound(config), pytest.raises(VerificationError, match=rf"^db: dump/3401.dat.zst: {problem}$"):
+        _run_restore(host, snapshot, postgres.Connection({"dbname": "t"}))
+    assert host.readers == []  # pg_restore never started
+    assert {p.name for p in root.iterdir() if p.name.startswith("aura-restore-")} <= before
+
+
+def test_small_files_stop_being_written_out_once_their_total_is_reached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _small_limits(monkeypatch)
+    monkeypatch.setattr(postgres, "SMALL_TOTAL", 1000)  # 3401 (1,100 bytes) does not fit
+    snapshot, plain = _mixed_snapshot(tmp_path)
+    reader = _restore_every_file(tmp_path, snapshot).readers[0]
+    assert set(reader.kinds.values()) == {"pipe"}  # type: ignore[attr-defined]
+    assert reader.read == plain
+
+
+def test_materialize_never_writes_more_than_its_cap_and_leaves_nothing_when_past_it(tmp_path: Path) -> None:
+    data = zstandard.ZstdCompressor().compress(b"\0" * (8 << 20))  # a few hundred bytes, 8 MiB once decompressed
+    (tmp_path / "a.dat.zst").write_bytes(data)
+    host = LocalHost()
+    digest = hashlib.sha256(data).hexdigest()
+    target = str(tmp_path / "a.dat")
+    assert postgres._materialize(host, str(tmp_path / "a.dat.zst"), host, target, digest, "sha256", 1 << 20) == -1
+    assert not os.path.exists(target)
+    assert postgres._materialize(host, str(tmp_path / "a.dat.zst"), host, target, digest, "sha256", 8 << 20) == 8 << 20
+    assert os.path.getsize(target) == 8 << 20 and os.stat(target).st_mode & 0o777 == 0o600
+    assert (
+        postgres._materialize(host, str(tmp_path / "missing"), host, target + "2", digest, "sha256", 1) == "is missing"
+    )

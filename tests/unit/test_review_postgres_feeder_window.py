@@ -30,6 +30,12 @@ READ_EVERY_PIPE = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _pipes_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every data file through a pipe (none small enough to be written out whole)."""
+    monkeypatch.setattr(postgres, "SMALL_TOTAL", 0)
+
+
 class _ProcessRestore(LocalHost):
     """This machine; pg_restore is a process that reads each pipe of the staging folder in order."""
 

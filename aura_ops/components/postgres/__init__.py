@@ -36,6 +36,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar, Concatenate, ParamSpec, Protocol, TypeVar, cast
@@ -64,6 +65,10 @@ FINISHED_ITEM = re.compile(r"finished item (\d+) ")
 P = ParamSpec("P")
 R = TypeVar("R")
 STOP_GRACE = 5.0  # seconds a tool gets to stop on SIGTERM before it is killed
+# a restore writes small data files out whole (checked first) instead of feeding them through pipes:
+SMALL_COMPRESSED = 1 << 20  # a data file is tried when its artifact is at most this size,
+SMALL_PLAIN = 2 << 20  # kept when it decompresses to at most this (else a pipe after all),
+SMALL_TOTAL = 64 << 20  # while all of them together stay under this (and a quarter of the free space)
 
 # conninfo keyword -> libpq environment variable: the credentials reach tools via env, not argv.
 LIBPQ_ENV = {
@@ -1100,7 +1105,8 @@ class _Feeder:
 def _expected_order(pipes: list[str], listing: str | None, serial: bool) -> list[str]:
     """``pipes`` in the order pg_restore is expected to open them. A serial restore follows its
     table of contents (``listing``, as ``pg_restore --list`` writes it); pg_restore -j takes the
-    ready data items largest first, and a named pipe's size is 0, so by dump id; it sizes the
+    ready data items largest first (it sizes each by a stat of its file: the small files written
+    out whole come first, then the pipes), and a named pipe's size is 0, so by dump id; it sizes the
     BLOBS entry as 1024 times its blobs.toc, so that one first. Large objects are read in oid
     order by whoever restores the BLOBS entry: they go where it is. Without a listing: by dump
     id, large objects last."""
@@ -1214,6 +1220,46 @@ class _ZstdFrame:
             self.ended = self.last and not self.skip
 
 
+class _Ready(contextlib.AbstractContextManager["tuple[str, _Feeder]"]):
+    """A staging folder being made by ``thread`` (``_staging_in_background``): entered, waits
+    for it and gives it (or raises what made it fail); left, or ``close``, lets the thread
+    remove it and forgets its record once it is gone."""
+
+    def __init__(
+        self,
+        ready: concurrent.futures.Future[tuple[str, _Feeder]],
+        done: threading.Event,
+        thread: threading.Thread,
+        ended: list[BaseException],
+        temporary: temporaries.Temporary,
+    ) -> None:
+        self.ready, self.done, self.thread, self.ended, self.temporary = ready, done, thread, ended, temporary
+        self.closed = False
+
+    def __enter__(self) -> tuple[str, _Feeder]:
+        return self.ready.result()
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is None:
+            self.close()
+            return
+        with contextlib.suppress(Exception):  # the restore's own failure is the one to report
+            self.close()
+
+    def close(self) -> None:
+        """Remove the folder (once it is made): what the removal raised, else the record is
+        forgotten (the caller's ``temporaries.track`` retries a failed one)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.done.set()
+        self.thread.join()
+        if self.ended:
+            raise self.ended[0]
+        if self.ready.exception() is None:  # else its record's handler makes sure (the caller's track)
+            self.temporary.release()
+
+
 def _dump_artifacts(name: str, recorded: PostgresManifest) -> dict[str, Artifact]:
     """The dump's artifacts by file name; VerificationError when the table of contents is not
     among them (nothing could be checked)."""
@@ -1284,6 +1330,54 @@ def _read_verified(store: Host, source: str, expected: str, algorithm: str) -> b
     hasher = checksum.new(algorithm)
     hasher.update(data)
     return data if hasher.hexdigest() == expected else "checksum mismatch"
+
+
+def _materialize(
+    store: Host, source: str, host: Host, target: str, expected: str, algorithm: str, cap: int, decompressor: Any = None
+) -> int | str:
+    """Write the small compressed artifact ``source`` (on ``store``) decompressed into the new
+    regular file ``target`` on ``host``, once its bytes hash as ``expected`` and hold exactly
+    one whole zstd frame (nothing unchecked is ever written there). Returns the bytes written;
+    -1 when it decompresses to more than ``cap`` (nothing is left at ``target``: the caller
+    feeds it through a pipe instead); or the problem found (as ``_Feeder`` words it).
+    ``decompressor``: a ``zstandard.ZstdDecompressor`` to reuse (one call at a time)."""
+    import zstandard
+
+    try:
+        data = store.read_bytes(source)
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    hasher = checksum.new(algorithm)
+    hasher.update(data)
+    if hasher.hexdigest() != expected:
+        return "checksum mismatch"
+    frame = _ZstdFrame()
+    used = frame.feed(data)
+    if not frame.ended:
+        return "cannot be decompressed: truncated"
+    if used != len(data):
+        return "cannot be decompressed: data after the end of its frame"
+    written = 0
+    try:
+        decompressor = decompressor or zstandard.ZstdDecompressor()
+        with host.open_write(target, mode=0o600) as out, decompressor.stream_reader(data) as reader:
+            while chunk := reader.read(checksum.CHUNK):
+                written += len(chunk)
+                if written > cap:
+                    break
+                out.write(chunk)
+    except zstandard.ZstdError as exc:
+        host.remove(target, missing_ok=True)
+        return f"cannot be decompressed: {exc}"
+    except BaseException:
+        host.remove(target, missing_ok=True)
+        raise
+    if written > cap:
+        host.remove(target)
+        return -1
+    return written
 
 
 def tool_failure(name: str, program: str, result: Result) -> AuraError:
@@ -1718,15 +1812,17 @@ class PostgresComponent:
             check = None
             if target.live or target.exists:  # what takes a name in use (or the live one) is checked first
                 check = lambda built: self._check_restored(conn.with_db(built), recorded)  # noqa: E731
-            seconds = pgdatabase.put_in_place(
-                admin_conn,
-                admin,
-                name,
-                target,
-                recorded,
-                lambda built: self._run_restore(snapshot, recorded, conn.with_db(built), jobs),
-                check,
-            )
+            # the staging folder is made while the server creates the database (put_in_place)
+            with self._staging_in_background(snapshot, recorded, jobs) as staged:
+                seconds = pgdatabase.put_in_place(
+                    admin_conn,
+                    admin,
+                    name,
+                    target,
+                    recorded,
+                    lambda built: self._run_restore(snapshot, recorded, conn.with_db(built), jobs, staged=staged),
+                    check,
+                )
         mode = "swap" if target.exists else ("created" if target.live else "new")
         return {**report, "mode": mode, "restore_seconds": round(seconds, 2)}
 
@@ -1738,16 +1834,23 @@ class PostgresComponent:
             compare_facts(self.name, recorded, database_facts(db, recorded.table_checksums is not None, method))
 
     def _run_restore(
-        self, snapshot: Snapshot, recorded: PostgresManifest, conn: Connection, jobs: int, clean: bool = False
+        self,
+        snapshot: Snapshot,
+        recorded: PostgresManifest,
+        conn: Connection,
+        jobs: int,
+        clean: bool = False,
+        staged: AbstractContextManager[tuple[str, _Feeder]] | None = None,
     ) -> float:
         """pg_restore from a staging folder; returns the seconds it took. Success is reported
         only after pg_restore and every feed have ended and been checked: a bad artifact stops
         pg_restore at once (VerificationError naming it), pg_restore's own failure names its
         error line. ``clean`` (restoring into the live database) hashes every artifact before
-        anything starts."""
+        anything starts. ``staged``: the staging folder, made already (``_staging_in_background``)."""
         name = self.name
         started = time.monotonic()
-        with self._staging(snapshot, recorded, jobs + 2, verify_first=clean, serial=jobs == 1) as (staging, feeder):
+        staged = staged or self._staging(snapshot, recorded, jobs + 2, verify_first=clean, serial=jobs == 1)
+        with staged as (staging, feeder):
             process = self.host.start(make_pg_restore(self.config, conn, staging, jobs, clean=clean), stdout=None)
             feeder.on_failure = lambda: process.terminate(STOP_GRACE)
             if feeder.errors or feeder.failed:  # failed before it could stop pg_restore
@@ -1778,29 +1881,51 @@ class PostgresComponent:
         workers: int,
         verify_first: bool = False,
         serial: bool = False,
+        checked: bool = False,
+        folder: str | None = None,
     ) -> Iterator[tuple[str, _Feeder]]:
-        """A folder on the host that pg_restore can read: the table of contents (checked as
-        recorded), a named pipe per compressed data file, fed while pg_restore reads. Recorded as
-        a temporary before it is created, removed after."""
+        """A folder on the host that pg_restore can read (on a memory file system when the host
+        has one with room: ``Host.fast_temp_root``): the table of contents (checked as recorded);
+        each small data file written out whole, checked before pg_restore starts
+        (``_materialize``, within ``SMALL_*``); a named pipe for each other one, fed while
+        pg_restore reads. Recorded as a temporary before it is created, removed after.
+        ``checked``: the caller ran ``check_inputs`` already; ``folder``: its path, recorded as a
+        temporary by the caller (which removes it after a failed removal here)."""
+        import zstandard
+
         name, host = self.name, self.host
         dump_dir = snapshot.component_dir(name) / DUMP
         algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
-        check_inputs(self.store, snapshot, name, recorded, full=verify_first)
-        staging = f"{host.temp_root().rstrip('/')}/aura-restore-{pysecrets.token_hex(6)}"
-        with temporaries.track("path", staging) as temporary:
+        if not checked:
+            check_inputs(self.store, snapshot, name, recorded, full=verify_first)
+        staging = folder or self._staging_name()
+        with contextlib.nullcontext(None) if folder else temporaries.track("path", staging) as temporary:
             host.mkdir(staging, mode=0o700)
             try:
                 pipes: dict[str, tuple[str, str, str]] = {}
+                room = min(SMALL_TOTAL, host.disk_usage(staging)[0] // 4)
+                decompressor = zstandard.ZstdDecompressor()  # one for every small file: made once
                 for file, info in _dump_artifacts(name, recorded).items():
                     if file.endswith(COMPRESSED):
-                        pipe = f"{staging}/{file[: -len(COMPRESSED)]}"
-                        host.make_fifo(pipe)
-                        pipes[pipe] = (f"{dump_dir}/{file}", f"{DUMP}/{file}", info.sha256)
+                        plain, source = f"{staging}/{file[: -len(COMPRESSED)]}", f"{dump_dir}/{file}"
+                        if info.size <= SMALL_COMPRESSED and room > 0:
+                            cap = min(SMALL_PLAIN, room)
+                            written = _materialize(
+                                self.store, source, host, plain, info.sha256, algorithm, cap, decompressor
+                            )
+                            if isinstance(written, str):
+                                raise VerificationError(f"{name}: {DUMP}/{file}: {written}")
+                            if written >= 0:
+                                room -= written
+                                continue
+                        host.make_fifo(plain)
+                        pipes[plain] = (source, f"{DUMP}/{file}", info.sha256)
                         continue
                     content = _read_verified(self.store, f"{dump_dir}/{file}", info.sha256, algorithm)
                     if isinstance(content, str):
                         raise VerificationError(f"{name}: {DUMP}/{file}: {content}")
-                    host.write_atomic(f"{staging}/{file}", content, mode=0o600)
+                    with host.open_write(f"{staging}/{file}", mode=0o600) as out:  # read soon, never kept
+                        out.write(content)
                 # the table of contents tells the order of a serial restore, and where large objects go
                 blobs = any(pipe.rsplit("/", 1)[-1].startswith("blob_") for pipe in pipes)
                 needed = len(pipes) > _Feeder.WINDOW and (serial or blobs)
@@ -1819,7 +1944,46 @@ class PostgresComponent:
                     yield staging, feeder
             finally:
                 host.remove_tree(staging)
-            temporary.release()
+            if temporary is not None:
+                temporary.release()
+
+    def _staging_name(self) -> str:
+        return f"{self.host.fast_temp_root(SMALL_TOTAL).rstrip('/')}/aura-restore-{pysecrets.token_hex(6)}"
+
+    @contextlib.contextmanager
+    def _staging_in_background(
+        self, snapshot: Snapshot, recorded: PostgresManifest, jobs: int
+    ) -> Iterator[AbstractContextManager[tuple[str, _Feeder]]]:
+        """``_staging`` (of inputs already checked) made in a thread of its own while the block
+        runs; what is yielded (``_Ready``), entered, waits until it is ready and gives it (or
+        raises what made it fail), and removes it when left. On exit the folder is removed
+        if it is still there (after the preparation ended, whatever happened)."""
+        ready: concurrent.futures.Future[tuple[str, _Feeder]] = concurrent.futures.Future()
+        done = threading.Event()
+        ended: list[BaseException] = []
+        staging = self._staging_name()
+
+        def hold() -> None:
+            try:
+                preparing = self._staging(snapshot, recorded, jobs + 2, serial=jobs == 1, checked=True, folder=staging)
+                with preparing as prepared:
+                    ready.set_result(prepared)
+                    done.wait()
+            except BaseException as exc:  # noqa: BLE001 - handed to the restore's thread
+                (ended.append if ready.done() else ready.set_exception)(exc)
+
+        # recorded here, not in the thread: the journal's connection is not written from two threads at once
+        with temporaries.track("path", staging) as temporary:
+            thread = threading.Thread(target=contextvars.copy_context().run, args=(hold,), daemon=True)
+            thread.start()
+            staged = _Ready(ready, done, thread, ended, temporary)
+            try:
+                yield staged  # _run_restore removes it as soon as pg_restore is done (before a swap)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the block's own failure is the one to report
+                    staged.close()
+                raise
+            staged.close()
 
     def _listing(self, staging: str) -> str | None:
         """``pg_restore --list`` of the staging folder (its table of contents, in order): what

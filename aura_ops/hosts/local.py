@@ -999,11 +999,12 @@ def _put(reading: int, writing: int, item: PutFile, algorithm: str) -> PutResult
     except OSError as exc:
         return PutResult("", 0, exc.errno or errno.EIO)
     try:
-        if not stat.S_ISREG(os.fstat(reader).st_mode):
+        opened = os.fstat(reader)
+        if not stat.S_ISREG(opened.st_mode):
             return PutResult("", 0, NOT_REGULAR)
         writer = os.open(item.name, _CREATE, 0o600, dir_fd=writing)
         try:
-            put = _copy_into(reader, writer, algorithm)
+            put = _copy_into(reader, writer, algorithm, opened.st_size)
             if put.error:
                 os.unlink(item.name, dir_fd=writing)
                 return put
@@ -1015,14 +1016,16 @@ def _put(reading: int, writing: int, item: PutFile, algorithm: str) -> PutResult
     return put
 
 
-def _copy_into(reader: int, writer: int, algorithm: str) -> PutResult:
+def _copy_into(reader: int, writer: int, algorithm: str, expected: int) -> PutResult:
     """What ``reader`` holds, written to ``writer`` and hashed; a read that fails is the result's
-    error (a write that fails raises); the writeback of a chunk or more started once written."""
+    error (a write that fails raises); the writeback of a chunk or more started once written.
+    Read up to ``expected`` bytes (its size as opened; no read only to find the end): a file
+    grown since is copied as it was opened, one shrunk as it now is."""
     hasher = checksum.new(algorithm)
     size = 0
     buffer, view = _buffer()
     readv, update, write = os.readv, hasher.update, os.write
-    while True:
+    while size < expected:
         try:
             count = readv(reader, [buffer])
         except OSError as exc:

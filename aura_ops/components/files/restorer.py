@@ -44,6 +44,7 @@ from aura_ops.components.files.stored import (
     FilesManifest,
     Outline,
     checked_outline,
+    checked_sketch,
     decode_xattrs,
     is_stored_folder,
     kind_of,
@@ -709,18 +710,16 @@ def restore(
     destination = target if target is not None else host.realpath(manifest.source)
     if host.exists(destination) and not host.is_dir(destination):
         raise UsageError(f"{destination} is not a folder")
-    index = checked_outline(store, snapshot, name)
+    # a restore reads the index once whole (its lines checked as it builds), a dry run twice
+    index = checked_outline(store, snapshot, name) if dry_run else checked_sketch(store, snapshot, name)
     tree = str(snapshot.component_dir(name) / TREE)
     if not is_stored_folder(store, tree):
         raise VerificationError(f"{name}: the stored tree ({TREE}) of snapshot {snapshot.id} is missing")
     st = host.stat(destination, follow_symlinks=False)
     current = Current(exists=st is not None)  # (its entries are read beside the index's, as it is built)
-    unlisted = not_in_index(store, tree, index)
-    for relative in unlisted:
-        logs.get().warning("files.not_in_index", path=shown(relative), snapshot=snapshot.id)
-    report: dict[str, Any] = {"target": destination, "dry_run": dry_run}
-    report["not_in_index"] = [shown(r) for r in unlisted[:SHOWN_LIMIT]]
+    report: dict[str, Any] = {"target": destination, "dry_run": dry_run, "not_in_index": []}
     if dry_run:
+        _report_unlisted(report, store, tree, index, snapshot)
         stager = _Stager(host, store, name, snapshot, manifest, index, destination, current, None)
         report["changes"] = stager.changes()
         return report
@@ -738,6 +737,7 @@ def restore(
         temp.update(staging_ino=_inode(host, staging), target_ino=_inode(host, destination))
         stager = _Stager(host, store, name, snapshot, manifest, index, destination, current, staging)
         _stage(stager, staging)
+        _report_unlisted(report, store, tree, index, snapshot)  # (found as the index was read)
         _fault("staged")
         stager.current = _look_again(host, name, destination, manifest.exclude, replace)
         if method == "swap":
@@ -769,6 +769,14 @@ def restore(
     if note:
         report["note"] = note
     return report
+
+
+def _report_unlisted(report: dict[str, Any], store: Host, tree: str, index: Outline, snapshot: Snapshot) -> None:
+    """What the stored tree holds that the index does not list: never restored, reported."""
+    unlisted = not_in_index(store, tree, index)
+    for relative in unlisted:
+        logs.get().warning("files.not_in_index", path=shown(relative), snapshot=snapshot.id)
+    report["not_in_index"] = [shown(r) for r in unlisted[:SHOWN_LIMIT]]
 
 
 def _stage(stager: _Stager, staging: str) -> None:

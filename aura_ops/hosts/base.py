@@ -377,6 +377,22 @@ class Host(Protocol):
         FIFO). The caller closes it."""
         ...
 
+    # -- files restores (bulk: one call a folder, no per-file round trip) ------------------------
+    def put_files(self, source: str, target: str, files: Sequence[PutFile], algorithm: str) -> list[PutResult]:
+        """Copy each regular file ``source/NAME`` (``source``: a folder on the control machine)
+        into the new file ``target/NAME`` of this host (0600 until its metadata is given; it
+        must not exist), hashing it as it is written, then give it its metadata on the open
+        file in ``set_metadata``'s order: owner (when given), permission bits, xattrs (one that
+        cannot be set is logged and skipped), times; the writeback of a file of a chunk or more
+        (``checksum.CHUNK``) is started at once (a later ``syncfs`` waits less). Neither folder is reached through a
+        symlink in its place, a source that is a symlink is not followed, a FIFO never waited
+        on. One ``PutResult`` a file, in order: its hash and size, or why its source was not
+        copied (``error``: the errno of its open or read, every file's when ``source`` cannot
+        be opened; ``NOT_REGULAR``), nothing being made for it then. ``OSError`` when
+        ``target`` cannot be opened or a new file cannot be made or written (``ENOSPC``,
+        ``EEXIST``, ...)."""
+        ...
+
     # -- incremental files snapshots (bulk: one call a folder, no per-file round trip) ----------
     def walk_folders(
         self,
@@ -480,6 +496,28 @@ class CopiedFile(NamedTuple):
     size: int
     stat: StatResult
     xattrs: dict[str, bytes]
+
+
+NOT_REGULAR = -1  # ``PutResult.error``: the source opened but is no regular file (a folder, a FIFO)
+
+
+class PutFile(NamedTuple):
+    """A file for ``Host.put_files``: its name (in both folders) and the metadata it is given."""
+
+    name: str
+    mode: int  # permission bits
+    owner: tuple[int, int] | None  # (uid, gid); None: the new file's, as made
+    xattrs: Mapping[str, bytes]
+    times_ns: tuple[int, int]  # (atime, mtime)
+
+
+class PutResult(NamedTuple):
+    """What ``Host.put_files`` made of one file: its content hash and size as written, or why
+    it did not copy it (``error``: 0 when copied, else an errno or ``NOT_REGULAR``)."""
+
+    digest: str
+    size: int
+    error: int = 0
 
 
 # An rsync-like exclude pattern compiled: (glob, anchored at the root, folders only).

@@ -45,12 +45,15 @@ from aura_ops import checksum, logs
 from aura_ops.errors import AuraError, CommandFailed, ToolMissing
 from aura_ops.hosts.base import (
     DEVNULL,
+    NOT_REGULAR,
     PIPE,
     Command,
     CopiedFile,
     Excludes,
     FileStat,
     Host,
+    PutFile,
+    PutResult,
     Result,
     StatResult,
     is_excluded,
@@ -1336,6 +1339,45 @@ class FakeHost:
         if not node.is_dir:
             self._require(node, R_OK, path)
         return io.BytesIO(node.data) if node.is_file else None
+
+    # == files restores ============================================================================
+
+    def put_files(self, source: str, target: str, files: Sequence[PutFile], algorithm: str) -> list[PutResult]:
+        """As ``LocalHost.put_files``: the sources are real files (on the control machine), each
+        new file a node of this fake, given its metadata as ``set_metadata`` does."""
+        error = self._folder_error(target)
+        if error is not None:
+            raise _error(error, target)
+        try:
+            reading = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            return [PutResult("", 0, exc.errno or errno.EIO) for _ in files]
+        try:
+            return [self._put(reading, f"{target}/{item.name}", item, algorithm) for item in files]
+        finally:
+            os.close(reading)
+
+    def _put(self, reading: int, path: str, item: PutFile, algorithm: str) -> PutResult:
+        try:
+            reader = os.open(item.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=reading)
+        except OSError as exc:
+            return PutResult("", 0, exc.errno or errno.EIO)
+        chunks = []
+        try:
+            if not stat.S_ISREG(os.fstat(reader).st_mode):
+                return PutResult("", 0, NOT_REGULAR)
+            while chunk := os.read(reader, checksum.CHUNK):
+                chunks.append(chunk)
+        except OSError as exc:
+            return PutResult("", 0, exc.errno or errno.EIO)
+        finally:
+            os.close(reader)
+        data = b"".join(chunks)
+        self._write(self._create(path, stat.S_IFREG, 0o600 & ~self.umask), data)
+        self.set_metadata(path, owner=item.owner, mode=item.mode, xattrs=item.xattrs, times_ns=item.times_ns)
+        hasher = checksum.new(algorithm)
+        hasher.update(data)
+        return PutResult(str(hasher.hexdigest()), len(data))
 
     # == incremental files snapshots ===============================================================
 

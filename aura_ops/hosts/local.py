@@ -28,11 +28,14 @@ from aura_ops import checksum, logs
 from aura_ops.errors import AuraError, CommandFailed, ToolMissing
 from aura_ops.hosts.base import (
     DEVNULL,
+    NOT_REGULAR,
     PIPE,
     Command,
     CopiedFile,
     Excludes,
     FileStat,
+    PutFile,
+    PutResult,
     Result,
     StatResult,
     is_excluded,
@@ -627,6 +630,10 @@ class LocalHost:
                 os.close(fd)
             raise
 
+    # -- files restores (bulk: one call a folder) ------------------------------------------------
+    def put_files(self, source: str, target: str, files: Sequence[PutFile], algorithm: str) -> list[PutResult]:
+        return put_files(source, target, files, algorithm)
+
     # -- incremental files snapshots (bulk: one call a folder) -----------------------------------
     def walk_folders(
         self,
@@ -1079,3 +1086,87 @@ def _copy_open(reader: int, writer: int, algorithm: str, expected: int) -> tuple
     if size >= checksum.CHUNK:
         checksum.start_writeback(writer)
     return str(hasher.hexdigest()), size
+
+
+# -- files restores: the local implementation -----------------------------------------------------
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def put_files(source: str, target: str, files: Sequence[PutFile], algorithm: str) -> list[PutResult]:
+    """``Host.put_files`` on this machine: both folders opened once, each file opened, made and
+    given its metadata relative to them, through its descriptors (no path looked up again)."""
+    try:
+        reading = os.open(source, _FOLDER)
+    except OSError as exc:
+        return [PutResult("", 0, exc.errno or errno.EIO) for _ in files]
+    try:
+        writing = os.open(target, _FOLDER)
+        try:
+            return [_put(reading, writing, item, algorithm) for item in files]
+        finally:
+            os.close(writing)
+    finally:
+        os.close(reading)
+
+
+def _put(reading: int, writing: int, item: PutFile, algorithm: str) -> PutResult:
+    try:
+        reader = os.open(item.name, _READ, dir_fd=reading)
+    except OSError as exc:
+        return PutResult("", 0, exc.errno or errno.EIO)
+    try:
+        opened = os.fstat(reader)
+        if not stat.S_ISREG(opened.st_mode):
+            return PutResult("", 0, NOT_REGULAR)
+        writer = os.open(item.name, _CREATE, 0o600, dir_fd=writing)
+        try:
+            put = _copy_into(reader, writer, algorithm, opened.st_size)
+            if put.error:
+                os.unlink(item.name, dir_fd=writing)
+                return put
+            _give_metadata(writer, item)
+        finally:
+            os.close(writer)
+    finally:
+        os.close(reader)
+    return put
+
+
+def _copy_into(reader: int, writer: int, algorithm: str, expected: int) -> PutResult:
+    """What ``reader`` holds, written to ``writer`` and hashed; a read that fails is the result's
+    error (a write that fails raises); the writeback of a chunk or more started once written.
+    Read up to ``expected`` bytes (its size as opened; no read only to find the end): a file
+    grown since is copied as it was opened, one shrunk as it now is."""
+    hasher = checksum.new(algorithm)
+    size = 0
+    buffer, view = _buffer()
+    readv, update, write = os.readv, hasher.update, os.write
+    while size < expected:
+        try:
+            count = readv(reader, [buffer])
+        except OSError as exc:
+            return PutResult("", 0, exc.errno or errno.EIO)
+        if not count:
+            break
+        chunk = view[:count]
+        update(chunk)
+        while chunk:
+            chunk = chunk[write(writer, chunk) :]
+        size += count
+    if size >= checksum.CHUNK:
+        checksum.start_writeback(writer)
+    return PutResult(hasher.hexdigest(), size)
+
+
+def _give_metadata(fd: int, item: PutFile) -> None:
+    """``Host.set_metadata``'s order on an open file: owner, permission bits, xattrs, times."""
+    if item.owner is not None:
+        os.fchown(fd, *item.owner)
+    os.fchmod(fd, item.mode)
+    for attribute, value in item.xattrs.items():
+        try:
+            os.setxattr(fd, attribute, value)
+        except OSError as exc:
+            logs.get().debug("files.xattr_skipped", path=shown(item.name), xattr=attribute, reason=exc.strerror)
+    os.utime(fd, ns=item.times_ns)

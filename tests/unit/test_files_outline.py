@@ -102,6 +102,7 @@ def _unbounded(monkeypatch: pytest.MonkeyPatch) -> None:
         return stored._read_outline(store, str(path), algorithm, tree, bounded=False)
 
     monkeypatch.setattr(stored, "read_outline", read_outline)
+    monkeypatch.setattr("aura_ops.components.files.restorer.checked_sketch", stored.checked_outline)
     real = stored._check_tree
     monkeypatch.setattr(stored, "_check_tree", lambda *a, **k: real(*a[:5], bounded=False, firsts=None))
 
@@ -271,22 +272,57 @@ def test_a_hard_link_to_a_folder_in_walk_order_is_refused_by_restore_and_reporte
     assert not (tmp_path / "copy").exists()
 
 
+@pytest.mark.parametrize(("outlined", "dry_run"), [("checked_sketch", False), ("checked_outline", True)])
 def test_an_index_changed_after_it_was_outlined_stops_the_restore(
-    taken: tuple[Path, FilesComponent, Snapshot], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    taken: tuple[Path, FilesComponent, Snapshot],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    outlined: str,
+    dry_run: bool,
 ) -> None:
-    """The entries are read twice: a change in between (even one keeping every type) is refused
-    before the target is touched."""
+    """The entries are read twice (a restore: hashed first, then read whole as it builds; a dry
+    run: outlined, then read again): a change in between (even one keeping every type) is
+    refused before the target is touched."""
     _, component, snapshot = taken
-    real = stored.checked_outline
+    real = getattr(stored, outlined)
 
     def then_changed(*args: Any) -> stored.Outline:
-        outline = real(*args)
+        outline: stored.Outline = real(*args)
         data = _index_path(snapshot).read_bytes()
         _index_path(snapshot).write_bytes(data.replace(b'"m":33188', b'"m":33261', 1))  # a mode: 0644 -> 0755
         return outline
 
-    monkeypatch.setattr("aura_ops.components.files.restorer.checked_outline", then_changed)
+    monkeypatch.setattr(f"aura_ops.components.files.restorer.{outlined}", then_changed)
     with pytest.raises(VerificationError, match="index.jsonl of snapshot s1 changed while it was read"):
+        _restore(component, snapshot, tmp_path / "copy", tmp_path / "state", dry_run=dry_run)
+    assert not (tmp_path / "copy").exists()
+    assert [p.name for p in tmp_path.iterdir() if "staging" in p.name] == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda lines: lines.insert(5, b"{not json\n"), "line 6 is unreadable"),
+        (lambda lines: lines.insert(5, _line({"p": "plain.txt/below", "t": "d"})), "line 6 is damaged"),
+        (lambda lines: lines.append(_line({"p": "zz-last", "t": "x"})), "is unreadable"),
+        (lambda lines: lines.append(_line({"p": "zz-last/below", "t": "d"})), "zz-last/below is below zz-last"),
+    ],
+)
+def test_a_damaged_line_is_refused_by_a_restore_reading_the_index_once_as_by_the_outline(
+    taken: tuple[Path, FilesComponent, Snapshot], tmp_path: Path, damage: Any, problem: str
+) -> None:
+    """A restore hashes the index first and checks each line as it builds: a damaged line (with
+    the checksum recorded to match) is refused with the message the whole outline gives, the
+    target never touched, nothing left beside it."""
+    _, component, snapshot = taken
+    lines = _index_path(snapshot).read_bytes().splitlines(keepends=True)
+    damage(lines)
+    _rewrite(snapshot, lines)
+    with pytest.raises(VerificationError) as outlined:
+        stored.checked_outline(LocalHost(), snapshot, "uploads")
+    assert problem in str(outlined.value)
+    with pytest.raises(VerificationError) as restored:
         _restore(component, snapshot, tmp_path / "copy", tmp_path / "state")
+    assert str(restored.value) == str(outlined.value)
     assert not (tmp_path / "copy").exists()
     assert [p.name for p in tmp_path.iterdir() if "staging" in p.name] == []

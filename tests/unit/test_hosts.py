@@ -24,7 +24,7 @@ import pytest
 
 from aura_ops.errors import AuraError, CommandFailed, ToolMissing
 from aura_ops.hosts import Command, Host, LocalHost, Result, user_umask
-from aura_ops.hosts.base import StatResult, compile_excludes
+from aura_ops.hosts.base import NOT_REGULAR, PutFile, PutResult, StatResult, compile_excludes
 from aura_ops.hosts.fake import FakeHost
 
 
@@ -1233,6 +1233,89 @@ def test_open_read_refuses_a_fifo_at_once_instead_of_waiting_for_a_writer(site: 
         reader.join(10)
     assert len(outcome) == 1 and isinstance(outcome[0], OSError), "open_read of a FIFO blocked or succeeded"
     assert outcome[0].errno == errno.EAGAIN
+
+
+# -- files restores: put_files, a folder at a time --------------------------------------------------
+
+
+def _put(name: str, mode: int = 0o640, mtime_ns: int = 1_600_000_000_123_456_789, **more: object) -> PutFile:
+    owner = more.get("owner")
+    xattrs = more.get("xattrs", {})
+    return PutFile(name, mode, owner, xattrs, (1_700_000_000_000_000_000, mtime_ns))  # type: ignore[arg-type]
+
+
+def test_put_files_copies_each_local_file_into_a_new_host_file_with_its_metadata_and_hash(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    control = tmp_path_factory.mktemp("control")
+    contents = {"small": b"small", "empty": b"", "large": os.urandom((3 << 20) + 5)}  # more than one chunk
+    for name, data in contents.items():
+        (control / name).write_bytes(data)
+    site.host.mkdir(site.p("new"))
+    owner = (4321, 4322) if site.host.is_root() else None
+    files = [
+        _put("small", 0o4750, owner=owner, xattrs={"user.k": b"v"}),
+        _put("empty", 0o600, mtime_ns=5),
+        _put("large", 0o644),
+    ]
+    results = site.host.put_files(str(control), site.p("new"), files, "sha256")
+    assert results == [PutResult(_sha256(data), len(data)) for data in contents.values()]
+    for item in files:
+        path = site.p("new", item.name)
+        st = site.host.lstat(path)  # (before it is read: reading may move its atime)
+        assert (stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_atime_ns) == (item.mode, *item.times_ns[::-1])
+        assert site.host.read_bytes(path) == contents[item.name]
+        assert st.st_nlink == 1 and st.st_ino != os.stat(control / item.name).st_ino  # a copy, never a link
+        if item.owner is not None:
+            assert (st.st_uid, st.st_gid) == item.owner  # given before the mode: setuid kept
+    assert site.host.read_xattrs(site.p("new", "small")) == {"user.k": b"v"}
+    with pytest.raises(FileExistsError):
+        site.host.put_files(str(control), site.p("new"), [_put("small")], "sha256")
+    assert site.host.read_bytes(site.p("new", "small")) == b"small"
+
+
+def test_put_files_reports_a_source_it_cannot_copy_and_makes_nothing_for_it(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    control = tmp_path_factory.mktemp("control")
+    (control / "file").write_bytes(b"file")
+    (control / "folder").mkdir()
+    os.mkfifo(control / "fifo")
+    os.symlink("file", control / "link")
+    site.host.mkdir(site.p("new"))
+    names = ["missing", "folder", "fifo", "link", "file"]
+    results = site.host.put_files(str(control), site.p("new"), [_put(name) for name in names], "sha256")
+    assert results == [
+        PutResult("", 0, errno.ENOENT),
+        PutResult("", 0, NOT_REGULAR),
+        PutResult("", 0, NOT_REGULAR),  # never waited on for a writer
+        PutResult("", 0, errno.ELOOP),  # a symlink is not followed
+        PutResult(_sha256(b"file"), 4),
+    ]
+    assert site.host.listdir(site.p("new")) == ["file"]
+
+
+def test_put_files_never_goes_through_a_symlink_in_place_of_a_folder(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    control = tmp_path_factory.mktemp("control")
+    (control / "real").mkdir()
+    (control / "real" / "f").write_bytes(b"f")
+    os.symlink("real", control / "source-link")
+    site.host.mkdir(site.p("new"))
+    assert site.host.put_files(str(control / "source-link"), site.p("new"), [_put("f")], "sha256") == [
+        PutResult("", 0, errno.ENOTDIR)  # (O_DIRECTORY | O_NOFOLLOW on a symlink)
+    ]
+    assert site.host.put_files(str(control / "gone"), site.p("new"), [_put("f"), _put("g")], "sha256") == [
+        PutResult("", 0, errno.ENOENT),
+        PutResult("", 0, errno.ENOENT),
+    ]
+    site.host.symlink("new", site.p("new-link"))
+    for target, code in ((site.p("new-link"), errno.ENOTDIR), (site.p("missing"), errno.ENOENT)):
+        with pytest.raises(OSError) as info:
+            site.host.put_files(str(control / "real"), target, [_put("f")], "sha256")
+        assert _errno(info) == code
+    assert site.host.listdir(site.p("new")) == []
 
 
 # -- incremental files snapshots: a folder at a time ------------------------------------------------

@@ -410,6 +410,12 @@ class Outline:
     count: int  # lines
     unlisted: list[str] | None = None  # in the stored tree, not in the index (top-most only)
     label: str = INDEX
+    # ``sketched``: only hashed, its order and hard links read (``checked_sketch``): ``entries``
+    # checks every line and fills ``kinds``, ``folders`` and ``unlisted`` as it reads them;
+    # ``damaged`` makes the error a damaged line is then, ``tree`` the stored tree compared
+    sketched: bool = False
+    damaged: Callable[[str], VerificationError] | None = None
+    tree: str | None = None
 
     def folder(self, relative: str) -> dict[str, Any] | None:
         """The index's entry of folder ``relative`` (None: it lists no such folder)."""
@@ -426,6 +432,9 @@ class Outline:
         first line that is not what was read the first time, or at the end when the file's
         checksum differs (the index changed meanwhile: what was built from it must be dropped).
         A hard link is not checked here to name a file: its reader does (``firsts``)."""
+        if self.sketched:
+            yield from self._entries_checked(store)
+            return
         hasher = checksum.new(self.algorithm)
         kinds = self.kinds
         seen: set[str] = set()  # (only for an index not in walk order: else the order rules out repeats)
@@ -453,6 +462,86 @@ class Outline:
                 if count == self.count and hasher.hexdigest() == self.digest:
                     return
         raise VerificationError(f"{self.label} changed while it was read")
+
+    def _entries_checked(self, store: Host) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``entries`` of a sketched outline: each line checked as ``read_outline`` checks it
+        (a damaged one ends the reading with ``damaged``), the folders and what the stored tree
+        holds that the index does not list recorded as they are read."""
+        reader = _LineReader(self.algorithm, bounded=True, firsts=self.firsts)
+        reader.kinds = self.kinds
+        unlisted = _Unlisted(store, self.tree, None) if self.tree is not None else None
+        folders = self.folders
+        with store.open_read(self.path) as source:
+            try:
+                for line, entry in reader.read(source):
+                    if reader.problems:
+                        break
+                    relative = entry["p"]
+                    if entry["t"] == "d":
+                        folders[relative] = line
+                    if unlisted is not None:
+                        unlisted.entry(relative)
+                        if (
+                            entry["t"] == "d"
+                            and unlisted.parent_sound(relative)
+                            and is_stored_folder(store, f"{self.tree}/{relative}")
+                        ):
+                            unlisted.folder(relative)
+                    yield relative, entry
+            except _Unordered:
+                raise VerificationError(f"{self.label} changed while it was read") from None
+        if reader.problems:
+            assert self.damaged is not None
+            raise self.damaged(reader.problems[0])
+        if reader.count != self.count or reader.hasher.hexdigest() != self.digest:
+            raise VerificationError(f"{self.label} changed while it was read")
+        if unlisted is not None:
+            self.unlisted = sorted(relative for relative, _ in unlisted.finish())
+
+
+def _sketch(store: Host, path: str, algorithm: str) -> Outline:
+    """An index hashed, its lines parsed only for their paths (in walk order?) and the files
+    hard links name; what ``read_outline`` checks besides is left to ``Outline.entries``."""
+    hasher = checksum.new(algorithm)
+    problems: list[str] = []
+    firsts: set[str] = set()
+    ordered = True
+    last = ""
+    count = 0
+    loads = orjson.loads
+    with store.open_read(path) as source:
+        for count, line in enumerate(source, 1):
+            hasher.update(line)
+            try:
+                entry = loads(line)
+                relative = entry["p"] if "pb" not in entry else decode_entry(entry)["p"]
+                if entry.get("t") == "h":
+                    firsts.add(decode_entry(entry)["l"])
+            except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+                problems.append(f"{INDEX} line {count} is unreadable")
+                continue
+            if ordered and last and not (isinstance(relative, str) and walk_before(last, relative)):
+                ordered = False
+            last = relative if isinstance(relative, str) else last
+    return Outline(path, algorithm, {}, {}, firsts, hasher.hexdigest(), problems, ordered, count, sketched=True)
+
+
+def checked_sketch(store: Host, snapshot: Snapshot, name: str) -> Outline:
+    """``checked_outline`` for a restore, in one full reading instead of two: the index is
+    hashed and checked against the manifest first (VerificationError, exit 3, as
+    ``checked_outline``), its order and hard links read; every line is then checked as the
+    restore reads it (``Outline.entries``: a damaged one is a VerificationError there, before
+    the target is touched) and what the stored tree holds that the index does not list is
+    found then (``unlisted``). An index not in walk order is outlined as ``checked_outline``
+    does (every path's type kept)."""
+    outline = _checked(snapshot, name, lambda path, algorithm: _sketch(store, str(path), algorithm))
+    if not outline.ordered:
+        return checked_outline(store, snapshot, name)
+    outline.label = f"{name}: {INDEX} of snapshot {snapshot.id}"
+    outline.damaged = lambda problem: VerificationError(f"{name}: {problem} in snapshot {snapshot.id}")
+    tree = str(snapshot.component_dir(name) / TREE)
+    outline.tree = tree if is_stored_folder(store, tree) else None
+    return outline
 
 
 def read_outline(

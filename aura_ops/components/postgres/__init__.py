@@ -1380,6 +1380,15 @@ def _materialize(
     return written
 
 
+def _staging_failure(name: str, staging: str, exc: OSError) -> AuraError:
+    """A system call refused while the staging folder was made (a full or read-only memory file
+    system, a denied permission) as the one line a user reads (exit 1), naming the file."""
+    reason = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename and exc.filename != staging else ""
+    hint = " (TMPDIR chooses another folder)" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else ""
+    return AuraError(f"{name}: cannot prepare the restore's staging folder {staging}: {reason}{where}{hint}")
+
+
 def tool_failure(name: str, program: str, result: Result) -> AuraError:
     """A PostgreSQL client tool's failure as one line: its own first ``error:`` line (not the
     ``Command was:`` or progress lines that follow it), or the signal that killed it."""
@@ -1900,7 +1909,11 @@ class PostgresComponent:
             check_inputs(self.store, snapshot, name, recorded, full=verify_first)
         staging = folder or self._staging_name()
         with contextlib.nullcontext(None) if folder else temporaries.track("path", staging) as temporary:
-            host.mkdir(staging, mode=0o700)
+            try:
+                host.mkdir(staging, mode=0o700)
+            except OSError as exc:
+                raise _staging_failure(name, staging, exc) from None
+            prepared = False
             try:
                 pipes: dict[str, tuple[str, str, str]] = {}
                 room = min(SMALL_TOTAL, host.disk_usage(staging)[0] // 4)
@@ -1941,7 +1954,12 @@ class PostgresComponent:
                     host.open_fifo_writer,
                 )
                 with feeder:
+                    prepared = True
                     yield staging, feeder
+            except OSError as exc:
+                if prepared:  # the restore's own (or the feeder's) failure, not the preparation's
+                    raise
+                raise _staging_failure(name, staging, exc) from None
             finally:
                 host.remove_tree(staging)
             if temporary is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import IO, Any
@@ -112,4 +113,93 @@ def test_a_staging_folder_that_cannot_be_made_is_one_clear_line(
     config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
     with temporaries.bound(config), pytest.raises(AuraError, match=r"^db: cannot prepare the restore's staging "):
         _staged_restore(host, snapshot, True)
+    assert host.readers == []
+
+
+# -- the snapshot's small files read after the restore's first check -----------------------------
+
+
+class _Counting(_Host):
+    """This machine; counts the bytes read from the snapshot's dump folder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_from_dump = 0
+
+    def read_bytes(self, path: str) -> bytes:
+        data = super().read_bytes(path)
+        if "/dump/" in path:
+            self.read_from_dump += len(data)
+        return data
+
+    def open_read(self, path: str) -> IO[bytes]:
+        stream = super().open_read(path)
+        if "/dump/" not in path:
+            return stream
+        host, read = self, stream.read
+
+        def counted(size: int = -1) -> bytes:
+            data = read(size)
+            host.read_from_dump += len(data)
+            return data
+
+        stream.read = counted  # type: ignore[method-assign]
+        return stream
+
+
+def test_a_small_file_grown_after_the_check_is_refused_without_being_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder made beside CREATE DATABASE reads files the restore checked (present, with
+    their recorded size) a moment before: one that grew since (here by 64 MiB) is refused
+    (exit 3) after reading no more than its recorded size and one byte."""
+    _small_limits(monkeypatch)
+    snapshot, _ = _mixed_snapshot(tmp_path)
+    victim = tmp_path / "snap" / "db" / "dump" / "3401.dat.zst"
+    recorded = victim.stat().st_size
+    with open(victim, "ab") as grow:
+        grow.write(b"\0" * (64 << 20))
+    host = _Counting()
+    config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
+    with (
+        temporaries.bound(config),
+        pytest.raises(VerificationError, match=r"^db: dump/3401.dat.zst: checksum mismatch$"),
+    ):
+        _staged_restore(host, snapshot, True)
+    assert host.readers == []
+    assert host.read_from_dump <= len(b"PGDMP not really") + 1 + recorded + 1
+
+
+@pytest.mark.parametrize("victim", ["3401.dat.zst", "toc.dat"])
+def test_a_small_file_replaced_by_a_fifo_after_the_check_is_refused_never_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, victim: str
+) -> None:
+    """A FIFO put in a small file's place after the check would have the folder's thread wait
+    for a writer forever (and the restore with it, in front of its new database): refused,
+    exit 3 naming it, as the pipes' feeder refuses one."""
+    _small_limits(monkeypatch)
+    snapshot, _ = _mixed_snapshot(tmp_path)
+    path = tmp_path / "snap" / "db" / "dump" / victim
+    path.unlink()
+    os.mkfifo(path)
+    host = _Host()
+    config = SimpleNamespace(state=SimpleNamespace(path=tmp_path / "state"))
+    failure: list[BaseException] = []
+
+    def restore() -> None:
+        try:
+            with temporaries.bound(config):
+                _staged_restore(host, snapshot, True)
+        except BaseException as exc:  # noqa: BLE001 - looked at below
+            failure.append(exc)
+
+    thread = threading.Thread(target=restore, daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():  # waiting in the FIFO's open: a writer that closes at once ends it
+        os.close(os.open(path, os.O_WRONLY))
+        thread.join(60)
+        pytest.fail("the restore waited for a writer of the FIFO")
+    assert len(failure) == 1 and isinstance(failure[0], VerificationError), failure
+    assert str(failure[0]) == f"db: dump/{victim}: cannot be read: not a regular file"
     assert host.readers == []

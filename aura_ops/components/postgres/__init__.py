@@ -1320,35 +1320,59 @@ def verified_artifact(store: Host, snapshot: Snapshot, name: str, recorded: Post
     return data
 
 
-def _read_verified(store: Host, source: str, expected: str, algorithm: str) -> bytes | str:
-    """The content of a small dump file (the table of contents) on ``store``, or the problem
-    found: "is missing" or "checksum mismatch"."""
+def _read_small(store: Host, source: str, size: int) -> bytes:
+    """At most ``size`` + 1 bytes of ``source`` on ``store``: a file that grew after it was
+    checked is never read whole into memory, and one replaced by a FIFO never waits for a
+    writer (``Host.open_read`` refuses anything but a regular file)."""
+    with store.open_read(source) as stream:
+        return stream.read(size + 1)
+
+
+def _read_verified(store: Host, source: str, expected: str, algorithm: str, size: int) -> bytes | str:
+    """The content of a small dump file (the table of contents) of ``size`` bytes on ``store``,
+    or the problem found: "is missing", "cannot be read: ..." or "checksum mismatch"."""
     try:
-        data = store.read_bytes(source)
+        data = _read_small(store, source, size)
     except FileNotFoundError:
         return "is missing"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    if len(data) != size:
+        return "checksum mismatch"
     hasher = checksum.new(algorithm)
     hasher.update(data)
     return data if hasher.hexdigest() == expected else "checksum mismatch"
 
 
 def _materialize(
-    store: Host, source: str, host: Host, target: str, expected: str, algorithm: str, cap: int, decompressor: Any = None
+    store: Host,
+    source: str,
+    host: Host,
+    target: str,
+    expected: str,
+    algorithm: str,
+    cap: int,
+    decompressor: Any = None,
+    size: int | None = None,
 ) -> int | str:
     """Write the small compressed artifact ``source`` (on ``store``) decompressed into the new
     regular file ``target`` on ``host``, once its bytes hash as ``expected`` and hold exactly
     one whole zstd frame (nothing unchecked is ever written there). Returns the bytes written;
     -1 when it decompresses to more than ``cap`` (nothing is left at ``target``: the caller
     feeds it through a pipe instead); or the problem found (as ``_Feeder`` words it).
-    ``decompressor``: a ``zstandard.ZstdDecompressor`` to reuse (one call at a time)."""
+    ``decompressor``: a ``zstandard.ZstdDecompressor`` to reuse (one call at a time); ``size``:
+    the recorded size (else ``SMALL_COMPRESSED``), never more read (``_read_small``)."""
     import zstandard
 
+    limit = SMALL_COMPRESSED if size is None else size
     try:
-        data = store.read_bytes(source)
+        data = _read_small(store, source, limit)
     except FileNotFoundError:
         return "is missing"
     except OSError as exc:
         return f"cannot be read: {exc.strerror}"
+    if len(data) > limit or (size is not None and len(data) != size):
+        return "checksum mismatch"  # not the file recorded (and not read past its recorded size)
     hasher = checksum.new(algorithm)
     hasher.update(data)
     if hasher.hexdigest() != expected:
@@ -1924,7 +1948,7 @@ class PostgresComponent:
                         if info.size <= SMALL_COMPRESSED and room > 0:
                             cap = min(SMALL_PLAIN, room)
                             written = _materialize(
-                                self.store, source, host, plain, info.sha256, algorithm, cap, decompressor
+                                self.store, source, host, plain, info.sha256, algorithm, cap, decompressor, info.size
                             )
                             if isinstance(written, str):
                                 raise VerificationError(f"{name}: {DUMP}/{file}: {written}")
@@ -1934,7 +1958,7 @@ class PostgresComponent:
                         host.make_fifo(plain)
                         pipes[plain] = (source, f"{DUMP}/{file}", info.sha256)
                         continue
-                    content = _read_verified(self.store, f"{dump_dir}/{file}", info.sha256, algorithm)
+                    content = _read_verified(self.store, f"{dump_dir}/{file}", info.sha256, algorithm, info.size)
                     if isinstance(content, str):
                         raise VerificationError(f"{name}: {DUMP}/{file}: {content}")
                     with host.open_write(f"{staging}/{file}", mode=0o600) as out:  # read soon, never kept

@@ -1320,35 +1320,59 @@ def verified_artifact(store: Host, snapshot: Snapshot, name: str, recorded: Post
     return data
 
 
-def _read_verified(store: Host, source: str, expected: str, algorithm: str) -> bytes | str:
-    """The content of a small dump file (the table of contents) on ``store``, or the problem
-    found: "is missing" or "checksum mismatch"."""
+def _read_small(store: Host, source: str, size: int) -> bytes:
+    """At most ``size`` + 1 bytes of ``source`` on ``store``: a file that grew after it was
+    checked is never read whole into memory, and one replaced by a FIFO never waits for a
+    writer (``Host.open_read`` refuses anything but a regular file)."""
+    with store.open_read(source) as stream:
+        return stream.read(size + 1)
+
+
+def _read_verified(store: Host, source: str, expected: str, algorithm: str, size: int) -> bytes | str:
+    """The content of a small dump file (the table of contents) of ``size`` bytes on ``store``,
+    or the problem found: "is missing", "cannot be read: ..." or "checksum mismatch"."""
     try:
-        data = store.read_bytes(source)
+        data = _read_small(store, source, size)
     except FileNotFoundError:
         return "is missing"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    if len(data) != size:
+        return "checksum mismatch"
     hasher = checksum.new(algorithm)
     hasher.update(data)
     return data if hasher.hexdigest() == expected else "checksum mismatch"
 
 
 def _materialize(
-    store: Host, source: str, host: Host, target: str, expected: str, algorithm: str, cap: int, decompressor: Any = None
+    store: Host,
+    source: str,
+    host: Host,
+    target: str,
+    expected: str,
+    algorithm: str,
+    cap: int,
+    decompressor: Any = None,
+    size: int | None = None,
 ) -> int | str:
     """Write the small compressed artifact ``source`` (on ``store``) decompressed into the new
     regular file ``target`` on ``host``, once its bytes hash as ``expected`` and hold exactly
     one whole zstd frame (nothing unchecked is ever written there). Returns the bytes written;
     -1 when it decompresses to more than ``cap`` (nothing is left at ``target``: the caller
     feeds it through a pipe instead); or the problem found (as ``_Feeder`` words it).
-    ``decompressor``: a ``zstandard.ZstdDecompressor`` to reuse (one call at a time)."""
+    ``decompressor``: a ``zstandard.ZstdDecompressor`` to reuse (one call at a time); ``size``:
+    the recorded size (else ``SMALL_COMPRESSED``), never more read (``_read_small``)."""
     import zstandard
 
+    limit = SMALL_COMPRESSED if size is None else size
     try:
-        data = store.read_bytes(source)
+        data = _read_small(store, source, limit)
     except FileNotFoundError:
         return "is missing"
     except OSError as exc:
         return f"cannot be read: {exc.strerror}"
+    if len(data) > limit or (size is not None and len(data) != size):
+        return "checksum mismatch"  # not the file recorded (and not read past its recorded size)
     hasher = checksum.new(algorithm)
     hasher.update(data)
     if hasher.hexdigest() != expected:
@@ -1378,6 +1402,15 @@ def _materialize(
         host.remove(target)
         return -1
     return written
+
+
+def _staging_failure(name: str, staging: str, exc: OSError) -> AuraError:
+    """A system call refused while the staging folder was made (a full or read-only memory file
+    system, a denied permission) as the one line a user reads (exit 1), naming the file."""
+    reason = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename and exc.filename != staging else ""
+    hint = " (TMPDIR chooses another folder)" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else ""
+    return AuraError(f"{name}: cannot prepare the restore's staging folder {staging}: {reason}{where}{hint}")
 
 
 def tool_failure(name: str, program: str, result: Result) -> AuraError:
@@ -1900,7 +1933,11 @@ class PostgresComponent:
             check_inputs(self.store, snapshot, name, recorded, full=verify_first)
         staging = folder or self._staging_name()
         with contextlib.nullcontext(None) if folder else temporaries.track("path", staging) as temporary:
-            host.mkdir(staging, mode=0o700)
+            try:
+                host.mkdir(staging, mode=0o700)
+            except OSError as exc:
+                raise _staging_failure(name, staging, exc) from None
+            prepared = False
             try:
                 pipes: dict[str, tuple[str, str, str]] = {}
                 room = min(SMALL_TOTAL, host.disk_usage(staging)[0] // 4)
@@ -1911,7 +1948,7 @@ class PostgresComponent:
                         if info.size <= SMALL_COMPRESSED and room > 0:
                             cap = min(SMALL_PLAIN, room)
                             written = _materialize(
-                                self.store, source, host, plain, info.sha256, algorithm, cap, decompressor
+                                self.store, source, host, plain, info.sha256, algorithm, cap, decompressor, info.size
                             )
                             if isinstance(written, str):
                                 raise VerificationError(f"{name}: {DUMP}/{file}: {written}")
@@ -1921,7 +1958,7 @@ class PostgresComponent:
                         host.make_fifo(plain)
                         pipes[plain] = (source, f"{DUMP}/{file}", info.sha256)
                         continue
-                    content = _read_verified(self.store, f"{dump_dir}/{file}", info.sha256, algorithm)
+                    content = _read_verified(self.store, f"{dump_dir}/{file}", info.sha256, algorithm, info.size)
                     if isinstance(content, str):
                         raise VerificationError(f"{name}: {DUMP}/{file}: {content}")
                     with host.open_write(f"{staging}/{file}", mode=0o600) as out:  # read soon, never kept
@@ -1941,7 +1978,12 @@ class PostgresComponent:
                     host.open_fifo_writer,
                 )
                 with feeder:
+                    prepared = True
                     yield staging, feeder
+            except OSError as exc:
+                if prepared:  # the restore's own (or the feeder's) failure, not the preparation's
+                    raise
+                raise _staging_failure(name, staging, exc) from None
             finally:
                 host.remove_tree(staging)
             if temporary is not None:

@@ -409,6 +409,7 @@ class Host(Protocol):
         algorithm: str,
         *,
         owners: bool,
+        folder_id: tuple[int, int] | None = None,
     ) -> list[CopiedFile | int]:
         """Copy each named regular file of ``folder`` on this host (each with its status as
         listed) into a new file of the same name in ``local_folder`` (on the control machine;
@@ -417,8 +418,10 @@ class Host(Protocol):
         (from the file opened when it is another one now). Per name, in order: its
         ``CopiedFile``, ``errno.ENOENT`` when it (or ``folder``) is gone, ``errno.EINVAL`` when
         it is no longer a regular file. ``folder`` is opened once, each name relative to it,
-        never through a symlink in its place. ``OSError`` when ``local_folder`` cannot be opened
-        or a copy cannot be written."""
+        never through a symlink in its place. ``folder_id``: the (st_dev, st_ino) the folder was
+        listed with; a folder opened that is another one (a folder on its way replaced by a
+        symlink since: only the last name is opened without following one) is taken as gone.
+        ``OSError`` when ``local_folder`` cannot be opened or a copy cannot be written."""
         ...
 
     # -- postgres restore additions (issue 12: no polling of named pipes) -----------------------

@@ -1408,6 +1408,7 @@ class FakeHost:
         algorithm: str,
         *,
         owners: bool,
+        folder_id: tuple[int, int] | None = None,
     ) -> list[CopiedFile | int]:
         """As ``LocalHost.fetch_files``: the host side in this fake's tree (the folder looked up
         without following a symlink in its place), the copies real files of the control machine."""
@@ -1415,6 +1416,10 @@ class FakeHost:
         os.close(target)
         if self._folder_error(folder) is not None:
             return [errno.ENOENT] * len(files)
+        if folder_id is not None:
+            opened = self._lookup_quietly(folder, follow=False)
+            if opened is None or (self.dev, opened.ino) != folder_id:  # a symlink above it followed
+                return [errno.ENOENT] * len(files)
         found: list[CopiedFile | int] = []
         for name, listed in files:
             try:

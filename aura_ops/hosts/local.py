@@ -649,8 +649,9 @@ class LocalHost:
         algorithm: str,
         *,
         owners: bool,
+        folder_id: tuple[int, int] | None = None,
     ) -> list[CopiedFile | int]:
-        return fetch_files(folder, local_folder, files, algorithm, owners)
+        return fetch_files(folder, local_folder, files, algorithm, owners, folder_id)
 
     # -- postgres restore additions --------------------------------------------------------------
     def open_fifo_writer_waiting(self, path: str) -> IO[bytes]:
@@ -987,7 +988,12 @@ _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
 def fetch_files(
-    folder: str, local_folder: str, files: Sequence[tuple[str, StatResult]], algorithm: str, owners: bool
+    folder: str,
+    local_folder: str,
+    files: Sequence[tuple[str, StatResult]],
+    algorithm: str,
+    owners: bool,
+    folder_id: tuple[int, int] | None = None,
 ) -> list[CopiedFile | int]:
     """``Host.fetch_files`` on this machine: both folders opened once; each file opened, copied,
     and given its metadata through its descriptors (no path looked up again per file)."""
@@ -998,6 +1004,10 @@ def fetch_files(
             raise
         return [errno.ENOENT] * len(files)
     try:
+        if folder_id is not None:
+            opened = os.fstat(source)
+            if (opened.st_dev, opened.st_ino) != folder_id:  # reached through a symlink above it
+                return [errno.ENOENT] * len(files)
         target = os.open(local_folder, _FOLDER)
         try:
             return [_fetch_one(source, target, name, listed, algorithm, owners, folder) for name, listed in files]

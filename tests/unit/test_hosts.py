@@ -1453,3 +1453,33 @@ def test_fifo_opens_fail_as_the_system_call_does(site: Site) -> None:
     site.host.mkdir(site.p("folder"))
     with pytest.raises(IsADirectoryError):
         site.host.open_fifo_writer_waiting(site.p("folder"))
+
+
+def test_fetch_files_takes_a_folder_reached_through_a_symlink_above_it_as_gone(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A folder on the way to the one listed replaced by a symlink since (only the last name is
+    opened without following one): with the identity the folder was listed with, nothing is read
+    from where the symlink leads, though the names there are the ones listed."""
+    control = tmp_path_factory.mktemp("control")
+    for top in ("src/x", "outside"):
+        site.host.mkdir(site.p(top), parents=True)
+        site.host.mkdir(site.p(top, "sec"))
+    site.write("src/x/sec/key", b"mine")
+    site.write("outside/sec/key", b"someone else's secret", mode=0o600)
+    listed = _folder_listing(site, "src/x/sec")
+    sec = _folder_listing(site, "src/x")["sec"]
+    folder_id = (sec.st_dev, sec.st_ino)
+    site.host.rename(site.p("src", "x"), site.p("src", "x.old"))
+    site.host.symlink(site.p("outside"), site.p("src", "x"))
+    found = site.host.fetch_files(
+        site.p("src", "x", "sec"), str(control), [("key", listed["key"])], "sha256", owners=False, folder_id=folder_id
+    )
+    assert found == [errno.ENOENT]
+    assert os.listdir(control) == []
+    site.host.rename(site.p("src", "x"), site.p("src", "x.link"))
+    site.host.rename(site.p("src", "x.old"), site.p("src", "x"))  # the folder listed, where it was
+    (copied,) = site.host.fetch_files(
+        site.p("src", "x", "sec"), str(control), [("key", listed["key"])], "sha256", owners=False, folder_id=folder_id
+    )
+    assert not isinstance(copied, int) and (control / "key").read_bytes() == b"mine"

@@ -1443,10 +1443,10 @@ class FakeHost:
             write_all(writer, memoryview(node.data))
             if owners:
                 os.fchown(writer, st.st_uid, st.st_gid)
-            os.fchmod(writer, stat.S_IMODE(st.st_mode))
-            for attribute, value in node.xattrs.items():
+            for attribute, value in node.xattrs.items():  # (before the mode, as LocalHost)
                 with contextlib.suppress(OSError):
                     os.setxattr(writer, attribute, value)
+            os.fchmod(writer, stat.S_IMODE(st.st_mode))
             os.utime(writer, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(writer)

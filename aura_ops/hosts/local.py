@@ -1039,10 +1039,10 @@ def _fetch_one(
         try:
             digest, size = _copy_open(reader, writer, algorithm, opened.st_size)
             if owners:
-                os.fchown(writer, st.st_uid, st.st_gid)
-            os.fchmod(writer, stat.S_IMODE(st.st_mode))
-            if xattrs:
+                os.fchown(writer, st.st_uid, st.st_gid)  # (before the xattrs: a chown drops file capabilities)
+            if xattrs:  # before the mode: a user's xattrs need the file writable (not root: 0444 refuses them)
                 set_xattrs(writer, xattrs, f"{folder}/{name}")
+            os.fchmod(writer, stat.S_IMODE(st.st_mode))
             os.utime(writer, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(writer)

@@ -4,7 +4,10 @@ thread): a source that changes under the copy, on the real file system."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aura_ops.components import files
@@ -55,3 +58,50 @@ def test_a_folder_above_one_listed_replaced_by_a_symlink_is_not_followed_by_the_
     section = FilesManifest.model_validate(snapshot.manifest["components"]["u"])
     assert sorted(section.vanished_during_backup) == [str(source / "x/sec/big"), str(source / "x/sec/key")]
     assert component.verify(snapshot)["problems"] == []
+
+
+def _unprivileged(work: Callable[[], None]) -> None:
+    """Run ``work`` as a user without root's capabilities (in a child as nobody, when root)."""
+    if os.geteuid() != 0:
+        work()
+        return
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            work()
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+def test_a_read_only_files_xattrs_are_kept_by_a_copy_made_without_root() -> None:
+    """Not root, a user xattr cannot be set on a file whose mode forbids writing it: the copy's
+    xattrs are set before its mode (they were lost, and the new snapshot failed its own verify:
+    "xattrs or ACLs changed"). Small (walking thread) and large (pool) files take the same call."""
+    work = Path(tempfile.mkdtemp(prefix="aura-review-b-"))
+    try:
+        os.chmod(work, 0o777)
+        source, control = work / "src", work / "control"
+
+        def copy() -> None:
+            source.mkdir()
+            control.mkdir()
+            for name, mode in (("ro", 0o444), ("owner-only-ro", 0o400)):
+                (source / name).write_bytes(name.encode())
+                os.setxattr(source / name, "user.origin", b"https://example.org/" + name.encode())
+                os.chmod(source / name, mode)
+            listed = [(name, os.lstat(source / name)) for name in ("owner-only-ro", "ro")]
+            found = LocalHost().fetch_files(str(source), str(control), listed, "sha256", owners=False)
+            assert all(not isinstance(copied, int) for copied in found)
+
+        _unprivileged(copy)
+        for name, mode in (("ro", 0o444), ("owner-only-ro", 0o400)):
+            assert os.getxattr(control / name, "user.origin") == b"https://example.org/" + name.encode()
+            assert stat.S_IMODE(os.stat(control / name).st_mode) == mode
+    finally:
+        shutil.rmtree(work)

@@ -1010,7 +1010,10 @@ def fetch_files(
                 return [errno.ENOENT] * len(files)
         target = os.open(local_folder, _FOLDER)
         try:
-            return [_fetch_one(source, target, name, listed, algorithm, owners, folder) for name, listed in files]
+            return [
+                _fetch_one(source, target, name, listed, algorithm, owners, (folder, local_folder))
+                for name, listed in files
+            ]
         finally:
             os.close(target)
     finally:
@@ -1018,8 +1021,11 @@ def fetch_files(
 
 
 def _fetch_one(
-    source: int, target: int, name: str, listed: StatResult, algorithm: str, owners: bool, folder: str
+    source: int, target: int, name: str, listed: StatResult, algorithm: str, owners: bool, folders: tuple[str, str]
 ) -> CopiedFile | int:
+    """One file of ``fetch_files``; an ``OSError`` raised names the whole path (not ``name``
+    alone, as an open relative to a folder's descriptor would: the error line must say which)."""
+    folder, local_folder = folders
     try:
         reader = os.open(name, _READ, dir_fd=source)
     except OSError as exc:
@@ -1027,7 +1033,7 @@ def _fetch_one(
             return errno.ENOENT
         if exc.errno in (errno.ELOOP, errno.ENXIO):
             return errno.EINVAL  # now a symlink or a socket
-        raise
+        raise OSError(exc.errno, exc.strerror, f"{folder}/{name}") from None
     try:
         opened = os.fstat(reader)
         if not stat.S_ISREG(opened.st_mode):
@@ -1035,7 +1041,10 @@ def _fetch_one(
         xattrs = read_xattrs(reader)
         same = (opened.st_ino, opened.st_dev) == (listed.st_ino, listed.st_dev)
         st = listed if same else opened  # replaced since it was listed: the file that is there now
-        writer = os.open(name, _NEW, 0o600, dir_fd=target)
+        try:
+            writer = os.open(name, _NEW, 0o600, dir_fd=target)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, f"{local_folder}/{name}") from None
         try:
             digest, size = _copy_open(reader, writer, algorithm, opened.st_size)
             if owners:

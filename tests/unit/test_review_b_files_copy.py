@@ -105,3 +105,37 @@ def test_a_read_only_files_xattrs_are_kept_by_a_copy_made_without_root() -> None
             assert stat.S_IMODE(os.stat(control / name).st_mode) == mode
     finally:
         shutil.rmtree(work)
+
+
+def test_a_file_that_cannot_be_read_or_written_is_named_by_its_whole_path_in_the_error() -> None:
+    """Opened relative to its folder's descriptor, an unreadable file's error named the file
+    alone ("Permission denied: 'key'" in the CLI's one error line: in which folder of the
+    tree?); the copy's the same."""
+    work = Path(tempfile.mkdtemp(prefix="aura-review-b-"))
+    try:
+        os.chmod(work, 0o777)
+        source, control = work / "src", work / "control"
+
+        def copy() -> None:
+            source.mkdir()
+            control.mkdir()
+            (source / "key").write_bytes(b"unreadable")
+            os.chmod(source / "key", 0)
+            (source / "dup").write_bytes(b"dup")
+            (control / "dup").write_bytes(b"there already")
+            for name, error, path in (
+                ("key", PermissionError, source / "key"),
+                ("dup", FileExistsError, control / "dup"),
+            ):
+                try:
+                    LocalHost().fetch_files(
+                        str(source), str(control), [(name, os.lstat(source / name))], "sha256", owners=False
+                    )
+                except error as exc:
+                    assert exc.filename == str(path)
+                else:
+                    raise AssertionError(f"{name} was copied")
+
+        _unprivileged(copy)
+    finally:
+        shutil.rmtree(work)

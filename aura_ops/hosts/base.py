@@ -419,8 +419,9 @@ class Host(Protocol):
         ``CopiedFile``, ``errno.ENOENT`` when it (or ``folder``) is gone, ``errno.EINVAL`` when
         it is no longer a regular file. ``folder`` is opened once, each name relative to it,
         never through a symlink in its place. ``folder_id``: the (st_dev, st_ino) the folder was
-        listed with; a folder opened that is another one (a folder on its way replaced by a
-        symlink since: only the last name is opened without following one) is taken as gone.
+        listed with; the folder opened (then a symlink in its place is followed: a source root
+        given as a symlink, as ``walk_folders`` opens it) must be that one, else it is taken as
+        gone (a folder on its way replaced by a symlink since, leading elsewhere).
         ``OSError`` when ``local_folder`` cannot be opened or a copy cannot be written."""
         ...
 

@@ -1414,11 +1414,12 @@ class FakeHost:
         without following a symlink in its place), the copies real files of the control machine."""
         target = os.open(local_folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         os.close(target)
-        if self._folder_error(folder) is not None:
-            return [errno.ENOENT] * len(files)
-        if folder_id is not None:
-            opened = self._lookup_quietly(folder, follow=False)
-            if opened is None or (self.dev, opened.ino) != folder_id:  # a symlink above it followed
+        if folder_id is None:
+            if self._folder_error(folder) is not None:
+                return [errno.ENOENT] * len(files)
+        else:  # followed (a source root given as a symlink): the folder it leads to must be the one listed
+            opened = self._lookup_quietly(folder, follow=True)
+            if opened is None or not opened.is_dir or (self.dev, opened.ino) != folder_id:
                 return [errno.ENOENT] * len(files)
         found: list[CopiedFile | int] = []
         for name, listed in files:

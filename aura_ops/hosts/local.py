@@ -998,7 +998,9 @@ def fetch_files(
     """``Host.fetch_files`` on this machine: both folders opened once; each file opened, copied,
     and given its metadata through its descriptors (no path looked up again per file)."""
     try:
-        source = os.open(folder, _FOLDER)
+        # with the folder's identity, a symlink in its place is followed (a source root given as a
+        # symlink, as the walk opens it): the folder it leads to must be the one listed
+        source = os.open(folder, _FOLDER if folder_id is None else _ROOT)
     except OSError as exc:
         if exc.errno not in _GONE:
             raise
@@ -1006,7 +1008,7 @@ def fetch_files(
     try:
         if folder_id is not None:
             opened = os.fstat(source)
-            if (opened.st_dev, opened.st_ino) != folder_id:  # reached through a symlink above it
+            if (opened.st_dev, opened.st_ino) != folder_id:  # another folder now, or reached through a symlink
                 return [errno.ENOENT] * len(files)
         target = os.open(local_folder, _FOLDER)
         try:

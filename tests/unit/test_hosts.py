@@ -1483,3 +1483,38 @@ def test_fetch_files_takes_a_folder_reached_through_a_symlink_above_it_as_gone(
         site.p("src", "x", "sec"), str(control), [("key", listed["key"])], "sha256", owners=False, folder_id=folder_id
     )
     assert not isinstance(copied, int) and (control / "key").read_bytes() == b"mine"
+
+
+def test_fetch_files_given_the_folders_identity_follows_a_symlink_in_its_place_to_that_folder(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A source root given as a symlink (/var/www -> /srv/www) is walked through it: its own
+    files must be copied through it too (they were all reported gone, and left out)."""
+    control = tmp_path_factory.mktemp("control")
+    site.host.mkdir(site.p("real"))
+    site.write("real/f", b"top-level file")
+    site.host.symlink(site.p("real"), site.p("root-link"))
+    listed = _folder_listing(site, "real")
+    real = _folder_listing(site, "")["real"]
+    (copied,) = site.host.fetch_files(
+        site.p("root-link"),
+        str(control),
+        [("f", listed["f"])],
+        "sha256",
+        owners=False,
+        folder_id=(real.st_dev, real.st_ino),
+    )
+    assert not isinstance(copied, int) and (control / "f").read_bytes() == b"top-level file"
+    site.host.mkdir(site.p("other"))
+    site.write("other/f", b"another folder's")
+    site.host.remove(site.p("root-link"))
+    site.host.symlink(site.p("other"), site.p("root-link"))  # leads elsewhere now: gone
+    found = site.host.fetch_files(
+        site.p("root-link"),
+        str(control),
+        [("f", listed["f"])],
+        "sha256",
+        owners=False,
+        folder_id=(real.st_dev, real.st_ino),
+    )
+    assert found == [errno.ENOENT]

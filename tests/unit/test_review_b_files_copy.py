@@ -139,3 +139,21 @@ def test_a_file_that_cannot_be_read_or_written_is_named_by_its_whole_path_in_the
         _unprivileged(copy)
     finally:
         shutil.rmtree(work)
+
+
+def test_a_source_given_as_a_symlink_has_its_top_level_files_copied(tmp_path: Path) -> None:
+    """``path: /var/www`` where /var/www is a symlink to /srv/www: the walk follows it, and the
+    copy opened the root folder without following it, so every top-level file (small or large)
+    was "vanished" and left out of a snapshot that sealed as good."""
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (real / "top.txt").write_bytes(b"top")
+    (real / "big.bin").write_bytes(b"b" * (files.snapshot.INLINE_BELOW + 1))
+    (real / "sub" / "s.txt").write_bytes(b"s")
+    (tmp_path / "link").symlink_to(real)
+    component, snapshot = _take(LocalHost(), tmp_path / "link", tmp_path / "repo")
+    index = dict(files.read_index(LocalHost(), snapshot.component_dir("u") / files.INDEX).entries)
+    assert sorted(index) == ["big.bin", "sub", "sub/s.txt", "top.txt"]
+    assert FilesManifest.model_validate(snapshot.manifest["components"]["u"]).vanished_during_backup == []
+    assert (snapshot.component_dir("u") / files.TREE / "top.txt").read_bytes() == b"top"
+    assert component.verify(snapshot)["problems"] == []

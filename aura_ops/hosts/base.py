@@ -415,7 +415,8 @@ class Host(Protocol):
         listed) into a new file of the same name in ``local_folder`` (on the control machine;
         must not exist), hashing it as it is read, and give the copy the file's metadata: owner
         (when ``owners``), permission bits, xattrs, atime and mtime, taken from the status listed
-        (from the file opened when it is another one now). Per name, in order: its
+        (from the file opened when it is another one now, or changed since: its ctime moved, a
+        chmod 600 before a secret is written in must not leave the copy 0644). Per name, in order: its
         ``CopiedFile``, ``errno.ENOENT`` when it (or ``folder``) is gone, ``errno.EINVAL`` when
         it is no longer a regular file. ``folder`` is opened once, each name relative to it,
         never through a symlink in its place. ``folder_id``: the (st_dev, st_ino) the folder was

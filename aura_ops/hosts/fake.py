@@ -1436,7 +1436,8 @@ class FakeHost:
 
     def _fetch_node(self, node: _Node, local: str, listed: StatResult, algorithm: str, owners: bool) -> CopiedFile:
         opened = self._lstat(node)
-        st = listed if (opened.st_ino, opened.st_dev) == (listed.st_ino, listed.st_dev) else opened
+        same = (opened.st_ino, opened.st_dev, opened.st_ctime_ns) == (listed.st_ino, listed.st_dev, listed.st_ctime_ns)
+        st = listed if same else opened
         hasher = checksum.new(algorithm)
         hasher.update(node.data)
         writer = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -1041,8 +1041,8 @@ def _fetch_one(
         if not stat.S_ISREG(opened.st_mode):
             return errno.EINVAL
         xattrs = read_xattrs(reader)
-        same = (opened.st_ino, opened.st_dev) == (listed.st_ino, listed.st_dev)
-        st = listed if same else opened  # replaced since it was listed: the file that is there now
+        same = (opened.st_ino, opened.st_dev, opened.st_ctime_ns) == (listed.st_ino, listed.st_dev, listed.st_ctime_ns)
+        st = listed if same else opened  # replaced, or changed (chmod 600, then written), since it was listed
         try:
             writer = os.open(name, _NEW, 0o600, dir_fd=target)
         except OSError as exc:

@@ -157,3 +157,34 @@ def test_a_source_given_as_a_symlink_has_its_top_level_files_copied(tmp_path: Pa
     assert FilesManifest.model_validate(snapshot.manifest["components"]["u"]).vanished_during_backup == []
     assert (snapshot.component_dir("u") / files.TREE / "top.txt").read_bytes() == b"top"
     assert component.verify(snapshot)["problems"] == []
+
+
+def test_a_file_made_private_between_the_walk_and_its_copy_is_stored_and_indexed_private(tmp_path: Path) -> None:
+    """Listed 0644, then ``chmod 600`` and a secret written in before the copy read it: the copy
+    holds the secret, so it must not keep the mode listed (a restore would give it 0644). Its
+    status as opened is recorded instead (the ctime moved); unchanged files keep the listed one."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("notes", "big", "kept"):
+        (source / name).write_bytes(b"public" * (files.snapshot.INLINE_BELOW if name == "big" else 1))
+        os.chmod(source / name, 0o644)
+    host = LocalHost()
+    walk_folders = host.walk_folders
+
+    def listed_then_made_private(*args: object, **kwargs: object) -> Iterator[tuple[str, object]]:
+        for folder, entries in walk_folders(*args, **kwargs):  # type: ignore[arg-type]
+            for name in ("notes", "big"):
+                os.chmod(source / name, 0o600)
+                (source / name).write_bytes(b"secret")
+            yield folder, entries
+
+    host.walk_folders = listed_then_made_private  # type: ignore[method-assign, assignment]
+    component, snapshot = _take(host, source, tmp_path / "repo")
+    index = dict(files.read_index(LocalHost(), snapshot.component_dir("u") / files.INDEX).entries)
+    for name, mode in (("notes", 0o600), ("big", 0o600), ("kept", 0o644)):
+        stored = snapshot.component_dir("u") / files.TREE / name
+        assert stat.S_IMODE(stored.stat().st_mode) == mode, name
+        assert stat.S_IMODE(int(index[name]["m"])) == mode, name  # type: ignore[call-overload]
+        assert index[name]["ct"] == os.lstat(source / name).st_ctime_ns
+    assert (snapshot.component_dir("u") / files.TREE / "notes").read_bytes() == b"secret"
+    assert component.verify(snapshot)["problems"] == []

@@ -397,8 +397,8 @@ class _Builder:
                 self.stats.vanish(source, "changed_during_backup")  # now a symlink, a socket, ...
             return None
         opened = result.stat
-        if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
-            st = opened  # replaced since it was listed: the file that is there now
+        if (opened.st_dev, opened.st_ino, opened.st_ctime_ns) != (st.st_dev, st.st_ino, st.st_ctime_ns):
+            st = opened  # replaced, or changed (its mode, its content), since it was listed: as it was opened
         entry = {**_base(relative, st), "t": "f", "s": result.size, "ct": st.st_ctime_ns, "i": st.st_ino}
         entry["h"] = result.digest
         return with_xattrs(entry, result.xattrs)

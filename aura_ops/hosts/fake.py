@@ -1121,10 +1121,10 @@ class FakeHost:
     ) -> None:
         if owner is not None:
             self.chown(path, owner[0], owner[1], follow_symlinks=False)
+        if xattrs:  # (before the mode, as LocalHost)
+            self._set_xattrs(path, xattrs)
         if mode is not None:
             self.chmod(path, mode)
-        if xattrs:
-            self._set_xattrs(path, xattrs)
         if times_ns is not None:
             node = self._existing(path, follow=False)
             self._require_owner(node, path)

@@ -531,10 +531,10 @@ class LocalHost:
     ) -> None:
         if owner is not None:
             os.chown(path, owner[0], owner[1], follow_symlinks=False)
+        if xattrs:  # before the mode: not root, a user xattr needs the entry writable (a 0555 folder)
+            set_xattrs(path, xattrs)
         if mode is not None:
             os.chmod(path, mode)
-        if xattrs:
-            set_xattrs(path, xattrs)
         if times_ns is not None:
             os.utime(path, ns=times_ns, follow_symlinks=False)
 

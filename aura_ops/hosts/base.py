@@ -410,6 +410,7 @@ class Host(Protocol):
         *,
         owners: bool,
         folder_id: tuple[int, int] | None = None,
+        root: str | None = None,
     ) -> list[CopiedFile | int]:
         """Copy each named regular file of ``folder`` on this host (each with its status as
         listed) into a new file of the same name in ``local_folder`` (on the control machine;
@@ -420,9 +421,12 @@ class Host(Protocol):
         ``CopiedFile``, ``errno.ENOENT`` when it (or ``folder``) is gone, ``errno.EINVAL`` when
         it is no longer a regular file. ``folder`` is opened once, each name relative to it,
         never through a symlink in its place. ``folder_id``: the (st_dev, st_ino) the folder was
-        listed with; the folder opened (then a symlink in its place is followed: a source root
-        given as a symlink, as ``walk_folders`` opens it) must be that one, else it is taken as
-        gone (a folder on its way replaced by a symlink since, leading elsewhere).
+        listed with in its parent; a folder opened that is another one (a folder on its way
+        replaced by a symlink since: only the last name is opened without following) is taken as
+        gone, unless ``root`` is given: the source root ``folder`` is below (or is), opened as
+        ``walk_folders`` opens it (a symlink there followed); then ``folder`` is opened again a
+        name at a time below it, none followed (a folder replaced by another one since is read,
+        as the walk listed it; one reached only through a symlink is gone).
         ``OSError`` when ``local_folder`` cannot be opened or a copy cannot be written."""
         ...
 

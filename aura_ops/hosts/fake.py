@@ -1409,18 +1409,22 @@ class FakeHost:
         *,
         owners: bool,
         folder_id: tuple[int, int] | None = None,
+        root: str | None = None,
     ) -> list[CopiedFile | int]:
         """As ``LocalHost.fetch_files``: the host side in this fake's tree (the folder looked up
-        without following a symlink in its place), the copies real files of the control machine."""
+        without following a symlink in its place, unless ``root`` is given; another folder than
+        ``folder_id`` looked up again a name at a time below ``root``, none followed), the copies
+        real files of the control machine."""
         target = os.open(local_folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         os.close(target)
-        if folder_id is None:
-            if self._folder_error(folder) is not None:
-                return [errno.ENOENT] * len(files)
-        else:  # followed (a source root given as a symlink): the folder it leads to must be the one listed
-            opened = self._lookup_quietly(folder, follow=True)
-            if opened is None or not opened.is_dir or (self.dev, opened.ino) != folder_id:
-                return [errno.ENOENT] * len(files)
+        if root is None and self._folder_error(folder) is not None:
+            return [errno.ENOENT] * len(files)
+        opened = self._lookup_quietly(folder, follow=root is not None)
+        if opened is None or not opened.is_dir:
+            return [errno.ENOENT] * len(files)
+        moved = folder_id is not None and (self.dev, opened.ino) != folder_id
+        if moved and (root is None or not self._reached_by_name(root, folder)):
+            return [errno.ENOENT] * len(files)
         found: list[CopiedFile | int] = []
         for name, listed in files:
             try:
@@ -1433,6 +1437,20 @@ class FakeHost:
                 continue
             found.append(self._fetch_node(node, f"{local_folder}/{name}", listed, algorithm, owners))
         return found
+
+    def _reached_by_name(self, root: str, folder: str) -> bool:
+        """``folder`` is a folder reached from ``root`` (followed) a name at a time, none a symlink."""
+        node = self._lookup_quietly(root, follow=True)
+        if node is None or not node.is_dir:
+            return False
+        path = root.rstrip("/")
+        for name in folder[len(root) :].split("/"):
+            if name:
+                path = f"{path}/{name}"
+                node = self._lookup_quietly(path, follow=False)
+                if node is None or not node.is_dir:
+                    return False
+        return True
 
     def _fetch_node(self, node: _Node, local: str, listed: StatResult, algorithm: str, owners: bool) -> CopiedFile:
         opened = self._lstat(node)

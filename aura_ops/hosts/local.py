@@ -650,8 +650,9 @@ class LocalHost:
         *,
         owners: bool,
         folder_id: tuple[int, int] | None = None,
+        root: str | None = None,
     ) -> list[CopiedFile | int]:
-        return fetch_files(folder, local_folder, files, algorithm, owners, folder_id)
+        return fetch_files(folder, local_folder, files, algorithm, owners, folder_id, root)
 
     # -- postgres restore additions --------------------------------------------------------------
     def open_fifo_writer_waiting(self, path: str) -> IO[bytes]:
@@ -994,22 +995,19 @@ def fetch_files(
     algorithm: str,
     owners: bool,
     folder_id: tuple[int, int] | None = None,
+    root: str | None = None,
 ) -> list[CopiedFile | int]:
     """``Host.fetch_files`` on this machine: both folders opened once; each file opened, copied,
     and given its metadata through its descriptors (no path looked up again per file)."""
     try:
-        # with the folder's identity, a symlink in its place is followed (a source root given as a
-        # symlink, as the walk opens it): the folder it leads to must be the one listed
-        source = os.open(folder, _FOLDER if folder_id is None else _ROOT)
+        source = _open_folder(folder, folder_id, root)
     except OSError as exc:
         if exc.errno not in _GONE:
             raise
         return [errno.ENOENT] * len(files)
+    if source is None:
+        return [errno.ENOENT] * len(files)
     try:
-        if folder_id is not None:
-            opened = os.fstat(source)
-            if (opened.st_dev, opened.st_ino) != folder_id:  # another folder now, or reached through a symlink
-                return [errno.ENOENT] * len(files)
         target = os.open(local_folder, _FOLDER)
         try:
             return [
@@ -1020,6 +1018,35 @@ def fetch_files(
             os.close(target)
     finally:
         os.close(source)
+
+
+def _open_folder(folder: str, folder_id: tuple[int, int] | None, root: str | None) -> int | None:
+    """``fetch_files``'s folder opened: by its path (a symlink in its place not followed, unless
+    ``root`` is given: a source root given as a symlink); then, when it is not the folder listed
+    (``folder_id``), None without ``root``, else reopened as ``walk_folders`` does: a name at a time
+    below ``root``, none followed (a folder replaced since is read, one on its way become a symlink
+    is ELOOP). ``OSError`` as the opens raise it."""
+    fd = os.open(folder, _FOLDER if root is None else _ROOT)
+    if folder_id is not None:
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) == folder_id:
+            return fd
+    elif root is None:
+        return fd
+    os.close(fd)
+    if root is None:
+        return None
+    if folder != root and not folder.startswith(f"{root.rstrip('/')}/"):
+        raise ValueError(f"{folder} is not below {root}")
+    fd = os.open(root, _ROOT)
+    for name in folder[len(root) :].split("/"):
+        if name:
+            try:
+                below = os.open(name, _FOLDER, dir_fd=fd)
+            finally:
+                os.close(fd)
+            fd = below
+    return fd
 
 
 def _fetch_one(

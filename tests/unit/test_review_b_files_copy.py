@@ -208,3 +208,33 @@ def test_set_metadata_without_root_keeps_the_xattrs_of_a_read_only_folder() -> N
         assert stat.S_IMODE(folder.stat().st_mode) == 0o555 and folder.stat().st_mtime_ns == 7
     finally:
         shutil.rmtree(work)
+
+
+def test_a_folder_replaced_by_another_real_folder_after_its_parent_was_listed_is_copied_as_the_walk_listed_it(
+    tmp_path: Path,
+) -> None:
+    """``x`` listed in the root, then replaced by a new folder (moved away, mkdir, files written)
+    before the walk opened it: the walk reads the new one (a name at a time, no symlink on the
+    way), so its files are copied from it, not reported vanished and left out (they exist)."""
+    source = tmp_path / "src"
+    (source / "x").mkdir(parents=True)
+    (source / "x" / "old.txt").write_bytes(b"old")
+    host = LocalHost()
+    walk_folders = host.walk_folders
+
+    def root_listed_then_x_replaced(*args: object, **kwargs: object) -> Iterator[tuple[str, object]]:
+        for folder, entries in walk_folders(*args, **kwargs):  # type: ignore[arg-type]
+            if folder == "":
+                (source / "x").rename(tmp_path / "x.old")  # (kept: its inode not reused by the new one)
+                (source / "x").mkdir()
+                (source / "x" / "new.txt").write_bytes(b"new")
+                (source / "x" / "new-large.bin").write_bytes(b"n" * files.snapshot.INLINE_BELOW)
+            yield folder, entries
+
+    host.walk_folders = root_listed_then_x_replaced  # type: ignore[method-assign, assignment]
+    component, snapshot = _take(host, source, tmp_path / "repo")
+    index = dict(files.read_index(LocalHost(), snapshot.component_dir("u") / files.INDEX).entries)
+    assert sorted(index) == ["x", "x/new-large.bin", "x/new.txt"]
+    assert FilesManifest.model_validate(snapshot.manifest["components"]["u"]).vanished_during_backup == []
+    assert (snapshot.component_dir("u") / files.TREE / "x" / "new.txt").read_bytes() == b"new"
+    assert component.verify(snapshot)["problems"] == []

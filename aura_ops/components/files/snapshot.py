@@ -219,6 +219,7 @@ class _Builder:
                 checksum.ALGORITHM,
                 owners=self.owners,
                 folder_id=self.folder_ids.get(relative_dir),
+                root=self.source,
             )
             for (name, st), position, result in zip(copying, copied_at, fetched, strict=True):
                 entry = self.copied(prefix + name, f"{source_dir}/{name}", st, result)
@@ -383,7 +384,13 @@ class _Builder:
         target_dir = target.rsplit("/", 1)[0]
         folder_id = self.folder_ids.get(relative.rsplit("/", 1)[0] if "/" in relative else "")
         (result,) = self.host.fetch_files(
-            source_dir, target_dir, [(name, st)], checksum.ALGORITHM, owners=self.owners, folder_id=folder_id
+            source_dir,
+            target_dir,
+            [(name, st)],
+            checksum.ALGORITHM,
+            owners=self.owners,
+            folder_id=folder_id,
+            root=self.source,
         )
         return self.copied(relative, source, st, result)
 

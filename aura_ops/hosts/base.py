@@ -425,16 +425,25 @@ class Host(Protocol):
         algorithm: str,
         *,
         owners: bool,
+        folder_id: tuple[int, int] | None = None,
+        root: str | None = None,
     ) -> list[CopiedFile | int]:
         """Copy each named regular file of ``folder`` on this host (each with its status as
         listed) into a new file of the same name in ``local_folder`` (on the control machine;
         must not exist), hashing it as it is read, and give the copy the file's metadata: owner
         (when ``owners``), permission bits, xattrs, atime and mtime, taken from the status listed
-        (from the file opened when it is another one now). Per name, in order: its
+        (from the file opened when it is another one now, or changed since: its ctime moved, a
+        chmod 600 before a secret is written in must not leave the copy 0644). Per name, in order: its
         ``CopiedFile``, ``errno.ENOENT`` when it (or ``folder``) is gone, ``errno.EINVAL`` when
         it is no longer a regular file. ``folder`` is opened once, each name relative to it,
-        never through a symlink in its place. ``OSError`` when ``local_folder`` cannot be opened
-        or a copy cannot be written."""
+        never through a symlink in its place. ``folder_id``: the (st_dev, st_ino) the folder was
+        listed with in its parent; a folder opened that is another one (a folder on its way
+        replaced by a symlink since: only the last name is opened without following) is taken as
+        gone, unless ``root`` is given: the source root ``folder`` is below (or is), opened as
+        ``walk_folders`` opens it (a symlink there followed); then ``folder`` is opened again a
+        name at a time below it, none followed (a folder replaced by another one since is read,
+        as the walk listed it; one reached only through a symlink is gone).
+        ``OSError`` when ``local_folder`` cannot be opened or a copy cannot be written."""
         ...
 
     # -- postgres restore additions (issue 12: no polling of named pipes) -----------------------

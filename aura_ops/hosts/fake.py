@@ -1124,10 +1124,10 @@ class FakeHost:
     ) -> None:
         if owner is not None:
             self.chown(path, owner[0], owner[1], follow_symlinks=False)
+        if xattrs:  # (before the mode, as LocalHost)
+            self._set_xattrs(path, xattrs)
         if mode is not None:
             self.chmod(path, mode)
-        if xattrs:
-            self._set_xattrs(path, xattrs)
         if times_ns is not None:
             node = self._existing(path, follow=False)
             self._require_owner(node, path)
@@ -1450,12 +1450,22 @@ class FakeHost:
         algorithm: str,
         *,
         owners: bool,
+        folder_id: tuple[int, int] | None = None,
+        root: str | None = None,
     ) -> list[CopiedFile | int]:
         """As ``LocalHost.fetch_files``: the host side in this fake's tree (the folder looked up
-        without following a symlink in its place), the copies real files of the control machine."""
+        without following a symlink in its place, unless ``root`` is given; another folder than
+        ``folder_id`` looked up again a name at a time below ``root``, none followed), the copies
+        real files of the control machine."""
         target = os.open(local_folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         os.close(target)
-        if self._folder_error(folder) is not None:
+        if root is None and self._folder_error(folder) is not None:
+            return [errno.ENOENT] * len(files)
+        opened = self._lookup_quietly(folder, follow=root is not None)
+        if opened is None or not opened.is_dir:
+            return [errno.ENOENT] * len(files)
+        moved = folder_id is not None and (self.dev, opened.ino) != folder_id
+        if moved and (root is None or not self._reached_by_name(root, folder)):
             return [errno.ENOENT] * len(files)
         found: list[CopiedFile | int] = []
         for name, listed in files:
@@ -1470,9 +1480,24 @@ class FakeHost:
             found.append(self._fetch_node(node, f"{local_folder}/{name}", listed, algorithm, owners))
         return found
 
+    def _reached_by_name(self, root: str, folder: str) -> bool:
+        """``folder`` is a folder reached from ``root`` (followed) a name at a time, none a symlink."""
+        node = self._lookup_quietly(root, follow=True)
+        if node is None or not node.is_dir:
+            return False
+        path = root.rstrip("/")
+        for name in folder[len(root) :].split("/"):
+            if name:
+                path = f"{path}/{name}"
+                node = self._lookup_quietly(path, follow=False)
+                if node is None or not node.is_dir:
+                    return False
+        return True
+
     def _fetch_node(self, node: _Node, local: str, listed: StatResult, algorithm: str, owners: bool) -> CopiedFile:
         opened = self._lstat(node)
-        st = listed if (opened.st_ino, opened.st_dev) == (listed.st_ino, listed.st_dev) else opened
+        same = (opened.st_ino, opened.st_dev, opened.st_ctime_ns) == (listed.st_ino, listed.st_dev, listed.st_ctime_ns)
+        st = listed if same else opened
         hasher = checksum.new(algorithm)
         hasher.update(node.data)
         writer = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -1480,10 +1505,10 @@ class FakeHost:
             write_all(writer, memoryview(node.data))
             if owners:
                 os.fchown(writer, st.st_uid, st.st_gid)
-            os.fchmod(writer, stat.S_IMODE(st.st_mode))
-            for attribute, value in node.xattrs.items():
+            for attribute, value in node.xattrs.items():  # (before the mode, as LocalHost)
                 with contextlib.suppress(OSError):
                     os.setxattr(writer, attribute, value)
+            os.fchmod(writer, stat.S_IMODE(st.st_mode))
             os.utime(writer, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(writer)

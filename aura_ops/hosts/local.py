@@ -534,10 +534,10 @@ class LocalHost:
     ) -> None:
         if owner is not None:
             os.chown(path, owner[0], owner[1], follow_symlinks=False)
+        if xattrs:  # before the mode: not root, a user xattr needs the entry writable (a 0555 folder)
+            set_xattrs(path, xattrs)
         if mode is not None:
             os.chmod(path, mode)
-        if xattrs:
-            set_xattrs(path, xattrs)
         if times_ns is not None:
             os.utime(path, ns=times_ns, follow_symlinks=False)
 
@@ -656,8 +656,10 @@ class LocalHost:
         algorithm: str,
         *,
         owners: bool,
+        folder_id: tuple[int, int] | None = None,
+        root: str | None = None,
     ) -> list[CopiedFile | int]:
-        return fetch_files(folder, local_folder, files, algorithm, owners)
+        return fetch_files(folder, local_folder, files, algorithm, owners, folder_id, root)
 
     # -- postgres restore additions --------------------------------------------------------------
     def open_fifo_writer_waiting(self, path: str) -> IO[bytes]:
@@ -1015,29 +1017,72 @@ _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
 def fetch_files(
-    folder: str, local_folder: str, files: Sequence[tuple[str, StatResult]], algorithm: str, owners: bool
+    folder: str,
+    local_folder: str,
+    files: Sequence[tuple[str, StatResult]],
+    algorithm: str,
+    owners: bool,
+    folder_id: tuple[int, int] | None = None,
+    root: str | None = None,
 ) -> list[CopiedFile | int]:
     """``Host.fetch_files`` on this machine: both folders opened once; each file opened, copied,
     and given its metadata through its descriptors (no path looked up again per file)."""
     try:
-        source = os.open(folder, _FOLDER)
+        source = _open_folder(folder, folder_id, root)
     except OSError as exc:
         if exc.errno not in _GONE:
             raise
         return [errno.ENOENT] * len(files)
+    if source is None:
+        return [errno.ENOENT] * len(files)
     try:
         target = os.open(local_folder, _FOLDER)
         try:
-            return [_fetch_one(source, target, name, listed, algorithm, owners, folder) for name, listed in files]
+            return [
+                _fetch_one(source, target, name, listed, algorithm, owners, (folder, local_folder))
+                for name, listed in files
+            ]
         finally:
             os.close(target)
     finally:
         os.close(source)
 
 
+def _open_folder(folder: str, folder_id: tuple[int, int] | None, root: str | None) -> int | None:
+    """``fetch_files``'s folder opened: by its path (a symlink in its place not followed, unless
+    ``root`` is given: a source root given as a symlink); then, when it is not the folder listed
+    (``folder_id``), None without ``root``, else reopened as ``walk_folders`` does: a name at a time
+    below ``root``, none followed (a folder replaced since is read, one on its way become a symlink
+    is ELOOP). ``OSError`` as the opens raise it."""
+    fd = os.open(folder, _FOLDER if root is None else _ROOT)
+    if folder_id is not None:
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) == folder_id:
+            return fd
+    elif root is None:
+        return fd
+    os.close(fd)
+    if root is None:
+        return None
+    if folder != root and not folder.startswith(f"{root.rstrip('/')}/"):
+        raise ValueError(f"{folder} is not below {root}")
+    fd = os.open(root, _ROOT)
+    for name in folder[len(root) :].split("/"):
+        if name:
+            try:
+                below = os.open(name, _FOLDER, dir_fd=fd)
+            finally:
+                os.close(fd)
+            fd = below
+    return fd
+
+
 def _fetch_one(
-    source: int, target: int, name: str, listed: StatResult, algorithm: str, owners: bool, folder: str
+    source: int, target: int, name: str, listed: StatResult, algorithm: str, owners: bool, folders: tuple[str, str]
 ) -> CopiedFile | int:
+    """One file of ``fetch_files``; an ``OSError`` raised names the whole path (not ``name``
+    alone, as an open relative to a folder's descriptor would: the error line must say which)."""
+    folder, local_folder = folders
     try:
         reader = os.open(name, _READ, dir_fd=source)
     except OSError as exc:
@@ -1045,22 +1090,25 @@ def _fetch_one(
             return errno.ENOENT
         if exc.errno in (errno.ELOOP, errno.ENXIO):
             return errno.EINVAL  # now a symlink or a socket
-        raise
+        raise OSError(exc.errno, exc.strerror, f"{folder}/{name}") from None
     try:
         opened = os.fstat(reader)
         if not stat.S_ISREG(opened.st_mode):
             return errno.EINVAL
         xattrs = read_xattrs(reader)
-        same = (opened.st_ino, opened.st_dev) == (listed.st_ino, listed.st_dev)
-        st = listed if same else opened  # replaced since it was listed: the file that is there now
-        writer = os.open(name, _NEW, 0o600, dir_fd=target)
+        same = (opened.st_ino, opened.st_dev, opened.st_ctime_ns) == (listed.st_ino, listed.st_dev, listed.st_ctime_ns)
+        st = listed if same else opened  # replaced, or changed (chmod 600, then written), since it was listed
+        try:
+            writer = os.open(name, _NEW, 0o600, dir_fd=target)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, f"{local_folder}/{name}") from None
         try:
             digest, size = _copy_open(reader, writer, algorithm, opened.st_size)
             if owners:
-                os.fchown(writer, st.st_uid, st.st_gid)
-            os.fchmod(writer, stat.S_IMODE(st.st_mode))
-            if xattrs:
+                os.fchown(writer, st.st_uid, st.st_gid)  # (before the xattrs: a chown drops file capabilities)
+            if xattrs:  # before the mode: a user's xattrs need the file writable (not root: 0444 refuses them)
                 set_xattrs(writer, xattrs, f"{folder}/{name}")
+            os.fchmod(writer, stat.S_IMODE(st.st_mode))
             os.utime(writer, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(writer)

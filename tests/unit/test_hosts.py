@@ -1561,3 +1561,102 @@ def test_local_fast_temp_root_leaves_a_chosen_tmpdir_in_charge(monkeypatch: pyte
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir reads TMPDIR again
     assert LocalHost().fast_temp_root(1) == str(tmp_path)
+
+
+def test_fetch_files_takes_a_folder_reached_through_a_symlink_above_it_as_gone(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A folder on the way to the one listed replaced by a symlink since (only the last name is
+    opened without following one): with the identity the folder was listed with, nothing is read
+    from where the symlink leads, though the names there are the ones listed."""
+    control = tmp_path_factory.mktemp("control")
+    for top in ("src/x", "outside"):
+        site.host.mkdir(site.p(top), parents=True)
+        site.host.mkdir(site.p(top, "sec"))
+    site.write("src/x/sec/key", b"mine")
+    site.write("outside/sec/key", b"someone else's secret", mode=0o600)
+    listed = _folder_listing(site, "src/x/sec")
+    sec = _folder_listing(site, "src/x")["sec"]
+    folder_id = (sec.st_dev, sec.st_ino)
+    site.host.rename(site.p("src", "x"), site.p("src", "x.old"))
+    site.host.symlink(site.p("outside"), site.p("src", "x"))
+    found = site.host.fetch_files(
+        site.p("src", "x", "sec"), str(control), [("key", listed["key"])], "sha256", owners=False, folder_id=folder_id
+    )
+    assert found == [errno.ENOENT]
+    assert os.listdir(control) == []
+    site.host.rename(site.p("src", "x"), site.p("src", "x.link"))
+    site.host.rename(site.p("src", "x.old"), site.p("src", "x"))  # the folder listed, where it was
+    (copied,) = site.host.fetch_files(
+        site.p("src", "x", "sec"), str(control), [("key", listed["key"])], "sha256", owners=False, folder_id=folder_id
+    )
+    assert not isinstance(copied, int) and (control / "key").read_bytes() == b"mine"
+
+
+def test_fetch_files_given_the_folders_identity_follows_a_symlink_in_its_place_to_that_folder(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A source root given as a symlink (/var/www -> /srv/www) is walked through it: its own
+    files must be copied through it too (they were all reported gone, and left out); when it
+    leads to another folder than the one listed, the root is read as it is now, as the walk does."""
+    control = tmp_path_factory.mktemp("control")
+    site.host.mkdir(site.p("real"))
+    site.write("real/f", b"top-level file")
+    site.host.symlink(site.p("real"), site.p("root-link"))
+    listed = _folder_listing(site, "real")
+    real = _folder_listing(site, "")["real"]
+    (copied,) = site.host.fetch_files(
+        site.p("root-link"),
+        str(control),
+        [("f", listed["f"])],
+        "sha256",
+        owners=False,
+        folder_id=(real.st_dev, real.st_ino),
+        root=site.p("root-link"),
+    )
+    assert not isinstance(copied, int) and (control / "f").read_bytes() == b"top-level file"
+    site.host.mkdir(site.p("other"))
+    site.write("other/f", b"another folder's")
+    site.host.remove(site.p("root-link"))
+    site.host.symlink(site.p("other"), site.p("root-link"))  # leads elsewhere now: read as it is now
+    os.unlink(control / "f")
+    (found,) = site.host.fetch_files(
+        site.p("root-link"),
+        str(control),
+        [("f", listed["f"])],
+        "sha256",
+        owners=False,
+        folder_id=(real.st_dev, real.st_ino),
+        root=site.p("root-link"),
+    )
+    assert not isinstance(found, int) and (control / "f").read_bytes() == b"another folder's"
+
+
+def test_fetch_files_below_a_root_reads_a_folder_replaced_since_and_never_one_reached_through_a_symlink(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With ``root``, a folder that is not the one listed is opened again as ``walk_folders``
+    does, a name at a time below the root: a folder on the way replaced by another real folder
+    is read (the walk listed that one), one replaced by a symlink is gone."""
+    control = tmp_path_factory.mktemp("control")
+    for top in ("src/x/sec", "outside/sec"):
+        site.host.mkdir(site.p(top), parents=True)
+    site.write("outside/sec/key", b"someone else's secret")
+    sec = _folder_listing(site, "src/x")["sec"]
+    old_id = (sec.st_dev, sec.st_ino)
+    site.host.rename(site.p("src", "x"), site.p("src", "x.old"))
+    site.host.mkdir(site.p("src", "x", "sec"), parents=True)  # replaced: another folder, a new file
+    site.write("src/x/sec/key", b"new file in a new folder")
+    listed = _folder_listing(site, "src/x/sec")
+    folder, root = site.p("src", "x", "sec"), site.p("src")
+    (copied,) = site.host.fetch_files(
+        folder, str(control), [("key", listed["key"])], "sha256", owners=False, folder_id=old_id, root=root
+    )
+    assert not isinstance(copied, int) and (control / "key").read_bytes() == b"new file in a new folder"
+    os.unlink(control / "key")
+    site.host.rename(site.p("src", "x"), site.p("src", "x.new"))
+    site.host.symlink(site.p("outside"), site.p("src", "x"))
+    found = site.host.fetch_files(
+        folder, str(control), [("key", listed["key"])], "sha256", owners=False, folder_id=old_id, root=root
+    )
+    assert found == [errno.ENOENT] and os.listdir(control) == []

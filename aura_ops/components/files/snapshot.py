@@ -126,6 +126,9 @@ class _Builder:
         self.stats = _Stats()
         self.seen_inodes: dict[tuple[int, int], str] = {}
         self.directories: list[tuple[str, StatResult, dict[str, bytes]]] = []
+        # each folder's (st_dev, st_ino) as listed: a copy opens it by path, and a folder above it
+        # replaced by a symlink since would have it read from elsewhere ("" the root, when known)
+        self.folder_ids: dict[str, tuple[int, int]] = {}
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=COPY_WORKERS)
         self.copies: dict[str, concurrent.futures.Future[dict[str, Any] | None]] = {}
         self.unwritten: list[bytes] = []  # index lines ready, written (and hashed) in blocks
@@ -209,7 +212,15 @@ class _Builder:
         if linking:
             self.link_folder(relative_dir, prefix, source_dir, target_dir, linking, out)
         if copying:
-            fetched = self.host.fetch_files(source_dir, target_dir, copying, checksum.ALGORITHM, owners=self.owners)
+            fetched = self.host.fetch_files(
+                source_dir,
+                target_dir,
+                copying,
+                checksum.ALGORITHM,
+                owners=self.owners,
+                folder_id=self.folder_ids.get(relative_dir),
+                root=self.source,
+            )
             for (name, st), position, result in zip(copying, copied_at, fetched, strict=True):
                 entry = self.copied(prefix + name, f"{source_dir}/{name}", st, result)
                 if entry is not None:
@@ -304,6 +315,7 @@ class _Builder:
             return self.regular(relative, source, target, st, previous)
         if stat.S_ISDIR(st.st_mode):
             self.store.mkdir(target, mode=0o700)
+            self.folder_ids[relative] = (st.st_dev, st.st_ino)
             xattrs = self.host.read_xattrs(source)
             self.directories.append((target, st, xattrs))
             self.stats.directories += 1
@@ -370,7 +382,16 @@ class _Builder:
         """One file copied (in the pool) with its metadata; its index entry, None when it vanished."""
         source_dir, name = source.rsplit("/", 1)
         target_dir = target.rsplit("/", 1)[0]
-        (result,) = self.host.fetch_files(source_dir, target_dir, [(name, st)], checksum.ALGORITHM, owners=self.owners)
+        folder_id = self.folder_ids.get(relative.rsplit("/", 1)[0] if "/" in relative else "")
+        (result,) = self.host.fetch_files(
+            source_dir,
+            target_dir,
+            [(name, st)],
+            checksum.ALGORITHM,
+            owners=self.owners,
+            folder_id=folder_id,
+            root=self.source,
+        )
         return self.copied(relative, source, st, result)
 
     def copied(self, relative: str, source: str, st: StatResult, result: CopiedFile | int) -> dict[str, Any] | None:
@@ -383,8 +404,8 @@ class _Builder:
                 self.stats.vanish(source, "changed_during_backup")  # now a symlink, a socket, ...
             return None
         opened = result.stat
-        if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
-            st = opened  # replaced since it was listed: the file that is there now
+        if (opened.st_dev, opened.st_ino, opened.st_ctime_ns) != (st.st_dev, st.st_ino, st.st_ctime_ns):
+            st = opened  # replaced, or changed (its mode, its content), since it was listed: as it was opened
         entry = {**_base(relative, st), "t": "f", "s": result.size, "ct": st.st_ctime_ns, "i": st.st_ino}
         entry["h"] = result.digest
         return with_xattrs(entry, result.xattrs)
@@ -489,6 +510,9 @@ def _take(host: Host, store: Host, cfg: FilesConfig, dest: Path, base: _Previous
     tree = f"{dest}/{TREE}"
     store.mkdir(tree, mode=0o700)
     builder = _Builder(host, store, source, tree, cfg.ignore_ctime)
+    top = host.stat(source)  # (followed, as the walk opens it)
+    if top is not None:
+        builder.folder_ids[""] = (top.dev, top.ino)
     try:
         if base is not None:
             try:

@@ -1184,15 +1184,15 @@ def _put(reading: int, writing: int, item: PutFile, algorithm: str) -> PutResult
 def _copy_into(reader: int, writer: int, algorithm: str, expected: int) -> PutResult:
     """What ``reader`` holds, written to ``writer`` and hashed; a read that fails is the result's
     error (a write that fails raises); the writeback of a chunk or more started once written.
-    Read up to ``expected`` bytes (its size as opened; no read only to find the end): a file
-    grown since is copied as it was opened, one shrunk as it now is."""
+    Read up to ``expected`` bytes (its size as opened; no read only to find the end, none past
+    it): a file grown since is copied as it was opened, one shrunk as it now is."""
     hasher = checksum.new(algorithm)
     size = 0
     buffer, view = _buffer()
     readv, update, write = os.readv, hasher.update, os.write
     while size < expected:
         try:
-            count = readv(reader, [buffer])
+            count = readv(reader, [buffer if expected - size >= len(buffer) else view[: expected - size]])
         except OSError as exc:
             return PutResult("", 0, exc.errno or errno.EIO)
         if not count:

@@ -1318,6 +1318,33 @@ def test_put_files_never_goes_through_a_symlink_in_place_of_a_folder(
     assert site.host.listdir(site.p("new")) == []
 
 
+def test_put_files_copies_a_local_file_as_it_was_opened_when_it_grows_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LocalHost reads a file only up to its size when opened (fstat), also when it grows
+    between that and the first read: what it returns and writes is the file as opened, never
+    more (the caller compares it with the index, as for any file)."""
+    from aura_ops.hosts import local
+
+    control, new = tmp_path / "control", tmp_path / "new"
+    control.mkdir()
+    new.mkdir()
+    original = {"small": b"small", "large": os.urandom((1 << 20) + 7)}  # (within one read, and past one)
+    for name, data in original.items():
+        (control / name).write_bytes(data)
+    real = local._copy_into
+
+    def grown_once_opened(reader: int, writer: int, algorithm: str, expected: int) -> PutResult:
+        with open(f"/proc/self/fd/{reader}", "ab") as appended:
+            appended.write(b"appended after the open")
+        return real(reader, writer, algorithm, expected)
+
+    monkeypatch.setattr(local, "_copy_into", grown_once_opened)
+    results = LocalHost().put_files(str(control), str(new), [_put(name) for name in original], "sha256")
+    assert results == [PutResult(_sha256(data), len(data)) for data in original.values()]
+    assert {name: (new / name).read_bytes() for name in original} == original
+
+
 # -- incremental files snapshots: a folder at a time ------------------------------------------------
 
 

@@ -346,21 +346,25 @@ class _Stager:
         cost more in GIL hand-offs than they gain, measured at 200,000 files)."""
         small = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         large = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        pending: deque[tuple[concurrent.futures.Future[_Done], int]] = deque()  # (batch, its files)
+        pending: deque[tuple[concurrent.futures.Future[_Done], _Batch]] = deque()  # batches sent, in order
         self.queued = 0
         batch = _Batch("")
         listing = self.listing()
+
+        def done(sent: tuple[concurrent.futures.Future[_Done], _Batch]) -> None:
+            future, batch = sent
+            self.account(future.result())
+            self.queued -= len(batch.items)
+            batch.items = []  # its entries dropped: it stays in ``first_batches`` only for its future
 
         def send(batch: _Batch) -> None:
             if batch.items and batch.future is None:
                 pool = large if batch.size >= LARGE_FILES * len(batch.items) else small
                 batch.future = pool.submit(self.files, batch)
-                pending.append((batch.future, len(batch.items)))
+                pending.append((batch.future, batch))
                 self.queued += len(batch.items)
             while pending and (pending[0][0].done() or self.queued > IN_FLIGHT):
-                future, count = pending.popleft()
-                self.account(future.result())
-                self.queued -= count
+                done(pending.popleft())
 
         try:
             for relative, entry in self.index.entries(self.store):
@@ -384,8 +388,7 @@ class _Stager:
                     self.hardlink(relative, entry, send)
             send(batch)
             while pending:
-                future, count = pending.popleft()
-                self.account(future.result())
+                done(pending.popleft())
         finally:
             small.shutdown(wait=True, cancel_futures=True)
             large.shutdown(wait=True, cancel_futures=True)

@@ -1208,13 +1208,10 @@ def _copy_into(reader: int, writer: int, algorithm: str, expected: int) -> PutRe
 
 
 def _give_metadata(fd: int, item: PutFile) -> None:
-    """``Host.set_metadata``'s order on an open file: owner, permission bits, xattrs, times."""
+    """``Host.set_metadata``'s order on an open file: owner, xattrs (not root, a user xattr needs
+    the file writable: before a 0444 mode), permission bits, times."""
     if item.owner is not None:
         os.fchown(fd, *item.owner)
+    set_xattrs(fd, item.xattrs, item.name)
     os.fchmod(fd, item.mode)
-    for attribute, value in item.xattrs.items():
-        try:
-            os.setxattr(fd, attribute, value)
-        except OSError as exc:
-            logs.get().debug("files.xattr_skipped", path=shown(item.name), xattr=attribute, reason=exc.strerror)
     os.utime(fd, ns=item.times_ns)

@@ -6,9 +6,10 @@ The actions get their hosts from the Context's inventory, built here from FakeHo
 control machine (``local``, where a file step keeps its saved copy) and ``app1``, where the
 release lives. A real Journal in tmp_path carries state from a step's apply to its undo.
 
-Not here (they need a real PostgreSQL or Docker engine, so they are covered by the integration
-tests): sql, snapshot, restore, services_stop/start, database_clone*, preflight, migrate's
-compensation, and checks of type sql/container/http/tcp.
+snapshot, restore, services_stop/start and preflight run on FakeHosts in
+test_actions_fakehost_components.py. Not here (they need a real PostgreSQL, so they are covered
+by the integration tests): sql, database_clone*, migrate's compensation, and checks of type
+sql/container/http/tcp.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ both run ``run``.
 
 from __future__ import annotations
 
-import tempfile
 from typing import Any
 
 from aura_ops import components
@@ -30,9 +29,7 @@ def _tool(host: Host, program: str) -> dict[str, Any]:
 def _repository(repo: Repository) -> list[dict[str, Any]]:
     checks = []
     try:
-        repo.ensure()
-        with tempfile.NamedTemporaryFile(dir=repo.path, prefix=".doctor-"):
-            pass
+        repo.check_writable()
         checks.append({"check": f"repository {repo.path}", "ok": True, "detail": "writable"})
     except OSError as exc:
         checks.append(

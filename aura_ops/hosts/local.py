@@ -19,6 +19,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -462,8 +463,6 @@ class LocalHost:
         return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
     def temp_dir(self, parent: str, prefix: str) -> str:
-        import tempfile
-
         return tempfile.mkdtemp(prefix=prefix, dir=parent)
 
     def user_umask(self) -> int:
@@ -487,8 +486,6 @@ class LocalHost:
 
     # -- postgres/docker additions ---------------------------------------------------------------
     def temp_root(self) -> str:
-        import tempfile
-
         return tempfile.gettempdir()
 
     def open_fifo_writer(self, path: str) -> IO[bytes] | None:

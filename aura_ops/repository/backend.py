@@ -71,6 +71,7 @@ import json
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,8 +176,6 @@ def write_cache(path: Path, data: Any) -> None:
     0600) renamed over it: caches are written without the repository lock (``snapshots list``
     and ``stats`` beside a verify or a backup), so two writers never share a temporary file,
     and nothing planted at a fixed name (a FIFO, a symlink) is waited on or written through."""
-    import tempfile
-
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
     try:

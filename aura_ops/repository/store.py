@@ -8,8 +8,10 @@ supplies (the workflows pass one that asks each component type's manifest model)
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -276,8 +278,6 @@ class Repository:
     def pin(self, snapshot_id: str, note: str = "") -> None:
         """Pin a sealed snapshot: no prune deletes it (a small ``pins/<id>`` key; call with the
         lock held). Pinning a pinned snapshot again changes nothing but its record."""
-        import datetime as dt
-
         self.backend.ensure(PINS)
         record = {"id": snapshot_id, "pinned": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "note": note}
         self.backend.put(_pin_key(snapshot_id), json_bytes(record))
@@ -298,6 +298,16 @@ class Repository:
 
     def free_bytes(self) -> int:
         return self.backend.free_bytes()
+
+    def check_writable(self) -> None:
+        """Make the repository's folders, then write and delete a probe object of a name of
+        its own through the backend (``doctor``); the backend's OSError when it cannot."""
+        self.ensure()
+        probe = f".doctor-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            self.backend.put(probe, b"")
+        finally:
+            self.backend.delete(probe)
 
 
 def _partial_key(snapshot_id: str) -> str:

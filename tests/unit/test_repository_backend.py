@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import shutil
 import stat
 from pathlib import Path
@@ -205,3 +206,30 @@ def test_another_backend_is_one_class_and_the_repository_writes_nothing_itself(t
     assert repo.ids() == ["20250102-000000-000"]
     assert not any(key.startswith(f"snapshots/{SNAPSHOT}") for key in backend.objects)
     assert not (tmp_path / "cache" / "snapshots").exists()  # every byte went through the backend
+
+
+def test_the_writable_check_goes_through_the_backend_and_leaves_nothing(tmp_path: Path) -> None:
+    backend = MemoryBackend(tmp_path / "cache")
+    Repository(backend).check_writable()
+    assert [key.startswith(".doctor-") for key in backend.order] == [True]  # written once ...
+    assert backend.objects == {}  # ... and deleted
+    local = Repository(tmp_path / "repo")
+    local.check_writable()
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["snapshots"]
+
+
+def test_the_writable_check_fails_on_a_folder_it_cannot_write(tmp_path: Path) -> None:
+    repo = Repository(tmp_path / "repo")
+    repo.ensure()
+    if os.geteuid() == 0:  # root writes anywhere: a backend that refuses stands in
+        backend = MemoryBackend(tmp_path / "cache")
+
+        def refused(key: str, data: bytes | IO[bytes]) -> None:
+            raise PermissionError(13, "Permission denied", key)
+
+        backend.put = refused  # type: ignore[method-assign]
+        repo = Repository(backend)
+    else:
+        (tmp_path / "repo").chmod(0o500)
+    with pytest.raises(PermissionError):
+        repo.check_writable()

@@ -20,6 +20,7 @@ error becomes an AuraError naming the component (``postgres.database_errors``).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -45,8 +46,6 @@ def _stem(database: str) -> str:
     or for a long one its start and a digest, so two databases never share a stem."""
     if len(database.encode()) <= 24:
         return database
-    import hashlib
-
     return database.encode()[:16].decode(errors="ignore") + "_" + hashlib.sha256(database.encode()).hexdigest()[:7]
 
 

@@ -24,7 +24,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from aura_ops.components.files import restorer
 from aura_ops.errors import UsageError
 from aura_ops.hosts.base import Host
 
@@ -116,11 +115,6 @@ def check(host: Host, path: str | os.PathLike[str], config: Any, to_path: bool, 
     if host.exists(str(target)) and not host.is_dir(str(target)):
         raise UsageError(f"refused: {path} is not a folder; nothing was changed")
     return target
-
-
-def count_entries(host: Host, target: Path, patterns: list[str]) -> int:
-    """How many entries (excludes left out) a restore into ``target`` on ``host`` would replace."""
-    return restorer.count(host, str(target), patterns)
 
 
 def check_in_place(host: Host, component: dict[str, Any], config: Any, *, local: Host) -> Path:

@@ -386,3 +386,24 @@ def test_imports_inside_functions_are_only_heavy_libraries_or_aura_ops_modules()
             if name in top or (root != "aura_ops" and root not in HEAVY and root not in LATE_STANDARD):
                 found.append(f"{relative}:{line}: {name}")
     assert found == [], "imports that belong at the module's top:\n" + "\n".join(found)
+
+
+def _protocol_members(protocol: type) -> set[str]:
+    """The methods and class-level attributes a protocol asks for (instance attributes such as
+    ``name`` and ``host`` are set by each class's constructor)."""
+    methods = {n for n, v in vars(protocol).items() if not n.startswith("_") and callable(getattr(protocol, n))}
+    class_vars = {n for n, hint in protocol.__annotations__.items() if str(hint).startswith("ClassVar")}
+    return methods | class_vars
+
+
+def test_every_registered_type_implements_the_component_protocol_and_services_the_service_one() -> None:
+    from aura_ops.components import REGISTRY, component_class
+    from aura_ops.components.base import Component, Service
+
+    wanted = _protocol_members(Component)
+    assert {"snapshot", "verify", "restore", "restore_target", "describe", "manifest_model", "type"} <= wanted
+    missing = {t: sorted(m for m in wanted if not hasattr(component_class(t), m)) for t in REGISTRY}
+    assert missing == {t: [] for t in REGISTRY}
+    assert {t: component_class(t).type for t in REGISTRY} == {t: t for t in REGISTRY}  # the registry's key is the type
+    services = [t for t in REGISTRY if all(hasattr(component_class(t), m) for m in _protocol_members(Service))]
+    assert services == ["docker"] and {"stop", "start", "check"} <= _protocol_members(Service)

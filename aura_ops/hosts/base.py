@@ -239,19 +239,11 @@ class Host(Protocol):
         """(free bytes for an unprivileged user, total bytes) of the file system holding ``path``."""
         ...
 
-    def temp_dir(self, parent: str, prefix: str) -> str:
-        """Create a fresh private folder under ``parent`` and return its path (the caller records
-        it as a temporary object and removes it)."""
-        ...
-
     def user_umask(self) -> int:
         """The umask of the user who started aura-ops (what it makes *for* the user gets it)."""
         ...
 
     # -- bulk operations (one call for many files, at full speed on LocalHost) -----------------
-    def link_many(self, pairs: Iterable[tuple[str, str]]) -> int:
-        """Hard-link each (existing, new) pair; return how many links were made."""
-        ...
 
     def make_fifo(self, path: str) -> None: ...
 
@@ -309,19 +301,6 @@ class Host(Protocol):
         """Set what is given, in this order: owner (never following a symlink), permission bits
         (``mode``; not for a symlink), xattrs (one that cannot be set is logged and skipped),
         then (atime, mtime) in nanoseconds (never following a symlink)."""
-        ...
-
-    def fetch_hashed(self, path: str, local: str, algorithm: str) -> CopiedFile | None:
-        """Copy the regular file ``path`` of this host into the new local file ``local`` (on the
-        control machine, 0600, must not exist), hashing it as it is read; return its hash, size,
-        status as opened and xattrs. None when ``path`` is no longer a regular file (a symlink,
-        a socket, ... now); ``FileNotFoundError`` when it is gone."""
-        ...
-
-    def put_hashed(self, source: int, path: str, algorithm: str) -> tuple[str, int]:
-        """Copy what the local file descriptor ``source`` holds (on the control machine, open
-        for reading) into the new file ``path`` of this host (0600, must not exist), hashing it
-        as it is written; return (hash, bytes)."""
         ...
 
     def hash_file(self, path: str, algorithm: str) -> str | None:
@@ -498,7 +477,7 @@ class StatResult(Protocol):
 
 
 class CopiedFile(NamedTuple):
-    """A file ``Host.fetch_hashed`` copied: its content hash and size, its status as it was
+    """A file ``Host.fetch_files`` copied: its content hash and size, its status as it was
     opened (it may have been replaced since it was listed) and its xattrs."""
 
     digest: str

@@ -150,7 +150,7 @@ class Entry(NamedTuple):
 
 
 class FakeStat(NamedTuple):
-    """What ``FakeHost.walk`` and ``fetch_hashed`` tell about an entry: the ``StatResult``
+    """What ``FakeHost.walk`` and ``fetch_files`` tell about an entry: the ``StatResult``
     fields, as ``os.lstat`` gives them for the same node."""
 
     st_mode: int
@@ -736,15 +736,6 @@ class FakeHost:
                 continue
             self.chmod(folder, 0o777 & ~self._user_umask)
 
-    def temp_dir(self, parent: str, prefix: str) -> str:
-        while True:
-            path = posixpath.join(parent, f"{prefix}{next(self._temp_names):08x}")
-            try:
-                self._mkdir(path, 0o700)
-            except FileExistsError:
-                continue
-            return path
-
     def write_atomic(
         self,
         path: str,
@@ -866,13 +857,6 @@ class FakeHost:
         if node.is_file:  # as open(O_WRONLY) of a plain file: written from the start, not truncated
             return cast(IO[bytes], io.BufferedWriter(_NodeWriter(self, node)))
         return None
-
-    def link_many(self, pairs: Iterable[tuple[str, str]]) -> int:
-        count = 0
-        for existing, new in pairs:
-            self._link(existing, new)
-            count += 1
-        return count
 
     def _link(self, existing: str, new: str) -> None:
         try:
@@ -1052,7 +1036,7 @@ class FakeHost:
         node.ctime_ns = self.clock()
 
     # == bulk operations for file trees =============================================================
-    # The host side is this fake's tree; the local side of ``fetch_hashed`` and ``put_hashed`` is
+    # The host side is this fake's tree; the local side of ``fetch_files`` and ``put_files`` is
     # the real file system of the control machine, as it is for any host.
 
     def _lstat(self, node: _Node) -> FakeStat:
@@ -1155,32 +1139,6 @@ class FakeHost:
         if not node.is_dir:
             self._require(node, R_OK, path)
         return node
-
-    def fetch_hashed(self, path: str, local: str, algorithm: str) -> CopiedFile | None:
-        node = self._opened(path)
-        if node is None or not node.is_file:
-            return None
-        opened = self._lstat(node)
-        data = node.data
-        hasher = checksum.new(algorithm)
-        hasher.update(data)
-        writer = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            write_all(writer, memoryview(data))
-        finally:
-            os.close(writer)
-        return CopiedFile(str(hasher.hexdigest()), len(data), opened, dict(node.xattrs))
-
-    def put_hashed(self, source: int, path: str, algorithm: str) -> tuple[str, int]:
-        node = self._create(path, stat.S_IFREG, 0o600 & ~self.umask)
-        hasher = checksum.new(algorithm)
-        chunks = []
-        while chunk := os.read(source, checksum.CHUNK):
-            hasher.update(chunk)
-            chunks.append(chunk)
-        data = b"".join(chunks)
-        self._write(node, data)
-        return str(hasher.hexdigest()), len(data)
 
     def hash_file(self, path: str, algorithm: str) -> str | None:
         """As ``LocalHost``: None when the open fails; a folder opens but cannot be read

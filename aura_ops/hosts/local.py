@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
 from aura_ops import checksum, logs
@@ -462,20 +462,10 @@ class LocalHost:
         st = os.statvfs(path)
         return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
-    def temp_dir(self, parent: str, prefix: str) -> str:
-        return tempfile.mkdtemp(prefix=prefix, dir=parent)
-
     def user_umask(self) -> int:
         return _user_umask
 
     # -- bulk operations -------------------------------------------------------------------------
-    def link_many(self, pairs: Iterable[tuple[str, str]]) -> int:
-        count = 0
-        link = os.link
-        for existing, new in pairs:
-            link(existing, new, follow_symlinks=False)
-            count += 1
-        return count
 
     def make_fifo(self, path: str) -> None:
         os.mkfifo(path, 0o600)
@@ -537,25 +527,6 @@ class LocalHost:
             os.chmod(path, mode)
         if times_ns is not None:
             os.utime(path, ns=times_ns, follow_symlinks=False)
-
-    def fetch_hashed(self, path: str, local: str, algorithm: str) -> CopiedFile | None:
-        try:
-            reader = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.ENXIO):
-                raise  # FileNotFoundError included: it vanished
-            return None  # now a symlink or a socket
-        try:
-            opened = os.fstat(reader)
-            if not stat.S_ISREG(opened.st_mode):
-                return None
-            digest, size = copy_hashed(reader, local, algorithm)
-            return CopiedFile(digest, size, opened, read_xattrs(reader))
-        finally:
-            os.close(reader)
-
-    def put_hashed(self, source: int, path: str, algorithm: str) -> tuple[str, int]:
-        return copy_hashed(source, path, algorithm)
 
     def hash_file(self, path: str, algorithm: str) -> str | None:
         try:
@@ -807,26 +778,6 @@ def _buffer() -> tuple[bytearray, memoryview]:
         _buffers.data = bytearray(checksum.CHUNK)
         _buffers.view = memoryview(_buffers.data)
     return _buffers.data, _buffers.view
-
-
-def copy_hashed(reader: int, target: str, algorithm: str = checksum.ALGORITHM) -> tuple[str, int]:
-    """Copy an open file's content into a new file ``target`` (0600, must not exist), hashing it
-    as it is written; return (hash, bytes)."""
-    hasher = checksum.new(algorithm)
-    size = 0
-    buffer, view = _buffer()
-    writer = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        while count := os.readv(reader, [buffer]):
-            chunk = view[:count]
-            hasher.update(chunk)
-            write_all(writer, chunk)
-            size += count
-        if size >= checksum.CHUNK:
-            checksum.start_writeback(writer)
-    finally:
-        os.close(writer)
-    return hasher.hexdigest(), size
 
 
 def write_all(fd: int, data: memoryview) -> None:

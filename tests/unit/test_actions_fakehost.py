@@ -233,7 +233,7 @@ def test_a_file_step_replaces_a_file_by_a_new_inode_keeping_owner_and_mode(world
     host = world.control
     host.add_dir("/etc/app")
     host.write_atomic("/etc/app/app.conf", b"old\n", mode=0o640, owner=(33, 44), times=(T_ATIME, T_MTIME))
-    host.link_many([("/etc/app/app.conf", "/etc/app/app.conf.bak")])  # a reader holding the old file
+    host.link("/etc/app/app.conf", "/etc/app/app.conf.bak")  # a reader holding the old file
     before = host.stat("/etc/app/app.conf")
     assert before is not None
     REGISTRY["file"].apply(_params("file", {"path": "/etc/app/app.conf", "content": "new\n"}), world.ctx("conf"))

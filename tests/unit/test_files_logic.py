@@ -179,37 +179,6 @@ def test_a_walk_of_a_folder_that_is_gone_reports_it_as_vanished(tmp_path: Path) 
     assert vanished == [str(tmp_path / "gone")]
 
 
-def test_a_fetched_file_is_copied_with_its_hash_and_xattrs_and_a_replaced_one_is_refused(tmp_path: Path) -> None:
-    host = LocalHost()
-    source = tmp_path / "source"
-    source.write_bytes(b"content" * 1000)
-    copied = host.fetch_hashed(str(source), str(tmp_path / "copy"), "sha256")
-    assert copied is not None
-    assert copied.digest == hashlib.sha256(b"content" * 1000).hexdigest() and copied.size == 7000
-    assert (tmp_path / "copy").read_bytes() == b"content" * 1000
-    assert stat.S_IMODE((tmp_path / "copy").stat().st_mode) == 0o600
-    assert copied.stat.st_ino == source.stat().st_ino
-    (tmp_path / "link").symlink_to(source)
-    os.mkfifo(tmp_path / "fifo")
-    assert host.fetch_hashed(str(tmp_path / "link"), str(tmp_path / "copy2"), "sha256") is None
-    assert host.fetch_hashed(str(tmp_path / "fifo"), str(tmp_path / "copy3"), "sha256") is None
-    with pytest.raises(FileNotFoundError):
-        host.fetch_hashed(str(tmp_path / "gone"), str(tmp_path / "copy4"), "sha256")
-    with pytest.raises(FileExistsError):  # never over what is there
-        host.fetch_hashed(str(source), str(tmp_path / "copy"), "sha256")
-
-
-def test_a_put_file_is_written_new_and_hashed(tmp_path: Path) -> None:
-    (tmp_path / "stored").write_bytes(b"stored bytes")
-    reader = os.open(tmp_path / "stored", os.O_RDONLY)
-    try:
-        digest, size = LocalHost().put_hashed(reader, str(tmp_path / "target"), "sha256")
-    finally:
-        os.close(reader)
-    assert (digest, size) == (hashlib.sha256(b"stored bytes").hexdigest(), 12)
-    assert (tmp_path / "target").read_bytes() == b"stored bytes"
-
-
 def test_a_target_file_is_linked_only_when_it_is_still_the_listed_file_with_the_expected_content(
     tmp_path: Path,
 ) -> None:

@@ -204,7 +204,7 @@ def test_write_atomic_replaces_the_whole_content_and_leaves_no_temporary(site: S
 
 def test_write_atomic_makes_a_new_inode_so_a_hard_link_keeps_the_old_content(site: Site) -> None:
     path = site.write("f", b"old")
-    site.host.link_many([(path, site.p("g"))])
+    site.host.link(path, site.p("g"))
     site.host.write_atomic(path, b"new")
     assert (site.host.read_bytes(path), site.host.read_bytes(site.p("g"))) == (b"new", b"old")
     old, new = site.host.stat(site.p("g")), site.host.stat(path)
@@ -428,7 +428,7 @@ def test_a_read_only_folder_refuses_changes_to_all_but_root(site: Site) -> None:
         "write_atomic": lambda: site.write("ro/new"),
         "mkdir": lambda: site.host.mkdir(site.p("ro", "d")),
         "symlink": lambda: site.host.symlink("x", site.p("ro", "l")),
-        "link_many": lambda: site.host.link_many([(site.p("ro", "kept"), site.p("ro", "k2"))]),
+        "link": lambda: site.host.link(site.p("ro", "kept"), site.p("ro", "k2")),
         "rename": lambda: site.host.rename(site.p("ro", "kept"), site.p("moved")),
         "remove": lambda: site.host.remove(site.p("ro", "doomed")),
     }
@@ -520,18 +520,6 @@ def test_make_user_dirs_gives_every_new_folder_the_user_umask(site: Site) -> Non
     assert st is not None and stat.S_IMODE(st.mode) == 0o700
 
 
-def test_temp_dir_is_a_fresh_private_folder_under_the_parent(site: Site) -> None:
-    first = site.host.temp_dir(site.root, "aura-work-")
-    second = site.host.temp_dir(site.root, "aura-work-")
-    assert first != second
-    for path in (first, second):
-        assert os.path.dirname(path) == site.root and os.path.basename(path).startswith("aura-work-")
-        st = site.host.stat(path)
-        assert st is not None and st.is_dir and stat.S_IMODE(st.mode) == 0o700 & ~_process_umask()
-    with pytest.raises(FileNotFoundError):
-        site.host.temp_dir(site.p("missing"), "x")
-
-
 def test_adding_or_removing_an_entry_moves_the_folder_mtime(site: Site) -> None:
     changes: dict[str, Callable[[], object]] = {
         "mkdir": lambda: site.host.mkdir(site.p("d")),
@@ -540,7 +528,7 @@ def test_adding_or_removing_an_entry_moves_the_folder_mtime(site: Site) -> None:
         "remove": lambda: site.host.remove(site.p("pipe")),
         "symlink": lambda: site.host.symlink("x", site.p("link")),
         "write_atomic": lambda: site.write("f"),
-        "link_many": lambda: site.host.link_many([(site.p("f"), site.p("g"))]),
+        "link": lambda: site.host.link(site.p("f"), site.p("g")),
     }
     for name, change in changes.items():
         site.host.utime(site.root, 1_000_000_000)
@@ -602,7 +590,7 @@ def test_rename_across_kinds_and_into_itself_fails_as_the_system_does(site: Site
 
 def test_rename_between_two_links_of_one_file_changes_nothing(site: Site) -> None:
     path = site.write("f")
-    site.host.link_many([(path, site.p("g"))])
+    site.host.link(path, site.p("g"))
     site.host.rename(path, site.p("g"))
     assert site.host.listdir(site.root) == ["f", "g"]
 
@@ -784,11 +772,11 @@ def test_utime_sets_mtime_of_the_target_or_of_the_link(site: Site) -> None:
         site.host.utime(site.p("missing"), 0)
 
 
-def test_link_many_makes_hard_links_and_counts_them(site: Site) -> None:
+def test_link_makes_hard_links_that_count(site: Site) -> None:
     first, second = site.write("a", b"A"), site.write("b", b"B")
     site.host.symlink("a", site.p("sym"))
-    pairs = [(first, site.p("a2")), (second, site.p("b2")), (site.p("sym"), site.p("sym2"))]
-    assert site.host.link_many(iter(pairs)) == 3
+    for existing, new in [(first, site.p("a2")), (second, site.p("b2")), (site.p("sym"), site.p("sym2"))]:
+        site.host.link(existing, new)
     a, a2 = site.host.stat(first), site.host.stat(site.p("a2"))
     assert a is not None and a2 is not None and (a.ino, a.nlink) == (a2.ino, 2)
     assert site.host.readlink(site.p("sym2")) == "a"
@@ -799,19 +787,20 @@ def test_link_many_makes_hard_links_and_counts_them(site: Site) -> None:
     assert a is not None and a.nlink == 1
 
 
-def test_link_many_refuses_a_taken_name_a_folder_and_nothing(site: Site) -> None:
+def test_link_refuses_a_taken_name_a_folder_and_nothing(site: Site) -> None:
     path = site.write("a")
     site.write("taken")
     site.host.mkdir(site.p("d"))
     with pytest.raises(FileExistsError):
-        site.host.link_many([(path, site.p("taken"))])
+        site.host.link(path, site.p("taken"))
     with pytest.raises(PermissionError) as info:
-        site.host.link_many([(site.p("d"), site.p("d2"))])
+        site.host.link(site.p("d"), site.p("d2"))
     assert _errno(info) == errno.EPERM
     with pytest.raises(FileNotFoundError):
-        site.host.link_many([(site.p("missing"), site.p("x"))])
+        site.host.link(site.p("missing"), site.p("x"))
+    site.host.link(path, site.p("made"))
     with pytest.raises(FileExistsError):
-        site.host.link_many([(path, site.p("made")), (path, site.p("made"))])
+        site.host.link(path, site.p("made"))
     assert site.host.listdir(site.root) == ["a", "d", "made", "taken"]
 
 
@@ -860,9 +849,10 @@ def test_a_sequence_of_operations_leaves_the_same_tree(site: Site) -> None:
     host.make_user_dirs(site.p("app", "releases", "1.0"))
     host.write_atomic(site.p("app", "releases", "1.0", "app.py"), b"print(1)\n", mode=0o755)
     host.replace_symlink("releases/1.0", site.p("app", "current"))
-    staging = host.temp_dir(site.p("app"), ".staging-")
+    staging = site.p("app", ".staging-1")
+    host.mkdir(staging, mode=0o700)
     host.write_atomic(os.path.join(staging, "app.py"), b"print(2)\n", mode=0o755)
-    host.link_many([(os.path.join(staging, "app.py"), os.path.join(staging, "copy.py"))])
+    host.link(os.path.join(staging, "app.py"), os.path.join(staging, "copy.py"))
     host.rename(staging, site.p("app", "releases", "2.0"))
     host.replace_symlink("releases/2.0", site.p("app", "current"))
     host.remove_tree(site.p("app", "releases", "1.0"))
@@ -972,59 +962,6 @@ def test_set_metadata_sets_the_mode_and_the_times_of_a_symlink_itself(site: Site
     assert (stat.S_IMODE(st.mode), st.atime_ns, st.mtime_ns, st.uid) == (0o640, 1_000, 2_000_000_000, os.geteuid())
     assert (link.atime_ns, link.mtime_ns) == (5_000, 7_000_000_000)
     assert st.ino == before.ino
-
-
-def test_fetch_hashed_copies_a_host_file_into_a_new_local_file(
-    site: Site, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    control = tmp_path_factory.mktemp("control")
-    data = b"content " * 1000
-    path = site.write("f", data, mode=0o640)
-    site.host.set_metadata(path, xattrs={"user.k": b"v"})
-    copied = site.host.fetch_hashed(path, str(control / "copy"), "sha256")
-    assert copied is not None
-    st = site.host.stat(path)
-    assert st is not None
-    assert (copied.digest, copied.size, copied.xattrs) == (_sha256(data), len(data), {"user.k": b"v"})
-    assert (copied.stat.st_ino, copied.stat.st_size, stat.S_IMODE(copied.stat.st_mode)) == (st.ino, len(data), 0o640)
-    assert (control / "copy").read_bytes() == data  # on the control machine, whatever the host
-    assert stat.S_IMODE((control / "copy").stat().st_mode) == 0o600 & ~_process_umask()
-    with pytest.raises(FileExistsError):
-        site.host.fetch_hashed(path, str(control / "copy"), "sha256")
-
-
-def test_fetch_hashed_of_what_is_no_longer_a_file_is_none_and_of_nothing_file_not_found(
-    site: Site, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    control = tmp_path_factory.mktemp("control")
-    site.write("f")
-    site.host.symlink("f", site.p("l"))
-    site.host.make_fifo(site.p("pipe"))
-    site.host.mkdir(site.p("d"))
-    for name in ("l", "pipe", "d"):
-        assert site.host.fetch_hashed(site.p(name), str(control / name), "sha256") is None
-    with pytest.raises(FileNotFoundError):
-        site.host.fetch_hashed(site.p("missing"), str(control / "missing"), "sha256")
-    assert sorted(os.listdir(control)) == []
-
-
-def test_put_hashed_writes_a_local_file_onto_the_host_once(
-    site: Site, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    local = tmp_path_factory.mktemp("control") / "source"
-    data = os.urandom(3 << 20)  # more than one chunk
-    local.write_bytes(data)
-    fd = os.open(local, os.O_RDONLY)
-    try:
-        assert site.host.put_hashed(fd, site.p("put"), "sha256") == (_sha256(data), len(data))
-        os.lseek(fd, 0, os.SEEK_SET)
-        with pytest.raises(FileExistsError):
-            site.host.put_hashed(fd, site.p("put"), "sha256")
-    finally:
-        os.close(fd)
-    assert site.host.read_bytes(site.p("put")) == data
-    st = site.host.stat(site.p("put"))
-    assert st is not None and stat.S_IMODE(st.mode) == 0o600 & ~_process_umask()
 
 
 def test_hash_file_hashes_a_file_and_is_none_for_nothing_or_a_symlink(site: Site) -> None:
@@ -1575,7 +1512,8 @@ def test_fast_temp_root_is_a_writable_folder_and_the_temp_root_when_no_memory_fi
     fast = site.host.fast_temp_root(1 << 20)
     if fast != site.host.temp_root():
         assert site.host.is_dir(fast) and site.host.access(fast, os.W_OK | os.X_OK)
-        folder = site.host.temp_dir(fast, "aura-test-")
+        folder = f"{fast}/aura-test-{os.getpid()}"
+        site.host.mkdir(folder, mode=0o700)
         site.host.write_atomic(f"{folder}/x", b"x")
         assert site.host.read_bytes(f"{folder}/x") == b"x"
         site.host.remove_tree(folder)

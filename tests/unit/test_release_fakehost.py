@@ -56,7 +56,7 @@ def rsync(call: Call) -> Result:
         elif entry.kind == "symlink":
             host.symlink(str(entry.content), path)
         elif link_dest is not None and _same(host, f"{link_dest}/{relative}", entry):
-            host.link_many([(f"{link_dest}/{relative}", path)])
+            host.link(f"{link_dest}/{relative}", path)
         else:
             assert isinstance(entry.content, bytes)
             host.write_atomic(path, entry.content, mode=entry.mode)

@@ -78,6 +78,13 @@ class StateError(AuraError):
     exit_code = EXIT_USAGE
 
 
+class RepositoryError(AuraError):
+    """The repository's folder cannot be used (a file in its place, no permission to make or
+    own it): nothing was changed."""
+
+    exit_code = EXIT_USAGE
+
+
 class VerificationError(AuraError):
     """A snapshot or a restore does not match what was recorded."""
 

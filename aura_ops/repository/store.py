@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aura_ops import logs
-from aura_ops.errors import UsageError, VerificationError
+from aura_ops.errors import RepositoryError, UsageError, VerificationError
 from aura_ops.repository.backend import PARTIAL, Backend, LocalBackend, json_bytes
 from aura_ops.repository.ids import check_prefix, is_snapshot_id
 
@@ -74,7 +74,13 @@ class Repository:
         self._first_checksummed: tuple[str | None] | None = None  # read once per instance
 
     def ensure(self) -> None:
-        self.backend.ensure(SNAPSHOTS)
+        """Make the repository's folders (owner-only); RepositoryError (exit 2) when they cannot
+        be made or are not folders (the backend's OSError, translated at this seam)."""
+        try:
+            self.backend.ensure(SNAPSHOTS)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(self.path) else ""
+            raise RepositoryError(f"repository {self.path} cannot be used: {exc.strerror}{where}") from None
 
     @contextmanager
     def locked(self, run_id: str, command: str) -> Iterator[None]:
@@ -302,7 +308,7 @@ class Repository:
     def check_writable(self) -> None:
         """Make the repository's folders, then write and delete a probe object of a name of
         its own through the backend (``doctor``); the backend's OSError when it cannot."""
-        self.ensure()
+        self.backend.ensure(SNAPSHOTS)
         probe = f".doctor-{os.getpid()}-{os.urandom(4).hex()}"
         try:
             self.backend.put(probe, b"")

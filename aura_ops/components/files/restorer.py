@@ -734,7 +734,12 @@ def restore(
     run_id = run_id or str(os.getpid())
     parent = os.path.dirname(destination)
     if not host.is_dir(parent):
-        host.make_user_dirs(parent)  # the folders that hold a new target get the user's umask
+        try:
+            host.make_user_dirs(parent)  # the folders that hold a new target get the user's umask
+        except OSError as exc:  # (translated here, at the component's seam)
+            error = UsageError if exc.errno in (errno.EEXIST, errno.ENOTDIR) else AuraError
+            why = f"cannot make the folder {parent} for {destination}: {exc.strerror}"
+            raise error(f"{why}; nothing was restored") from None
     method, note = _method(host, destination)
     staging = _staging_path(host, snapshot, destination, run_id)
     with temporaries.track(

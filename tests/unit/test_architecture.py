@@ -177,21 +177,56 @@ def test_no_direct_file_access_outside_hosts(folder: str) -> None:
     assert found == [], "file operations that bypass the host:\n" + "\n".join(found)
 
 
+PROGRAM_MODULES = {"subprocess", "pty", "multiprocessing"}
+PROGRAM_CALLS = {"system", "popen", "fork", "forkpty", "posix_spawn", "posix_spawnp"}
+
+
+def _program_starts(path: Path) -> list[str]:
+    """Where ``path`` imports a module that starts programs, or starts one through ``os`` or
+    asyncio."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        elif isinstance(node, ast.Call):
+            parts = _name(node.func).split(".")
+            if (
+                parts[0] == "os"
+                and len(parts) == 2
+                and (parts[1] in PROGRAM_CALLS or parts[1].startswith(("exec", "spawn")))
+            ) or (parts[-1].startswith("create_subprocess_")):
+                found.append(f"{node.lineno}: {'.'.join(parts)}(")
+        if any(name.split(".")[0] in PROGRAM_MODULES for name in names):
+            found.append(f"{node.lineno}: import {', '.join(names)}")
+    return found
+
+
 def test_programs_run_only_through_hosts() -> None:
     found = []
     for module in sorted(PACKAGE.rglob("*.py")):
         relative = module.relative_to(PACKAGE).as_posix()
         if relative.startswith(tuple(f"{folder}/" for folder in MAY_RUN_PROGRAMS)):
             continue
-        for node in ast.walk(ast.parse(module.read_text(), str(module))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            if any(name.split(".")[0] == "subprocess" for name in names):
-                found.append(f"{relative}:{node.lineno}")
-    assert found == [], "subprocess imported outside aura_ops/hosts: " + ", ".join(found)
+        found += [f"{relative}:{line}" for line in _program_starts(module)]
+    assert found == [], "programs started outside aura_ops/hosts: " + ", ".join(found)
+
+
+def test_the_program_check_finds_every_way_to_start_one(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import subprocess\nfrom multiprocessing import Process\nos.system('x')\nos.execvp('x', [])\n"
+        "asyncio.create_subprocess_exec('x')\nos.getpid()\n"
+    )
+    assert [line.split(": ", 1)[1] for line in _program_starts(probe)] == [
+        "import subprocess",
+        "import multiprocessing",
+        "os.system(",
+        "os.execvp(",
+        "asyncio.create_subprocess_exec(",
+    ]
 
 
 def test_the_check_finds_a_direct_call(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -433,12 +434,17 @@ def _protocol_members(protocol: type) -> set[str]:
 
 def test_every_registered_type_implements_the_component_protocol_and_services_the_service_one() -> None:
     from aura_ops.components import REGISTRY, component_class
-    from aura_ops.components.base import Component, Service
+    from aura_ops.components.base import Component, ComponentManifest, Service
 
     wanted = _protocol_members(Component)
     assert {"snapshot", "verify", "restore", "restore_target", "describe", "manifest_model", "type"} <= wanted
     missing = {t: sorted(m for m in wanted if not hasattr(component_class(t), m)) for t in REGISTRY}
     assert missing == {t: [] for t in REGISTRY}
     assert {t: component_class(t).type for t in REGISTRY} == {t: t for t in REGISTRY}  # the registry's key is the type
+    for type_name in REGISTRY:  # a typed manifest section of its own: fields, not one dict of anything
+        model = component_class(type_name).manifest_model
+        own = set(model.model_fields) - set(ComponentManifest.model_fields)
+        assert issubclass(model, ComponentManifest) and own, type_name
+        assert all(model.model_fields[name].annotation is not Any for name in own), type_name
     services = [t for t in REGISTRY if all(hasattr(component_class(t), m) for m in _protocol_members(Service))]
     assert services == ["docker"] and {"stop", "start", "check"} <= _protocol_members(Service)

@@ -82,17 +82,28 @@ def compare(old: Path | None = None, new: Path | None = None, folder: Path = RES
     if before.get("versions") != after.get("versions"):
         print(f"  versions then: {before.get('versions')}\n  versions now:  {after.get('versions')}")
     previous = {(f["table"], f["label"], f["scale"]): f for f in before["figures"]}
-    print(f"  {'table':<14} {'command':<44} {'scale':<16} {'old s':>8} {'new s':>8} {'wall':>6} {'cpu':>6} {'size':>6}")
+    print(
+        f"  {'table':<14} {'command':<44} {'scale':<16} {'old s':>8} {'new s':>8} "
+        f"{'wall':>6} {'cpu':>6} {'size':>6} {'rss':>6}"
+    )
+    unmatched = []
     for figure in after["figures"]:
-        then = previous.get((figure["table"], figure["label"], figure["scale"]))
+        then = previous.pop((figure["table"], figure["label"], figure["scale"]), None)
         if then is None:
+            unmatched.append(figure)
             continue
         print(
             f"  {figure['table']:<14} {figure['label']:<44} {figure['scale']:<16} "
             f"{then['wall']:8.2f} {figure['wall']:8.2f} {_ratio(figure['wall'], then['wall'])} "
-            f"{_ratio(figure['cpu'], then['cpu'])} {_ratio(figure['size'], then['size'])}"
+            f"{_ratio(figure['cpu'], then['cpu'])} {_ratio(figure['size'], then['size'])} "
+            f"{_ratio(figure.get('rss_mb', 0), then.get('rss_mb', 0))}"
         )
-    print("  (new / old: below 1.00 is faster or smaller)")
+    print("  (new / old: below 1.00 is faster, smaller or lighter; rss: peak RSS)")
+    # a figure renamed or measured in one run only is said, not silently left out
+    for side, figures in (("new", unmatched), ("old", list(previous.values()))):
+        if figures:
+            names = "; ".join(f"{f['table']} {f['label']} [{f['scale']}]" for f in figures)
+            print(f"  only in the {side} run ({len(figures)}): {names}")
     return 0
 
 

@@ -50,8 +50,8 @@ def test_an_output_left_by_an_earlier_run_is_moved_aside_not_deleted(
     assert output.read_text() == ""
 
 
-def _figure(label: str, wall: float, size: int = 0) -> Measure:
-    return Measure(label, wall, wall / 2, 10.0, size, "tool", "db-backup", "pgbench s3", [wall])
+def _figure(label: str, wall: float, size: int = 0, rss: float = 10.0) -> Measure:
+    return Measure(label, wall, wall / 2, rss, size, "tool", "db-backup", "pgbench s3", [wall])
 
 
 def test_compare_prints_each_figure_new_over_old_for_the_two_newest_files(
@@ -61,12 +61,16 @@ def test_compare_prints_each_figure_new_over_old_for_the_two_newest_files(
         [_figure("pg_dump -Fc", 2.0, 100), _figure("gone", 1.0)], {"started": "1", "mode": "quick"}, tmp_path
     )
     bench_results.write(
-        [_figure("pg_dump -Fc", 3.0, 50), _figure("new", 1.0)], {"started": "2", "mode": "quick"}, tmp_path
+        [_figure("pg_dump -Fc", 3.0, 50, rss=25.0), _figure("new", 1.0)], {"started": "2", "mode": "quick"}, tmp_path
     )
     assert bench_results.compare(folder=tmp_path) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if "pg_dump -Fc" in line]
+    out = capsys.readouterr().out.splitlines()
+    lines = [line for line in out if "pg_dump -Fc" in line]
     assert len(lines) == 1
-    assert lines[0].split()[-3:] == ["1.50", "1.50", "0.50"]
+    assert lines[0].split()[-4:] == ["1.50", "1.50", "0.50", "2.50"]  # wall, cpu, size, peak RSS
+    # a figure in one run only (a renamed command) is named, not silently dropped
+    assert "  only in the new run (1): db-backup new [pgbench s3]" in out
+    assert "  only in the old run (1): db-backup gone [pgbench s3]" in out
     document = json.loads((tmp_path / "2.json").read_text())
     assert document["figures"][0]["runs"] == [3.0]
 

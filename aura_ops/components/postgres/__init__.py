@@ -567,6 +567,8 @@ class PostgresManifest(ComponentManifest):
 # ---------------------------------------------------------------- compression
 
 DATA_FILE = re.compile(r"^(\d+|blob_\d+)\.dat$")
+FOLLOWERS = 4  # data files compressed at once by default (_Compressor; a backup: its jobs + 2)
+WATCH_PASS = 0.02  # seconds between two listings of the dump folder while pg_dump runs
 COPY_END = b"\\.\n\n\n"  # what pg_dump writes after the rows of a table's COPY
 _TAIL = len(COPY_END) + 1  # the end of a data file that tells whether its rows can be counted
 
@@ -588,9 +590,16 @@ class _Compressor:
     ``folder`` is the dump folder of the snapshot being written, on ``store`` (the control
     machine, where the repository is): every file of it is read and written through ``store``.
     With ``count_rows``, each table's rows are counted in the stream (``rows``, see ``_follow``).
+    At most ``followers`` files are followed at once (the others wait on the store, plain, for a
+    free follower): each holds a zstd context and a read buffer, and one thread per file found
+    let a 600-table backup's peak RSS go from 58 MB to 98 MB whenever the watcher found many
+    finished files at once. The caller gives pg_dump's jobs plus 2: every file pg_dump is
+    writing can be followed, and finished ones still get a follower.
     """
 
-    def __init__(self, store: Host, folder: str, level: int, count_rows: bool = False) -> None:
+    def __init__(
+        self, store: Host, folder: str, level: int, count_rows: bool = False, followers: int = FOLLOWERS
+    ) -> None:
         self.store = store
         self.folder = folder
         self.level = level
@@ -606,6 +615,9 @@ class _Compressor:
         self.toc_written = threading.Event()  # pg_dump writes the whole toc.dat before any data file
         self.on_failure: Callable[[], None] | None = None
         self.lock = threading.Lock()
+        self.slots = threading.Semaphore(max(1, followers))
+        self.freed = threading.Event()  # set when a follower ends (a slot is free again)
+        self.pending: dict[str, None] = {}  # data files found, waiting for a slot (in the order found)
         self.watcher = threading.Thread(target=self._watch, daemon=True)
         self.watcher.start()
 
@@ -623,12 +635,19 @@ class _Compressor:
         self._waker(name).set()  # its follower, waiting at the end of the file, finishes now
 
     def _watch(self) -> None:
+        final = False  # the folder was listed after pg_dump exited: no file is left to find
+        listed = 0.0
         while not self.abort.is_set():
-            last_pass = self.exited.is_set()
-            self._discover()
-            if last_pass:
+            if not final and (self.exited.is_set() or time.monotonic() - listed >= WATCH_PASS):
+                final = self.exited.is_set()
+                self._discover()
+                listed = time.monotonic()
+            self.freed.clear()  # before a slot is asked for: a follower ending from here on wakes the wait
+            self._start_pending()
+            if final and not self.pending:
                 return
-            self.exited.wait(0.02)
+            # a freed slot starts the next file at once; the folder is listed again at most every pass
+            (self.freed if self.pending else self.exited).wait(WATCH_PASS)
 
     def _discover(self) -> None:
         try:
@@ -639,9 +658,27 @@ class _Compressor:
             self.toc_written.set()
         for name in names:
             if name not in self.followers:
-                thread = threading.Thread(target=self._follow, args=(name,), daemon=True)
-                self.followers[name] = thread
+                self.pending.setdefault(name)
+
+    def _start_pending(self) -> None:
+        """A follower for each file found, in the order found, while a slot is free."""
+        while self.pending and self.slots.acquire(blocking=False):
+            name = next(iter(self.pending))
+            del self.pending[name]
+            thread = threading.Thread(target=self._follow_in_slot, args=(name,), daemon=True)
+            self.followers[name] = thread
+            try:
                 thread.start()
+            except BaseException:
+                self.slots.release()
+                raise
+
+    def _follow_in_slot(self, name: str) -> None:
+        try:
+            self._follow(name)
+        finally:
+            self.slots.release()
+            self.freed.set()
 
     def _done_writing(self, name: str) -> bool:
         with self.lock:
@@ -1648,7 +1685,9 @@ class PostgresComponent:
         name, host = self.name, self.host
         dump_dir = dest / DUMP
         stream_counts = not cfg.checksums
-        compressor = _Compressor(self.store, str(dump_dir), cfg.compression_level, count_rows=stream_counts)
+        compressor = _Compressor(
+            self.store, str(dump_dir), cfg.compression_level, count_rows=stream_counts, followers=jobs + 2
+        )
         succeeded = False
         process: Process | None = None
         globals_dump: tuple[Process, concurrent.futures.Future[Result]] | None = None

@@ -6,7 +6,7 @@ SCALE ?=
 .PHONY: bootstrap bootstrap-bench test unit integration demo bench bench-quick bench-compare lint clean
 
 bootstrap:
-	@bash scripts/bootstrap.sh
+	@AURA_VENV=$(VENV) bash scripts/bootstrap.sh
 
 test: bootstrap
 	$(PY) -m pytest -q tests

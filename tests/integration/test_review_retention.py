@@ -135,3 +135,50 @@ def test_a_backup_only_config_sharing_the_repository_keeps_what_the_deploy_confi
     done = aura.json("rollback", "--yes")
     assert done["run"]["status"] == "succeeded" and done["target"]["release"] == "v1"
     assert content(site["dsn"]) == before_v2 and live(site) == "v1"
+
+
+def _flip_a_byte(folder: Path) -> Path:
+    """Change one byte in the middle of the largest file under ``folder`` (size, name and
+    manifest untouched: the snapshot still lists as intact, only a checksum finds it)."""
+    largest = max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    largest.write_bytes(bytes(data))
+    return largest
+
+
+def test_a_rollback_snapshot_that_fails_its_checksums_keeps_an_older_one_of_the_same_release_through_keep_last_1(
+    aura: Aura,
+    site: dict[str, Any],  # noqa: F811 - the fixture imported above
+) -> None:
+    """The snapshot `rollback` would restore rotted on disk (manifest intact, a dump byte
+    changed): a prune with keep_last 1 must not delete the older snapshot of the database from
+    while the same release was live, or no rollback can restore anything; the rotten one is kept
+    and shown as damaged, and `rollback --to-snapshot` the kept one works."""
+    deploy(aura, site, "v1")
+    older = aura.json("backup")["id"]  # the database while v1 is live
+    before_v2 = content(site["dsn"])
+    release(site, "v2", migration="ALTER TABLE items ADD COLUMN price int; UPDATE items SET name = upper(name);")
+    deploy(aura, site, "v2")
+    doomed = aura.json("backup")["id"]
+    aura("backup")
+    plan = aura.json("snapshots", "prune", "--dry-run")
+    wanted = "`aura-ops rollback` to release v1 restores it"
+    newer = [r["id"] for r in plan["snapshots"] if wanted in r["reasons"]]
+    assert len(newer) == 1 and newer[0] != older  # the v2 deploy's own snapshot
+    _flip_a_byte(aura.repo / "snapshots" / newer[0] / "db")
+    set_retention(aura, keep_last=1)
+
+    dry = {r["id"]: r for r in aura.json("snapshots", "prune", "--dry-run")["snapshots"]}
+    assert dry[older]["decision"] == "keep", dry[older]
+    assert any(f"--to-snapshot {older}" in reason for reason in dry[older]["reasons"]), dry[older]
+    assert dry[newer[0]]["decision"] == "keep" and any("checksum" in r for r in dry[newer[0]]["reasons"])
+    pruned = aura.json("snapshots", "prune")
+    assert older not in pruned["deleted"] and newer[0] not in pruned["deleted"] and doomed in pruned["deleted"]
+    assert older in listed(aura)
+
+    aura("rollback", "--yes", check=None)  # restores the rotten one: refused before anything changed
+    assert live(site) == "v2"
+    done = aura.json("rollback", "--to-snapshot", older, "--yes")
+    assert done["run"]["status"] == "succeeded" and done["target"]["release"] == "v1"
+    assert content(site["dsn"]) == before_v2 and live(site) == "v1"

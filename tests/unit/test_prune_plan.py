@@ -152,6 +152,69 @@ def test_a_rolled_back_release_is_not_where_a_rollback_goes(tmp_path: Path, repo
     assert found[before_v3]["decision"] == "delete"
 
 
+def seal_with_dump(repo: Repository, hours: int, current: str | None = None) -> str:
+    """A snapshot whose db holds one artifact, its checksum recorded as a backup records it."""
+    import hashlib
+
+    sid = snapshot_id(hours)
+    folder = repo.begin(sid)
+    (folder / "db").mkdir()
+    data = f"dump {hours}".encode() * 100
+    (folder / "db" / "dump").write_bytes(data)
+    components: dict[str, Any] = {
+        "db": {"type": "postgres", "artifacts": {"dump": {"hash": hashlib.sha256(data).hexdigest(), "size": len(data)}}}
+    }
+    if current is not None:
+        components["app"] = {"type": "release", "path": "/srv/app", "current": current}
+    created = (BASE + dt.timedelta(hours=hours)).isoformat(timespec="seconds")
+    repo.commit(sid, {"format": 2, "id": sid, "created": created, "tags": [], "components": components})
+    return sid
+
+
+def rot(repo: Repository, sid: str) -> None:
+    """A byte of the snapshot's dump changed on disk (size and manifest as they were)."""
+    dump = repo.path / "snapshots" / sid / "db" / "dump"
+    data = bytearray(dump.read_bytes())
+    data[5] ^= 0xFF
+    dump.write_bytes(bytes(data))
+
+
+def test_a_rollback_snapshot_failing_its_checksums_keeps_the_one_before_it_for_rollback_to_snapshot(
+    tmp_path: Path, repo: Repository
+) -> None:
+    cfg = make_config(tmp_path)
+    live_release(tmp_path, "v2", {"v1": "verified", "v2": "verified"})
+    older = seal_with_dump(repo, 0, current="v1")  # a backup while v1 was live
+    newer = seal_with_dump(repo, 1, current="v1")  # the deploy of v2: what `rollback` restores
+    newest = seal_with_dump(repo, 2, current="v2")
+    assert retention.plan(cfg, repo, None, check=True).deleted == [older]  # sound: the older one goes
+    rot(repo, newer)
+    assert retention.plan(cfg, repo, None).deleted == [older]  # the plan of stats: no hashing
+    found = rows(retention.plan(cfg, repo, None, check=True))
+    assert found[older]["reasons"] == [
+        f"`aura-ops rollback --to-snapshot {older}` to release v1 restores it "
+        f"(the newer {newer}, which a plain rollback picks, fails its checksums)"
+    ]
+    assert (
+        found[newer]["decision"] == "keep"
+        and "fails its checksums: db: dump: checksum mismatch" in (found[newer]["reasons"][0])
+    )
+    assert found[newest]["decision"] == "keep"
+
+
+def test_the_only_copy_of_a_component_a_prune_keeps_is_checked_first(tmp_path: Path, repo: Repository) -> None:
+    cfg = make_config(tmp_path)
+    ids = [seal_with_dump(repo, h) for h in range(3)]
+    rot(repo, ids[2])
+    found = rows(retention.plan(cfg, repo, None, check=True))
+    assert found[ids[2]]["decision"] == "keep" and "checksum mismatch" in found[ids[2]]["reasons"][0]
+    assert found[ids[1]]["reasons"] == ["newest verified (db)", "last 1 (db)"]  # the sound copy: kept
+    assert found[ids[0]]["decision"] == "delete"
+    rot(repo, ids[1])
+    found = rows(retention.plan(cfg, repo, None, check=True))
+    assert [found[i]["decision"] for i in ids] == ["keep", "keep", "keep"]  # the first sound one from the newest
+
+
 def journal_run(
     journal: Journal, cfg: configuration.Config, run_id: str, status: str, outputs: dict[str, Any], **extra: Any
 ) -> None:

@@ -39,6 +39,7 @@ import datetime as dt
 import json
 import os
 import re
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,7 @@ def plan(
     checked: set[str] = set()
     while True:
         marked = [dataclasses.replace(s, damaged=failed[s.id]) if s.id in failed else s for s in snapshots]
-        decided, rollback = _plan_once(config, marked, loaded, failed, pinned, journal, now, hosts)
+        decided, rollback = _plan_once(config, repository, marked, loaded, failed, pinned, journal, now, hosts)
         suspects = [i for i in _suspects(decided, rollback) if i not in checked] if check else []
         if not suspects:
             return decided
@@ -139,6 +140,7 @@ def plan(
 
 def _plan_once(
     config: Config,
+    repository: Repository,
     snapshots: list[Snapshot],
     loaded: list[Snapshot],
     failed: dict[str, str],
@@ -159,6 +161,7 @@ def _plan_once(
     if journal is not None:
         _merge(protected, deploy_needs(config, journal, hosts))
         _merge(protected, run_needs(config, journal, [s.id for s in snapshots]))
+    _merge(protected, other_run_needs(config, repository, [s.id for s in snapshots]))
     decided = decide((snapshot_info(s, s.id in pinned) for s in intact), config.retention.retention(), protected, now)
     damaged = [damaged_decision(s, s.id in pinned) for s in snapshots if s.damaged is not None]
     decisions = sorted((*decided.decisions, *damaged), key=lambda d: (d.snapshot.time, d.snapshot.id))
@@ -403,13 +406,16 @@ def _may_be_running(run: RunRecord) -> bool:
     return alive
 
 
-def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> Protections:
+def run_needs(
+    config: Config, journal: Journal, snapshot_ids: Iterable[str], target: str | None = None, where: str = ""
+) -> Protections:
     """What runs that are not finished (or failed and still abortable) need: every snapshot they
     reference, and while one has a step in flight (its process alive), every snapshot sealed
-    since that step began."""
+    since that step began. ``target``: the state folder whose runs count (the configuration's,
+    by default); ``where``: said after each run (another configuration's state folder)."""
     from aura_ops.engine.session import state_dir
 
-    target = str(state_dir(config))
+    target = target or str(state_dir(config))
     runs = journal.unfinished(target)
     runs += [
         r
@@ -420,7 +426,7 @@ def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> 
     ids = sorted(snapshot_ids)
     for run in sorted(runs, key=lambda r: r.id):
         state = "not finished" if run.status not in RUN_FINAL else f"{run.status}, `runs abort` may still undo it"
-        what = f"run {run.id} ({Path(run.playbook).stem}, {state})"
+        what = f"run {run.id} ({Path(run.playbook).stem}, {state}){where}"
         for snapshot_id in referenced(journal, run, ids):
             found.setdefault(snapshot_id, []).append(f"needed by {what}")
         for step in journal.steps(run.id) if _may_be_running(run) else []:
@@ -429,6 +435,39 @@ def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> 
                 for snapshot_id in ids:
                     if snapshot_time(snapshot_id) >= since.replace(microsecond=since.microsecond // 1000 * 1000):
                         found.setdefault(snapshot_id, []).append(f"sealed while step {step.name} of {what} was running")
+    return found
+
+
+def other_run_needs(config: Config, repository: Repository, snapshot_ids: Iterable[str]) -> Protections:
+    """``run_needs`` of every other state folder whose runs use the repository
+    (``repository.journals``: another configuration, with its own journal). A folder whose
+    journal is gone has no run left; one on another host cannot be read from here (a warning in
+    the log). StateError when a journal that is there cannot be read: a prune that cannot tell
+    what a run needs deletes nothing."""
+    from aura_ops.engine.session import state_dir
+    from aura_ops.errors import StateError
+    from aura_ops.repository import journals
+
+    own, here, ids = os.path.realpath(state_dir(config)), local_hostname(), sorted(snapshot_ids)
+    found: Protections = {}
+    for record in journals.remembered(repository):
+        if record.host != here:
+            logs.get().warning("prune.journal_elsewhere", host=record.host, state=record.state)
+            continue
+        path = Path(record.state) / "journal.db"
+        if record.state == own or not os.path.lexists(path):
+            continue
+        try:
+            other = Journal(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(
+                f"the journal {path} of another configuration using this repository cannot be read "
+                f"({first_line(exc)}): what its runs still need is unknown; nothing was deleted"
+            ) from None
+        try:
+            _merge(found, run_needs(config, other, ids, record.state, f" of the state folder {record.state}"))
+        finally:
+            other.close()
     return found
 
 

@@ -182,3 +182,60 @@ def test_a_rollback_snapshot_that_fails_its_checksums_keeps_an_older_one_of_the_
     done = aura.json("rollback", "--to-snapshot", older, "--yes")
     assert done["run"]["status"] == "succeeded" and done["target"]["release"] == "v1"
     assert content(site["dsn"]) == before_v2 and live(site) == "v1"
+
+
+def test_a_second_configuration_on_the_repository_keeps_what_the_first_ones_interrupted_run_needs(
+    aura: Aura,
+    files_site: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """Two configurations in two folders (two state folders, two journals) share a repository:
+    the second one's prune (keep_last 1, after its own backup) must keep the snapshots the
+    first one's interrupted run still needs, and that run's resume then puts the files back."""
+    write_files(files_site, 10, 0)
+    expected = tree(files_site)
+    source = aura.json("backup")["id"]
+    write_files(files_site, 10, 1)
+    book = putback_playbook(tmp_path)
+    aura("run", str(book), "-e", f"source={source}", check=137, env={"AURA_FAULT": "put_back:before"})
+    killed = aura.json("runs", "list")["runs"][0]
+    assert killed["status"] == "running"
+    own_undo_point = listed(aura)[-1]
+    (tmp_path / "cron").mkdir()
+    cron = Aura(tmp_path / "cron", aura.env)
+    cron.write_config(
+        {
+            "repository": {"path": str(aura.repo)},
+            "components": {"files": {"type": "files", "path": str(files_site)}},
+            "retention": {"keep_last": 1, "auto": True},
+        }
+    )
+    assert cron.json("runs", "list")["runs"] == []  # a journal of its own: the run is not among its runs
+    done = cron.json("backup")
+    assert done["auto_prune"] == {"deleted": [], "freed": 0}, done["auto_prune"]
+    plan = {row["id"]: row for row in cron.json("snapshots", "prune", "--dry-run")["snapshots"]}
+    for needed in (source, own_undo_point):
+        assert plan[needed]["decision"] == "keep", plan[needed]
+        assert any(f"needed by run {killed['id']}" in r and "of the state folder" in r for r in plan[needed]["reasons"])
+    assert aura.json("runs", "resume", killed["id"])["run"]["status"] == "succeeded"
+    assert tree(files_site) == expected
+    pruned = cron.json("snapshots", "prune")  # the run finished: nothing of it is needed any more
+    assert source in pruned["deleted"] and listed(aura) == [done["id"]]
+
+
+def test_a_deploy_refused_by_the_run_lock_leaves_no_snapshot(
+    aura: Aura,
+    site: dict[str, Any],  # noqa: F811 - the fixture imported above
+) -> None:
+    """Issue 11, "less to keep": a deploy that another run's lock refuses (exit 5) took no
+    snapshot (the lock comes before the snapshot step)."""
+    from aura_ops.state.lock import hold
+
+    deploy(aura, site, "v1")
+    before = listed(aura)
+    source = release(site, "v2")
+    with hold(site["root"] / "state" / "run.lock", "other-deploy", "run deploy"):
+        refused = aura("deploy", "--version", "v2", "--source", str(source), check=5)
+    assert "other-deploy" in refused.stderr
+    assert listed(aura) == before and live(site) == "v1"
+    assert not [p for p in (aura.repo / "snapshots").iterdir() if p.name.endswith(".partial")]

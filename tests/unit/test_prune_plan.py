@@ -383,3 +383,48 @@ def test_no_policy_deletes_a_snapshot_an_unfinished_run_references_or_a_pin(
     deleted = set(plan.deleted)
     assert not deleted & (pinned | needed | {ids[-1]})
     assert deleted <= set(ids[:-keep_last])
+
+
+def test_a_run_records_its_state_folder_once_and_only_in_a_repository_that_exists(tmp_path: Path) -> None:
+    from aura_ops.repository import journals
+
+    missing = Repository(tmp_path / "nowhere")
+    assert not journals.remember(missing, tmp_path / "state", "here") and not (tmp_path / "nowhere").exists()
+    repo = Repository(tmp_path / "repo")
+    repo.ensure()
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+    assert journals.remember(repo, tmp_path / "state", "here")
+    assert not journals.remember(repo, tmp_path / "link" / "state", "here")  # the same folder, however spelled
+    assert journals.remember(repo, tmp_path / "state", "there")
+    (repo.path / "journals" / "junk.json").write_text("{not json")
+    assert journals.remembered(repo) == [
+        journals.Record("here", str(tmp_path / "state")),
+        journals.Record("there", str(tmp_path / "state")),
+    ]
+
+
+def test_a_prune_keeps_what_another_configurations_unfinished_run_needs(tmp_path: Path, repo: Repository) -> None:
+    from aura_ops.hosts import local_hostname
+    from aura_ops.repository import journals
+
+    cfg = make_config(tmp_path)
+    ids = [seal(repo, h) for h in range(3)]
+    other = tmp_path / "other"
+    (other / "state").mkdir(parents=True)
+    other_cfg = make_config(other)
+    theirs = Journal(other / "state" / "journal.db")
+    journal_run(theirs, other_cfg, "20261101-110000-000", "running", {"snapshot_id": ids[0]})
+    theirs.close()
+    assert retention.plan(cfg, repo, None).deleted == ids[:2]  # unknown to this configuration yet
+    journals.remember(repo, other / "state", local_hostname())
+    journals.remember(repo, tmp_path / "gone" / "state", local_hostname())  # its journal is gone: no run left
+    journals.remember(repo, tmp_path / "state", "elsewhere")  # another host's: cannot be read from here
+    found = rows(retention.plan(cfg, repo, None))
+    assert found[ids[0]]["reasons"] == [
+        f"needed by run 20261101-110000-000 (deploy, not finished) of the state folder {other / 'state'}"
+    ]
+    assert found[ids[1]]["decision"] == "delete"
+    (other / "state" / "journal.db").unlink()
+    (other / "state" / "journal.db").mkdir()  # there, but no journal can be opened
+    with pytest.raises(Exception, match="another configuration using this repository cannot be read"):
+        retention.plan(cfg, repo, None)

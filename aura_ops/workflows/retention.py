@@ -52,7 +52,7 @@ from aura_ops.config import Config
 from aura_ops.errors import ConfigError, Interrupted, UsageError, first_line
 from aura_ops.hosts import local_hostname
 from aura_ops.hosts.inventory import Inventory
-from aura_ops.repository import Repository, Snapshot, is_snapshot_id, new_snapshot_id
+from aura_ops.repository import Repository, Snapshot, is_snapshot_id, new_snapshot_id, space
 from aura_ops.retention import Decision, Plan, Reason, Rule, SnapshotInfo, decide
 from aura_ops.state import temporaries
 from aura_ops.state.journal import RUN_FINAL, Journal, RunRecord, same_target
@@ -474,20 +474,6 @@ def other_run_needs(config: Config, repository: Repository, snapshot_ids: Iterab
 # ---------------------------------------------------------------- prune
 
 
-def _own_bytes(folder: Path) -> int:
-    """The bytes deleting ``folder`` frees: files with no hard link outside it (link count 1)."""
-    total = 0
-    for parent, _, names in os.walk(folder):
-        for name in names:
-            try:
-                st = os.lstat(os.path.join(parent, name))
-            except OSError:
-                continue
-            if st.st_nlink == 1:
-                total += st.st_blocks * 512
-    return total
-
-
 def report(plan_: Plan, dry_run: bool, configured: bool) -> dict[str, Any]:
     """The prune's report (what ``--json`` prints): every snapshot's row, the policy applied."""
     return {
@@ -540,7 +526,7 @@ def prune(
                 if decision.keep:
                     continue
                 snapshot_id = decision.snapshot.id
-                freed = _own_bytes(repository.backend.folder(f"snapshots/{snapshot_id}"))
+                freed = space.freed_by(repository.backend, [snapshot_id])  # (as stats counts it)
                 faults.point("prune:before-delete")
                 repository.delete(snapshot_id)
                 result["deleted"].append(snapshot_id)

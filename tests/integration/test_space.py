@@ -167,6 +167,8 @@ def test_the_guard_names_what_a_prune_would_free(small_disk: Path, aura: Aura) -
     stats = aura.json("snapshots", "stats")
     assert stats["prune"]["configured"] and stats["prune"]["snapshots"] == [s["id"] for s in doomed]
     assert stats["prune"]["bytes"] >= frees
+    pruned = aura.json("snapshots", "prune")  # frees what stats said it would
+    assert pruned["deleted"] == stats["prune"]["snapshots"] and pruned["freed"] == stats["prune"]["bytes"]
 
 
 def test_a_malformed_reserve_is_a_config_error(aura: Aura) -> None:

@@ -428,3 +428,54 @@ def test_a_prune_keeps_what_another_configurations_unfinished_run_needs(tmp_path
     (other / "state" / "journal.db").mkdir()  # there, but no journal can be opened
     with pytest.raises(Exception, match="another configuration using this repository cannot be read"):
         retention.plan(cfg, repo, None)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), keep_last=st.integers(1, 2))
+def test_no_prune_deletes_what_a_rollback_restores_over_random_deploy_histories(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, keep_last: int
+) -> None:
+    """Random deploy histories: snapshots at irregular hours recording which release was live
+    (or none, or no database), releases verified or rolled back, one of them live, and some
+    snapshots rotten on disk. A prune's plan (checksums checked, as a prune does) keeps, for
+    each release a first and a second rollback go to, the newest sound snapshot of the database
+    from while it was live (rollback_plan's rule, written out here), and a sound copy of each
+    component that has one; it deletes nothing a keep_last policy and those rules keep."""
+    root = tmp_path_factory.mktemp("deploys")
+    cfg = make_config(root, keep_last=keep_last)
+    versions = ["v1", "v2", "v3"][: data.draw(st.integers(2, 3))]
+    states = {v: data.draw(st.sampled_from(["verified", "rolled_back"])) for v in versions}
+    live = data.draw(st.sampled_from(versions))
+    states[live] = "verified"
+    live_release(root, live, states)
+    repository = Repository(root / "repo")
+    repository.ensure()
+    hours = sorted(data.draw(st.sets(st.integers(0, 300), min_size=3, max_size=8)))
+    made = []  # (id, current, has db)
+    for hour in hours:
+        current = data.draw(st.sampled_from([None, *versions]))
+        if data.draw(st.integers(0, 3)) or current is None:  # mostly with the database
+            made.append((seal_with_dump(repository, hour, current=current), current, True))
+        else:
+            made.append((seal(repository, hour, current=current, db=False), current, False))
+    rotten = data.draw(st.sets(st.sampled_from([i for i, _, db in made if db] or [""]), min_size=1, max_size=2)) - {""}
+    for sid in rotten:
+        rot(repository, sid)
+    plan = retention.plan(cfg, repository, None, check=True)
+    kept = set(plan.kept)
+    verified = [v for v in versions if v != live and states[v] == "verified"]
+    for target in reversed(verified[-2:]):
+        sound = [i for i, current, db in made if db and current == target and i not in rotten]
+        if sound:
+            assert sound[-1] in kept, (target, sound)
+    for component, holds in (("db", lambda c, db: db), ("app", lambda c, db: c is not None)):
+        sound = [i for i, current, db in made if holds(current, db) and i not in rotten]
+        if sound:
+            assert kept & set(sound), component
+    # (a rotten snapshot nothing relies on is not hashed, and goes when the policy drops it)
+    assert all(r in kept for r in rotten if any("fails its checksums" in x for x in rows(plan)[r]["reasons"]))
+    newest = {
+        c: [i for i, current, db in made if holds(current, db)][-keep_last:]
+        for c, holds in [("db", lambda c, db: db), ("app", lambda c, db: c is not None)]
+    }
+    assert all(set(ids) - rotten <= kept for ids in newest.values())

@@ -15,7 +15,13 @@
   any parameter, its playbook or its steps (a full id, or a unique prefix),
   or that a failed run whose undo ``runs abort`` may still run references; and, while such a
   run has a step in flight, every snapshot sealed since that step began (it may be the step's
-  own, not journaled yet).
+  own, not journaled yet). The runs are those of this configuration's journal and of every
+  other state folder whose runs use the repository (``other_run_needs``, from
+  ``repository.journals``: another configuration sharing it).
+
+Before a prune (or its dry run) relies on a snapshot to replace what it deletes (the only copy
+of a component it keeps; what a rollback restores), that snapshot's checksums are checked: one
+that fails is taken as damaged and the plan made again (``plan(check=True)``).
 
 A fast rollback's database clone lives on the database server, not in the repository, and is
 dropped when its deploy ends; while the deploy is unfinished, the snapshots its undo falls

@@ -239,3 +239,19 @@ def test_a_deploy_refused_by_the_run_lock_leaves_no_snapshot(
     assert "other-deploy" in refused.stderr
     assert listed(aura) == before and live(site) == "v1"
     assert not [p for p in (aura.repo / "snapshots").iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_run_that_makes_the_repository_records_its_state_folder_with_its_first_snapshot(
+    aura: Aura,
+    files_site: Path,  # noqa: F811 - the fixture imported above
+) -> None:
+    """The very first run on a repository (none there when it started) is recorded by its
+    snapshot step, so that another configuration's prune sees it once it is killed."""
+    import json
+    import os
+
+    write_files(files_site, 5, 0)
+    assert not aura.repo.exists()
+    aura("run", "backup", check=137, env={"AURA_FAULT": "run:end"})
+    records = [json.loads(p.read_text()) for p in (aura.repo / "journals").iterdir()]
+    assert [r["state"] for r in records] == [os.path.realpath(aura.root / "state")]

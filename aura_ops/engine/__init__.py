@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 # cheap for the commands that only look for an interrupted run (a backup), since the runner
 # imports every action, hence every component and the playbook templates (about 0.3 s).
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from aura_ops.config import Config
     from aura_ops.engine.outcome import Outcome
     from aura_ops.engine.playbook import Playbook
@@ -83,6 +85,19 @@ def warn_if_interrupted(config: Config) -> list[str]:
     return resume.warn_if_interrupted(config)
 
 
+def _remember_state(config: Config, state: Path) -> None:
+    """Record the state folder in the repository (``repository.journals``, once), so that a
+    prune by another configuration on the same repository reads this journal's runs too."""
+    from aura_ops import logs
+    from aura_ops.hosts import local_hostname
+    from aura_ops.repository import Repository, journals
+
+    try:
+        journals.remember(Repository(config.repository.path), state, local_hostname())
+    except OSError as exc:  # (a read-only repository: the run goes on; said in the log)
+        logs.get().warning("run.state_not_recorded", repository=str(config.repository.path), reason=str(exc))
+
+
 class Engine:
     """Runs, resumes and aborts playbook runs on one configuration's state folder (the run
     lock's scope), each under the run lock with the engine's signal handling."""
@@ -126,6 +141,7 @@ class Engine:
                     return done
                 runner.refuse_unfinished_key(self.journal, key)
             resume.refuse_interrupted(self.journal, self.target)
+            _remember_state(self.config, self.state)  # a prune by another configuration sees this run
             self.journal.create_run(
                 run_id,
                 playbook.source or playbook.name,

@@ -15,7 +15,13 @@
   any parameter, its playbook or its steps (a full id, or a unique prefix),
   or that a failed run whose undo ``runs abort`` may still run references; and, while such a
   run has a step in flight, every snapshot sealed since that step began (it may be the step's
-  own, not journaled yet).
+  own, not journaled yet). The runs are those of this configuration's journal and of every
+  other state folder whose runs use the repository (``other_run_needs``, from
+  ``repository.journals``: another configuration sharing it).
+
+Before a prune (or its dry run) relies on a snapshot to replace what it deletes (the only copy
+of a component it keeps; what a rollback restores), that snapshot's checksums are checked: one
+that fails is taken as damaged and the plan made again (``plan(check=True)``).
 
 A fast rollback's database clone lives on the database server, not in the repository, and is
 dropped when its deploy ends; while the deploy is unfinished, the snapshots its undo falls
@@ -34,15 +40,17 @@ removes the ``.deleting.partial`` left over).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
 import re
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from aura_ops import components, faults, logs
+from aura_ops import checksum, components, faults, logs
 from aura_ops.components import snapshotting
 from aura_ops.components.base import Component
 from aura_ops.components.release import ReleaseComponent
@@ -50,7 +58,7 @@ from aura_ops.config import Config
 from aura_ops.errors import ConfigError, Interrupted, UsageError, first_line
 from aura_ops.hosts import local_hostname
 from aura_ops.hosts.inventory import Inventory
-from aura_ops.repository import Repository, Snapshot, is_snapshot_id, new_snapshot_id
+from aura_ops.repository import Repository, Snapshot, is_snapshot_id, new_snapshot_id, space
 from aura_ops.retention import Decision, Plan, Reason, Rule, SnapshotInfo, decide
 from aura_ops.state import temporaries
 from aura_ops.state.journal import RUN_FINAL, Journal, RunRecord, same_target
@@ -102,30 +110,102 @@ def plan(
     now: dt.datetime | None = None,
     hosts: Inventory | None = None,
     loaded: list[Snapshot] | None = None,
+    check: bool = False,
 ) -> Plan:
     """Every sealed snapshot's decision under ``config.retention``, with every protection above
     (read-only; ``journal`` None: no runs recorded yet; ``loaded``: ``repository.all_snapshots()``
     when the caller has just read it). Raises what reading the live release raises (its host
     unreachable): a prune that cannot tell what a rollback needs deletes nothing. The repository
-    is listed once and each manifest read once, whatever the number of snapshots."""
+    is listed once and each manifest read once, whatever the number of snapshots.
+
+    With ``check`` (a prune, and its dry run): a snapshot the plan leaves as the only copy of a
+    component, or that a rollback restores while the plan deletes a snapshot sharing a component
+    with it, has its artifacts' checksums checked first (``checksum_problem``); one that fails is
+    damaged (kept, not counted) and the plan is made again, so that the older copy it would
+    have replaced is judged (and a rollback's fallback kept) instead."""
     hosts = hosts or Inventory(config)
     loaded = repository.all_snapshots() if loaded is None else loaded
     snapshots = listing(config, hosts, repository, loaded)  # damaged: as `snapshots list` marks them
     pinned = repository.pinned(s.id for s in loaded)
+    failed: dict[str, str] = {}
+    checked: set[str] = set()
+    while True:
+        marked = [dataclasses.replace(s, damaged=failed[s.id]) if s.id in failed else s for s in snapshots]
+        decided, rollback = _plan_once(config, repository, marked, loaded, failed, pinned, journal, now, hosts)
+        suspects = [i for i in _suspects(decided, rollback) if i not in checked] if check else []
+        if not suspects:
+            return decided
+        by_id = {s.id: s for s in snapshots}
+        for snapshot_id in suspects:
+            checked.add(snapshot_id)
+            problem = checksum_problem(by_id[snapshot_id])
+            if problem is not None:
+                logs.get().warning("prune.snapshot_fails_checksums", snapshot=snapshot_id, problem=problem)
+                failed[snapshot_id] = f"fails its checksums: {problem}"
+
+
+def _plan_once(
+    config: Config,
+    repository: Repository,
+    snapshots: list[Snapshot],
+    loaded: list[Snapshot],
+    failed: dict[str, str],
+    pinned: set[str],
+    journal: Journal | None,
+    now: dt.datetime | None,
+    hosts: Inventory,
+) -> tuple[Plan, set[str]]:
+    """One plan (``failed``: snapshots found rotten, taken as damaged); and the ids kept for
+    what a rollback restores."""
     intact = [s for s in snapshots if s.damaged is None]
     protected: Protections = {}
     sealed = [s for s in loaded if s.damaged is None]  # manifest intact: what `rollback` chooses from
-    _merge(protected, rollback_needs(config, sealed, hosts))
-    _merge(protected, recorded_rollback_needs(sealed, judged=judged_release(config, hosts)))
+    for_rollback = rollback_needs(config, sealed, hosts, failed)
+    recorded = recorded_rollback_needs([s for s in sealed if s.id not in failed], judged=judged_release(config, hosts))
+    _merge(protected, for_rollback)
+    _merge(protected, recorded)
     if journal is not None:
         _merge(protected, deploy_needs(config, journal, hosts))
         _merge(protected, run_needs(config, journal, [s.id for s in snapshots]))
+    _merge(protected, other_run_needs(config, repository, [s.id for s in snapshots]))
     decided = decide((snapshot_info(s, s.id in pinned) for s in intact), config.retention.retention(), protected, now)
     damaged = [damaged_decision(s, s.id in pinned) for s in snapshots if s.damaged is not None]
     decisions = sorted((*decided.decisions, *damaged), key=lambda d: (d.snapshot.time, d.snapshot.id))
     known = {s.id for s in snapshots}
     missing = tuple(sorted(i for i in decided.missing_protected if i not in known))
-    return Plan(tuple(decisions), decided.policy, missing)
+    return Plan(tuple(decisions), decided.policy, missing), set(for_rollback) | set(recorded)
+
+
+def _suspects(decided: Plan, rollback: set[str]) -> list[str]:
+    """The kept snapshots a prune must find sound before it deletes what they replace: the only
+    copy of a component it keeps (while it deletes another), and what a rollback restores (while
+    it deletes a snapshot sharing a component with it)."""
+    doomed = [d.snapshot for d in decided.decisions if not d.keep]
+    kept = [d for d in decided.decisions if d.keep and d.snapshot.verified]  # (damaged ones: not verified)
+    found = []
+    for decision in kept:
+        snapshot = decision.snapshot
+        losing = {c for s in doomed for c in s.components} & snapshot.components
+        alone = {c for c in losing if not any(c in d.snapshot.components for d in kept if d is not decision)}
+        if (alone or (losing and snapshot.id in rollback)) and snapshot.id not in found:
+            found.append(snapshot.id)
+    return found
+
+
+def checksum_problem(snapshot: Snapshot) -> str | None:
+    """The first artifact of ``snapshot`` that is missing or whose checksum differs from its
+    manifest's (each hashed; read-only), or None. (What ``snapshots verify`` checks first;
+    each component's ``damage``, the rest of a cheap check, already ran in the listing.)"""
+    algorithm = snapshot.manifest.get("checksum_algorithm", checksum.ALGORITHM)
+    for name, entry in snapshot.manifest["components"].items():
+        for artifact, info in (entry.get("artifacts") or {}).items():
+            try:
+                digest = checksum.file_digest(snapshot.component_dir(name) / artifact, algorithm)[0]
+            except OSError as exc:
+                return f"{name}: {artifact}: cannot be read ({first_line(exc)})"
+            if digest != info.get("hash"):
+                return f"{name}: {artifact}: checksum mismatch"
+    return None
 
 
 def _merge(into: Protections, found: Protections) -> None:
@@ -148,22 +228,26 @@ def _release(config: Config, hosts: Inventory) -> ReleaseComponent | None:
     return components.build_as(config, name, hosts, ReleaseComponent)
 
 
-def _rollback_snapshot(snapshots: list[Snapshot], release_name: str, database: str, target: str) -> str | None:
-    """The snapshot a rollback to ``target`` restores (``deploy.rollback_plan``'s rule): the
-    newest intact one holding ``database`` and recording ``target`` as the current release."""
-    candidates = [
+def _rollback_snapshots(snapshots: list[Snapshot], release_name: str, database: str, target: str) -> list[str]:
+    """The snapshots a rollback to ``target`` chooses from (``deploy.rollback_plan``'s rule), oldest
+    first: intact ones holding ``database`` and recording ``target`` as the current release;
+    the newest is what it restores."""
+    return [
         s.id
         for s in snapshots
         if s.manifest["components"].get(release_name, {}).get("current") == target
         and database in s.manifest["components"]
     ]
-    return candidates[-1] if candidates else None
 
 
-def rollback_needs(config: Config, snapshots: list[Snapshot], hosts: Inventory) -> Protections:
+def rollback_needs(
+    config: Config, snapshots: list[Snapshot], hosts: Inventory, failed: Iterable[str] = ()
+) -> Protections:
     """The snapshot ``aura-ops rollback`` would restore now, and the one a second rollback (from
     the release that one puts back, to the verified release before it) would restore; nothing
-    when there is no release or no database component (a rollback then restores no snapshot)."""
+    when there is no release or no database component (a rollback then restores no snapshot).
+    ``failed``: snapshots found failing their checksums: a rollback restoring one is refused, so
+    the newest candidate before it is kept instead, for ``rollback --to-snapshot``."""
     component = _release(config, hosts)
     try:
         database = config.only("postgres", config.deploy.database, "database")
@@ -173,14 +257,24 @@ def rollback_needs(config: Config, snapshots: list[Snapshot], hosts: Inventory) 
         return {}
     states, live = component.states(), component.current()
     verified = [v for v in component.installed() if v != live and states.get(v, {}).get("state") == "verified"]
+    rotten = set(failed)
     found: Protections = {}
     # `rollback` goes to the newest verified release that is not live; it then marks the live
     # one rolled_back, so the next rollback goes to the verified release before that one
     for depth, target in enumerate(reversed(verified[-2:])):
-        snapshot_id = _rollback_snapshot(snapshots, component.name, database, target)
-        if snapshot_id is not None:
-            how = "`aura-ops rollback`" if depth == 0 else "a second `aura-ops rollback`"
-            found.setdefault(snapshot_id, []).append(f"{how} to release {target} restores it")
+        candidates = _rollback_snapshots(snapshots, component.name, database, target)
+        sound = [i for i in candidates if i not in rotten]
+        if not sound:
+            continue
+        how = "`aura-ops rollback`" if depth == 0 else "a second `aura-ops rollback`"
+        if sound[-1] == candidates[-1]:
+            found.setdefault(sound[-1], []).append(f"{how} to release {target} restores it")
+        else:
+            newer = ", ".join(i for i in candidates if i > sound[-1])
+            found.setdefault(sound[-1], []).append(
+                f"{how[:-1]} --to-snapshot {sound[-1]}` to release {target} restores it "
+                f"(the newer {newer}, which a plain rollback picks, fails its checksums)"
+            )
     return found
 
 
@@ -318,13 +412,16 @@ def _may_be_running(run: RunRecord) -> bool:
     return alive
 
 
-def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> Protections:
+def run_needs(
+    config: Config, journal: Journal, snapshot_ids: Iterable[str], target: str | None = None, where: str = ""
+) -> Protections:
     """What runs that are not finished (or failed and still abortable) need: every snapshot they
     reference, and while one has a step in flight (its process alive), every snapshot sealed
-    since that step began."""
+    since that step began. ``target``: the state folder whose runs count (the configuration's,
+    by default); ``where``: said after each run (another configuration's state folder)."""
     from aura_ops.engine.session import state_dir
 
-    target = str(state_dir(config))
+    target = target or str(state_dir(config))
     runs = journal.unfinished(target)
     runs += [
         r
@@ -335,7 +432,7 @@ def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> 
     ids = sorted(snapshot_ids)
     for run in sorted(runs, key=lambda r: r.id):
         state = "not finished" if run.status not in RUN_FINAL else f"{run.status}, `runs abort` may still undo it"
-        what = f"run {run.id} ({Path(run.playbook).stem}, {state})"
+        what = f"run {run.id} ({Path(run.playbook).stem}, {state}){where}"
         for snapshot_id in referenced(journal, run, ids):
             found.setdefault(snapshot_id, []).append(f"needed by {what}")
         for step in journal.steps(run.id) if _may_be_running(run) else []:
@@ -347,21 +444,40 @@ def run_needs(config: Config, journal: Journal, snapshot_ids: Iterable[str]) -> 
     return found
 
 
+def other_run_needs(config: Config, repository: Repository, snapshot_ids: Iterable[str]) -> Protections:
+    """``run_needs`` of every other state folder whose runs use the repository
+    (``repository.journals``: another configuration, with its own journal). A folder whose
+    journal is gone has no run left; one on another host cannot be read from here (a warning in
+    the log). StateError when a journal that is there cannot be read: a prune that cannot tell
+    what a run needs deletes nothing."""
+    from aura_ops.engine.session import state_dir
+    from aura_ops.errors import StateError
+    from aura_ops.repository import journals
+
+    own, here, ids = os.path.realpath(state_dir(config)), local_hostname(), sorted(snapshot_ids)
+    found: Protections = {}
+    for record in journals.remembered(repository):
+        if record.host != here:
+            logs.get().warning("prune.journal_elsewhere", host=record.host, state=record.state)
+            continue
+        path = Path(record.state) / "journal.db"
+        if record.state == own or not os.path.lexists(path):
+            continue
+        try:
+            other = Journal(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(
+                f"the journal {path} of another configuration using this repository cannot be read "
+                f"({first_line(exc)}): what its runs still need is unknown; nothing was deleted"
+            ) from None
+        try:
+            _merge(found, run_needs(config, other, ids, record.state, f" of the state folder {record.state}"))
+        finally:
+            other.close()
+    return found
+
+
 # ---------------------------------------------------------------- prune
-
-
-def _own_bytes(folder: Path) -> int:
-    """The bytes deleting ``folder`` frees: files with no hard link outside it (link count 1)."""
-    total = 0
-    for parent, _, names in os.walk(folder):
-        for name in names:
-            try:
-                st = os.lstat(os.path.join(parent, name))
-            except OSError:
-                continue
-            if st.st_nlink == 1:
-                total += st.st_blocks * 512
-    return total
 
 
 def report(plan_: Plan, dry_run: bool, configured: bool) -> dict[str, Any]:
@@ -403,20 +519,20 @@ def prune(
     between or during deletions, naming what was deleted so far."""
     configured = config.retention.retention().configured
     if dry_run:
-        return report(plan(config, repository, journal, now), True, configured)
+        return report(plan(config, repository, journal, now, check=True), True, configured)
     run_id = run_id or new_snapshot_id()
     log = logs.get()
     with logs.bind(run_id=run_id), interruptible(), repository.locked(run_id, "prune"), temporaries.bound(config):
         temporaries.sweep(config, components.temporary_name_folders(config))
         repository.clean_partials()
-        decided = plan(config, repository, journal, now)
+        decided = plan(config, repository, journal, now, check=True)
         result = report(decided, False, configured)
         try:
             for decision in decided.decisions:
                 if decision.keep:
                     continue
                 snapshot_id = decision.snapshot.id
-                freed = _own_bytes(repository.backend.folder(f"snapshots/{snapshot_id}"))
+                freed = space.freed_by(repository.backend, [snapshot_id])  # (as stats counts it)
                 faults.point("prune:before-delete")
                 repository.delete(snapshot_id)
                 result["deleted"].append(snapshot_id)

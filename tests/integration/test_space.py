@@ -133,7 +133,17 @@ def test_the_guard_refuses_a_backup_that_would_eat_into_the_reserve_and_writes_n
     # a playbook's snapshot step (as a deploy's) is refused the same way
     run = aura("run", "backup", check=1)
     assert "repository.reserve keeps 6.0 MiB free" in run.stderr + run.stdout
-    assert _listing(small_disk) == before
+    # no snapshot, nothing partial: only the record of the run's state folder, made once when a
+    # state folder's first run starts (repository.journals: what another configuration's prune reads)
+    after = _listing(small_disk)
+
+    def beside_the_record(listing: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        return [p for p in listing if p[0] != "repo" and not p[0].startswith("repo/journals")]  # (repo: its size)
+
+    assert beside_the_record(after) == beside_the_record(before)
+    assert len(after) - len(before) == 2  # the folder and one record
+    aura("run", "backup", check=1)
+    assert _listing(small_disk) == after  # recorded once: the next refused run writes nothing at all
     # with a smaller reserve the same backup goes through
     config["repository"]["reserve"] = "1MiB"
     aura.write_config(config)
@@ -157,6 +167,8 @@ def test_the_guard_names_what_a_prune_would_free(small_disk: Path, aura: Aura) -
     stats = aura.json("snapshots", "stats")
     assert stats["prune"]["configured"] and stats["prune"]["snapshots"] == [s["id"] for s in doomed]
     assert stats["prune"]["bytes"] >= frees
+    pruned = aura.json("snapshots", "prune")  # frees what stats said it would
+    assert pruned["deleted"] == stats["prune"]["snapshots"] and pruned["freed"] == stats["prune"]["bytes"]
 
 
 def test_a_malformed_reserve_is_a_config_error(aura: Aura) -> None:

@@ -152,6 +152,69 @@ def test_a_rolled_back_release_is_not_where_a_rollback_goes(tmp_path: Path, repo
     assert found[before_v3]["decision"] == "delete"
 
 
+def seal_with_dump(repo: Repository, hours: int, current: str | None = None) -> str:
+    """A snapshot whose db holds one artifact, its checksum recorded as a backup records it."""
+    import hashlib
+
+    sid = snapshot_id(hours)
+    folder = repo.begin(sid)
+    (folder / "db").mkdir()
+    data = f"dump {hours}".encode() * 100
+    (folder / "db" / "dump").write_bytes(data)
+    components: dict[str, Any] = {
+        "db": {"type": "postgres", "artifacts": {"dump": {"hash": hashlib.sha256(data).hexdigest(), "size": len(data)}}}
+    }
+    if current is not None:
+        components["app"] = {"type": "release", "path": "/srv/app", "current": current}
+    created = (BASE + dt.timedelta(hours=hours)).isoformat(timespec="seconds")
+    repo.commit(sid, {"format": 2, "id": sid, "created": created, "tags": [], "components": components})
+    return sid
+
+
+def rot(repo: Repository, sid: str) -> None:
+    """A byte of the snapshot's dump changed on disk (size and manifest as they were)."""
+    dump = repo.path / "snapshots" / sid / "db" / "dump"
+    data = bytearray(dump.read_bytes())
+    data[5] ^= 0xFF
+    dump.write_bytes(bytes(data))
+
+
+def test_a_rollback_snapshot_failing_its_checksums_keeps_the_one_before_it_for_rollback_to_snapshot(
+    tmp_path: Path, repo: Repository
+) -> None:
+    cfg = make_config(tmp_path)
+    live_release(tmp_path, "v2", {"v1": "verified", "v2": "verified"})
+    older = seal_with_dump(repo, 0, current="v1")  # a backup while v1 was live
+    newer = seal_with_dump(repo, 1, current="v1")  # the deploy of v2: what `rollback` restores
+    newest = seal_with_dump(repo, 2, current="v2")
+    assert retention.plan(cfg, repo, None, check=True).deleted == [older]  # sound: the older one goes
+    rot(repo, newer)
+    assert retention.plan(cfg, repo, None).deleted == [older]  # the plan of stats: no hashing
+    found = rows(retention.plan(cfg, repo, None, check=True))
+    assert found[older]["reasons"] == [
+        f"`aura-ops rollback --to-snapshot {older}` to release v1 restores it "
+        f"(the newer {newer}, which a plain rollback picks, fails its checksums)"
+    ]
+    assert (
+        found[newer]["decision"] == "keep"
+        and "fails its checksums: db: dump: checksum mismatch" in (found[newer]["reasons"][0])
+    )
+    assert found[newest]["decision"] == "keep"
+
+
+def test_the_only_copy_of_a_component_a_prune_keeps_is_checked_first(tmp_path: Path, repo: Repository) -> None:
+    cfg = make_config(tmp_path)
+    ids = [seal_with_dump(repo, h) for h in range(3)]
+    rot(repo, ids[2])
+    found = rows(retention.plan(cfg, repo, None, check=True))
+    assert found[ids[2]]["decision"] == "keep" and "checksum mismatch" in found[ids[2]]["reasons"][0]
+    assert found[ids[1]]["reasons"] == ["newest verified (db)", "last 1 (db)"]  # the sound copy: kept
+    assert found[ids[0]]["decision"] == "delete"
+    rot(repo, ids[1])
+    found = rows(retention.plan(cfg, repo, None, check=True))
+    assert [found[i]["decision"] for i in ids] == ["keep", "keep", "keep"]  # the first sound one from the newest
+
+
 def journal_run(
     journal: Journal, cfg: configuration.Config, run_id: str, status: str, outputs: dict[str, Any], **extra: Any
 ) -> None:
@@ -320,3 +383,99 @@ def test_no_policy_deletes_a_snapshot_an_unfinished_run_references_or_a_pin(
     deleted = set(plan.deleted)
     assert not deleted & (pinned | needed | {ids[-1]})
     assert deleted <= set(ids[:-keep_last])
+
+
+def test_a_run_records_its_state_folder_once_and_only_in_a_repository_that_exists(tmp_path: Path) -> None:
+    from aura_ops.repository import journals
+
+    missing = Repository(tmp_path / "nowhere")
+    assert not journals.remember(missing, tmp_path / "state", "here") and not (tmp_path / "nowhere").exists()
+    repo = Repository(tmp_path / "repo")
+    repo.ensure()
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+    assert journals.remember(repo, tmp_path / "state", "here")
+    assert not journals.remember(repo, tmp_path / "link" / "state", "here")  # the same folder, however spelled
+    assert journals.remember(repo, tmp_path / "state", "there")
+    (repo.path / "journals" / "junk.json").write_text("{not json")
+    assert journals.remembered(repo) == [
+        journals.Record("here", str(tmp_path / "state")),
+        journals.Record("there", str(tmp_path / "state")),
+    ]
+
+
+def test_a_prune_keeps_what_another_configurations_unfinished_run_needs(tmp_path: Path, repo: Repository) -> None:
+    from aura_ops.hosts import local_hostname
+    from aura_ops.repository import journals
+
+    cfg = make_config(tmp_path)
+    ids = [seal(repo, h) for h in range(3)]
+    other = tmp_path / "other"
+    (other / "state").mkdir(parents=True)
+    other_cfg = make_config(other)
+    theirs = Journal(other / "state" / "journal.db")
+    journal_run(theirs, other_cfg, "20261101-110000-000", "running", {"snapshot_id": ids[0]})
+    theirs.close()
+    assert retention.plan(cfg, repo, None).deleted == ids[:2]  # unknown to this configuration yet
+    journals.remember(repo, other / "state", local_hostname())
+    journals.remember(repo, tmp_path / "gone" / "state", local_hostname())  # its journal is gone: no run left
+    journals.remember(repo, tmp_path / "state", "elsewhere")  # another host's: cannot be read from here
+    found = rows(retention.plan(cfg, repo, None))
+    assert found[ids[0]]["reasons"] == [
+        f"needed by run 20261101-110000-000 (deploy, not finished) of the state folder {other / 'state'}"
+    ]
+    assert found[ids[1]]["decision"] == "delete"
+    (other / "state" / "journal.db").unlink()
+    (other / "state" / "journal.db").mkdir()  # there, but no journal can be opened
+    with pytest.raises(Exception, match="another configuration using this repository cannot be read"):
+        retention.plan(cfg, repo, None)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), keep_last=st.integers(1, 2))
+def test_no_prune_deletes_what_a_rollback_restores_over_random_deploy_histories(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, keep_last: int
+) -> None:
+    """Random deploy histories: snapshots at irregular hours recording which release was live
+    (or none, or no database), releases verified or rolled back, one of them live, and some
+    snapshots rotten on disk. A prune's plan (checksums checked, as a prune does) keeps, for
+    each release a first and a second rollback go to, the newest sound snapshot of the database
+    from while it was live (rollback_plan's rule, written out here), and a sound copy of each
+    component that has one; it deletes nothing a keep_last policy and those rules keep."""
+    root = tmp_path_factory.mktemp("deploys")
+    cfg = make_config(root, keep_last=keep_last)
+    versions = ["v1", "v2", "v3"][: data.draw(st.integers(2, 3))]
+    states = {v: data.draw(st.sampled_from(["verified", "rolled_back"])) for v in versions}
+    live = data.draw(st.sampled_from(versions))
+    states[live] = "verified"
+    live_release(root, live, states)
+    repository = Repository(root / "repo")
+    repository.ensure()
+    hours = sorted(data.draw(st.sets(st.integers(0, 300), min_size=3, max_size=8)))
+    made = []  # (id, current, has db)
+    for hour in hours:
+        current = data.draw(st.sampled_from([None, *versions]))
+        if data.draw(st.integers(0, 3)) or current is None:  # mostly with the database
+            made.append((seal_with_dump(repository, hour, current=current), current, True))
+        else:
+            made.append((seal(repository, hour, current=current, db=False), current, False))
+    rotten = data.draw(st.sets(st.sampled_from([i for i, _, db in made if db] or [""]), min_size=1, max_size=2)) - {""}
+    for sid in rotten:
+        rot(repository, sid)
+    plan = retention.plan(cfg, repository, None, check=True)
+    kept = set(plan.kept)
+    verified = [v for v in versions if v != live and states[v] == "verified"]
+    for target in reversed(verified[-2:]):
+        sound = [i for i, current, db in made if db and current == target and i not in rotten]
+        if sound:
+            assert sound[-1] in kept, (target, sound)
+    for component, holds in (("db", lambda c, db: db), ("app", lambda c, db: c is not None)):
+        sound = [i for i, current, db in made if holds(current, db) and i not in rotten]
+        if sound:
+            assert kept & set(sound), component
+    # (a rotten snapshot nothing relies on is not hashed, and goes when the policy drops it)
+    assert all(r in kept for r in rotten if any("fails its checksums" in x for x in rows(plan)[r]["reasons"]))
+    newest = {
+        c: [i for i, current, db in made if holds(current, db)][-keep_last:]
+        for c, holds in [("db", lambda c, db: db), ("app", lambda c, db: c is not None)]
+    }
+    assert all(set(ids) - rotten <= kept for ids in newest.values())

@@ -4,6 +4,7 @@ killed processes left)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ from pydantic import Field
 
 from aura_ops.components import snapshotting
 from aura_ops.engine.actions.base import Action, Context, _Params
-from aura_ops.repository import Snapshot, space
+from aura_ops.hosts import local_hostname
+from aura_ops.repository import Snapshot, journals, space
 
 
 class SnapshotParams(_Params):
@@ -59,6 +61,8 @@ def take_snapshot(ctx: Context, components: list[str] | None, tags: list[str]) -
     chosen = snapshotting.build(ctx.config, components, ctx.hosts)
     repo = snapshotting.repository(ctx.config)
     with repo.locked(ctx.run_id, "backup"):
+        with contextlib.suppress(OSError):  # (the run's start recorded it, unless it made the repository)
+            journals.remember(repo, ctx.config.state.path, local_hostname())
         return snapshotting.take(
             repo, chosen, tags, guard=space.Guard(ctx.config.repository.reserve_setting(), _advice)
         )

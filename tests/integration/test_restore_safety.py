@@ -62,6 +62,28 @@ def test_to_database_naming_the_live_database_needs_consent(
     assert databases(pg, database) == [database]
 
 
+def test_a_dsn_without_a_database_name_means_the_database_libpq_reaches(
+    pg: PostgresCluster, database: str, shop: str, aura: Aura
+) -> None:
+    """No dbname in the DSN: libpq connects to PGDATABASE (else the user's name). aura-ops took
+    the user's name (postgres) for the live database while the driver reached PGDATABASE, so the
+    backup failed ("cannot import a snapshot from a different database") and a restore aimed at
+    another database than the one its component backs up."""
+    aura.env["AURA_DB_DSN"] = f"postgresql://postgres@127.0.0.1:{pg.port}"
+    aura.env["PGDATABASE"] = database
+    snapshot = fingerprint(shop)
+    backup = aura("backup")
+    assert f"database {database} on" in backup.stderr
+    changed = change(shop)
+
+    refused = aura("restore", "latest", check=2)
+    assert f"live database {database} (component db)" in refused.stderr
+    assert fingerprint(shop) == changed
+    aura("restore", "latest", "--yes")
+    assert fingerprint(shop) == snapshot
+    assert databases(pg, database) == [database]
+
+
 def test_an_empty_database_name_is_a_usage_error_even_with_yes(shop: str, aura: Aura) -> None:
     aura("backup")
     changed = change(shop)

@@ -165,6 +165,14 @@ def connection(name: str, cfg: PostgresConfig) -> Connection:
     except Exception:
         raise ConfigError(f"{what}: the DSN cannot be parsed") from None
     secrets.register(params.get("password"))
+    if not params.get("dbname") and not params.get("service") and not os.environ.get("PGSERVICE"):
+        # the database libpq reaches without a dbname: PGDATABASE, else the user's name (the DSN's,
+        # PGUSER, the account's). Made explicit, so that pg_dump, pg_restore, every name check
+        # (is this the live database?) and the swap all mean the database the driver connects to.
+        import pwd
+
+        user = params.get("user") or os.environ.get("PGUSER") or pwd.getpwuid(os.geteuid()).pw_name
+        params["dbname"] = os.environ.get("PGDATABASE") or user
     if cfg.password_env:
         params["password"] = secrets.from_env(cfg.password_env, what)
     elif cfg.password_file:

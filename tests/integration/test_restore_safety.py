@@ -5,8 +5,12 @@ without changing roles that already exist. Real PostgreSQL, the real CLI."""
 from __future__ import annotations
 
 import os
+import pty
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,53 @@ def test_to_database_naming_the_live_database_needs_consent(
     assert fingerprint(shop) == changed
 
     aura("restore", "latest", "--to-database", database, "--yes")
+    assert fingerprint(shop) == snapshot
+    assert databases(pg, database) == [database]
+
+
+def _answer_on_a_terminal(aura: Aura, answer: bytes, *args: str) -> tuple[int, str]:
+    """Run a restore with a terminal as its stdin; answer its question. (exit code, stderr)"""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aura_ops", "--config", str(aura.config_path), "restore", *args],
+        env=aura.env,
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    try:
+        assert process.stderr is not None
+        os.set_blocking(process.stderr.fileno(), False)
+        asked, deadline = b"", time.monotonic() + 120
+        while b"[y/N]" not in asked and process.poll() is None and time.monotonic() < deadline:
+            asked += process.stderr.read() or b""
+            time.sleep(0.05)
+        assert b"[y/N]" in asked, asked
+        os.write(master, answer + b"\n")
+        os.set_blocking(process.stderr.fileno(), True)
+        _, rest = process.communicate(timeout=300)
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, (asked + rest).decode()
+
+
+def test_on_a_terminal_the_question_names_the_live_database_and_no_keeps_it(
+    pg: PostgresCluster, database: str, shop: str, aura: Aura
+) -> None:
+    snapshot = fingerprint(shop)
+    aura("backup")
+    changed = change(shop)
+    for spelling in ([], ["--to-database", database]):
+        code, err = _answer_on_a_terminal(aura, b"n", "latest", *spelling)
+        assert code == 2 and f"replace the live database {database} (component db)" in err, err
+        assert "not confirmed; nothing was changed" in err
+        assert fingerprint(shop) == changed
+    code, err = _answer_on_a_terminal(aura, b"y", "latest")
+    assert code == 0, err
     assert fingerprint(shop) == snapshot
     assert databases(pg, database) == [database]
 

@@ -315,6 +315,47 @@ def test_a_dropped_database_is_recreated_in_place_with_its_properties(
         drop_roles(pg, owner, reader)
 
 
+LOCALE = (
+    "SELECT pg_encoding_to_char(encoding), datcollate, datctype, datlocprovider, daticulocale"
+    " FROM pg_database WHERE datname = %s"
+)
+
+
+@pytest.mark.parametrize(
+    "create",
+    [
+        "LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'",
+        "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' LOCALE_PROVIDER libc",
+    ],
+    ids=["icu", "latin1"],
+)
+def test_a_database_keeps_its_encoding_collation_and_locale_provider_however_it_is_restored(
+    pg: PostgresCluster, aura: Aura, create: str
+) -> None:
+    """An ICU database sorts by its ICU locale: recreated as a libc one (the provider and locale
+    were not recorded) its order by text changed after a restore in place, into a new name, or
+    of a dropped database."""
+    name = f"loc_{os.getpid()}_{create[:3].lower()}"
+    pg.sql(f'CREATE DATABASE "{name}" TEMPLATE template0 {create}')
+    try:
+        pg.sql("CREATE TABLE words (w text); INSERT INTO words VALUES ('b'), ('a'), ('B'), ('A')", name)
+        locale = pg.sql(LOCALE % f"'{name}'")
+        order = pg.sql("SELECT string_agg(w, ',' ORDER BY w) FROM words", name)
+        aura.env["AURA_DB_DSN"] = pg.dsn(name)
+        aura.write_config(base_config({"db": db_component()}))
+        aura("backup")
+        aura("restore", "latest", "--yes")  # in place: the swap's copy is created like the live one
+        aura("restore", "latest", "--to-database", f"{name}_copy")
+        pg.sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        aura("restore", "latest")  # recreated, as pg_restore --create would
+        for database in (name, f"{name}_copy"):
+            assert pg.sql(LOCALE % f"'{database}'") == locale, database
+            assert pg.sql("SELECT string_agg(w, ',' ORDER BY w) FROM words", database) == order, database
+    finally:
+        for database in (name, f"{name}_copy"):
+            pg.sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
 def test_a_recreated_database_whose_owner_is_missing_is_owned_by_the_restoring_role(
     pg: PostgresCluster, database: str, shop: str, aura: Aura
 ) -> None:

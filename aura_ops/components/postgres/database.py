@@ -49,18 +49,29 @@ def exists(admin: Any, dbname: str) -> bool:
 
 
 def create_database(admin: Any, dbname: str, recorded: postgres.PostgresManifest) -> None:
-    """``CREATE DATABASE dbname`` from template0 with the encoding and collation a snapshot
-    recorded (UTF8 and C when it recorded none)."""
+    """``CREATE DATABASE dbname`` from template0 with the encoding, collation and locale provider
+    (libc, or ICU with its locale and rules, or builtin) a snapshot recorded (UTF8 and C when it
+    recorded none), as ``pg_dump --create`` would write it."""
     from psycopg import sql
 
-    admin.execute(
+    clauses: list[sql.Composable] = [
         sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
             sql.Identifier(dbname),
             sql.Literal(recorded.encoding or "UTF8"),
             sql.Literal(recorded.collate or "C"),
             sql.Literal(recorded.ctype or "C"),
         )
-    )
+    ]
+    provider = recorded.locale_provider
+    if provider == "i":
+        clauses.append(sql.SQL("LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(recorded.icu_locale or "und")))
+        if recorded.icu_rules:
+            clauses.append(sql.SQL("ICU_RULES {}").format(sql.Literal(recorded.icu_rules)))
+    elif provider == "b":
+        clauses.append(sql.SQL("LOCALE_PROVIDER builtin BUILTIN_LOCALE {}").format(sql.Literal(recorded.icu_locale)))
+    elif provider == "c" and admin.info.server_version >= 150000:
+        clauses.append(sql.SQL("LOCALE_PROVIDER libc"))  # template0 may be ICU (initdb --locale-provider)
+    admin.execute(sql.SQL(" ").join(clauses))
 
 
 def rename_database(admin: Any, old: str, new: str) -> None:

@@ -356,6 +356,45 @@ def test_a_database_keeps_its_encoding_collation_and_locale_provider_however_it_
             pg.sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+def test_a_database_in_its_own_tablespace_stays_there_in_place_and_when_recreated(
+    pg: PostgresCluster, aura: Aura
+) -> None:
+    """The swap's copy was built in the default tablespace whatever the live database's was (a
+    database on its own disk moved to the server's main one by a restore), and a dropped database
+    came back there too; pg_restore --create keeps it where it was."""
+    import pwd
+
+    location = Path(tempfile.mkdtemp(prefix="aura-ts-"))
+    if os.geteuid() == 0:
+        account = pwd.getpwnam("postgres")
+        os.chown(location, account.pw_uid, account.pw_gid)
+    name, shelf = f"ts_{os.getpid()}", f"shelf_{os.getpid()}"
+    where = "SELECT t.spcname FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = '%s'"
+    try:
+        pg.sql(f"CREATE TABLESPACE \"{shelf}\" LOCATION '{location}'")
+        pg.sql(f'CREATE DATABASE "{name}" TABLESPACE "{shelf}"')
+        pg.sql("CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 100)", name)
+        aura.env["AURA_DB_DSN"] = pg.dsn(name)
+        aura.write_config(base_config({"db": db_component()}))
+        snapshot = fingerprint(pg.dsn(name))
+        aura("backup")
+        pg.sql("DELETE FROM t WHERE n > 50", name)
+        aura("restore", "latest", "--yes")
+        assert pg.sql(where % name) == [(shelf,)]
+        assert fingerprint(pg.dsn(name)) == snapshot
+        pg.sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        aura("restore", "latest")
+        assert pg.sql(where % name) == [(shelf,)]
+        assert fingerprint(pg.dsn(name)) == snapshot
+        aura("restore", "latest", "--to-database", f"{name}_copy")  # a new name: the server's default
+        assert pg.sql(where % f"{name}_copy") == [("pg_default",)]
+    finally:
+        for database in (name, f"{name}_copy"):
+            pg.sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        pg.sql(f'DROP TABLESPACE IF EXISTS "{shelf}"')
+        shutil.rmtree(location, ignore_errors=True)
+
+
 def test_a_recreated_database_whose_owner_is_missing_is_owned_by_the_restoring_role(
     pg: PostgresCluster, database: str, shop: str, aura: Aura
 ) -> None:

@@ -388,6 +388,12 @@ def test_a_database_in_its_own_tablespace_stays_there_in_place_and_when_recreate
         assert fingerprint(pg.dsn(name)) == snapshot
         aura("restore", "latest", "--to-database", f"{name}_copy")  # a new name: the server's default
         assert pg.sql(where % f"{name}_copy") == [("pg_default",)]
+        pg.sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        pg.sql(f'DROP TABLESPACE "{shelf}"')  # a server without it: the default one, with a warning
+        result = aura("restore", "latest")
+        assert "postgres.tablespace_missing" in result.stderr and shelf in result.stderr
+        assert pg.sql(where % name) == [("pg_default",)]
+        assert fingerprint(pg.dsn(name)) == snapshot
     finally:
         for database in (name, f"{name}_copy"):
             pg.sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

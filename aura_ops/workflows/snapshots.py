@@ -296,8 +296,26 @@ def restore(
     ):
         repo.require_sealed(snapshot.id)  # (and not deleted since: under the lock, no delete follows)
         temporaries.sweep(config, registry.temporary_name_folders(config))
+        if not dry_run and len(requests) > 1:
+            _check_before_restoring(snapshot, requests[1:])
         report["components"] = snapshotting.restore(snapshot, requests)
     return report
+
+
+def _check_before_restoring(snapshot: Snapshot, requests: list[tuple[Component, Any]]) -> None:
+    """Several components are put in place one after the other, each checking its artifacts as
+    it uses them: a bad artifact of a later one was found once an earlier one had replaced its
+    target (the database restored, the files not). So every component after the first is checked
+    in full first, before any target is touched: its artifacts hashed, then a dry run of its
+    restore (which checks each stored file it would use). VerificationError (exit 3) names what
+    is missing or changed. (The only case where a snapshot's files are read twice.)"""
+    for component, request in requests:
+        with logs.bind(component=component.name):
+            entry = snapshot.manifest["components"][component.name]
+            problems = _artifact_problems(snapshot, component.name, entry)
+            if problems:
+                raise VerificationError(f"{'; '.join(problems)} in snapshot {snapshot.id}: nothing was restored")
+            component.restore(snapshot, dataclasses.replace(request, dry_run=True))
 
 
 def refuse_if_pinned(repo: Repository, snapshot_id: str) -> None:

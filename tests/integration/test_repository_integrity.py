@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -267,3 +268,49 @@ def test_verify_reports_what_lies_in_a_snapshot_folder_without_being_in_its_mani
 
     assert "site: notes.txt: in the component folder but not in the manifest" in result.stdout
     assert "other: in the snapshot folder but not in the manifest" in result.stdout
+
+
+@pytest.mark.parametrize("bad", ["files", "db"])
+def test_a_bad_artifact_of_any_component_stops_a_restore_of_several_before_any_target_is_touched(
+    pg: Any, database: str, aura: Aura, tmp_path: Path, bad: str
+) -> None:
+    """A snapshot of a database and a tree, restored together: each component checked its own
+    artifacts as it used them, so a changed stored file of the tree was found only once the
+    database (restored first) had been replaced: the database from the snapshot, the files from
+    now. Every component after the first is checked in full before any target is touched."""
+    import psycopg
+
+    from tests.conftest import db_component
+    from tests.pgdata import fingerprint
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.txt").write_text("as in the snapshot\n")
+    (site / "b.txt").write_text("unchanged\n")
+    dsn = pg.dsn(database)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 1000)")
+    aura.env["AURA_DB_DSN"] = dsn
+    # components are restored in the order of their names: the damaged one comes second
+    db_name = "db" if bad == "files" else "warehouse"
+    aura.write_config(base_config({db_name: db_component(), "site": {"type": "files", "path": str(site)}}))
+    snapshot = aura.json("backup")["id"]
+    order = list(json.loads((aura.repo / "snapshots" / snapshot / "manifest.json").read_text())["components"])
+    assert order == ([db_name, "site"] if bad == "files" else ["site", db_name])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM t WHERE n > 500")
+    (site / "a.txt").write_text("written after the snapshot\n")
+    database_now, files_now = fingerprint(dsn), describe(site)
+    if bad == "files":
+        _flip(_stored(aura, snapshot) / "a.txt")
+        named = "a.txt"
+    else:
+        dump = aura.repo / "snapshots" / snapshot / db_name / "dump"
+        data = max(dump.glob("*.dat.zst"), key=lambda p: p.stat().st_size)
+        _flip(data)
+        named = f"dump/{data.name}"
+
+    result = aura("restore", snapshot, "--yes", check=3)
+    assert named in result.stderr
+    assert fingerprint(dsn) == database_now
+    assert describe(site) == files_now

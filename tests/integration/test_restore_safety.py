@@ -5,8 +5,12 @@ without changing roles that already exist. Real PostgreSQL, the real CLI."""
 from __future__ import annotations
 
 import os
+import pty
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,75 @@ def test_to_database_naming_the_live_database_needs_consent(
     assert fingerprint(shop) == changed
 
     aura("restore", "latest", "--to-database", database, "--yes")
+    assert fingerprint(shop) == snapshot
+    assert databases(pg, database) == [database]
+
+
+def _answer_on_a_terminal(aura: Aura, answer: bytes, *args: str) -> tuple[int, str]:
+    """Run a restore with a terminal as its stdin; answer its question. (exit code, stderr)"""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aura_ops", "--config", str(aura.config_path), "restore", *args],
+        env=aura.env,
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    try:
+        assert process.stderr is not None
+        os.set_blocking(process.stderr.fileno(), False)
+        asked, deadline = b"", time.monotonic() + 120
+        while b"[y/N]" not in asked and process.poll() is None and time.monotonic() < deadline:
+            asked += process.stderr.read() or b""
+            time.sleep(0.05)
+        assert b"[y/N]" in asked, asked
+        os.write(master, answer + b"\n")
+        os.set_blocking(process.stderr.fileno(), True)
+        _, rest = process.communicate(timeout=300)
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, (asked + rest).decode()
+
+
+def test_on_a_terminal_the_question_names_the_live_database_and_no_keeps_it(
+    pg: PostgresCluster, database: str, shop: str, aura: Aura
+) -> None:
+    snapshot = fingerprint(shop)
+    aura("backup")
+    changed = change(shop)
+    for spelling in ([], ["--to-database", database]):
+        code, err = _answer_on_a_terminal(aura, b"n", "latest", *spelling)
+        assert code == 2 and f"replace the live database {database} (component db)" in err, err
+        assert "not confirmed; nothing was changed" in err
+        assert fingerprint(shop) == changed
+    code, err = _answer_on_a_terminal(aura, b"y", "latest")
+    assert code == 0, err
+    assert fingerprint(shop) == snapshot
+    assert databases(pg, database) == [database]
+
+
+def test_a_dsn_without_a_database_name_means_the_database_libpq_reaches(
+    pg: PostgresCluster, database: str, shop: str, aura: Aura
+) -> None:
+    """No dbname in the DSN: libpq connects to PGDATABASE (else the user's name). aura-ops took
+    the user's name (postgres) for the live database while the driver reached PGDATABASE, so the
+    backup failed ("cannot import a snapshot from a different database") and a restore aimed at
+    another database than the one its component backs up."""
+    aura.env["AURA_DB_DSN"] = f"postgresql://postgres@127.0.0.1:{pg.port}"
+    aura.env["PGDATABASE"] = database
+    snapshot = fingerprint(shop)
+    backup = aura("backup")
+    assert f"database {database} on" in backup.stderr
+    changed = change(shop)
+
+    refused = aura("restore", "latest", check=2)
+    assert f"live database {database} (component db)" in refused.stderr
+    assert fingerprint(shop) == changed
+    aura("restore", "latest", "--yes")
     assert fingerprint(shop) == snapshot
     assert databases(pg, database) == [database]
 
@@ -240,6 +313,92 @@ def test_a_dropped_database_is_recreated_in_place_with_its_properties(
     finally:
         pg.sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         drop_roles(pg, owner, reader)
+
+
+LOCALE = (
+    "SELECT pg_encoding_to_char(encoding), datcollate, datctype, datlocprovider, daticulocale"
+    " FROM pg_database WHERE datname = %s"
+)
+
+
+@pytest.mark.parametrize(
+    "create",
+    [
+        "LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'",
+        "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' LOCALE_PROVIDER libc",
+    ],
+    ids=["icu", "latin1"],
+)
+def test_a_database_keeps_its_encoding_collation_and_locale_provider_however_it_is_restored(
+    pg: PostgresCluster, aura: Aura, create: str
+) -> None:
+    """An ICU database sorts by its ICU locale: recreated as a libc one (the provider and locale
+    were not recorded) its order by text changed after a restore in place, into a new name, or
+    of a dropped database."""
+    name = f"loc_{os.getpid()}_{create[:3].lower()}"
+    pg.sql(f'CREATE DATABASE "{name}" TEMPLATE template0 {create}')
+    try:
+        pg.sql("CREATE TABLE words (w text); INSERT INTO words VALUES ('b'), ('a'), ('B'), ('A')", name)
+        locale = pg.sql(LOCALE % f"'{name}'")
+        order = pg.sql("SELECT string_agg(w, ',' ORDER BY w) FROM words", name)
+        aura.env["AURA_DB_DSN"] = pg.dsn(name)
+        aura.write_config(base_config({"db": db_component()}))
+        aura("backup")
+        aura("restore", "latest", "--yes")  # in place: the swap's copy is created like the live one
+        aura("restore", "latest", "--to-database", f"{name}_copy")
+        pg.sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        aura("restore", "latest")  # recreated, as pg_restore --create would
+        for database in (name, f"{name}_copy"):
+            assert pg.sql(LOCALE % f"'{database}'") == locale, database
+            assert pg.sql("SELECT string_agg(w, ',' ORDER BY w) FROM words", database) == order, database
+    finally:
+        for database in (name, f"{name}_copy"):
+            pg.sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def test_a_database_in_its_own_tablespace_stays_there_in_place_and_when_recreated(
+    pg: PostgresCluster, aura: Aura
+) -> None:
+    """The swap's copy was built in the default tablespace whatever the live database's was (a
+    database on its own disk moved to the server's main one by a restore), and a dropped database
+    came back there too; pg_restore --create keeps it where it was."""
+    import pwd
+
+    location = Path(tempfile.mkdtemp(prefix="aura-ts-"))
+    if os.geteuid() == 0:
+        account = pwd.getpwnam("postgres")
+        os.chown(location, account.pw_uid, account.pw_gid)
+    name, shelf = f"ts_{os.getpid()}", f"shelf_{os.getpid()}"
+    where = "SELECT t.spcname FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = '%s'"
+    try:
+        pg.sql(f"CREATE TABLESPACE \"{shelf}\" LOCATION '{location}'")
+        pg.sql(f'CREATE DATABASE "{name}" TABLESPACE "{shelf}"')
+        pg.sql("CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 100)", name)
+        aura.env["AURA_DB_DSN"] = pg.dsn(name)
+        aura.write_config(base_config({"db": db_component()}))
+        snapshot = fingerprint(pg.dsn(name))
+        aura("backup")
+        pg.sql("DELETE FROM t WHERE n > 50", name)
+        aura("restore", "latest", "--yes")
+        assert pg.sql(where % name) == [(shelf,)]
+        assert fingerprint(pg.dsn(name)) == snapshot
+        pg.sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        aura("restore", "latest")
+        assert pg.sql(where % name) == [(shelf,)]
+        assert fingerprint(pg.dsn(name)) == snapshot
+        aura("restore", "latest", "--to-database", f"{name}_copy")  # a new name: the server's default
+        assert pg.sql(where % f"{name}_copy") == [("pg_default",)]
+        pg.sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        pg.sql(f'DROP TABLESPACE "{shelf}"')  # a server without it: the default one, with a warning
+        result = aura("restore", "latest")
+        assert "postgres.tablespace_missing" in result.stderr and shelf in result.stderr
+        assert pg.sql(where % name) == [("pg_default",)]
+        assert fingerprint(pg.dsn(name)) == snapshot
+    finally:
+        for database in (name, f"{name}_copy"):
+            pg.sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        pg.sql(f'DROP TABLESPACE IF EXISTS "{shelf}"')
+        shutil.rmtree(location, ignore_errors=True)
 
 
 def test_a_recreated_database_whose_owner_is_missing_is_owned_by_the_restoring_role(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from aura_ops.components import postgres
@@ -71,3 +73,28 @@ def test_a_privilege_failure_of_a_tool_names_the_privilege_and_exits_1() -> None
     error = postgres.tool_failure("db", "pg_dump", Result(1, b"", stderr, 1.0))
     assert isinstance(error, PrivilegeError) and error.exit_code == 1
     assert "permission denied for table secret (the role needs SELECT on the table)" in str(error)
+
+
+def test_a_dsn_without_dbname_names_the_database_libpq_would_reach(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pwd
+
+    from aura_ops.config import PostgresConfig
+
+    for name in ("PGDATABASE", "PGUSER", "PGSERVICE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AURA_T_DSN", "host=127.0.0.1 user=app")
+    cfg = PostgresConfig(type="postgres", dsn_env="AURA_T_DSN")
+    assert postgres.connection("db", cfg).dbname == "app"  # the user's name
+    monkeypatch.setenv("PGDATABASE", "shop")
+    assert postgres.connection("db", cfg).params["dbname"] == "shop"  # explicit for every tool
+    monkeypatch.delenv("PGDATABASE")
+    monkeypatch.setenv("AURA_T_DSN", "host=127.0.0.1")
+    monkeypatch.setenv("PGUSER", "reader")
+    assert postgres.connection("db", cfg).dbname == "reader"
+    monkeypatch.delenv("PGUSER")
+    assert postgres.connection("db", cfg).dbname == pwd.getpwuid(os.geteuid()).pw_name
+    monkeypatch.setenv("AURA_T_DSN", "host=127.0.0.1 dbname=Shop")
+    monkeypatch.setenv("PGDATABASE", "other")
+    assert postgres.connection("db", cfg).dbname == "Shop"  # the DSN's own wins, as in libpq
+    monkeypatch.setenv("AURA_T_DSN", "service=prod")
+    assert "dbname" not in postgres.connection("db", cfg).params  # a service file may name it

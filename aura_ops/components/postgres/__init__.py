@@ -165,6 +165,14 @@ def connection(name: str, cfg: PostgresConfig) -> Connection:
     except Exception:
         raise ConfigError(f"{what}: the DSN cannot be parsed") from None
     secrets.register(params.get("password"))
+    if not params.get("dbname") and not params.get("service") and not os.environ.get("PGSERVICE"):
+        # the database libpq reaches without a dbname: PGDATABASE, else the user's name (the DSN's,
+        # PGUSER, the account's). Made explicit, so that pg_dump, pg_restore, every name check
+        # (is this the live database?) and the swap all mean the database the driver connects to.
+        import pwd
+
+        user = params.get("user") or os.environ.get("PGUSER") or pwd.getpwuid(os.geteuid()).pw_name
+        params["dbname"] = os.environ.get("PGDATABASE") or user
     if cfg.password_env:
         params["password"] = secrets.from_env(cfg.password_env, what)
     elif cfg.password_file:
@@ -525,6 +533,21 @@ def server_facts(db: Any) -> dict[str, Any]:
         "collate": row[5],
         "ctype": row[6],
         "database": row[7],
+        **locale_facts(db),
+    }
+
+
+def locale_facts(db: Any) -> dict[str, Any]:
+    """The current database's locale provider and its locale beyond LC_COLLATE/LC_CTYPE (an ICU
+    database sorts by its ICU locale): ``locale_provider`` (``c`` libc, ``i`` icu, ``b`` builtin;
+    None before PostgreSQL 15), ``icu_locale`` (``daticulocale``, ``datlocale`` since 17) and
+    ``icu_rules`` (16+). Read from the row as JSON, whatever columns this server's catalog has."""
+    row = db.execute("SELECT to_jsonb(d) FROM pg_database d WHERE d.datname = current_database()").fetchone()
+    found = row[0] if row and isinstance(row[0], dict) else {}
+    return {
+        "locale_provider": found.get("datlocprovider"),
+        "icu_locale": found.get("datlocale") or found.get("daticulocale"),
+        "icu_rules": found.get("daticurules"),
     }
 
 
@@ -546,6 +569,9 @@ class PostgresManifest(ComponentManifest):
     encoding: str | None = None
     collate: str | None = None
     ctype: str | None = None
+    locale_provider: str | None = None  # c (libc), i (icu), b (builtin); None: not recorded (before 15)
+    icu_locale: str | None = None  # the provider's own locale (an ICU or builtin database)
+    icu_rules: str | None = None
     database_properties: dict[str, Any] | None = None  # pgdatabase.read_properties
     # facts counted in the dump's own snapshot (database_facts)
     row_counts: dict[str, int] | None = None

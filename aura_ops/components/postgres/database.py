@@ -48,19 +48,43 @@ def exists(admin: Any, dbname: str) -> bool:
     return bool(admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone())
 
 
-def create_database(admin: Any, dbname: str, recorded: postgres.PostgresManifest) -> None:
-    """``CREATE DATABASE dbname`` from template0 with the encoding and collation a snapshot
-    recorded (UTF8 and C when it recorded none)."""
+def create_database(
+    admin: Any, dbname: str, recorded: postgres.PostgresManifest, tablespace: str | None = None
+) -> None:
+    """``CREATE DATABASE dbname`` from template0 with the encoding, collation and locale provider
+    (libc, or ICU with its locale and rules, or builtin) a snapshot recorded (UTF8 and C when it
+    recorded none), as ``pg_dump --create`` would write it; in ``tablespace`` when given and it
+    exists on this server (else the default one, with a warning)."""
     from psycopg import sql
 
-    admin.execute(
+    clauses: list[sql.Composable] = [
         sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
             sql.Identifier(dbname),
             sql.Literal(recorded.encoding or "UTF8"),
             sql.Literal(recorded.collate or "C"),
             sql.Literal(recorded.ctype or "C"),
         )
-    )
+    ]
+    provider = recorded.locale_provider
+    if provider == "i":
+        clauses.append(sql.SQL("LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(recorded.icu_locale or "und")))
+        if recorded.icu_rules:
+            clauses.append(sql.SQL("ICU_RULES {}").format(sql.Literal(recorded.icu_rules)))
+    elif provider == "b":
+        clauses.append(sql.SQL("LOCALE_PROVIDER builtin BUILTIN_LOCALE {}").format(sql.Literal(recorded.icu_locale)))
+    elif provider == "c" and admin.info.server_version >= 150000:
+        clauses.append(sql.SQL("LOCALE_PROVIDER libc"))  # template0 may be ICU (initdb --locale-provider)
+    if tablespace:
+        if admin.execute("SELECT 1 FROM pg_tablespace WHERE spcname = %s", (tablespace,)).fetchone():
+            clauses.append(sql.SQL("TABLESPACE {}").format(sql.Identifier(tablespace)))
+        else:
+            logs.get().warning(
+                "postgres.tablespace_missing",
+                database=dbname,
+                tablespace=tablespace,
+                reason="not on this server (restore with --globals to create it): the default tablespace is used",
+            )
+    admin.execute(sql.SQL(" ").join(clauses))
 
 
 def rename_database(admin: Any, old: str, new: str) -> None:
@@ -129,13 +153,13 @@ def read_properties(db: Any, dbname: str) -> dict[str, Any] | None:
     (None: the default one) and ``ALTER DATABASE/ROLE ... SET`` settings. None when it does
     not exist. Any connection to the server will do: these catalogs are shared."""
     row = db.execute(
-        "SELECT pg_get_userbyid(datdba), datconnlimit, shobj_description(oid, 'pg_database'), datacl IS NULL"
-        " FROM pg_database WHERE datname = %s",
+        "SELECT pg_get_userbyid(datdba), datconnlimit, shobj_description(d.oid, 'pg_database'), datacl IS NULL,"
+        " t.spcname FROM pg_database d LEFT JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE datname = %s",
         (dbname,),
     ).fetchone()
     if row is None:
         return None
-    owner, limit, comment, default_acl = row
+    owner, limit, comment, default_acl, tablespace = row
     acl = None
     if not default_acl:
         acl = [
@@ -156,7 +180,14 @@ def read_properties(db: Any, dbname: str) -> dict[str, Any] | None:
             (dbname,),
         ).fetchall()
     ]
-    return {"owner": owner, "connection_limit": limit, "comment": comment, "acl": acl, "settings": settings}
+    return {
+        "owner": owner,
+        "connection_limit": limit,
+        "comment": comment,
+        "acl": acl,
+        "settings": settings,
+        "tablespace": None if tablespace in (None, "pg_default") else tablespace,
+    }
 
 
 # settings whose stored form is a list of quoted elements (pg_dump's variable_is_guc_list_quote)
@@ -549,7 +580,12 @@ def _build_and_swap(
     check: Callable[[str], None] | None,
 ) -> float:
     built, old = details["built"], details["old"]
-    create_database(admin, built, recorded)
+    # the copy lives where the database it replaces lives; a recreated live database where it did
+    if target.exists:
+        props = read_properties(admin, target.database)
+    else:
+        props = recorded.database_properties if target.live else None
+    create_database(admin, built, recorded, (props or {}).get("tablespace"))
     details["built_oid"] = oid_of(admin, built)  # what settle knows the copy by, whatever its name
     swap.update(built_oid=details["built_oid"])
     faults.point("swap:after-create")

@@ -140,6 +140,17 @@ class ChecksFailed(AuraError):
         self.exit_code = exit_code
 
 
+class PartlyRestored(AuraError):
+    """A restore of several components failed at one of them after others were put in place:
+    each component is whole (old or new, never a mix within one), but they are now from
+    different times. The message names what was restored, what was not and why, and the command
+    that finishes the restore; the exit code is the failure's own."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM or SIGINT stopped what was being done (exit 1); the message names the signal.
 

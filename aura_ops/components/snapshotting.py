@@ -24,7 +24,7 @@ from aura_ops import __version__, checksum, components, logs
 from aura_ops.components.base import Component, RestoreRequest, SnapshotTarget
 from aura_ops.components.manifests import section_problem
 from aura_ops.config import Config
-from aura_ops.errors import AuraError, UsageError, VerificationError
+from aura_ops.errors import EXIT_FAILED, AuraError, PartlyRestored, UsageError, VerificationError, first_line
 from aura_ops.hosts import local_hostname
 from aura_ops.hosts.inventory import Inventory
 from aura_ops.repository import FORMAT, Repository, Snapshot, new_snapshot_id, space
@@ -85,15 +85,32 @@ def take(
 def restore(snapshot: Snapshot, requests: list[tuple[Component, RestoreRequest]]) -> dict[str, Any]:
     """Restore each component of ``snapshot`` as its request says, in order; return each one's
     report by component name (with the ``seconds`` it took)."""
-    report = {}
-    for component, request in requests:
+    report: dict[str, Any] = {}
+    for index, (component, request) in enumerate(requests):
         with logs.bind(component=component.name, host=component.host.name):
             started = time.monotonic()
-            result = component.restore(snapshot, request)
+            try:
+                result = component.restore(snapshot, request)
+            except Exception as error:
+                if not report or request.dry_run:
+                    raise
+                raise _partly_restored(snapshot, list(report), [c.name for c, _ in requests[index:]], error) from error
             result["seconds"] = round(time.monotonic() - started, 3)
             logs.get().info("component.restored", seconds=result["seconds"], dry_run=request.dry_run)
             report[component.name] = result
     return report
+
+
+def _partly_restored(snapshot: Snapshot, done: list[str], left: list[str], error: Exception) -> PartlyRestored:
+    """What a user reads when component ``left[0]`` failed after ``done`` were restored."""
+    options = " ".join(f"--component {name}" for name in left)
+    return PartlyRestored(
+        f"{left[0]} was not restored: {first_line(error)}; {', '.join(done)} already "
+        f"{'was' if len(done) == 1 else 'were'} restored from snapshot {snapshot.id} and "
+        f"{', '.join(left)} {'is' if len(left) == 1 else 'are'} as before (each whole, but from different times): "
+        f"once the cause is fixed, finish with `aura-ops restore {snapshot.id} {options}` and the same options",
+        getattr(error, "exit_code", EXIT_FAILED),
+    )
 
 
 def plan_restore(

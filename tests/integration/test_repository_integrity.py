@@ -314,3 +314,48 @@ def test_a_bad_artifact_of_any_component_stops_a_restore_of_several_before_any_t
     assert named in result.stderr
     assert fingerprint(dsn) == database_now
     assert describe(site) == files_now
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chattr +i needs root")
+def test_a_later_component_failing_after_an_earlier_one_was_restored_says_what_is_where(
+    pg: Any, database: str, aura: Aura, tmp_path: Path
+) -> None:
+    """What the checks before the first target cannot foresee (here: the tree made immutable, so
+    the swap's rename of it is refused) fails the second
+    component after the first was restored. Each stays whole, and the one error line says which
+    was restored, which was not and why, and the command that finishes the restore."""
+    import psycopg
+
+    from tests.conftest import db_component
+    from tests.pgdata import fingerprint
+
+    require_tool("chattr")
+    parent = tmp_path / "www"
+    site = parent / "site"
+    site.mkdir(parents=True)
+    (site / "a.txt").write_text("as in the snapshot\n")
+    dsn = pg.dsn(database)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 1000)")
+    aura.env["AURA_DB_DSN"] = dsn
+    aura.write_config(base_config({"db": db_component(), "site": {"type": "files", "path": str(site)}}))
+    snapshot = aura.json("backup")["id"]
+    database_then = fingerprint(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM t WHERE n > 500")
+    (site / "a.txt").write_text("written after the snapshot\n")
+    files_now = describe(site)
+
+    subprocess.run(["chattr", "+i", str(site)], check=True)
+    try:
+        result = aura("restore", snapshot, "--yes", check=1)
+        assert describe(site) == files_now  # the tree is whole, as it was
+        assert sorted(p.name for p in parent.iterdir()) == ["site"]  # no staging folder left
+    finally:
+        subprocess.run(["chattr", "-i", str(site)], check=True)
+    line = result.stderr.strip().splitlines()[-1]
+    assert "site was not restored" in line and "db already was restored" in line, result.stderr
+    assert f"aura-ops restore {snapshot} --component site" in line
+    assert fingerprint(dsn) == database_then  # the database is whole, from the snapshot
+    aura("restore", snapshot, "--component", "site", "--yes")
+    assert (site / "a.txt").read_text() == "as in the snapshot\n"

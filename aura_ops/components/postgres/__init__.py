@@ -30,6 +30,7 @@ import contextvars
 import errno
 import functools
 import os
+import pwd
 import re
 import secrets as pysecrets
 import signal
@@ -169,8 +170,6 @@ def connection(name: str, cfg: PostgresConfig) -> Connection:
         # the database libpq reaches without a dbname: PGDATABASE, else the user's name (the DSN's,
         # PGUSER, the account's). Made explicit, so that pg_dump, pg_restore, every name check
         # (is this the live database?) and the swap all mean the database the driver connects to.
-        import pwd
-
         user = params.get("user") or os.environ.get("PGUSER") or pwd.getpwuid(os.geteuid()).pw_name
         params["dbname"] = os.environ.get("PGDATABASE") or user
     if cfg.password_env:

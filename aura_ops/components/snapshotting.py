@@ -92,13 +92,24 @@ def restore(snapshot: Snapshot, requests: list[tuple[Component, RestoreRequest]]
             try:
                 result = component.restore(snapshot, request)
             except Exception as error:
-                if not report or request.dry_run:
+                reason: Exception = _os_error(component.name, error) if isinstance(error, OSError) else error
+                if report and not request.dry_run:
+                    left = [c.name for c, _ in requests[index:]]
+                    raise _partly_restored(snapshot, list(report), left, reason) from error
+                if reason is error:
                     raise
-                raise _partly_restored(snapshot, list(report), [c.name for c, _ in requests[index:]], error) from error
+                raise reason from error
             result["seconds"] = round(time.monotonic() - started, 3)
             logs.get().info("component.restored", seconds=result["seconds"], dry_run=request.dry_run)
             report[component.name] = result
     return report
+
+
+def _os_error(name: str, error: OSError) -> AuraError:
+    """An OSError a component's restore let through (a rename the file system refused, a full
+    disk) as one line naming the component and the paths, exit 1 (not an unexpected error)."""
+    paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
+    return AuraError(f"{name}: {error.strerror or error}{': ' + paths if paths else ''}")
 
 
 def _partly_restored(snapshot: Snapshot, done: list[str], left: list[str], error: Exception) -> PartlyRestored:

@@ -68,3 +68,16 @@ def test_a_failure_of_the_first_component_or_of_a_dry_run_is_raised_as_it_is() -
             SNAPSHOT, [(_Component("db"), _request(True)), (_Component("site", error), _request(True))]
         )
     assert caught.value is error
+
+
+def test_an_os_error_of_a_restore_is_one_line_naming_the_component_and_paths_not_an_unexpected_error() -> None:
+    refused = PermissionError(1, "Operation not permitted", "/srv/site.aura-staging-1", None, "/srv/site")
+    with pytest.raises(AuraError) as caught:
+        snapshotting.restore(SNAPSHOT, [(_Component("site", refused), _request())])
+    assert type(caught.value) is AuraError and caught.value.__cause__ is refused
+    assert str(caught.value) == "site: Operation not permitted: /srv/site.aura-staging-1 -> /srv/site"
+    with pytest.raises(PartlyRestored) as partly:
+        snapshotting.restore(SNAPSHOT, [(_Component("db"), _request()), (_Component("site", refused), _request())])
+    assert str(partly.value).startswith(
+        "site was not restored: site: Operation not permitted: /srv/site.aura-staging-1"
+    )

@@ -5,15 +5,19 @@ CLI as a subprocess; the tool is killed from outside, as the OOM killer or an op
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from aura_ops.dev.sandbox import PostgresCluster, wait_until
-from tests.conftest import Aura, require_tool
+from tests.conftest import Aura, base_config, db_component, require_tool
 from tests.integration.test_deploy_semantics import deploy, live, release
 from tests.integration.test_deploy_semantics import site as site  # noqa: F401  (the fixture)
 
@@ -95,3 +99,61 @@ def test_rsync_killed_during_a_release_upload_ends_the_deploy_fast_with_its_own_
     (source / "big.bin").unlink()
     deploy(aura, site, "v2")
     assert live(site) == "v2"
+
+
+# the CLI in a mount namespace of its own whose repository is a tmpfs too small for the dump;
+# after the CLI ends, the same namespace lists what it left in the repository
+IN_SMALL_REPOSITORY = (
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'mkdir -p "$1" && mount -t tmpfs -o size=3m,mode=0700 tmpfs "$1" && shift'
+    ' && { "$@"; code=$?; echo "left: $(ls -A "$REPOSITORY"/snapshots 2>/dev/null | tr "\\n" " ")" >&2; exit $code; }',
+    "sh",
+)
+
+
+def _namespaces_work() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _namespaces_work(), reason="needs root and unshare (a private mount)")
+def test_a_repository_that_fills_up_during_a_backup_ends_it_fast_with_the_reason_and_leaves_nothing(
+    pg: PostgresCluster, database: str, aura: Aura
+) -> None:
+    """pg_dump writes each table into the repository and the compressor beside it turns it into a
+    .zst: whichever of the two meets the full disk first, the backup ends with that reason (one
+    line, exit 1) instead of waiting on the other, leaves no partial snapshot, and holds no lock."""
+    dsn = pg.dsn(database)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in ("a", "b", "c"):  # about 8 MiB each, which compresses to about half
+            conn.execute(
+                f"CREATE TABLE {table} AS SELECT g AS id, md5(random()::text) || md5(random()::text) AS v"
+                " FROM generate_series(1, 110000) g"
+            )
+    aura.env["AURA_DB_DSN"] = dsn
+    aura.write_config(base_config({"db": db_component()}))
+    started = time.monotonic()
+    result = subprocess.run(
+        [*IN_SMALL_REPOSITORY, str(aura.repo), sys.executable, "-m", "aura_ops"]
+        + ["--config", str(aura.config_path), "backup"],
+        env={**aura.env, "REPOSITORY": str(aura.repo)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    print(f"backup ended after {time.monotonic() - started:.1f}s")
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("aura-ops: error:")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert "no space left" in lines[0].lower() and "unexpected" not in lines[0], result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1].strip() == "left:", result.stderr[-3000:]  # no partial snapshot
+    assert aura.json("backup")["id"]  # the real repository, right after: no lock held, the dump whole

@@ -141,6 +141,18 @@ def test_every_command_that_changes_something_names_config_and_target_first(tmp_
     assert first_line(delete).startswith(where) and snapshot in first_line(delete)
 
 
+def test_pinning_and_unpinning_name_config_and_snapshot_first(tmp_path: Path) -> None:
+    config = files_site(tmp_path, "site")
+    assert cli("-c", str(config), "backup").returncode == 0
+    (snapshot,) = snapshot_ids(config)
+    for command in ("pin", "unpin"):
+        done = cli("-c", str(config), "snapshots", command, snapshot[:8], "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["id"] == snapshot
+        assert first_line(done).startswith(f"aura-ops: config {config},"), done.stderr
+        assert snapshot[:8] in first_line(done) and str(config.parent / "repo") in first_line(done)
+
+
 # ---------------------------------------------------------------- ids
 
 

@@ -350,6 +350,8 @@ def test_server_that_never_answers_is_exit_6_after_the_timeout(aura: Aura) -> No
         ("@127.0.0.1:99999/shop", "invalid port number"),
         ("@127.0.0.1:{port}/shop?sslmode=sometimes", 'invalid sslmode value: "sometimes"'),
         ("@127.0.0.1:{port}/no_such_database", 'database "no_such_database" does not exist'),
+        ("@127.0.0.1:{port}/shop?sslmode=require", "server does not support SSL, but SSL was required"),
+        ("@127.0.0.1:{port}/shop?connect_timeout=abc", 'invalid integer value "abc" for connection option'),
     ],
 )
 def test_bad_connection_settings_are_exit_2_without_retries(

@@ -99,6 +99,7 @@ CONFIG_FAILURES = (
     "invalid integer value",
     "invalid port number",
     "invalid sslmode value",
+    "server does not support ssl",  # sslmode=require (or verify-*) against a server without SSL
     "invalid value for parameter",
     "does not exist",
     "no pg_hba.conf entry",
@@ -165,6 +166,9 @@ def connection(name: str, cfg: PostgresConfig) -> Connection:
     except Exception:
         raise ConfigError(f"{what}: the DSN cannot be parsed") from None
     secrets.register(params.get("password"))
+    timeout = params.get("connect_timeout")
+    if timeout is not None and not re.fullmatch(r"\s*-?\d+\s*", timeout):  # ours would hide it from the driver
+        raise ConfigError(f'{what}: invalid integer value "{timeout}" for connection option "connect_timeout"')
     if cfg.password_env:
         params["password"] = secrets.from_env(cfg.password_env, what)
     elif cfg.password_file:

@@ -148,6 +148,9 @@ def _check_step(
         if action is None:
             problems.append(f"{where}: unknown action {action_name!r} (known: {', '.join(sorted(REGISTRY))})")
             continue
+        if label == "with" and step.timeout is not None and not action.honours_timeout:
+            takers = ", ".join(sorted(n for n, a in REGISTRY.items() if a.honours_timeout))
+            problems.append(f"{where}: timeout: {action_name} cannot be stopped at a timeout (only {takers} can)")
         fields = action.Params.model_fields
         for key in sorted(set(params) - set(fields)):
             problems.append(f"{where}: {label}.{key}: unknown parameter of {action_name}")

@@ -511,6 +511,36 @@ def test_a_step_timeout_kills_its_whole_process_group(aura: Aura, setup: Any) ->
         _kill_leftover(_child(aura))
 
 
+def test_a_sql_step_timeout_cancels_its_statement_and_the_run_is_rolled_back(
+    pg: PostgresCluster, database: str, aura: Aura, setup: Any
+) -> None:
+    sql = "CREATE TABLE napped (n int); SELECT pg_sleep(600)"
+    step = {"name": "nap", "action": "sql", "timeout": 2, "with": {"component": "db", "sql": sql}}
+    book = _book(aura, "nap", [_config_step(aura), step])
+    result = aura("run", str(book), "--json", check=1, timeout=120)
+    outcome = json.loads(result.stdout)
+    assert outcome["run"]["status"] == "rolled_back"
+    assert "canceling statement due to statement timeout" in outcome["steps"][1]["error"]
+    assert (aura.root / "app.conf").read_text() == "version=1\n"  # the step before it undone
+    with psycopg.connect(pg.dsn(database)) as conn:
+        assert conn.execute("SELECT to_regclass('napped')").fetchone() == (None,)  # nothing committed
+        sleeping = (
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()"
+        )
+        assert conn.execute(sleeping).fetchone() == (0,)  # the server stopped it, not only aura-ops
+
+
+def test_a_timeout_on_a_step_that_cannot_honour_it_is_refused_before_anything_runs(aura: Aura, setup: Any) -> None:
+    step = {"name": "pause", "action": "wait", "timeout": 1, "with": {"argv": ["true"]}}
+    book = _book(aura, "pause", [_config_step(aura), step])
+    result = aura("run", str(book), check=2)
+    assert (
+        "step 2 'pause': timeout: wait cannot be stopped at a timeout (only command, migrate, sql can)" in result.stderr
+    )
+    assert (aura.root / "app.conf").read_text() == "version=1\n"
+    assert aura.json("runs", "list")["runs"] == []
+
+
 @pytest.mark.parametrize(
     "moment",
     [

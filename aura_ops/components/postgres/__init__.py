@@ -1546,12 +1546,15 @@ class PostgresComponent:
 
     # -- SQL (the sql action, the deploy's sql checks) --------------------------------------------
 
-    def execute(self, statement: str) -> list[list[Any]]:
+    def execute(self, statement: str, *, timeout: float | None = None) -> list[list[Any]]:
         """Run ``statement`` (SQL, one or more statements) in one transaction on its database and
         commit; return the rows the last one gave (none for a statement that gives none). A
         connection failure is the AuraError ``connect`` raises; a statement the server refuses
-        is ``statement_error``'s one masked line, with nothing committed."""
+        (or cancels after ``timeout`` seconds) is ``statement_error``'s one masked line, with
+        nothing committed."""
         with self._session() as db:
+            if timeout is not None:
+                db.execute("SELECT set_config('statement_timeout', %s, false)", (f"{max(1, round(timeout * 1000))}",))
             cursor = db.execute(statement)
             rows = cursor.fetchall() if cursor.description else []
             db.commit()

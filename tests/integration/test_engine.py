@@ -348,6 +348,33 @@ def test_any_exception_from_a_step_fails_it_and_compensates_what_ran_before(
     assert_settled(aura, outcome["run"]["id"], "rolled_back")
 
 
+@pytest.mark.parametrize("kind", ["os-error", "bug"])
+def test_an_os_error_or_a_bug_in_an_action_fails_the_step_and_compensates_what_ran_before(
+    pg: PostgresCluster, database: str, aura: Aura, setup: Any, kind: str
+) -> None:
+    _, old = setup
+    if kind == "os-error":  # a folder that is a file: the file action's write meets NotADirectoryError
+        broken = {
+            "name": "broken",
+            "action": "file",
+            "with": {"path": str(aura.root / "app.conf" / "x"), "content": "x"},
+        }
+        env = {}
+    else:  # an unexpected exception inside the step, as a bug in an action would raise
+        broken = {"name": "broken", "action": "command", "with": {"argv": ["true"]}}
+        env = {"AURA_FAULT": "broken:before:BUG"}
+    book = _book(aura, "broken", [_config_step(aura), broken])
+    result = aura("run", str(book), "--json", check=1, env=env)
+    outcome = json.loads(result.stdout)
+    assert outcome["run"]["status"] == "rolled_back"
+    steps = {s["name"]: s for s in outcome["steps"]}
+    assert steps["config"]["status"] == "compensated" and steps["broken"]["status"] == "failed"
+    error = steps["broken"]["error"]
+    assert "\n" not in error and ("Not a directory" in error if kind == "os-error" else "injected bug" in error)
+    assert world(pg, database, aura.root) == old
+    assert_settled(aura, outcome["run"]["id"], "rolled_back")
+
+
 def test_an_exception_in_a_compensation_ends_the_run_rollback_failed(
     pg: PostgresCluster, database: str, aura: Aura, setup: Any
 ) -> None:

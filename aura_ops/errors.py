@@ -14,6 +14,8 @@ Children defined beside their seam also derive from ``AuraError``: ``CheckFailed
 
 from __future__ import annotations
 
+import signal
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -174,4 +176,14 @@ class CommandFailed(AuraError):
         self.stderr_tail = stderr_tail
         tail = stderr_tail.strip()
         last = tail.splitlines()[-1] if tail else "no output on stderr"
-        super().__init__(f"on {host}: `{command}` exited {returncode}: {last}")
+        super().__init__(f"on {host}: `{command}` {_how_it_ended(returncode)}: {last}")
+
+
+def _how_it_ended(returncode: int) -> str:
+    """``exited N``, or for a command a signal ended (a negative code) ``was killed by SIGKILL``."""
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited {returncode}"

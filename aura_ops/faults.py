@@ -18,10 +18,13 @@ PAUSE_ENV = "AURA_PAUSE"
 
 def point(name: str) -> None:
     """Exit (AURA_FAULT) or stop (AURA_PAUSE) here when the environment names this point;
-    ``AURA_FAULT=<point>:<SIGNAL>`` (e.g. ``config:applied:SIGTERM``) sends that signal instead."""
+    ``AURA_FAULT=<point>:<SIGNAL>`` (e.g. ``config:applied:SIGTERM``) sends that signal instead,
+    ``AURA_FAULT=<point>:BUG`` raises a RuntimeError there."""
     wanted = os.environ.get(FAULT_ENV)
     if wanted == name:
         os._exit(137)
+    if wanted == name + ":BUG":  # an unexpected exception there, as a bug in the code would raise
+        raise RuntimeError(f"injected bug at {name}")
     if wanted and wanted.startswith(name + ":SIG") and wanted[len(name) + 1 :] in signal.Signals.__members__:
         os.kill(os.getpid(), signal.Signals[wanted[len(name) + 1 :]])
         return

@@ -91,6 +91,9 @@ def _pin(reference: str, pinned: bool) -> None:
     from aura_ops.workflows import retention
 
     config = click.get_current_context().ensure_object(State).load()
+    _announce(
+        config, f"{'pinning' if pinned else 'unpinning'} snapshot {reference} in repository {config.repository.path}"
+    )
     snapshot_id, changed = retention.pin(config, reference, pinned)
     word = "pinned" if pinned else "unpinned"
 

@@ -80,7 +80,7 @@ def _check_tarball(host: Host, path: str) -> None:
         host.run(Command(("tar", "-t", "-f", path)), stdout=DEVNULL)
     except CommandFailed as exc:
         lines = exc.stderr_tail.strip().splitlines()
-        why = lines[-1] if lines else f"tar exited {exc.returncode}"
+        why = lines[0] if lines else f"tar exited {exc.returncode}"  # the cause; the last is "exiting now"
         raise UsageError(f"release source {path} is not a readable tarball: {why}") from None
 
 

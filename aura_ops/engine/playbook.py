@@ -148,6 +148,9 @@ def _check_step(
         if action is None:
             problems.append(f"{where}: unknown action {action_name!r} (known: {', '.join(sorted(REGISTRY))})")
             continue
+        if label == "with" and step.timeout is not None and not action.honours_timeout:
+            takers = ", ".join(sorted(n for n, a in REGISTRY.items() if a.honours_timeout))
+            problems.append(f"{where}: timeout: {action_name} cannot be stopped at a timeout (only {takers} can)")
         fields = action.Params.model_fields
         for key in sorted(set(params) - set(fields)):
             problems.append(f"{where}: {label}.{key}: unknown parameter of {action_name}")
@@ -187,6 +190,12 @@ def validate(playbook: Playbook) -> list[str]:
             problems.append(f"secrets: {name!r} is not a declared parameter")
         elif playbook.params[name] is not None:  # the value itself is never repeated here
             problems.append(f"secrets: {name!r} must not have a default (secrets never live in a file; use -e)")
+    for name, default in playbook.params.items():  # a plausible spelling that would leave the value unmasked
+        if isinstance(default, dict) and "secret" in default and name not in playbook.secrets:
+            problems.append(
+                f"params: {name!r}: a secret parameter is declared by listing it in 'secrets: [{name}]' with no"
+                " default ('secret:' under it would be read as its default value, and the value left unmasked)"
+            )
     for index, step in enumerate(playbook.steps):
         problems += _check_step(index, step, names[:index], set(playbook.params), names, env)
     return problems

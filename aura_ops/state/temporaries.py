@@ -165,7 +165,16 @@ class Registry:
             cursor = db.execute(
                 "INSERT INTO temporaries (kind, name, details, run_id, pid, pid_start, host, created)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, name, json.dumps(record.details), run_id, pid, record.pid_start, record.host, record.created),
+                (
+                    kind,
+                    _stored(name),
+                    json.dumps(record.details),
+                    run_id,
+                    pid,
+                    record.pid_start,
+                    record.host,
+                    record.created,
+                ),
             )
         record.id = int(cursor.lastrowid or 0)
         logs.get().debug("temporary.recorded", kind=kind, name=name)
@@ -187,11 +196,25 @@ class Registry:
         rows = self._conn().execute(
             "SELECT id, kind, name, details, run_id, pid, pid_start, host, created FROM temporaries ORDER BY id"
         )
-        return [Temporary(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], self) for r in rows]
+        return [Temporary(r[0], r[1], _name(r[2]), json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], self) for r in rows]
 
     def orphans(self) -> list[Temporary]:
         """Records whose owner process is gone (killed): nobody will clean them but us."""
         return [record for record in self.all() if not owner_alive(record)]
+
+
+def _stored(name: str) -> str | bytes:
+    """A name as the table keeps it: text, or the bytes of a path that is not UTF-8 (a file name
+    carried as surrogate escapes, which SQLite text cannot hold)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+    return name
+
+
+def _name(stored: str | bytes) -> str:
+    return stored if isinstance(stored, str) else os.fsdecode(stored)
 
 
 # ---------------------------------------------------------------- the process's registry

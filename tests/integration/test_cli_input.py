@@ -141,6 +141,50 @@ def test_every_command_that_changes_something_names_config_and_target_first(tmp_
     assert first_line(delete).startswith(where) and snapshot in first_line(delete)
 
 
+def test_pinning_and_unpinning_name_config_and_snapshot_first(tmp_path: Path) -> None:
+    config = files_site(tmp_path, "site")
+    assert cli("-c", str(config), "backup").returncode == 0
+    (snapshot,) = snapshot_ids(config)
+    for command in ("pin", "unpin"):
+        done = cli("-c", str(config), "snapshots", command, snapshot[:8], "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["id"] == snapshot
+        assert first_line(done).startswith(f"aura-ops: config {config},"), done.stderr
+        assert snapshot[:8] in first_line(done) and str(config.parent / "repo") in first_line(done)
+
+
+def test_a_to_path_whose_name_is_not_utf8_is_restored_into_byte_exact(tmp_path: Path) -> None:
+    """The restore records its staging folder (named after the target) in the state journal
+    before making it: a Latin-1 name crashed that record (unexpected UnicodeEncodeError)."""
+    require_tool("rsync")
+    config = files_site(tmp_path, "site")
+    assert cli("-c", str(config), "backup").returncode == 0
+    target = os.fsencode(tmp_path) + b"/caf\xe9"
+    for where in (target, target + b"/d\xe9eper"):  # a new folder, then one below it
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "aura_ops",
+                "-c",
+                os.fsencode(config),
+                "restore",
+                "latest",
+                "--to-path",
+                where,
+                "--yes",
+            ],
+            env={k: v for k, v in os.environ.items() if not k.startswith("AURA_")},
+            capture_output=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+        assert (Path(os.fsdecode(where)) / "page.txt").read_text() == "site original\n"
+    assert sorted(os.listdir(os.fsencode(tmp_path))) == sorted([b"caf\xe9", b"site"])
+    assert sorted(os.listdir(target)) == [b"d\xe9eper", b"page.txt"]
+
+
 # ---------------------------------------------------------------- ids
 
 

@@ -348,6 +348,33 @@ def test_any_exception_from_a_step_fails_it_and_compensates_what_ran_before(
     assert_settled(aura, outcome["run"]["id"], "rolled_back")
 
 
+@pytest.mark.parametrize("kind", ["os-error", "bug"])
+def test_an_os_error_or_a_bug_in_an_action_fails_the_step_and_compensates_what_ran_before(
+    pg: PostgresCluster, database: str, aura: Aura, setup: Any, kind: str
+) -> None:
+    _, old = setup
+    if kind == "os-error":  # a folder that is a file: the file action's write meets NotADirectoryError
+        broken = {
+            "name": "broken",
+            "action": "file",
+            "with": {"path": str(aura.root / "app.conf" / "x"), "content": "x"},
+        }
+        env = {}
+    else:  # an unexpected exception inside the step, as a bug in an action would raise
+        broken = {"name": "broken", "action": "command", "with": {"argv": ["true"]}}
+        env = {"AURA_FAULT": "broken:before:BUG"}
+    book = _book(aura, "broken", [_config_step(aura), broken])
+    result = aura("run", str(book), "--json", check=1, env=env)
+    outcome = json.loads(result.stdout)
+    assert outcome["run"]["status"] == "rolled_back"
+    steps = {s["name"]: s for s in outcome["steps"]}
+    assert steps["config"]["status"] == "compensated" and steps["broken"]["status"] == "failed"
+    error = steps["broken"]["error"]
+    assert "\n" not in error and ("Not a directory" in error if kind == "os-error" else "injected bug" in error)
+    assert world(pg, database, aura.root) == old
+    assert_settled(aura, outcome["run"]["id"], "rolled_back")
+
+
 def test_an_exception_in_a_compensation_ends_the_run_rollback_failed(
     pg: PostgresCluster, database: str, aura: Aura, setup: Any
 ) -> None:
@@ -509,6 +536,36 @@ def test_a_step_timeout_kills_its_whole_process_group(aura: Aura, setup: Any) ->
         assert wait_until(lambda: not _alive(child), 10), "the command's child survived its timeout"
     finally:
         _kill_leftover(_child(aura))
+
+
+def test_a_sql_step_timeout_cancels_its_statement_and_the_run_is_rolled_back(
+    pg: PostgresCluster, database: str, aura: Aura, setup: Any
+) -> None:
+    sql = "CREATE TABLE napped (n int); SELECT pg_sleep(600)"
+    step = {"name": "nap", "action": "sql", "timeout": 2, "with": {"component": "db", "sql": sql}}
+    book = _book(aura, "nap", [_config_step(aura), step])
+    result = aura("run", str(book), "--json", check=1, timeout=120)
+    outcome = json.loads(result.stdout)
+    assert outcome["run"]["status"] == "rolled_back"
+    assert "canceling statement due to statement timeout" in outcome["steps"][1]["error"]
+    assert (aura.root / "app.conf").read_text() == "version=1\n"  # the step before it undone
+    with psycopg.connect(pg.dsn(database)) as conn:
+        assert conn.execute("SELECT to_regclass('napped')").fetchone() == (None,)  # nothing committed
+        sleeping = (
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()"
+        )
+        assert conn.execute(sleeping).fetchone() == (0,)  # the server stopped it, not only aura-ops
+
+
+def test_a_timeout_on_a_step_that_cannot_honour_it_is_refused_before_anything_runs(aura: Aura, setup: Any) -> None:
+    step = {"name": "pause", "action": "wait", "timeout": 1, "with": {"argv": ["true"]}}
+    book = _book(aura, "pause", [_config_step(aura), step])
+    result = aura("run", str(book), check=2)
+    assert (
+        "step 2 'pause': timeout: wait cannot be stopped at a timeout (only command, migrate, sql can)" in result.stderr
+    )
+    assert (aura.root / "app.conf").read_text() == "version=1\n"
+    assert aura.json("runs", "list")["runs"] == []
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import Aura, require_tool
 
@@ -128,3 +129,18 @@ def test_a_restored_tree_keeps_its_modes_and_new_parent_folders_get_the_users_um
     assert _mode(target / "public" / "photo.jpg") == 0o644
     assert (target / "public" / "photo.jpg").read_bytes() == b"jpeg"
     assert _mode(aura.repo) == 0o700
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_a_command_step_runs_with_the_users_umask_not_aura_ops_own(aura: Aura, tmp_path: Path, umask: int) -> None:
+    made = tmp_path / "made.txt"
+    aura.write_config({"repository": {"path": "repo"}, "components": {}})
+    book = tmp_path / "touch.yaml"
+    book.write_text(
+        yaml.safe_dump(
+            {"name": "touch", "steps": [{"name": "touch", "action": "command", "with": {"argv": ["touch", str(made)]}}]}
+        )
+    )
+    _run(aura, "run", str(book), umask=umask)
+    assert _mode(made) == 0o666 & ~umask
+    assert _mode(aura.root / "state" / "journal.db") == 0o600  # aura-ops' own file stays owner-only

@@ -125,6 +125,25 @@ def test_corrupt_data_file_stops_the_restore_exit_3_and_drops_what_was_built(
     assert _databases(pg, f"{database}_") == []
 
 
+def test_a_change_in_the_last_byte_of_the_largest_data_file_fails_the_restore_though_pg_restore_read_it_all(
+    pg: PostgresCluster, database: str, rich: str, aura: Aura
+) -> None:
+    """The last byte of a zstd frame (its checksum, which decompression does not need) changed:
+    pg_restore gets every row it expects, and only the feeder's own hash, known after the stream
+    ended, can tell. Success is reported only once that verdict is in."""
+    manifest = aura.json("backup")
+    victim = _largest_data_file(aura, manifest)
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0x01
+    victim.write_bytes(bytes(data))
+    for target in (["--to-database", f"{database}_copy"], ["--yes"]):
+        before = fingerprint(rich)
+        result = aura("restore", manifest["id"], *target, check=3, timeout=120)
+        assert f"db: dump/{victim.name}" in _error_line(result.stderr), result.stderr[-3000:]
+        assert fingerprint(rich) == before
+        assert _databases(pg, f"{database}_") == []
+
+
 def test_a_corrupt_small_data_file_is_refused_exit_3_before_pg_restore_reads_it_and_nothing_is_left(
     pg: PostgresCluster, database: str, rich: str, aura: Aura, tmp_path: Path
 ) -> None:
@@ -350,6 +369,8 @@ def test_server_that_never_answers_is_exit_6_after_the_timeout(aura: Aura) -> No
         ("@127.0.0.1:99999/shop", "invalid port number"),
         ("@127.0.0.1:{port}/shop?sslmode=sometimes", 'invalid sslmode value: "sometimes"'),
         ("@127.0.0.1:{port}/no_such_database", 'database "no_such_database" does not exist'),
+        ("@127.0.0.1:{port}/shop?sslmode=require", "server does not support SSL, but SSL was required"),
+        ("@127.0.0.1:{port}/shop?connect_timeout=abc", 'invalid integer value "abc" for connection option'),
     ],
 )
 def test_bad_connection_settings_are_exit_2_without_retries(

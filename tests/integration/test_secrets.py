@@ -157,3 +157,20 @@ def test_a_secret_parameter_must_be_declared_and_cannot_have_a_default(aura: Aur
     assert "secrets: 'other' is not a declared parameter" in result.stderr
     assert "secrets: 'token' must not have a default" in result.stderr
     assert "in-the-file" not in result.stderr
+
+
+def test_a_parameter_written_as_secret_true_is_refused_before_its_value_can_leak(aura: Aura) -> None:
+    """``params: {pw: {secret: true}}`` looks like a declaration but is a default value: the
+    -e value would run unmasked. Refused (exit 2) before anything runs, pointing to ``secrets:``."""
+    aura.write_config(base_config({}))
+    made = aura.root / "made"
+    steps = [
+        {"name": "echo", "action": "command", "with": {"argv": ["sh", "-c", f"echo {{{{ params.pw }}}}; touch {made}"]}}
+    ]
+    book = _book(aura, steps, params={"pw": {"secret": True}})
+    for command in ("run", "plan"):
+        result = aura(command, str(book), "-e", "pw=zebra-horse-7", "--json", check=2)
+        assert "secrets: [pw]" in result.stderr, result.stderr
+        assert "zebra-horse-7" not in result.stdout + result.stderr + aura.log_text()
+    assert not made.exists()
+    assert aura.json("runs", "list")["runs"] == []

@@ -101,3 +101,9 @@ def test_the_cli_edge_reports_an_interruption_as_itself_with_its_exit_code(
         "error": "interrupted by SIGTERM; nothing was committed",
         "exit_code": errors.EXIT_FAILED,
     }
+
+
+def test_a_command_a_signal_ended_is_said_killed_by_that_signal_not_a_negative_exit() -> None:
+    killed = errors.CommandFailed("local", "rsync -a a/ b/", -9, "rsync error: error in socket IO (code 10)\n")
+    assert str(killed) == "on local: `rsync -a a/ b/` was killed by SIGKILL: rsync error: error in socket IO (code 10)"
+    assert str(errors.CommandFailed("local", "rsync", 23, "")) == "on local: `rsync` exited 23: no output on stderr"

@@ -100,6 +100,7 @@ CONFIG_FAILURES = (
     "invalid integer value",
     "invalid port number",
     "invalid sslmode value",
+    "server does not support ssl",  # sslmode=require (or verify-*) against a server without SSL
     "invalid value for parameter",
     "does not exist",
     "no pg_hba.conf entry",
@@ -172,6 +173,9 @@ def connection(name: str, cfg: PostgresConfig) -> Connection:
         # (is this the live database?) and the swap all mean the database the driver connects to.
         user = params.get("user") or os.environ.get("PGUSER") or pwd.getpwuid(os.geteuid()).pw_name
         params["dbname"] = os.environ.get("PGDATABASE") or user
+    timeout = params.get("connect_timeout")
+    if timeout is not None and not re.fullmatch(r"\s*-?\d+\s*", timeout):  # ours would hide it from the driver
+        raise ConfigError(f'{what}: invalid integer value "{timeout}" for connection option "connect_timeout"')
     if cfg.password_env:
         params["password"] = secrets.from_env(cfg.password_env, what)
     elif cfg.password_file:
@@ -1604,12 +1608,15 @@ class PostgresComponent:
 
     # -- SQL (the sql action, the deploy's sql checks) --------------------------------------------
 
-    def execute(self, statement: str) -> list[list[Any]]:
+    def execute(self, statement: str, *, timeout: float | None = None) -> list[list[Any]]:
         """Run ``statement`` (SQL, one or more statements) in one transaction on its database and
         commit; return the rows the last one gave (none for a statement that gives none). A
         connection failure is the AuraError ``connect`` raises; a statement the server refuses
-        is ``statement_error``'s one masked line, with nothing committed."""
+        (or cancels after ``timeout`` seconds) is ``statement_error``'s one masked line, with
+        nothing committed."""
         with self._session() as db:
+            if timeout is not None:
+                db.execute("SELECT set_config('statement_timeout', %s, false)", (f"{max(1, round(timeout * 1000))}",))
             cursor = db.execute(statement)
             rows = cursor.fetchall() if cursor.description else []
             db.commit()

@@ -69,6 +69,9 @@ class Action:
     # command's stdout may hold a secret); masking an identifier that happens to contain a weak
     # password's word would make the run act on the wrong thing.
     identifiers: ClassVar[frozenset[str]] = frozenset()
+    # Whether a step's ``timeout`` stops it (a command's process group killed, a statement
+    # cancelled by the server); a playbook giving one to any other action is refused.
+    honours_timeout: ClassVar[bool] = False
 
     def describe(self, p: Any, ctx: Context) -> tuple[str, str]:
         raise NotImplementedError

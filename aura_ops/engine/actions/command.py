@@ -26,6 +26,7 @@ class CommandAction(Action):
     """Run argv on the local host; ``undo`` argv compensates; ``check`` argv exit 0 = applied."""
 
     Params = CommandParams
+    honours_timeout = True
 
     def describe(self, p: CommandParams, ctx: Context) -> tuple[str, str]:
         undo = mask(shlex.join(p.undo)) if p.undo else "nothing (no undo given)"

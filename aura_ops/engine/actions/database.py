@@ -33,6 +33,7 @@ class MigrateAction(Action):
     environment; compensation restores the database in place from the run's snapshot."""
 
     Params = MigrateParams
+    honours_timeout = True
     undo_after_failure = True  # a migration can fail half-way; restoring the snapshot is safe
 
     def _database(self, ctx: Context) -> str | None:

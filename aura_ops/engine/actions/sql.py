@@ -22,6 +22,7 @@ class SqlAction(Action):
     ``check`` is a query whose first value is true when the change is already there."""
 
     Params = SqlParams
+    honours_timeout = True  # the server cancels the statement (statement_timeout)
 
     def describe(self, p: SqlParams, ctx: Context) -> tuple[str, str]:
         return f"[{p.component}] {mask(p.sql)}", f"[{p.component}] {mask(p.undo)}" if p.undo else (
@@ -32,8 +33,9 @@ class SqlAction(Action):
         return components.build_as(ctx.config, p.component, ctx.hosts, PostgresComponent)
 
     def _execute(self, p: SqlParams, ctx: Context, statement: str) -> list[Any]:
-        """The statement's rows, committed; a failure is the component's one-line AuraError."""
-        return self._database(p, ctx).execute(statement)
+        """The statement's rows, committed; a failure is the component's one-line AuraError (the
+        step's timeout too: the server cancels the statement, nothing is committed)."""
+        return self._database(p, ctx).execute(statement, timeout=ctx.timeout)
 
     def check(self, p: SqlParams, ctx: Context) -> bool:
         if not p.check:

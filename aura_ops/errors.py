@@ -31,7 +31,7 @@ Exit codes:
   2  usage, configuration or environment error (bad config, unknown id, tool missing)
   3  verification failed (checksum mismatch, restore differs from the manifest)
   4  rollback failed: the system needs a human
-  5  locked by another run
+  5  locked by another run, or an interrupted run must be resumed or aborted first
   6  a remote host or service is unreachable"""
 
 

@@ -59,7 +59,7 @@ def _set_verbosity(ctx: click.Context, _: click.Parameter, value: int) -> None:
 
 
 def common(function: Callable[..., Any]) -> Callable[..., Any]:
-    """--config / --json / -v / -q on a command (also accepted before the command name)."""
+    """--config / --json / -v on a command (also accepted before the command name)."""
     options = [
         click.option(
             "--config",

@@ -27,7 +27,12 @@ from aura_ops.errors import (
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--version", "version", required=True, metavar="V", help="The release version to deploy.")
-@click.option("--source", type=click.Path(path_type=Path), metavar="DIR|TARBALL", help="The release to upload.")
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path),
+    metavar="DIR|TARBALL",
+    help="The release to upload: a folder or a tarball (required, except with --dry-run).",
+)
 @click.option("--rollback-on-fail", is_flag=True, help="Undo everything (database included) if any step fails.")
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
 @common

@@ -83,8 +83,8 @@ def runs() -> None:
     """The journal: history, and finishing or undoing an interrupted run."""
 
 
-@runs.command("list")
-@click.option("--limit", default=50, show_default=True)
+@runs.command("list", epilog=EXIT_CODES_HELP)
+@click.option("--limit", default=50, show_default=True, metavar="N", help="Show at most N runs.")
 @common
 def runs_list(limit: int) -> None:
     """Runs, newest first."""
@@ -108,7 +108,7 @@ def runs_list(limit: int) -> None:
     emit({"runs": records}, human)
 
 
-@runs.command("show")
+@runs.command("show", epilog=EXIT_CODES_HELP)
 @click.argument("run_id", metavar="RUN")
 @common
 def runs_show(run_id: str) -> None:
@@ -127,7 +127,7 @@ def runs_show(run_id: str) -> None:
     emit(data, _show_outcome)
 
 
-@runs.command("resume")
+@runs.command("resume", epilog=EXIT_CODES_HELP)
 @click.argument("run_id", metavar="RUN")
 @click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A secret parameter, given again.")
 @common
@@ -142,7 +142,7 @@ def runs_resume(run_id: str, extra: tuple[str, ...]) -> None:
     _finish(runner.resume(record.id, _extra_vars(extra)))
 
 
-@runs.command("abort")
+@runs.command("abort", epilog=EXIT_CODES_HELP)
 @click.argument("run_id", metavar="RUN")
 @click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A secret parameter, given again.")
 @click.option("--yes", is_flag=True, help="Confirm an undo that puts a database back from a snapshot.")

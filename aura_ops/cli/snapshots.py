@@ -75,7 +75,7 @@ def backup(components: tuple[str, ...], tags: tuple[str, ...]) -> None:
 @cli.group(epilog=EXIT_CODES_HELP)
 @common
 def snapshots() -> None:
-    """Inspect, verify and delete snapshots."""
+    """Inspect, verify, pin, prune and delete snapshots, and the space they take."""
 
 
 def _summary(snapshot: Any) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def _summary(snapshot: Any) -> dict[str, Any]:
     }
 
 
-@snapshots.command("list")
+@snapshots.command("list", epilog=EXIT_CODES_HELP)
 @common
 def snapshots_list() -> None:
     """List sealed snapshots, oldest first (partial ones never appear; damaged ones say why)."""
@@ -133,7 +133,7 @@ def snapshots_list() -> None:
     emit({"snapshots": rows}, human)
 
 
-@snapshots.command("show")
+@snapshots.command("show", epilog=EXIT_CODES_HELP)
 @click.argument("snapshot_id", metavar="ID")
 @common
 def snapshots_show(snapshot_id: str) -> None:
@@ -155,12 +155,18 @@ def snapshots_show(snapshot_id: str) -> None:
     emit(manifest, human)
 
 
-@snapshots.command("verify")
+@snapshots.command("verify", epilog=EXIT_CODES_HELP)
 @click.argument("snapshot_id", metavar="ID")
 @click.option(
     "--deep", is_flag=True, help="Also restore databases into a scratch database and compare with the manifest."
 )
-@click.option("--component", "components", multiple=True, metavar="NAME")
+@click.option(
+    "--component",
+    "components",
+    multiple=True,
+    metavar="NAME",
+    help="Verify only this component (repeatable). Default: all.",
+)
 @common
 def snapshots_verify(snapshot_id: str, deep: bool, components: tuple[str, ...]) -> None:
     """Verify a snapshot's checksums; with --deep, prove it restores. Exit 3 on a mismatch."""
@@ -199,9 +205,9 @@ def _problems(data: dict[str, Any]) -> None:
         click.echo(f"  {problem}")
 
 
-@snapshots.command("delete")
+@snapshots.command("delete", epilog=EXIT_CODES_HELP)
 @click.argument("snapshot_id", metavar="ID")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed off a terminal).")
 @common
 def snapshots_delete(snapshot_id: str, yes: bool) -> None:
     """Delete a sealed snapshot."""

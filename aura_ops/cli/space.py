@@ -9,9 +9,10 @@ import click
 
 from aura_ops.cli.base import State, _human_size, _table, common, emit
 from aura_ops.cli.snapshots import snapshots
+from aura_ops.errors import EXIT_CODES_HELP
 
 
-@snapshots.command("stats")
+@snapshots.command("stats", epilog=EXIT_CODES_HELP)
 @common
 def snapshots_stats() -> None:
     """Show the space snapshots take per component (own: what deleting them frees; on disk: each

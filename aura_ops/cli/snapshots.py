@@ -293,6 +293,12 @@ def restore(
     hosts = Inventory(config)  # one for the whole command: the targets looked at are the ones restored
     snapshot = engine.repository(config).get(snapshot_id)
     names = list(components) or list(snapshot.manifest["components"])
+    unknown = [n for n in names if n not in snapshot.manifest["components"]]
+    if unknown:  # before the announcement, which would name nothing to restore
+        raise UsageError(
+            f"snapshot {snapshot.id} has no component {', '.join(map(repr, unknown))} "
+            f"(it has: {', '.join(snapshot.manifest['components'])})"
+        )
     entries = {n: e for n, e in snapshot.manifest["components"].items() if n in names}
     doing = announce.restore(config, snapshot.id, entries, to_database, to_path, hosts)
     _announce(config, ("dry run: " if dry_run else "") + doing)

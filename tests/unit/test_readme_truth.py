@@ -365,3 +365,40 @@ def test_the_example_playbooks_load(tmp_path: Path) -> None:
         path = tmp_path / f"example{index}.yaml"
         path.write_text(block)
         playbook_module.load(str(path))
+
+
+# ---------------------------------------------------------------- what a command prints first
+
+
+def test_a_restore_of_a_component_the_snapshot_lacks_announces_nothing(tmp_path: Path) -> None:
+    """README: a command that changes something first prints what it is about to change. A
+    restore naming a component the snapshot lacks changes nothing: exit 2 naming it, and no
+    'restoring snapshot ...:' line naming nothing (it printed one with an empty target list)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    import aura_ops
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a").write_text("a\n")
+    config = {
+        "repository": {"path": "repo"},
+        "components": {"stuff": {"type": "files", "path": str(tmp_path / "data")}},
+    }
+    (tmp_path / "aura.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AURA_")}
+    env["PYTHONPATH"] = str(Path(aura_ops.__file__).parents[1])
+
+    def cli_run(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "aura_ops", "-c", str(tmp_path / "aura.yaml"), *args]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+    assert cli_run("backup").returncode == 0
+    done = cli_run("restore", "latest", "--component", "nope", "--yes")
+    assert done.returncode == 2
+    assert "has no component 'nope' (it has: stuff)" in done.stderr
+    assert "restoring snapshot" not in done.stderr
+    assert (tmp_path / "data" / "a").read_text() == "a\n"

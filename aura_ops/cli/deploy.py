@@ -76,7 +76,7 @@ def deploy(version: str, source: Path | None, rollback_on_fail: bool, dry_run: b
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.option("--to-release", metavar="V", help="The release to go back to (default: the last verified one).")
+@click.option("--to-release", metavar="V", help="The release to go back to (default: the newest other verified one).")
 @click.option("--to-snapshot", metavar="ID", help="The snapshot whose database (and release) to go back to.")
 @click.option("--keep-data", is_flag=True, help="Roll back code and services only; leave the database alone.")
 @click.option("--yes", is_flag=True, help="Confirm restoring the database without asking.")

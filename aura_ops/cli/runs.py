@@ -48,7 +48,11 @@ def _finish(outcome: Any) -> None:
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("playbook_ref", metavar="PLAYBOOK")
 @click.option("-e", "extra", multiple=True, metavar="KEY=VALUE", help="A playbook parameter (repeatable).")
-@click.option("--idempotency-key", metavar="KEY", help="A run with this key that succeeded makes this a no-op.")
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="A run with this key that succeeded makes this a no-op; an unfinished one, exit 5.",
+)
 @common
 def run(playbook_ref: str, extra: tuple[str, ...], idempotency_key: str | None) -> None:
     """Run a playbook as one transaction: it completes, or every applied step is undone."""

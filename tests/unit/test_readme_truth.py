@@ -402,3 +402,12 @@ def test_a_restore_of_a_component_the_snapshot_lacks_announces_nothing(tmp_path:
     assert "has no component 'nope' (it has: stuff)" in done.stderr
     assert "restoring snapshot" not in done.stderr
     assert (tmp_path / "data" / "a").read_text() == "a\n"
+
+
+def test_the_exit_code_table_and_help_list_exactly_the_program_s_codes() -> None:
+    from aura_ops import errors
+
+    codes = {value for name, value in vars(errors).items() if name.startswith("EXIT_") and isinstance(value, int)}
+    table = {int(_cells(line)[0]) for line in _section("Exit codes") if re.match(r"^\| \d+ \|", line)}
+    in_help = {int(m) for m in re.findall(r"^  (\d+)  ", errors.EXIT_CODES_HELP, re.MULTILINE)}
+    assert table == codes == in_help, (table, codes, in_help)

@@ -442,6 +442,15 @@ def test_release_upload_undo_removes_the_release_but_never_the_current_one(world
     assert sorted(app.listdir(f"{APP}/releases")) == ["v1"] and app.readlink(f"{APP}/current") == "releases/v1"
 
 
+def test_a_first_release_switch_is_described_as_removing_current_not_switching_back_to_none(world: World) -> None:
+    _release_tree(world.app, "v1")
+    p = _params("release_switch", {"version": "v1"})
+    assert REGISTRY["release_switch"].describe(p, world.ctx("switch")) == (
+        "switch current to v1",
+        "remove current (no release was current)",
+    )  # `deploy --dry-run` and `plan` printed "switch current back to None"
+
+
 def test_release_switch_journals_the_previous_release_then_switches_and_undoes(world: World) -> None:
     app, action, ctx = world.app, REGISTRY["release_switch"], world.ctx("switch")
     _release_tree(app, "v1", "v2", current="v1")

@@ -54,7 +54,9 @@ class ReleaseSwitchAction(Action):
     Params = ReleaseSwitchParams
 
     def describe(self, p: ReleaseSwitchParams, ctx: Context) -> tuple[str, str]:
-        return f"switch current to {p.version}", f"switch current back to {_release(ctx).current()}"
+        previous = _release(ctx).current()
+        undo = f"switch current back to {previous}" if previous else "remove current (no release was current)"
+        return f"switch current to {p.version}", undo
 
     def can_check(self, p: ReleaseSwitchParams) -> bool:
         return True

@@ -143,7 +143,9 @@ def test_each_command_explains_every_flag_and_its_exit_codes_in_its_help(path: t
     for param in command.params:
         if isinstance(param, click.Option) and param.name != "version":
             assert (param.help or "").strip(), f"{' '.join(path)} {param.opts[0]}: no help text"
-    with click.Context(command, info_name=" ".join(("aura-ops", *path))) as ctx:
+    # the help option names as the real command line has them (click caches a command's help option)
+    names = cli.context_settings["help_option_names"]
+    with click.Context(command, info_name=" ".join(("aura-ops", *path)), help_option_names=names) as ctx:
         assert "Exit codes:" in command.get_help(ctx), f"{' '.join(path)} --help does not list the exit codes"
 
 
@@ -411,3 +413,14 @@ def test_the_exit_code_table_and_help_list_exactly_the_program_s_codes() -> None
     table = {int(_cells(line)[0]) for line in _section("Exit codes") if re.match(r"^\| \d+ \|", line)}
     in_help = {int(m) for m in re.findall(r"^  (\d+)  ", errors.EXIT_CODES_HELP, re.MULTILINE)}
     assert table == codes == in_help, (table, codes, in_help)
+
+
+@pytest.mark.parametrize("path", sorted(COMMANDS), ids=lambda p: " ".join(p) or "aura-ops")
+def test_h_and_help_both_show_a_command_s_help(path: tuple[str, ...]) -> None:
+    """README: `-h` / `--help` shows a command's options and the exit codes."""
+    from click.testing import CliRunner
+
+    for flag in ("-h", "--help"):
+        result = CliRunner().invoke(cli, [*path, flag], prog_name="aura-ops")
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith(f"Usage: {' '.join(('aura-ops', *path))} ") and "Exit codes:" in result.output

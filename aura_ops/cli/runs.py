@@ -88,7 +88,9 @@ def runs() -> None:
 
 
 @runs.command("list", epilog=EXIT_CODES_HELP)
-@click.option("--limit", default=50, show_default=True, metavar="N", help="Show at most N runs.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, metavar="N", help="Show at most N runs."
+)
 @common
 def runs_list(limit: int) -> None:
     """Runs, newest first."""

@@ -424,3 +424,13 @@ def test_h_and_help_both_show_a_command_s_help(path: tuple[str, ...]) -> None:
         result = CliRunner().invoke(cli, [*path, flag], prog_name="aura-ops")
         assert result.exit_code == 0, result.output
         assert result.output.startswith(f"Usage: {' '.join(('aura-ops', *path))} ") and "Exit codes:" in result.output
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_runs_list_limit_is_at_least_one(limit: str) -> None:
+    """README: `runs list --limit N` shows at most N runs. 0 printed "no runs yet" whatever the
+    journal held, and -1 printed every run (SQLite's LIMIT -1): both are usage errors now."""
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, ["runs", "list", "--limit", limit], prog_name="aura-ops")
+    assert result.exit_code == 2 and "--limit" in result.output, result.output

@@ -265,7 +265,7 @@ def snapshots_delete(snapshot_id: str, yes: bool) -> None:
 @click.option(
     "--globals-overwrite",
     is_flag=True,
-    help="With --globals: also set existing roles and tablespaces to the snapshot's (attributes, passwords, "
+    help="Implies --globals; also set existing roles and tablespaces to the snapshot's (attributes, passwords, "
     "memberships, settings).",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")

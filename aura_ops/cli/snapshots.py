@@ -292,7 +292,15 @@ def restore(
     config = click.get_current_context().ensure_object(State).load()
     hosts = Inventory(config)  # one for the whole command: the targets looked at are the ones restored
     snapshot = engine.repository(config).get(snapshot_id)
-    names = list(components) or list(snapshot.manifest["components"])
+    # --to-database / --to-path without --component: only what they redirect (never the
+    # snapshot's other components in place, which `--to-database scratch --yes` would replace)
+    redirected = [
+        n
+        for n, entry in snapshot.manifest["components"].items()
+        if (to_database is not None and component_class(entry["type"]).restore_to == "database")
+        or (to_path is not None and component_class(entry["type"]).restore_to == "path")
+    ]
+    names = list(components) or redirected or list(snapshot.manifest["components"])
     unknown = [n for n in names if n not in snapshot.manifest["components"]]
     if unknown:  # before the announcement, which would name nothing to restore
         raise UsageError(
@@ -333,7 +341,7 @@ def restore(
     report = engine.restore(
         config,
         snapshot,  # read once: the manifest is not read and checked again
-        list(components) or None,
+        names,
         to_database,
         to_path.absolute() if to_path else None,
         dry_run,

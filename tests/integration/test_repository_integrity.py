@@ -359,3 +359,48 @@ def test_a_later_component_failing_after_an_earlier_one_was_restored_says_what_i
     assert fingerprint(dsn) == database_then  # the database is whole, from the snapshot
     aura("restore", snapshot, "--component", "site", "--yes")
     assert (site / "a.txt").read_text() == "as in the snapshot\n"
+
+
+def test_to_database_without_component_restores_only_the_database_and_leaves_the_tree_alone(
+    pg: Any, database: str, aura: Aura, tmp_path: Path
+) -> None:
+    """`restore ID --to-database scratch --yes` on a snapshot of a database and a tree: the user
+    asked for a copy of the database to look at; the tree (changed since) is not restored in
+    place by the same command. `--to-path` alike for the tree; `--component` still names exactly."""
+    import psycopg
+
+    from tests.conftest import db_component
+    from tests.pgdata import fingerprint
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.txt").write_text("as in the snapshot\n")
+    dsn = pg.dsn(database)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 100)")
+    aura.env["AURA_DB_DSN"] = dsn
+    aura.write_config(base_config({"db": db_component(), "site": {"type": "files", "path": str(site)}}))
+    snapshot = aura.json("backup")["id"]
+    database_then = fingerprint(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM t WHERE n > 50")
+    (site / "a.txt").write_text("written after the snapshot\n")
+    database_now, files_now = fingerprint(dsn), describe(site)
+    scratch = f"{database}_scratch"
+
+    report = aura.json("restore", snapshot, "--to-database", scratch, "--yes")
+    assert list(report["components"]) == ["db"]
+    assert describe(site) == files_now and fingerprint(dsn) == database_now
+    assert fingerprint(pg.dsn(scratch)) == database_then
+
+    copy = tmp_path / "copy"
+    report = aura.json("restore", snapshot, "--to-path", str(copy), "--yes")
+    assert list(report["components"]) == ["site"]
+    assert (copy / "a.txt").read_text() == "as in the snapshot\n"
+    assert describe(site) == files_now and fingerprint(dsn) == database_now
+
+    report = aura.json(
+        "restore", snapshot, "--to-path", str(tmp_path / "copy2"), "--component", "site", "--component", "db", "--yes"
+    )
+    assert sorted(report["components"]) == ["db", "site"]
+    assert fingerprint(dsn) == database_then and describe(site) == files_now

@@ -186,6 +186,9 @@ class ReleaseComponent:
                 self.host.chmod(unpacked, 0o777 & ~self.host.user_umask())  # rsync gives the release this mode
                 self.host.run(Command(("tar", "-x", "-f", source, "-C", unpacked)))
             self.host.run(make_rsync_upload(source if is_folder else unpacked, partial, link_dest))
+        except BaseException:
+            self._discard(partial)  # never a release: what a failed or interrupted copy made goes
+            raise
         finally:
             self._discard(unpacked)
         self.host.remove_tree(final)

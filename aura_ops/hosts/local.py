@@ -155,6 +155,8 @@ class _LocalProcess:
         except BaseException:  # interrupted: never leave the command running behind us
             self.kill()
             raise
+        if returncode != 0:
+            self._end_group()
         if self._drainer is not None:
             self._drainer.join()
         elif not self._stderr_consumed:
@@ -172,6 +174,21 @@ class _LocalProcess:
         if check and returncode != 0:
             raise CommandFailed(self.host.name, self.command.display(), returncode, result.stderr)
         return result
+
+    def _end_group(self) -> None:
+        """A command that failed may leave processes of its group behind (rsync's generator goes
+        on making folders and links after its receiver was killed and its client gave up): kill
+        them and wait until none is left, so that whatever undoes the command's work (removing a
+        partial release) never races one of them. The group id stays reserved while any member
+        lives; a command that succeeded keeps what it started on purpose (a daemon)."""
+        group = self.popen.pid
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return  # nobody left in the group
+        deadline = time.monotonic() + 10.0
+        while _live_members(group) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def kill(self) -> None:
         """Kill the command's whole process group (what it started too), then reap it."""
@@ -195,6 +212,22 @@ class _LocalProcess:
             self.popen.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+def _live_members(group: int) -> bool:
+    """Whether a process of process group ``group`` is still alive (not a zombie) on this machine:
+    /proc, as a zombie whose parent does not reap it would answer kill(0) forever."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == group and fields[0] != b"Z":
+            return True
+    return False
 
 
 class LocalHost:

@@ -93,7 +93,7 @@ def test_rsync_killed_during_a_release_upload_ends_the_deploy_fast_with_its_own_
         assert "rsync" in error[0] and "killed by SIGKILL" in error[0], stderr
     assert live(site) == "v1"
     assert not (site["app"] / "releases" / "v2").exists()
-    assert not list((site["app"] / "releases").glob("*partial*"))
+    assert not list((site["app"] / "releases").glob("*partial*")), stderr
     assert aura.json("runs", "list")["runs"][0]["status"] == "rolled_back"
     # no lock held: a deploy of the same version right away is not refused (exit 5), and works
     (source / "big.bin").unlink()

@@ -1,0 +1,46 @@
+"""A failed command leaves none of its process group behind (rsync's generator, a shell's
+background child), so that undoing its work never races one of them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from aura_ops.hosts.base import Command
+from aura_ops.hosts.local import LocalHost, _live_members
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def test_a_failed_command_leaves_no_process_of_its_group_running() -> None:
+    host = LocalHost()
+    # the background child keeps no pipe of ours open: it would otherwise hold communicate()
+    result = host.run(Command(("sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!; exit 3")), check=False)
+    child = int(result.stdout.decode().strip())
+    assert result.returncode == 3
+    assert not _alive(child)
+
+
+def test_a_command_that_succeeded_keeps_what_it_started_on_purpose() -> None:
+    host = LocalHost()
+    result = host.run(Command(("sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!")))
+    child = int(result.stdout.decode().strip())
+    try:
+        assert _alive(child)
+    finally:
+        os.kill(child, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_live_members_ignores_other_groups() -> None:
+    assert _live_members(os.getpgrp())
+    assert not _live_members(2**22 + 12345)

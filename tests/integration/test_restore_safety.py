@@ -135,6 +135,30 @@ def test_a_dsn_without_a_database_name_means_the_database_libpq_reaches(
     assert databases(pg, database) == [database]
 
 
+def test_a_dsn_naming_a_service_means_the_database_of_the_service_file(
+    pg: PostgresCluster, database: str, shop: str, aura: Aura, tmp_path: Path
+) -> None:
+    """service=NAME (database, host and user in a pg_service.conf): the backup dumped the
+    service's database while an in-place restore took $USER for the live database, recreated
+    a database of that name beside it, said it had restored it, and left the live one as it was."""
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[shop]\nhost=127.0.0.1\nport={pg.port}\ndbname={database}\nuser=postgres\n")
+    aura.env["AURA_DB_DSN"] = "service=shop"
+    aura.env["PGSERVICEFILE"] = str(services)
+    aura.env["USER"] = f"{database}_user"  # what the restore took for the live database
+    snapshot = fingerprint(shop)
+    backup = aura("backup")
+    assert f"database {database} on" in backup.stderr
+    changed = change(shop)
+    refused = aura("restore", "latest", check=2)
+    assert f"live database {database} (component db)" in refused.stderr
+    assert fingerprint(shop) == changed
+    done = aura("restore", "latest", "--yes")
+    assert f"into {database} " in done.stdout + done.stderr
+    assert fingerprint(shop) == snapshot
+    assert databases(pg, database) == [database]
+
+
 def test_an_empty_database_name_is_a_usage_error_even_with_yes(shop: str, aura: Aura) -> None:
     aura("backup")
     changed = change(shop)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -97,4 +98,33 @@ def test_a_dsn_without_dbname_names_the_database_libpq_would_reach(monkeypatch: 
     monkeypatch.setenv("PGDATABASE", "other")
     assert postgres.connection("db", cfg).dbname == "Shop"  # the DSN's own wins, as in libpq
     monkeypatch.setenv("AURA_T_DSN", "service=prod")
-    assert "dbname" not in postgres.connection("db", cfg).params  # a service file may name it
+    monkeypatch.setenv("PGSERVICEFILE", "/nonexistent/pg_service.conf")
+    assert "dbname" not in postgres.connection("db", cfg).params  # no such service: libpq says so later
+
+
+def test_a_dsn_naming_a_service_names_the_database_of_the_service_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """service=prod (or PGSERVICE) reaches the database the service file names: the restore's
+    target and every name check mean it (they meant $USER: an in-place restore recreated a
+    database named 'root' beside the live one and said it had restored it)."""
+    from aura_ops.config import PostgresConfig
+
+    for name in ("PGDATABASE", "PGUSER", "PGSERVICE", "PGHOST", "PGPORT"):
+        monkeypatch.delenv(name, raising=False)
+    services = tmp_path / "pg_service.conf"
+    socket = tmp_path / "no-server"  # nothing listens: libpq reads the file, nothing is sent
+    services.write_text(f"[prod]\nhost={socket}\ndbname=shop\nuser=app\n\n[bare]\nhost={socket}\nuser=reader\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    monkeypatch.setenv("USER", "root")
+    monkeypatch.setenv("AURA_T_DSN", "service=prod")
+    cfg = PostgresConfig(type="postgres", dsn_env="AURA_T_DSN")
+    conn = postgres.connection("db", cfg)
+    assert conn.dbname == "shop" and conn.params["dbname"] == "shop"
+    monkeypatch.setenv("AURA_T_DSN", "service=bare")
+    assert postgres.connection("db", cfg).dbname == "reader"  # libpq's default: the service's user
+    monkeypatch.setenv("AURA_T_DSN", "service=prod dbname=other")
+    assert postgres.connection("db", cfg).dbname == "other"  # the DSN's own wins
+    monkeypatch.setenv("AURA_T_DSN", f"host={socket}")
+    monkeypatch.setenv("PGSERVICE", "prod")
+    assert postgres.connection("db", cfg).dbname == "shop"

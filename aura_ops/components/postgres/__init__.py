@@ -167,6 +167,13 @@ def connection(name: str, cfg: PostgresConfig) -> Connection:
     except Exception:
         raise ConfigError(f"{what}: the DSN cannot be parsed") from None
     secrets.register(params.get("password"))
+    if not params.get("dbname") and (params.get("service") or os.environ.get("PGSERVICE")):
+        # a service file may name the database: libpq's own reading of it (a backup through
+        # service=prod dumped the service's database while an in-place restore recreated one
+        # named after $USER and said it had restored it)
+        resolved = _service_dbname(params)
+        if resolved:
+            params["dbname"] = resolved
     if not params.get("dbname") and not params.get("service") and not os.environ.get("PGSERVICE"):
         # the database libpq reaches without a dbname: PGDATABASE, else the user's name (the DSN's,
         # PGUSER, the account's). Made explicit, so that pg_dump, pg_restore, every name check
@@ -181,6 +188,21 @@ def connection(name: str, cfg: PostgresConfig) -> Connection:
     elif cfg.password_file:
         params["password"] = secrets.from_file(cfg.password_file, what)
     return Connection(params, cfg.connect_attempts, cfg.connect_timeout)
+
+
+def _service_dbname(params: dict[str, str]) -> str:
+    """The database libpq reaches with ``params`` naming (or PGSERVICE giving) a service: libpq
+    reads the service file (PGSERVICEFILE, ~/.pg_service.conf, the system one) and its defaults
+    as it starts a connection, which is abandoned at once (nothing is sent); '' when it cannot
+    tell (a service not found: the connection names that later)."""
+    from psycopg import pq
+    from psycopg.conninfo import make_conninfo
+
+    started = pq.PGconn.connect_start(make_conninfo("", **params).encode())
+    try:
+        return (started.db or b"").decode("utf-8", "replace")
+    finally:
+        started.finish()
 
 
 def connect(conn: Connection, autocommit: bool = False) -> Any:

@@ -55,10 +55,10 @@ from aura_ops.components import snapshotting
 from aura_ops.components.base import Component
 from aura_ops.components.release import ReleaseComponent
 from aura_ops.config import Config
-from aura_ops.errors import ConfigError, Interrupted, UsageError, first_line
+from aura_ops.errors import ConfigError, Interrupted, StateError, UsageError, first_line
 from aura_ops.hosts import local_hostname
 from aura_ops.hosts.inventory import Inventory
-from aura_ops.repository import Repository, Snapshot, is_snapshot_id, new_snapshot_id, space
+from aura_ops.repository import Repository, Snapshot, is_snapshot_id, journals, new_snapshot_id, space
 from aura_ops.retention import Decision, Plan, Reason, Rule, SnapshotInfo, decide
 from aura_ops.state import temporaries
 from aura_ops.state.journal import RUN_FINAL, Journal, RunRecord, same_target
@@ -451,8 +451,6 @@ def other_run_needs(config: Config, repository: Repository, snapshot_ids: Iterab
     the log). StateError when a journal that is there cannot be read: a prune that cannot tell
     what a run needs deletes nothing."""
     from aura_ops.engine.session import state_dir
-    from aura_ops.errors import StateError
-    from aura_ops.repository import journals
 
     own, here, ids = os.path.realpath(state_dir(config)), local_hostname(), sorted(snapshot_ids)
     found: Protections = {}
@@ -461,20 +459,33 @@ def other_run_needs(config: Config, repository: Repository, snapshot_ids: Iterab
             logs.get().warning("prune.journal_elsewhere", host=record.host, state=record.state)
             continue
         path = Path(record.state) / "journal.db"
-        if record.state == own or not os.path.lexists(path):
+        if record.state == own:
             continue
+        try:
+            os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):  # the folder or its journal is gone: no run left
+            continue
+        except OSError as exc:  # (there, perhaps, but not to be looked at: not "gone")
+            raise _unreadable(repository, record, path, exc) from None
         try:
             other = Journal(path)
         except (OSError, sqlite3.Error) as exc:
-            raise StateError(
-                f"the journal {path} of another configuration using this repository cannot be read "
-                f"({first_line(exc)}): what its runs still need is unknown; nothing was deleted"
-            ) from None
+            raise _unreadable(repository, record, path, exc) from None
         try:
             _merge(found, run_needs(config, other, ids, record.state, f" of the state folder {record.state}"))
         finally:
             other.close()
     return found
+
+
+def _unreadable(repository: Repository, record: journals.Record, path: Path, exc: BaseException) -> Exception:
+    """StateError for a recorded journal a prune cannot read, naming how to get past it."""
+    return StateError(
+        f"the journal {path} of another configuration using this repository cannot be read "
+        f"({first_line(exc)}): what its runs still need is unknown; nothing was deleted (if that "
+        f"configuration is no longer used, remove the record {journals.location(repository, record)}: "
+        "a run of it records it again)"
+    )
 
 
 # ---------------------------------------------------------------- prune

@@ -479,3 +479,39 @@ def test_no_prune_deletes_what_a_rollback_restores_over_random_deploy_histories(
         for c, holds in [("db", lambda c, db: db), ("app", lambda c, db: c is not None)]
     }
     assert all(set(ids) - rotten <= kept for ids in newest.values())
+
+
+def test_a_recorded_journal_that_cannot_be_looked_at_refuses_the_prune_naming_the_record(
+    tmp_path: Path, repo: Repository
+) -> None:
+    """A state folder whose journal cannot be looked at (here a symlink loop: ELOOP, as EACCES
+    or EIO would be) is not taken for a folder that is gone (os.path.lexists said False and the
+    prune deleted what its runs need); the refusal names the record whose removal lets the
+    prune go on once that configuration is no longer used."""
+    from aura_ops.errors import StateError
+    from aura_ops.hosts import local_hostname
+    from aura_ops.repository import journals
+
+    cfg = make_config(tmp_path)
+    ids = [seal(repo, h) for h in range(3)]
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    journals.remember(repo, loop / "state", local_hostname())
+    (record,) = journals.remembered(repo)
+    with pytest.raises(StateError, match="cannot be read") as caught:
+        retention.plan(cfg, repo, None)
+    where = journals.location(repo, record)
+    assert f"remove the record {where}" in str(caught.value) and Path(where).is_file()
+    Path(where).unlink()
+    assert retention.plan(cfg, repo, None).deleted == ids[:2]
+
+
+def test_a_record_bigger_than_any_record_is_left_out_unread(tmp_path: Path) -> None:
+    from aura_ops.repository import journals
+
+    repo = Repository(tmp_path / "repo")
+    repo.ensure()
+    assert journals.remember(repo, tmp_path / "state", "here")
+    with (repo.path / "journals" / "huge.json").open("w") as out:
+        out.write('{"host": "here", "state": "/' + "x" * (journals.MOST + 10) + '"}')
+    assert journals.remembered(repo) == [journals.Record("here", str(tmp_path / "state"))]

@@ -74,6 +74,8 @@ def test_a_privilege_failure_of_a_tool_names_the_privilege_and_exits_1() -> None
     error = postgres.tool_failure("db", "pg_dump", Result(1, b"", stderr, 1.0))
     assert isinstance(error, PrivilegeError) and error.exit_code == 1
     assert "permission denied for table secret (the role needs SELECT on the table)" in str(error)
+    tablespace = postgres.with_privilege_hint("permission denied for tablespace shelf")
+    assert tablespace == "permission denied for tablespace shelf (the role needs CREATE on the tablespace)"
 
 
 def test_a_dsn_without_dbname_names_the_database_libpq_would_reach(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -114,6 +114,7 @@ PRIVILEGE_HINTS = (
     ("permission denied to create database", "the role needs CREATEDB"),
     ("permission denied for database", "the role needs CONNECT on the database"),
     ("does not have connect privilege", "the role needs CONNECT on the database"),
+    ("permission denied for tablespace", "the role needs CREATE on the tablespace"),  # (before "table")
     ("permission denied for table", "the role needs SELECT on the table"),
     ("permission denied for sequence", "the role needs SELECT on the sequence"),
     ("permission denied for schema", "the role needs USAGE on the schema"),

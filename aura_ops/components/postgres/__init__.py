@@ -800,6 +800,42 @@ class _Compressor:
         return dict(self.results)
 
 
+@contextlib.contextmanager
+def _bounded(name: str, db: Any, timeout: float | None) -> Iterator[None]:
+    """The statements run in the block end within ``timeout`` seconds (None: no bound): the server
+    cancels each one at it (``statement_timeout``, lock waits included), and all of them together
+    are cancelled at it too (the server times each statement of a script alone: three naps of
+    1.5 s ran under a timeout of 2 and were committed). A cancel at the bound is AuraError; the
+    block raises before anything could be committed. Ended before any commit that follows."""
+    import psycopg
+
+    if timeout is None:
+        yield
+        return
+    fired = threading.Event()
+
+    def stop() -> None:
+        fired.set()
+        db.cancel_safe()
+
+    db.execute("SELECT set_config('statement_timeout', %s, false)", (f"{max(1, round(timeout * 1000))}",))
+    timer = threading.Timer(timeout, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except psycopg.errors.QueryCanceled as exc:
+        if not fired.is_set():  # (the server's statement_timeout: its own words)
+            raise
+        raise AuraError(
+            f"{name}: canceling statement due to statement timeout (the timeout of {timeout:g}s, its "
+            f"statements together); nothing was committed; SQLSTATE {exc.sqlstate}"
+        ) from None
+    finally:
+        timer.cancel()
+        timer.join()  # a cancel under way has reached the server before anything that follows
+
+
 def _file_digest(store: Host, path: str, algorithm: str = checksum.ALGORITHM) -> tuple[str, int]:
     """(hexdigest, size) of the file ``path`` on ``store``, read through it."""
     hasher = checksum.new(algorithm)
@@ -1638,10 +1674,9 @@ class PostgresComponent:
         (or cancels after ``timeout`` seconds) is ``statement_error``'s one masked line, with
         nothing committed."""
         with self._session() as db:
-            if timeout is not None:
-                db.execute("SELECT set_config('statement_timeout', %s, false)", (f"{max(1, round(timeout * 1000))}",))
-            cursor = db.execute(statement)
-            rows = cursor.fetchall() if cursor.description else []
+            with _bounded(self.name, db, timeout):
+                cursor = db.execute(statement)
+                rows = cursor.fetchall() if cursor.description else []
             db.commit()
         return [list(row) for row in rows]
 
@@ -1651,8 +1686,8 @@ class PostgresComponent:
         """The first row ``statement`` gives (None when it gives no row), in a transaction that is
         rolled back: nothing it changes is kept. ``attempts`` and ``timeout`` (seconds) replace
         the configured connection's (a health check tries once, briefly). Errors as ``execute``."""
-        with self._session(attempts, timeout) as db:
-            row = db.execute(statement).fetchone()
+        with self._session(attempts, timeout) as db, _bounded(self.name, db, timeout):
+            row = db.execute(statement).fetchone()  # (a query a lock holds waited for ever)
         return None if row is None else tuple(row)
 
     @contextlib.contextmanager

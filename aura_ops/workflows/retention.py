@@ -455,10 +455,13 @@ def other_run_needs(config: Config, repository: Repository, snapshot_ids: Iterab
     own, here, ids = os.path.realpath(state_dir(config)), local_hostname(), sorted(snapshot_ids)
     found: Protections = {}
     for record in journals.remembered(repository):
-        if record.host != here:
+        path = Path(record.state) / "journal.db"
+        # another host's journal cannot be read from here; but one found here at its path is read
+        # (this host renamed since, a container's new name: taken for elsewhere, its runs' needs
+        # were ignored and the prune deleted them). Reading a stranger's journal only keeps more.
+        if record.host != here and not os.path.isfile(path):
             logs.get().warning("prune.journal_elsewhere", host=record.host, state=record.state)
             continue
-        path = Path(record.state) / "journal.db"
         if record.state == own:
             continue
         try:

@@ -515,3 +515,23 @@ def test_a_record_bigger_than_any_record_is_left_out_unread(tmp_path: Path) -> N
     with (repo.path / "journals" / "huge.json").open("w") as out:
         out.write('{"host": "here", "state": "/' + "x" * (journals.MOST + 10) + '"}')
     assert journals.remembered(repo) == [journals.Record("here", str(tmp_path / "state"))]
+
+
+def test_a_journal_recorded_under_another_host_name_but_found_here_is_read(tmp_path: Path, repo: Repository) -> None:
+    """The host renamed since the other configuration's run recorded its state folder (a VM
+    renamed, a container's new name): its journal is here, at the path recorded, and its
+    unfinished run's snapshots are kept (they were deleted: the record read as elsewhere)."""
+    from aura_ops.repository import journals
+
+    cfg = make_config(tmp_path)
+    ids = [seal(repo, h) for h in range(3)]
+    other = tmp_path / "other"
+    (other / "state").mkdir(parents=True)
+    theirs = Journal(other / "state" / "journal.db")
+    journal_run(theirs, make_config(other), "20261101-110000-000", "interrupted", {"snapshot_id": ids[0]})
+    theirs.close()
+    journals.remember(repo, other / "state", "old-name-of-this-host")
+    journals.remember(repo, tmp_path / "nowhere" / "state", "another-host")  # not here: a warning only
+    found = rows(retention.plan(cfg, repo, None))
+    assert found[ids[0]]["decision"] == "keep" and "needed by run 20261101-110000-000" in found[ids[0]]["reasons"][0]
+    assert found[ids[1]]["decision"] == "delete"

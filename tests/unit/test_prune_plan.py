@@ -535,3 +535,18 @@ def test_a_journal_recorded_under_another_host_name_but_found_here_is_read(tmp_p
     found = rows(retention.plan(cfg, repo, None))
     assert found[ids[0]]["decision"] == "keep" and "needed by run 20261101-110000-000" in found[ids[0]]["reasons"][0]
     assert found[ids[1]]["decision"] == "delete"
+
+
+def test_two_kept_copies_that_both_rotted_do_not_let_the_only_sound_one_go(tmp_path: Path, repo: Repository) -> None:
+    """keep_last 2 keeps the two newest copies of the database; both changed on disk since they
+    were sealed. Only a component's single kept copy was hashed, so neither was, and the prune
+    deleted the oldest, the only sound copy (found by the random-histories property, seed-free:
+    it failed on main). The newest kept copy is hashed until one is found sound."""
+    cfg = make_config(tmp_path, keep_last=2)
+    ids = [seal_with_dump(repo, h) for h in range(3)]
+    rot(repo, ids[1])
+    rot(repo, ids[2])
+    assert retention.plan(cfg, repo, None).deleted == [ids[0]]  # the policy alone (stats: no hashing)
+    decided = retention.plan(cfg, repo, None, check=True)
+    assert decided.deleted == [] and set(decided.kept) == set(ids)  # the sound one kept by keep_last
+    assert "fails its checksums" in " ".join(rows(decided)[ids[2]]["reasons"])  # (the newest: hashed first)

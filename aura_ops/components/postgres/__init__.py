@@ -816,7 +816,7 @@ def _bounded(name: str, db: Any, timeout: float | None) -> Iterator[None]:
 
     def stop() -> None:
         fired.set()
-        db.cancel_safe()
+        (getattr(db, "cancel_safe", None) or db.cancel)()  # (cancel_safe: psycopg 3.2 and later)
 
     db.execute("SELECT set_config('statement_timeout', %s, false)", (f"{max(1, round(timeout * 1000))}",))
     timer = threading.Timer(timeout, stop)

@@ -24,7 +24,15 @@ from aura_ops import __version__, checksum, components, logs
 from aura_ops.components.base import Component, RestoreRequest, SnapshotTarget
 from aura_ops.components.manifests import section_problem
 from aura_ops.config import Config
-from aura_ops.errors import EXIT_FAILED, AuraError, PartlyRestored, UsageError, VerificationError, first_line
+from aura_ops.errors import (
+    EXIT_FAILED,
+    AuraError,
+    Interrupted,
+    PartlyRestored,
+    UsageError,
+    VerificationError,
+    first_line,
+)
 from aura_ops.hosts import local_hostname
 from aura_ops.hosts.inventory import Inventory
 from aura_ops.repository import FORMAT, Repository, Snapshot, new_snapshot_id, space
@@ -91,6 +99,12 @@ def restore(snapshot: Snapshot, requests: list[tuple[Component, RestoreRequest]]
             started = time.monotonic()
             try:
                 result = component.restore(snapshot, request)
+            except Interrupted as interrupt:  # (SIGTERM/SIGINT: its own class, its own exit)
+                if report and not request.dry_run:  # not "nothing was committed": some were
+                    left = [c.name for c, _ in requests[index:]]
+                    signal_part = first_line(interrupt).split(";")[0]
+                    raise Interrupted(_partly_text(snapshot, list(report), left, signal_part)) from None
+                raise
             except Exception as error:
                 reason: Exception = _os_error(component.name, error) if isinstance(error, OSError) else error
                 if report and not request.dry_run:
@@ -114,13 +128,18 @@ def _os_error(name: str, error: OSError) -> AuraError:
 
 def _partly_restored(snapshot: Snapshot, done: list[str], left: list[str], error: Exception) -> PartlyRestored:
     """What a user reads when component ``left[0]`` failed after ``done`` were restored."""
-    options = " ".join(f"--component {name}" for name in left)
     return PartlyRestored(
-        f"{left[0]} was not restored: {first_line(error)}; {', '.join(done)} already "
+        _partly_text(snapshot, done, left, first_line(error)), getattr(error, "exit_code", EXIT_FAILED)
+    )
+
+
+def _partly_text(snapshot: Snapshot, done: list[str], left: list[str], why: str) -> str:
+    options = " ".join(f"--component {name}" for name in left)
+    return (
+        f"{left[0]} was not restored: {why}; {', '.join(done)} already "
         f"{'was' if len(done) == 1 else 'were'} restored from snapshot {snapshot.id} and "
         f"{', '.join(left)} {'is' if len(left) == 1 else 'are'} as before (each whole, but from different times): "
-        f"once the cause is fixed, finish with `aura-ops restore {snapshot.id} {options}` and the same options",
-        getattr(error, "exit_code", EXIT_FAILED),
+        f"once the cause is fixed, finish with `aura-ops restore {snapshot.id} {options}` and the same options"
     )
 
 

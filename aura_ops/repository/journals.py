@@ -46,15 +46,28 @@ def remember(repo: Repository, state: Path, host: str) -> bool:
     return True
 
 
+def location(repo: Repository, record: Record) -> str:
+    """Where ``record`` is kept (named by a prune that cannot read the journal it records: once
+    that configuration is gone for good, removing the record is how the prune forgets it)."""
+    return str(repo.path / _key(record))
+
+
+MOST = 64 << 10  # a record is a host and a path: a bigger object there is not one (read no further)
+
+
 def remembered(repo: Repository) -> list[Record]:
-    """Every state folder recorded (a record that cannot be read is left out), by host and path."""
+    """Every state folder recorded (a record that cannot be read, or is bigger than any record,
+    is left out), by host and path."""
     found = []
     for entry in repo.backend.list(FOLDER):
         if entry.is_folder or not entry.name.endswith(".json"):
             continue
         try:
             with repo.backend.get(f"{FOLDER}/{entry.name}") as source:
-                data = json.loads(source.read())
+                text = source.read(MOST + 1)
+            if len(text) > MOST:
+                continue
+            data = json.loads(text)
             found.append(Record(str(data["host"]), str(data["state"])))
         except (OSError, ValueError, KeyError, TypeError):
             continue

@@ -19,9 +19,9 @@
   other state folder whose runs use the repository (``other_run_needs``, from
   ``repository.journals``: another configuration sharing it).
 
-Before a prune (or its dry run) relies on a snapshot to replace what it deletes (the only copy
-of a component it keeps; what a rollback restores), that snapshot's checksums are checked: one
-that fails is taken as damaged and the plan made again (``plan(check=True)``).
+Before a prune (or its dry run) relies on a snapshot to replace what it deletes (the newest
+copy of a component it keeps, until one is sound; what a rollback restores), its checksums are
+checked: one that fails is taken as damaged and the plan made again (``plan(check=True)``).
 
 A fast rollback's database clone lives on the database server, not in the repository, and is
 dropped when its deploy ends; while the deploy is unfinished, the snapshots its undo falls
@@ -55,10 +55,10 @@ from aura_ops.components import snapshotting
 from aura_ops.components.base import Component
 from aura_ops.components.release import ReleaseComponent
 from aura_ops.config import Config
-from aura_ops.errors import ConfigError, Interrupted, UsageError, first_line
+from aura_ops.errors import ConfigError, Interrupted, StateError, UsageError, first_line
 from aura_ops.hosts import local_hostname
 from aura_ops.hosts.inventory import Inventory
-from aura_ops.repository import Repository, Snapshot, is_snapshot_id, new_snapshot_id, space
+from aura_ops.repository import Repository, Snapshot, is_snapshot_id, journals, new_snapshot_id, space
 from aura_ops.retention import Decision, Plan, Reason, Rule, SnapshotInfo, decide
 from aura_ops.state import temporaries
 from aura_ops.state.journal import RUN_FINAL, Journal, RunRecord, same_target
@@ -118,11 +118,12 @@ def plan(
     unreachable): a prune that cannot tell what a rollback needs deletes nothing. The repository
     is listed once and each manifest read once, whatever the number of snapshots.
 
-    With ``check`` (a prune, and its dry run): a snapshot the plan leaves as the only copy of a
-    component, or that a rollback restores while the plan deletes a snapshot sharing a component
-    with it, has its artifacts' checksums checked first (``checksum_problem``); one that fails is
-    damaged (kept, not counted) and the plan is made again, so that the older copy it would
-    have replaced is judged (and a rollback's fallback kept) instead."""
+    With ``check`` (a prune, and its dry run): the newest copy the plan keeps of a component it
+    deletes a copy of (until one is found sound), and a snapshot a rollback restores while the plan
+    deletes one sharing a component with it, have their artifacts' checksums checked first
+    (``checksum_problem``); one that fails is damaged (kept, not counted) and the plan is made
+    again, so that the older copy it would have replaced is judged (and a rollback's fallback
+    kept) instead."""
     hosts = hosts or Inventory(config)
     loaded = repository.all_snapshots() if loaded is None else loaded
     snapshots = listing(config, hosts, repository, loaded)  # damaged: as `snapshots list` marks them
@@ -132,7 +133,8 @@ def plan(
     while True:
         marked = [dataclasses.replace(s, damaged=failed[s.id]) if s.id in failed else s for s in snapshots]
         decided, rollback = _plan_once(config, repository, marked, loaded, failed, pinned, journal, now, hosts)
-        suspects = [i for i in _suspects(decided, rollback) if i not in checked] if check else []
+        sound = checked - set(failed)
+        suspects = [i for i in _suspects(decided, rollback, sound) if i not in checked] if check else []
         if not suspects:
             return decided
         by_id = {s.id: s for s in snapshots}
@@ -176,18 +178,24 @@ def _plan_once(
     return Plan(tuple(decisions), decided.policy, missing), set(for_rollback) | set(recorded)
 
 
-def _suspects(decided: Plan, rollback: set[str]) -> list[str]:
-    """The kept snapshots a prune must find sound before it deletes what they replace: the only
-    copy of a component it keeps (while it deletes another), and what a rollback restores (while
-    it deletes a snapshot sharing a component with it)."""
+def _suspects(decided: Plan, rollback: set[str], sound: set[str]) -> list[str]:
+    """The kept snapshots a prune must find sound before it deletes what they replace: for each
+    component it deletes a copy of, the newest copy it keeps until one is found sound (the only
+    copy, or the newest of several: two kept copies that had both rotted were never hashed, and
+    the only sound one was deleted), and what a rollback restores (while it deletes a snapshot
+    sharing a component with it). ``sound``: those already checked and found sound."""
     doomed = [d.snapshot for d in decided.decisions if not d.keep]
-    kept = [d for d in decided.decisions if d.keep and d.snapshot.verified]  # (damaged ones: not verified)
+    kept = [d.snapshot for d in decided.decisions if d.keep and d.snapshot.verified]  # (damaged: not verified)
+    losing = {c for s in doomed for c in s.components}
     found = []
-    for decision in kept:
-        snapshot = decision.snapshot
-        losing = {c for s in doomed for c in s.components} & snapshot.components
-        alone = {c for c in losing if not any(c in d.snapshot.components for d in kept if d is not decision)}
-        if (alone or (losing and snapshot.id in rollback)) and snapshot.id not in found:
+    for component in sorted(losing):
+        holders = [s for s in kept if component in s.components]
+        if holders and not any(s.id in sound for s in holders):
+            newest = max(holders, key=lambda s: (s.time, s.id))
+            if newest.id not in found:
+                found.append(newest.id)
+    for snapshot in kept:
+        if snapshot.id in rollback and losing & snapshot.components and snapshot.id not in found:
             found.append(snapshot.id)
     return found
 
@@ -451,30 +459,44 @@ def other_run_needs(config: Config, repository: Repository, snapshot_ids: Iterab
     the log). StateError when a journal that is there cannot be read: a prune that cannot tell
     what a run needs deletes nothing."""
     from aura_ops.engine.session import state_dir
-    from aura_ops.errors import StateError
-    from aura_ops.repository import journals
 
     own, here, ids = os.path.realpath(state_dir(config)), local_hostname(), sorted(snapshot_ids)
     found: Protections = {}
     for record in journals.remembered(repository):
-        if record.host != here:
+        path = Path(record.state) / "journal.db"
+        # another host's journal cannot be read from here; but one found here at its path is read
+        # (this host renamed since, a container's new name: taken for elsewhere, its runs' needs
+        # were ignored and the prune deleted them). Reading a stranger's journal only keeps more.
+        if record.host != here and not os.path.isfile(path):
             logs.get().warning("prune.journal_elsewhere", host=record.host, state=record.state)
             continue
-        path = Path(record.state) / "journal.db"
-        if record.state == own or not os.path.lexists(path):
+        if record.state == own:
             continue
+        try:
+            os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):  # the folder or its journal is gone: no run left
+            continue
+        except OSError as exc:  # (there, perhaps, but not to be looked at: not "gone")
+            raise _unreadable(repository, record, path, exc) from None
         try:
             other = Journal(path)
         except (OSError, sqlite3.Error) as exc:
-            raise StateError(
-                f"the journal {path} of another configuration using this repository cannot be read "
-                f"({first_line(exc)}): what its runs still need is unknown; nothing was deleted"
-            ) from None
+            raise _unreadable(repository, record, path, exc) from None
         try:
             _merge(found, run_needs(config, other, ids, record.state, f" of the state folder {record.state}"))
         finally:
             other.close()
     return found
+
+
+def _unreadable(repository: Repository, record: journals.Record, path: Path, exc: BaseException) -> Exception:
+    """StateError for a recorded journal a prune cannot read, naming how to get past it."""
+    return StateError(
+        f"the journal {path} of another configuration using this repository cannot be read "
+        f"({first_line(exc)}): what its runs still need is unknown; nothing was deleted (if that "
+        f"configuration is no longer used, remove the record {journals.location(repository, record)}: "
+        "a run of it records it again)"
+    )
 
 
 # ---------------------------------------------------------------- prune

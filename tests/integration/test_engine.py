@@ -557,6 +557,43 @@ def test_a_sql_step_timeout_cancels_its_statement_and_the_run_is_rolled_back(
         assert conn.execute(sleeping).fetchone() == (0,)  # the server stopped it, not only aura-ops
 
 
+def test_a_sql_step_timeout_bounds_its_statements_together_not_each_one(
+    pg: PostgresCluster, database: str, aura: Aura, setup: Any
+) -> None:
+    """The server's statement_timeout times each statement of a script alone: three naps of
+    1.5 s under a step timeout of 2 ran 4.5 s and the step was applied (committed)."""
+    sql = "CREATE TABLE napped_each (n int); SELECT pg_sleep(1.5); SELECT pg_sleep(1.5); SELECT pg_sleep(1.5)"
+    step = {"name": "naps", "action": "sql", "timeout": 2, "with": {"component": "db", "sql": sql}}
+    book = _book(aura, "naps", [_config_step(aura), step])
+    outcome = json.loads(aura("run", str(book), "--json", check=1, timeout=120).stdout)
+    assert outcome["run"]["status"] == "rolled_back"
+    error = outcome["steps"][1]["error"]
+    assert "canceling statement due to statement timeout" in error and "timeout of 2s" in error, error
+    assert (aura.root / "app.conf").read_text() == "version=1\n"
+    with psycopg.connect(pg.dsn(database)) as conn:
+        assert conn.execute("SELECT to_regclass('napped_each')").fetchone() == (None,)  # nothing committed
+
+
+def test_a_sql_health_check_that_a_lock_holds_fails_at_its_deadline_instead_of_hanging(
+    pg: PostgresCluster, database: str, aura: Aura, setup: Any
+) -> None:
+    """A sql check's timeout bounded only the connection: a query waiting on a lock (a migration
+    holding the table) waited for ever, the run holding its lock, past every deadline. Now each
+    attempt is cancelled at the check's timeout and the check fails at its deadline."""
+    config = base_config({"db": db_component()})
+    config["checks"] = [
+        {"type": "sql", "component": "db", "query": "SELECT count(*) FROM items", "timeout": 1, "deadline": 3}
+    ]
+    aura.write_config(config)
+    book = _book(aura, "health", [_config_step(aura), {"name": "health", "action": "checks"}])
+    with psycopg.connect(pg.dsn(database)) as holder:
+        holder.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")  # held until the block ends
+        outcome = json.loads(aura("run", str(book), "--json", check=1, timeout=120).stdout)
+    assert outcome["run"]["status"] == "rolled_back"
+    assert "canceling statement due to statement timeout" in outcome["steps"][1]["error"], outcome["steps"][1]
+    assert (aura.root / "app.conf").read_text() == "version=1\n"
+
+
 def test_a_timeout_on_a_step_that_cannot_honour_it_is_refused_before_anything_runs(aura: Aura, setup: Any) -> None:
     step = {"name": "pause", "action": "wait", "timeout": 1, "with": {"argv": ["true"]}}
     book = _book(aura, "pause", [_config_step(aura), step])

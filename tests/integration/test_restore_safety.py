@@ -135,6 +135,30 @@ def test_a_dsn_without_a_database_name_means_the_database_libpq_reaches(
     assert databases(pg, database) == [database]
 
 
+def test_a_dsn_naming_a_service_means_the_database_of_the_service_file(
+    pg: PostgresCluster, database: str, shop: str, aura: Aura, tmp_path: Path
+) -> None:
+    """service=NAME (database, host and user in a pg_service.conf): the backup dumped the
+    service's database while an in-place restore took $USER for the live database, recreated
+    a database of that name beside it, said it had restored it, and left the live one as it was."""
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[shop]\nhost=127.0.0.1\nport={pg.port}\ndbname={database}\nuser=postgres\n")
+    aura.env["AURA_DB_DSN"] = "service=shop"
+    aura.env["PGSERVICEFILE"] = str(services)
+    aura.env["USER"] = f"{database}_user"  # what the restore took for the live database
+    snapshot = fingerprint(shop)
+    backup = aura("backup")
+    assert f"database {database} on" in backup.stderr
+    changed = change(shop)
+    refused = aura("restore", "latest", check=2)
+    assert f"live database {database} (component db)" in refused.stderr
+    assert fingerprint(shop) == changed
+    done = aura("restore", "latest", "--yes")
+    assert f"into {database} " in done.stdout + done.stderr
+    assert fingerprint(shop) == snapshot
+    assert databases(pg, database) == [database]
+
+
 def test_an_empty_database_name_is_a_usage_error_even_with_yes(shop: str, aura: Aura) -> None:
     aura("backup")
     changed = change(shop)
@@ -398,6 +422,45 @@ def test_a_database_in_its_own_tablespace_stays_there_in_place_and_when_recreate
         for database in (name, f"{name}_copy"):
             pg.sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         pg.sql(f'DROP TABLESPACE IF EXISTS "{shelf}"')
+        shutil.rmtree(location, ignore_errors=True)
+
+
+def test_an_in_place_restore_into_a_tablespace_the_role_cannot_use_names_the_privilege(
+    pg: PostgresCluster, aura: Aura
+) -> None:
+    """A role owning a database in a tablespace it has no CREATE on (the DBA made it there):
+    the swap's copy cannot be made there; the refusal said 'permission denied for tablespace
+    (the role needs SELECT on the table)'. Nothing is touched; with the grant it is restored there."""
+    import pwd
+
+    location = Path(tempfile.mkdtemp(prefix="aura-ts-"))
+    if os.geteuid() == 0:
+        account = pwd.getpwnam("postgres")
+        os.chown(location, account.pw_uid, account.pw_gid)
+    name, shelf, role = f"tsr_{os.getpid()}", f"shelfr_{os.getpid()}", f"tsrole_{os.getpid()}"
+    where = "SELECT t.spcname FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = '%s'"
+    try:
+        pg.sql(f"CREATE TABLESPACE \"{shelf}\" LOCATION '{location}'")
+        pg.sql(f'CREATE ROLE "{role}" LOGIN CREATEDB')
+        pg.sql(f'CREATE DATABASE "{name}" OWNER "{role}" TABLESPACE "{shelf}"')
+        pg.sql("CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 100)", name)
+        pg.sql(f'ALTER TABLE t OWNER TO "{role}"', name)
+        aura.env["AURA_DB_DSN"] = pg.dsn(name, user=role)
+        aura.write_config(base_config({"db": db_component()}))
+        snapshot = fingerprint(pg.dsn(name))
+        aura("backup")
+        pg.sql("DELETE FROM t WHERE n > 50", name)
+        changed = fingerprint(pg.dsn(name))
+        refused = aura("restore", "latest", "--yes", check=1)
+        assert f"permission denied for tablespace {shelf} (the role needs CREATE on the tablespace)" in refused.stderr
+        assert fingerprint(pg.dsn(name)) == changed and pg.sql(where % name) == [(shelf,)]
+        pg.sql(f'GRANT CREATE ON TABLESPACE "{shelf}" TO "{role}"')
+        aura("restore", "latest", "--yes")
+        assert fingerprint(pg.dsn(name)) == snapshot and pg.sql(where % name) == [(shelf,)]
+    finally:
+        pg.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg.sql(f'DROP TABLESPACE IF EXISTS "{shelf}"')
+        pg.sql(f'DROP ROLE IF EXISTS "{role}"')
         shutil.rmtree(location, ignore_errors=True)
 
 

@@ -81,3 +81,19 @@ def test_an_os_error_of_a_restore_is_one_line_naming_the_component_and_paths_not
     assert str(partly.value).startswith(
         "site was not restored: site: Operation not permitted: /srv/site.aura-staging-1"
     )
+
+
+def test_a_signal_after_a_restored_component_does_not_say_nothing_was_committed() -> None:
+    """SIGTERM during the files restore after the database was swapped in said 'interrupted by
+    SIGTERM; nothing was committed' (the database had been replaced); still an Interrupted."""
+    from aura_ops.errors import Interrupted
+
+    stopped = Interrupted("interrupted by SIGTERM; nothing was committed")
+    with pytest.raises(Interrupted) as caught:
+        snapshotting.restore(SNAPSHOT, [(_Component("db"), _request()), (_Component("site", stopped), _request())])
+    message = str(caught.value)
+    assert message.startswith("site was not restored: interrupted by SIGTERM; db already was restored")
+    assert "nothing was committed" not in message and f"restore {SNAPSHOT.id} --component site" in message
+    with pytest.raises(Interrupted) as caught:  # the first one: nothing was restored, said as before
+        snapshotting.restore(SNAPSHOT, [(_Component("db", stopped), _request()), (_Component("site"), _request())])
+    assert str(caught.value) == "interrupted by SIGTERM; nothing was committed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +74,8 @@ def test_a_privilege_failure_of_a_tool_names_the_privilege_and_exits_1() -> None
     error = postgres.tool_failure("db", "pg_dump", Result(1, b"", stderr, 1.0))
     assert isinstance(error, PrivilegeError) and error.exit_code == 1
     assert "permission denied for table secret (the role needs SELECT on the table)" in str(error)
+    tablespace = postgres.with_privilege_hint("permission denied for tablespace shelf")
+    assert tablespace == "permission denied for tablespace shelf (the role needs CREATE on the tablespace)"
 
 
 def test_a_dsn_without_dbname_names_the_database_libpq_would_reach(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,4 +100,33 @@ def test_a_dsn_without_dbname_names_the_database_libpq_would_reach(monkeypatch: 
     monkeypatch.setenv("PGDATABASE", "other")
     assert postgres.connection("db", cfg).dbname == "Shop"  # the DSN's own wins, as in libpq
     monkeypatch.setenv("AURA_T_DSN", "service=prod")
-    assert "dbname" not in postgres.connection("db", cfg).params  # a service file may name it
+    monkeypatch.setenv("PGSERVICEFILE", "/nonexistent/pg_service.conf")
+    assert "dbname" not in postgres.connection("db", cfg).params  # no such service: libpq says so later
+
+
+def test_a_dsn_naming_a_service_names_the_database_of_the_service_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """service=prod (or PGSERVICE) reaches the database the service file names: the restore's
+    target and every name check mean it (they meant $USER: an in-place restore recreated a
+    database named 'root' beside the live one and said it had restored it)."""
+    from aura_ops.config import PostgresConfig
+
+    for name in ("PGDATABASE", "PGUSER", "PGSERVICE", "PGHOST", "PGPORT"):
+        monkeypatch.delenv(name, raising=False)
+    services = tmp_path / "pg_service.conf"
+    socket = tmp_path / "no-server"  # nothing listens: libpq reads the file, nothing is sent
+    services.write_text(f"[prod]\nhost={socket}\ndbname=shop\nuser=app\n\n[bare]\nhost={socket}\nuser=reader\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    monkeypatch.setenv("USER", "root")
+    monkeypatch.setenv("AURA_T_DSN", "service=prod")
+    cfg = PostgresConfig(type="postgres", dsn_env="AURA_T_DSN")
+    conn = postgres.connection("db", cfg)
+    assert conn.dbname == "shop" and conn.params["dbname"] == "shop"
+    monkeypatch.setenv("AURA_T_DSN", "service=bare")
+    assert postgres.connection("db", cfg).dbname == "reader"  # libpq's default: the service's user
+    monkeypatch.setenv("AURA_T_DSN", "service=prod dbname=other")
+    assert postgres.connection("db", cfg).dbname == "other"  # the DSN's own wins
+    monkeypatch.setenv("AURA_T_DSN", f"host={socket}")
+    monkeypatch.setenv("PGSERVICE", "prod")
+    assert postgres.connection("db", cfg).dbname == "shop"

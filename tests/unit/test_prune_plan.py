@@ -479,3 +479,74 @@ def test_no_prune_deletes_what_a_rollback_restores_over_random_deploy_histories(
         for c, holds in [("db", lambda c, db: db), ("app", lambda c, db: c is not None)]
     }
     assert all(set(ids) - rotten <= kept for ids in newest.values())
+
+
+def test_a_recorded_journal_that_cannot_be_looked_at_refuses_the_prune_naming_the_record(
+    tmp_path: Path, repo: Repository
+) -> None:
+    """A state folder whose journal cannot be looked at (here a symlink loop: ELOOP, as EACCES
+    or EIO would be) is not taken for a folder that is gone (os.path.lexists said False and the
+    prune deleted what its runs need); the refusal names the record whose removal lets the
+    prune go on once that configuration is no longer used."""
+    from aura_ops.errors import StateError
+    from aura_ops.hosts import local_hostname
+    from aura_ops.repository import journals
+
+    cfg = make_config(tmp_path)
+    ids = [seal(repo, h) for h in range(3)]
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    journals.remember(repo, loop / "state", local_hostname())
+    (record,) = journals.remembered(repo)
+    with pytest.raises(StateError, match="cannot be read") as caught:
+        retention.plan(cfg, repo, None)
+    where = journals.location(repo, record)
+    assert f"remove the record {where}" in str(caught.value) and Path(where).is_file()
+    Path(where).unlink()
+    assert retention.plan(cfg, repo, None).deleted == ids[:2]
+
+
+def test_a_record_bigger_than_any_record_is_left_out_unread(tmp_path: Path) -> None:
+    from aura_ops.repository import journals
+
+    repo = Repository(tmp_path / "repo")
+    repo.ensure()
+    assert journals.remember(repo, tmp_path / "state", "here")
+    with (repo.path / "journals" / "huge.json").open("w") as out:
+        out.write('{"host": "here", "state": "/' + "x" * (journals.MOST + 10) + '"}')
+    assert journals.remembered(repo) == [journals.Record("here", str(tmp_path / "state"))]
+
+
+def test_a_journal_recorded_under_another_host_name_but_found_here_is_read(tmp_path: Path, repo: Repository) -> None:
+    """The host renamed since the other configuration's run recorded its state folder (a VM
+    renamed, a container's new name): its journal is here, at the path recorded, and its
+    unfinished run's snapshots are kept (they were deleted: the record read as elsewhere)."""
+    from aura_ops.repository import journals
+
+    cfg = make_config(tmp_path)
+    ids = [seal(repo, h) for h in range(3)]
+    other = tmp_path / "other"
+    (other / "state").mkdir(parents=True)
+    theirs = Journal(other / "state" / "journal.db")
+    journal_run(theirs, make_config(other), "20261101-110000-000", "interrupted", {"snapshot_id": ids[0]})
+    theirs.close()
+    journals.remember(repo, other / "state", "old-name-of-this-host")
+    journals.remember(repo, tmp_path / "nowhere" / "state", "another-host")  # not here: a warning only
+    found = rows(retention.plan(cfg, repo, None))
+    assert found[ids[0]]["decision"] == "keep" and "needed by run 20261101-110000-000" in found[ids[0]]["reasons"][0]
+    assert found[ids[1]]["decision"] == "delete"
+
+
+def test_two_kept_copies_that_both_rotted_do_not_let_the_only_sound_one_go(tmp_path: Path, repo: Repository) -> None:
+    """keep_last 2 keeps the two newest copies of the database; both changed on disk since they
+    were sealed. Only a component's single kept copy was hashed, so neither was, and the prune
+    deleted the oldest, the only sound copy (found by the random-histories property, seed-free:
+    it failed on main). The newest kept copy is hashed until one is found sound."""
+    cfg = make_config(tmp_path, keep_last=2)
+    ids = [seal_with_dump(repo, h) for h in range(3)]
+    rot(repo, ids[1])
+    rot(repo, ids[2])
+    assert retention.plan(cfg, repo, None).deleted == [ids[0]]  # the policy alone (stats: no hashing)
+    decided = retention.plan(cfg, repo, None, check=True)
+    assert decided.deleted == [] and set(decided.kept) == set(ids)  # the sound one kept by keep_last
+    assert "fails its checksums" in " ".join(rows(decided)[ids[2]]["reasons"])  # (the newest: hashed first)

@@ -114,6 +114,7 @@ PRIVILEGE_HINTS = (
     ("permission denied to create database", "the role needs CREATEDB"),
     ("permission denied for database", "the role needs CONNECT on the database"),
     ("does not have connect privilege", "the role needs CONNECT on the database"),
+    ("permission denied for tablespace", "the role needs CREATE on the tablespace"),  # (before "table")
     ("permission denied for table", "the role needs SELECT on the table"),
     ("permission denied for sequence", "the role needs SELECT on the sequence"),
     ("permission denied for schema", "the role needs USAGE on the schema"),
@@ -167,6 +168,13 @@ def connection(name: str, cfg: PostgresConfig) -> Connection:
     except Exception:
         raise ConfigError(f"{what}: the DSN cannot be parsed") from None
     secrets.register(params.get("password"))
+    if not params.get("dbname") and (params.get("service") or os.environ.get("PGSERVICE")):
+        # a service file may name the database: libpq's own reading of it (a backup through
+        # service=prod dumped the service's database while an in-place restore recreated one
+        # named after $USER and said it had restored it)
+        resolved = _service_dbname(params)
+        if resolved:
+            params["dbname"] = resolved
     if not params.get("dbname") and not params.get("service") and not os.environ.get("PGSERVICE"):
         # the database libpq reaches without a dbname: PGDATABASE, else the user's name (the DSN's,
         # PGUSER, the account's). Made explicit, so that pg_dump, pg_restore, every name check
@@ -181,6 +189,21 @@ def connection(name: str, cfg: PostgresConfig) -> Connection:
     elif cfg.password_file:
         params["password"] = secrets.from_file(cfg.password_file, what)
     return Connection(params, cfg.connect_attempts, cfg.connect_timeout)
+
+
+def _service_dbname(params: dict[str, str]) -> str:
+    """The database libpq reaches with ``params`` naming (or PGSERVICE giving) a service: libpq
+    reads the service file (PGSERVICEFILE, ~/.pg_service.conf, the system one) and its defaults
+    as it starts a connection, which is abandoned at once (nothing is sent); '' when it cannot
+    tell (a service not found: the connection names that later)."""
+    from psycopg import pq
+    from psycopg.conninfo import make_conninfo
+
+    started = pq.PGconn.connect_start(make_conninfo("", **params).encode())
+    try:
+        return (started.db or b"").decode("utf-8", "replace")
+    finally:
+        started.finish()
 
 
 def connect(conn: Connection, autocommit: bool = False) -> Any:
@@ -775,6 +798,42 @@ class _Compressor:
                 raise error  # the backup names the full device
             raise AuraError(f"compressing the dump in {self.folder}: {first_line(error)}") from error
         return dict(self.results)
+
+
+@contextlib.contextmanager
+def _bounded(name: str, db: Any, timeout: float | None) -> Iterator[None]:
+    """The statements run in the block end within ``timeout`` seconds (None: no bound): the server
+    cancels each one at it (``statement_timeout``, lock waits included), and all of them together
+    are cancelled at it too (the server times each statement of a script alone: three naps of
+    1.5 s ran under a timeout of 2 and were committed). A cancel at the bound is AuraError; the
+    block raises before anything could be committed. Ended before any commit that follows."""
+    import psycopg
+
+    if timeout is None:
+        yield
+        return
+    fired = threading.Event()
+
+    def stop() -> None:
+        fired.set()
+        (getattr(db, "cancel_safe", None) or db.cancel)()  # (cancel_safe: psycopg 3.2 and later)
+
+    db.execute("SELECT set_config('statement_timeout', %s, false)", (f"{max(1, round(timeout * 1000))}",))
+    timer = threading.Timer(timeout, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except psycopg.errors.QueryCanceled as exc:
+        if not fired.is_set():  # (the server's statement_timeout: its own words)
+            raise
+        raise AuraError(
+            f"{name}: canceling statement due to statement timeout (the timeout of {timeout:g}s, its "
+            f"statements together); nothing was committed; SQLSTATE {exc.sqlstate}"
+        ) from None
+    finally:
+        timer.cancel()
+        timer.join()  # a cancel under way has reached the server before anything that follows
 
 
 def _file_digest(store: Host, path: str, algorithm: str = checksum.ALGORITHM) -> tuple[str, int]:
@@ -1615,10 +1674,9 @@ class PostgresComponent:
         (or cancels after ``timeout`` seconds) is ``statement_error``'s one masked line, with
         nothing committed."""
         with self._session() as db:
-            if timeout is not None:
-                db.execute("SELECT set_config('statement_timeout', %s, false)", (f"{max(1, round(timeout * 1000))}",))
-            cursor = db.execute(statement)
-            rows = cursor.fetchall() if cursor.description else []
+            with _bounded(self.name, db, timeout):
+                cursor = db.execute(statement)
+                rows = cursor.fetchall() if cursor.description else []
             db.commit()
         return [list(row) for row in rows]
 
@@ -1628,8 +1686,8 @@ class PostgresComponent:
         """The first row ``statement`` gives (None when it gives no row), in a transaction that is
         rolled back: nothing it changes is kept. ``attempts`` and ``timeout`` (seconds) replace
         the configured connection's (a health check tries once, briefly). Errors as ``execute``."""
-        with self._session(attempts, timeout) as db:
-            row = db.execute(statement).fetchone()
+        with self._session(attempts, timeout) as db, _bounded(self.name, db, timeout):
+            row = db.execute(statement).fetchone()  # (a query a lock holds waited for ever)
         return None if row is None else tuple(row)
 
     @contextlib.contextmanager

@@ -49,7 +49,7 @@ class _Db:
         self.statements: list[str] = []
         self.committed = self.closed = False
 
-    def execute(self, statement: str) -> _Cursor:
+    def execute(self, statement: str, params: tuple[Any, ...] | None = None) -> _Cursor:
         self.statements.append(statement)
         if self.error is not None:
             raise self.error
@@ -57,6 +57,9 @@ class _Db:
 
     def commit(self) -> None:
         self.committed = True
+
+    def cancel(self) -> None:  # what the timeout's timer calls (psycopg's Connection.cancel)
+        raise AssertionError("no statement here outlives its timeout")
 
     def close(self) -> None:
         self.closed = True

@@ -883,17 +883,18 @@ FileLines = dict[str, tuple[dict[str, Any], bytes]]
 
 class FolderLines:
     """An index read as a stream beside a walk of the source (an incremental snapshot): the file
-    entries of one folder at a time, in the index's order, which is ``Host.walk``'s (a folder's
-    entries, then what is below its first subfolder, ...), every byte hashed as it is read, in
-    ``checksum.CHUNK`` blocks. Memory: one folder's lines. A line that cannot be read is left
-    out; ``finish`` gives the hash of the whole file, to be compared with the recorded one
-    before anything taken from it is kept."""
+    entries of one folder at a time (or of a part of it: the names up to one), in the index's
+    order, which is ``Host.walk``'s (a folder's entries in name order, then what is below its
+    first subfolder, ...), every byte hashed as it is read, in ``checksum.CHUNK`` blocks.
+    Memory: the lines of one part asked for, whatever the folder's size. A line that cannot be
+    read is left out; ``finish`` gives the hash of the whole file, to be compared with the
+    recorded one before anything taken from it is kept."""
 
     def __init__(self, source: IO[bytes], algorithm: str) -> None:
         self.source = source
         self.hasher = checksum.new(algorithm)
-        self.groups = self._groups()
-        self.head: tuple[str, FileLines] | None = None  # the next folder's lines, read
+        self.lines = self._entries()
+        self.head: _IndexLine | None = None  # the next line's entry, read and not yet given
 
     def _lines(self) -> Iterator[bytes]:
         """Every line, newline included (orjson writes none inside a line)."""
@@ -907,53 +908,60 @@ class FolderLines:
         if rest:
             yield rest + b"\n"
 
-    def _groups(self) -> Iterator[tuple[str, FileLines]]:
-        """(folder, its file entries by name) for each run of lines of one folder."""
-        folder: str | None = None
-        files: FileLines = {}
+    def _entries(self) -> Iterator[_IndexLine]:
+        """(folder, name, kind, entry, line) of each line that can be read."""
         loads = orjson.loads
         for line in self._lines():
             try:
                 entry = loads(line)
                 path = entry["p"] if "pb" not in entry else os.fsdecode(base64.b64decode(entry["pb"], validate=True))
                 parent, _, name = path.rpartition("/")
-                kind = entry.get("t")
             except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
                 continue
-            if parent != folder:
-                if folder is not None:
-                    yield folder, files
-                folder, files = parent, {}
-            if kind == "f":
-                files[name] = (entry, line)
-        if folder is not None:
-            yield folder, files
+            yield parent, name, entry.get("t"), entry, line
 
-    def files_in(self, folder: str) -> FileLines:
+    def files_in(self, folder: str, through: str | None = None) -> FileLines:
         """The file entries (``"t": "f"``) directly in ``folder`` (``""``: the root) by name,
-        each with its line (newline included); empty when the index lists none there. Folders
-        must be asked for in walk order: the lines of the folders before ``folder`` are passed
-        over, and a folder asked for after one the index lists later gets nothing."""
+        each with its line (newline included); with ``through``, only those named up to it (as
+        str): the next call for the same folder goes on after it (a folder walked in parts).
+        Empty when the index lists none there. Folders (and parts) must be asked for in walk
+        order: the lines before them are passed over, and a folder asked for after one the
+        index lists later gets nothing."""
+        files: FileLines = {}
+        head, lines = self.head, self.lines
         wanted = None
+        reached = False  # a line of ``folder`` was read: the next other folder is past it
         while True:
-            if self.head is None:
-                self.head = next(self.groups, None)
-                if self.head is None:
-                    return {}
-            current, files = self.head
-            if current == folder:
-                self.head = None
-                return files
+            if head is None:
+                head = next(lines, None)
+                if head is None:
+                    break
+            parent, name, kind, entry, line = head
+            if parent == folder:
+                if through is not None and name > through:
+                    break
+                if kind == "f":
+                    files[name] = (entry, line)
+                reached = True
+                head = None
+                continue
+            if reached:
+                break
             wanted = wanted or _folder_key(folder)
-            if _folder_key(current) > wanted:
-                return {}  # the index has nothing in ``folder``: it is new
-            self.head = None  # a folder gone since the index was written
+            if _folder_key(parent) > wanted:
+                break  # the index has nothing (more) in ``folder``: it is new
+            head = None  # a line of a folder gone since the index was written
+        self.head = head
+        return files
 
     def finish(self) -> str:
         """Read what is left (undecoded); return the hash of the whole index."""
         while chunk := self.source.read(checksum.CHUNK):
             self.hasher.update(chunk)
         return str(self.hasher.hexdigest())
+
+
+_IndexLine = tuple[str, str, Any, dict[str, Any], bytes]
 
 
 def _folder_key(folder: str) -> tuple[str, ...]:

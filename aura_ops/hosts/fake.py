@@ -1379,7 +1379,9 @@ class FakeHost:
                 entries: list[tuple[str, StatResult]] = []
                 for name in names[start : start + batch]:
                     node = folder.entries.get(name)
-                    if node is None:
+                    if node is None:  # gone since the folder was listed
+                        if on_vanished is not None:
+                            on_vanished(f"{directory}/{name}")
                         continue
                     if excludes and is_excluded(prefix + name, node.is_dir, excludes):
                         if on_excluded is not None:

@@ -179,7 +179,7 @@ class _Builder:
         target_dir = f"{self.tree}/{relative_dir}" if relative_dir else self.tree
         known: FileLines = {}
         if self.previous_lines is not None and entries:
-            known = self.previous_lines.files_in(relative_dir, entries[-1][0])  # (this part's names)
+            known = self.previous_lines.files_in(relative_dir, [name for name, _ in entries])  # (this part's)
         if known and not self.previous_reached(relative_dir):
             known = {}  # (its previous copies are not linked: copied)
         out: list[Entry | None] = []

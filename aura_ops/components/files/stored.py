@@ -18,7 +18,7 @@ import binascii
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -920,16 +920,21 @@ class FolderLines:
                 continue
             yield parent, name, entry.get("t"), entry, line
 
-    def files_in(self, folder: str, through: str | None = None) -> FileLines:
+    def files_in(self, folder: str, names: Sequence[str] | None = None) -> FileLines:
         """The file entries (``"t": "f"``) directly in ``folder`` (``""``: the root) by name,
-        each with its line (newline included); with ``through``, only those named up to it (as
-        str): the next call for the same folder goes on after it (a folder walked in parts).
-        Empty when the index lists none there. Folders (and parts) must be asked for in walk
-        order: the lines before them are passed over, and a folder asked for after one the
-        index lists later gets nothing."""
+        each with its line (newline included); with ``names`` (a part of the folder, as the walk
+        gives it), only those of these names, the lines read up to the greatest (as str): the
+        next call for the same folder goes on after it, and what it holds is at most one entry
+        per name asked for, however many the index lists there. Empty when the index lists none
+        there. Folders (and parts) must be asked for in walk order: the lines before them are
+        passed over, and a folder asked for after one the index lists later gets nothing."""
         files: FileLines = {}
+        wanted = set(names) if names is not None else None
+        through = max(names, default=None) if names is not None else None
+        if wanted is not None and through is None:
+            return files  # (nothing asked for: nothing read)
         head, lines = self.head, self.lines
-        wanted = None
+        key = None
         reached = False  # a line of ``folder`` was read: the next other folder is past it
         while True:
             if head is None:
@@ -940,15 +945,15 @@ class FolderLines:
             if parent == folder:
                 if through is not None and name > through:
                     break
-                if kind == "f":
+                if kind == "f" and (wanted is None or name in wanted):
                     files[name] = (entry, line)
                 reached = True
                 head = None
                 continue
             if reached:
                 break
-            wanted = wanted or _folder_key(folder)
-            if _folder_key(parent) > wanted:
+            key = key or _folder_key(folder)
+            if _folder_key(parent) > key:
                 break  # the index has nothing (more) in ``folder``: it is new
             head = None  # a line of a folder gone since the index was written
         self.head = head

@@ -149,3 +149,17 @@ def test_folder_lines_give_a_folder_a_part_at_a_time_and_go_on_to_the_next_folde
         assert list(lines.files_in("z", ["y"])) == ["y"]
         assert lines.files_in("z", ["zz"]) == {}
         lines.finish()
+
+
+def test_folder_lines_hold_a_bounded_number_of_entries_of_names_gone_from_the_folder(tmp_path: Path) -> None:
+    """A folder whose 1,000 files are all gone but one new one: the one part asked for holds
+    what its names find, not the 1,000 lines read past."""
+    source, repository = tmp_path / "source", tmp_path / "repo"
+    for number in range(1000):
+        _write(source / f"f{number:04d}", b"x")
+    first = _take(_component(source), repository, "s1", None)
+    with open(first.component_dir("uploads") / files.INDEX, "rb") as index:
+        lines = FolderLines(index, "sha256")
+        found = lines.files_in("", ["f0500", "zzz"])
+        assert list(found) == ["f0500"]
+        assert list(lines.files_in("", ["zzzz"])) == []

@@ -893,8 +893,8 @@ class FolderLines:
     def __init__(self, source: IO[bytes], algorithm: str) -> None:
         self.source = source
         self.hasher = checksum.new(algorithm)
-        self.lines = self._entries()
-        self.head: _IndexLine | None = None  # the next line's entry, read and not yet given
+        self.lines = self._lines()
+        self.head: _IndexLine | None = None  # the next line, read (and decoded) and not yet given
 
     def _lines(self) -> Iterator[bytes]:
         """Every line, newline included (orjson writes none inside a line)."""
@@ -908,55 +908,54 @@ class FolderLines:
         if rest:
             yield rest + b"\n"
 
-    def _entries(self) -> Iterator[_IndexLine]:
-        """(folder, name, kind, entry, line) of each line that can be read."""
-        loads = orjson.loads
-        for line in self._lines():
-            try:
-                entry = loads(line)
-                path = entry["p"] if "pb" not in entry else os.fsdecode(base64.b64decode(entry["pb"], validate=True))
-                parent, _, name = path.rpartition("/")
-            except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
-                continue
-            yield parent, name, entry.get("t"), entry, line
-
     def files_in(self, folder: str, names: Sequence[str] | None = None) -> FileLines:
         """The file entries (``"t": "f"``) directly in ``folder`` (``""``: the root) by name,
         each with its line (newline included); with ``names`` (a part of the folder, as the walk
         gives it), only those of these names, the lines read up to the greatest (as str): the
         next call for the same folder goes on after it, and what it holds is at most one entry
-        per name asked for, however many the index lists there. Empty when the index lists none
-        there. Folders (and parts) must be asked for in walk order: the lines before them are
-        passed over, and a folder asked for after one the index lists later gets nothing."""
+        per name asked for, however many names the index lists there that are gone since.
+        Empty when the index lists none there. Folders (and parts) must be asked for in walk
+        order: the lines before them are passed over, and a folder asked for after one the
+        index lists later gets nothing."""
         files: FileLines = {}
         wanted = set(names) if names is not None else None
         through = max(names, default=None) if names is not None else None
-        if wanted is not None and through is None:
+        if names is not None and through is None:
             return files  # (nothing asked for: nothing read)
-        head, lines = self.head, self.lines
+        lines, loads, head = self.lines, orjson.loads, self.head
+        self.head = None
         key = None
         reached = False  # a line of ``folder`` was read: the next other folder is past it
         while True:
-            if head is None:
-                head = next(lines, None)
-                if head is None:
-                    break
-            parent, name, kind, entry, line = head
+            if head is not None:
+                parent, name, entry, line = head
+                head = None
+            else:
+                line = next(lines, b"")
+                if not line:
+                    return files
+                try:
+                    entry = loads(line)
+                    path = (
+                        entry["p"] if "pb" not in entry else os.fsdecode(base64.b64decode(entry["pb"], validate=True))
+                    )
+                    parent, _, name = path.rpartition("/")
+                except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+                    continue  # (a line that cannot be read is left out)
             if parent == folder:
                 if through is not None and name > through:
                     break
-                if kind == "f" and (wanted is None or name in wanted):
+                if entry.get("t") == "f" and (wanted is None or name in wanted):
                     files[name] = (entry, line)
                 reached = True
-                head = None
                 continue
             if reached:
                 break
             key = key or _folder_key(folder)
             if _folder_key(parent) > key:
                 break  # the index has nothing (more) in ``folder``: it is new
-            head = None  # a line of a folder gone since the index was written
-        self.head = head
+            # (else a line of a folder gone since the index was written: passed over)
+        self.head = (parent, name, entry, line)
         return files
 
     def finish(self) -> str:
@@ -966,7 +965,7 @@ class FolderLines:
         return str(self.hasher.hexdigest())
 
 
-_IndexLine = tuple[str, str, Any, dict[str, Any], bytes]
+_IndexLine = tuple[str, str, dict[str, Any], bytes]  # (folder, name, entry, line)
 
 
 def _folder_key(folder: str) -> tuple[str, ...]:

@@ -163,3 +163,30 @@ def test_folder_lines_hold_a_bounded_number_of_entries_of_names_gone_from_the_fo
         found = lines.files_in("", ["f0500", "zzz"])
         assert list(found) == ["f0500"]
         assert list(lines.files_in("", ["zzzz"])) == []
+
+
+def test_what_a_large_stored_folder_holds_beyond_its_index_is_found_by_the_merge_of_both_in_name_order(
+    tmp_path: Path,
+) -> None:
+    """The restore's check of a stored tree against its index merges each folder's index lines
+    with the folder's names as stored (sorted), instead of a set of the index's names beside a
+    listing of the folder (187 MB RSS restoring 400,000 files in one folder): names planted
+    before the first, between two, after the last, in place of a name the index lists below,
+    and in an empty folder are all found, nothing else."""
+    source, repository = tmp_path / "source", tmp_path / "repo"
+    for number in range(300):
+        _write(source / f"f{number:03d}", b"x")
+    (source / "empty").mkdir()
+    _write(source / "sub" / "inner", b"inner")
+    first = _take(_component(source), repository, "s1", None)
+    tree = first.component_dir("uploads") / files.TREE
+    planted = ["0before", "f150a", "zzz-after", "empty/in-empty", "sub/0first"]
+    for relative in planted:
+        (tree / relative).write_bytes(b"planted")
+    outline = files.stored.read_outline(LocalHost(), first.component_dir("uploads") / files.INDEX, "sha256", str(tree))
+    assert outline.problems == [] and outline.unlisted == sorted(planted)
+    assert outline.count == 300 + 3  # (the index read whole: 300 files, two folders, one file in one)
+    problems = _component(source).verify(first)["problems"]
+    assert sorted(problem for problem in problems if "not in the index" in problem) == [
+        f"uploads: {relative}: not in the index" for relative in sorted(planted)
+    ]

@@ -323,8 +323,10 @@ def hard_link_names(store: Host, path: str) -> set[str]:
 class _Unlisted:
     """What a stored tree holds that its index does not list (top-most only: never below
     something unlisted), found folder by folder as the index is read. ``kinds`` None (an index
-    in walk order): the entries of one folder come together, so only their names are kept till
-    the next folder's; else every path's type, and the folders are listed at the end."""
+    in walk order): the entries of one folder come together, in name order, and are merged with
+    the folder's names as stored, sorted (memory: one name per stored entry of that folder, not
+    a set of the index's names beside a listing of the folder); else every path's type, and the
+    folders are listed at the end."""
 
     def __init__(self, store: Host, tree: str, kinds: dict[str, str] | None) -> None:
         self.store = store
@@ -333,7 +335,9 @@ class _Unlisted:
         self.sound: set[str] = {""}  # the index's folders found as folders (their parents too)
         self.pending: set[str] = {""}  # of those, the ones not listed yet
         self.group: str | None = None
-        self.names: set[str] = set()
+        self.stored: list[str] | None = None  # the group's folder's names as stored, sorted
+        self.at = 0  # how far the index's names have reached in ``stored``
+        self.extra: set[str] = set()  # the group's stored names the index does not list
         self.found: list[tuple[str, DirEntry]] = []
 
     def entry(self, relative: str) -> None:
@@ -344,8 +348,19 @@ class _Unlisted:
         if head != self.group:
             self._close()
             self.group = head
-            self.names = set()
-        self.names.add(name)
+            if head in self.pending:
+                self.pending.remove(head)
+                self.stored = sorted(self.store.listdir(self._directory(head)))
+        stored = self.stored
+        if stored is None:
+            return
+        at = self.at
+        while at < len(stored) and stored[at] < name:
+            self.extra.add(stored[at])
+            at += 1
+        if at < len(stored) and stored[at] == name:
+            at += 1
+        self.at = at
 
     def parent_sound(self, relative: str) -> bool:
         return relative.rpartition("/")[0] in self.sound
@@ -355,10 +370,15 @@ class _Unlisted:
         self.sound.add(relative)
         self.pending.add(relative)
 
+    def _directory(self, relative_dir: str) -> str:
+        return f"{self.tree}/{relative_dir}" if relative_dir else self.tree
+
     def _close(self) -> None:
-        if self.group is not None and self.group in self.pending:
-            self.pending.remove(self.group)
-            self._list(self.group, self.names)
+        if self.group is not None and self.stored is not None:
+            self.extra.update(self.stored[self.at :])
+            if self.extra:
+                self._list(self.group, None, self.extra)
+        self.stored, self.at, self.extra = None, 0, set()
 
     def finish(self) -> list[tuple[str, DirEntry]]:
         """(path, entry) of everything unlisted, in the order found."""
@@ -369,11 +389,18 @@ class _Unlisted:
         self.pending = set()
         return self.found
 
-    def _list(self, relative_dir: str, names: set[str]) -> None:
-        directory = f"{self.tree}/{relative_dir}" if relative_dir else self.tree
-        for item in self.store.scandir(directory):
+    def _list(self, relative_dir: str, names: set[str] | None, only: set[str] | None = None) -> None:
+        """Record the entries of ``relative_dir`` not in the index: those not among ``names``,
+        or (``only``) those named there."""
+        for item in self.store.scandir(self._directory(relative_dir)):
             relative = f"{relative_dir}/{item.name}" if relative_dir else item.name
-            if (relative not in self.kinds) if self.kinds is not None else (item.name not in names):
+            if only is not None:
+                unlisted = item.name in only
+            elif self.kinds is not None:
+                unlisted = relative not in self.kinds
+            else:
+                unlisted = names is not None and item.name not in names
+            if unlisted:
                 self.found.append((relative, item))
 
 

@@ -45,6 +45,7 @@ from aura_ops import checksum, logs
 from aura_ops.errors import AuraError, CommandFailed, ToolMissing
 from aura_ops.hosts.base import (
     DEVNULL,
+    FOLDER_BATCH,
     NOT_REGULAR,
     PIPE,
     Command,
@@ -1346,9 +1347,12 @@ class FakeHost:
         *,
         on_vanished: Callable[[str], None] | None = None,
         on_excluded: Callable[[str], None] | None = None,
+        batch: int = FOLDER_BATCH,
     ) -> Iterator[tuple[str, Sequence[tuple[str, StatResult]]]]:
-        """As ``LocalHost.walk_folders``: a folder's entries are all looked at when it is listed;
-        a folder replaced by a symlink (below the root) is vanished."""
+        """As ``LocalHost.walk_folders``: a part's entries are looked at (in the folder as
+        listed) when the part is yielded; a folder replaced by a symlink (below the root) is
+        vanished."""
+        batch = max(batch, 1)
         stack = [""]
         while stack:
             relative_dir = stack.pop()
@@ -1370,18 +1374,23 @@ class FakeHost:
             except OSError as exc:
                 raise AuraError(f"cannot read {shown(directory)}: {exc.strerror}") from None
             prefix = f"{relative_dir}/" if relative_dir else ""
-            entries: list[tuple[str, StatResult]] = []
-            for name in names:
-                node = folder.entries.get(name)
-                if node is None:
-                    continue
-                if excludes and is_excluded(prefix + name, node.is_dir, excludes):
-                    if on_excluded is not None:
-                        on_excluded(prefix + name)
-                    continue
-                entries.append((name, self._lstat(node)))
-            yield relative_dir, entries
-            stack.extend(reversed([prefix + name for name, st in entries if stat.S_ISDIR(st.st_mode)]))
+            below: list[str] = []  # its subfolders, descended into after its last part
+            for start in range(0, len(names) or 1, batch):
+                entries: list[tuple[str, StatResult]] = []
+                for name in names[start : start + batch]:
+                    node = folder.entries.get(name)
+                    if node is None:  # gone since the folder was listed
+                        if on_vanished is not None:
+                            on_vanished(f"{directory}/{name}")
+                        continue
+                    if excludes and is_excluded(prefix + name, node.is_dir, excludes):
+                        if on_excluded is not None:
+                            on_excluded(prefix + name)
+                        continue
+                    entries.append((name, self._lstat(node)))
+                below.extend(prefix + name for name, st in entries if stat.S_ISDIR(st.st_mode))
+                yield relative_dir, entries
+            stack.extend(reversed(below))
 
     def link_names(self, existing: str, new: str, names: Sequence[str]) -> list[tuple[str, int]]:
         """As ``LocalHost.link_names``: both folders looked up without following a symlink in

@@ -29,6 +29,7 @@ from aura_ops import checksum, logs
 from aura_ops.errors import AuraError, CommandFailed, ToolMissing
 from aura_ops.hosts.base import (
     DEVNULL,
+    FOLDER_BATCH,
     NOT_REGULAR,
     PIPE,
     Command,
@@ -643,8 +644,9 @@ class LocalHost:
         *,
         on_vanished: Callable[[str], None] | None = None,
         on_excluded: Callable[[str], None] | None = None,
+        batch: int = FOLDER_BATCH,
     ) -> Iterator[tuple[str, list[tuple[str, os.stat_result]]]]:
-        return walk_folders(root, excludes, on_vanished, on_excluded)
+        return walk_folders(root, excludes, on_vanished, on_excluded, batch)
 
     def link_names(self, existing: str, new: str, names: Sequence[str]) -> list[tuple[str, int]]:
         return link_names(existing, new, names)
@@ -872,10 +874,12 @@ def walk_folders(
     excludes: Excludes = (),
     on_vanished: Callable[[str], None] | None = None,
     on_excluded: Callable[[str], None] | None = None,
+    batch: int = FOLDER_BATCH,
 ) -> Iterator[tuple[str, list[tuple[str, os.stat_result]]]]:
     """``Host.walk_folders`` on this machine: the root opened once (a symlink there is followed),
     each folder below it opened relative to it (never through a symlink in its place), its names
-    sorted as str (no key function), each entry one ``fstatat`` relative to the open folder."""
+    sorted as str (no key function), each entry one ``fstatat`` relative to the open folder, a
+    part of at most ``batch`` names at a time (the folder stays open while its parts are read)."""
     try:
         top = os.open(root, _ROOT)
     except OSError as exc:
@@ -885,7 +889,7 @@ def walk_folders(
             on_vanished(root)
         return
     try:
-        yield from _walk_below(top, root, excludes, on_vanished, on_excluded)
+        yield from _walk_below(top, root, excludes, on_vanished, on_excluded, max(batch, 1))
     finally:
         os.close(top)
 
@@ -896,8 +900,8 @@ def _walk_below(
     excludes: Excludes,
     on_vanished: Callable[[str], None] | None,
     on_excluded: Callable[[str], None] | None,
+    batch: int,
 ) -> Iterator[tuple[str, list[tuple[str, os.stat_result]]]]:
-    lstat = os.stat
     is_dir = stat.S_ISDIR
     stack: list[tuple[str, tuple[int, int] | None]] = [("", None)]  # (folder, its (dev, ino) as listed)
     while stack:
@@ -915,26 +919,39 @@ def _walk_below(
             if on_vanished is not None:
                 on_vanished(directory)
             continue
-        entries = []
+        prefix = f"{relative_dir}/" if relative_dir else ""
+        below: list[tuple[str, tuple[int, int]]] = []  # its subfolders, descended into after its last part
         try:
             try:
                 names = os.listdir(fd)
             except OSError as exc:
                 raise AuraError(f"cannot read {shown(directory)}: {exc.strerror}") from None
             names.sort()
-            for name in names:
-                try:
-                    entries.append((name, lstat(name, dir_fd=fd, follow_symlinks=False)))
-                except FileNotFoundError:
-                    if on_vanished is not None:
-                        on_vanished(f"{directory}/{name}")
+            for start in range(0, len(names) or 1, batch):
+                entries = _part(fd, directory, names[start : start + batch], on_vanished)
+                if excludes:
+                    entries = _not_excluded(prefix, entries, excludes, on_excluded)
+                below.extend((prefix + name, (st.st_dev, st.st_ino)) for name, st in entries if is_dir(st.st_mode))
+                yield relative_dir, entries
         finally:
             os.close(fd)
-        prefix = f"{relative_dir}/" if relative_dir else ""
-        if excludes:
-            entries = _not_excluded(prefix, entries, excludes, on_excluded)
-        yield relative_dir, entries
-        stack.extend(reversed([(prefix + name, (st.st_dev, st.st_ino)) for name, st in entries if is_dir(st.st_mode)]))
+        stack.extend(reversed(below))
+
+
+def _part(
+    fd: int, directory: str, names: list[str], on_vanished: Callable[[str], None] | None
+) -> list[tuple[str, os.stat_result]]:
+    """(name, lstat) of each of ``names`` in the open folder ``fd``; one gone since it was listed
+    is left out (and vanished)."""
+    lstat = os.stat
+    entries = []
+    for name in names:
+        try:
+            entries.append((name, lstat(name, dir_fd=fd, follow_symlinks=False)))
+        except FileNotFoundError:
+            if on_vanished is not None:
+                on_vanished(f"{directory}/{name}")
+    return entries
 
 
 def _reopened_by_name(top: int, relative_dir: str, fd: int) -> int:

@@ -24,7 +24,7 @@ import pytest
 
 from aura_ops.errors import AuraError, CommandFailed, ToolMissing
 from aura_ops.hosts import Command, Host, LocalHost, Result, user_umask
-from aura_ops.hosts.base import NOT_REGULAR, PutFile, PutResult, StatResult, compile_excludes
+from aura_ops.hosts.base import FOLDER_BATCH, NOT_REGULAR, PutFile, PutResult, StatResult, compile_excludes
 from aura_ops.hosts.fake import FakeHost
 
 
@@ -1355,6 +1355,67 @@ def test_walk_folders_never_follows_a_folder_above_the_one_it_opens_replaced_by_
             site.host.symlink(site.p("elsewhere"), site.p("top", "a"))
     assert seen == [("", ["a"]), ("a", ["b"])]
     assert vanished == [site.p("top", "a", "b")]
+
+
+def test_walk_folders_gives_a_large_folder_in_parts_of_at_most_batch_entries_then_what_is_below_it(
+    site: Site,
+) -> None:
+    """A folder of more names than ``batch`` comes in consecutive parts of at most ``batch``
+    entries, names ascending across them, its subfolders after its last part (issue 12: one
+    folder of 100,000 files was handed over whole, 250 MB)."""
+    names = [f"f{number:02d}" for number in range(30)]
+    for name in names:
+        site.write(name, name.encode())
+    for folder in ("d05", "z", "z/inner"):
+        site.host.mkdir(site.p(folder))
+    site.write("d05/in", b"in")
+    site.write("z/inner/deep", b"deep")
+    site.write("f07.log", b"excluded, in the first part")
+    excluded: list[str] = []
+    parts = [
+        (folder, [name for name, _ in entries])
+        for folder, entries in site.host.walk_folders(
+            site.root, compile_excludes(["*.log"]), on_excluded=excluded.append, batch=7
+        )
+    ]
+    root_names = sorted([*names, "d05", "f07.log", "z"])  # 33 names: parts of 7, 7, 7, 7, 5 names
+    assert [folder for folder, _ in parts] == ["", "", "", "", "", "d05", "z", "z/inner"]
+    assert [len(entries) for _, entries in parts] == [7, 6, 7, 7, 5, 1, 1, 1]  # (f07.log excluded)
+    assert [name for folder, entries in parts if folder == "" for name in entries] == [
+        name for name in root_names if name != "f07.log"
+    ]
+    assert excluded == ["f07.log"]
+    whole = [(folder, [name for name, _ in entries]) for folder, entries in site.host.walk_folders(site.root)]
+    assert [name for folder, entries in parts if folder == "" for name in entries] == [
+        name for name in whole[0][1] if name != "f07.log"
+    ]  # the same entries, in the same order, as one part of the default size
+    statuses = {
+        name: st.st_ino for folder, entries in site.host.walk_folders(site.root, batch=4) for name, st in entries
+    }
+    assert statuses["f29"] == site.host.lstat(site.p("f29")).st_ino
+
+
+def test_walk_folders_by_default_gives_a_folder_of_more_than_folder_batch_names_in_two_parts(site: Site) -> None:
+    for number in range(FOLDER_BATCH + 1):
+        site.write(f"f{number:05d}")
+    parts = [(folder, len(entries)) for folder, entries in site.host.walk_folders(site.root)]
+    assert parts == [("", FOLDER_BATCH), ("", 1)]
+    site.host.mkdir(site.p("empty"))
+    assert [(folder, list(entries)) for folder, entries in site.host.walk_folders(site.p("empty"))] == [("", [])]
+
+
+def test_walk_folders_reports_a_name_gone_before_its_part_is_read_as_vanished(site: Site) -> None:
+    for number in range(10):
+        site.write(f"f{number}")
+    vanished: list[str] = []
+    parts = []
+    for _, entries in site.host.walk_folders(site.root, on_vanished=vanished.append, batch=4):
+        parts.append([name for name, _ in entries])
+        if len(parts) == 1:  # the folder was listed whole: f6 goes before its part is read
+            site.host.remove(site.p("f6"))
+            site.write("f5", b"rewritten after the listing")
+    assert parts == [["f0", "f1", "f2", "f3"], ["f4", "f5", "f7"], ["f8", "f9"]]
+    assert vanished == [site.p("f6")]
 
 
 def test_link_names_links_each_name_and_returns_those_it_could_not_with_their_errno(site: Site) -> None:

@@ -18,7 +18,7 @@ import binascii
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -323,8 +323,10 @@ def hard_link_names(store: Host, path: str) -> set[str]:
 class _Unlisted:
     """What a stored tree holds that its index does not list (top-most only: never below
     something unlisted), found folder by folder as the index is read. ``kinds`` None (an index
-    in walk order): the entries of one folder come together, so only their names are kept till
-    the next folder's; else every path's type, and the folders are listed at the end."""
+    in walk order): the entries of one folder come together, in name order, and are merged with
+    the folder's names as stored, sorted (memory: one name per stored entry of that folder, not
+    a set of the index's names beside a listing of the folder); else every path's type, and the
+    folders are listed at the end."""
 
     def __init__(self, store: Host, tree: str, kinds: dict[str, str] | None) -> None:
         self.store = store
@@ -333,7 +335,9 @@ class _Unlisted:
         self.sound: set[str] = {""}  # the index's folders found as folders (their parents too)
         self.pending: set[str] = {""}  # of those, the ones not listed yet
         self.group: str | None = None
-        self.names: set[str] = set()
+        self.stored: list[str] | None = None  # the group's folder's names as stored, sorted
+        self.at = 0  # how far the index's names have reached in ``stored``
+        self.extra: set[str] = set()  # the group's stored names the index does not list
         self.found: list[tuple[str, DirEntry]] = []
 
     def entry(self, relative: str) -> None:
@@ -344,8 +348,19 @@ class _Unlisted:
         if head != self.group:
             self._close()
             self.group = head
-            self.names = set()
-        self.names.add(name)
+            if head in self.pending:
+                self.pending.remove(head)
+                self.stored = sorted(self.store.listdir(self._directory(head)))
+        stored = self.stored
+        if stored is None:
+            return
+        at = self.at
+        while at < len(stored) and stored[at] < name:
+            self.extra.add(stored[at])
+            at += 1
+        if at < len(stored) and stored[at] == name:
+            at += 1
+        self.at = at
 
     def parent_sound(self, relative: str) -> bool:
         return relative.rpartition("/")[0] in self.sound
@@ -355,10 +370,15 @@ class _Unlisted:
         self.sound.add(relative)
         self.pending.add(relative)
 
+    def _directory(self, relative_dir: str) -> str:
+        return f"{self.tree}/{relative_dir}" if relative_dir else self.tree
+
     def _close(self) -> None:
-        if self.group is not None and self.group in self.pending:
-            self.pending.remove(self.group)
-            self._list(self.group, self.names)
+        if self.group is not None and self.stored is not None:
+            self.extra.update(self.stored[self.at :])
+            if self.extra:
+                self._list(self.group, None, self.extra)
+        self.stored, self.at, self.extra = None, 0, set()
 
     def finish(self) -> list[tuple[str, DirEntry]]:
         """(path, entry) of everything unlisted, in the order found."""
@@ -369,11 +389,18 @@ class _Unlisted:
         self.pending = set()
         return self.found
 
-    def _list(self, relative_dir: str, names: set[str]) -> None:
-        directory = f"{self.tree}/{relative_dir}" if relative_dir else self.tree
-        for item in self.store.scandir(directory):
+    def _list(self, relative_dir: str, names: set[str] | None, only: set[str] | None = None) -> None:
+        """Record the entries of ``relative_dir`` not in the index: those not among ``names``,
+        or (``only``) those named there."""
+        for item in self.store.scandir(self._directory(relative_dir)):
             relative = f"{relative_dir}/{item.name}" if relative_dir else item.name
-            if (relative not in self.kinds) if self.kinds is not None else (item.name not in names):
+            if only is not None:
+                unlisted = item.name in only
+            elif self.kinds is not None:
+                unlisted = relative not in self.kinds
+            else:
+                unlisted = names is not None and item.name not in names
+            if unlisted:
                 self.found.append((relative, item))
 
 
@@ -883,17 +910,18 @@ FileLines = dict[str, tuple[dict[str, Any], bytes]]
 
 class FolderLines:
     """An index read as a stream beside a walk of the source (an incremental snapshot): the file
-    entries of one folder at a time, in the index's order, which is ``Host.walk``'s (a folder's
-    entries, then what is below its first subfolder, ...), every byte hashed as it is read, in
-    ``checksum.CHUNK`` blocks. Memory: one folder's lines. A line that cannot be read is left
-    out; ``finish`` gives the hash of the whole file, to be compared with the recorded one
-    before anything taken from it is kept."""
+    entries of one folder at a time (or of a part of it: the names up to one), in the index's
+    order, which is ``Host.walk``'s (a folder's entries in name order, then what is below its
+    first subfolder, ...), every byte hashed as it is read, in ``checksum.CHUNK`` blocks.
+    Memory: the lines of one part asked for, whatever the folder's size. A line that cannot be
+    read is left out; ``finish`` gives the hash of the whole file, to be compared with the
+    recorded one before anything taken from it is kept."""
 
     def __init__(self, source: IO[bytes], algorithm: str) -> None:
         self.source = source
         self.hasher = checksum.new(algorithm)
-        self.groups = self._groups()
-        self.head: tuple[str, FileLines] | None = None  # the next folder's lines, read
+        self.lines = self._lines()
+        self.head: _IndexLine | None = None  # the next line, read (and decoded) and not yet given
 
     def _lines(self) -> Iterator[bytes]:
         """Every line, newline included (orjson writes none inside a line)."""
@@ -907,53 +935,64 @@ class FolderLines:
         if rest:
             yield rest + b"\n"
 
-    def _groups(self) -> Iterator[tuple[str, FileLines]]:
-        """(folder, its file entries by name) for each run of lines of one folder."""
-        folder: str | None = None
-        files: FileLines = {}
-        loads = orjson.loads
-        for line in self._lines():
-            try:
-                entry = loads(line)
-                path = entry["p"] if "pb" not in entry else os.fsdecode(base64.b64decode(entry["pb"], validate=True))
-                parent, _, name = path.rpartition("/")
-                kind = entry.get("t")
-            except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
-                continue
-            if parent != folder:
-                if folder is not None:
-                    yield folder, files
-                folder, files = parent, {}
-            if kind == "f":
-                files[name] = (entry, line)
-        if folder is not None:
-            yield folder, files
-
-    def files_in(self, folder: str) -> FileLines:
+    def files_in(self, folder: str, names: Sequence[str] | None = None) -> FileLines:
         """The file entries (``"t": "f"``) directly in ``folder`` (``""``: the root) by name,
-        each with its line (newline included); empty when the index lists none there. Folders
-        must be asked for in walk order: the lines of the folders before ``folder`` are passed
-        over, and a folder asked for after one the index lists later gets nothing."""
-        wanted = None
+        each with its line (newline included); with ``names`` (a part of the folder, as the walk
+        gives it), only those of these names, the lines read up to the greatest (as str): the
+        next call for the same folder goes on after it, and what it holds is at most one entry
+        per name asked for, however many names the index lists there that are gone since.
+        Empty when the index lists none there. Folders (and parts) must be asked for in walk
+        order: the lines before them are passed over, and a folder asked for after one the
+        index lists later gets nothing."""
+        files: FileLines = {}
+        wanted = set(names) if names is not None else None
+        through = max(names, default=None) if names is not None else None
+        if names is not None and through is None:
+            return files  # (nothing asked for: nothing read)
+        lines, loads, head = self.lines, orjson.loads, self.head
+        self.head = None
+        key = None
+        reached = False  # a line of ``folder`` was read: the next other folder is past it
         while True:
-            if self.head is None:
-                self.head = next(self.groups, None)
-                if self.head is None:
-                    return {}
-            current, files = self.head
-            if current == folder:
-                self.head = None
-                return files
-            wanted = wanted or _folder_key(folder)
-            if _folder_key(current) > wanted:
-                return {}  # the index has nothing in ``folder``: it is new
-            self.head = None  # a folder gone since the index was written
+            if head is not None:
+                parent, name, entry, line = head
+                head = None
+            else:
+                line = next(lines, b"")
+                if not line:
+                    return files
+                try:
+                    entry = loads(line)
+                    path = (
+                        entry["p"] if "pb" not in entry else os.fsdecode(base64.b64decode(entry["pb"], validate=True))
+                    )
+                    parent, _, name = path.rpartition("/")
+                except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+                    continue  # (a line that cannot be read is left out)
+            if parent == folder:
+                if through is not None and name > through:
+                    break
+                if entry.get("t") == "f" and (wanted is None or name in wanted):
+                    files[name] = (entry, line)
+                reached = True
+                continue
+            if reached:
+                break
+            key = key or _folder_key(folder)
+            if _folder_key(parent) > key:
+                break  # the index has nothing (more) in ``folder``: it is new
+            # (else a line of a folder gone since the index was written: passed over)
+        self.head = (parent, name, entry, line)
+        return files
 
     def finish(self) -> str:
         """Read what is left (undecoded); return the hash of the whole index."""
         while chunk := self.source.read(checksum.CHUNK):
             self.hasher.update(chunk)
         return str(self.hasher.hexdigest())
+
+
+_IndexLine = tuple[str, str, dict[str, Any], bytes]  # (folder, name, entry, line)
 
 
 def _folder_key(folder: str) -> tuple[str, ...]:

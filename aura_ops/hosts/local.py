@@ -215,6 +215,26 @@ class _LocalProcess:
             self.kill()
 
 
+def _communicate(process: _LocalProcess, feed: bytes | None, timeout: float | None) -> tuple[bytes, bytes]:
+    """``communicate`` with ``process``, in slices: once the command has exited non-zero, what it
+    left running in its group is ended (``_end_group``), as it would hold our pipes open and
+    the failed command would read as running until they closed (``sh -c 'daemon & exit 3'``:
+    the failure was reported only when the daemon exited, or as a timeout)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = _SLICE if deadline is None else min(_SLICE, max(deadline - time.monotonic(), 0.0))
+        try:
+            return process.popen.communicate(input=feed, timeout=left)
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+            if process.popen.poll() not in (None, 0):
+                process._end_group()  # (its pipes close with the group: communicate ends)
+
+
+_SLICE = 0.5  # (seconds between looks at a command whose pipes are still open)
+
+
 def _live_members(group: int) -> bool:
     """Whether a process of process group ``group`` is still alive (not a zombie) on this machine:
     /proc, as a zombie whose parent does not reap it would answer kill(0) forever."""
@@ -295,7 +315,7 @@ class LocalHost:
         source: IO[bytes] | int | None = PIPE if feed is not None else stdin  # type: ignore[assignment]
         process = self.start(command, stdout=stdout, stdin=source or subprocess.DEVNULL)
         try:
-            captured, errors = process.popen.communicate(input=feed, timeout=timeout)
+            captured, errors = _communicate(process, feed, timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             raise AuraError(f"on {self.name}: `{command.display()}` timed out after {timeout:g}s") from None

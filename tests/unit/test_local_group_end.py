@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+from aura_ops.errors import AuraError
 from aura_ops.hosts.base import Command
 from aura_ops.hosts.local import LocalHost, _live_members
 
@@ -44,3 +45,23 @@ def test_a_command_that_succeeded_keeps_what_it_started_on_purpose() -> None:
 def test_live_members_ignores_other_groups() -> None:
     assert _live_members(os.getpgrp())
     assert not _live_members(2**22 + 12345)
+
+
+def test_a_failed_command_whose_background_child_holds_its_pipes_fails_instead_of_waiting_for_it() -> None:
+    host = LocalHost()
+    # the child inherits stdout and stderr: communicate() read until it exited (300 s), or a
+    # timeout reported the failed command as having timed out
+    result = host.run(Command(("sh", "-c", "sleep 300 & echo $!; exit 3")), check=False, timeout=60)
+    child = int(result.stdout.decode().strip())
+    assert result.returncode == 3
+    assert not _alive(child)
+
+
+def test_a_command_whose_pipes_stay_open_still_times_out() -> None:
+    host = LocalHost()
+    try:
+        host.run(Command(("sh", "-c", "sleep 300")), timeout=1)
+    except AuraError as error:
+        assert "timed out after 1s" in str(error)
+    else:
+        raise AssertionError("a command running past its timeout returned")
